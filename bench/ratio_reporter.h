@@ -1,0 +1,65 @@
+// A Google Benchmark reporter that prints, after the usual table, each
+// benchmark's speed relative to its baseline measured in the same run.
+// Benchmarks name themselves "<op>/<group...>"; the baseline of a group is
+// the benchmark "<baseline_op>/<group...>" (e.g. memcpy/cpu/threads:1).
+// Benchmarks use Unit(benchmark::kMillisecond) and set a "bytes" counter (bytes
+// moved per iteration) so bandwidths can be compared too.
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace lowbit::bench {
+
+class RatioReporter : public benchmark::ConsoleReporter {
+ public:
+  explicit RatioReporter(std::string baseline_op) : baseline_op_(std::move(baseline_op)) {}
+
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    for (const Run& r : runs) {
+      if (r.run_type != Run::RT_Iteration || r.error_occurred) continue;
+      const std::string name = r.benchmark_name();
+      const size_t slash = name.find('/');
+      if (slash == std::string::npos) continue;
+      Entry e{name.substr(0, slash), name.substr(slash + 1), r.GetAdjustedRealTime(),
+              r.counters.count("bytes") ? double(r.counters.at("bytes")) : 0.0};
+      entries_.push_back(e);
+    }
+  }
+
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    std::map<std::string, const Entry*> base;
+    for (const Entry& e : entries_)
+      if (e.op == baseline_op_) base[e.group] = &e;
+    std::printf("\n%-28s %-30s %12s %14s %14s\n", "op", "group", "time", "speed vs",
+                "bytes/s vs");
+    std::printf("%-28s %-30s %12s %14s %14s\n", "", "", "", baseline_op_.c_str(),
+                baseline_op_.c_str());
+    for (const Entry& e : entries_) {
+      auto it = base.find(e.group);
+      if (it == base.end()) continue;
+      const Entry& b = *it->second;
+      const double speed = b.time / e.time;
+      const double bw = (e.bytes > 0 && b.bytes > 0) ? (e.bytes / e.time) / (b.bytes / b.time) : 0;
+      std::printf("%-28s %-30s %10.3f ms %13.2fx %13.0f%%\n", e.op.c_str(), e.group.c_str(),
+                  e.time, speed, bw * 100);
+    }
+  }
+
+ private:
+  struct Entry {
+    std::string op, group;
+    double time;   // in the benchmark's time unit
+    double bytes;  // bytes moved per iteration (counter "bytes")
+  };
+  std::string baseline_op_;
+  std::vector<Entry> entries_;
+};
+
+}  // namespace lowbit::bench

@@ -1,0 +1,28 @@
+# `cmake --install` puts headers under include/lowbit/, the libraries, and a
+# package config so that a project does find_package(lowbit) and links
+# lowbit::lowbit (torch, OpenMP and OpenCL are found again as dependencies).
+include(CMakePackageConfigHelpers)
+
+install(TARGETS lowbit lowbit_kernels EXPORT lowbitTargets
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+
+# Public headers only: backend internals (kernels/cpu, kernels/opencl) stay out.
+foreach(dir kernels quant optim lora)
+  if(EXISTS "${PROJECT_SOURCE_DIR}/${dir}")
+    install(DIRECTORY "${PROJECT_SOURCE_DIR}/${dir}/"
+      DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/lowbit/${dir}"
+      FILES_MATCHING PATTERN "*.h"
+      PATTERN "cpu" EXCLUDE PATTERN "opencl" EXCLUDE)
+  endif()
+endforeach()
+
+set(config_dir "${CMAKE_INSTALL_LIBDIR}/cmake/lowbit")
+install(EXPORT lowbitTargets NAMESPACE lowbit:: DESTINATION "${config_dir}")
+configure_package_config_file("${CMAKE_CURRENT_LIST_DIR}/lowbitConfig.cmake.in"
+  "${CMAKE_CURRENT_BINARY_DIR}/lowbitConfig.cmake" INSTALL_DESTINATION "${config_dir}")
+write_basic_package_version_file("${CMAKE_CURRENT_BINARY_DIR}/lowbitConfigVersion.cmake"
+  COMPATIBILITY SameMinorVersion)
+install(FILES "${CMAKE_CURRENT_BINARY_DIR}/lowbitConfig.cmake"
+  "${CMAKE_CURRENT_BINARY_DIR}/lowbitConfigVersion.cmake" DESTINATION "${config_dir}")

@@ -1,0 +1,3 @@
+// Precompiled header of the torch-facing targets (not installed).
+#pragma once
+#include <torch/torch.h>

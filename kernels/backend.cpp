@@ -1,0 +1,89 @@
+#include "kernels/backend.h"
+
+namespace lowbit::kernels {
+namespace {
+
+bool is_power_of_two(int v) { return v > 0 && (v & (v - 1)) == 0; }
+
+void check_blocksize(int blocksize, int min_blocksize, const char* op) {
+  LOWBIT_CHECK(is_power_of_two(blocksize) && blocksize >= min_blocksize &&
+                   blocksize <= kMaxBlocksize,
+               op, ": blocksize ", blocksize, " is not supported; expected a power of two in [",
+               min_blocksize, ", ", kMaxBlocksize, "]");
+}
+
+void check_float_type(DType t, const char* op, const char* what) {
+  LOWBIT_CHECK(t == DType::F32 || t == DType::F16 || t == DType::BF16, op, ": ", what,
+               " has dtype ", dtype_name(t), "; expected float32, float16 or bfloat16");
+}
+
+}  // namespace
+
+std::unique_ptr<Buffer> Backend::wrap_host(void*, size_t) { return nullptr; }
+
+void Backend::check_buffer(const Buffer& b, size_t bytes, const char* op, const char* what) const {
+  LOWBIT_CHECK(b.owner() == this, op, ": buffer '", what, "' belongs to another backend than ",
+               name());
+  LOWBIT_CHECK(b.bytes() >= bytes, op, ": buffer '", what, "' holds ", b.bytes(),
+               " bytes; expected at least ", bytes);
+}
+
+void Backend::copy(const Buffer& src, Buffer& dst, size_t bytes) {
+  check_buffer(src, bytes, "copy", "src");
+  check_buffer(dst, bytes, "copy", "dst");
+  if (bytes) do_copy(src, dst, bytes);
+}
+
+void Backend::quantize_blockwise(const Buffer& x, DType x_type, size_t n, int blocksize,
+                                 const Buffer& code, Buffer& absmax, Buffer& codes,
+                                 const StochasticRounding& rounding) {
+  const char* op = "quantize_blockwise";
+  check_blocksize(blocksize, kMinBlocksize8bit, op);
+  check_float_type(x_type, op, "x");
+  check_buffer(x, n * dtype_size(x_type), op, "x");
+  check_buffer(code, 256 * sizeof(float), op, "code");
+  check_buffer(absmax, num_blocks(n, blocksize) * sizeof(float), op, "absmax");
+  check_buffer(codes, n, op, "codes");
+  if (n == 0) return;
+  do_quantize_blockwise(x, x_type, n, blocksize, code, absmax, codes, rounding);
+}
+
+void Backend::dequantize_blockwise(const Buffer& codes, const Buffer& absmax, const Buffer& code,
+                                   size_t n, int blocksize, Buffer& out, DType out_type,
+                                   float offset) {
+  const char* op = "dequantize_blockwise";
+  check_blocksize(blocksize, kMinBlocksize8bit, op);
+  check_float_type(out_type, op, "out");
+  check_buffer(codes, n, op, "codes");
+  check_buffer(absmax, num_blocks(n, blocksize) * sizeof(float), op, "absmax");
+  check_buffer(code, 256 * sizeof(float), op, "code");
+  check_buffer(out, n * dtype_size(out_type), op, "out");
+  if (n == 0) return;
+  do_dequantize_blockwise(codes, absmax, code, n, blocksize, out, out_type, offset);
+}
+
+void Backend::quantize_4bit(const Buffer& x, DType x_type, size_t n, int blocksize,
+                            Format4 format, Buffer& absmax, Buffer& packed) {
+  const char* op = "quantize_4bit";
+  check_blocksize(blocksize, kMinBlocksize4bit, op);
+  check_float_type(x_type, op, "x");
+  check_buffer(x, n * dtype_size(x_type), op, "x");
+  check_buffer(absmax, num_blocks(n, blocksize) * sizeof(float), op, "absmax");
+  check_buffer(packed, packed_4bit_bytes(n), op, "packed");
+  if (n == 0) return;
+  do_quantize_4bit(x, x_type, n, blocksize, format, absmax, packed);
+}
+
+void Backend::dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n, int blocksize,
+                              Format4 format, Buffer& out, DType out_type) {
+  const char* op = "dequantize_4bit";
+  check_blocksize(blocksize, kMinBlocksize4bit, op);
+  check_float_type(out_type, op, "out");
+  check_buffer(packed, packed_4bit_bytes(n), op, "packed");
+  check_buffer(absmax, num_blocks(n, blocksize) * sizeof(float), op, "absmax");
+  check_buffer(out, n * dtype_size(out_type), op, "out");
+  if (n == 0) return;
+  do_dequantize_4bit(packed, absmax, n, blocksize, format, out, out_type);
+}
+
+}  // namespace lowbit::kernels

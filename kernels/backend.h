@@ -1,0 +1,136 @@
+// The kernels contract: one abstract Backend whose ops have the same semantics
+// on every implementation (CPU: OpenMP + vectorised loops; OpenCL: embedded
+// .cl programs), plus the buffers they work on and the backend selector.
+// Torch-free: everything here is raw bytes, element counts and plain structs.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/codebook.h"
+#include "kernels/dtype.h"
+#include "kernels/error.h"
+
+namespace lowbit::kernels {
+
+class Backend;
+
+// Memory owned by (or lent to) one backend. Every op checks that the buffers it
+// is given belong to the backend it runs on and are large enough.
+class Buffer {
+ public:
+  virtual ~Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  size_t bytes() const { return bytes_; }
+  const Backend* owner() const { return owner_; }
+
+ protected:
+  Buffer(const Backend* owner, size_t bytes) : owner_(owner), bytes_(bytes) {}
+
+ private:
+  const Backend* owner_;
+  size_t bytes_;
+};
+
+enum class BackendKind { CPU, OpenCL };
+
+// Stochastic rounding for 8-bit quantization: a value between two codes rounds
+// up with probability equal to its distance from the lower code over the gap.
+// The random number of element i is a hash of (seed, i), identical on every
+// backend, so a seeded run is reproducible and backends agree.
+struct StochasticRounding {
+  bool enabled = false;
+  uint64_t seed = 0;
+};
+
+// Block sizes the kernels accept (powers of two).
+constexpr int kMinBlocksize8bit = 64;
+constexpr int kMinBlocksize4bit = 32;
+constexpr int kMaxBlocksize = 4096;
+
+inline size_t num_blocks(size_t n, int blocksize) { return (n + size_t(blocksize) - 1) / size_t(blocksize); }
+inline size_t packed_4bit_bytes(size_t n) { return (n + 1) / 2; }
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual BackendKind kind() const = 0;
+  // "cpu" or "opencl:<platform>/<device>".
+  virtual std::string name() const = 0;
+
+  // ---- memory ----
+  virtual std::unique_ptr<Buffer> allocate(size_t bytes) = 0;
+  // Host memory used in place, without a copy, where the backend can address
+  // it (CPU). Returns nullptr where it cannot: callers then allocate and copy.
+  virtual std::unique_ptr<Buffer> wrap_host(void* data, size_t bytes);
+  virtual void write(Buffer& dst, const void* src, size_t bytes, size_t offset = 0) = 0;
+  virtual void read(const Buffer& src, void* dst, size_t bytes, size_t offset = 0) = 0;
+  // dst[0, bytes) = src[0, bytes), both buffers of this backend (the roofline
+  // the benchmarks compare against: a device-to-device copy).
+  void copy(const Buffer& src, Buffer& dst, size_t bytes);
+  // Waits until every queued op has finished (a no-op on CPU).
+  virtual void synchronize() {}
+
+  // ---- 8-bit blockwise (codebook of 256 ascending floats in [-1, 1]) ----
+  // absmax[b] = max |x| over block b (blocks of `blocksize`, the last may be
+  // short); codes[i] = position of the nearest codebook entry to x[i]/absmax[b]
+  // (a value exactly halfway takes the lower entry); an all-zero block gets the
+  // entry of smallest magnitude.
+  void quantize_blockwise(const Buffer& x, DType x_type, size_t n, int blocksize,
+                          const Buffer& code, Buffer& absmax, Buffer& codes,
+                          const StochasticRounding& rounding = {});
+  // out[i] = code[codes[i]] * absmax[b] + offset, rounded to out_type.
+  void dequantize_blockwise(const Buffer& codes, const Buffer& absmax, const Buffer& code,
+                            size_t n, int blocksize, Buffer& out, DType out_type,
+                            float offset = 0.0f);
+
+  // ---- 4-bit NF4 / FP4 ----
+  // absmax as above; two codes per byte, element 2j in the high nibble, an odd
+  // tail padded with the code of +0.
+  void quantize_4bit(const Buffer& x, DType x_type, size_t n, int blocksize, Format4 format,
+                     Buffer& absmax, Buffer& packed);
+  void dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n, int blocksize,
+                       Format4 format, Buffer& out, DType out_type);
+
+ protected:
+  virtual void do_copy(const Buffer& src, Buffer& dst, size_t bytes) = 0;
+  virtual void do_quantize_blockwise(const Buffer& x, DType x_type, size_t n, int blocksize,
+                                     const Buffer& code, Buffer& absmax, Buffer& codes,
+                                     const StochasticRounding& rounding) = 0;
+  virtual void do_dequantize_blockwise(const Buffer& codes, const Buffer& absmax,
+                                       const Buffer& code, size_t n, int blocksize, Buffer& out,
+                                       DType out_type, float offset) = 0;
+  virtual void do_quantize_4bit(const Buffer& x, DType x_type, size_t n, int blocksize,
+                                Format4 format, Buffer& absmax, Buffer& packed) = 0;
+  virtual void do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n,
+                                  int blocksize, Format4 format, Buffer& out, DType out_type) = 0;
+
+  // Throws unless `b` belongs to this backend and holds at least `bytes`.
+  void check_buffer(const Buffer& b, size_t bytes, const char* op, const char* what) const;
+};
+
+// Which backend to use: "auto" (an OpenCL GPU if one is present, else the CPU),
+// "cpu" or "opencl"; for OpenCL an optional device index (as listed by
+// opencl_devices()) or a case-insensitive substring of "<platform>/<device>".
+struct BackendOptions {
+  std::string kind = "auto";
+  int device_index = -1;
+  std::string device_name;
+};
+
+// The process-wide CPU backend.
+Backend& cpu_backend();
+
+// A backend per the options. OpenCL backends are shared per device, so each
+// device's context and compiled programs are created once per process.
+std::shared_ptr<Backend> make_backend(const BackendOptions& options = {});
+
+// OpenCL devices visible to this process, "<platform>/<device>", in index order
+// (empty when no OpenCL platform is installed).
+std::vector<std::string> opencl_devices();
+
+}  // namespace lowbit::kernels

@@ -1,0 +1,86 @@
+// 8-bit blockwise quantization with an arbitrary sorted 256-entry codebook.
+#include <cstring>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/element_io.h"
+#include "kernels/cpu/encoder8.h"
+
+namespace lowbit::kernels::cpu {
+namespace {
+
+// Largest position whose code is <= r (0 when r is below every code).
+inline int code_floor(const float* code, float r) {
+  int pos = 0;
+  for (int step = 128; step > 0; step >>= 1) pos += (r >= code[pos + step]) ? step : 0;
+  return pos;
+}
+
+inline int stochastic_code(const float* code, float r, float u) {
+  if (r <= code[0]) return 0;
+  if (r >= code[255]) return 255;
+  const int lo = code_floor(code, r);
+  return lo + lb_round_up(r, code[lo], code[lo + 1], u);
+}
+
+template <typename T>
+void quantize_typed(const typename T::Storage* x, size_t n, int blocksize, const float* code,
+                    float* absmax, uint8_t* codes, const StochasticRounding& rounding) {
+  const Encoder8& encoder = Encoder8::for_code(code);
+  const uint8_t zero = uint8_t(zero_index(code, 256));
+  const ptrdiff_t nb = ptrdiff_t(num_blocks(n, blocksize));
+#pragma omp parallel for schedule(static)
+  for (ptrdiff_t b = 0; b < nb; ++b) {
+    const size_t begin = size_t(b) * size_t(blocksize);
+    const size_t end = std::min(n, begin + size_t(blocksize));
+    const float m = block_absmax<T>(x, begin, end);
+    absmax[b] = m;
+    if (m == 0.0f) {
+      std::memset(codes + begin, zero, end - begin);
+      continue;
+    }
+    if (rounding.enabled) {
+      for (size_t i = begin; i < end; ++i)
+        codes[i] = uint8_t(stochastic_code(code, T::load(x[i]) / m, element_uniform(rounding, i)));
+    } else {
+      for (size_t i = begin; i < end; ++i) codes[i] = uint8_t(encoder.encode(T::load(x[i]) / m));
+    }
+  }
+}
+
+template <typename T>
+void dequantize_typed(const uint8_t* codes, const float* absmax, const float* code, size_t n,
+                      int blocksize, typename T::Storage* out, float offset) {
+  const ptrdiff_t nb = ptrdiff_t(num_blocks(n, blocksize));
+#pragma omp parallel for schedule(static)
+  for (ptrdiff_t b = 0; b < nb; ++b) {
+    const size_t begin = size_t(b) * size_t(blocksize);
+    const size_t end = std::min(n, begin + size_t(blocksize));
+    const float m = absmax[b];
+    for (size_t i = begin; i < end; ++i) {
+      const float v = code[codes[i]] * m;
+      out[i] = T::store(v + offset);
+    }
+  }
+}
+
+}  // namespace
+
+void quantize_blockwise(const void* x, DType x_type, size_t n, int blocksize, const float* code,
+                        float* absmax, uint8_t* codes, const StochasticRounding& rounding) {
+  dispatch_float(x_type, [&](auto tag) {
+    using T = decltype(tag);
+    quantize_typed<T>(static_cast<const typename T::Storage*>(x), n, blocksize, code, absmax,
+                      codes, rounding);
+  });
+}
+
+void dequantize_blockwise(const uint8_t* codes, const float* absmax, const float* code, size_t n,
+                          int blocksize, void* out, DType out_type, float offset) {
+  dispatch_float(out_type, [&](auto tag) {
+    using T = decltype(tag);
+    dequantize_typed<T>(codes, absmax, code, n, blocksize, static_cast<typename T::Storage*>(out),
+                        offset);
+  });
+}
+
+}  // namespace lowbit::kernels::cpu

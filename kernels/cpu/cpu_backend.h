@@ -1,0 +1,49 @@
+// The CPU backend: buffers are host memory (owned, 64-byte aligned, or wrapped
+// without a copy) and ops run the kernels of cpu_kernels.h in place.
+#pragma once
+
+#include "kernels/backend.h"
+
+namespace lowbit::kernels::cpu {
+
+class CpuBuffer final : public Buffer {
+ public:
+  // Owns a fresh 64-byte aligned allocation.
+  CpuBuffer(const Backend* owner, size_t bytes);
+  // Lends `data` (not owned; must outlive the buffer).
+  CpuBuffer(const Backend* owner, void* data, size_t bytes);
+  ~CpuBuffer() override;
+  void* data() const { return data_; }
+
+ private:
+  void* data_;
+  bool owned_;
+};
+
+class CpuBackend final : public Backend {
+ public:
+  BackendKind kind() const override { return BackendKind::CPU; }
+  std::string name() const override { return "cpu"; }
+  std::unique_ptr<Buffer> allocate(size_t bytes) override;
+  std::unique_ptr<Buffer> wrap_host(void* data, size_t bytes) override;
+  void write(Buffer& dst, const void* src, size_t bytes, size_t offset) override;
+  void read(const Buffer& src, void* dst, size_t bytes, size_t offset) override;
+
+  // The host pointer behind a buffer of this backend.
+  static void* host(const Buffer& b) { return static_cast<const CpuBuffer&>(b).data(); }
+
+ protected:
+  void do_copy(const Buffer& src, Buffer& dst, size_t bytes) override;
+  void do_quantize_blockwise(const Buffer& x, DType x_type, size_t n, int blocksize,
+                             const Buffer& code, Buffer& absmax, Buffer& codes,
+                             const StochasticRounding& rounding) override;
+  void do_dequantize_blockwise(const Buffer& codes, const Buffer& absmax, const Buffer& code,
+                               size_t n, int blocksize, Buffer& out, DType out_type,
+                               float offset) override;
+  void do_quantize_4bit(const Buffer& x, DType x_type, size_t n, int blocksize, Format4 format,
+                        Buffer& absmax, Buffer& packed) override;
+  void do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n, int blocksize,
+                          Format4 format, Buffer& out, DType out_type) override;
+};
+
+}  // namespace lowbit::kernels::cpu

@@ -1,0 +1,28 @@
+// The CPU implementation of the kernels contract on raw host pointers: OpenMP
+// over blocks (a block never splits across threads), inner loops written for
+// the compiler's vectoriser, no allocation. Semantics: kernels/backend.h.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/backend.h"
+
+namespace lowbit::kernels::cpu {
+
+// memcpy split across the OpenMP threads (the CPU roofline).
+void copy(const uint8_t* src, uint8_t* dst, size_t bytes);
+
+void quantize_blockwise(const void* x, DType x_type, size_t n, int blocksize, const float* code,
+                        float* absmax, uint8_t* codes, const StochasticRounding& rounding);
+
+void dequantize_blockwise(const uint8_t* codes, const float* absmax, const float* code, size_t n,
+                          int blocksize, void* out, DType out_type, float offset);
+
+void quantize_4bit(const void* x, DType x_type, size_t n, int blocksize, Format4 format,
+                   float* absmax, uint8_t* packed);
+
+void dequantize_4bit(const uint8_t* packed, const float* absmax, size_t n, int blocksize,
+                     Format4 format, void* out, DType out_type);
+
+}  // namespace lowbit::kernels::cpu

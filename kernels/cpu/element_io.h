@@ -1,0 +1,64 @@
+// Typed element access and the block absmax shared by the CPU kernels.
+// Internal to kernels/cpu.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/dtype.h"
+#include "kernels/shared_math.h"
+
+namespace lowbit::kernels::cpu {
+
+struct F32 {
+  using Storage = float;
+  static float load(float v) { return v; }
+  static float store(float v) { return v; }
+};
+struct BF16 {
+  using Storage = uint16_t;
+  static float load(uint16_t v) { return bf16_to_float(v); }
+  static uint16_t store(float v) { return float_to_bf16(v); }
+};
+struct F16 {
+  using Storage = uint16_t;
+  static float load(uint16_t v) { return f16_to_float(v); }
+  static uint16_t store(float v) { return float_to_f16(v); }
+};
+
+// Calls fn(Tag{}) with the tag type of `t` (float types only; checked earlier).
+template <typename Fn>
+void dispatch_float(DType t, Fn&& fn) {
+  switch (t) {
+    case DType::F32: fn(F32{}); return;
+    case DType::BF16: fn(BF16{}); return;
+    case DType::F16: fn(F16{}); return;
+    case DType::U8: break;
+  }
+}
+
+// max |x| over [begin, end). Sixteen independent lanes so the loop vectorises
+// without reassociating a single reduction (inputs are finite by contract).
+template <typename T>
+float block_absmax(const typename T::Storage* x, size_t begin, size_t end) {
+  constexpr size_t kLanes = 16;
+  float lane[kLanes] = {};
+  size_t i = begin;
+  for (; i + kLanes <= end; i += kLanes)
+    for (size_t j = 0; j < kLanes; ++j) {
+      const float a = std::fabs(T::load(x[i + j]));
+      lane[j] = lane[j] < a ? a : lane[j];
+    }
+  float m = 0.0f;
+  for (; i < end; ++i) m = std::max(m, std::fabs(T::load(x[i])));
+  for (size_t j = 0; j < kLanes; ++j) m = std::max(m, lane[j]);
+  return m;
+}
+
+inline float element_uniform(const StochasticRounding& r, size_t i) {
+  return lb_uniform(lb_u32(r.seed), lb_u32(r.seed >> 32), lb_u32(i), lb_u32(uint64_t(i) >> 32));
+}
+
+}  // namespace lowbit::kernels::cpu

@@ -1,0 +1,113 @@
+// OpenCL plumbing for the OpenCL backend: device discovery, one context and
+// in-order queue per device, a program cache keyed by (source, build options)
+// and the LOWBIT_CL_CHECK macro. Internal to kernels/opencl.
+#pragma once
+
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120
+#endif
+#include <CL/cl.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels/error.h"
+
+namespace lowbit::kernels::opencl {
+
+const char* cl_error_name(cl_int err);
+
+}  // namespace lowbit::kernels::opencl
+
+// Throws kernels::Error naming the failing call and the OpenCL error.
+#define LOWBIT_CL_CHECK(call)                                                             \
+  do {                                                                                    \
+    const cl_int lowbit_cl_err_ = (call);                                                 \
+    if (lowbit_cl_err_ != CL_SUCCESS)                                                     \
+      ::lowbit::kernels::fail("lowbit: OpenCL call ", #call, " failed with ",             \
+                              ::lowbit::kernels::opencl::cl_error_name(lowbit_cl_err_), \
+                              " (", lowbit_cl_err_, ")");                                 \
+  } while (0)
+
+namespace lowbit::kernels::opencl {
+
+struct DeviceInfo {
+  cl_platform_id platform;
+  cl_device_id device;
+  std::string label;  // "<platform>/<device>"
+  bool is_gpu;
+};
+
+// Every device of every platform, in a stable order. Empty if no ICD/platform.
+std::vector<DeviceInfo> list_devices();
+
+// Owns a cl_mem / cl_kernel / cl_program... and releases it once.
+template <typename T, cl_int (*Release)(T)>
+class Handle {
+ public:
+  Handle() = default;
+  explicit Handle(T h) : h_(h) {}
+  Handle(Handle&& o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  Handle& operator=(Handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      h_ = std::exchange(o.h_, nullptr);
+    }
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  ~Handle() { reset(); }
+  T get() const { return h_; }
+  void reset() {
+    if (h_) Release(h_);
+    h_ = nullptr;
+  }
+
+ private:
+  T h_ = nullptr;
+};
+
+using MemHandle = Handle<cl_mem, clReleaseMemObject>;
+using KernelHandle = Handle<cl_kernel, clReleaseKernel>;
+using ProgramHandle = Handle<cl_program, clReleaseProgram>;
+using QueueHandle = Handle<cl_command_queue, clReleaseCommandQueue>;
+using ContextHandle = Handle<cl_context, clReleaseContext>;
+
+// A device with its context, queue and compiled programs.
+class DeviceContext {
+ public:
+  explicit DeviceContext(const DeviceInfo& info);
+  const DeviceInfo& info() const { return info_; }
+  cl_context context() const { return context_.get(); }
+  cl_command_queue queue() const { return queue_.get(); }
+  cl_device_id device() const { return info_.device; }
+
+  // The program built from the embedded source `name` (see sources.h) with
+  // `options`; built once and cached. A failed build throws with the log.
+  cl_program program(const std::string& name, const std::string& options = "");
+
+  // Options every lowbit program is built with on this device.
+  const std::string& base_options() const { return base_options_; }
+  size_t max_work_group_size() const { return max_work_group_; }
+
+ private:
+  DeviceInfo info_;
+  ContextHandle context_;
+  QueueHandle queue_;
+  std::string base_options_;
+  size_t max_work_group_ = 1;
+  std::mutex mutex_;
+  std::map<std::pair<std::string, std::string>, ProgramHandle> programs_;
+};
+
+// The OpenCL C source (shared prelude included) of program `name`: embedded at
+// build time, or read from $LOWBIT_OPENCL_SOURCE_DIR (the kernels/ folder of a
+// checkout) when that is set, for editing kernels without rebuilding.
+std::string program_source(const std::string& name);
+
+}  // namespace lowbit::kernels::opencl

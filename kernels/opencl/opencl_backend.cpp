@@ -1,0 +1,161 @@
+#include "kernels/opencl/opencl_backend.h"
+
+#include <algorithm>
+#include <vector>
+
+namespace lowbit::kernels::opencl {
+namespace {
+
+cl_mem mem_of(const Buffer& b) { return static_cast<const ClBuffer&>(b).mem(); }
+
+// Sets kernel arguments in order; a buffer argument passes its cl_mem, a
+// LocalBytes argument reserves local memory.
+struct LocalBytes {
+  size_t bytes;
+};
+
+void set_arg(cl_kernel k, cl_uint i, const Buffer& b) {
+  const cl_mem m = mem_of(b);
+  LOWBIT_CL_CHECK(clSetKernelArg(k, i, sizeof(cl_mem), &m));
+}
+void set_arg(cl_kernel k, cl_uint i, LocalBytes l) {
+  LOWBIT_CL_CHECK(clSetKernelArg(k, i, l.bytes, nullptr));
+}
+template <typename T>
+void set_arg(cl_kernel k, cl_uint i, const T& v) {
+  static_assert(std::is_arithmetic_v<T>, "scalar kernel argument");
+  LOWBIT_CL_CHECK(clSetKernelArg(k, i, sizeof(T), &v));
+}
+
+template <typename... Args>
+void set_args(cl_kernel k, const Args&... args) {
+  cl_uint i = 0;
+  (set_arg(k, i++, args), ...);
+}
+
+void check_range(const Buffer& b, size_t bytes, size_t offset, const char* op) {
+  LOWBIT_CHECK(offset <= b.bytes() && bytes <= b.bytes() - offset, op, ": range [", offset, ", ",
+               offset + bytes, ") is outside a buffer of ", b.bytes(), " bytes");
+}
+
+}  // namespace
+
+OpenClBackend::OpenClBackend(const DeviceInfo& device) : ctx_(device) {}
+
+std::unique_ptr<Buffer> OpenClBackend::allocate(size_t bytes) {
+  cl_int err = CL_SUCCESS;
+  MemHandle mem(clCreateBuffer(ctx_.context(), CL_MEM_READ_WRITE, std::max<size_t>(bytes, 1),
+                               nullptr, &err));
+  LOWBIT_CL_CHECK(err);
+  return std::make_unique<ClBuffer>(this, std::move(mem), bytes);
+}
+
+void OpenClBackend::write(Buffer& dst, const void* src, size_t bytes, size_t offset) {
+  check_buffer(dst, 0, "write", "dst");
+  check_range(dst, bytes, offset, "write");
+  if (bytes == 0) return;
+  LOWBIT_CL_CHECK(clEnqueueWriteBuffer(ctx_.queue(), mem_of(dst), CL_TRUE, offset, bytes, src, 0,
+                                       nullptr, nullptr));
+}
+
+void OpenClBackend::read(const Buffer& src, void* dst, size_t bytes, size_t offset) {
+  check_buffer(src, 0, "read", "src");
+  check_range(src, bytes, offset, "read");
+  if (bytes == 0) return;
+  LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(src), CL_TRUE, offset, bytes, dst, 0,
+                                      nullptr, nullptr));
+}
+
+void OpenClBackend::do_copy(const Buffer& src, Buffer& dst, size_t bytes) {
+  LOWBIT_CL_CHECK(
+      clEnqueueCopyBuffer(ctx_.queue(), mem_of(src), mem_of(dst), 0, 0, bytes, 0, nullptr, nullptr));
+}
+
+void OpenClBackend::synchronize() { LOWBIT_CL_CHECK(clFinish(ctx_.queue())); }
+
+cl_kernel OpenClBackend::kernel(const char* name) {
+  auto it = kernels_.find(name);
+  if (it != kernels_.end()) return it->second.get();
+  cl_int err = CL_SUCCESS;
+  KernelHandle k(clCreateKernel(ctx_.program("quantize"), name, &err));
+  LOWBIT_CL_CHECK(err);
+  cl_kernel raw = k.get();
+  kernels_.emplace(name, std::move(k));
+  return raw;
+}
+
+size_t OpenClBackend::group_size(cl_kernel k, size_t limit) const {
+  size_t kernel_max = 0;
+  LOWBIT_CL_CHECK(clGetKernelWorkGroupInfo(k, ctx_.device(), CL_KERNEL_WORK_GROUP_SIZE,
+                                           sizeof(kernel_max), &kernel_max, nullptr));
+  const size_t cap = std::min({limit, kernel_max, ctx_.max_work_group_size()});
+  size_t g = 1;
+  while (g * 2 <= cap) g *= 2;
+  return g;
+}
+
+void OpenClBackend::launch(cl_kernel k, size_t global, size_t local) {
+  LOWBIT_CL_CHECK(clEnqueueNDRangeKernel(ctx_.queue(), k, 1, nullptr, &global,
+                                         local ? &local : nullptr, 0, nullptr, nullptr));
+}
+
+const OpenClBackend::Table4& OpenClBackend::table4(Format4 format) {
+  Table4& t = tables_[int(format)];
+  if (!t.table) {
+    const Format4Table& f = format4_table(format);
+    std::vector<float> values(f.midpoint.begin(), f.midpoint.end());
+    values.insert(values.end(), f.value.begin(), f.value.end());
+    t.table = allocate(values.size() * sizeof(float));
+    write(*t.table, values.data(), values.size() * sizeof(float), 0);
+    t.sorted_code = allocate(16);
+    write(*t.sorted_code, f.sorted_code.data(), 16, 0);
+  }
+  return t;
+}
+
+void OpenClBackend::do_quantize_blockwise(const Buffer& x, DType x_type, size_t n, int blocksize,
+                                          const Buffer& code, Buffer& absmax, Buffer& codes,
+                                          const StochasticRounding& rounding) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cl_kernel k = kernel("quantize_blockwise");
+  const size_t local = group_size(k, std::min<size_t>(size_t(blocksize), 256));
+  set_args(k, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), code, absmax, codes,
+           cl_int(rounding.enabled), cl_uint(rounding.seed), cl_uint(rounding.seed >> 32),
+           LocalBytes{local * sizeof(float)}, LocalBytes{256 * sizeof(float)});
+  launch(k, num_blocks(n, blocksize) * local, local);
+}
+
+void OpenClBackend::do_dequantize_blockwise(const Buffer& codes, const Buffer& absmax,
+                                            const Buffer& code, size_t n, int blocksize,
+                                            Buffer& out, DType out_type, float offset) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cl_kernel k = kernel("dequantize_blockwise");
+  set_args(k, codes, absmax, code, cl_ulong(n), cl_uint(blocksize), out, cl_int(out_type),
+           offset);
+  launch(k, n, 0);
+}
+
+void OpenClBackend::do_quantize_4bit(const Buffer& x, DType x_type, size_t n, int blocksize,
+                                     Format4 format, Buffer& absmax, Buffer& packed) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Table4& t = table4(format);
+  const Format4Table& f = format4_table(format);
+  cl_kernel k = kernel("quantize_4bit");
+  const size_t local = group_size(k, std::min<size_t>(size_t(blocksize) / 2, 256));
+  set_args(k, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), *t.table, *t.sorted_code,
+           cl_uchar(f.zero_code), cl_uchar(f.negative_zero_code), absmax, packed,
+           LocalBytes{local * sizeof(float)});
+  launch(k, num_blocks(n, blocksize) * local, local);
+}
+
+void OpenClBackend::do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n,
+                                       int blocksize, Format4 format, Buffer& out,
+                                       DType out_type) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const Table4& t = table4(format);
+  cl_kernel k = kernel("dequantize_4bit");
+  set_args(k, packed, absmax, cl_ulong(n), cl_uint(blocksize), *t.table, out, cl_int(out_type));
+  launch(k, packed_4bit_bytes(n), 0);
+}
+
+}  // namespace lowbit::kernels::opencl

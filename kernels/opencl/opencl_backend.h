@@ -1,0 +1,68 @@
+// The OpenCL backend: device buffers (cl_mem), the embedded programs of
+// kernels/opencl/*.cl built once per device, ops enqueued on one in-order queue.
+#pragma once
+
+#include <memory>
+#include <mutex>
+
+#include "kernels/backend.h"
+#include "kernels/opencl/cl_runtime.h"
+
+namespace lowbit::kernels::opencl {
+
+class ClBuffer final : public Buffer {
+ public:
+  ClBuffer(const Backend* owner, MemHandle mem, size_t bytes)
+      : Buffer(owner, bytes), mem_(std::move(mem)) {}
+  cl_mem mem() const { return mem_.get(); }
+
+ private:
+  MemHandle mem_;
+};
+
+class OpenClBackend final : public Backend {
+ public:
+  explicit OpenClBackend(const DeviceInfo& device);
+  BackendKind kind() const override { return BackendKind::OpenCL; }
+  std::string name() const override { return "opencl:" + ctx_.info().label; }
+  std::unique_ptr<Buffer> allocate(size_t bytes) override;
+  void write(Buffer& dst, const void* src, size_t bytes, size_t offset) override;
+  void read(const Buffer& src, void* dst, size_t bytes, size_t offset) override;
+  void synchronize() override;
+
+  DeviceContext& context() { return ctx_; }
+
+ protected:
+  void do_copy(const Buffer& src, Buffer& dst, size_t bytes) override;
+  void do_quantize_blockwise(const Buffer& x, DType x_type, size_t n, int blocksize,
+                             const Buffer& code, Buffer& absmax, Buffer& codes,
+                             const StochasticRounding& rounding) override;
+  void do_dequantize_blockwise(const Buffer& codes, const Buffer& absmax, const Buffer& code,
+                               size_t n, int blocksize, Buffer& out, DType out_type,
+                               float offset) override;
+  void do_quantize_4bit(const Buffer& x, DType x_type, size_t n, int blocksize, Format4 format,
+                        Buffer& absmax, Buffer& packed) override;
+  void do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n, int blocksize,
+                          Format4 format, Buffer& out, DType out_type) override;
+
+ private:
+  // A kernel of the "quantize" program; kernels are created once and their
+  // arguments set under `mutex_`, since a cl_kernel is not thread-safe.
+  cl_kernel kernel(const char* name);
+  // Largest power-of-two work-group size <= limit that `k` accepts here.
+  size_t group_size(cl_kernel k, size_t limit) const;
+  void launch(cl_kernel k, size_t global, size_t local);
+  // Device copy of a 4-bit format: 15 midpoints + 16 values, and sorted codes.
+  struct Table4 {
+    std::unique_ptr<Buffer> table;
+    std::unique_ptr<Buffer> sorted_code;
+  };
+  const Table4& table4(Format4 format);
+
+  DeviceContext ctx_;
+  std::mutex mutex_;
+  std::map<std::string, KernelHandle> kernels_;
+  Table4 tables_[2];
+};
+
+}  // namespace lowbit::kernels::opencl

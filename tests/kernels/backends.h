@@ -1,0 +1,54 @@
+// Test support: the backends a kernel test runs on, and host-side wrappers
+// that move std::vector data through any backend's buffers.
+#pragma once
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "kernels/backend.h"
+
+namespace lowbit::testing {
+
+// The OpenCL backend on the first visible device, or nullptr. When the
+// environment sets LOWBIT_REQUIRE_OPENCL=1 (CI does, with PoCL installed) a
+// missing device is a failure, never a silent skip.
+inline std::shared_ptr<kernels::Backend> opencl_or_null() {
+  if (kernels::opencl_devices().empty()) {
+    const char* req = std::getenv("LOWBIT_REQUIRE_OPENCL");
+    if (req && std::string(req) == "1")
+      ADD_FAILURE() << "LOWBIT_REQUIRE_OPENCL=1 but no OpenCL device is visible";
+    return nullptr;
+  }
+  kernels::BackendOptions o;
+  o.kind = "opencl";
+  if (const char* name = std::getenv("LOWBIT_OPENCL_DEVICE")) o.device_name = name;
+  return kernels::make_backend(o);
+}
+
+#define LOWBIT_REQUIRE_OPENCL(var)                                           \
+  auto var = ::lowbit::testing::opencl_or_null();                            \
+  if (!var) {                                                                \
+    GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)"; \
+  }                                                                          \
+  static_assert(true, "")
+
+// Runs `fn` on a host vector through backend buffers.
+template <typename T>
+std::unique_ptr<kernels::Buffer> upload(kernels::Backend& b, const std::vector<T>& v) {
+  auto buf = b.allocate(v.size() * sizeof(T));
+  b.write(*buf, v.data(), v.size() * sizeof(T));
+  return buf;
+}
+
+template <typename T>
+std::vector<T> download(kernels::Backend& b, const kernels::Buffer& buf, size_t count) {
+  std::vector<T> v(count);
+  b.read(buf, v.data(), count * sizeof(T));
+  return v;
+}
+
+}  // namespace lowbit::testing

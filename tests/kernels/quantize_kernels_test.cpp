@@ -1,0 +1,604 @@
+// The kernels contract, op by op: codes and absmax against a scalar
+// double-precision reference written here (nearest-code search), dequantized
+// values against exact products, and CPU vs OpenCL bit for bit.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "kernels/backend.h"
+#include "tests/kernels/backends.h"
+
+namespace lowbit {
+namespace {
+
+using kernels::Backend;
+using kernels::DType;
+using kernels::Format4;
+using testing::download;
+using testing::upload;
+
+// ---------------------------------------------------------------------------
+// Independent reference conversions (frexp/ldexp arithmetic, not bit tricks).
+
+// Rounds v to `bits` significant bits, nearest-even, with IEEE subnormals
+// below 2^min_exp and overflow to inf at max_finite's next binade rounding.
+double round_to_format(double v, int bits, int min_exp, double max_finite) {
+  if (v == 0.0 || !std::isfinite(v)) return v;
+  int e = 0;
+  std::frexp(v, &e);                 // |v| in [2^(e-1), 2^e)
+  const int exp = std::max(e, min_exp + 1);  // subnormals share the minimum exponent
+  const double ulp = std::ldexp(1.0, exp - bits);
+  const double r = std::nearbyint(v / ulp) * ulp;  // default rounding mode: nearest-even
+  if (std::fabs(r) > max_finite) return std::copysign(INFINITY, v);
+  return r;
+}
+double ref_bf16(double v) { return round_to_format(v, 8, -126, 3.3895313892515355e38); }
+double ref_f16(double v) { return round_to_format(v, 11, -14, 65504.0); }
+
+// Element storage for a test input: values are chosen as doubles, rounded to
+// the dtype by the reference rules above, and stored with the library's
+// encoders (whose bit patterns are then checked against the reference).
+struct Input {
+  DType type;
+  std::vector<double> value;  // exactly representable in `type`
+  std::vector<uint8_t> bytes;
+};
+
+Input make_input(DType type, const std::vector<double>& raw) {
+  Input in{type, {}, {}};
+  in.bytes.resize(raw.size() * kernels::dtype_size(type));
+  for (size_t i = 0; i < raw.size(); ++i) {
+    double v = double(float(raw[i]));
+    if (type == DType::BF16) v = ref_bf16(v);
+    if (type == DType::F16) v = ref_f16(v);
+    in.value.push_back(v);
+    if (type == DType::F32) {
+      const float f = float(v);
+      std::memcpy(&in.bytes[i * 4], &f, 4);
+    } else {
+      const uint16_t h = type == DType::BF16 ? kernels::float_to_bf16(float(v))
+                                             : kernels::float_to_f16(float(v));
+      std::memcpy(&in.bytes[i * 2], &h, 2);
+      const float back = type == DType::BF16 ? kernels::bf16_to_float(h) : kernels::f16_to_float(h);
+      EXPECT_EQ(double(back), v) << "storage encoder disagrees with the reference at " << i;
+    }
+  }
+  return in;
+}
+
+// Decodes one output element of `type` to double.
+double out_value(const std::vector<uint8_t>& bytes, DType type, size_t i) {
+  if (type == DType::F32) {
+    float f;
+    std::memcpy(&f, &bytes[i * 4], 4);
+    return f;
+  }
+  uint16_t h;
+  std::memcpy(&h, &bytes[i * 2], 2);
+  return type == DType::BF16 ? kernels::bf16_to_float(h) : kernels::f16_to_float(h);
+}
+
+// Rounds an exact float32 result to the output type, as the reference does.
+double ref_store(double v, DType type) {
+  v = double(float(v));
+  if (type == DType::BF16) return ref_bf16(v);
+  if (type == DType::F16) return ref_f16(v);
+  return v;
+}
+
+// ---------------------------------------------------------------------------
+// Reference quantizers.
+
+struct RefBlockwise {
+  std::vector<double> absmax;
+  std::vector<double> r;  // x / absmax in double, per element (0 for zero blocks)
+  std::vector<int> code;
+};
+
+// Nearest entry in double; a value exactly halfway takes the lower entry; an
+// all-zero block takes the entry of smallest magnitude.
+RefBlockwise ref_quantize_8bit(const std::vector<double>& x, int bs, const std::vector<float>& code) {
+  RefBlockwise ref;
+  int zero = 0;
+  for (int k = 1; k < 256; ++k)
+    if (std::fabs(code[k]) < std::fabs(code[zero])) zero = k;
+  for (size_t b0 = 0; b0 < x.size(); b0 += size_t(bs)) {
+    const size_t b1 = std::min(x.size(), b0 + size_t(bs));
+    double m = 0;
+    for (size_t i = b0; i < b1; ++i) m = std::max(m, std::fabs(x[i]));
+    ref.absmax.push_back(m);
+    for (size_t i = b0; i < b1; ++i) {
+      if (m == 0) {
+        ref.r.push_back(0);
+        ref.code.push_back(zero);
+        continue;
+      }
+      const double r = x[i] / m;
+      int best = 0;
+      for (int k = 1; k < 256; ++k)
+        if (std::fabs(r - code[k]) < std::fabs(r - code[best])) best = k;
+      ref.r.push_back(r);
+      ref.code.push_back(best);
+    }
+  }
+  return ref;
+}
+
+// The kernels compute r in float32 and compare it with float32 midpoints, so
+// they may pick the other neighbour when r lies within a few float ulps of a
+// midpoint. Such a mismatch is accepted only if it is adjacent and the
+// reference ratio sits within 4 ulp (2^-21 relative) of the midpoint. For
+// float32 inputs that is a one-in-a-million event, so the count is bounded
+// too; bf16/f16 inputs (8/11 significant bits) land exactly on midpoints often.
+void expect_codes_match(const std::vector<int>& ref, const std::vector<double>& r,
+                        const std::vector<uint8_t>& got, const std::vector<float>& code,
+                        const std::string& label, bool bound_count) {
+  ASSERT_EQ(ref.size(), got.size());
+  size_t near_ties = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (ref[i] == got[i]) continue;
+    const int lo = std::min<int>(ref[i], got[i]);
+    const double mid = (double(code[lo]) + double(code[lo + 1])) / 2;
+    const bool adjacent = std::abs(ref[i] - int(got[i])) == 1;
+    const bool near_tie = std::fabs(r[i] - mid) <= std::ldexp(std::fabs(mid), -21) + 1e-45;
+    ASSERT_TRUE(adjacent && near_tie) << label << ": element " << i << " r=" << r[i] << " ref code "
+                                      << ref[i] << " got " << int(got[i]);
+    ++near_ties;
+  }
+  if (bound_count) {
+    EXPECT_LE(near_ties, ref.size() / 1000 + 1) << label << ": too many near ties";
+  }
+}
+
+struct Ref4bit {
+  std::vector<double> absmax;
+  std::vector<double> r;
+  std::vector<int> code;  // per element
+};
+
+// Nearest value in double over the 16 codes by value; halfway -> lower value;
+// zero: +0's code, or -0's code for a negative value (FP4 keeps the sign).
+Ref4bit ref_quantize_4bit(const std::vector<double>& x, int bs, Format4 f) {
+  const auto& t = kernels::format4_table(f);
+  Ref4bit ref;
+  for (size_t b0 = 0; b0 < x.size(); b0 += size_t(bs)) {
+    const size_t b1 = std::min(x.size(), b0 + size_t(bs));
+    double m = 0;
+    for (size_t i = b0; i < b1; ++i) m = std::max(m, std::fabs(x[i]));
+    ref.absmax.push_back(m);
+    for (size_t i = b0; i < b1; ++i) {
+      const double r = m == 0 ? 0.0 : x[i] / m;
+      int best = -1;
+      for (int c = 0; c < 16; ++c) {
+        if (best < 0) {
+          best = c;
+          continue;
+        }
+        const double dc = std::fabs(r - t.value[c]), db = std::fabs(r - t.value[best]);
+        if (dc < db || (dc == db && t.value[c] < t.value[best])) best = c;
+      }
+      if (t.value[best] == 0.0f) best = r < 0 ? t.negative_zero_code : t.zero_code;
+      ref.r.push_back(r);
+      ref.code.push_back(best);
+    }
+  }
+  return ref;
+}
+
+// ---------------------------------------------------------------------------
+// Running ops through a backend.
+
+struct Blockwise8Out {
+  std::vector<float> absmax;
+  std::vector<uint8_t> codes;
+};
+
+Blockwise8Out run_quantize_8bit(Backend& be, const Input& in, int bs, const std::vector<float>& code,
+                                kernels::StochasticRounding sr = {}) {
+  const size_t n = in.value.size();
+  auto x = upload(be, in.bytes);
+  auto c = upload(be, code);
+  auto a = be.allocate(kernels::num_blocks(n, bs) * 4);
+  auto q = be.allocate(n);
+  be.quantize_blockwise(*x, in.type, n, bs, *c, *a, *q, sr);
+  return {download<float>(be, *a, kernels::num_blocks(n, bs)), download<uint8_t>(be, *q, n)};
+}
+
+std::vector<uint8_t> run_dequantize_8bit(Backend& be, const Blockwise8Out& q, int bs,
+                                         const std::vector<float>& code, DType out_type,
+                                         float offset = 0.0f) {
+  const size_t n = q.codes.size();
+  auto cb = upload(be, q.codes);
+  auto ab = upload(be, q.absmax);
+  auto cd = upload(be, code);
+  auto out = be.allocate(n * kernels::dtype_size(out_type));
+  be.dequantize_blockwise(*cb, *ab, *cd, n, bs, *out, out_type, offset);
+  return download<uint8_t>(be, *out, n * kernels::dtype_size(out_type));
+}
+
+struct Packed4Out {
+  std::vector<float> absmax;
+  std::vector<uint8_t> packed;
+};
+
+Packed4Out run_quantize_4bit(Backend& be, const Input& in, int bs, Format4 f) {
+  const size_t n = in.value.size();
+  auto x = upload(be, in.bytes);
+  auto a = be.allocate(kernels::num_blocks(n, bs) * 4);
+  auto p = be.allocate(kernels::packed_4bit_bytes(n));
+  be.quantize_4bit(*x, in.type, n, bs, f, *a, *p);
+  return {download<float>(be, *a, kernels::num_blocks(n, bs)),
+          download<uint8_t>(be, *p, kernels::packed_4bit_bytes(n))};
+}
+
+std::vector<uint8_t> run_dequantize_4bit(Backend& be, const Packed4Out& q, size_t n, int bs,
+                                         Format4 f, DType out_type) {
+  auto p = upload(be, q.packed);
+  auto a = upload(be, q.absmax);
+  auto out = be.allocate(n * kernels::dtype_size(out_type));
+  be.dequantize_4bit(*p, *a, n, bs, f, *out, out_type);
+  return download<uint8_t>(be, *out, n * kernels::dtype_size(out_type));
+}
+
+// ---------------------------------------------------------------------------
+// Inputs.
+
+struct Case {
+  std::string name;
+  std::vector<double> x;
+};
+
+std::vector<Case> cases(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::uniform_real_distribution<double> uniform(-1.0, 1.0);
+  std::vector<Case> out;
+  auto gen = [&](const std::string& name, auto f) {
+    Case c{name, std::vector<double>(n)};
+    for (size_t i = 0; i < n; ++i) c.x[i] = f(i);
+    out.push_back(std::move(c));
+  };
+  gen("normal", [&](size_t) { return normal(rng); });
+  gen("uniform_scaled", [&](size_t) { return 1e3 * uniform(rng); });
+  gen("constant", [&](size_t) { return 0.75; });
+  gen("negative_constant", [&](size_t) { return -2.5; });
+  gen("all_zero", [&](size_t) { return 0.0; });
+  gen("extreme", [&](size_t) { return 3.0e38 * uniform(rng); });  // near FLT_MAX, no inf
+  gen("denormal_sized", [&](size_t) { return 1e-41 * uniform(rng); });
+  gen("tiny_normal", [&](size_t) { return 1e-30 * normal(rng); });
+  gen("sparse_spikes", [&](size_t i) { return i % 97 == 0 ? 50.0 * normal(rng) : 1e-3 * normal(rng); });
+  gen("mixed_zero_blocks", [&](size_t i) { return (i / 64) % 3 == 0 ? 0.0 : normal(rng); });
+  return out;
+}
+
+bool representable(const Case& c, DType t) {
+  // bf16 keeps float32's range; f16 overflows above 65504 and flushes below
+  // 2^-24, which would turn these cases into different ones.
+  if (t != DType::F16) return true;
+  return c.name != "extreme" && c.name != "denormal_sized" && c.name != "tiny_normal" &&
+         c.name != "uniform_scaled";
+}
+
+const DType kFloatTypes[] = {DType::F32, DType::BF16, DType::F16};
+const DType kOutTypes[] = {DType::F32, DType::BF16, DType::F16};
+
+std::vector<float> signed_map() {
+  auto m = kernels::dynamic_map(true);
+  return {m.begin(), m.end()};
+}
+std::vector<float> unsigned_map() {
+  auto m = kernels::dynamic_map(false);
+  return {m.begin(), m.end()};
+}
+
+// ---------------------------------------------------------------------------
+// Codebooks.
+
+TEST(Codebook, DynamicMapFollowsBitsandbytesFormula) {
+  for (bool is_signed : {true, false}) {
+    const auto map = kernels::dynamic_map(is_signed);
+    std::vector<double> expect = {0.0, 1.0};
+    for (int i = 0; i < 7; ++i) {
+      const int K = is_signed ? (1 << i) : (1 << (i + 1));
+      for (int k = 0; k < K; ++k) {
+        const double v = std::pow(10.0, i - 6) * (0.1 + 0.9 * (k + 0.5) / K);
+        expect.push_back(v);
+        if (is_signed) expect.push_back(-v);
+      }
+    }
+    std::sort(expect.begin(), expect.end());
+    ASSERT_EQ(expect.size(), 256u);
+    for (int i = 0; i < 256; ++i) EXPECT_EQ(map[i], float(expect[i])) << i;
+    EXPECT_TRUE(kernels::codebook_is_valid(map.data(), 256));
+  }
+  const auto s = kernels::dynamic_map(true);
+  EXPECT_EQ(s[127], 0.0f);  // 127 negatives below zero, 1.0 on top
+  EXPECT_EQ(s[255], 1.0f);
+  EXPECT_GT(s[0], -1.0f);
+  EXPECT_EQ(kernels::zero_index(s.data(), 256), 127);
+}
+
+TEST(Codebook, FourBitTablesMatchPublishedValues) {
+  const auto& nf4 = kernels::format4_table(Format4::NF4);
+  EXPECT_EQ(nf4.value[0], -1.0f);
+  EXPECT_EQ(nf4.value[7], 0.0f);
+  EXPECT_EQ(nf4.value[8], 0.07958029955625534f);
+  EXPECT_EQ(nf4.value[15], 1.0f);
+  EXPECT_EQ(nf4.zero_code, 7);
+  const auto& fp4 = kernels::format4_table(Format4::FP4);
+  const double magnitude[8] = {0, 0.0625, 8, 12, 4, 6, 2, 3};
+  for (int c = 0; c < 8; ++c) {
+    EXPECT_EQ(fp4.value[c], float(magnitude[c] / 12)) << c;
+    EXPECT_EQ(fp4.value[c + 8], -float(magnitude[c] / 12)) << c;
+  }
+  EXPECT_EQ(fp4.zero_code, 0);
+  EXPECT_EQ(fp4.negative_zero_code, 8);
+  // bitsandbytes' NF4 decision tree thresholds are the midpoints of the table.
+  EXPECT_FLOAT_EQ(nf4.midpoint[7], 0.03979014977812767f);
+  EXPECT_FLOAT_EQ(nf4.midpoint[14], 0.8614784181118011f);
+}
+
+TEST(DType, ConversionsMatchReferenceRounding) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<uint32_t> bits;
+  for (int i = 0; i < 200000; ++i) {
+    const float f = kernels::bits_float(bits(rng));
+    if (!std::isfinite(f)) continue;
+    ASSERT_EQ(double(kernels::bf16_to_float(kernels::float_to_bf16(f))), ref_bf16(f)) << f;
+    const double h = ref_f16(f);
+    ASSERT_EQ(double(kernels::f16_to_float(kernels::float_to_f16(f))), h) << f;
+  }
+  for (uint32_t h = 0; h < 0x10000; ++h) {  // every half decodes to itself
+    const float f = kernels::f16_to_float(uint16_t(h));
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(kernels::float_to_f16(f), uint16_t(h)) << h;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// 8-bit blockwise against the reference.
+
+class KernelBackends : public ::testing::Test {
+ protected:
+  std::vector<std::pair<std::string, Backend*>> backends() {
+    std::vector<std::pair<std::string, Backend*>> out = {{"cpu", &kernels::cpu_backend()}};
+    opencl_ = testing::opencl_or_null();
+    if (opencl_) out.push_back({opencl_->name(), opencl_.get()});
+    return out;
+  }
+  std::shared_ptr<Backend> opencl_;
+};
+
+TEST_F(KernelBackends, Blockwise8bitCodesMatchReference) {
+  const size_t n = 4096 * 3 + 77;  // a short tail block
+  for (auto [bname, be] : backends())
+    for (const auto& code : {signed_map(), unsigned_map()})
+      for (DType type : kFloatTypes)
+        for (const Case& c : cases(n, 11)) {
+          if (!representable(c, type)) continue;
+          const bool is_unsigned = code[0] == 0.0f;
+          Input in = make_input(type, c.x);
+          if (is_unsigned)  // Adam's state2 is non-negative
+            for (auto& v : in.value) v = std::fabs(v);
+          if (is_unsigned) in = make_input(type, in.value);
+          for (int bs : {64, 256, 4096}) {
+            const std::string label = bname + "/" + c.name + "/" + kernels::dtype_name(type) +
+                                      "/bs" + std::to_string(bs) + (is_unsigned ? "/unsigned" : "");
+            const auto got = run_quantize_8bit(*be, in, bs, code);
+            const auto ref = ref_quantize_8bit(in.value, bs, code);
+            for (size_t b = 0; b < ref.absmax.size(); ++b)
+              ASSERT_EQ(double(got.absmax[b]), ref.absmax[b]) << label << " block " << b;
+            expect_codes_match(ref.code, ref.r, got.codes, code, label, type == DType::F32);
+          }
+        }
+}
+
+TEST_F(KernelBackends, Blockwise8bitDequantizeIsExactProduct) {
+  const size_t n = 1000;  // not a multiple of any block size
+  const auto code = signed_map();
+  for (auto [bname, be] : backends())
+    for (DType out_type : kOutTypes)
+      for (float offset : {0.0f, 0.3125f}) {
+        Input in = make_input(DType::F32, cases(n, 3)[0].x);
+        const auto q = run_quantize_8bit(*be, in, 128, code);
+        const auto out = run_dequantize_8bit(*be, q, 128, code, out_type, offset);
+        for (size_t i = 0; i < n; ++i) {
+          // code * absmax is exact in double; the kernel rounds it to float,
+          // adds the offset (rounded again), then converts to the output type.
+          const double product = double(float(double(code[q.codes[i]]) * q.absmax[i / 128]));
+          const double expect = ref_store(double(float(product + offset)), out_type);
+          ASSERT_EQ(out_value(out, out_type, i), expect)
+              << bname << " " << kernels::dtype_name(out_type) << " element " << i;
+        }
+      }
+}
+
+TEST_F(KernelBackends, StochasticRoundingPicksANeighbourAndIsUnbiased) {
+  const size_t n = 512;
+  const int bs = 256;
+  const auto code = signed_map();
+  std::vector<double> raw(n);
+  std::mt19937 rng(5);
+  std::normal_distribution<double> normal;
+  for (auto& v : raw) v = normal(rng);
+  const Input in = make_input(DType::F32, raw);
+  const auto ref = ref_quantize_8bit(in.value, bs, code);
+  for (auto [bname, be] : backends()) {
+    std::vector<double> mean(n, 0.0);
+    const int draws = 400;
+    for (int s = 0; s < draws; ++s) {
+      const auto q = run_quantize_8bit(*be, in, bs, code, {true, uint64_t(1000 + s)});
+      for (size_t i = 0; i < n; ++i) {
+        const double r = ref.r[i];
+        const int c = q.codes[i];
+        // The chosen code brackets r: code[c] is the floor or the ceiling.
+        const bool floor = code[c] <= r && (c == 255 || r < code[c + 1]);
+        const bool ceil = code[c] >= r && (c == 0 || code[c - 1] <= r);
+        ASSERT_TRUE(floor || ceil) << bname << " element " << i << " r=" << r << " code " << c;
+        mean[i] += code[c] / double(draws);
+      }
+    }
+    // E[code] = r exactly for stochastic rounding. Per element the spread is
+    // at most gap/2, so the mean of 400 draws is within 4 sigma = gap/10.
+    // Outside the codebook's range (r = -1 with the signed map, whose lowest
+    // entry is -0.993) the value clamps to the end entry.
+    for (size_t i = 0; i < n; ++i) {
+      const double r = std::clamp(ref.r[i], double(code[0]), double(code[255]));
+      const int lo = std::max(0, int(std::upper_bound(code.begin(), code.end(), float(r)) -
+                                     code.begin()) - 1);
+      const double gap = code[std::min(lo + 1, 255)] - code[lo];
+      EXPECT_NEAR(mean[i], r, gap / 10 + 1e-7) << bname << " element " << i;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// 4-bit against the reference.
+
+TEST_F(KernelBackends, FourBitCodesMatchReference) {
+  for (auto [bname, be] : backends())
+    for (Format4 f : {Format4::NF4, Format4::FP4})
+      for (DType type : kFloatTypes)
+        for (size_t n : {size_t(4096 * 2 + 33), size_t(1)})  // odd tails: a padded nibble
+          for (const Case& c : cases(n, 19)) {
+            if (!representable(c, type)) continue;
+            const Input in = make_input(type, c.x);
+            for (int bs : {32, 64, 128, 4096}) {
+              const std::string label = bname + "/" + kernels::format4_name(f) + "/" + c.name +
+                                        "/" + kernels::dtype_name(type) + "/bs" + std::to_string(bs);
+              const auto got = run_quantize_4bit(*be, in, bs, f);
+              const auto ref = ref_quantize_4bit(in.value, bs, f);
+              ASSERT_EQ(got.packed.size(), (n + 1) / 2) << label;
+              for (size_t b = 0; b < ref.absmax.size(); ++b)
+                ASSERT_EQ(double(got.absmax[b]), ref.absmax[b]) << label << " block " << b;
+              const auto& t = kernels::format4_table(f);
+              for (size_t i = 0; i < n; ++i) {
+                const int nib = (i % 2 == 0) ? got.packed[i / 2] >> 4 : got.packed[i / 2] & 15;
+                if (nib == ref.code[i]) continue;
+                // As for 8-bit: only a float-rounding near-tie may differ.
+                const double mid = (double(t.value[nib]) + double(t.value[ref.code[i]])) / 2;
+                ASSERT_LE(std::fabs(ref.r[i] - mid), std::ldexp(std::fabs(mid), -21))
+                    << label << " element " << i << " r=" << ref.r[i] << " ref " << ref.code[i]
+                    << " got " << nib;
+              }
+              if (n % 2) {
+                EXPECT_EQ(got.packed.back() & 15, t.zero_code) << label << ": pad nibble";
+              }
+            }
+          }
+}
+
+TEST_F(KernelBackends, FourBitDequantizeIsExactProduct) {
+  const size_t n = 777;
+  for (auto [bname, be] : backends())
+    for (Format4 f : {Format4::NF4, Format4::FP4})
+      for (DType out_type : kOutTypes) {
+        const Input in = make_input(DType::F32, cases(n, 23)[0].x);
+        const auto q = run_quantize_4bit(*be, in, 64, f);
+        const auto out = run_dequantize_4bit(*be, q, n, 64, f, out_type);
+        const auto& t = kernels::format4_table(f);
+        for (size_t i = 0; i < n; ++i) {
+          const int nib = (i % 2 == 0) ? q.packed[i / 2] >> 4 : q.packed[i / 2] & 15;
+          const double expect = ref_store(double(t.value[nib]) * q.absmax[i / 64], out_type);
+          ASSERT_EQ(out_value(out, out_type, i), expect) << bname << " element " << i;
+        }
+      }
+}
+
+// ---------------------------------------------------------------------------
+// CPU and OpenCL agree bit for bit on every op and case.
+
+TEST(CrossBackend, OpenClMatchesCpuBitForBit) {
+  LOWBIT_REQUIRE_OPENCL(cl);
+  Backend& cpu = kernels::cpu_backend();
+  const auto code = signed_map();
+  for (DType type : kFloatTypes)
+    for (const Case& c : cases(8192 + 5, 31)) {
+      if (!representable(c, type)) continue;
+      const Input in = make_input(type, c.x);
+      const std::string label = c.name + "/" + kernels::dtype_name(type);
+      for (int bs : {64, 1024}) {
+        const auto a = run_quantize_8bit(cpu, in, bs, code);
+        const auto b = run_quantize_8bit(*cl, in, bs, code);
+        ASSERT_EQ(a.codes, b.codes) << label << " 8-bit codes bs" << bs;
+        ASSERT_EQ(0, std::memcmp(a.absmax.data(), b.absmax.data(), a.absmax.size() * 4)) << label;
+        const auto sa = run_quantize_8bit(cpu, in, bs, code, {true, 42});
+        const auto sb = run_quantize_8bit(*cl, in, bs, code, {true, 42});
+        ASSERT_EQ(sa.codes, sb.codes) << label << " stochastic codes bs" << bs;
+        for (DType out_type : kOutTypes)
+          ASSERT_EQ(run_dequantize_8bit(cpu, a, bs, code, out_type, 0.125f),
+                    run_dequantize_8bit(*cl, a, bs, code, out_type, 0.125f))
+              << label << " 8-bit dequantize to " << kernels::dtype_name(out_type);
+      }
+      for (Format4 f : {Format4::NF4, Format4::FP4})
+        for (int bs : {32, 64, 2048}) {
+          const auto a = run_quantize_4bit(cpu, in, bs, f);
+          const auto b = run_quantize_4bit(*cl, in, bs, f);
+          ASSERT_EQ(a.packed, b.packed) << label << " " << kernels::format4_name(f) << " bs" << bs;
+          ASSERT_EQ(0, std::memcmp(a.absmax.data(), b.absmax.data(), a.absmax.size() * 4)) << label;
+          for (DType out_type : kOutTypes)
+            ASSERT_EQ(run_dequantize_4bit(cpu, a, in.value.size(), bs, f, out_type),
+                      run_dequantize_4bit(*cl, a, in.value.size(), bs, f, out_type))
+                << label << " 4-bit dequantize to " << kernels::dtype_name(out_type);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bad arguments: clear errors, never a crash.
+
+template <typename Fn>
+void expect_error(Fn fn, const std::string& needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
+  } catch (const kernels::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(KernelBackends, BadArgumentsAreRefused) {
+  for (auto [bname, be] : backends()) {
+    auto x = be->allocate(1000 * 4);
+    auto code = upload(*be, signed_map());
+    auto absmax = be->allocate(60);  // 1000 values in blocks of 64 need 16 floats
+    auto codes = be->allocate(1000);
+    for (int bs : {0, 48, 32, 8192})
+      expect_error([&] { be->quantize_blockwise(*x, DType::F32, 1000, bs, *code, *absmax, *codes); },
+                   "blocksize " + std::to_string(bs) + " is not supported");
+    expect_error([&] { be->quantize_4bit(*x, DType::F32, 1000, 16, Format4::NF4, *absmax, *codes); },
+                 "blocksize 16 is not supported");
+    expect_error([&] { be->quantize_blockwise(*x, DType::U8, 1000, 64, *code, *absmax, *codes); },
+                 "dtype uint8");
+    expect_error([&] { be->quantize_blockwise(*x, DType::F32, 1001, 64, *code, *absmax, *codes); },
+                 "buffer 'x' holds 4000 bytes");
+    expect_error([&] { be->quantize_blockwise(*x, DType::F32, 1000, 64, *code, *absmax, *codes); },
+                 "buffer 'absmax' holds 60 bytes; expected at least 64");
+    auto other = kernels::cpu_backend().allocate(4096);
+    if (be != &kernels::cpu_backend())
+      expect_error([&] { be->dequantize_4bit(*other, *absmax, 10, 64, Format4::NF4, *x, DType::F32); },
+                   "belongs to another backend");
+    std::vector<uint8_t> big(5000);
+    expect_error([&] { be->write(*codes, big.data(), big.size()); }, "outside a buffer");
+  }
+}
+
+TEST(BackendSelection, UnknownKindAndDeviceAreRefused) {
+  expect_error([] { kernels::make_backend({"cuda", -1, ""}); }, "expected one of: auto, cpu, opencl");
+  EXPECT_EQ(kernels::make_backend({"cpu", -1, ""})->name(), "cpu");
+  if (!kernels::opencl_devices().empty()) {
+    expect_error([] { kernels::make_backend({"opencl", 99, ""}); }, "out of range");
+    expect_error([] { kernels::make_backend({"opencl", -1, "no-such-device"}); }, "no OpenCL device matches");
+    // The same device yields the same shared backend (one context per device).
+    EXPECT_EQ(kernels::make_backend({"opencl", 0, ""}).get(), kernels::make_backend({"opencl", 0, ""}).get());
+  }
+}
+
+}  // namespace
+}  // namespace lowbit
