@@ -1,38 +1,127 @@
-// lowbit-train, first stage: loads the default recipe's real data set
-// (Fashion-MNIST from Debian's dataset-fashion-mnist), quantizes the training
-// images to NF4, FP4 and 8-bit, and reports error and storage. The YAML
-// trainer replaces this body (see the trainer issue).
-#include <torch/torch.h>
+// lowbit-train: trains a model from a YAML recipe (configs/*.yaml; without
+// one, the embedded default recipe configs/fashion_mnist_adamw8bit.yaml),
+// with --set overrides, checkpoints and resume; renders metrics plots.
+#include <unistd.h>
 
+#include <csignal>
+#include <filesystem>
 #include <iostream>
+#include <string>
+#include <vector>
 
-#include "examples/data/idx.h"
-#include "quant/metrics.h"
-#include "quant/quantize.h"
+#include "examples/config/recipe.h"
+#include "examples/config/schema.h"
+#include "examples/train/svg_plot.h"
+#include "examples/train/trainer.h"
+
+const char* lowbit_default_recipe();  // generated from configs/fashion_mnist_adamw8bit.yaml
+
+namespace {
+
+volatile std::sig_atomic_t stop_requested = 0;
+
+// The first Ctrl-C finishes the step and saves a checkpoint; a second one
+// kills the process as usual.
+void on_interrupt(int) {
+  stop_requested = 1;
+  std::signal(SIGINT, SIG_DFL);
+}
+
+const char* kUsage = R"(usage:
+  lowbit-train [RECIPE.yaml] [--set KEY=VALUE]... [--print-recipe]
+  lowbit-train --plot METRICS.jsonl [OUT.svg]
+  lowbit-train --list-keys
+
+Trains the model a recipe describes (without RECIPE, the built-in default:
+configs/fashion_mnist_adamw8bit.yaml). --set overrides any key, e.g.
+--set optimizer.lr=3e-4 --set train.steps=200; --print-recipe prints the
+validated recipe with every default and exits. Runs resume from the newest
+checkpoint in checkpoint.dir; Ctrl-C saves a checkpoint and stops.
+--plot renders a metrics file as SVG (default: next to it, .svg).
+--list-keys prints every recipe key with its type, default and meaning.
+)";
+
+struct Arguments {
+  std::string recipe;
+  std::vector<std::string> overrides;
+  bool print_recipe = false;
+  std::vector<std::string> plot;
+};
+
+Arguments parse(int argc, char** argv) {
+  Arguments a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--set") {
+      if (i + 1 >= argc) throw lowbit::config::RecipeError("--set needs KEY=VALUE");
+      a.overrides.push_back(argv[++i]);
+    } else if (arg.rfind("--set=", 0) == 0) {
+      a.overrides.push_back(arg.substr(6));
+    } else if (arg == "--print-recipe") {
+      a.print_recipe = true;
+    } else if (arg == "--plot") {
+      for (++i; i < argc; ++i) a.plot.push_back(argv[i]);
+      if (a.plot.empty() || a.plot.size() > 2) {
+        throw lowbit::config::RecipeError("--plot takes METRICS.jsonl and optionally OUT.svg");
+      }
+    } else if (!arg.empty() && arg[0] == '-') {
+      throw lowbit::config::RecipeError("unknown option '" + arg + "'\n" + kUsage);
+    } else if (a.recipe.empty()) {
+      a.recipe = arg;
+    } else {
+      throw lowbit::config::RecipeError("more than one recipe given: '" + a.recipe + "' and '" +
+                                        arg + "'");
+    }
+  }
+  return a;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace lowbit;
-  try {
-    const std::string dir = argc > 1 ? argv[1] : "/usr/share/datasets/fashion-mnist";
-    const data::ImageSet train = data::load_fashion_mnist(dir, "train");
-    const torch::Tensor x = train.images.reshape({train.images.size(0), -1}) - 0.5f;
-    std::cout << "Fashion-MNIST train: " << x.size(0) << " images, " << x.numel()
-              << " values (centred pixels)\n";
-    for (quant::Format f : {quant::Format::NF4, quant::Format::FP4}) {
-      quant::Quantize4bitOptions o;
-      o.format = f;
-      auto [packed, state] = quant::quantize_4bit(x, o);
-      const auto err = quant::error_report(x, quant::dequantize_4bit(packed, state));
-      std::cout << quant::format_info(f).name << " (block 64, double quant): " << err.to_string()
-                << "\n  " << quant::storage_report(packed, state).to_string() << "\n";
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      return 0;
     }
-    quant::BlockwiseOptions o8;
-    o8.blocksize = 256;
-    auto [codes, state8] = quant::quantize_blockwise(x, o8);
-    std::cout << "dynamic 8-bit (block 256): "
-              << quant::error_report(x, quant::dequantize_blockwise(codes, state8)).to_string()
-              << "\n  " << quant::storage_report(codes, state8).to_string() << "\n";
-    return 0;
+    if (arg == "--list-keys") {
+      std::cout << config::schema_reference();
+      return 0;
+    }
+  }
+  try {
+    const Arguments args = parse(argc, argv);
+    if (!args.plot.empty()) {
+      const std::string svg = args.plot.size() == 2
+                                  ? args.plot[1]
+                                  : std::filesystem::path(args.plot[0]).replace_extension(".svg").string();
+      train::write_plot(args.plot[0], svg, std::filesystem::path(args.plot[0]).stem().string());
+      std::cout << "wrote " << svg << "\n";
+      return 0;
+    }
+    const config::Recipe recipe =
+        args.recipe.empty()
+            ? config::load_recipe_text(lowbit_default_recipe(), "fashion_mnist_adamw8bit",
+                                       "default recipe (configs/fashion_mnist_adamw8bit.yaml)",
+                                       args.overrides)
+            : config::load_recipe_file(args.recipe, args.overrides);
+    if (args.print_recipe) {
+      std::cout << config::to_yaml(recipe);
+      return 0;
+    }
+    std::signal(SIGINT, on_interrupt);
+    train::RunOptions options;
+    options.terminal = ::isatty(STDOUT_FILENO) != 0;
+    options.stop = &stop_requested;
+    return train::run_training(recipe, options).interrupted ? 130 : 0;
+  } catch (const config::RecipeError& e) {
+    std::cerr << "lowbit-train: " << e.what() << "\n";
+    return 2;
+  } catch (const c10::Error& e) {
+    std::cerr << "lowbit-train: " << e.msg() << "\n";
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << "lowbit-train: " << e.what() << "\n";
     return 1;

@@ -1,0 +1,173 @@
+#include "examples/train/checkpoint.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <iomanip>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include <torch/serialize/output-archive.h>
+
+#include "quant/atomic_file.h"
+
+namespace lowbit::train {
+namespace {
+namespace fs = std::filesystem;
+
+constexpr const char* kFormat = "lowbit-train checkpoint 1";
+const std::regex kCheckpointName(R"(step-(\d{8,})\.ckpt)");
+
+void write_model(torch::serialize::OutputArchive& archive, torch::nn::Module& model) {
+  torch::serialize::OutputArchive weights;
+  for (const auto& p : model.named_parameters()) weights.write(p.key(), p.value());
+  for (const auto& b : model.named_buffers()) weights.write(b.key(), b.value(), /*is_buffer=*/true);
+  archive.write("model", weights);
+}
+
+std::string serialized(torch::serialize::OutputArchive& archive) {
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  return bytes.str();
+}
+
+int64_t read_int(torch::serialize::InputArchive& archive, const std::string& key,
+                 const std::string& path) {
+  torch::Tensor t;
+  TORCH_CHECK(archive.try_read(key, t) && t.numel() == 1, path, ": checkpoint lacks '", key, "'");
+  return t.item<int64_t>();
+}
+
+// Checks every tensor against the model first, then copies: a mismatch
+// leaves the model untouched.
+void copy_weights(torch::serialize::InputArchive& archive, torch::nn::Module& model,
+                  const std::string& path) {
+  std::map<std::string, torch::Tensor> targets;
+  for (const auto& p : model.named_parameters()) targets[p.key()] = p.value();
+  for (const auto& b : model.named_buffers()) targets[b.key()] = b.value();
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;
+  for (const auto& [name, target] : targets) {
+    torch::Tensor stored;
+    TORCH_CHECK(archive.try_read(name, stored), path, ": has no tensor '", name,
+                "' of the model (was it written for another model or recipe?)");
+    TORCH_CHECK(stored.sizes() == target.sizes() && stored.scalar_type() == target.scalar_type(),
+                path, ": tensor '", name, "' is ", stored.scalar_type(), " ", stored.sizes(),
+                "; the model's is ", target.scalar_type(), " ", target.sizes());
+    copies.emplace_back(target, stored);
+  }
+  for (const std::string& key : archive.keys()) {
+    TORCH_CHECK(targets.count(key), path, ": holds tensor '", key,
+                "', which the model does not have (was it written for another model or recipe?)");
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [target, stored] : copies) target.copy_(stored);
+}
+
+torch::serialize::InputArchive open_archive(const std::string& path) {
+  TORCH_CHECK(fs::is_regular_file(path), path, ": no such file");
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, path, ": cannot be read (truncated or corrupt?): ", e.what());
+  }
+  c10::IValue format;
+  TORCH_CHECK(archive.try_read("format", format) && format.isString() &&
+                  format.toStringRef() == kFormat,
+              path, ": is not a lowbit-train checkpoint or model file");
+  return archive;
+}
+
+}  // namespace
+
+std::string checkpoint_path(const std::string& dir, int64_t step) {
+  std::ostringstream name;
+  name << "step-" << std::setw(8) << std::setfill('0') << step << ".ckpt";
+  return (fs::path(dir) / name.str()).string();
+}
+
+void save_checkpoint(const std::string& path, torch::nn::Module& model,
+                     torch::optim::Optimizer& optimizer, const TrainerState& state) {
+  torch::serialize::OutputArchive archive, optimizer_archive, trainer;
+  archive.write("format", c10::IValue(std::string(kFormat)));
+  write_model(archive, model);
+  optimizer.save(optimizer_archive);
+  archive.write("optimizer", optimizer_archive);
+  trainer.write("step", torch::tensor(state.step, torch::kInt64));
+  trainer.write("micro_batch", torch::tensor(state.micro_batch, torch::kInt64));
+  trainer.write("rng_state", state.rng_state);
+  trainer.write("recipe", c10::IValue(state.recipe_yaml));
+  archive.write("trainer", trainer);
+  quant::write_file_atomically(path, serialized(archive));
+}
+
+Checkpoint::Checkpoint(const std::string& path) : path_(path), archive_(open_archive(path)) {
+  torch::serialize::InputArchive trainer;
+  TORCH_CHECK(archive_.try_read("trainer", trainer), path, ": is a model file, not a checkpoint");
+  state_.step = read_int(trainer, "step", path);
+  state_.micro_batch = read_int(trainer, "micro_batch", path);
+  TORCH_CHECK(trainer.try_read("rng_state", state_.rng_state), path, ": lacks the RNG state");
+  c10::IValue recipe;
+  TORCH_CHECK(trainer.try_read("recipe", recipe) && recipe.isString(), path, ": lacks its recipe");
+  state_.recipe_yaml = recipe.toStringRef();
+}
+
+void Checkpoint::restore(torch::nn::Module& model, torch::optim::Optimizer& optimizer) {
+  torch::serialize::InputArchive weights, optimizer_archive;
+  TORCH_CHECK(archive_.try_read("model", weights) &&
+                  archive_.try_read("optimizer", optimizer_archive),
+              path_, ": lacks the model or optimizer section");
+  copy_weights(weights, model, path_);
+  optimizer.load(optimizer_archive);
+}
+
+std::vector<int64_t> list_checkpoints(const std::string& dir) {
+  std::vector<int64_t> steps;
+  if (!fs::is_directory(dir)) return steps;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    std::smatch m;
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file() && std::regex_match(name, m, kCheckpointName)) {
+      steps.push_back(std::stoll(m[1].str()));
+    }
+  }
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+void prune_checkpoints(const std::string& dir, int64_t keep) {
+  const std::vector<int64_t> steps = list_checkpoints(dir);
+  for (size_t i = 0; i + size_t(keep) < steps.size(); ++i) {
+    fs::remove(checkpoint_path(dir, steps[i]));
+  }
+}
+
+int remove_stale_temp_files(const std::string& dir) {
+  static const std::regex temp(R"((step-\d{8,}\.ckpt|model\.pt)\.tmp\.\d+)");
+  int removed = 0;
+  if (!fs::is_directory(dir)) return removed;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (std::regex_match(entry.path().filename().string(), temp)) {
+      fs::remove(entry.path());
+      ++removed;
+    }
+  }
+  return removed;
+}
+
+void save_model(const std::string& path, torch::nn::Module& model) {
+  torch::serialize::OutputArchive archive;
+  archive.write("format", c10::IValue(std::string(kFormat)));
+  write_model(archive, model);
+  quant::write_file_atomically(path, serialized(archive));
+}
+
+void load_model(const std::string& path, torch::nn::Module& model) {
+  torch::serialize::InputArchive archive = open_archive(path), weights;
+  TORCH_CHECK(archive.try_read("model", weights), path, ": lacks the model section");
+  copy_weights(weights, model, path);
+}
+
+}  // namespace lowbit::train

@@ -1,0 +1,66 @@
+// Checkpoints of a training run: model parameters and buffers, the optimizer's
+// state through its own save() (8-bit codes and absmax exactly), the step, the
+// data position, torch's generator state and the recipe. Files are
+// "<dir>/step-<8 digits>.ckpt", written through quant::AtomicFile (temp file,
+// fsync, rename), so a file under that name is always complete.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/types.h>
+
+namespace lowbit::train {
+
+struct TrainerState {
+  int64_t step = 0;          // optimizer steps taken
+  int64_t micro_batch = 0;   // micro-batches consumed: the data position
+  torch::Tensor rng_state;   // torch's default CPU generator (dropout, LoRA init)
+  std::string recipe_yaml;   // config::to_yaml of the run's recipe
+};
+
+std::string checkpoint_path(const std::string& dir, int64_t step);
+
+void save_checkpoint(const std::string& path, torch::nn::Module& model,
+                     torch::optim::Optimizer& optimizer, const TrainerState& state);
+
+// A parsed checkpoint, checked against a model before anything is changed.
+class Checkpoint {
+ public:
+  // Throws c10::Error naming the file when it cannot be parsed or is not a
+  // lowbit-train checkpoint.
+  explicit Checkpoint(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  const TrainerState& state() const { return state_; }
+
+  // Copies the weights into `model` (every tensor must exist with the same
+  // shape and dtype, and no extra ones) and loads the optimizer's state.
+  void restore(torch::nn::Module& model, torch::optim::Optimizer& optimizer);
+
+ private:
+  std::string path_;
+  torch::serialize::InputArchive archive_;
+  TrainerState state_;
+};
+
+// Step numbers of the checkpoints in `dir`, ascending.
+std::vector<int64_t> list_checkpoints(const std::string& dir);
+
+// Deletes all but the newest `keep` checkpoints.
+void prune_checkpoints(const std::string& dir, int64_t keep);
+
+// Removes temp files that a killed save left behind; returns how many.
+int remove_stale_temp_files(const std::string& dir);
+
+// Model weights alone ("model.pt"); load_model also reads a checkpoint's.
+// Loading is strict: the same tensor names, shapes and dtypes.
+void save_model(const std::string& path, torch::nn::Module& model);
+void load_model(const std::string& path, torch::nn::Module& model);
+
+}  // namespace lowbit::train

@@ -1,0 +1,32 @@
+// Builds the optimizer a recipe's optimizer section names over the trainable
+// parameters: the 8-bit optimizers of optim/ (or their 32-bit modes) and, for
+// comparison, torch::optim's Adam, AdamW, RMSprop and SGD. Hyper-parameters
+// the recipe leaves out keep the optimizer's own defaults.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/optim/optimizer.h>
+#include <torch/types.h>
+
+#include "examples/config/recipe.h"
+#include "kernels/backend.h"
+
+namespace lowbit::train {
+
+struct BuiltOptimizer {
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  std::string description;  // "torch::optim::AdamW lr=0.001 ..." for the run's log
+  // Bytes of optimizer state held now (states appear after the first step).
+  std::function<int64_t()> state_bytes;
+};
+
+BuiltOptimizer make_optimizer(const config::OptimizerRecipe& recipe,
+                              const std::vector<torch::Tensor>& params,
+                              kernels::Backend& backend);
+
+}  // namespace lowbit::train

@@ -1,0 +1,166 @@
+#include "examples/train/task.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include <torch/nn/modules/container/any.h>
+#include <torch/serialize.h>
+
+#include "examples/data/idx.h"
+#include "examples/data/image_batches.h"
+#include "examples/data/text_corpus.h"
+#include "examples/train/model_factory.h"
+
+namespace lowbit::train {
+namespace {
+
+// Switches a module to eval mode and gradients off for one evaluation.
+class EvalScope {
+ public:
+  explicit EvalScope(torch::nn::Module& m) : module_(m), was_training_(m.is_training()) {
+    module_.eval();
+  }
+  ~EvalScope() { module_.train(was_training_); }
+
+ private:
+  torch::nn::Module& module_;
+  bool was_training_;
+  torch::NoGradGuard no_grad_;
+};
+
+class ImageTask : public Task {
+ public:
+  explicit ImageTask(const config::Recipe& r)
+      : model_(build_model(r.model)),
+        batch_size_(r.train.batch_size),
+        batches_(normalised_train(r), r.train.batch_size, uint64_t(r.train.seed)) {
+    test_ = data::load_fashion_mnist(r.data.path, "t10k", r.data.eval_limit);
+    test_.images.sub_(mean_).div_(std_);
+  }
+
+  std::shared_ptr<torch::nn::Module> module() const override { return model_.ptr(); }
+  int64_t batches_per_epoch() const override { return batches_.batches_per_epoch(); }
+
+  torch::Tensor loss(int64_t index) override {
+    const auto [images, labels] = batches_.batch(index);
+    return torch::cross_entropy_loss(model_.forward(images), labels);
+  }
+
+  Evaluation evaluate() override {
+    EvalScope scope(*model_.ptr());
+    const int64_t n = test_.images.size(0);
+    double loss_sum = 0.0;
+    int64_t correct = 0;
+    for (int64_t begin = 0; begin < n; begin += batch_size_) {
+      const int64_t end = std::min(n, begin + batch_size_);
+      const torch::Tensor logits = model_.forward(test_.images.slice(0, begin, end));
+      const torch::Tensor labels = test_.labels.slice(0, begin, end);
+      loss_sum += torch::cross_entropy_loss(logits, labels, {}, at::Reduction::Sum).item<double>();
+      correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
+    }
+    return {loss_sum / double(n), double(correct) / double(n)};
+  }
+
+  std::string describe() const override {
+    std::ostringstream os;
+    os << "Fashion-MNIST: " << train_count_ << " training images (" << batches_per_epoch()
+       << " batches per epoch), " << test_.images.size(0) << " test images";
+    return os.str();
+  }
+
+ private:
+  // Standardised with the training images' own mean and deviation.
+  data::ImageSet normalised_train(const config::Recipe& r) {
+    data::ImageSet train = data::load_fashion_mnist(r.data.path, "train", r.data.train_limit);
+    mean_ = train.images.mean().item<float>();
+    std_ = train.images.std().item<float>();
+    train.images.sub_(mean_).div_(std_);
+    train_count_ = train.images.size(0);
+    return train;
+  }
+
+  torch::nn::AnyModule model_;
+  int64_t batch_size_;
+  float mean_ = 0.0f, std_ = 1.0f;
+  int64_t train_count_ = 0;
+  data::ImageBatches batches_;
+  data::ImageSet test_;
+};
+
+class TextTask : public Task {
+ public:
+  explicit TextTask(const config::Recipe& r)
+      : model_(build_model(r.model)),
+        batch_size_(r.train.batch_size),
+        block_(r.model.block_size),
+        seed_(uint64_t(r.train.seed)) {
+    std::vector<std::string> documents =
+        r.data.name == "kjv" ? data::read_kjv(r.data.path)
+                             : data::read_fortunes(r.data.path, r.data.files);
+    if (r.data.train_limit > 0 && r.data.train_limit < int64_t(documents.size())) {
+      documents.resize(size_t(r.data.train_limit));
+    }
+    documents_ = int64_t(documents.size());
+    name_ = r.data.name == "kjv" ? "KJV" : "fortunes";
+    text_ = data::split_documents(documents, r.data.valid_fraction);
+    TORCH_CHECK(text_.valid.numel() > block_, "data: the validation text holds ",
+                text_.valid.numel(), " characters, too few for one window of model.block_size ",
+                block_, " + 1; raise data.train_limit or data.valid_fraction");
+    const int64_t all = (text_.valid.numel() - 1) / block_;
+    valid_ = data::evaluation_windows(
+        text_.valid, block_, r.data.eval_limit > 0 ? std::min(r.data.eval_limit, all) : all);
+    per_epoch_ = std::max<int64_t>(1, text_.train.numel() / (batch_size_ * block_));
+  }
+
+  std::shared_ptr<torch::nn::Module> module() const override { return model_.ptr(); }
+  int64_t batches_per_epoch() const override { return per_epoch_; }
+
+  torch::Tensor loss(int64_t index) override {
+    const data::TextBatch b = data::sample_windows(text_.train, batch_size_, block_, seed_, index);
+    return lm_loss(b.input, b.target);
+  }
+
+  Evaluation evaluate() override {
+    EvalScope scope(*model_.ptr());
+    const int64_t n = valid_.input.size(0);
+    double loss_sum = 0.0;
+    for (int64_t begin = 0; begin < n; begin += batch_size_) {
+      const int64_t end = std::min(n, begin + batch_size_);
+      loss_sum += lm_loss(valid_.input.slice(0, begin, end), valid_.target.slice(0, begin, end))
+                      .item<double>() *
+                  double(end - begin);
+    }
+    return {loss_sum / double(n), std::nullopt};
+  }
+
+  std::string describe() const override {
+    std::ostringstream os;
+    os << name_ << ": " << documents_ << " documents, " << text_.train.numel()
+       << " training characters (" << per_epoch_ << " batches per epoch), "
+       << valid_.input.size(0) << " validation windows of " << block_;
+    return os.str();
+  }
+
+ private:
+  torch::Tensor lm_loss(const torch::Tensor& input, const torch::Tensor& target) {
+    return torch::cross_entropy_loss(model_.forward(input).flatten(0, 1), target.flatten());
+  }
+
+  torch::nn::AnyModule model_;
+  int64_t batch_size_, block_;
+  uint64_t seed_;
+  int64_t documents_ = 0, per_epoch_ = 1;
+  std::string name_;
+  data::TextSplit text_;
+  data::TextBatch valid_;
+};
+
+}  // namespace
+
+std::unique_ptr<Task> make_task(const config::Recipe& recipe) {
+  torch::manual_seed(uint64_t(recipe.train.seed));
+  if (recipe.data.name == "fashion_mnist") return std::make_unique<ImageTask>(recipe);
+  return std::make_unique<TextTask>(recipe);
+}
+
+}  // namespace lowbit::train

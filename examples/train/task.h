@@ -1,0 +1,42 @@
+// A training task: the recipe's model and data, the loss of one micro-batch
+// and the evaluation. Image classification (Fashion-MNIST: test-set loss and
+// accuracy) and character-level language modelling (KJV, fortunes:
+// validation loss). The trainer loop only sees this interface.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include "examples/config/recipe.h"
+
+namespace lowbit::train {
+
+struct Evaluation {
+  double loss = 0.0;               // mean cross-entropy per example (image) or token (text)
+  std::optional<double> accuracy;  // image tasks: share of test images classified right
+};
+
+class Task {
+ public:
+  virtual ~Task() = default;
+  // The model; QLoRA preparation swaps layers inside it in place.
+  virtual std::shared_ptr<torch::nn::Module> module() const = 0;
+  virtual int64_t batches_per_epoch() const = 0;
+  // Training loss of micro-batch `index` (a pure function of the seed and the
+  // index, so the data position of a run is its micro-batch counter).
+  virtual torch::Tensor loss(int64_t index) = 0;
+  // Runs in eval mode without gradients, then restores training mode.
+  virtual Evaluation evaluate() = 0;
+  virtual std::string describe() const = 0;
+};
+
+// Reads the data (corrupt or truncated files throw here, before training) and
+// builds the model from torch's generator seeded with train.seed.
+std::unique_ptr<Task> make_task(const config::Recipe& recipe);
+
+}  // namespace lowbit::train

@@ -1,0 +1,186 @@
+// The lowbit-train program: validation errors stop before any training with
+// exit status 2 and one message; --print-recipe and --plot; and runs killed
+// with SIGKILL at random moments, resumed each time, end bit-identical to a
+// run that was never interrupted.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include <gtest/gtest.h>
+
+#include "examples/config/recipe.h"
+#include "examples/train/checkpoint.h"
+#include "examples/train/metrics_log.h"
+#include "examples/train/task.h"
+#include "tests/examples/scratch_dir.h"
+
+extern char** environ;
+
+namespace lowbit::train {
+namespace {
+
+namespace fs = std::filesystem;
+using lowbit::testing::ScratchDir;
+
+struct Finished {
+  int status = -1;  // exit status, or 128 + signal
+  std::string output;
+};
+
+// Starts lowbit-train with `args`, stdout and stderr into `log`.
+pid_t start(const std::vector<std::string>& args, const std::string& log) {
+  std::vector<std::string> all = {LOWBIT_TRAIN_EXE};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  posix_spawn_file_actions_addopen(&files, STDOUT_FILENO, log.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&files, STDOUT_FILENO, STDERR_FILENO);
+  pid_t pid = -1;
+  EXPECT_EQ(posix_spawn(&pid, argv[0], &files, nullptr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&files);
+  return pid;
+}
+
+int wait_for(pid_t pid) {
+  int status = 0;
+  EXPECT_EQ(::waitpid(pid, &status, 0), pid);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+Finished run_program(const ScratchDir& dir, const std::vector<std::string>& args) {
+  const std::string log = dir.file("output.log");
+  fs::remove(log);
+  Finished f;
+  f.status = wait_for(start(args, log));
+  std::ifstream in(log);
+  std::ostringstream text;
+  text << in.rdbuf();
+  f.output = text.str();
+  return f;
+}
+
+TEST(LowbitTrain, ValidationErrorsStopBeforeTraining) {
+  ScratchDir dir;
+  const std::string run_dir = dir.file("run");
+  const Finished bad = run_program(dir, {"--set", "optimizer.lr=-1", "--set",
+                                         "checkpoint.dir=" + run_dir});
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.output.find("--set optimizer.lr: value '-1' is out of range; allowed: a number "
+                            "in (0, 10]"),
+            std::string::npos)
+      << bad.output;
+  EXPECT_FALSE(fs::exists(run_dir));  // nothing ran, nothing was written
+
+  dir.write("recipe.yaml", "model:\n  name: mlp\n  hiden: [10]\n");
+  const Finished typo = run_program(dir, {dir.file("recipe.yaml")});
+  EXPECT_EQ(typo.status, 2);
+  EXPECT_NE(typo.output.find("recipe.yaml line 3: model.hiden: unknown key (did you mean "
+                             "model.hidden?)"),
+            std::string::npos)
+      << typo.output;
+  EXPECT_EQ(run_program(dir, {"--frobnicate"}).status, 2);
+  EXPECT_EQ(run_program(dir, {dir.file("missing.yaml")}).status, 2);
+}
+
+TEST(LowbitTrain, PrintsTheResolvedDefaultRecipeAndPlotsMetrics) {
+  ScratchDir dir;
+  const Finished printed = run_program(dir, {"--print-recipe", "--set", "train.seed=7"});
+  EXPECT_EQ(printed.status, 0) << printed.output;
+  // The embedded default recipe, resolved: it parses back as a recipe.
+  const config::Recipe again = config::load_recipe_text(printed.output, "again", "printed");
+  EXPECT_EQ(again.train.seed, 7);
+  EXPECT_EQ(again.data.name, "fashion_mnist");
+  EXPECT_EQ(again.checkpoint.dir, "runs/fashion_mnist_adamw8bit");
+
+  dir.write("m.jsonl", "{\"type\": \"train\", \"step\": 1, \"loss\": 2.0, \"lr\": 0.1}\n"
+                       "{\"type\": \"train\", \"step\": 2, \"loss\": 1.0, \"lr\": 0.1}\n");
+  const Finished plotted = run_program(dir, {"--plot", dir.file("m.jsonl")});
+  EXPECT_EQ(plotted.status, 0) << plotted.output;
+  EXPECT_TRUE(fs::exists(dir.file("m.svg")));
+}
+
+const char* kKillRecipe = R"(
+model: {name: mlp, hidden: [64], dropout: 0.1}
+data: {name: fashion_mnist, train_limit: 3000, eval_limit: 300}
+optimizer: {name: adamw, lr: 1.0e-3}
+schedule: {name: cosine, warmup_steps: 20}
+train: {steps: 600, batch_size: 32, grad_accum: 2, seed: 11, threads: 1, eval_every: 150}
+checkpoint: {every: 3, keep: 2}
+log: {progress: lines, every: 100}
+)";
+
+std::map<std::string, torch::Tensor> model_weights(const std::string& recipe_path,
+                                                   const std::string& model_path) {
+  const config::Recipe recipe = config::load_recipe_file(recipe_path);
+  std::unique_ptr<Task> task = make_task(recipe);
+  load_model(model_path, *task->module());
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& p : task->module()->named_parameters()) out[p.key()] = p.value();
+  return out;
+}
+
+TEST(LowbitTrain, SurvivesSigkillAtRandomMoments) {
+  ScratchDir dir;
+  dir.write("recipe.yaml", kKillRecipe);
+  const std::string recipe = dir.file("recipe.yaml");
+  const std::string straight_dir = dir.file("straight"), killed_dir = dir.file("killed");
+  ASSERT_EQ(run_program(dir, {recipe, "--set", "checkpoint.dir=" + straight_dir}).status, 0);
+
+  // Reproducible from the seed the trace prints.
+  const unsigned seed = unsigned(std::chrono::steady_clock::now().time_since_epoch().count());
+  SCOPED_TRACE("kill delays seeded with " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  // Startup (reading Fashion-MNIST) takes about half a second and the 600
+  // steps about as long again: kills land before, between and during saves.
+  std::uniform_int_distribution<int> delay_ms(300, 1500);
+  const std::vector<std::string> args = {recipe, "--set", "checkpoint.dir=" + killed_dir};
+  int killed = 0;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    const pid_t pid = start(args, dir.file("killed.log"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
+    ::kill(pid, SIGKILL);
+    if (wait_for(pid) == 128 + SIGKILL) ++killed;
+    // Every checkpoint left behind is complete and readable.
+    for (int64_t step : list_checkpoints(killed_dir)) {
+      EXPECT_NO_THROW(Checkpoint(checkpoint_path(killed_dir, step))) << "step " << step;
+    }
+  }
+  EXPECT_GE(killed, 3) << "most kills should land while the run is still going";
+  const Finished last = run_program(dir, args);
+  ASSERT_EQ(last.status, 0) << last.output;
+
+  const auto a = model_weights(recipe, straight_dir + "/model.pt");
+  const auto b = model_weights(recipe, killed_dir + "/model.pt");
+  for (const auto& [key, tensor] : a) EXPECT_TRUE(tensor.equal(b.at(key))) << key;
+  // The metrics read as one run: every step once, with the same losses.
+  auto train_losses = [](const std::string& path) {
+    std::vector<std::pair<int64_t, double>> out;
+    for (const auto& r : read_metrics(path)) {
+      if (r["type"] == "train") out.emplace_back(r["step"].get<int64_t>(), r["loss"].get<double>());
+    }
+    return out;
+  };
+  EXPECT_EQ(train_losses(straight_dir + "/metrics.jsonl"),
+            train_losses(killed_dir + "/metrics.jsonl"));
+}
+
+}  // namespace
+}  // namespace lowbit::train
