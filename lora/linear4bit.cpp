@@ -123,6 +123,9 @@ void Linear4bitImpl::set_quantized_weight(torch::Tensor packed, quant::QuantStat
   state_ = state;
   state_.absmax = absmax;
   state_.nested = nested;
+  // Bind now, so that a backward still pending from an earlier forward sees
+  // the new generation and refuses to run against the wrong weight.
+  kernel_weight_->sync(packed_, state_);
 }
 
 quant::StateDict Linear4bitImpl::bnb_state_dict(const std::string& prefix) const {

@@ -52,10 +52,12 @@ Fingerprint fingerprint(const torch::Tensor& packed, const quant::QuantState& st
   return f;
 }
 
-torch::Tensor checked_contiguous(const torch::Tensor& t, const char* what) {
+// A handle of its own on t's storage: if the caller later points t at other
+// data (set_), the binding keeps the data its buffers were made from.
+torch::Tensor own_handle(const torch::Tensor& t, const char* what) {
   TORCH_CHECK(t.is_contiguous(), "Kernel4bitWeight: ", what,
               " must be contiguous (quantize_4bit and from_bnb_4bit return contiguous tensors)");
-  return t;
+  return t.detach();
 }
 
 }  // namespace
@@ -87,8 +89,8 @@ uint64_t Kernel4bitWeight::sync(const torch::Tensor& packed, const quant::QuantS
   kernels::Backend& be = *backend_;
   auto b = std::make_unique<Binding>();
   b->fingerprint = fingerprint(packed, state);
-  b->packed = std::make_unique<quant::TensorBuffer>(be, checked_contiguous(packed, "packed"), true);
-  b->absmax = std::make_unique<quant::TensorBuffer>(be, checked_contiguous(state.absmax, "absmax"), true);
+  b->packed = std::make_unique<quant::TensorBuffer>(be, own_handle(packed, "packed"), true);
+  b->absmax = std::make_unique<quant::TensorBuffer>(be, own_handle(state.absmax, "absmax"), true);
   kernels::Weight4bit& d = b->desc;
   d.packed = &b->packed->buffer();
   d.absmax = &b->absmax->buffer();
@@ -98,9 +100,9 @@ uint64_t Kernel4bitWeight::sync(const torch::Tensor& packed, const quant::QuantS
   d.format = quant::to_format4(state.format);
   if (state.nested) {
     b->nested_absmax = std::make_unique<quant::TensorBuffer>(
-        be, checked_contiguous(state.nested->absmax, "nested absmax"), true);
+        be, own_handle(state.nested->absmax, "nested absmax"), true);
     b->nested_code = std::make_unique<quant::TensorBuffer>(
-        be, checked_contiguous(state.nested->code, "nested code"), true);
+        be, own_handle(state.nested->code, "nested code"), true);
     d.nested_absmax = &b->nested_absmax->buffer();
     d.nested_code = &b->nested_code->buffer();
     d.nested_blocksize = int(state.nested->blocksize);
@@ -160,7 +162,7 @@ struct Matmul4bitFunction : torch::autograd::Function<Matmul4bitFunction> {
                                const c10::intrusive_ptr<Kernel4bitWeight>& weight) {
     ctx->saved_data["weight"] = weight;
     ctx->saved_data["generation"] = int64_t(weight->generation());
-    return weight->forward(x, bias);
+    return weight->forward(x, bias.numel() ? bias : torch::Tensor());
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -197,7 +199,9 @@ torch::Tensor matmul_4bit(const torch::Tensor& x, const c10::intrusive_ptr<Kerne
               "matmul_4bit: bias has shape ", bias.defined() ? bias.sizes() : torch::IntArrayRef{},
               "; expected [", weight->out_features(), "]");
   const torch::Tensor x2 = x.reshape({-1, x.size(-1)}).contiguous();
-  const torch::Tensor b = bias.defined() ? bias.contiguous() : bias;
+  // libtorch 1.13's Function::apply records every tensor input's device, which
+  // an undefined tensor lacks: "no bias" travels as an empty tensor instead.
+  const torch::Tensor b = bias.defined() ? bias.contiguous() : torch::empty({0}, x.options());
   torch::Tensor y = Matmul4bitFunction::apply(x2, b, weight);
   std::vector<int64_t> sizes = x.sizes().vec();
   sizes.back() = y.size(1);
