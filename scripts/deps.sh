@@ -8,7 +8,7 @@ packages=(
   libtorch-dev libeigen3-dev libyaml-cpp-dev nlohmann-json3-dev zlib1g-dev
   ocl-icd-opencl-dev opencl-headers opencl-clhpp-headers pocl-opencl-icd
   libgtest-dev libgmock-dev libbenchmark-dev
-  dataset-fashion-mnist bible-kjv fortunes
+  dataset-fashion-mnist bible-kjv fortunes fortune-mod
 )
 
 missing=()
