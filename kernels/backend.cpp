@@ -86,4 +86,71 @@ void Backend::dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t
   do_dequantize_4bit(packed, absmax, n, blocksize, format, out, out_type);
 }
 
+
+// ---- 4-bit matmul ----
+
+namespace {
+
+void check_matmul_dtype(DType t, const char* op) {
+  LOWBIT_CHECK(t == DType::F32 || t == DType::BF16, op, ": compute dtype ", dtype_name(t),
+               " is not supported; expected float32 or bfloat16");
+}
+
+}  // namespace
+
+void Backend::check_weight4bit(const Weight4bit& w, const char* op) const {
+  LOWBIT_CHECK(w.packed != nullptr && w.absmax != nullptr, op,
+               ": the weight needs both 'packed' and 'absmax' buffers");
+  LOWBIT_CHECK(w.out_features > 0 && w.in_features > 0, op, ": weight shape [", w.out_features,
+               ", ", w.in_features, "] is empty; expected positive sizes");
+  check_blocksize(w.blocksize, kMinBlocksize4bit, op);
+  const size_t blocks = num_blocks(w.numel(), w.blocksize);
+  check_buffer(*w.packed, packed_4bit_bytes(w.numel()), op, "packed");
+  LOWBIT_CHECK((w.nested_absmax == nullptr) == (w.nested_code == nullptr), op,
+               ": double quantization needs both 'nested_absmax' and 'nested_code'");
+  if (w.double_quant()) {
+    check_blocksize(w.nested_blocksize, kMinBlocksize8bit, op);
+    check_buffer(*w.absmax, blocks, op, "absmax");
+    check_buffer(*w.nested_absmax, num_blocks(blocks, w.nested_blocksize) * sizeof(float), op,
+                 "nested_absmax");
+    check_buffer(*w.nested_code, 256 * sizeof(float), op, "nested_code");
+  } else {
+    check_buffer(*w.absmax, blocks * sizeof(float), op, "absmax");
+  }
+}
+
+void Backend::gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Buffer* bias,
+                        Buffer& y, DType dtype) {
+  const char* op = "gemm_4bit";
+  check_matmul_dtype(dtype, op);
+  check_weight4bit(w, op);
+  check_buffer(x, m * w.in_features * dtype_size(dtype), op, "x");
+  check_buffer(y, m * w.out_features * dtype_size(dtype), op, "y");
+  if (bias) check_buffer(*bias, w.out_features * dtype_size(dtype), op, "bias");
+  if (m == 0) return;
+  do_gemm_4bit(x, m, w, bias, y, dtype);
+}
+
+void Backend::gemv_4bit(const Buffer& x, const Weight4bit& w, const Buffer* bias, Buffer& y,
+                        DType dtype) {
+  const char* op = "gemv_4bit";
+  check_matmul_dtype(dtype, op);
+  check_weight4bit(w, op);
+  check_buffer(x, w.in_features * dtype_size(dtype), op, "x");
+  check_buffer(y, w.out_features * dtype_size(dtype), op, "y");
+  if (bias) check_buffer(*bias, w.out_features * dtype_size(dtype), op, "bias");
+  do_gemv_4bit(x, w, bias, y, dtype);
+}
+
+void Backend::gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w, Buffer& dx,
+                                   DType dtype) {
+  const char* op = "gemm_4bit_input_grad";
+  check_matmul_dtype(dtype, op);
+  check_weight4bit(w, op);
+  check_buffer(dy, m * w.out_features * dtype_size(dtype), op, "dy");
+  check_buffer(dx, m * w.in_features * dtype_size(dtype), op, "dx");
+  if (m == 0) return;
+  do_gemm_4bit_input_grad(dy, m, w, dx, dtype);
+}
+
 }  // namespace lowbit::kernels

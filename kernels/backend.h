@@ -55,6 +55,30 @@ constexpr int kMaxBlocksize = 4096;
 inline size_t num_blocks(size_t n, int blocksize) { return (n + size_t(blocksize) - 1) / size_t(blocksize); }
 inline size_t packed_4bit_bytes(size_t n) { return (n + 1) / 2; }
 
+// A frozen 4-bit weight W [out_features, in_features] as quantize_4bit lays it
+// out (bitsandbytes' layout): element (o, i) is flat index o*in_features + i,
+// so blocks run along the flattened weight and may straddle rows. `absmax` is
+// float32 [num_blocks], or under double quantization (nested_absmax set) uint8
+// codes of `nested_code` (256 floats) with one float32 nested absmax per
+// `nested_blocksize` blocks: absmax[b] = nested_code[codes[b]] *
+// nested_absmax[b / nested_blocksize] + offset, the float operations of
+// dequantize_blockwise, so the scales equal quant::dequantize_absmax's.
+struct Weight4bit {
+  const Buffer* packed = nullptr;
+  const Buffer* absmax = nullptr;
+  size_t out_features = 0;
+  size_t in_features = 0;
+  int blocksize = 64;
+  Format4 format = Format4::NF4;
+  const Buffer* nested_absmax = nullptr;
+  const Buffer* nested_code = nullptr;
+  int nested_blocksize = 256;
+  float offset = 0.0f;
+
+  size_t numel() const { return out_features * in_features; }
+  bool double_quant() const { return nested_absmax != nullptr; }
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -96,6 +120,21 @@ class Backend {
   void dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n, int blocksize,
                        Format4 format, Buffer& out, DType out_type);
 
+  // ---- 4-bit matmul (frozen NF4 / FP4 weights, QLoRA) ----
+  // x, bias, y, dy and dx share `dtype`: F32 or BF16. Products accumulate in
+  // float32 and each output is rounded to `dtype` once. W is decoded a tile at
+  // a time and never materialised whole. Summation order differs between
+  // backends, so results agree to float rounding, not bit for bit.
+  // y[m, out] = x[m, in] * dequant(W)^T (+ bias[out] when bias is given).
+  void gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Buffer* bias, Buffer& y,
+                 DType dtype);
+  // The m = 1 case (one token): a memory-bound pass over the packed codes.
+  void gemv_4bit(const Buffer& x, const Weight4bit& w, const Buffer* bias, Buffer& y, DType dtype);
+  // dx[m, in] = dy[m, out] * dequant(W): the input gradient of gemm_4bit (W is
+  // frozen, so there is no weight gradient).
+  void gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w, Buffer& dx,
+                            DType dtype);
+
  protected:
   virtual void do_copy(const Buffer& src, Buffer& dst, size_t bytes) = 0;
   virtual void do_quantize_blockwise(const Buffer& x, DType x_type, size_t n, int blocksize,
@@ -108,9 +147,17 @@ class Backend {
                                 Format4 format, Buffer& absmax, Buffer& packed) = 0;
   virtual void do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n,
                                   int blocksize, Format4 format, Buffer& out, DType out_type) = 0;
+  virtual void do_gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Buffer* bias,
+                            Buffer& y, DType dtype) = 0;
+  virtual void do_gemv_4bit(const Buffer& x, const Weight4bit& w, const Buffer* bias, Buffer& y,
+                            DType dtype) = 0;
+  virtual void do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w,
+                                       Buffer& dx, DType dtype) = 0;
 
   // Throws unless `b` belongs to this backend and holds at least `bytes`.
   void check_buffer(const Buffer& b, size_t bytes, const char* op, const char* what) const;
+  // Throws unless the weight's buffers belong here and match its shape.
+  void check_weight4bit(const Weight4bit& w, const char* op) const;
 };
 
 // Which backend to use: "auto" (an OpenCL GPU if one is present, else the CPU),

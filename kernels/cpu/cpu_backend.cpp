@@ -6,6 +6,7 @@
 #include <new>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/matmul_4bit.h"
 
 namespace lowbit::kernels::cpu {
 namespace {
@@ -84,6 +85,48 @@ void CpuBackend::do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, 
                                     int blocksize, Format4 format, Buffer& out, DType out_type) {
   cpu::dequantize_4bit(as<uint8_t>(packed), as<float>(absmax), n, blocksize, format, as<void>(out),
                        out_type);
+}
+
+// ---- 4-bit matmul ----
+
+namespace {
+
+Weight4bitView view_of(const Weight4bit& w) {
+  Weight4bitView v{};
+  v.packed = as<uint8_t>(*w.packed);
+  if (w.double_quant()) {
+    v.absmax_codes = as<uint8_t>(*w.absmax);
+    v.nested_absmax = as<float>(*w.nested_absmax);
+    v.nested_code = as<float>(*w.nested_code);
+    v.nested_shift = log2_exact(size_t(w.nested_blocksize));
+    v.offset = w.offset;
+  } else {
+    v.absmax = as<float>(*w.absmax);
+  }
+  v.out_features = w.out_features;
+  v.in_features = w.in_features;
+  v.block_shift = log2_exact(size_t(w.blocksize));
+  v.value = format4_table(w.format).value.data();
+  return v;
+}
+
+const void* host_or_null(const Buffer* b) { return b ? CpuBackend::host(*b) : nullptr; }
+
+}  // namespace
+
+void CpuBackend::do_gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Buffer* bias,
+                              Buffer& y, DType dtype) {
+  cpu::gemm_4bit(as<void>(x), m, view_of(w), host_or_null(bias), as<void>(y), dtype);
+}
+
+void CpuBackend::do_gemv_4bit(const Buffer& x, const Weight4bit& w, const Buffer* bias, Buffer& y,
+                              DType dtype) {
+  cpu::gemv_4bit(as<void>(x), view_of(w), host_or_null(bias), as<void>(y), dtype);
+}
+
+void CpuBackend::do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w,
+                                         Buffer& dx, DType dtype) {
+  cpu::gemm_4bit_input_grad(as<void>(dy), m, view_of(w), as<void>(dx), dtype);
 }
 
 }  // namespace lowbit::kernels::cpu

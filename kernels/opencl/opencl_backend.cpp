@@ -73,14 +73,15 @@ void OpenClBackend::do_copy(const Buffer& src, Buffer& dst, size_t bytes) {
 
 void OpenClBackend::synchronize() { LOWBIT_CL_CHECK(clFinish(ctx_.queue())); }
 
-cl_kernel OpenClBackend::kernel(const char* name) {
-  auto it = kernels_.find(name);
+cl_kernel OpenClBackend::kernel(const char* program, const char* name, const std::string& options) {
+  const std::string key = std::string(program) + "/" + name + " " + options;
+  auto it = kernels_.find(key);
   if (it != kernels_.end()) return it->second.get();
   cl_int err = CL_SUCCESS;
-  KernelHandle k(clCreateKernel(ctx_.program("quantize"), name, &err));
+  KernelHandle k(clCreateKernel(ctx_.program(program, options), name, &err));
   LOWBIT_CL_CHECK(err);
   cl_kernel raw = k.get();
-  kernels_.emplace(name, std::move(k));
+  kernels_.emplace(key, std::move(k));
   return raw;
 }
 
@@ -117,7 +118,7 @@ void OpenClBackend::do_quantize_blockwise(const Buffer& x, DType x_type, size_t 
                                           const Buffer& code, Buffer& absmax, Buffer& codes,
                                           const StochasticRounding& rounding) {
   std::lock_guard<std::mutex> lock(mutex_);
-  cl_kernel k = kernel("quantize_blockwise");
+  cl_kernel k = kernel("quantize", "quantize_blockwise");
   const size_t local = group_size(k, std::min<size_t>(size_t(blocksize), 256));
   set_args(k, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), code, absmax, codes,
            cl_int(rounding.enabled), cl_uint(rounding.seed), cl_uint(rounding.seed >> 32),
@@ -129,7 +130,7 @@ void OpenClBackend::do_dequantize_blockwise(const Buffer& codes, const Buffer& a
                                             const Buffer& code, size_t n, int blocksize,
                                             Buffer& out, DType out_type, float offset) {
   std::lock_guard<std::mutex> lock(mutex_);
-  cl_kernel k = kernel("dequantize_blockwise");
+  cl_kernel k = kernel("quantize", "dequantize_blockwise");
   set_args(k, codes, absmax, code, cl_ulong(n), cl_uint(blocksize), out, cl_int(out_type),
            offset);
   launch(k, n, 0);
@@ -140,7 +141,7 @@ void OpenClBackend::do_quantize_4bit(const Buffer& x, DType x_type, size_t n, in
   std::lock_guard<std::mutex> lock(mutex_);
   const Table4& t = table4(format);
   const Format4Table& f = format4_table(format);
-  cl_kernel k = kernel("quantize_4bit");
+  cl_kernel k = kernel("quantize", "quantize_4bit");
   const size_t local = group_size(k, std::min<size_t>(size_t(blocksize) / 2, 256));
   set_args(k, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), *t.table, *t.sorted_code,
            cl_uchar(f.zero_code), cl_uchar(f.negative_zero_code), absmax, packed,
@@ -153,9 +154,105 @@ void OpenClBackend::do_dequantize_4bit(const Buffer& packed, const Buffer& absma
                                        DType out_type) {
   std::lock_guard<std::mutex> lock(mutex_);
   const Table4& t = table4(format);
-  cl_kernel k = kernel("dequantize_4bit");
+  cl_kernel k = kernel("quantize", "dequantize_4bit");
   set_args(k, packed, absmax, cl_ulong(n), cl_uint(blocksize), *t.table, out, cl_int(out_type));
   launch(k, packed_4bit_bytes(n), 0);
+}
+
+// ---- 4-bit matmul ----
+
+namespace {
+
+int log2_exact(size_t v) {
+  int s = 0;
+  while ((size_t(1) << s) < v) ++s;
+  return s;
+}
+
+// A null cl_mem argument, for the nested buffers of a weight without double
+// quantization and an absent bias (OpenCL 1.2 accepts NULL buffer arguments).
+struct NullBuffer {};
+void set_arg(cl_kernel k, cl_uint i, NullBuffer) {
+  const cl_mem m = nullptr;
+  LOWBIT_CL_CHECK(clSetKernelArg(k, i, sizeof(cl_mem), &m));
+}
+
+}  // namespace
+
+// The WEIGHT_PARAMS block of a gemm_4bit.cl kernel, from argument `first` on.
+void OpenClBackend::set_weight_args(cl_kernel k, cl_uint first, const Weight4bit& w) {
+  set_arg(k, first, *w.packed);
+  set_arg(k, first + 1, *w.absmax);
+  if (w.double_quant()) {
+    set_arg(k, first + 2, *w.nested_absmax);
+    set_arg(k, first + 3, *w.nested_code);
+  } else {
+    set_arg(k, first + 2, NullBuffer{});
+    set_arg(k, first + 3, NullBuffer{});
+  }
+  set_arg(k, first + 4, cl_int(w.double_quant()));
+  set_arg(k, first + 5, cl_uint(log2_exact(size_t(w.nested_blocksize))));
+  set_arg(k, first + 6, w.offset);
+  set_arg(k, first + 7, cl_uint(log2_exact(size_t(w.blocksize))));
+  set_arg(k, first + 8, *table4(w.format).table);
+}
+
+std::string OpenClBackend::gemm_options() const {
+  // t*t work-items per group: the largest t <= 16 the device allows.
+  size_t tile = 16;
+  while (tile > 1 && tile * tile > ctx_.max_work_group_size()) tile /= 2;
+  return "-DTILE=" + std::to_string(tile);
+}
+
+void OpenClBackend::launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, bool transposed,
+                                const Weight4bit& w, const Buffer* bias, Buffer& c, DType dtype) {
+  const std::string options = gemm_options();
+  const size_t tile = std::stoul(options.substr(options.find('=') + 1));
+  cl_kernel kern = kernel("gemm_4bit", "gemm_4bit", options);
+  LOWBIT_CHECK(group_size(kern, tile * tile) == tile * tile, "gemm_4bit: device ",
+               ctx_.info().label, " does not run ", tile, "x", tile, " work-groups for this kernel");
+  set_args(kern, a, cl_int(dtype), cl_ulong(m), cl_ulong(n), cl_ulong(k), cl_int(transposed),
+           cl_ulong(w.in_features));
+  set_weight_args(kern, 7, w);
+  if (bias)
+    set_arg(kern, 16, *bias);
+  else
+    set_arg(kern, 16, NullBuffer{});
+  set_arg(kern, 17, cl_int(bias != nullptr));
+  set_arg(kern, 18, c);
+  const size_t global[2] = {(n + tile - 1) / tile * tile, (m + tile - 1) / tile * tile};
+  const size_t local[2] = {tile, tile};
+  LOWBIT_CL_CHECK(
+      clEnqueueNDRangeKernel(ctx_.queue(), kern, 2, nullptr, global, local, 0, nullptr, nullptr));
+}
+
+void OpenClBackend::do_gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w,
+                                 const Buffer* bias, Buffer& y, DType dtype) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  launch_gemm(x, m, w.out_features, w.in_features, true, w, bias, y, dtype);
+}
+
+void OpenClBackend::do_gemv_4bit(const Buffer& x, const Weight4bit& w, const Buffer* bias,
+                                 Buffer& y, DType dtype) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cl_kernel k = kernel("gemm_4bit", "gemv_4bit", gemm_options());
+  const size_t local = group_size(k, 256);
+  set_args(k, x, cl_int(dtype), cl_ulong(w.in_features));
+  set_weight_args(k, 3, w);
+  if (bias)
+    set_arg(k, 12, *bias);
+  else
+    set_arg(k, 12, NullBuffer{});
+  set_arg(k, 13, cl_int(bias != nullptr));
+  set_arg(k, 14, y);
+  set_arg(k, 15, LocalBytes{local * sizeof(float)});
+  launch(k, w.out_features * local, local);
+}
+
+void OpenClBackend::do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w,
+                                            Buffer& dx, DType dtype) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  launch_gemm(dy, m, w.in_features, w.out_features, false, w, nullptr, dx, dtype);
 }
 
 }  // namespace lowbit::kernels::opencl

@@ -45,10 +45,19 @@ class OpenClBackend final : public Backend {
   void do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n, int blocksize,
                           Format4 format, Buffer& out, DType out_type) override;
 
+  // 4-bit matmul
+  void do_gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Buffer* bias, Buffer& y,
+                    DType dtype) override;
+  void do_gemv_4bit(const Buffer& x, const Weight4bit& w, const Buffer* bias, Buffer& y,
+                    DType dtype) override;
+  void do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w, Buffer& dx,
+                               DType dtype) override;
+
  private:
-  // A kernel of the "quantize" program; kernels are created once and their
-  // arguments set under `mutex_`, since a cl_kernel is not thread-safe.
-  cl_kernel kernel(const char* name);
+  // Kernel `name` of the program built from kernels/opencl/<program>.cl with
+  // `options`; kernels are created once and their arguments set under
+  // `mutex_`, since a cl_kernel is not thread-safe.
+  cl_kernel kernel(const char* program, const char* name, const std::string& options = "");
   // Largest power-of-two work-group size <= limit that `k` accepts here.
   size_t group_size(cl_kernel k, size_t limit) const;
   void launch(cl_kernel k, size_t global, size_t local);
@@ -58,6 +67,12 @@ class OpenClBackend final : public Backend {
     std::unique_ptr<Buffer> sorted_code;
   };
   const Table4& table4(Format4 format);
+
+  // 4-bit matmul plumbing (gemm_4bit.cl).
+  void set_weight_args(cl_kernel k, cl_uint first, const Weight4bit& w);
+  std::string gemm_options() const;
+  void launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, bool transposed,
+                   const Weight4bit& w, const Buffer* bias, Buffer& c, DType dtype);
 
   DeviceContext ctx_;
   std::mutex mutex_;

@@ -1,0 +1,25 @@
+// The CPU implementation of the 4-bit matmul ops (semantics: kernels/backend.h)
+// on a host view of the weight. gemv: a vectorised pass over the packed codes
+// (AVX-512 / AVX2 table lookup, scalar fallback); gemm and the input gradient:
+// W decoded one L2-sized tile at a time, each tile multiplied with Eigen.
+#pragma once
+
+#include <cstddef>
+
+#include "kernels/cpu/weight4bit_view.h"
+
+namespace lowbit::kernels::cpu {
+
+// y[m, out] = x[m, in] * W^T (+ bias); x, bias, y of `dtype` (F32 or BF16).
+void gemm_4bit(const void* x, size_t m, const Weight4bitView& w, const void* bias, void* y,
+               DType dtype);
+void gemv_4bit(const void* x, const Weight4bitView& w, const void* bias, void* y, DType dtype);
+// dx[m, in] = dy[m, out] * W.
+void gemm_4bit_input_grad(const void* dy, size_t m, const Weight4bitView& w, void* dx,
+                          DType dtype);
+
+// Whether gemv_4bit takes the vector loop for rows of `in_features` values
+// (otherwise it runs the tiled gemm path with m = 1); tests use it to cover both.
+bool gemv_4bit_vectorised(size_t in_features);
+
+}  // namespace lowbit::kernels::cpu

@@ -1,0 +1,93 @@
+// Host-side view of a frozen 4-bit weight (kernels::Weight4bit on CPU
+// buffers): per-block scales, with double-quantized absmax decoded on the fly,
+// and the decoder that turns a run of packed codes into float32 values.
+// Internal to kernels/cpu.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which
+// -Wmaybe-uninitialized reports once inlined (GCC bug 105593, fixed in 13).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#endif
+
+#include "kernels/backend.h"
+
+namespace lowbit::kernels::cpu {
+
+inline int log2_exact(size_t v) {
+  int s = 0;
+  while ((size_t(1) << s) < v) ++s;
+  return s;
+}
+
+struct Weight4bitView {
+  const uint8_t* packed;
+  const float* absmax;        // float32 scales, or nullptr under double quantization
+  const uint8_t* absmax_codes;  // double quantization: 8-bit codes of absmax - offset
+  const float* nested_absmax;
+  const float* nested_code;
+  int nested_shift;  // log2(nested_blocksize)
+  float offset;
+  size_t out_features, in_features;
+  int block_shift;  // log2(blocksize)
+  const float* value;  // the format's 16 code values
+
+  // The scale of block b, computed exactly as dequantize_blockwise does
+  // (product, then + offset: two float roundings; kernels build without FMA
+  // contraction).
+  float scale(size_t b) const {
+    if (absmax) return absmax[b];
+    const float v = nested_code[absmax_codes[b]] * nested_absmax[b >> nested_shift];
+    return v + offset;
+  }
+  size_t blocksize() const { return size_t(1) << block_shift; }
+};
+
+// Writes dequantized W[f, f + len) (flat indices) to out. Each element is
+// value[code] * scale: the same float product dequantize_4bit computes.
+inline void decode_run(const Weight4bitView& w, size_t f, size_t len, float* out) {
+  while (len > 0) {
+    const size_t b = f >> w.block_shift;
+    const size_t seg = std::min(len, ((b + 1) << w.block_shift) - f);
+    const float s = w.scale(b);
+    alignas(64) float lut[16];
+    for (int c = 0; c < 16; ++c) lut[c] = w.value[c] * s;
+    size_t i = 0;
+    if (f & 1) out[i++] = lut[w.packed[f >> 1] & 15];  // a run may start on a low nibble
+    const uint8_t* p = w.packed + ((f + i) >> 1);
+    const size_t pairs = (seg - i) / 2;
+    size_t j = 0;
+#if defined(__AVX512F__)
+    // 16 bytes -> 32 values: nibbles interleaved high-first into byte lanes,
+    // widened to 32-bit indices, looked up in the 16-entry table in a register.
+    const __m512 table = _mm512_load_ps(lut);
+    const __m128i low4 = _mm_set1_epi8(15);
+    for (; j + 16 <= pairs; j += 16) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + j));
+      const __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), low4);
+      const __m128i lo = _mm_and_si128(v, low4);
+      const __m512i i0 = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(hi, lo));
+      const __m512i i1 = _mm512_cvtepu8_epi32(_mm_unpackhi_epi8(hi, lo));
+      _mm512_storeu_ps(out + i + 2 * j, _mm512_permutexvar_ps(i0, table));
+      _mm512_storeu_ps(out + i + 2 * j + 16, _mm512_permutexvar_ps(i1, table));
+    }
+#endif
+    for (; j < pairs; ++j) {
+      out[i + 2 * j] = lut[p[j] >> 4];
+      out[i + 2 * j + 1] = lut[p[j] & 15];
+    }
+    if ((seg - i) & 1) out[seg - 1] = lut[p[pairs] >> 4];
+    f += seg;
+    out += seg;
+    len -= seg;
+  }
+}
+
+}  // namespace lowbit::kernels::cpu

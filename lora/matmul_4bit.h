@@ -1,0 +1,63 @@
+// The torch-level 4-bit matmul (bitsandbytes' matmul_4bit): y = x W^T + bias
+// with W given as packed NF4/FP4 codes and a QuantState, differentiable with
+// respect to x and the bias (W is frozen: its backward is dx = dy W through the
+// same fused kernels). Kernel4bitWeight is a weight bound to a backend, kept
+// on the device between calls; Linear4bit holds one.
+#pragma once
+
+#include <memory>
+#include <mutex>
+
+#include <torch/custom_class.h>
+#include <torch/types.h>
+
+#include "kernels/backend.h"
+#include "quant/quant_state.h"
+
+namespace lowbit::lora {
+
+// A 4-bit weight [out, in] on a backend. On the CPU the buffers alias the
+// tensors; on OpenCL they are device copies, uploaded again only when a tensor
+// was modified or replaced since (tracked by data pointer and version counter).
+class Kernel4bitWeight : public torch::CustomClassHolder {
+ public:
+  // `backend` null means the CPU.
+  explicit Kernel4bitWeight(std::shared_ptr<kernels::Backend> backend);
+  ~Kernel4bitWeight() override;
+
+  kernels::Backend& backend() const { return *backend_; }
+
+  // Binds (or re-binds) the weight; validates it once. Returns the
+  // generation, which changes whenever the bound data changes.
+  uint64_t sync(const torch::Tensor& packed, const quant::QuantState& state);
+  uint64_t generation() const { return generation_; }
+  // Of the bound weight (0 before the first sync).
+  int64_t in_features() const;
+  int64_t out_features() const;
+
+  // x [m, in] contiguous float32/bfloat16 -> x W^T (+ bias) [m, out], same dtype.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias) const;
+  // dy [m, out] -> dy W [m, in], same dtype.
+  torch::Tensor input_grad(const torch::Tensor& dy) const;
+
+ private:
+  struct Binding;
+  bool stale(const torch::Tensor& packed, const quant::QuantState& state) const;
+
+  std::shared_ptr<kernels::Backend> backend_;
+  std::unique_ptr<Binding> binding_;
+  uint64_t generation_ = 0;
+  mutable std::mutex mutex_;
+};
+
+// y = x W^T (+ bias) with autograd (grad for x and, when it requires grad,
+// bias). x [..., in] of float32/bfloat16 (the compute dtype); bias [out] of x's
+// dtype or undefined. `weight` must have been synced.
+torch::Tensor matmul_4bit(const torch::Tensor& x, const c10::intrusive_ptr<Kernel4bitWeight>& weight,
+                          const torch::Tensor& bias = {});
+
+// Convenience form for a one-off call on the CPU backend.
+torch::Tensor matmul_4bit(const torch::Tensor& x, const torch::Tensor& packed,
+                          const quant::QuantState& state, const torch::Tensor& bias = {});
+
+}  // namespace lowbit::lora

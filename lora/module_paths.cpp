@@ -1,0 +1,85 @@
+#include "lora/module_paths.h"
+
+#include <torch/nn/modules/container/moduledict.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/container/sequential.h>
+
+namespace lowbit::lora {
+
+PathPatterns::PathPatterns(const std::vector<std::string>& patterns, const std::string& what) {
+  for (const std::string& p : patterns) {
+    TORCH_CHECK(!p.empty(), what, ": an empty pattern would match nothing; remove it");
+    try {
+      regexes_.emplace_back(p, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      TORCH_CHECK(false, what, ": '", p, "' is not a valid regular expression (", e.what(), ")");
+    }
+  }
+}
+
+bool PathPatterns::matches(const std::string& path) const {
+  for (const std::regex& re : regexes_) {
+    if (std::regex_match(path, re)) return true;
+    for (size_t dot = path.find('.'); dot != std::string::npos; dot = path.find('.', dot + 1))
+      if (std::regex_match(path.begin() + std::ptrdiff_t(dot) + 1, path.end(), re)) return true;
+  }
+  return false;
+}
+
+std::shared_ptr<torch::nn::Module> find_submodule(torch::nn::Module& root, const std::string& path) {
+  TORCH_CHECK(!path.empty(), "find_submodule: the module path is empty");
+  std::shared_ptr<torch::nn::Module> current;
+  torch::nn::Module* node = &root;
+  size_t begin = 0;
+  while (begin < path.size()) {
+    const size_t dot = path.find('.', begin);
+    const std::string name = path.substr(begin, dot == std::string::npos ? dot : dot - begin);
+    const auto children = node->named_children();
+    const auto* child = children.find(name);
+    TORCH_CHECK(child != nullptr, "module path '", path, "': '",
+                path.substr(0, dot == std::string::npos ? path.size() : dot),
+                "' does not exist (", node->name(), " has no child '", name, "')");
+    current = *child;
+    node = current.get();
+    if (dot == std::string::npos) break;
+    begin = dot + 1;
+  }
+  return current;
+}
+
+namespace {
+
+// The parent of `path` and the child's name in it.
+std::pair<torch::nn::Module*, std::string> parent_of(torch::nn::Module& root, const std::string& path,
+                                                     std::shared_ptr<torch::nn::Module>& holder) {
+  TORCH_CHECK(!path.empty(), "replace_submodule: cannot replace the root module itself");
+  const size_t dot = path.rfind('.');
+  if (dot == std::string::npos) return {&root, path};
+  holder = find_submodule(root, path.substr(0, dot));
+  return {holder.get(), path.substr(dot + 1)};
+}
+
+}  // namespace
+
+void check_replaceable(torch::nn::Module& root, const std::string& path) {
+  std::shared_ptr<torch::nn::Module> holder;
+  auto [parent, name] = parent_of(root, path, holder);
+  const bool container = dynamic_cast<torch::nn::SequentialImpl*>(parent) != nullptr ||
+                         dynamic_cast<torch::nn::ModuleListImpl*>(parent) != nullptr ||
+                         dynamic_cast<torch::nn::ModuleDictImpl*>(parent) != nullptr;
+  TORCH_CHECK(!container, "cannot replace '", path, "': its parent is a ", parent->name(),
+              ", which calls its children from a private list that replace_module does not "
+              "update; wrap the layer in a module that owns it as a named child");
+  TORCH_CHECK(parent->named_children().contains(name), "cannot replace '", path,
+              "': no such module");
+}
+
+void replace_submodule(torch::nn::Module& root, const std::string& path,
+                       std::shared_ptr<torch::nn::Module> replacement) {
+  check_replaceable(root, path);
+  std::shared_ptr<torch::nn::Module> holder;
+  auto [parent, name] = parent_of(root, path, holder);
+  parent->replace_module(name, std::move(replacement));
+}
+
+}  // namespace lowbit::lora

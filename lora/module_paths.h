@@ -1,0 +1,45 @@
+// Module paths ("blocks.0.attn.qkv", as named_modules() spells them): the
+// name patterns quantize_model and apply_lora select layers with, and the
+// in-place swap of one submodule for another through its parent's registry.
+#pragma once
+
+#include <memory>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+
+namespace lowbit::lora {
+
+// Patterns are ECMAScript regular expressions. A pattern matches a path when
+// it matches the whole path or a whole dot-separated suffix of it, so "fc1"
+// selects "blocks.0.mlp.fc1" (PEFT's target_modules rule for plain names) and
+// "blocks\.0\..*" selects everything under blocks.0 (PEFT's regex rule).
+class PathPatterns {
+ public:
+  // `what` names the option in errors (e.g. "QuantizeConfig::skip").
+  PathPatterns(const std::vector<std::string>& patterns, const std::string& what);
+  bool matches(const std::string& path) const;
+  bool empty() const { return regexes_.empty(); }
+
+ private:
+  std::vector<std::regex> regexes_;
+};
+
+// The submodule at `path` (non-empty) under `root`; throws naming the first
+// missing component.
+std::shared_ptr<torch::nn::Module> find_submodule(torch::nn::Module& root, const std::string& path);
+
+// Throws unless replace_submodule(root, path, ...) would succeed.
+void check_replaceable(torch::nn::Module& root, const std::string& path);
+
+// Makes `replacement` the child at `path` (non-empty) in its parent's module
+// registry, which is what named_modules(), parameters() and name-based calls
+// see. Parents that call their children from a private list (Sequential,
+// ModuleList, ModuleDict) would keep running the old module, so they are
+// refused with a message saying so.
+void replace_submodule(torch::nn::Module& root, const std::string& path,
+                       std::shared_ptr<torch::nn::Module> replacement);
+
+}  // namespace lowbit::lora

@@ -1,0 +1,315 @@
+// The 4-bit matmul ops (gemv_4bit, gemm_4bit, gemm_4bit_input_grad) against a
+// double-precision reference written here, on every backend. Weights are
+// random codes and scales (not produced by the quantizer), so the decoder is
+// checked independently of quantize_4bit: nibble order, rows that straddle
+// blocks or start on a low nibble, double-quantized absmax, bias, bfloat16.
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/matmul_4bit.h"
+#include "tests/kernels/backends.h"
+
+namespace lowbit {
+namespace {
+
+using kernels::Backend;
+using kernels::DType;
+using kernels::Format4;
+using testing::download;
+using testing::upload;
+
+// A random 4-bit weight in the kernels' layout, with its exact scales.
+struct RandomWeight {
+  size_t out, in;
+  int blocksize;
+  Format4 format;
+  bool double_quant;
+  std::vector<uint8_t> packed;
+  std::vector<float> absmax;        // float scales (no double quantization)
+  std::vector<uint8_t> absmax_codes;  // double quantization
+  std::vector<float> nested_absmax, nested_code;
+  int nested_blocksize = 256;
+  float offset = 0.0f;
+  std::vector<double> scale;  // per block, as the contract defines it
+
+  // W(o, i) in double: value[code] * scale of its block.
+  double at(size_t o, size_t i) const {
+    const size_t f = o * in + i;
+    const uint8_t p = packed[f / 2];
+    const int code = (f % 2 == 0) ? (p >> 4) : (p & 15);
+    return double(kernels::format4_table(format).value[code]) * scale[f / size_t(blocksize)];
+  }
+};
+
+RandomWeight random_weight(size_t out, size_t in, int blocksize, Format4 format, bool dq,
+                           uint32_t seed) {
+  std::mt19937 rng(seed);
+  RandomWeight w{out, in, blocksize, format, dq, {}, {}, {}, {}, {}, 256, 0.0f, {}};
+  const size_t n = out * in;
+  w.packed.resize(kernels::packed_4bit_bytes(n));
+  for (auto& b : w.packed) b = uint8_t(rng());
+  const size_t blocks = kernels::num_blocks(n, blocksize);
+  std::uniform_real_distribution<float> positive(0.05f, 2.0f);
+  if (!dq) {
+    for (size_t b = 0; b < blocks; ++b) w.absmax.push_back(positive(rng));
+    w.scale.assign(w.absmax.begin(), w.absmax.end());
+    return w;
+  }
+  // Small nested blocks so that several nested scales are exercised.
+  w.nested_blocksize = 64;
+  const auto map = kernels::dynamic_map(true);
+  w.nested_code.assign(map.begin(), map.end());
+  w.offset = 0.7f;
+  for (size_t b = 0; b < kernels::num_blocks(blocks, w.nested_blocksize); ++b)
+    w.nested_absmax.push_back(positive(rng) * 0.3f);
+  for (size_t b = 0; b < blocks; ++b) {
+    w.absmax_codes.push_back(uint8_t(rng()));
+    // The contract's float operations: product, then + offset.
+    const float v = w.nested_code[w.absmax_codes[b]] * w.nested_absmax[b / 64];
+    w.scale.push_back(double(v + w.offset));
+  }
+  return w;
+}
+
+// The weight's buffers on one backend.
+struct DeviceWeight {
+  std::unique_ptr<kernels::Buffer> packed, absmax, nested_absmax, nested_code;
+  kernels::Weight4bit desc;
+};
+
+DeviceWeight to_device(Backend& be, const RandomWeight& w) {
+  DeviceWeight d;
+  d.packed = upload(be, w.packed);
+  d.absmax = w.double_quant ? upload(be, w.absmax_codes) : upload(be, w.absmax);
+  d.desc.packed = d.packed.get();
+  d.desc.absmax = d.absmax.get();
+  d.desc.out_features = w.out;
+  d.desc.in_features = w.in;
+  d.desc.blocksize = w.blocksize;
+  d.desc.format = w.format;
+  if (w.double_quant) {
+    d.nested_absmax = upload(be, w.nested_absmax);
+    d.nested_code = upload(be, w.nested_code);
+    d.desc.nested_absmax = d.nested_absmax.get();
+    d.desc.nested_code = d.nested_code.get();
+    d.desc.nested_blocksize = w.nested_blocksize;
+    d.desc.offset = w.offset;
+  }
+  return d;
+}
+
+// Activations stored in `type`; `value` holds exactly what is stored.
+struct Activations {
+  DType type;
+  std::vector<double> value;
+  std::vector<uint8_t> bytes;
+};
+
+Activations random_activations(size_t n, DType type, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  Activations a{type, {}, std::vector<uint8_t>(n * kernels::dtype_size(type))};
+  for (size_t i = 0; i < n; ++i) {
+    float v = normal(rng);
+    if (type == DType::BF16) {
+      const uint16_t h = kernels::float_to_bf16(v);
+      std::memcpy(&a.bytes[2 * i], &h, 2);
+      v = kernels::bf16_to_float(h);
+    } else {
+      std::memcpy(&a.bytes[4 * i], &v, 4);
+    }
+    a.value.push_back(v);
+  }
+  return a;
+}
+
+double stored_value(const std::vector<uint8_t>& bytes, DType type, size_t i) {
+  if (type == DType::BF16) {
+    uint16_t h;
+    std::memcpy(&h, &bytes[2 * i], 2);
+    return kernels::bf16_to_float(h);
+  }
+  float f;
+  std::memcpy(&f, &bytes[4 * i], 4);
+  return f;
+}
+
+// Error allowed for an output whose exact value is `ref` and whose terms sum
+// to `abs_sum` in magnitude. Every path sums in float32 with at most ~300
+// sequential additions per output (a 256-wide tile, then one addition per tile
+// or block), so the worst-case rounding bound is ~300 u sum|t| = 1.8e-5 sum|t|
+// (u = 2^-24). A wrong code or scale anywhere in a row costs at least one whole
+// term of a 4096-long row, far above that. bfloat16 outputs add their own
+// rounding: half an ulp, 2^-9 |ref|, allowed as 2^-8.
+double tolerance(double ref, double abs_sum, DType type) {
+  double tol = 2e-5 * abs_sum + 1e-30;
+  if (type == DType::BF16) tol += std::ldexp(std::fabs(ref), -8);
+  return tol;
+}
+
+struct Case {
+  size_t m, out, in;
+  int blocksize;
+  Format4 format;
+  bool double_quant;
+  bool bias;
+  DType dtype;
+};
+
+std::string label(const Case& c) {
+  return "m" + std::to_string(c.m) + " W[" + std::to_string(c.out) + "x" + std::to_string(c.in) +
+         "] bs" + std::to_string(c.blocksize) + " " + kernels::format4_name(c.format) +
+         (c.double_quant ? " dq" : "") + (c.bias ? " bias" : "") + " " +
+         kernels::dtype_name(c.dtype);
+}
+
+const std::vector<Case>& cases() {
+  static const std::vector<Case> all = {
+      // in % 32 == 0: the vectorised gemv on CPU; blocks align with rows.
+      {1, 48, 256, 64, Format4::NF4, false, false, DType::F32},
+      {1, 33, 512, 64, Format4::NF4, true, true, DType::F32},
+      {1, 40, 320, 256, Format4::FP4, true, true, DType::BF16},  // 256-blocks straddle rows
+      // Odd and non-multiple row lengths: rows start on low nibbles, blocks straddle rows.
+      {1, 29, 77, 32, Format4::NF4, true, true, DType::F32},
+      {1, 17, 130, 64, Format4::FP4, false, false, DType::BF16},
+      {7, 29, 77, 64, Format4::NF4, true, true, DType::F32},
+      {7, 300, 96, 32, Format4::FP4, true, false, DType::BF16},  // more than one output tile
+      {64, 50, 100, 64, Format4::NF4, false, true, DType::F32},
+      {64, 130, 600, 128, Format4::NF4, true, true, DType::BF16},  // several tiles each way
+      {3, 1, 1, 32, Format4::NF4, true, true, DType::F32},  // a single weight
+  };
+  return all;
+}
+
+std::vector<std::pair<std::string, Backend*>> backends(std::shared_ptr<Backend>& holder) {
+  std::vector<std::pair<std::string, Backend*>> out = {{"cpu", &kernels::cpu_backend()}};
+  holder = testing::opencl_or_null();
+  if (holder) out.push_back({holder->name(), holder.get()});
+  return out;
+}
+
+TEST(Matmul4bit, ForwardMatchesDoubleReference) {
+  std::shared_ptr<Backend> holder;
+  for (auto [bname, be] : backends(holder))
+    for (const Case& c : cases()) {
+      const std::string what = bname + " " + label(c);
+      const RandomWeight w = random_weight(c.out, c.in, c.blocksize, c.format, c.double_quant, 7);
+      const Activations x = random_activations(c.m * c.in, c.dtype, 11);
+      const Activations bias = random_activations(c.out, c.dtype, 13);
+      DeviceWeight dw = to_device(*be, w);
+      auto xb = upload(*be, x.bytes);
+      auto bb = upload(*be, bias.bytes);
+      auto yb = be->allocate(c.m * c.out * kernels::dtype_size(c.dtype));
+      // gemm for every m; gemv as well for one token.
+      for (bool use_gemv : {false, true}) {
+        if (use_gemv && c.m != 1) continue;
+        if (use_gemv)
+          be->gemv_4bit(*xb, dw.desc, c.bias ? bb.get() : nullptr, *yb, c.dtype);
+        else
+          be->gemm_4bit(*xb, c.m, dw.desc, c.bias ? bb.get() : nullptr, *yb, c.dtype);
+        const auto y = download<uint8_t>(*be, *yb, c.m * c.out * kernels::dtype_size(c.dtype));
+        for (size_t r = 0; r < c.m; ++r)
+          for (size_t o = 0; o < c.out; ++o) {
+            double ref = c.bias ? bias.value[o] : 0.0, abs_sum = std::fabs(ref);
+            for (size_t i = 0; i < c.in; ++i) {
+              const double t = w.at(o, i) * x.value[r * c.in + i];
+              ref += t;
+              abs_sum += std::fabs(t);
+            }
+            const double got = stored_value(y, c.dtype, r * c.out + o);
+            ASSERT_NEAR(got, ref, tolerance(ref, abs_sum, c.dtype))
+                << what << (use_gemv ? " gemv" : " gemm") << " y[" << r << ", " << o << "]";
+          }
+      }
+    }
+}
+
+TEST(Matmul4bit, InputGradientMatchesDoubleReference) {
+  std::shared_ptr<Backend> holder;
+  for (auto [bname, be] : backends(holder))
+    for (const Case& c : cases()) {
+      const std::string what = bname + " " + label(c);
+      const RandomWeight w = random_weight(c.out, c.in, c.blocksize, c.format, c.double_quant, 17);
+      const Activations dy = random_activations(c.m * c.out, c.dtype, 19);
+      DeviceWeight dw = to_device(*be, w);
+      auto dyb = upload(*be, dy.bytes);
+      auto dxb = be->allocate(c.m * c.in * kernels::dtype_size(c.dtype));
+      be->gemm_4bit_input_grad(*dyb, c.m, dw.desc, *dxb, c.dtype);
+      const auto dx = download<uint8_t>(*be, *dxb, c.m * c.in * kernels::dtype_size(c.dtype));
+      for (size_t r = 0; r < c.m; ++r)
+        for (size_t i = 0; i < c.in; ++i) {
+          double ref = 0.0, abs_sum = 0.0;
+          for (size_t o = 0; o < c.out; ++o) {
+            const double t = dy.value[r * c.out + o] * w.at(o, i);
+            ref += t;
+            abs_sum += std::fabs(t);
+          }
+          ASSERT_NEAR(stored_value(dx, c.dtype, r * c.in + i), ref, tolerance(ref, abs_sum, c.dtype))
+              << what << " dx[" << r << ", " << i << "]";
+        }
+    }
+}
+
+// The CPU has two gemv paths; the cases above must reach both where the
+// machine has the vector one.
+TEST(Matmul4bit, CasesCoverBothCpuGemvPaths) {
+  bool vectorised = false, tiled = false;
+  for (const Case& c : cases()) {
+    if (c.m != 1) continue;
+    (kernels::cpu::gemv_4bit_vectorised(c.in) ? vectorised : tiled) = true;
+  }
+  EXPECT_TRUE(tiled);
+#if defined(__AVX512F__) || defined(__AVX2__)
+  EXPECT_TRUE(vectorised);
+#endif
+}
+
+template <typename Fn>
+void expect_error(Fn fn, const std::string& needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
+  } catch (const kernels::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(Matmul4bit, BadArgumentsAreRefused) {
+  std::shared_ptr<Backend> holder;
+  for (auto [bname, be] : backends(holder)) {
+    const RandomWeight w = random_weight(8, 64, 64, Format4::NF4, true, 3);
+    DeviceWeight dw = to_device(*be, w);
+    auto x = be->allocate(4 * 64 * 4);
+    auto y = be->allocate(4 * 8 * 4);
+    expect_error([&] { be->gemm_4bit(*x, 4, dw.desc, nullptr, *y, DType::F16); },
+                 "compute dtype float16 is not supported");
+    expect_error([&] { be->gemm_4bit(*x, 5, dw.desc, nullptr, *y, DType::F32); },
+                 "buffer 'x' holds 1024 bytes");
+    kernels::Weight4bit bad = dw.desc;
+    bad.in_features = 128;  // the packed codes hold only 8 x 64
+    expect_error([&] { be->gemv_4bit(*x, bad, nullptr, *y, DType::F32); }, "buffer 'packed'");
+    bad = dw.desc;
+    bad.nested_code = nullptr;
+    expect_error([&] { be->gemm_4bit_input_grad(*y, 4, bad, *x, DType::F32); },
+                 "needs both 'nested_absmax' and 'nested_code'");
+    bad = dw.desc;
+    bad.blocksize = 48;
+    expect_error([&] { be->gemm_4bit(*x, 4, bad, nullptr, *y, DType::F32); },
+                 "blocksize 48 is not supported");
+    bad = dw.desc;
+    bad.out_features = 0;
+    expect_error([&] { be->gemm_4bit(*x, 4, bad, nullptr, *y, DType::F32); }, "is empty");
+    auto small_bias = be->allocate(7 * 4);
+    expect_error([&] { be->gemm_4bit(*x, 4, dw.desc, small_bias.get(), *y, DType::F32); },
+                 "buffer 'bias' holds 28 bytes");
+  }
+}
+
+}  // namespace
+}  // namespace lowbit

@@ -1,0 +1,168 @@
+// Quantized models in bitsandbytes' 4-bit state_dict layout: the entries and
+// their dtypes, a bit-exact round trip into an unquantized model, a file laid
+// out by hand from bitsandbytes' documented format, and refusals.
+#include <filesystem>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "lora/apply_lora.h"
+#include "lora/module_paths.h"
+#include "lora/quantize_model.h"
+#include "lora/quantized_model_io.h"
+#include "quant/codebook.h"
+#include "quant/quantize.h"
+#include "quant/safetensors.h"
+#include "tests/lora/test_models.h"
+
+namespace lowbit {
+namespace {
+
+class QuantizedModelIo : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = (std::filesystem::temp_directory_path() /
+             ("lowbit_qmodel_" + std::to_string(::getpid()) + "_" +
+              ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".safetensors"))
+                .string();
+  }
+  void TearDown() override { std::filesystem::remove(path_); }
+  std::string path_;
+};
+
+testing::TinyNet quantized_net(uint64_t seed) {
+  torch::manual_seed(seed);
+  testing::TinyNet net(32, 48, 10);
+  lora::QuantizeConfig q;
+  q.skip = {"lm_head"};
+  lora::quantize_model(*net, q);
+  return net;
+}
+
+TEST_F(QuantizedModelIo, WritesBitsandbytesEntries) {
+  testing::TinyNet net = quantized_net(1);
+  lora::save_quantized_model(*net, path_);
+  const auto file = quant::load_safetensors(path_);
+  const auto& t = file.tensors;
+  // mlp.fc1: 99 x 48 = 4752 weights, 75 blocks of 64, double quantized.
+  EXPECT_EQ(t.at("mlp.fc1.weight").scalar_type(), torch::kUInt8);
+  EXPECT_EQ(t.at("mlp.fc1.weight").sizes(), (std::vector<int64_t>{2376, 1}));
+  EXPECT_EQ(t.at("mlp.fc1.weight.absmax").scalar_type(), torch::kUInt8);
+  EXPECT_EQ(t.at("mlp.fc1.weight.absmax").numel(), 75);
+  EXPECT_EQ(t.at("mlp.fc1.weight.quant_map").numel(), 16);
+  EXPECT_EQ(t.at("mlp.fc1.weight.nested_absmax").scalar_type(), torch::kFloat32);
+  EXPECT_EQ(t.at("mlp.fc1.weight.nested_absmax").numel(), 1);
+  EXPECT_EQ(t.at("mlp.fc1.weight.nested_quant_map").numel(), 256);
+  EXPECT_EQ(t.at("mlp.fc1.bias").scalar_type(), torch::kFloat32);
+  const torch::Tensor js = t.at("mlp.fc1.weight.quant_state.bitsandbytes__nf4");
+  const auto j = nlohmann::json::parse(std::string(static_cast<const char*>(js.data_ptr()), js.numel()));
+  EXPECT_EQ(j.at("quant_type"), "nf4");
+  EXPECT_EQ(j.at("blocksize"), 64);
+  EXPECT_EQ(j.at("shape"), nlohmann::json({99, 48}));
+  EXPECT_EQ(j.at("nested_blocksize"), 256);
+  // Unquantized tensors under their own names; no internal buffer names leak.
+  EXPECT_EQ(t.at("lm_head.weight").scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(t.count("norm.weight"));
+  for (const auto& [key, tensor] : t) EXPECT_EQ(key.find("weight_absmax"), std::string::npos) << key;
+}
+
+TEST_F(QuantizedModelIo, RoundTripIntoAnUnquantizedModelIsBitExact) {
+  testing::TinyNet net = quantized_net(2);
+  lora::save_quantized_model(*net, path_);
+  torch::manual_seed(99);  // different weights everywhere
+  testing::TinyNet fresh(32, 48, 10);
+  lora::load_quantized_model(*fresh, path_);
+  for (const std::string p : {"in_proj", "mlp.fc1", "mlp.fc2"}) {
+    auto* a = dynamic_cast<lora::Linear4bitImpl*>(lora::find_submodule(*net, p).get());
+    auto* b = dynamic_cast<lora::Linear4bitImpl*>(lora::find_submodule(*fresh, p).get());
+    ASSERT_NE(b, nullptr) << p << " became a Linear4bit";
+    EXPECT_TRUE(torch::equal(a->packed_weight(), b->packed_weight())) << p;
+    EXPECT_TRUE(torch::equal(a->bias, b->bias)) << p;
+  }
+  const torch::Tensor x = torch::randn({4, 32});
+  EXPECT_TRUE(torch::equal(net->forward(x), fresh->forward(x)));
+  // Loading again into the now quantized model updates it in place.
+  testing::TinyNet other = quantized_net(3);
+  lora::load_quantized_model(*other, path_);
+  EXPECT_TRUE(torch::equal(net->forward(x), other->forward(x)));
+}
+
+TEST_F(QuantizedModelIo, LoraBaseIsSavedUnderTheWrappedLayersPath) {
+  testing::TinyNet net = quantized_net(4);
+  lora::LoraConfig config;
+  config.target_modules = {"fc1"};
+  lora::apply_lora(*net, config);
+  lora::save_quantized_model(*net, path_);
+  const auto file = quant::load_safetensors(path_);
+  EXPECT_TRUE(file.tensors.count("mlp.fc1.weight"));
+  for (const auto& [key, t] : file.tensors) {
+    EXPECT_EQ(key.find("base_layer"), std::string::npos) << key;
+    EXPECT_EQ(key.find("lora_"), std::string::npos) << key;
+  }
+}
+
+// The layout written from bitsandbytes' documentation (DESIGN.md, quant/):
+// a float16 weight [24, 40] quantized to NF4 at block 64 without double
+// quantization, its JSON spaced as Python's json.dumps writes it.
+TEST_F(QuantizedModelIo, LoadsAHandLaidBitsandbytesFile) {
+  torch::manual_seed(5);
+  const torch::Tensor w = torch::randn({24, 40}).to(torch::kFloat16);
+  quant::Quantize4bitOptions o;
+  o.double_quant = false;
+  auto [packed, state] = quant::quantize_4bit(w, o);
+  const std::string js =
+      R"({"quant_type": "nf4", "blocksize": 64, "dtype": "float16", "shape": [24, 40]})";
+  const torch::Tensor json_bytes =
+      torch::from_blob(const_cast<char*>(js.data()), {int64_t(js.size())}, torch::kUInt8).clone();
+  struct OneLayerImpl : torch::nn::Module {
+    OneLayerImpl() { register_module("proj", torch::nn::Linear(40, 24)); }
+  };
+  auto model = std::make_shared<OneLayerImpl>();
+  const torch::Tensor bias = torch::randn({24}).to(torch::kFloat16);
+  quant::save_safetensors(path_, {{"proj.weight", packed},
+                                  {"proj.weight.absmax", state.absmax},
+                                  {"proj.weight.quant_map", quant::codebook(quant::Format::NF4)},
+                                  {"proj.weight.quant_state.bitsandbytes__nf4", json_bytes},
+                                  {"proj.bias", bias}});
+  lora::load_quantized_model(*model, path_);
+  auto* q = dynamic_cast<lora::Linear4bitImpl*>(lora::find_submodule(*model, "proj").get());
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q->quant_state().dtype, torch::kFloat16);
+  EXPECT_TRUE(torch::equal(q->dequantized_weight(), quant::dequantize_4bit(packed, state)));
+  EXPECT_TRUE(torch::equal(q->bias, bias.to(torch::kFloat32)));
+}
+
+template <typename Fn>
+void expect_error(Fn fn, const std::string& needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(QuantizedModelIo, RefusesMismatchedModelsWithoutChangingThem) {
+  testing::TinyNet net = quantized_net(6);
+  lora::save_quantized_model(*net, path_);
+  testing::TinyNet wider(32, 64, 10);
+  expect_error([&] { lora::load_quantized_model(*wider, path_); },
+               "'in_proj' holds a weight of shape [48, 32]; the model's Linear there is [64, 32]");
+  for (const auto& m : wider->modules())
+    EXPECT_EQ(dynamic_cast<lora::Linear4bitImpl*>(m.get()), nullptr) << "nothing replaced";
+
+  auto file = quant::load_safetensors(path_);
+  file.tensors["extra.weight"] = torch::zeros({2});
+  quant::save_safetensors(path_, file.tensors);
+  testing::TinyNet same(32, 48, 10);
+  expect_error([&] { lora::load_quantized_model(*same, path_); },
+               "tensor 'extra.weight' matches no parameter or buffer");
+  file.tensors.erase("extra.weight");
+  file.tensors.erase("norm.bias");
+  quant::save_safetensors(path_, file.tensors);
+  expect_error([&] { lora::load_quantized_model(*same, path_); }, "tensor 'norm.bias' is not in the file");
+}
+
+}  // namespace
+}  // namespace lowbit
