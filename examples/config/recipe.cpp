@@ -330,6 +330,7 @@ void fill_sections(Recipe& r) {
   r.lora.dropout = get<double>(v, "lora.dropout");
   r.lora.rslora = get<bool>(v, "lora.rslora");
   r.lora.target = get<std::vector<std::string>>(v, "lora.target");
+  r.lora.dtype = get<std::string>(v, "lora.dtype");
 
   r.backend = get<std::string>(v, "backend");
   r.checkpoint.dir = get<std::string>(v, "checkpoint.dir");
@@ -370,6 +371,14 @@ void check_recipe(const Recipe& r, const Validator& v, const std::map<std::strin
            std::to_string(r.schedule.warmup_steps) + " is not below train.steps " +
                std::to_string(r.train.steps),
            "fewer warmup steps than training steps");
+  }
+  const bool torch_optimizer = r.optimizer.name == "adam" || r.optimizer.name == "adamw" ||
+                               r.optimizer.name == "rmsprop" || r.optimizer.name == "sgd";
+  if (r.lora.enabled && r.lora.dtype != "fp32" && torch_optimizer) {
+    v.fail("lora.dtype", node("lora.dtype"),
+           r.lora.dtype + " adapters cannot be trained by torch::optim's " + r.optimizer.name +
+               " (libtorch has no half-precision CPU optimizer kernels)",
+           "fp32 with a torch optimizer; fp16 or bf16 with an 8-bit optimizer");
   }
   if (r.optimizer.name == "sgd" && !r.optimizer.lr) {
     v.fail("optimizer.lr", node("optimizer.lr"), "is required for sgd (torch has no default)",

@@ -74,6 +74,7 @@ struct LoraRecipe {
   double alpha = 16.0, dropout = 0.0;
   bool rslora = false;
   std::vector<std::string> target;
+  std::string dtype;  // fp16 | bf16 | fp32
 };
 
 struct CheckpointRecipe {

@@ -177,6 +177,9 @@ std::vector<KeySpec> build() {
       range(key("lora.dropout", Kind::Float, "0.0", "dropout on the adapter path"), 0, 0.95),
       key("lora.rslora", Kind::Bool, "false", "rank-stabilised scaling alpha/sqrt(r)"),
       key("lora.target", Kind::StringList, "[\".*\"]", "regexes of linear layers to adapt"),
+      choices(key("lora.dtype", Kind::Choice, "fp16",
+                  "adapter storage (computed in quant.compute_dtype); torch optimizers need fp32"),
+              {"fp16", "bf16", "fp32"}),
       // backend
       choices(key("backend", Kind::Choice, "auto", "kernels backend (auto: OpenCL GPU, else CPU)"),
               {"auto", "cpu", "opencl"}),

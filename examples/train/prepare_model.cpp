@@ -2,29 +2,63 @@
 
 #include <sstream>
 
-namespace lowbit::train {
+#include "lora/quantize_model.h"
 
-PreparedModel prepare_model(const std::shared_ptr<torch::nn::Module>& model,
-                            const config::QuantRecipe& quant, const config::LoraRecipe& lora,
-                            kernels::Backend& backend) {
-  (void)backend;
-  if (quant.enabled || lora.enabled) {
-    throw config::RecipeError(std::string(quant.enabled ? "quant" : "lora") +
-                              ": QLoRA needs the lora/ layer (issue 5), which this build does not "
-                              "have yet; remove the quant and lora sections");
-  }
+namespace lowbit::train {
+namespace {
+
+torch::ScalarType dtype_of(const std::string& name) {
+  if (name == "fp16") return torch::kFloat16;
+  if (name == "bf16") return torch::kBFloat16;
+  TORCH_CHECK(name == "fp32", "dtype '", name, "' is unknown; expected fp16, bf16 or fp32");
+  return torch::kFloat32;
+}
+
+}  // namespace
+
+PreparedModel prepare_model(torch::nn::Module& model, const config::QuantRecipe& quant,
+                            const config::LoraRecipe& lora,
+                            const std::shared_ptr<kernels::Backend>& backend) {
   PreparedModel prepared;
-  int64_t total = 0, trainable = 0;
-  for (const torch::Tensor& p : model->parameters()) {
-    total += p.numel();
-    if (p.requires_grad()) {
-      trainable += p.numel();
-      prepared.trainable.push_back(p);
+  std::ostringstream d;
+  const torch::ScalarType compute = dtype_of(quant.compute_dtype);
+  if (quant.enabled) {
+    lora::QuantizeConfig q;
+    q.skip = quant.skip;
+    q.linear.format(quant.type == "fp4" ? quant::Format::FP4 : quant::Format::NF4)
+        .blocksize(quant.block_size)
+        .double_quant(quant.double_quant)
+        .compute_dtype(compute)
+        .backend(backend);
+    const lora::QuantizeReport report = lora::quantize_model(model, q);
+    d << "\n    quant: " << report.to_string();
+  }
+  if (lora.enabled) {
+    lora::LoraConfig c;
+    c.r = lora.r;
+    c.lora_alpha = lora.alpha;
+    c.lora_dropout = lora.dropout;
+    c.use_rslora = lora.rslora;
+    c.target_modules = lora.target;
+    c.dtype = dtype_of(lora.dtype);
+    c.compute_dtype = compute;
+    prepared.trainable = lora::apply_lora(model, c);
+    prepared.adapters = c;
+    d << "\n    lora: r " << c.r << ", alpha " << c.lora_alpha << ", "
+      << lora::lora_layers(model).size() << " adapted layers, " << lora.dtype << " adapters";
+  } else {
+    for (const torch::Tensor& p : model.parameters()) {
+      if (p.requires_grad()) prepared.trainable.push_back(p);
     }
   }
-  std::ostringstream d;
-  d << total << " parameters, " << trainable << " trainable";
-  prepared.description = d.str();
+  int64_t trainable = 0;
+  for (const torch::Tensor& p : prepared.trainable) trainable += p.numel();
+  TORCH_CHECK(trainable > 0, "the model has no trainable parameters after quant/lora preparation");
+  // Logical parameters: a 4-bit weight counts out * in however it is stored.
+  const lora::ModelSize size = lora::model_size(model);
+  prepared.description = std::to_string(size.params) + " parameters (" +
+                         std::to_string(size.bytes) + " bytes), " + std::to_string(trainable) +
+                         " trainable" + d.str();
   return prepared;
 }
 

@@ -1,8 +1,11 @@
-// Applies a recipe's quant and lora sections to a model in place: base
-// linears to frozen NF4/FP4 (quant), LoRA adapters on the target linears with
-// everything else frozen (lora), and returns what the optimizer trains.
+// Applies a recipe's quant and lora sections to a model in place (QLoRA):
+// quant swaps the base linears for frozen NF4/FP4 Linear4bit layers, lora
+// wraps the target linears in LoraLinear adapters and freezes everything else.
+// Returns what the optimizer trains.
 #pragma once
 
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,16 +14,18 @@
 
 #include "examples/config/recipe.h"
 #include "kernels/backend.h"
+#include "lora/apply_lora.h"
 
 namespace lowbit::train {
 
 struct PreparedModel {
   std::vector<torch::Tensor> trainable;
-  std::string description;  // parameter counts and, under quant/lora, what changed
+  std::string description;  // parameter counts and what quant/lora changed
+  std::optional<lora::LoraConfig> adapters;  // set when LoRA adapters were added
 };
 
-PreparedModel prepare_model(const std::shared_ptr<torch::nn::Module>& model,
-                            const config::QuantRecipe& quant, const config::LoraRecipe& lora,
-                            kernels::Backend& backend);
+PreparedModel prepare_model(torch::nn::Module& model, const config::QuantRecipe& quant,
+                            const config::LoraRecipe& lora,
+                            const std::shared_ptr<kernels::Backend>& backend);
 
 }  // namespace lowbit::train

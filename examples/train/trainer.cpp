@@ -18,6 +18,7 @@
 #include "examples/train/progress.h"
 #include "examples/train/schedule.h"
 #include "examples/train/svg_plot.h"
+#include "lora/peft_io.h"
 
 namespace lowbit::train {
 namespace {
@@ -104,7 +105,7 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
   std::unique_ptr<Task> task = make_task(r);
   const std::shared_ptr<torch::nn::Module> model = task->module();
   if (!r.model.init.empty()) load_model(r.model.init, *model);
-  const PreparedModel prepared = prepare_model(model, r.quant, r.lora, *backend);
+  const PreparedModel prepared = prepare_model(*model, r.quant, r.lora, backend);
   BuiltOptimizer built = make_optimizer(r.optimizer, prepared.trainable, *backend);
   torch::optim::Optimizer& optimizer = *built.optimizer;
   std::vector<double> base_lr;
@@ -149,7 +150,8 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
       << "\n  model: " << r.model.name << ", " << prepared.description
       << "\n  optimizer: " << built.description << "\n  steps: " << total << " ("
       << r.train.batch_size << " x " << r.train.grad_accum << " per step), schedule "
-      << r.schedule.name << "\n  run directory: " << r.checkpoint.dir << "\n";
+      << r.schedule.name << "\n  threads: " << torch::get_num_threads() << ", backend "
+      << backend->name() << "\n  run directory: " << r.checkpoint.dir << "\n";
   if (checkpoint) out << "  resumed from " << checkpoint->path() << " at step " << state.step << "\n";
   out.flush();
 
@@ -231,6 +233,10 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
   result.peak_rss_mib = peak_rss_mib();
   if (!result.interrupted) {
     save_model((fs::path(r.checkpoint.dir) / "model.pt").string(), *model);
+    if (prepared.adapters) {
+      lora::save_adapter(*model, (fs::path(r.checkpoint.dir) / "adapter").string(),
+                         *prepared.adapters);
+    }
     nlohmann::json summary = {{"type", "summary"},
                               {"step", state.step},
                               {"steps_run", steps_run},
@@ -258,8 +264,12 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
        << 1e3 * result.mean_update_seconds << " ms), optimizer state "
        << double(result.optimizer_state_bytes) / (1 << 20) << " MiB, peak RSS "
        << result.peak_rss_mib << " MiB, wall " << format_duration(seconds_since(run_start))
-       << "\n  metrics " << r.log.metrics << ", plot " << r.log.plot << ", model "
-       << (fs::path(r.checkpoint.dir) / "model.pt").string() << "\n";
+       << "\n  metrics " << r.log.metrics << ", plot " << r.log.plot;
+  if (!result.interrupted) {
+    done << ", model " << (fs::path(r.checkpoint.dir) / "model.pt").string();
+    if (prepared.adapters) done << ", PEFT adapter " << (fs::path(r.checkpoint.dir) / "adapter").string();
+  }
+  done << "\n";
   out << done.str();
   out.flush();
   return result;

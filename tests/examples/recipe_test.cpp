@@ -126,6 +126,9 @@ TEST(Recipe, CrossKeyRules) {
   expect_error("model: {name: mlp}\noptimizer: {name: adam}\ntrain: {steps: 1}\n", {},
                {"data.name", "is missing", "one of fashion_mnist, kjv, fortunes"});
   expect_error(kBase, {"optimizer.name=sgd", "optimizer.lr="}, {"optimizer.lr"});
+  expect_error(kBase, {"lora.r=4"},
+               {"lora.dtype", "fp16 adapters cannot be trained by torch::optim's adamw",
+                "fp32 with a torch optimizer"});
 }
 
 TEST(Recipe, MissingFilesStopBeforeTraining) {

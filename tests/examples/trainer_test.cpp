@@ -18,6 +18,7 @@
 #include "examples/config/recipe.h"
 #include "examples/train/checkpoint.h"
 #include "examples/train/metrics_log.h"
+#include "examples/train/prepare_model.h"
 #include "examples/train/task.h"
 #include "examples/train/trainer.h"
 #include "tests/examples/scratch_dir.h"
@@ -49,9 +50,11 @@ double mean(const std::vector<double>& v, size_t begin, size_t end) {
   return s / double(end - begin);
 }
 
-// The model a checkpoint or model.pt holds, loaded into a freshly built one.
+// The model a checkpoint or model.pt holds, loaded into a freshly built one
+// (with the recipe's quant/lora layers).
 std::map<std::string, torch::Tensor> weights(const config::Recipe& recipe, const std::string& path) {
   std::unique_ptr<Task> task = make_task(recipe);
+  prepare_model(*task->module(), recipe.quant, recipe.lora, nullptr);
   load_model(path, *task->module());
   std::map<std::string, torch::Tensor> out;
   for (const auto& p : task->module()->named_parameters()) out[p.key()] = p.value();
@@ -85,7 +88,7 @@ TEST(Trainer, TwentyStepsOfEveryRecipe) {
     std::vector<std::string> overrides = {
         "train.epochs=0", "train.steps=20", "schedule.warmup_steps=2", "data.train_limit=3000",
         "data.eval_limit=200", "checkpoint.every=10", "checkpoint.resume=never",
-        "checkpoint.dir=" + dir.file(name), "train.threads=2", "train.grad_accum=1",
+        "checkpoint.dir=" + dir.file(name), "train.threads=1", "train.grad_accum=1",
         "train.batch_size=16"};
     const std::string base = base_of(path);
     if (!base.empty()) overrides.push_back("model.init=" + dir.file(base + "/model.pt"));
@@ -109,7 +112,7 @@ TEST(Trainer, TwentyStepsOfEveryRecipe) {
 void expect_bit_identical_resume(const std::string& yaml, const std::string& name) {
   ScratchDir dir;
   const std::vector<std::string> common = {"checkpoint.every=5", "checkpoint.keep=10",
-                                           "log.progress=none", "train.threads=2"};
+                                           "log.progress=none", "train.threads=1"};
   std::vector<std::string> a_overrides = common, b_overrides = common;
   a_overrides.push_back("checkpoint.dir=" + dir.file("a"));
   b_overrides.push_back("checkpoint.dir=" + dir.file("b"));
@@ -155,6 +158,20 @@ optimizer: {name: rmsprop, lr: 1.0e-3, momentum: 0.9}
 schedule: {name: linear, warmup_steps: 2}
 train: {steps: 20, batch_size: 32, seed: 5, eval_every: 5}
 )", "mlp");
+}
+
+TEST(Trainer, ResumeIsBitIdenticalForQlora) {
+  // NF4 base linears, LoRA adapters with dropout (torch's generator) on every
+  // linear but the head.
+  expect_bit_identical_resume(R"(
+model: {name: char_gpt, block_size: 32, n_layer: 1, n_head: 2, n_embd: 32}
+data: {name: fortunes, files: [computers, linux], eval_limit: 20}
+quant: {type: nf4, block_size: 64}
+lora: {r: 4, alpha: 8, dropout: 0.1, target: [qkv, proj, fc1, fc2], dtype: fp32}
+optimizer: {name: adamw, lr: 3.0e-3}
+schedule: {name: cosine, warmup_steps: 3}
+train: {steps: 20, batch_size: 8, seed: 7, eval_every: 5}
+)", "qlora");
 }
 
 TEST(Trainer, ResumesOnlyUnderTheSameRecipe) {
