@@ -302,6 +302,10 @@ void fill_sections(Recipe& r) {
   o.optim_bits = maybe<int64_t>(v, "optimizer.optim_bits");
   o.min_8bit_size = maybe<int64_t>(v, "optimizer.min_8bit_size");
   o.percentile_clipping = maybe<int64_t>(v, "optimizer.percentile_clipping");
+  o.block_size = maybe<int64_t>(v, "optimizer.block_size");
+  o.fp32_params =
+      maybe<std::vector<std::string>>(v, "optimizer.fp32_params").value_or(std::vector<std::string>{});
+  o.nonfinite = maybe<std::string>(v, "optimizer.nonfinite").value_or("");
 
   r.schedule.name = get<std::string>(v, "schedule.name");
   r.schedule.warmup_steps = get<int64_t>(v, "schedule.warmup_steps");

@@ -43,7 +43,9 @@ struct OptimizerRecipe {
   std::optional<double> lr, eps, weight_decay, momentum, alpha, max_unorm;
   std::optional<std::vector<double>> betas;
   std::optional<bool> nesterov, amsgrad;
-  std::optional<int64_t> optim_bits, min_8bit_size, percentile_clipping;
+  std::optional<int64_t> optim_bits, min_8bit_size, percentile_clipping, block_size;
+  std::vector<std::string> fp32_params;  // 8-bit optimizers: names kept at 32-bit states
+  std::string nonfinite;                 // 8-bit optimizers: skip_step | raise | skip_blocks
 };
 
 struct ScheduleRecipe {

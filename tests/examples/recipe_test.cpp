@@ -1,6 +1,8 @@
 // Recipe validation: every kind of mistake stops with one message naming
 // where it is (file line or --set), the key, the value and what is allowed;
 // defaults and overrides resolve as documented.
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -157,6 +159,16 @@ TEST(Schema, EveryKeyHasHelpAndAValidDefault) {
   // Loading the base recipe resolves every default through the validator.
   EXPECT_NO_THROW(load(kBase));
   EXPECT_NE(schema_reference().find("optimizer.percentile_clipping"), std::string::npos);
+}
+
+TEST(Schema, TheReadmeDocumentsEveryKey) {
+  std::ifstream in(std::string(LOWBIT_SOURCE_DIR) + "/README.md");
+  std::stringstream text;
+  text << in.rdbuf();
+  for (const KeySpec& k : recipe_schema()) {
+    EXPECT_NE(text.str().find("`" + k.path + "`"), std::string::npos)
+        << k.path << " is missing from README.md's key table";
+  }
 }
 
 }  // namespace
