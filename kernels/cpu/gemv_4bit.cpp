@@ -118,7 +118,9 @@ void gemv_vectorised(const typename T::Storage* x, const Weight4bitView& w,
   const float* xv = xp.data();  // this thread's buffer, shared with the team
   const Table table(w.value);
   const ptrdiff_t rows = ptrdiff_t(w.out_features);
-#pragma omp parallel for schedule(static)
+  // Rows are handed out in chunks as threads free up: a thread that loses its
+  // core for a while (a shared machine) does not hold the others back.
+#pragma omp parallel for schedule(dynamic, 64)
   for (ptrdiff_t o = 0; o < rows; ++o) {
     float v = row_dot(w, table, size_t(o), xv);
     if (bias) v += T::load(bias[o]);
