@@ -17,7 +17,10 @@ namespace lowbit::bench {
 
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
-  explicit RatioReporter(std::string baseline_op) : baseline_op_(std::move(baseline_op)) {}
+  explicit RatioReporter(std::string baseline_op) : baseline_ops_{std::move(baseline_op)} {}
+  // One ratio table per baseline (e.g. a library call and a stronger roofline).
+  explicit RatioReporter(std::vector<std::string> baseline_ops)
+      : baseline_ops_(std::move(baseline_ops)) {}
 
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
@@ -34,13 +37,24 @@ class RatioReporter : public benchmark::ConsoleReporter {
 
   void Finalize() override {
     ConsoleReporter::Finalize();
+    for (const std::string& baseline : baseline_ops_) print_ratios(baseline);
+  }
+
+ private:
+  struct Entry {
+    std::string op, group;
+    double time;   // in the benchmark's time unit
+    double bytes;  // bytes moved per iteration (counter "bytes")
+  };
+
+  void print_ratios(const std::string& baseline_op) const {
     std::map<std::string, const Entry*> base;
     for (const Entry& e : entries_)
-      if (e.op == baseline_op_) base[e.group] = &e;
+      if (e.op == baseline_op) base[e.group] = &e;
     std::printf("\n%-28s %-30s %12s %14s %14s\n", "op", "group", "time", "speed vs",
                 "bytes/s vs");
-    std::printf("%-28s %-30s %12s %14s %14s\n", "", "", "", baseline_op_.c_str(),
-                baseline_op_.c_str());
+    std::printf("%-28s %-30s %12s %14s %14s\n", "", "", "", baseline_op.c_str(),
+                baseline_op.c_str());
     for (const Entry& e : entries_) {
       auto it = base.find(e.group);
       if (it == base.end()) continue;
@@ -52,13 +66,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
     }
   }
 
- private:
-  struct Entry {
-    std::string op, group;
-    double time;   // in the benchmark's time unit
-    double bytes;  // bytes moved per iteration (counter "bytes")
-  };
-  std::string baseline_op_;
+  std::vector<std::string> baseline_ops_;
   std::vector<Entry> entries_;
 };
 

@@ -2,7 +2,8 @@
 // tile at a time into float32 (kTileOut x kTileIn = 128 KiB, which stays in
 // L2 while it is used) and each tile is multiplied by Eigen's blocked GEMM.
 // Threads own disjoint output columns (y: a range of output features; dx: a
-// range of input features), so no result is shared between threads.
+// range of input features), so no result is shared between threads; tiles
+// are handed out as threads free up.
 #include "kernels/cpu/matmul_4bit.h"  // first: its immintrin.h include is guarded (GCC bug 105593)
 
 #define EIGEN_DONT_PARALLELIZE  // threads come from the OpenMP loop over tiles
@@ -58,7 +59,7 @@ void gemm_tiled(const typename T::Storage* x_in, size_t m, const Weight4bitView&
   {
     std::vector<float> tile(kTileOut * kTileIn);
     std::vector<float> acc(m * kTileOut);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (ptrdiff_t t = 0; t < tiles; ++t) {
       const size_t o0 = size_t(t) * kTileOut, rows = std::min(kTileOut, out - o0);
       View acc_view(acc.data(), Eigen::Index(m), Eigen::Index(rows), Stride(kTileOut));
@@ -91,7 +92,7 @@ void input_grad_tiled(const typename T::Storage* dy_in, size_t m, const Weight4b
   {
     std::vector<float> tile(kTileOut * kTileIn);
     std::vector<float> acc(m * kTileIn);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (ptrdiff_t t = 0; t < tiles; ++t) {
       const size_t k0 = size_t(t) * kTileIn, cols = std::min(kTileIn, in - k0);
       View acc_view(acc.data(), Eigen::Index(m), Eigen::Index(cols), Stride(kTileIn));

@@ -46,11 +46,13 @@ inline float vsum(VecF a) { return _mm512_reduce_add_ps(a); }
 struct Table {
   __m512 values;
   explicit Table(const float* v) : values(_mm512_loadu_ps(v)) {}
-  // Decodes L bytes into the values of their high (even) and low (odd) nibbles.
+  // Decodes L bytes into the values of their high (even) and low (odd)
+  // nibbles. permutexvar reads only an index's low 4 bits, so the byte itself
+  // indexes its low nibble.
   void decode(const uint8_t* p, VecF& even, VecF& odd) const {
     const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     even = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), values);
-    odd = _mm512_permutexvar_ps(_mm512_and_si512(b, _mm512_set1_epi32(15)), values);
+    odd = _mm512_permutexvar_ps(b, values);
   }
 };
 #else
@@ -70,7 +72,8 @@ struct Table {
   __m256 lo, hi;  // codes 0-7 and 8-15
   explicit Table(const float* v) : lo(_mm256_loadu_ps(v)), hi(_mm256_loadu_ps(v + 8)) {}
   // permutevar8x32 reads the index's low 3 bits; bit 3, moved to the sign
-  // bit, picks the upper half.
+  // bit, picks the upper half; higher bits are ignored, so a whole byte
+  // indexes its low nibble.
   VecF lookup(__m256i idx) const {
     const __m256 upper = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
     return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx),
@@ -79,7 +82,7 @@ struct Table {
   void decode(const uint8_t* p, VecF& even, VecF& odd) const {
     const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
     even = lookup(_mm256_srli_epi32(b, 4));
-    odd = lookup(_mm256_and_si256(b, _mm256_set1_epi32(15)));
+    odd = lookup(b);
   }
 };
 #endif
@@ -115,7 +118,9 @@ void gemv_vectorised(const typename T::Storage* x, const Weight4bitView& w,
   const float* xv = xp.data();  // this thread's buffer, shared with the team
   const Table table(w.value);
   const ptrdiff_t rows = ptrdiff_t(w.out_features);
-#pragma omp parallel for schedule(static)
+  // Rows are handed out in chunks as threads free up: a thread that loses its
+  // core for a while (a shared machine) does not hold the others back.
+#pragma omp parallel for schedule(dynamic, 64)
   for (ptrdiff_t o = 0; o < rows; ++o) {
     float v = row_dot(w, table, size_t(o), xv);
     if (bias) v += T::load(bias[o]);

@@ -32,18 +32,24 @@ inline float weight_at(WEIGHT_PARAMS, size_t f) {
   return table[15 + code] * block_scale(WEIGHT_ARGS, f >> block_shift);
 }
 
-// y[o] = sum_k W(o, k) x[k] (+ bias[o]): one work-group per output row,
-// work-items stride along the row (adjacent items read adjacent bytes).
+// y[o] = sum_k W(o, k) x[k] (+ bias[o]): one work-group per output row.
+// Work-items stride over whole packed bytes (adjacent items, adjacent
+// bytes), decoding both nibbles with one load and one block scale: the two
+// elements of a byte share a block (blocks hold an even number of elements).
 __kernel void gemv_4bit(__global const void* x, int dtype, ulong in_features, WEIGHT_PARAMS,
                         __global const void* bias, int has_bias, __global void* y,
                         __local float* scratch) {
   const size_t o = get_group_id(0);
   const size_t lid = get_local_id(0);
   const size_t lsize = get_local_size(0);
-  const size_t f0 = o * in_features;
+  const size_t f0 = o * in_features, f1 = f0 + in_features;
   float sum = 0.0f;
-  for (size_t k = lid; k < in_features; k += lsize)
-    sum += weight_at(WEIGHT_ARGS, f0 + k) * load_elem(x, dtype, k);
+  for (size_t j = f0 / 2 + lid; 2 * j < f1; j += lsize) {
+    const uchar p = packed[j];
+    const float s = block_scale(WEIGHT_ARGS, (2 * j) >> block_shift);
+    if (2 * j >= f0) sum += table[15 + (p >> 4)] * s * load_elem(x, dtype, 2 * j - f0);
+    if (2 * j + 1 < f1) sum += table[15 + (p & 15)] * s * load_elem(x, dtype, 2 * j + 1 - f0);
+  }
   scratch[lid] = sum;
   barrier(CLK_LOCAL_MEM_FENCE);
   for (size_t s = lsize / 2; s > 0; s /= 2) {
