@@ -27,7 +27,10 @@ std::vector<uint8_t> read_gz(const std::string& path) {
   }
   int err = 0;
   gzerror(f, &err);
-  TORCH_CHECK(err == Z_OK || err == Z_BUF_ERROR, "'", path, "' is truncated or corrupt");
+  // zlib reports a gzip stream that stops before its end as Z_BUF_ERROR.
+  TORCH_CHECK(err != Z_BUF_ERROR, "'", path,
+              "' is truncated or corrupt: its gzip stream ends early");
+  TORCH_CHECK(err == Z_OK, "'", path, "' is truncated or corrupt");
   return out;
 }
 
