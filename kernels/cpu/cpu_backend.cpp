@@ -86,4 +86,18 @@ void CpuBackend::do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, 
                        out_type);
 }
 
+size_t CpuBackend::do_optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) {
+  return cpu::optimizer_update(op, args);
+}
+
+UpdateNorms CpuBackend::do_optimizer_update_norms(const OptimizerOperands& op,
+                                                  const OptimizerArgs& args) {
+  return cpu::optimizer_update_norms(op, args);
+}
+
+GradientStats CpuBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
+                                            int blocksize) {
+  return cpu::gradient_stats(as<void>(grad), grad_type, n, blocksize);
+}
+
 }  // namespace lowbit::kernels::cpu

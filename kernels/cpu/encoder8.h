@@ -8,6 +8,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -28,10 +29,15 @@ class Encoder8 {
     return pos + (r > mid_[pos] ? 1 : 0);
   }
 
+  // codes[i] = encode(x[i] / absmax) for i < n (absmax > 0, finite): the same
+  // results, 16 values per step with AVX-512 where the build enables it.
+  void encode_scaled(const float* x, float absmax, uint8_t* codes, size_t n) const;
+
   const float* midpoints() const { return mid_.data(); }
 
  private:
   static constexpr int kShift = 15;  // 32 - 17 bucket bits
+  static constexpr size_t kBuckets = size_t(1) << (32 - kShift);
   static uint32_t order_key(float r) {
     uint32_t u;
     std::memcpy(&u, &r, 4);
@@ -42,7 +48,9 @@ class Encoder8 {
 
   std::array<float, 256> code_;
   std::array<float, 256> mid_;  // 255 midpoints and +inf, so mid_[255] never passes
-  std::vector<uint8_t> start_;  // per bucket: midpoints below its smallest float
+  // Per bucket: midpoints below its smallest float; 3 bytes of padding so that
+  // a vector gather may read each entry as the low byte of a 32-bit word.
+  std::vector<uint8_t> start_;
   bool fast_;
 };
 

@@ -1,6 +1,7 @@
 #include "kernels/opencl/opencl_backend.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace lowbit::kernels::opencl {
@@ -18,12 +19,19 @@ void set_arg(cl_kernel k, cl_uint i, const Buffer& b) {
   const cl_mem m = mem_of(b);
   LOWBIT_CL_CHECK(clSetKernelArg(k, i, sizeof(cl_mem), &m));
 }
+// A null buffer pointer passes a null cl_mem (an absent optional operand).
+void set_arg(cl_kernel k, cl_uint i, const Buffer* b) {
+  const cl_mem m = b ? mem_of(*b) : nullptr;
+  LOWBIT_CL_CHECK(clSetKernelArg(k, i, sizeof(cl_mem), &m));
+}
+void set_arg(cl_kernel k, cl_uint i, const OptimizerArgs& a) {
+  LOWBIT_CL_CHECK(clSetKernelArg(k, i, sizeof(a), &a));
+}
 void set_arg(cl_kernel k, cl_uint i, LocalBytes l) {
   LOWBIT_CL_CHECK(clSetKernelArg(k, i, l.bytes, nullptr));
 }
-template <typename T>
+template <typename T, typename = std::enable_if_t<std::is_arithmetic_v<T>>>
 void set_arg(cl_kernel k, cl_uint i, const T& v) {
-  static_assert(std::is_arithmetic_v<T>, "scalar kernel argument");
   LOWBIT_CL_CHECK(clSetKernelArg(k, i, sizeof(T), &v));
 }
 
@@ -73,14 +81,15 @@ void OpenClBackend::do_copy(const Buffer& src, Buffer& dst, size_t bytes) {
 
 void OpenClBackend::synchronize() { LOWBIT_CL_CHECK(clFinish(ctx_.queue())); }
 
-cl_kernel OpenClBackend::kernel(const char* name) {
-  auto it = kernels_.find(name);
+cl_kernel OpenClBackend::kernel(const char* program, const char* name) {
+  const std::string key = std::string(program) + "/" + name;
+  auto it = kernels_.find(key);
   if (it != kernels_.end()) return it->second.get();
   cl_int err = CL_SUCCESS;
-  KernelHandle k(clCreateKernel(ctx_.program("quantize"), name, &err));
+  KernelHandle k(clCreateKernel(ctx_.program(program), name, &err));
   LOWBIT_CL_CHECK(err);
   cl_kernel raw = k.get();
-  kernels_.emplace(name, std::move(k));
+  kernels_.emplace(key, std::move(k));
   return raw;
 }
 
@@ -117,7 +126,7 @@ void OpenClBackend::do_quantize_blockwise(const Buffer& x, DType x_type, size_t 
                                           const Buffer& code, Buffer& absmax, Buffer& codes,
                                           const StochasticRounding& rounding) {
   std::lock_guard<std::mutex> lock(mutex_);
-  cl_kernel k = kernel("quantize_blockwise");
+  cl_kernel k = kernel("quantize", "quantize_blockwise");
   const size_t local = group_size(k, std::min<size_t>(size_t(blocksize), 256));
   set_args(k, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), code, absmax, codes,
            cl_int(rounding.enabled), cl_uint(rounding.seed), cl_uint(rounding.seed >> 32),
@@ -129,7 +138,7 @@ void OpenClBackend::do_dequantize_blockwise(const Buffer& codes, const Buffer& a
                                             const Buffer& code, size_t n, int blocksize,
                                             Buffer& out, DType out_type, float offset) {
   std::lock_guard<std::mutex> lock(mutex_);
-  cl_kernel k = kernel("dequantize_blockwise");
+  cl_kernel k = kernel("quantize", "dequantize_blockwise");
   set_args(k, codes, absmax, code, cl_ulong(n), cl_uint(blocksize), out, cl_int(out_type),
            offset);
   launch(k, n, 0);
@@ -140,7 +149,7 @@ void OpenClBackend::do_quantize_4bit(const Buffer& x, DType x_type, size_t n, in
   std::lock_guard<std::mutex> lock(mutex_);
   const Table4& t = table4(format);
   const Format4Table& f = format4_table(format);
-  cl_kernel k = kernel("quantize_4bit");
+  cl_kernel k = kernel("quantize", "quantize_4bit");
   const size_t local = group_size(k, std::min<size_t>(size_t(blocksize) / 2, 256));
   set_args(k, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), *t.table, *t.sorted_code,
            cl_uchar(f.zero_code), cl_uchar(f.negative_zero_code), absmax, packed,
@@ -153,9 +162,86 @@ void OpenClBackend::do_dequantize_4bit(const Buffer& packed, const Buffer& absma
                                        DType out_type) {
   std::lock_guard<std::mutex> lock(mutex_);
   const Table4& t = table4(format);
-  cl_kernel k = kernel("dequantize_4bit");
+  cl_kernel k = kernel("quantize", "dequantize_4bit");
   set_args(k, packed, absmax, cl_ulong(n), cl_uint(blocksize), *t.table, out, cl_int(out_type));
   launch(k, packed_4bit_bytes(n), 0);
+}
+
+Buffer& OpenClBackend::scratch(size_t bytes) {
+  if (!scratch_ || scratch_->bytes() < bytes) scratch_ = allocate(std::max<size_t>(bytes, 4096));
+  return *scratch_;
+}
+
+size_t OpenClBackend::optimizer_group_size(cl_kernel k, int blocksize) const {
+  const size_t local = group_size(k, std::min<size_t>(size_t(blocksize), 256));
+  LOWBIT_CHECK(size_t(blocksize) <= 16 * local, "optimizer kernels on ", ctx_.info().label,
+               ": block size ", blocksize, " needs work-groups of ", blocksize / 16,
+               " items but the device allows ", local);
+  return local;
+}
+
+size_t OpenClBackend::do_optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cl_kernel k = kernel("optimizer", "optimizer_update");
+  const size_t local = optimizer_group_size(k, op.blocksize);
+  Buffer& rejected = scratch(sizeof(cl_uint));
+  const cl_uint zero = 0;
+  LOWBIT_CL_CHECK(clEnqueueFillBuffer(ctx_.queue(), mem_of(rejected), &zero, sizeof(zero), 0,
+                                      sizeof(zero), 0, nullptr, nullptr));
+  set_args(k, cl_int(op.rule), args, cl_ulong(op.n), cl_uint(op.blocksize), cl_int(op.quantized),
+           cl_int(op.state2 != nullptr), op.param, cl_int(op.param_type), op.grad, op.state1,
+           op.absmax1, op.qmap1, op.state2, op.absmax2, op.qmap2, rejected,
+           LocalBytes{local * sizeof(float)}, LocalBytes{512 * sizeof(float)});
+  launch(k, num_blocks(op.n, op.blocksize) * local, local);
+  cl_uint count = 0;
+  LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(rejected), CL_TRUE, 0, sizeof(count),
+                                      &count, 0, nullptr, nullptr));
+  return count;
+}
+
+UpdateNorms OpenClBackend::do_optimizer_update_norms(const OptimizerOperands& op,
+                                                     const OptimizerArgs& args) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cl_kernel k = kernel("optimizer", "optimizer_update_norms");
+  const size_t local = optimizer_group_size(k, op.blocksize);
+  const size_t nb = num_blocks(op.n, op.blocksize);
+  Buffer& partial = scratch(2 * nb * sizeof(float));
+  set_args(k, cl_int(op.rule), args, cl_ulong(op.n), cl_uint(op.blocksize), cl_int(op.quantized),
+           cl_int(op.state2 != nullptr), op.param, cl_int(op.param_type), op.grad, op.state1,
+           op.absmax1, op.qmap1, op.state2, op.absmax2, op.qmap2, partial,
+           LocalBytes{local * sizeof(float)}, LocalBytes{512 * sizeof(float)});
+  launch(k, nb * local, local);
+  std::vector<float> host(2 * nb);
+  LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(partial), CL_TRUE, 0,
+                                      host.size() * sizeof(float), host.data(), 0, nullptr,
+                                      nullptr));
+  UpdateNorms norms;
+  for (size_t b = 0; b < nb; ++b) {
+    norms.update_sq += host[2 * b];
+    norms.param_sq += host[2 * b + 1];
+  }
+  return norms;
+}
+
+GradientStats OpenClBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
+                                               int blocksize) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cl_kernel k = kernel("optimizer", "gradient_stats");
+  const size_t local = group_size(k, std::min<size_t>(size_t(blocksize), 256));
+  const size_t nb = num_blocks(n, blocksize);
+  Buffer& partial = scratch(nb * sizeof(float));
+  set_args(k, grad, cl_int(grad_type), cl_ulong(n), cl_uint(blocksize), partial,
+           LocalBytes{local * sizeof(float)});
+  launch(k, nb * local, local);
+  std::vector<float> host(nb);
+  LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(partial), CL_TRUE, 0,
+                                      nb * sizeof(float), host.data(), 0, nullptr, nullptr));
+  GradientStats stats;
+  for (float s : host) {
+    stats.sum_sq += s;
+    if (!std::isfinite(s)) stats.finite = false;
+  }
+  return stats;
 }
 
 }  // namespace lowbit::kernels::opencl

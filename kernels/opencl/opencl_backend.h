@@ -44,11 +44,17 @@ class OpenClBackend final : public Backend {
                         Buffer& absmax, Buffer& packed) override;
   void do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n, int blocksize,
                           Format4 format, Buffer& out, DType out_type) override;
+  size_t do_optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) override;
+  UpdateNorms do_optimizer_update_norms(const OptimizerOperands& op,
+                                        const OptimizerArgs& args) override;
+  GradientStats do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
+                                  int blocksize) override;
 
  private:
-  // A kernel of the "quantize" program; kernels are created once and their
-  // arguments set under `mutex_`, since a cl_kernel is not thread-safe.
-  cl_kernel kernel(const char* name);
+  // Kernel `name` of the embedded program `program` (kernels/opencl/<program>.cl);
+  // kernels are created once and their arguments set under `mutex_`, since a
+  // cl_kernel is not thread-safe.
+  cl_kernel kernel(const char* program, const char* name);
   // Largest power-of-two work-group size <= limit that `k` accepts here.
   size_t group_size(cl_kernel k, size_t limit) const;
   void launch(cl_kernel k, size_t global, size_t local);
@@ -58,11 +64,18 @@ class OpenClBackend final : public Backend {
     std::unique_ptr<Buffer> sorted_code;
   };
   const Table4& table4(Format4 format);
+  // A device buffer of at least `bytes` reused by the optimizer ops for their
+  // per-block partial sums and counters (grown on demand, under `mutex_`).
+  Buffer& scratch(size_t bytes);
+  // Group size of an optimizer kernel for `blocksize`: each work-item holds at
+  // most 16 elements of its block (LB_MAX_PER_ITEM in optimizer.cl).
+  size_t optimizer_group_size(cl_kernel k, int blocksize) const;
 
   DeviceContext ctx_;
   std::mutex mutex_;
   std::map<std::string, KernelHandle> kernels_;
   Table4 tables_[2];
+  std::unique_ptr<Buffer> scratch_;
 };
 
 }  // namespace lowbit::kernels::opencl
