@@ -31,11 +31,12 @@ namespace lowbit::kernels {
  *   Lion: beta1 interpolates the update sign, beta2 drives state1 (m).
  *   RMSprop: beta1 = alpha drives state1 (square average); beta2 = momentum
  *     drives state2 (momentum buffer; absent and read as 0 without momentum).
+ * eps: Adam and LAMB take eps * sqrt(1 - beta2^t) (see lb_rule_adam).
  * l2: coefficient of p added to the gradient (Adam, RMSprop: torch's coupled
  *   weight_decay) or to the direction (LAMB's lambda); decay: decoupled weight
  *   decay 1 - lr * wd (AdamW, Lion), 1 otherwise; lr_step: the (negative) step
- *   that multiplies u; correction1 = 1 - beta1^t (LAMB), sqrt_correction2 =
- *   sqrt(1 - beta2^t) (Adam, LAMB); gnorm_scale: percentile clipping factor. */
+ *   that multiplies u; m_scale: LAMB's bias corrections sqrt(1 - beta2^t) /
+ *   (1 - beta1^t); gnorm_scale: percentile clipping factor. */
 typedef struct {
   float beta1;
   float one_minus_beta1;
@@ -45,8 +46,7 @@ typedef struct {
   float l2;
   float decay;
   float lr_step;
-  float correction1;
-  float sqrt_correction2;
+  float m_scale;
   float gnorm_scale;
 } lb_optim_args;
 
@@ -56,27 +56,30 @@ typedef struct {
   float u;
 } lb_optim_result;
 
-/* torch::optim::Adam / AdamW: grad.add(p, wd); exp_avg.mul_(b1).add_(g, 1 - b1);
- * exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2); denom = sqrt(v) / sqrt(c2) + eps;
- * p.addcdiv_(m, denom, -lr / c1). Operation order kept so the 32-bit path
- * matches libtorch to float rounding. */
+/* torch::optim::Adam / AdamW: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2
+ * with g = grad + wd * p for Adam's coupled decay, p -= lr/c1 * m / (sqrt(v) /
+ * sqrt(c2) + eps) with c = 1 - beta^t. Arranged as bitsandbytes does, with one
+ * division: u = m / (sqrt(v) + eps * sqrt(c2)), lr_step = -lr * sqrt(c2) / c1;
+ * the same value as torch's expression up to float rounding. The moments keep
+ * torch's operation order (exp_avg.mul_(b1).add_(g, 1 - b1),
+ * exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2)). */
 LB_FN lb_optim_result lb_rule_adam(lb_optim_args a, float p, float g, float s1, float s2) {
   lb_optim_result r;
   g = g + a.l2 * p;
   r.s1 = s1 * a.beta1 + a.one_minus_beta1 * g;
   r.s2 = s2 * a.beta2 + a.one_minus_beta2 * g * g;
-  r.u = r.s1 / (LB_SQRT(r.s2) / a.sqrt_correction2 + a.eps);
+  r.u = r.s1 / (LB_SQRT(r.s2) + a.eps);
   return r;
 }
 
 /* LAMB (You et al. 2019, Algorithm 2): the Adam moments with bias correction,
- * u = m_hat / (sqrt(v_hat) + eps) + lambda * p; the trust ratio is applied by
- * the host through lr_step. */
+ * u = m_hat / (sqrt(v_hat) + eps) + lambda * p, computed as m * m_scale /
+ * (sqrt(v) + eps * sqrt(c2)); the trust ratio reaches it through lr_step. */
 LB_FN lb_optim_result lb_rule_lamb(lb_optim_args a, float p, float g, float s1, float s2) {
   lb_optim_result r;
   r.s1 = s1 * a.beta1 + a.one_minus_beta1 * g;
   r.s2 = s2 * a.beta2 + a.one_minus_beta2 * g * g;
-  r.u = (r.s1 / a.correction1) / (LB_SQRT(r.s2) / a.sqrt_correction2 + a.eps) + a.l2 * p;
+  r.u = r.s1 * a.m_scale / (LB_SQRT(r.s2) + a.eps) + a.l2 * p;
   return r;
 }
 

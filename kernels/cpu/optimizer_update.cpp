@@ -5,11 +5,13 @@
 // the OpenMP threads and never split; the rule is the only part that differs.
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/decoder8.h"
 #include "kernels/cpu/element_io.h"
 #include "kernels/cpu/encoder8.h"
 
@@ -47,49 +49,47 @@ struct RmspropRule {
   }
 };
 
-// max |x[i]| over n values, or -1 when one of them is NaN or infinite. The
-// magnitudes are compared as IEEE bit patterns (same order as the values; NaN
-// and inf are the largest), in sixteen lanes so the loop vectorises.
-float finite_absmax(const float* x, size_t n) {
-  constexpr size_t kLanes = 16;
-  uint32_t lane[kLanes] = {};
-  size_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (size_t k = 0; k < kLanes; ++k) lane[k] = std::max(lane[k], float_bits(x[i + k]) & 0x7fffffffu);
-  uint32_t m = 0;
-  for (; i < n; ++i) m = std::max(m, float_bits(x[i]) & 0x7fffffffu);
-  for (size_t k = 0; k < kLanes; ++k) m = std::max(m, lane[k]);
-  return m >= 0x7f800000u ? -1.0f : bits_float(m);
-}
+// Largest |x| of a block as an IEEE bit pattern (magnitudes order like their
+// bit patterns; NaN and inf are the largest), or kNonFinite when one is NaN or
+// infinite. Kept as integers so the block loop's max reductions vectorise.
+constexpr uint32_t kNonFinite = 0x7f800000u;
+inline uint32_t magnitude_bits(float x) { return float_bits(x) & 0x7fffffffu; }
+
+// Largest magnitudes of a block's new values (bit patterns, see above).
+struct BlockMax {
+  uint32_t p = 0, s1 = 0, s2 = 0;
+  bool finite() const { return p < kNonFinite && s1 < kNonFinite && s2 < kNonFinite; }
+};
 
 // One state as the block loop sees it.
 template <bool kQuantized>
 struct State {
   void* data = nullptr;
   float* absmax = nullptr;
-  const float* qmap = nullptr;
   const Encoder8* encoder = nullptr;
+  std::unique_ptr<Decoder8> decoder;
   uint8_t zero = 0;
 
   State(Buffer* values, Buffer* absmax_buf, const Buffer* qmap_buf)
-      : data(host<void>(values)), absmax(host<float>(absmax_buf)), qmap(host<const float>(qmap_buf)) {
+      : data(host<void>(values)), absmax(host<float>(absmax_buf)) {
     if (kQuantized && data) {
+      const float* qmap = host<const float>(qmap_buf);
       encoder = &Encoder8::for_code(qmap);
+      decoder = std::make_unique<Decoder8>(qmap);
       zero = uint8_t(zero_index(qmap, 256));
     }
   }
 
   void load(size_t b, size_t begin, size_t len, float* out) const {
     if constexpr (kQuantized) {
-      const uint8_t* codes = static_cast<const uint8_t*>(data) + begin;
-      const float m = absmax[b];
-      for (size_t j = 0; j < len; ++j) out[j] = qmap[codes[j]] * m;
+      decoder->decode_scaled(static_cast<const uint8_t*>(data) + begin, absmax[b], out, len);
     } else {
       std::memcpy(out, static_cast<const float*>(data) + begin, len * sizeof(float));
     }
   }
 
-  // `m` is max |values|, computed by the caller.
+  // `m` is max |values|, computed by the caller. Codes encode values * (1/m),
+  // as bitsandbytes' optimizer kernels do (one division per block).
   void store(size_t b, size_t begin, size_t len, const float* values, float m) const {
     if constexpr (kQuantized) {
       uint8_t* codes = static_cast<uint8_t*>(data) + begin;
@@ -97,7 +97,7 @@ struct State {
       if (m == 0.0f)
         std::memset(codes, zero, len);
       else
-        encoder->encode_scaled(values, m, codes, len);
+        encoder->encode_scaled(values, 1.0f / m, codes, len);
     } else {
       std::memcpy(static_cast<float*>(data) + begin, values, len * sizeof(float));
     }
@@ -126,9 +126,11 @@ class BlockStep {
       std::fill(s2, s2 + len, 0.0f);
   }
 
-  // New states into s1, s2 and new parameter values into p.
-  void apply(size_t begin, size_t len, float* p, float* s1, float* s2) const {
+  // New states into s1, s2 and new parameter values into p; returns their
+  // largest magnitudes (s2 only when it is a state).
+  BlockMax apply(size_t begin, size_t len, float* p, float* s1, float* s2) const {
     const lb_optim_args a = args_;
+    uint32_t mp = 0, m1 = 0, m2 = 0;
     for (size_t j = 0; j < len; ++j) {
       const float pj = T::load(param_[begin + j]);
       const float g = T::load(grad_[begin + j]) * a.gnorm_scale;
@@ -136,7 +138,11 @@ class BlockStep {
       s1[j] = r.s1;
       s2[j] = r.s2;
       p[j] = lb_apply_update(a, pj, r.u);
+      mp = std::max(mp, magnitude_bits(p[j]));
+      m1 = std::max(m1, magnitude_bits(r.s1));
+      if constexpr (kTwoStates) m2 = std::max(m2, magnitude_bits(r.s2));
     }
+    return {mp, m1, m2};
   }
 
   // Block partial sums of u^2 and p^2, in sixteen lanes.
@@ -179,7 +185,7 @@ class BlockStep {
 };
 
 template <typename Step>
-size_t run_update(const Step& step, size_t n, size_t blocksize, bool two_states) {
+size_t run_update(const Step& step, size_t n, size_t blocksize) {
   const ptrdiff_t nb = ptrdiff_t(num_blocks(n, int(blocksize)));
   size_t rejected = 0;
 #pragma omp parallel reduction(+ : rejected)
@@ -192,14 +198,12 @@ size_t run_update(const Step& step, size_t n, size_t blocksize, bool two_states)
       const size_t begin = size_t(b) * blocksize;
       const size_t len = std::min(n, begin + blocksize) - begin;
       step.load(size_t(b), begin, len, s1, s2);
-      step.apply(begin, len, p, s1, s2);
-      const float m1 = finite_absmax(s1, len);
-      const float m2 = two_states ? finite_absmax(s2, len) : 0.0f;
-      if (m1 < 0.0f || m2 < 0.0f || finite_absmax(p, len) < 0.0f) {
+      const BlockMax m = step.apply(begin, len, p, s1, s2);
+      if (!m.finite()) {
         ++rejected;
         continue;
       }
-      step.store(size_t(b), begin, len, p, s1, s2, m1, m2);
+      step.store(size_t(b), begin, len, p, s1, s2, bits_float(m.s1), bits_float(m.s2));
     }
   }
   return rejected;
@@ -247,7 +251,7 @@ UpdateNorms run_norms(const Step& step, size_t n, size_t blocksize) {
   return {sums.first, sums.second};
 }
 
-// Calls fn(step, two_states) with the BlockStep of the operands.
+// Calls fn(step) with the BlockStep of the operands.
 template <typename Fn>
 void with_step(const OptimizerOperands& op, const OptimizerArgs& args, Fn&& fn) {
   dispatch_float(op.param_type, [&](auto type) {
@@ -256,9 +260,9 @@ void with_step(const OptimizerOperands& op, const OptimizerArgs& args, Fn&& fn) 
       using R = decltype(rule);
       constexpr bool kTwo = decltype(two_states)::value;
       if (op.quantized)
-        fn(BlockStep<T, R, true, kTwo>(op, args), kTwo);
+        fn(BlockStep<T, R, true, kTwo>(op, args));
       else
-        fn(BlockStep<T, R, false, kTwo>(op, args), kTwo);
+        fn(BlockStep<T, R, false, kTwo>(op, args));
     };
     switch (op.rule) {
       case OptimizerRule::Adam: go(AdamRule{}, std::true_type{}); return;
@@ -298,15 +302,15 @@ std::pair<float, float> block_sum_sq(const typename T::Storage* g, size_t begin,
 
 size_t optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) {
   size_t rejected = 0;
-  with_step(op, args, [&](const auto& step, bool two_states) {
-    rejected = run_update(step, op.n, size_t(op.blocksize), two_states);
+  with_step(op, args, [&](const auto& step) {
+    rejected = run_update(step, op.n, size_t(op.blocksize));
   });
   return rejected;
 }
 
 UpdateNorms optimizer_update_norms(const OptimizerOperands& op, const OptimizerArgs& args) {
   UpdateNorms norms;
-  with_step(op, args, [&](const auto& step, bool) {
+  with_step(op, args, [&](const auto& step) {
     norms = run_norms(step, op.n, size_t(op.blocksize));
   });
   return norms;

@@ -40,6 +40,7 @@ inline float load_state(__global const void* state, int quantized, __local const
   return ((__global const float*)state)[i];
 }
 
+// Codes encode v * (1 / absmax), as the CPU twin (and bitsandbytes).
 inline void store_state(__global void* state, int quantized, __local const float* qmap,
                         float absmax, size_t i, float v) {
   if (!quantized)
@@ -47,7 +48,7 @@ inline void store_state(__global void* state, int quantized, __local const float
   else if (absmax == 0.0f)
     ((__global uchar*)state)[i] = zero_code_of(qmap);
   else
-    ((__global uchar*)state)[i] = (uchar)nearest_code(qmap, v / absmax);
+    ((__global uchar*)state)[i] = (uchar)nearest_code(qmap, v * (1.0f / absmax));
 }
 
 // Both qmaps into local memory (lq[0..255] state1, lq[256..511] state2).

@@ -36,11 +36,12 @@ TEST(Encoder8, ScaledBlockEncodingEqualsScalarEncoding) {
     for (float absmax : {1.0f, 0.37f, 3.0e-3f}) {
       std::vector<float> scaled(x.size());
       for (size_t i = 0; i < x.size(); ++i) scaled[i] = x[i] * absmax;
+      const float scale = 1.0f / absmax;
       std::vector<uint8_t> codes(x.size());
-      enc.encode_scaled(scaled.data(), absmax, codes.data(), x.size());
+      enc.encode_scaled(scaled.data(), scale, codes.data(), x.size());
       for (size_t i = 0; i < x.size(); ++i)
-        ASSERT_EQ(int(codes[i]), enc.encode(scaled[i] / absmax))
-            << (is_signed ? "signed" : "unsigned") << " x=" << scaled[i] << " absmax=" << absmax;
+        ASSERT_EQ(int(codes[i]), enc.encode(scaled[i] * scale))
+            << (is_signed ? "signed" : "unsigned") << " x=" << scaled[i] << " scale=" << scale;
     }
   }
 }

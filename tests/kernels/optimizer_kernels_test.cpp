@@ -65,11 +65,14 @@ kernels::OptimizerArgs make_args(const Case& c) {
   a.l2 = c.decoupled ? 0.0f : float(c.wd);
   a.decay = c.decoupled ? float(1 - c.lr * c.wd) : 1.0f;
   a.lr_step = float(-c.lr);
-  a.correction1 = float(c1);
-  a.sqrt_correction2 = float(std::sqrt(c2));
   a.gnorm_scale = float(kGnormScale);
-  if (c.rule == OptimizerRule::Adam) a.lr_step = float(-c.lr / c1);
-  if (c.rule == OptimizerRule::LAMB) a.lr_step = float(-c.lr * c.trust);
+  if (c.rule == OptimizerRule::Adam || c.rule == OptimizerRule::LAMB)
+    a.eps = float(c.eps * std::sqrt(c2));
+  if (c.rule == OptimizerRule::Adam) a.lr_step = float(-c.lr * std::sqrt(c2) / c1);
+  if (c.rule == OptimizerRule::LAMB) {
+    a.m_scale = float(std::sqrt(c2) / c1);
+    a.lr_step = float(-c.lr * c.trust);
+  }
   return a;
 }
 
@@ -89,7 +92,7 @@ Ref reference_step(const Case& c, double p, double g, double s1, double s2) {
       r.s2 = c.beta2 * s2 + (1 - c.beta2) * g * g;
       const double step = (r.s1 / c1) / (std::sqrt(r.s2 / c2) + c.eps);
       r.p = (c.decoupled ? p * (1 - c.lr * c.wd) : p) - c.lr * step;
-      r.u = step * c1;
+      r.u = step * c1 / std::sqrt(c2);
       break;
     }
     case OptimizerRule::LAMB:
