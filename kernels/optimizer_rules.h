@@ -3,7 +3,10 @@
  * prepended to it after shared_math.h). A rule maps (param, grad, state1,
  * state2) to new states and an update direction u; every optimizer then writes
  * p <- p * decay + lr_step * u. Same subset of C++17 / OpenCL C 1.2 as
- * shared_math.h: no pointers, no address spaces. */
+ * shared_math.h: no pointers, no address spaces. Multiply-adds are fused
+ * (one rounding) exactly where libtorch's vectorised CPU kernels fuse them
+ * (add_ with alpha, addcmul_), and nowhere else: fma is correctly rounded on
+ * both backends, so they still agree bit for bit. */
 #ifndef LOWBIT_KERNELS_OPTIMIZER_RULES_H
 #define LOWBIT_KERNELS_OPTIMIZER_RULES_H
 
@@ -11,12 +14,14 @@
 /* Separate roundings, as the CPU kernels (built with -ffp-contract=off). */
 #pragma OPENCL FP_CONTRACT OFF
 #define LB_SQRT(x) sqrt(x)
+#define LB_FMA(a, b, c) fma(a, b, c)
 #else
 #include <cmath>
 
 #include "kernels/shared_math.h"
 namespace lowbit::kernels {
 #define LB_SQRT(x) std::sqrt(x)
+#define LB_FMA(a, b, c) std::fma(a, b, c)
 #endif
 
 /* Rules, numbered as kernels::OptimizerRule. */
@@ -56,18 +61,17 @@ typedef struct {
   float u;
 } lb_optim_result;
 
-/* torch::optim::Adam / AdamW: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2
- * with g = grad + wd * p for Adam's coupled decay, p -= lr/c1 * m / (sqrt(v) /
- * sqrt(c2) + eps) with c = 1 - beta^t. Arranged as bitsandbytes does, with one
- * division: u = m / (sqrt(v) + eps * sqrt(c2)), lr_step = -lr * sqrt(c2) / c1;
- * the same value as torch's expression up to float rounding. The moments keep
- * torch's operation order (exp_avg.mul_(b1).add_(g, 1 - b1),
- * exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2)). */
+/* torch::optim::Adam / AdamW: g = grad + wd * p for Adam's coupled decay
+ * (grad.add(p, wd)), m = b1 m + (1 - b1) g (exp_avg.mul_(b1).add_(g, 1 - b1)),
+ * v = b2 v + (1 - b2) g^2 (exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2)), then
+ * p -= lr/c1 * m / (sqrt(v) / sqrt(c2) + eps) with c = 1 - beta^t, arranged as
+ * bitsandbytes does with one division: u = m / (sqrt(v) + eps * sqrt(c2)),
+ * lr_step = -lr * sqrt(c2) / c1 (torch's value up to float rounding). */
 LB_FN lb_optim_result lb_rule_adam(lb_optim_args a, float p, float g, float s1, float s2) {
   lb_optim_result r;
-  g = g + a.l2 * p;
-  r.s1 = s1 * a.beta1 + a.one_minus_beta1 * g;
-  r.s2 = s2 * a.beta2 + a.one_minus_beta2 * g * g;
+  g = LB_FMA(p, a.l2, g);
+  r.s1 = LB_FMA(g, a.one_minus_beta1, s1 * a.beta1);
+  r.s2 = LB_FMA(a.one_minus_beta2 * g, g, s2 * a.beta2);
   r.u = r.s1 / (LB_SQRT(r.s2) + a.eps);
   return r;
 }
@@ -77,33 +81,34 @@ LB_FN lb_optim_result lb_rule_adam(lb_optim_args a, float p, float g, float s1, 
  * (sqrt(v) + eps * sqrt(c2)); the trust ratio reaches it through lr_step. */
 LB_FN lb_optim_result lb_rule_lamb(lb_optim_args a, float p, float g, float s1, float s2) {
   lb_optim_result r;
-  r.s1 = s1 * a.beta1 + a.one_minus_beta1 * g;
-  r.s2 = s2 * a.beta2 + a.one_minus_beta2 * g * g;
-  r.u = r.s1 * a.m_scale / (LB_SQRT(r.s2) + a.eps) + a.l2 * p;
+  r.s1 = LB_FMA(g, a.one_minus_beta1, s1 * a.beta1);
+  r.s2 = LB_FMA(a.one_minus_beta2 * g, g, s2 * a.beta2);
+  r.u = LB_FMA(a.l2, p, r.s1 * a.m_scale / (LB_SQRT(r.s2) + a.eps));
   return r;
 }
 
 /* Lion (Chen et al. 2023, Algorithm 2): u = sign(b1 m + (1 - b1) g), then
- * m = b2 m + (1 - b2) g. sign(0) = 0. */
+ * m = b2 m + (1 - b2) g, each written as mul_ then add_ with alpha.
+ * sign(0) = 0. */
 LB_FN lb_optim_result lb_rule_lion(lb_optim_args a, float p, float g, float s1, float s2) {
   lb_optim_result r;
-  const float c = s1 * a.beta1 + a.one_minus_beta1 * g;
+  const float c = LB_FMA(g, a.one_minus_beta1, s1 * a.beta1);
   r.u = c > 0.0f ? 1.0f : (c < 0.0f ? -1.0f : 0.0f);
-  r.s1 = s1 * a.beta2 + a.one_minus_beta2 * g;
+  r.s1 = LB_FMA(g, a.one_minus_beta2, s1 * a.beta2);
   r.s2 = s2;
   (void)p;
   return r;
 }
 
-/* torch::optim::RMSprop (not centered): grad.add(p, wd);
- * square_avg.mul_(alpha).addcmul_(g, g, 1 - alpha); avg = sqrt(s) + eps;
- * with momentum buf.mul_(momentum).addcdiv_(g, avg) and p.add_(buf, -lr),
- * else p.addcdiv_(g, avg, -lr). Without momentum state2 reads as 0 and
- * beta2 is 0, so u = 0 * 0 + g / avg = g / avg exactly. */
+/* torch::optim::RMSprop (not centered): g = grad + wd * p (grad.add(p, wd)),
+ * s = alpha s + (1 - alpha) g^2 (square_avg.mul_(alpha).addcmul_(g, g,
+ * 1 - alpha)), avg = sqrt(s) + eps; with momentum b = momentum * b + g / avg
+ * (buf.mul_(momentum).addcdiv_(g, avg)) and u = b, else u = g / avg. Without
+ * momentum state2 reads as 0 and beta2 is 0, so u = 0 * 0 + g / avg exactly. */
 LB_FN lb_optim_result lb_rule_rmsprop(lb_optim_args a, float p, float g, float s1, float s2) {
   lb_optim_result r;
-  g = g + a.l2 * p;
-  r.s1 = s1 * a.beta1 + a.one_minus_beta1 * g * g;
+  g = LB_FMA(p, a.l2, g);
+  r.s1 = LB_FMA(a.one_minus_beta1 * g, g, s1 * a.beta1);
   r.s2 = s2 * a.beta2 + g / (LB_SQRT(r.s1) + a.eps);
   r.u = r.s2;
   return r;
@@ -118,8 +123,11 @@ LB_FN lb_optim_result lb_rule(int rule, lb_optim_args a, float p, float g, float
   return lb_rule_adam(a, p, g, s1, s2);
 }
 
-/* The one rule every optimizer shares: decoupled decay, then the step. */
-LB_FN float lb_apply_update(lb_optim_args a, float p, float u) { return p * a.decay + a.lr_step * u; }
+/* The one rule every optimizer shares: decoupled decay, then the step (fused,
+ * as torch's p.add_(buf, -lr)). */
+LB_FN float lb_apply_update(lb_optim_args a, float p, float u) {
+  return LB_FMA(a.lr_step, u, p * a.decay);
+}
 
 #ifndef __OPENCL_VERSION__
 }  // namespace lowbit::kernels
