@@ -1,22 +1,31 @@
-# lowbit_embed_opencl(<out_var> <prelude> <cl files...>)
-# Wraps each .cl file, with the shared prelude (C code common to both backends)
-# in front, into a generated .cpp defining `const char* lowbit_cl_source_<name>()`,
-# and writes a registry defining
+# lowbit_embed_opencl(<out_var> <preludes> <cl files...>)
+# Wraps each .cl file, with the preludes in front (a ;-list of files, in order:
+# C code shared with the CPU kernels, helpers common to every program), into a
+# generated .cpp defining `const char* lowbit_cl_source_<name>()`, and writes a
+# registry defining
 #   const char* lowbit_cl_embedded_source(const std::string& name);  // nullptr if unknown
+#   const char* lowbit_cl_prelude_files();  // the preludes, ;-separated, relative to this folder
 # The generated sources are appended to <out_var>; each is regenerated when its
-# .cl file or the prelude changes.
+# .cl file or a prelude changes.
 set(LOWBIT_EMBED_SCRIPT "${CMAKE_CURRENT_LIST_DIR}/embed_opencl_file.cmake")
 
-function(lowbit_embed_opencl out_var prelude)
+function(lowbit_embed_opencl out_var preludes)
   set(generated)
+  # A ;-list cannot cross the command line as one -D value: join with '|'.
+  string(REPLACE ";" "|" prelude_arg "${preludes}")
+  set(relative_preludes)
+  foreach(prelude IN LISTS preludes)
+    file(RELATIVE_PATH rel "${CMAKE_CURRENT_SOURCE_DIR}" "${prelude}")
+    list(APPEND relative_preludes "${rel}")
+  endforeach()
   foreach(cl IN LISTS ARGN)
     get_filename_component(name "${cl}" NAME_WE)
     set(out "${CMAKE_CURRENT_BINARY_DIR}/cl_${name}.cpp")
     add_custom_command(
       OUTPUT "${out}"
-      COMMAND ${CMAKE_COMMAND} -DNAME=${name} -DPRELUDE=${prelude} -DINPUT=${cl} -DOUTPUT=${out}
-              -P "${LOWBIT_EMBED_SCRIPT}"
-      DEPENDS "${cl}" "${prelude}" "${LOWBIT_EMBED_SCRIPT}"
+      COMMAND ${CMAKE_COMMAND} -DNAME=${name} "-DPRELUDES=${prelude_arg}" -DINPUT=${cl}
+              -DOUTPUT=${out} -P "${LOWBIT_EMBED_SCRIPT}"
+      DEPENDS "${cl}" ${preludes} "${LOWBIT_EMBED_SCRIPT}"
       COMMENT "Embedding OpenCL source ${name}.cl"
       VERBATIM)
     list(APPEND generated "${out}")
@@ -28,6 +37,7 @@ function(lowbit_embed_opencl out_var prelude)
   string(APPEND content "${declarations}")
   string(APPEND content "const char* lowbit_cl_embedded_source(const std::string& name) {\n")
   string(APPEND content "${lookups}  return nullptr;\n}\n")
+  string(APPEND content "const char* lowbit_cl_prelude_files() { return \"${relative_preludes}\"; }\n")
   file(CONFIGURE OUTPUT "${registry}" CONTENT "${content}" @ONLY)
   list(APPEND generated "${registry}")
   set(${out_var} ${${out_var}} ${generated} PARENT_SCOPE)

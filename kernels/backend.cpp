@@ -19,6 +19,16 @@ void check_float_type(DType t, const char* op, const char* what) {
 
 }  // namespace
 
+const char* optimizer_rule_name(OptimizerRule rule) {
+  switch (rule) {
+    case OptimizerRule::Adam: return "adam";
+    case OptimizerRule::LAMB: return "lamb";
+    case OptimizerRule::Lion: return "lion";
+    case OptimizerRule::RMSprop: return "rmsprop";
+  }
+  return "unknown";
+}
+
 std::unique_ptr<Buffer> Backend::wrap_host(void*, size_t) { return nullptr; }
 
 void Backend::check_buffer(const Buffer& b, size_t bytes, const char* op, const char* what) const {
@@ -151,6 +161,60 @@ void Backend::gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit&
   check_buffer(dx, m * w.in_features * dtype_size(dtype), op, "dx");
   if (m == 0) return;
   do_gemm_4bit_input_grad(dy, m, w, dx, dtype);
+}
+
+void Backend::check_optimizer_operands(const OptimizerOperands& op, const char* name) const {
+  const int rule = int(op.rule);
+  LOWBIT_CHECK(rule >= 0 && rule <= int(OptimizerRule::RMSprop), name, ": unknown rule ", rule);
+  const char* rule_name = optimizer_rule_name(op.rule);
+  check_blocksize(op.blocksize, kMinBlocksize8bit, name);
+  check_float_type(op.param_type, name, "param");
+  LOWBIT_CHECK(op.param && op.grad && op.state1, name, ": param, grad and state1 are required");
+  const size_t n = op.n;
+  check_buffer(*op.param, n * dtype_size(op.param_type), name, "param");
+  check_buffer(*op.grad, n * dtype_size(op.param_type), name, "grad");
+  const bool two_states = op.rule == OptimizerRule::Adam || op.rule == OptimizerRule::LAMB;
+  LOWBIT_CHECK(!two_states || op.state2, name, ": rule ", rule_name, " needs state2");
+  LOWBIT_CHECK(op.rule != OptimizerRule::Lion || !op.state2, name, ": rule ", rule_name,
+               " has one state; state2 must be null");
+  const auto check_state = [&](const Buffer* state, const Buffer* absmax, const Buffer* qmap,
+                               const char* what, const char* absmax_name, const char* qmap_name) {
+    if (!state) return;
+    if (!op.quantized) {
+      check_buffer(*state, n * sizeof(float), name, what);
+      return;
+    }
+    LOWBIT_CHECK(absmax && qmap, name, ": 8-bit ", what, " needs ", absmax_name, " and ",
+                 qmap_name);
+    check_buffer(*state, n, name, what);
+    check_buffer(*absmax, num_blocks(n, op.blocksize) * sizeof(float), name, absmax_name);
+    check_buffer(*qmap, 256 * sizeof(float), name, qmap_name);
+  };
+  check_state(op.state1, op.absmax1, op.qmap1, "state1", "absmax1", "qmap1");
+  check_state(op.state2, op.absmax2, op.qmap2, "state2", "absmax2", "qmap2");
+}
+
+size_t Backend::optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) {
+  check_optimizer_operands(op, "optimizer_update");
+  if (op.n == 0) return 0;
+  return do_optimizer_update(op, args);
+}
+
+UpdateNorms Backend::optimizer_update_norms(const OptimizerOperands& op,
+                                            const OptimizerArgs& args) {
+  check_optimizer_operands(op, "optimizer_update_norms");
+  if (op.n == 0) return {};
+  return do_optimizer_update_norms(op, args);
+}
+
+GradientStats Backend::gradient_stats(const Buffer& grad, DType grad_type, size_t n,
+                                      int blocksize) {
+  const char* op = "gradient_stats";
+  check_blocksize(blocksize, kMinBlocksize8bit, op);
+  check_float_type(grad_type, op, "grad");
+  check_buffer(grad, n * dtype_size(grad_type), op, "grad");
+  if (n == 0) return {};
+  return do_gradient_stats(grad, grad_type, n, blocksize);
 }
 
 }  // namespace lowbit::kernels

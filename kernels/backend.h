@@ -13,6 +13,7 @@
 #include "kernels/codebook.h"
 #include "kernels/dtype.h"
 #include "kernels/error.h"
+#include "kernels/optimizer_rules.h"
 
 namespace lowbit::kernels {
 
@@ -79,6 +80,52 @@ struct Weight4bit {
   bool double_quant() const { return nested_absmax != nullptr; }
 };
 
+// ---- optimizers: types of the optimizer ops below ----
+
+// The per-element rules of kernels/optimizer_rules.h (values are LB_RULE_*).
+enum class OptimizerRule : uint8_t { Adam = 0, LAMB = 1, Lion = 2, RMSprop = 3 };
+
+const char* optimizer_rule_name(OptimizerRule rule);
+
+// Hyper-parameters of one step (fields documented in optimizer_rules.h).
+using OptimizerArgs = lb_optim_args;
+
+// The operands of one optimizer step over `n` elements. The gradient has the
+// parameter's dtype. States are 8-bit codes of `qmap1` / `qmap2` (256 sorted
+// floats) with one float32 absmax per block of `blocksize` when `quantized`,
+// else float32 arrays (absmax and qmap unused). state2 is required by Adam and
+// LAMB, optional for RMSprop (its momentum buffer), absent for Lion. Blocks
+// are also the unit of the non-finite guard and of the norm partial sums.
+struct OptimizerOperands {
+  OptimizerRule rule = OptimizerRule::Adam;
+  size_t n = 0;
+  Buffer* param = nullptr;
+  DType param_type = DType::F32;
+  const Buffer* grad = nullptr;
+  bool quantized = true;
+  int blocksize = 256;
+  Buffer* state1 = nullptr;
+  Buffer* absmax1 = nullptr;
+  const Buffer* qmap1 = nullptr;
+  Buffer* state2 = nullptr;
+  Buffer* absmax2 = nullptr;
+  const Buffer* qmap2 = nullptr;
+};
+
+// Sums over a tensor, accumulated as float per block and in double across
+// blocks in a fixed order, so a result does not depend on the thread count.
+struct UpdateNorms {
+  double update_sq = 0;  // sum of u^2 (u: the rule's update direction)
+  double param_sq = 0;   // sum of p^2 before the step
+};
+
+struct GradientStats {
+  double sum_sq = 0;  // sum of g^2
+  // False when an element is NaN or infinite, or a block's sum of squares
+  // overflows float32 (|g| beyond ~1e18: the squared state would overflow).
+  bool finite = true;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -135,6 +182,22 @@ class Backend {
   void gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w, Buffer& dx,
                             DType dtype);
 
+  // ---- optimizers ----
+  // One fused step (bitsandbytes' optimizer_update_8bit_blockwise / _32bit):
+  // per block, dequantize the states with the block's absmax, apply the rule,
+  // write the parameter, requantize the states with a fresh absmax m: code =
+  // nearest qmap entry to s * (1/m) (bitsandbytes' optimizer kernels also
+  // multiply by the reciprocal; quantize_blockwise divides), ties low; an
+  // all-zero block takes the qmap entry of smallest magnitude. A block whose new parameter or states would not be
+  // finite is left unchanged; the return value counts such blocks.
+  size_t optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args);
+  // The sums LAMB's trust ratio and max_unorm need, for the step `args`
+  // describes, without writing anything.
+  UpdateNorms optimizer_update_norms(const OptimizerOperands& op, const OptimizerArgs& args);
+  // Sum of squares of a gradient and whether it is finite (percentile
+  // clipping and the optimizers' non-finite check, in one read of g).
+  GradientStats gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize);
+
  protected:
   virtual void do_copy(const Buffer& src, Buffer& dst, size_t bytes) = 0;
   virtual void do_quantize_blockwise(const Buffer& x, DType x_type, size_t n, int blocksize,
@@ -154,10 +217,19 @@ class Backend {
   virtual void do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w,
                                        Buffer& dx, DType dtype) = 0;
 
+  virtual size_t do_optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) = 0;
+  virtual UpdateNorms do_optimizer_update_norms(const OptimizerOperands& op,
+                                                const OptimizerArgs& args) = 0;
+  virtual GradientStats do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
+                                          int blocksize) = 0;
+
   // Throws unless `b` belongs to this backend and holds at least `bytes`.
   void check_buffer(const Buffer& b, size_t bytes, const char* op, const char* what) const;
   // Throws unless the weight's buffers belong here and match its shape.
   void check_weight4bit(const Weight4bit& w, const char* op) const;
+
+ private:
+  void check_optimizer_operands(const OptimizerOperands& op, const char* name) const;
 };
 
 // Which backend to use: "auto" (an OpenCL GPU if one is present, else the CPU),

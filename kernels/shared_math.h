@@ -1,8 +1,7 @@
 /* Scalar rules shared verbatim by the CPU kernels (compiled as C++) and the
  * OpenCL programs (this file is prepended to every .cl source at build time),
  * so both backends hash and round identically. Written in the common subset of
- * C++17 and OpenCL C 1.2: no pointers, no address spaces, 32-bit integers,
- * except for one OpenCL-only section: the element access all programs share. */
+ * C++17 and OpenCL C 1.2: no pointers, no address spaces, 32-bit integers. */
 #ifndef LOWBIT_KERNELS_SHARED_MATH_H
 #define LOWBIT_KERNELS_SHARED_MATH_H
 
@@ -54,29 +53,6 @@ LB_FN lb_u32 lb_bf16_bits(float f) {
   u += 0x7fffU + ((u >> 16) & 1U);
   return u >> 16;
 }
-
-#ifdef __OPENCL_VERSION__
-/* Element access for every OpenCL program: dtypes numbered as kernels::DType,
- * float16 and bfloat16 rounded to nearest even on store (as the CPU does). */
-#define LB_F32 0
-#define LB_F16 1
-#define LB_BF16 2
-
-inline float load_elem(__global const void* p, int type, size_t i) {
-  if (type == LB_F32) return ((__global const float*)p)[i];
-  if (type == LB_F16) return vload_half(i, (__global const half*)p);
-  return as_float(((uint)((__global const ushort*)p)[i]) << 16);
-}
-
-inline void store_elem(__global void* p, int type, size_t i, float v) {
-  if (type == LB_F32)
-    ((__global float*)p)[i] = v;
-  else if (type == LB_F16)
-    vstore_half_rte(v, i, (__global half*)p);
-  else
-    ((__global ushort*)p)[i] = (ushort)lb_bf16_bits(v);
-}
-#endif
 
 #ifndef __OPENCL_VERSION__
 }  // namespace lowbit::kernels

@@ -129,4 +129,18 @@ void CpuBackend::do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weigh
   cpu::gemm_4bit_input_grad(as<void>(dy), m, view_of(w), as<void>(dx), dtype);
 }
 
+size_t CpuBackend::do_optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) {
+  return cpu::optimizer_update(op, args);
+}
+
+UpdateNorms CpuBackend::do_optimizer_update_norms(const OptimizerOperands& op,
+                                                  const OptimizerArgs& args) {
+  return cpu::optimizer_update_norms(op, args);
+}
+
+GradientStats CpuBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
+                                            int blocksize) {
+  return cpu::gradient_stats(as<void>(grad), grad_type, n, blocksize);
+}
+
 }  // namespace lowbit::kernels::cpu

@@ -44,6 +44,11 @@ class CpuBackend final : public Backend {
                         Buffer& absmax, Buffer& packed) override;
   void do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n, int blocksize,
                           Format4 format, Buffer& out, DType out_type) override;
+  size_t do_optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) override;
+  UpdateNorms do_optimizer_update_norms(const OptimizerOperands& op,
+                                        const OptimizerArgs& args) override;
+  GradientStats do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
+                                  int blocksize) override;
 
   // 4-bit matmul
   void do_gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Buffer* bias, Buffer& y,

@@ -25,4 +25,9 @@ void quantize_4bit(const void* x, DType x_type, size_t n, int blocksize, Format4
 void dequantize_4bit(const uint8_t* packed, const float* absmax, size_t n, int blocksize,
                      Format4 format, void* out, DType out_type);
 
+// Optimizers (optimizer_update.cpp). The operands' buffers are CpuBackend buffers.
+size_t optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args);
+UpdateNorms optimizer_update_norms(const OptimizerOperands& op, const OptimizerArgs& args);
+GradientStats gradient_stats(const void* grad, DType grad_type, size_t n, int blocksize);
+
 }  // namespace lowbit::kernels::cpu

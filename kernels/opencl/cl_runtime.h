@@ -105,7 +105,7 @@ class DeviceContext {
   std::map<std::pair<std::string, std::string>, ProgramHandle> programs_;
 };
 
-// The OpenCL C source (shared prelude included) of program `name`: embedded at
+// The OpenCL C source (preludes included) of program `name`: embedded at
 // build time, or read from $LOWBIT_OPENCL_SOURCE_DIR (the kernels/ folder of a
 // checkout) when that is set, for editing kernels without rebuilding.
 std::string program_source(const std::string& name);

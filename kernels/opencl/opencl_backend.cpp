@@ -1,6 +1,7 @@
 #include "kernels/opencl/opencl_backend.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace lowbit::kernels::opencl {
@@ -18,12 +19,19 @@ void set_arg(cl_kernel k, cl_uint i, const Buffer& b) {
   const cl_mem m = mem_of(b);
   LOWBIT_CL_CHECK(clSetKernelArg(k, i, sizeof(cl_mem), &m));
 }
+// A null buffer pointer passes a null cl_mem (an absent optional operand).
+void set_arg(cl_kernel k, cl_uint i, const Buffer* b) {
+  const cl_mem m = b ? mem_of(*b) : nullptr;
+  LOWBIT_CL_CHECK(clSetKernelArg(k, i, sizeof(cl_mem), &m));
+}
+void set_arg(cl_kernel k, cl_uint i, const OptimizerArgs& a) {
+  LOWBIT_CL_CHECK(clSetKernelArg(k, i, sizeof(a), &a));
+}
 void set_arg(cl_kernel k, cl_uint i, LocalBytes l) {
   LOWBIT_CL_CHECK(clSetKernelArg(k, i, l.bytes, nullptr));
 }
-template <typename T>
+template <typename T, typename = std::enable_if_t<std::is_arithmetic_v<T>>>
 void set_arg(cl_kernel k, cl_uint i, const T& v) {
-  static_assert(std::is_arithmetic_v<T>, "scalar kernel argument");
   LOWBIT_CL_CHECK(clSetKernelArg(k, i, sizeof(T), &v));
 }
 
@@ -253,6 +261,83 @@ void OpenClBackend::do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const We
                                             Buffer& dx, DType dtype) {
   std::lock_guard<std::mutex> lock(mutex_);
   launch_gemm(dy, m, w.in_features, w.out_features, false, w, nullptr, dx, dtype);
+}
+
+Buffer& OpenClBackend::scratch(size_t bytes) {
+  if (!scratch_ || scratch_->bytes() < bytes) scratch_ = allocate(std::max<size_t>(bytes, 4096));
+  return *scratch_;
+}
+
+size_t OpenClBackend::optimizer_group_size(cl_kernel k, int blocksize) const {
+  const size_t local = group_size(k, std::min<size_t>(size_t(blocksize), 256));
+  LOWBIT_CHECK(size_t(blocksize) <= 16 * local, "optimizer kernels on ", ctx_.info().label,
+               ": block size ", blocksize, " needs work-groups of ", blocksize / 16,
+               " items but the device allows ", local);
+  return local;
+}
+
+size_t OpenClBackend::do_optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cl_kernel k = kernel("optimizer", "optimizer_update");
+  const size_t local = optimizer_group_size(k, op.blocksize);
+  Buffer& rejected = scratch(sizeof(cl_uint));
+  const cl_uint zero = 0;
+  LOWBIT_CL_CHECK(clEnqueueFillBuffer(ctx_.queue(), mem_of(rejected), &zero, sizeof(zero), 0,
+                                      sizeof(zero), 0, nullptr, nullptr));
+  set_args(k, cl_int(op.rule), args, cl_ulong(op.n), cl_uint(op.blocksize), cl_int(op.quantized),
+           cl_int(op.state2 != nullptr), op.param, cl_int(op.param_type), op.grad, op.state1,
+           op.absmax1, op.qmap1, op.state2, op.absmax2, op.qmap2, rejected,
+           LocalBytes{local * sizeof(float)}, LocalBytes{512 * sizeof(float)});
+  launch(k, num_blocks(op.n, op.blocksize) * local, local);
+  cl_uint count = 0;
+  LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(rejected), CL_TRUE, 0, sizeof(count),
+                                      &count, 0, nullptr, nullptr));
+  return count;
+}
+
+UpdateNorms OpenClBackend::do_optimizer_update_norms(const OptimizerOperands& op,
+                                                     const OptimizerArgs& args) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cl_kernel k = kernel("optimizer", "optimizer_update_norms");
+  const size_t local = optimizer_group_size(k, op.blocksize);
+  const size_t nb = num_blocks(op.n, op.blocksize);
+  Buffer& partial = scratch(2 * nb * sizeof(float));
+  set_args(k, cl_int(op.rule), args, cl_ulong(op.n), cl_uint(op.blocksize), cl_int(op.quantized),
+           cl_int(op.state2 != nullptr), op.param, cl_int(op.param_type), op.grad, op.state1,
+           op.absmax1, op.qmap1, op.state2, op.absmax2, op.qmap2, partial,
+           LocalBytes{local * sizeof(float)}, LocalBytes{512 * sizeof(float)});
+  launch(k, nb * local, local);
+  std::vector<float> host(2 * nb);
+  LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(partial), CL_TRUE, 0,
+                                      host.size() * sizeof(float), host.data(), 0, nullptr,
+                                      nullptr));
+  UpdateNorms norms;
+  for (size_t b = 0; b < nb; ++b) {
+    norms.update_sq += host[2 * b];
+    norms.param_sq += host[2 * b + 1];
+  }
+  return norms;
+}
+
+GradientStats OpenClBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
+                                               int blocksize) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cl_kernel k = kernel("optimizer", "gradient_stats");
+  const size_t local = group_size(k, std::min<size_t>(size_t(blocksize), 256));
+  const size_t nb = num_blocks(n, blocksize);
+  Buffer& partial = scratch(nb * sizeof(float));
+  set_args(k, grad, cl_int(grad_type), cl_ulong(n), cl_uint(blocksize), partial,
+           LocalBytes{local * sizeof(float)});
+  launch(k, nb * local, local);
+  std::vector<float> host(nb);
+  LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(partial), CL_TRUE, 0,
+                                      nb * sizeof(float), host.data(), 0, nullptr, nullptr));
+  GradientStats stats;
+  for (float s : host) {
+    stats.sum_sq += s;
+    if (!std::isfinite(s)) stats.finite = false;
+  }
+  return stats;
 }
 
 }  // namespace lowbit::kernels::opencl

@@ -44,6 +44,11 @@ class OpenClBackend final : public Backend {
                         Buffer& absmax, Buffer& packed) override;
   void do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n, int blocksize,
                           Format4 format, Buffer& out, DType out_type) override;
+  size_t do_optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) override;
+  UpdateNorms do_optimizer_update_norms(const OptimizerOperands& op,
+                                        const OptimizerArgs& args) override;
+  GradientStats do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
+                                  int blocksize) override;
 
   // 4-bit matmul
   void do_gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Buffer* bias, Buffer& y,
@@ -67,6 +72,12 @@ class OpenClBackend final : public Backend {
     std::unique_ptr<Buffer> sorted_code;
   };
   const Table4& table4(Format4 format);
+  // A device buffer of at least `bytes` reused by the optimizer ops for their
+  // per-block partial sums and counters (grown on demand, under `mutex_`).
+  Buffer& scratch(size_t bytes);
+  // Group size of an optimizer kernel for `blocksize`: each work-item holds at
+  // most 16 elements of its block (LB_MAX_PER_ITEM in optimizer.cl).
+  size_t optimizer_group_size(cl_kernel k, int blocksize) const;
 
   // 4-bit matmul plumbing (gemm_4bit.cl).
   void set_weight_args(cl_kernel k, cl_uint first, const Weight4bit& w);
@@ -78,6 +89,7 @@ class OpenClBackend final : public Backend {
   std::mutex mutex_;
   std::map<std::string, KernelHandle> kernels_;
   Table4 tables_[2];
+  std::unique_ptr<Buffer> scratch_;
 };
 
 }  // namespace lowbit::kernels::opencl

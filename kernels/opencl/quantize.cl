@@ -20,24 +20,6 @@ inline float group_absmax(__global const void* x, int type, size_t begin, size_t
   return m;
 }
 
-// Number of midpoints (code[k] + code[k+1]) * 0.5 strictly below r.
-inline int nearest_code(__local const float* code, float r) {
-  int pos = 0;
-  for (int step = 128; step > 0; step >>= 1) {
-    const int k = pos + step - 1;
-    pos += (r > (code[k] + code[k + 1]) * 0.5f) ? step : 0;
-  }
-  return pos;
-}
-
-// Entry of smallest magnitude (first on a tie), for all-zero blocks.
-inline uchar zero_code_of(__local const float* code) {
-  int best = 0;
-  for (int k = 1; k < 256; ++k)
-    if (fabs(code[k]) < fabs(code[best])) best = k;
-  return (uchar)best;
-}
-
 inline int stochastic_code(__local const float* code, float r, float u) {
   if (r <= code[0]) return 0;
   if (r >= code[255]) return 255;

@@ -1,0 +1,68 @@
+#include "kernels/cpu/decoder8.h"
+
+#ifdef __AVX512VBMI__
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cstring>
+
+namespace lowbit::kernels::cpu {
+namespace {
+
+#ifdef __AVX512VBMI__
+// After the byte-plane lookups, two rounds of in-lane unpacking leave float r
+// of 128-bit lane L holding byte position 16L + 4r + j (j = 0..3). Feeding the
+// codes through this permutation first puts element 16r + 4L + j there, so
+// the four result registers come out in element order.
+__m512i element_order() {
+  alignas(64) uint8_t idx[64];
+  for (int lane = 0; lane < 4; ++lane)
+    for (int r = 0; r < 4; ++r)
+      for (int j = 0; j < 4; ++j) idx[16 * lane + 4 * r + j] = uint8_t(16 * r + 4 * lane + j);
+  return _mm512_load_si512(idx);
+}
+#endif
+
+}  // namespace
+
+Decoder8::Decoder8(const float* code) {
+  std::copy(code, code + 256, code_.begin());
+  for (int c = 0; c < 256; ++c) {
+    uint8_t bytes[4];
+    std::memcpy(bytes, &code_[size_t(c)], 4);
+    for (int k = 0; k < 4; ++k) planes_[k][c] = bytes[k];
+  }
+}
+
+void Decoder8::decode_scaled(const uint8_t* codes, float absmax, float* out, size_t n) const {
+  size_t i = 0;
+#ifdef __AVX512VBMI__
+  const __m512i order = element_order();
+  const __m512 m = _mm512_set1_ps(absmax);
+  __m512i table[4][4];
+  for (int k = 0; k < 4; ++k)
+    for (int q = 0; q < 4; ++q) table[k][q] = _mm512_load_si512(&planes_[k][64 * q]);
+  for (; i + 64 <= n; i += 64) {
+    const __m512i c = _mm512_permutexvar_epi8(order, _mm512_loadu_si512(codes + i));
+    const __mmask64 upper = _mm512_movepi8_mask(c);  // code >= 128
+    __m512i plane[4];
+    for (int k = 0; k < 4; ++k) {
+      const __m512i lo = _mm512_permutex2var_epi8(table[k][0], c, table[k][1]);
+      const __m512i hi = _mm512_permutex2var_epi8(table[k][2], c, table[k][3]);
+      plane[k] = _mm512_mask_blend_epi8(upper, lo, hi);
+    }
+    const __m512i b01_lo = _mm512_unpacklo_epi8(plane[0], plane[1]);
+    const __m512i b01_hi = _mm512_unpackhi_epi8(plane[0], plane[1]);
+    const __m512i b23_lo = _mm512_unpacklo_epi8(plane[2], plane[3]);
+    const __m512i b23_hi = _mm512_unpackhi_epi8(plane[2], plane[3]);
+    const __m512i f[4] = {_mm512_unpacklo_epi16(b01_lo, b23_lo), _mm512_unpackhi_epi16(b01_lo, b23_lo),
+                          _mm512_unpacklo_epi16(b01_hi, b23_hi), _mm512_unpackhi_epi16(b01_hi, b23_hi)};
+    for (int r = 0; r < 4; ++r)
+      _mm512_storeu_ps(out + i + 16 * r, _mm512_mul_ps(_mm512_castsi512_ps(f[r]), m));
+  }
+#endif
+  for (; i < n; ++i) out[i] = code_[codes[i]] * absmax;
+}
+
+}  // namespace lowbit::kernels::cpu

@@ -1,0 +1,98 @@
+#include "optim/adam8bit.h"
+
+#include <cmath>
+
+#include <torch/optim/serialize.h>
+
+#include "optim/hyperparameter_checks.h"
+
+namespace lowbit::optim {
+namespace {
+
+const char* name_of(bool decoupled) { return decoupled ? "AdamW8bit" : "Adam8bit"; }
+
+}  // namespace
+
+template <bool kDecoupled>
+void AdamFamily8bitOptions<kDecoupled>::serialize(torch::serialize::OutputArchive& archive) const {
+  _TORCH_OPTIM_SERIALIZE_TORCH_ARG(lr);
+  _TORCH_OPTIM_SERIALIZE_TORCH_ARG(betas);
+  _TORCH_OPTIM_SERIALIZE_TORCH_ARG(eps);
+  _TORCH_OPTIM_SERIALIZE_TORCH_ARG(weight_decay);
+  _TORCH_OPTIM_SERIALIZE_TORCH_ARG(amsgrad);
+  this->state_settings().save(archive);
+}
+
+template <bool kDecoupled>
+void AdamFamily8bitOptions<kDecoupled>::serialize(torch::serialize::InputArchive& archive) {
+  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(double, lr);
+  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(betas_t, betas);
+  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(double, eps);
+  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(double, weight_decay);
+  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(bool, amsgrad);
+  this->state_settings().load(archive);
+}
+
+template <bool kDecoupled>
+bool AdamFamily8bitOptions<kDecoupled>::operator==(const AdamFamily8bitOptions& o) const {
+  return lr() == o.lr() && betas() == o.betas() && eps() == o.eps() &&
+         weight_decay() == o.weight_decay() && amsgrad() == o.amsgrad() &&
+         this->state_settings() == o.state_settings();
+}
+
+template <bool kDecoupled>
+AdamFamily8bit<kDecoupled>::AdamFamily8bit(
+    std::vector<torch::optim::OptimizerParamGroup> param_groups, Options defaults,
+    std::shared_ptr<kernels::Backend> backend)
+    : Optimizer8bit(name_of(kDecoupled), std::move(param_groups),
+                    std::make_unique<Options>(defaults), std::move(backend)) {
+  check_groups();
+}
+
+template <bool kDecoupled>
+const StateSettings& AdamFamily8bit<kDecoupled>::settings(
+    const torch::optim::OptimizerOptions& group) const {
+  return static_cast<const Options&>(group).state_settings();
+}
+
+template <bool kDecoupled>
+void AdamFamily8bit<kDecoupled>::check_options(const torch::optim::OptimizerOptions& group) const {
+  const auto& o = static_cast<const Options&>(group);
+  const char* name = name_of(kDecoupled);
+  check_non_negative(name, "learning rate", o.lr());
+  check_non_negative(name, "epsilon", o.eps());
+  check_beta(name, "betas[0]", std::get<0>(o.betas()));
+  check_beta(name, "betas[1]", std::get<1>(o.betas()));
+  check_non_negative(name, "weight_decay", o.weight_decay());
+  TORCH_CHECK(!o.amsgrad(), name, ": amsgrad is not supported with 8-bit states (bitsandbytes "
+              "does not support it either); use torch::optim::", kDecoupled ? "AdamW" : "Adam");
+}
+
+template <bool kDecoupled>
+kernels::OptimizerArgs AdamFamily8bit<kDecoupled>::step_args(
+    const torch::optim::OptimizerOptions& group, int64_t step, double lr_scale) const {
+  const auto& o = static_cast<const Options&>(group);
+  const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
+  const double lr = o.lr(), wd = o.weight_decay();
+  // libtorch's bias corrections, in double.
+  const double c1 = 1 - std::pow(beta1, double(step));
+  const double sqrt_c2 = std::sqrt(1 - std::pow(beta2, double(step)));
+  kernels::OptimizerArgs a{};
+  a.beta1 = float(beta1);
+  a.one_minus_beta1 = float(1 - beta1);
+  a.beta2 = float(beta2);
+  a.one_minus_beta2 = float(1 - beta2);
+  a.eps = float(o.eps() * sqrt_c2);
+  a.l2 = kDecoupled ? 0.0f : float(wd);
+  a.decay = kDecoupled ? float(1 - lr * wd) : 1.0f;
+  a.lr_step = float(-lr * sqrt_c2 / c1 * lr_scale);
+  a.gnorm_scale = 1.0f;
+  return a;
+}
+
+template struct AdamFamily8bitOptions<false>;
+template struct AdamFamily8bitOptions<true>;
+template class AdamFamily8bit<false>;
+template class AdamFamily8bit<true>;
+
+}  // namespace lowbit::optim

@@ -1,0 +1,164 @@
+// The base of the five 8-bit optimizers: a torch::optim::Optimizer whose step
+// runs one fused kernel per parameter (kernels/backend.h, CPU or OpenCL) and
+// keeps per-parameter states in QuantizedParamState. It owns what they share:
+// state creation and layout, percentile clipping, max_unorm and trust-ratio
+// scaling, the non-finite gradient policy, save/load and memory queries.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <torch/optim/optimizer.h>
+#include <torch/optim/serialize.h>
+#include <torch/serialize/archive.h>
+#include <torch/types.h>
+
+#include "kernels/backend.h"
+#include "optim/param_buffers.h"
+#include "optim/param_state.h"
+#include "optim/state_key.h"
+#include "optim/state_options.h"
+
+namespace lowbit::optim {
+
+// What step() does when a gradient holds NaN or +-inf (or values so large
+// that their squares overflow float32).
+enum class NonFinitePolicy {
+  // Default. No parameter, state or step count changes; the step is counted
+  // in nonfinite_stats().skipped_steps (torch.cuda.amp.GradScaler's rule).
+  // Costs one read of every gradient per step.
+  SkipStep,
+  // Throws before anything is updated, naming the parameter.
+  Raise,
+  // No gradient check: the kernels leave every block (block_size elements)
+  // whose new values would not be finite unchanged and count it in
+  // skipped_blocks; the rest of the step happens. The fastest policy.
+  SkipBlocks,
+};
+
+struct NonFiniteStats {
+  int64_t skipped_steps = 0;
+  // Blocks left unchanged because their update was not finite (under every
+  // policy: a finite gradient can still overflow a state).
+  int64_t skipped_blocks = 0;
+};
+
+// Per-parameter state layout, overriding the parameter's group: the role of
+// bitsandbytes' GlobalOptimManager.override_config (e.g. keep an embedding's
+// states at 32 bits). Set before the parameter's first step.
+struct ParamOverride {
+  std::optional<int64_t> optim_bits;
+  std::optional<int64_t> block_size;
+  std::optional<int64_t> min_8bit_size;
+};
+
+class Optimizer8bit : public torch::optim::Optimizer {
+ public:
+  torch::Tensor step(LossClosure closure = nullptr) override;
+
+  void override_config(const torch::Tensor& param, const ParamOverride& config);
+
+  // Bytes of optimizer state: all parameters, or one (0 before its first step).
+  int64_t state_bytes() const;
+  int64_t state_bytes(const torch::Tensor& param) const;
+
+  void set_nonfinite_policy(NonFinitePolicy policy) { policy_ = policy; }
+  NonFinitePolicy nonfinite_policy() const { return policy_; }
+  const NonFiniteStats& nonfinite_stats() const { return nonfinite_; }
+
+  kernels::Backend& backend() const { return *backend_; }
+
+  // On a device backend the states live on the device between steps: this
+  // copies them into the state() tensors (save() does it itself). A no-op on
+  // the CPU, where the kernels update the state() tensors in place.
+  void sync_state() const;
+
+ protected:
+  // `name` prefixes error messages ("AdamW8bit"); `backend` runs the kernels
+  // (the CPU backend when null).
+  Optimizer8bit(const char* name, std::vector<torch::optim::OptimizerParamGroup> param_groups,
+                std::unique_ptr<torch::optim::OptimizerOptions> defaults,
+                std::shared_ptr<kernels::Backend> backend);
+
+  // ---- what each optimizer supplies ----
+  virtual kernels::OptimizerRule rule() const = 0;
+  virtual const StateSettings& settings(const torch::optim::OptimizerOptions& group) const = 0;
+  // Throws unless the group's hyper-parameters are valid.
+  virtual void check_options(const torch::optim::OptimizerOptions& group) const = 0;
+  virtual bool has_state2(const torch::optim::OptimizerOptions& group) const = 0;
+  // Kernel arguments of step number `step` (1-based), with the step scaled by
+  // `lr_scale` (trust ratio, max_unorm); gnorm_scale is set by the caller.
+  virtual kernels::OptimizerArgs step_args(const torch::optim::OptimizerOptions& group,
+                                           int64_t step, double lr_scale) const = 0;
+  // LAMB: the trust ratio from ||p|| and ||u|| (u: the update direction).
+  virtual bool uses_trust_ratio() const { return false; }
+  virtual double trust_ratio(const torch::optim::OptimizerOptions& /*group*/,
+                             double /*param_norm*/, double /*update_norm*/) const {
+    return 1.0;
+  }
+
+  // Checks every group; derived constructors call it (virtual calls do not
+  // reach them from this constructor).
+  void check_groups() const;
+
+  // save()/load() of an optimizer whose options class is Options.
+  template <typename Options>
+  void save_as(torch::serialize::OutputArchive& archive) const;
+  template <typename Options>
+  void load_as(torch::serialize::InputArchive& archive);
+
+ private:
+  struct Work;
+  std::vector<Work> prepare();
+  void update(Work& w);
+  QuantizedParamState& state_for(const torch::Tensor& param, const StateSettings& settings,
+                                 const torch::optim::OptimizerOptions& group,
+                                 const std::string& where);
+  StateSettings effective_settings(const torch::Tensor& param,
+                                   const torch::optim::OptimizerOptions& group) const;
+  const kernels::Buffer& qmap(bool is_signed);
+  void save_extras(torch::serialize::OutputArchive& archive) const;
+  void load_extras(torch::serialize::InputArchive& archive);
+  // Throws naming the parameter unless each loaded state fits it.
+  void check_loaded_states() const;
+
+  std::string name_;
+  std::shared_ptr<kernels::Backend> backend_;
+  NonFinitePolicy policy_ = NonFinitePolicy::SkipStep;
+  NonFiniteStats nonfinite_;
+  std::unordered_map<StateKey, ParamOverride> overrides_;
+  mutable std::unordered_map<StateKey, std::unique_ptr<ParamBuffers>> buffers_;
+  torch::Tensor qmap_tensor_[2];  // [0] unsigned, [1] signed dynamic map
+  std::unique_ptr<kernels::Buffer> qmap_buffer_[2];
+};
+
+template <typename Options>
+void Optimizer8bit::save_as(torch::serialize::OutputArchive& archive) const {
+  sync_state();
+  torch::optim::serialize<QuantizedParamState, Options>(archive, *this);
+  save_extras(archive);
+}
+
+template <typename Options>
+void Optimizer8bit::load_as(torch::serialize::InputArchive& archive) {
+  torch::optim::serialize<QuantizedParamState, Options>(archive, *this);
+  // libtorch restores the states only; restore each group's options too, as
+  // torch.optim's load_state_dict does (learning-rate schedules resume).
+  torch::serialize::InputArchive groups;
+  archive.read("param_groups", groups);
+  for (size_t i = 0; i < param_groups_.size(); ++i) {
+    torch::serialize::InputArchive group, options;
+    groups.read("param_groups/" + std::to_string(i), group);
+    group.read("options", options);
+    auto loaded = std::make_unique<Options>(0.0);
+    loaded->serialize(options);
+    param_groups_[i].set_options(std::move(loaded));
+  }
+  load_extras(archive);
+}
+
+}  // namespace lowbit::optim
