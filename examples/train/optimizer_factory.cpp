@@ -1,12 +1,17 @@
 #include "examples/train/optimizer_factory.h"
 
+#include <regex>
 #include <sstream>
 #include <tuple>
+#include <type_traits>
+#include <utility>
 
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
 #include <torch/optim/rmsprop.h>
 #include <torch/optim/sgd.h>
+
+#include "optim/optim.h"
 
 namespace lowbit::train {
 namespace {
@@ -20,7 +25,7 @@ int64_t bytes_of(std::initializer_list<torch::Tensor> tensors) {
 }
 
 // Sums the tensors of torch::optim's per-parameter states.
-int64_t torch_state_bytes(torch::optim::Optimizer& optimizer) {
+int64_t torch_state_bytes(const torch::optim::Optimizer& optimizer) {
   int64_t total = 0;
   for (const auto& entry : optimizer.state()) {
     const torch::optim::OptimizerParamState* s = entry.second.get();
@@ -37,77 +42,143 @@ int64_t torch_state_bytes(torch::optim::Optimizer& optimizer) {
   return total;
 }
 
+// Whether an options class has a getter `name()` (TORCH_ARG's getters).
+#define LOWBIT_OPTION_TRAIT(name)                                                        \
+  template <typename O, typename = void>                                                 \
+  struct has_##name : std::false_type {};                                                \
+  template <typename O>                                                                  \
+  struct has_##name<O, std::void_t<decltype(std::declval<const O&>().name())>> : std::true_type {};
+LOWBIT_OPTION_TRAIT(betas)
+LOWBIT_OPTION_TRAIT(eps)
+LOWBIT_OPTION_TRAIT(momentum)
+LOWBIT_OPTION_TRAIT(alpha)
+#undef LOWBIT_OPTION_TRAIT
+
+// The hyper-parameters options classes share (torch's and lowbit's spell
+// them alike); each only where the options class has it.
 template <typename Options>
-void set_betas(Options& o, const config::OptimizerRecipe& r) {
-  if (r.betas) o.betas(std::make_tuple((*r.betas)[0], (*r.betas)[1]));
+void set_common(Options& o, const config::OptimizerRecipe& r, std::ostream& d) {
+  if (r.lr) o.lr(*r.lr);
+  d << " lr=" << o.lr();
+  if constexpr (has_betas<Options>::value) {
+    if (r.betas) o.betas(std::make_tuple((*r.betas)[0], (*r.betas)[1]));
+    d << " betas=(" << std::get<0>(o.betas()) << ", " << std::get<1>(o.betas()) << ")";
+  }
+  if constexpr (has_eps<Options>::value) {
+    if (r.eps) o.eps(*r.eps);
+    d << " eps=" << o.eps();
+  }
+  if (r.weight_decay) o.weight_decay(*r.weight_decay);
+  d << " weight_decay=" << o.weight_decay();
+  if constexpr (has_momentum<Options>::value) {
+    if (r.momentum) o.momentum(*r.momentum);
+    d << " momentum=" << o.momentum();
+  }
+  if constexpr (has_alpha<Options>::value) {
+    if (r.alpha) o.alpha(*r.alpha);
+    d << " alpha=" << o.alpha();
+  }
 }
 
-BuiltOptimizer torch_optimizer(const config::OptimizerRecipe& r,
+template <typename Optimizer, typename Options>
+BuiltOptimizer torch_optimizer(const char* name, Options o, const config::OptimizerRecipe& r,
                                const std::vector<torch::Tensor>& params) {
-  BuiltOptimizer built;
   std::ostringstream d;
-  if (r.name == "adam" || r.name == "adamw") {
-    auto configure = [&](auto options) {
-      if (r.lr) options.lr(*r.lr);
-      set_betas(options, r);
-      if (r.eps) options.eps(*r.eps);
-      if (r.weight_decay) options.weight_decay(*r.weight_decay);
-      if (r.amsgrad) options.amsgrad(*r.amsgrad);
-      d << " lr=" << options.lr() << " betas=(" << std::get<0>(options.betas()) << ", "
-        << std::get<1>(options.betas()) << ") eps=" << options.eps()
-        << " weight_decay=" << options.weight_decay();
-      return options;
-    };
-    if (r.name == "adam") {
-      built.optimizer = std::make_unique<torch::optim::Adam>(params, configure(torch::optim::AdamOptions()));
-      built.description = "torch::optim::Adam" + d.str();
-    } else {
-      built.optimizer =
-          std::make_unique<torch::optim::AdamW>(params, configure(torch::optim::AdamWOptions()));
-      built.description = "torch::optim::AdamW" + d.str();
-    }
-  } else if (r.name == "rmsprop") {
-    torch::optim::RMSpropOptions o;
-    if (r.lr) o.lr(*r.lr);
-    if (r.alpha) o.alpha(*r.alpha);
-    if (r.eps) o.eps(*r.eps);
-    if (r.weight_decay) o.weight_decay(*r.weight_decay);
-    if (r.momentum) o.momentum(*r.momentum);
-    d << "torch::optim::RMSprop lr=" << o.lr() << " alpha=" << o.alpha() << " eps=" << o.eps()
-      << " weight_decay=" << o.weight_decay() << " momentum=" << o.momentum();
-    built.optimizer = std::make_unique<torch::optim::RMSprop>(params, o);
-    built.description = d.str();
-  } else {
-    TORCH_CHECK(r.name == "sgd", "optimizer.name '", r.name, "' is unknown");
-    TORCH_CHECK(r.lr, "optimizer.lr is required for sgd");
-    torch::optim::SGDOptions o(*r.lr);
-    if (r.momentum) o.momentum(*r.momentum);
-    if (r.weight_decay) o.weight_decay(*r.weight_decay);
-    if (r.nesterov) o.nesterov(*r.nesterov);
-    d << "torch::optim::SGD lr=" << o.lr() << " momentum=" << o.momentum()
-      << " weight_decay=" << o.weight_decay() << " nesterov=" << o.nesterov();
-    built.optimizer = std::make_unique<torch::optim::SGD>(params, o);
-    built.description = d.str();
+  d << "torch::optim::" << name;
+  set_common(o, r, d);
+  if constexpr (std::is_same_v<Options, torch::optim::AdamOptions> ||
+                std::is_same_v<Options, torch::optim::AdamWOptions>) {
+    if (r.amsgrad) o.amsgrad(*r.amsgrad);
+    if (o.amsgrad()) d << " amsgrad";
   }
-  torch::optim::Optimizer* optimizer = built.optimizer.get();
+  if constexpr (std::is_same_v<Options, torch::optim::SGDOptions>) {
+    if (r.nesterov) o.nesterov(*r.nesterov);
+    if (o.nesterov()) d << " nesterov";
+  }
+  BuiltOptimizer built;
+  built.optimizer = std::make_unique<Optimizer>(params, o);
+  built.description = d.str();
+  const torch::optim::Optimizer* optimizer = built.optimizer.get();
   built.state_bytes = [optimizer] { return torch_state_bytes(*optimizer); };
+  built.skipped_steps = [] { return int64_t(0); };
+  return built;
+}
+
+optim::NonFinitePolicy policy_of(const std::string& name) {
+  if (name == "raise") return optim::NonFinitePolicy::Raise;
+  if (name == "skip_blocks") return optim::NonFinitePolicy::SkipBlocks;
+  TORCH_CHECK(name == "skip_step", "optimizer.nonfinite '", name, "' is unknown");
+  return optim::NonFinitePolicy::SkipStep;
+}
+
+template <typename Optimizer, typename Options>
+BuiltOptimizer eight_bit(const char* name, Options o, const config::OptimizerRecipe& r,
+                         const std::vector<torch::Tensor>& params,
+                         const std::vector<std::string>& names,
+                         const std::shared_ptr<kernels::Backend>& backend) {
+  std::ostringstream d;
+  d << "lowbit::optim::" << name;
+  set_common(o, r, d);
+  if (r.optim_bits) o.optim_bits(*r.optim_bits);
+  if (r.min_8bit_size) o.min_8bit_size(*r.min_8bit_size);
+  if (r.block_size) o.block_size(*r.block_size);
+  if (r.percentile_clipping) o.percentile_clipping(*r.percentile_clipping);
+  if (r.max_unorm) o.max_unorm(*r.max_unorm);
+  d << " optim_bits=" << o.optim_bits() << " block_size=" << o.block_size()
+    << " min_8bit_size=" << o.min_8bit_size();
+  if (o.percentile_clipping() < 100) d << " percentile_clipping=" << o.percentile_clipping();
+  if (o.max_unorm() > 0) d << " max_unorm=" << o.max_unorm();
+  auto optimizer = std::make_unique<Optimizer>(params, o, backend);
+  optimizer->set_nonfinite_policy(policy_of(r.nonfinite.empty() ? "skip_step" : r.nonfinite));
+  // bitsandbytes' GlobalOptimManager.override_config: these parameters keep
+  // 32-bit states whatever their size.
+  std::vector<std::regex> fp32;
+  for (const std::string& pattern : r.fp32_params) fp32.emplace_back(pattern);
+  int kept = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    for (const std::regex& re : fp32) {
+      if (std::regex_search(names[i], re)) {
+        optim::ParamOverride o32;
+        o32.optim_bits = 32;
+        optimizer->override_config(params[i], o32);
+        ++kept;
+        break;
+      }
+    }
+  }
+  TORCH_CHECK(r.fp32_params.empty() || kept > 0, "optimizer.fp32_params matches no trainable "
+              "parameter");
+  if (kept > 0) d << " (" << kept << " parameters kept at 32-bit states)";
+  BuiltOptimizer built;
+  const Optimizer* raw = optimizer.get();
+  built.state_bytes = [raw] { return raw->state_bytes(); };
+  built.skipped_steps = [raw] { return raw->nonfinite_stats().skipped_steps; };
+  built.optimizer = std::move(optimizer);
+  built.description = d.str();
   return built;
 }
 
 }  // namespace
 
-BuiltOptimizer make_optimizer(const config::OptimizerRecipe& recipe,
+BuiltOptimizer make_optimizer(const config::OptimizerRecipe& r,
                               const std::vector<torch::Tensor>& params,
-                              kernels::Backend& backend) {
+                              const std::vector<std::string>& names,
+                              const std::shared_ptr<kernels::Backend>& backend) {
   TORCH_CHECK(!params.empty(), "the model has no trainable parameters for the optimizer");
-  (void)backend;
-  if (recipe.name == "adam" || recipe.name == "adamw" || recipe.name == "rmsprop" ||
-      recipe.name == "sgd") {
-    return torch_optimizer(recipe, params);
-  }
-  throw config::RecipeError("optimizer.name: " + recipe.name +
-                            " needs the 8-bit optimizers of optim/ (issue 4), which this build "
-                            "does not have yet; allowed now: adam, adamw, rmsprop, sgd");
+  TORCH_CHECK(names.size() == params.size(), "make_optimizer: ", names.size(), " names for ",
+              params.size(), " parameters");
+  const std::string& n = r.name;
+  if (n == "adam8bit") return eight_bit<optim::Adam8bit>("Adam8bit", optim::Adam8bitOptions(), r, params, names, backend);
+  if (n == "adamw8bit") return eight_bit<optim::AdamW8bit>("AdamW8bit", optim::AdamW8bitOptions(), r, params, names, backend);
+  if (n == "lion8bit") return eight_bit<optim::Lion8bit>("Lion8bit", optim::Lion8bitOptions(), r, params, names, backend);
+  if (n == "lamb8bit") return eight_bit<optim::LAMB8bit>("LAMB8bit", optim::LAMB8bitOptions(), r, params, names, backend);
+  if (n == "rmsprop8bit") return eight_bit<optim::RMSprop8bit>("RMSprop8bit", optim::RMSprop8bitOptions(), r, params, names, backend);
+  if (n == "adam") return torch_optimizer<torch::optim::Adam>("Adam", torch::optim::AdamOptions(), r, params);
+  if (n == "adamw") return torch_optimizer<torch::optim::AdamW>("AdamW", torch::optim::AdamWOptions(), r, params);
+  if (n == "rmsprop") return torch_optimizer<torch::optim::RMSprop>("RMSprop", torch::optim::RMSpropOptions(), r, params);
+  TORCH_CHECK(n == "sgd", "optimizer.name '", n, "' is unknown");
+  TORCH_CHECK(r.lr, "optimizer.lr is required for sgd");
+  return torch_optimizer<torch::optim::SGD>("SGD", torch::optim::SGDOptions(*r.lr), r, params);
 }
 
 }  // namespace lowbit::train

@@ -20,13 +20,18 @@ namespace lowbit::train {
 
 struct BuiltOptimizer {
   std::unique_ptr<torch::optim::Optimizer> optimizer;
-  std::string description;  // "torch::optim::AdamW lr=0.001 ..." for the run's log
+  std::string description;  // "lowbit::optim::AdamW8bit lr=0.001 ..." for the run's log
   // Bytes of optimizer state held now (states appear after the first step).
   std::function<int64_t()> state_bytes;
+  // Steps skipped for a non-finite gradient so far (0 for torch::optim).
+  std::function<int64_t()> skipped_steps;
 };
 
+// `names` are the parameters' module paths, parallel to `params`
+// (optimizer.fp32_params matches them); `backend` runs the 8-bit kernels.
 BuiltOptimizer make_optimizer(const config::OptimizerRecipe& recipe,
                               const std::vector<torch::Tensor>& params,
-                              kernels::Backend& backend);
+                              const std::vector<std::string>& names,
+                              const std::shared_ptr<kernels::Backend>& backend);
 
 }  // namespace lowbit::train

@@ -52,7 +52,13 @@ PreparedModel prepare_model(torch::nn::Module& model, const config::QuantRecipe&
     }
   }
   int64_t trainable = 0;
-  for (const torch::Tensor& p : prepared.trainable) trainable += p.numel();
+  const auto named = model.named_parameters();
+  for (const torch::Tensor& p : prepared.trainable) {
+    trainable += p.numel();
+    for (const auto& item : named) {
+      if (item.value().is_same(p)) prepared.trainable_names.push_back(item.key());
+    }
+  }
   TORCH_CHECK(trainable > 0, "the model has no trainable parameters after quant/lora preparation");
   // Logical parameters: a 4-bit weight counts out * in however it is stored.
   const lora::ModelSize size = lora::model_size(model);

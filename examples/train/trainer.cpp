@@ -3,15 +3,14 @@
 #include <sys/resource.h>
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <torch/nn/utils/clip_grad.h>
 
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <limits>
 #include <sstream>
 
 #include "examples/train/checkpoint.h"
+#include "examples/train/grad_clip.h"
 #include "examples/train/metrics_log.h"
 #include "examples/train/optimizer_factory.h"
 #include "examples/train/prepare_model.h"
@@ -106,7 +105,8 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
   const std::shared_ptr<torch::nn::Module> model = task->module();
   if (!r.model.init.empty()) load_model(r.model.init, *model);
   const PreparedModel prepared = prepare_model(*model, r.quant, r.lora, backend);
-  BuiltOptimizer built = make_optimizer(r.optimizer, prepared.trainable, *backend);
+  BuiltOptimizer built =
+      make_optimizer(r.optimizer, prepared.trainable, prepared.trainable_names, backend);
   torch::optim::Optimizer& optimizer = *built.optimizer;
   std::vector<double> base_lr;
   for (auto& group : optimizer.param_groups()) base_lr.push_back(group.options().get_lr());
@@ -158,8 +158,6 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
   Progress progress(Progress::resolve(r.log.progress, options.terminal), state.step, total,
                     r.log.every, out);
   double step_seconds = 0.0, update_seconds = 0.0;
-  const double max_norm = r.train.grad_clip > 0 ? r.train.grad_clip
-                                                 : std::numeric_limits<double>::infinity();
   for (int64_t step = state.step + 1; step <= total; ++step) {
     const Clock::time_point step_start = Clock::now();
     const double lr_factor = schedule.factor(step);
@@ -178,7 +176,7 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
     const double loss = loss_sum / double(r.train.grad_accum);
     TORCH_CHECK(std::isfinite(loss), "step ", step, ": the training loss is ", loss,
                 "; lower optimizer.lr or set train.grad_clip");
-    const double grad_norm = torch::nn::utils::clip_grad_norm_(prepared.trainable, max_norm);
+    const double grad_norm = clip_gradients(prepared.trainable, r.train.grad_clip);
     const Clock::time_point update_start = Clock::now();
     optimizer.step();
     const double update = seconds_since(update_start), elapsed = seconds_since(step_start);
@@ -243,6 +241,7 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
                               {"mean_step_s", result.mean_step_seconds},
                               {"mean_update_s", result.mean_update_seconds},
                               {"optimizer_state_bytes", result.optimizer_state_bytes},
+                              {"nonfinite_skipped_steps", built.skipped_steps()},
                               {"peak_rss_mib", result.peak_rss_mib},
                               {"wall_s", seconds_since(run_start)},
                               {"optimizer", built.description}};

@@ -120,7 +120,7 @@ TEST(LowbitTrain, PrintsTheResolvedDefaultRecipeAndPlotsMetrics) {
 const char* kKillRecipe = R"(
 model: {name: mlp, hidden: [64], dropout: 0.1}
 data: {name: fashion_mnist, train_limit: 3000, eval_limit: 300}
-optimizer: {name: adamw, lr: 1.0e-3}
+optimizer: {name: adamw8bit, lr: 1.0e-3}
 schedule: {name: cosine, warmup_steps: 20}
 train: {steps: 600, batch_size: 32, grad_accum: 2, seed: 11, threads: 1, eval_every: 150}
 checkpoint: {every: 3, keep: 2}

@@ -138,11 +138,13 @@ void expect_bit_identical_resume(const std::string& yaml, const std::string& nam
   EXPECT_EQ(std::vector<double>(ea.begin() + 2, ea.end()), eb);
 }
 
+// AdamW8bit states (codes, absmax, percentile-clipping history) and dropout.
 TEST(Trainer, ResumeIsBitIdenticalForTheGpt) {
   expect_bit_identical_resume(R"(
 model: {name: char_gpt, block_size: 32, n_layer: 1, n_head: 2, n_embd: 32, dropout: 0.1}
 data: {name: kjv, train_limit: 2000, eval_limit: 20}
-optimizer: {name: adamw, lr: 3.0e-3, weight_decay: 0.1}
+optimizer: {name: adamw8bit, lr: 3.0e-3, weight_decay: 0.1, min_8bit_size: 256,
+            percentile_clipping: 90}
 schedule: {name: cosine, warmup_steps: 3, min_lr_ratio: 0.1}
 train: {steps: 20, batch_size: 8, grad_accum: 2, grad_clip: 0.5, seed: 3, eval_every: 5}
 )", "gpt");
@@ -161,14 +163,14 @@ train: {steps: 20, batch_size: 32, seed: 5, eval_every: 5}
 }
 
 TEST(Trainer, ResumeIsBitIdenticalForQlora) {
-  // NF4 base linears, LoRA adapters with dropout (torch's generator) on every
-  // linear but the head.
+  // NF4 base linears, fp16 LoRA adapters with dropout (torch's generator) on
+  // every linear but the head, AdamW8bit.
   expect_bit_identical_resume(R"(
 model: {name: char_gpt, block_size: 32, n_layer: 1, n_head: 2, n_embd: 32}
 data: {name: fortunes, files: [computers, linux], eval_limit: 20}
 quant: {type: nf4, block_size: 64}
-lora: {r: 4, alpha: 8, dropout: 0.1, target: [qkv, proj, fc1, fc2], dtype: fp32}
-optimizer: {name: adamw, lr: 3.0e-3}
+lora: {r: 4, alpha: 8, dropout: 0.1, target: [qkv, proj, fc1, fc2]}
+optimizer: {name: adamw8bit, lr: 3.0e-3, min_8bit_size: 64}
 schedule: {name: cosine, warmup_steps: 3}
 train: {steps: 20, batch_size: 8, seed: 7, eval_every: 5}
 )", "qlora");
