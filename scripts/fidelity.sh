@@ -14,8 +14,13 @@ SEEDS=${SEEDS:-"0 1 2"}
 TEXT_SEEDS=${TEXT_SEEDS:-"0"}
 OUT=${OUT:-runs/fidelity}
 
-bash scripts/deps.sh
-bash scripts/build.sh -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_BENCH=OFF
+# BIN: a folder holding lowbit-train and lowbit-fidelity-report from an
+# existing build; without it the script installs what is missing and builds.
+if [ -z "${BIN:-}" ]; then
+  bash scripts/deps.sh
+  bash scripts/build.sh -DLOWBIT_BUILD_TESTS=OFF -DLOWBIT_BUILD_BENCH=OFF
+  BIN=build/examples
+fi
 
 # train <run dir> <recipe> [--set ...]: one run, unless it already finished.
 train() {
@@ -26,7 +31,7 @@ train() {
     return
   fi
   echo "== $dir"
-  ./build/examples/lowbit-train "$@" --set "checkpoint.dir=$dir" --set log.progress=lines \
+  "$BIN/lowbit-train" "$@" --set "checkpoint.dir=$dir" --set log.progress=lines \
     --set log.every=200
 }
 
@@ -60,4 +65,4 @@ for seed in $TEXT_SEEDS; do
 done
 
 machine="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, libtorch $(dpkg-query -W -f='${Version}' libtorch-dev 2>/dev/null || echo '?'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-./build/examples/lowbit-fidelity-report "$OUT" docs/RESULTS.md "$machine"
+"$BIN/lowbit-fidelity-report" "$OUT" docs/RESULTS.md "$machine"
