@@ -62,7 +62,8 @@ std::optional<Variant> read_variant(const fs::path& dir) {
     for (const auto& r : lowbit::train::read_metrics(metrics.string())) {
       if (r.value("type", "") != "summary" || !r.contains("eval_loss")) continue;
       ++v.runs;
-      if (r.contains("eval_accuracy")) v.accuracy.values.push_back(100.0 * r["eval_accuracy"].get<double>());
+      if (r.contains("eval_accuracy"))
+        v.accuracy.values.push_back(100.0 * r["eval_accuracy"].get<double>());
       v.loss.values.push_back(r["eval_loss"].get<double>());
       v.step_ms.values.push_back(1e3 * r["mean_step_s"].get<double>());
       v.update_ms.values.push_back(1e3 * r["mean_update_s"].get<double>());
@@ -112,8 +113,8 @@ void fashion_section(std::ostream& md, const fs::path& root) {
     const auto eight = read_variant(root / "fashion" / opt / "8bit");
     const auto full = read_variant(root / "fashion" / opt / "32bit");
     const auto torch = read_variant(root / "fashion" / opt / "torch");
-    for (const auto& [mode, v] : {std::pair{"8-bit", eight}, std::pair{"32-bit", full},
-                                  std::pair{"torch::optim", torch}}) {
+    for (const auto& [mode, v] :
+         {std::pair{"8-bit", eight}, std::pair{"32-bit", full}, std::pair{"torch::optim", torch}}) {
       if (!v) continue;
       std::string delta = "", target = "";
       if (std::string(mode) == "8-bit" && full) {
@@ -136,9 +137,12 @@ void fashion_section(std::ostream& md, const fs::path& root) {
 
 // A study comparing validation losses against one reference variant.
 void loss_section(std::ostream& md, const fs::path& dir, const std::string& title,
-                  const std::string& intro, const std::vector<std::pair<std::string, std::string>>& variants,
-                  const std::string& reference, const std::string& compared, double target_percent) {
-  md << "## " << title << "\n\n" << intro << "\n\n"
+                  const std::string& intro,
+                  const std::vector<std::pair<std::string, std::string>>& variants,
+                  const std::string& reference, const std::string& compared,
+                  double target_percent) {
+  md << "## " << title << "\n\n"
+     << intro << "\n\n"
      << "| variant | runs | validation loss | Δ vs " << reference << " | target | " << kCostHeader
      << " |\n|---|---|---|---|---|---|---|---|---|\n";
   std::map<std::string, Variant> found;
@@ -190,13 +194,13 @@ int main(int argc, char** argv) {
                   {"adamw8bit_32bit", "AdamW8bit, optim_bits 32"},
                   {"adamw8bit", "AdamW8bit"}},
                  "torch::optim::AdamW (32-bit)", "adamw8bit", 1.0);
-    loss_section(md, root / "qlora", "QLoRA on fortunes: validation loss",
-                 "Recipe `configs/fortunes_qlora.yaml`: the KJV GPT (AdamW8bit run, seed 0) "
-                 "fine-tuned on Debian's fortunes with LoRA r 8 on every attention and MLP "
-                 "linear, 400 steps. Target: NF4 base + LoRA within 3% of an fp32 base + LoRA.",
-                 {{"fp32_base", "fp32 base + LoRA"}, {"nf4", "NF4 base + LoRA"},
-                  {"fp4", "FP4 base + LoRA"}},
-                 "fp32 base + LoRA", "nf4", 3.0);
+    loss_section(
+        md, root / "qlora", "QLoRA on fortunes: validation loss",
+        "Recipe `configs/fortunes_qlora.yaml`: the KJV GPT (AdamW8bit run, seed 0) "
+        "fine-tuned on Debian's fortunes with LoRA r 8 on every attention and MLP "
+        "linear, 400 steps. Target: NF4 base + LoRA within 3% of an fp32 base + LoRA.",
+        {{"fp32_base", "fp32 base + LoRA"}, {"nf4", "NF4 base + LoRA"}, {"fp4", "FP4 base + LoRA"}},
+        "fp32 base + LoRA", "nf4", 3.0);
     const fs::path out = argv[2];
     if (!out.parent_path().empty()) fs::create_directories(out.parent_path());
     lowbit::quant::write_file_atomically(out.string(), md.str());

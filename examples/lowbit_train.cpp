@@ -94,9 +94,10 @@ int main(int argc, char** argv) {
   try {
     const Arguments args = parse(argc, argv);
     if (!args.plot.empty()) {
-      const std::string svg = args.plot.size() == 2
-                                  ? args.plot[1]
-                                  : std::filesystem::path(args.plot[0]).replace_extension(".svg").string();
+      const std::string svg =
+          args.plot.size() == 2
+              ? args.plot[1]
+              : std::filesystem::path(args.plot[0]).replace_extension(".svg").string();
       train::write_plot(args.plot[0], svg, std::filesystem::path(args.plot[0]).stem().string());
       std::cout << "wrote " << svg << "\n";
       return 0;

@@ -42,8 +42,12 @@ int main(int argc, char** argv) {
       }
       torch::NoGradGuard no_grad;
       model->eval();
-      const double accuracy =
-          model->forward(test.images).argmax(1).eq(test.labels).to(torch::kFloat64).mean().item<double>();
+      const double accuracy = model->forward(test.images)
+                                  .argmax(1)
+                                  .eq(test.labels)
+                                  .to(torch::kFloat64)
+                                  .mean()
+                                  .item<double>();
       std::cout << "epoch " << epoch << ": train loss " << loss_sum / double(n)
                 << ", test accuracy " << 100.0 * accuracy << "%\n";
     }

@@ -3,256 +3,17 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 
 #include "examples/config/schema.h"
+#include "examples/config/validator.h"
 
 namespace lowbit::config {
 namespace {
 namespace fs = std::filesystem;
-
-std::string joined(const std::vector<std::string>& names, const std::string& prefix = "") {
-  std::string out;
-  for (const std::string& n : names) out += (out.empty() ? "" : ", ") + prefix + n;
-  return out;
-}
-
-// Shortest decimal text that reads back as the same double.
-std::string shortest(double x) {
-  for (int precision = 1;; ++precision) {
-    std::ostringstream os;
-    os.precision(precision);
-    os << x;
-    if (precision >= 17 || std::strtod(os.str().c_str(), nullptr) == x) return os.str();
-  }
-}
-
-std::optional<int64_t> parse_int(const std::string& s) {
-  if (s.empty()) return std::nullopt;
-  errno = 0;
-  char* end = nullptr;
-  const long long v = std::strtoll(s.c_str(), &end, 10);
-  if (errno != 0 || *end != '\0') return std::nullopt;
-  return int64_t(v);
-}
-
-std::optional<double> parse_float(const std::string& s) {
-  if (s.empty()) return std::nullopt;
-  char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  if (*end != '\0' || !std::isfinite(v)) return std::nullopt;
-  return v;
-}
-
-std::string emit(const YAML::Node& node) {
-  YAML::Emitter out;
-  out << YAML::Flow << node;
-  return out.c_str();
-}
-
-// Validates one recipe tree and resolves it into canonical values.
-class Validator {
- public:
-  Validator(std::string source, std::set<std::string> overridden)
-      : source_(std::move(source)), overridden_(std::move(overridden)) {}
-
-  // "<file> line 7: optimizer.lr: ..." or "--set optimizer.lr: ...".
-  [[noreturn]] void fail(const std::string& path, const YAML::Node& node,
-                         const std::string& problem, const std::string& allowed = "") const {
-    std::string where = source_;
-    if (overridden_.count(path)) {
-      where = "--set";
-    } else if (node.IsDefined() && node.Mark().line >= 0) {
-      where += " line " + std::to_string(node.Mark().line + 1);
-    }
-    std::string message = where + (where == "--set" ? " " : ": ") + path + ": " + problem;
-    if (!allowed.empty()) message += "; allowed: " + allowed;
-    throw RecipeError(message);
-  }
-
-  // Every key of the tree by its dotted path; unknown keys and non-mapping
-  // sections fail here.
-  std::map<std::string, YAML::Node> collect(const YAML::Node& root) const {
-    const std::vector<std::string> sections = schema_sections();
-    std::vector<std::string> top;
-    for (const KeySpec& k : recipe_schema()) {
-      if (k.path.find('.') == std::string::npos) top.push_back(k.path);
-    }
-    std::vector<std::string> top_allowed = sections;
-    top_allowed.insert(top_allowed.end(), top.begin(), top.end());
-
-    std::map<std::string, YAML::Node> entries;
-    for (const auto& item : root) {
-      const std::string name = item.first.Scalar();
-      const bool is_section = std::find(sections.begin(), sections.end(), name) != sections.end();
-      if (!is_section && !find_key(name)) {
-        fail(name, item.first, "unknown section or key" + suggestion(name, top_allowed, ""),
-             joined(top_allowed));
-      }
-      if (!is_section) {
-        entries[name] = item.second;
-        continue;
-      }
-      if (item.second.IsNull()) {
-        entries[name] = item.second;  // an empty section: present, all defaults
-        continue;
-      }
-      if (!item.second.IsMap()) fail(name, item.second, "must be a section (a mapping of keys)");
-      std::vector<std::string> keys;
-      for (const KeySpec& k : recipe_schema()) {
-        if (k.path.rfind(name + ".", 0) == 0) keys.push_back(k.path.substr(name.size() + 1));
-      }
-      for (const auto& sub : item.second) {
-        const std::string path = name + "." + sub.first.Scalar();
-        if (!find_key(path)) {
-          fail(path, sub.first, "unknown key" + suggestion(sub.first.Scalar(), keys, name + "."),
-               "keys of " + name + ": " + joined(keys));
-        }
-        entries[path] = sub.second;
-      }
-    }
-    return entries;
-  }
-
-  // The value of one key in canonical YAML text; fails on a wrong type or
-  // an out-of-range value.
-  std::string check(const KeySpec& spec, const YAML::Node& node) const {
-    const bool list = spec.kind == Kind::IntList || spec.kind == Kind::FloatList ||
-                      spec.kind == Kind::StringList;
-    if (!node.IsDefined() || node.IsNull()) {
-      fail(spec.path, node, "has no value", describe_allowed(spec));
-    }
-    if (!list) {
-      if (!node.IsScalar()) fail(spec.path, node, emit(node) + " is not a single value",
-                                 describe_allowed(spec));
-      return emit(scalar(spec, node, spec.path));
-    }
-    if (!node.IsSequence()) {
-      fail(spec.path, node, emit(node) + " is not a list", describe_allowed(spec));
-    }
-    if (spec.list_size >= 0 && int(node.size()) != spec.list_size) {
-      fail(spec.path, node,
-           emit(node) + " has " + std::to_string(node.size()) + " elements", describe_allowed(spec));
-    }
-    YAML::Node out(YAML::NodeType::Sequence);
-    for (size_t i = 0; i < node.size(); ++i) {
-      if (!node[i].IsScalar()) {
-        fail(spec.path, node, "element " + std::to_string(i) + " is not a single value",
-             describe_allowed(spec));
-      }
-      out.push_back(scalar(spec, node[i], spec.path + "[" + std::to_string(i) + "]"));
-    }
-    return emit(out);
-  }
-
- private:
-  std::string suggestion(const std::string& word, const std::vector<std::string>& candidates,
-                         const std::string& prefix) const {
-    const std::string best = closest(word, candidates);
-    return best.empty() ? "" : " (did you mean " + prefix + best + "?)";
-  }
-
-  YAML::Node scalar(const KeySpec& spec, const YAML::Node& node, const std::string& label) const {
-    const std::string text = node.Scalar();
-    auto bad = [&](const std::string& what) {
-      fail(spec.path, node, (label == spec.path ? "" : label + " ") + "value '" + text + "' " + what,
-           describe_allowed(spec));
-    };
-    auto in_range = [&](double v) {
-      const bool low = spec.min_exclusive ? v > spec.min : v >= spec.min;
-      if (!low || v > spec.max) bad("is out of range");
-    };
-    switch (spec.kind) {
-      case Kind::Int:
-      case Kind::IntList: {
-        const auto v = parse_int(text);
-        if (!v) bad("is not an integer");
-        if (!spec.choices.empty() &&
-            std::find(spec.choices.begin(), spec.choices.end(), std::to_string(*v)) ==
-                spec.choices.end()) {
-          bad("is not allowed");
-        }
-        in_range(double(*v));
-        return YAML::Node(std::to_string(*v));
-      }
-      case Kind::Float:
-      case Kind::FloatList: {
-        const auto v = parse_float(text);
-        if (!v) bad("is not a finite number");
-        in_range(*v);
-        return YAML::Node(shortest(*v));
-      }
-      case Kind::Bool: {
-        bool v = false;
-        if (!YAML::convert<bool>::decode(node, v)) bad("is not true or false");
-        return YAML::Node(v ? "true" : "false");
-      }
-      case Kind::Choice:
-        if (std::find(spec.choices.begin(), spec.choices.end(), text) == spec.choices.end()) {
-          const std::string best = closest(text, spec.choices);
-          bad("is not allowed" + (best.empty() ? "" : " (did you mean " + best + "?)"));
-        }
-        return YAML::Node(text);
-      case Kind::String:
-      case Kind::StringList:
-        return YAML::Node(text);
-    }
-    return YAML::Node(text);
-  }
-
-  std::string source_;
-  std::set<std::string> overridden_;
-};
-
-bool valid_key_text(const std::string& key) {
-  if (key.empty() || key.front() == '.' || key.back() == '.') return false;
-  return std::all_of(key.begin(), key.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
-  });
-}
-
-// Writes each "key=value" into the tree; returns the keys it set.
-std::set<std::string> apply_overrides(YAML::Node& root, const std::vector<std::string>& overrides) {
-  std::set<std::string> keys;
-  for (const std::string& o : overrides) {
-    const size_t eq = o.find('=');
-    const std::string key = o.substr(0, eq);
-    if (eq == std::string::npos || !valid_key_text(key)) {
-      throw RecipeError("--set " + o + ": expected key=value with a dotted key, e.g. "
-                        "--set optimizer.lr=3e-4");
-    }
-    const std::string text = o.substr(eq + 1);
-    YAML::Node value;
-    try {
-      value = text.empty() ? YAML::Node("") : YAML::Load(text);
-    } catch (const YAML::Exception& e) {
-      throw RecipeError("--set " + key + ": value '" + text + "' is not valid YAML: " + e.msg);
-    }
-    const size_t dot = key.find('.');
-    if (dot == std::string::npos) {
-      root[key] = value;
-    } else {
-      const std::string section = key.substr(0, dot), name = key.substr(dot + 1);
-      if (name.find('.') != std::string::npos) {
-        throw RecipeError("--set " + key + ": keys have at most two parts (section.key)");
-      }
-      const YAML::Node existing = static_cast<const YAML::Node&>(root)[section];
-      if (!existing.IsDefined() || existing.IsNull()) root[section] = YAML::Node(YAML::NodeType::Map);
-      if (!root[section].IsMap()) {
-        throw RecipeError("--set " + key + ": '" + section + "' is not a section in the recipe");
-      }
-      root[section][name] = value;
-    }
-    keys.insert(key);
-  }
-  return keys;
-}
 
 template <typename T>
 T get(const std::map<std::string, std::string>& values, const std::string& path) {
@@ -283,7 +44,8 @@ void fill_sections(Recipe& r) {
 
   r.data.name = get<std::string>(v, "data.name");
   r.data.path = get<std::string>(v, "data.path");
-  r.data.files = maybe<std::vector<std::string>>(v, "data.files").value_or(std::vector<std::string>{});
+  r.data.files =
+      maybe<std::vector<std::string>>(v, "data.files").value_or(std::vector<std::string>{});
   r.data.train_limit = get<int64_t>(v, "data.train_limit");
   r.data.eval_limit = get<int64_t>(v, "data.eval_limit");
   r.data.valid_fraction = maybe<double>(v, "data.valid_fraction").value_or(0.0);
@@ -303,8 +65,8 @@ void fill_sections(Recipe& r) {
   o.min_8bit_size = maybe<int64_t>(v, "optimizer.min_8bit_size");
   o.percentile_clipping = maybe<int64_t>(v, "optimizer.percentile_clipping");
   o.block_size = maybe<int64_t>(v, "optimizer.block_size");
-  o.fp32_params =
-      maybe<std::vector<std::string>>(v, "optimizer.fp32_params").value_or(std::vector<std::string>{});
+  o.fp32_params = maybe<std::vector<std::string>>(v, "optimizer.fp32_params")
+                      .value_or(std::vector<std::string>{});
   o.nonfinite = maybe<std::string>(v, "optimizer.nonfinite").value_or("");
 
   r.schedule.name = get<std::string>(v, "schedule.name");
@@ -348,7 +110,8 @@ void fill_sections(Recipe& r) {
 }
 
 // Rules that involve more than one key, and the files the recipe names.
-void check_recipe(const Recipe& r, const Validator& v, const std::map<std::string, YAML::Node>& given) {
+void check_recipe(const Recipe& r, const Validator& v,
+                  const std::map<std::string, YAML::Node>& given) {
   auto node = [&](const std::string& path) {
     const auto it = given.find(path);
     return it == given.end() ? YAML::Node() : it->second;
@@ -395,16 +158,18 @@ void check_recipe(const Recipe& r, const Validator& v, const std::map<std::strin
                           "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}) {
       if (!fs::is_regular_file(fs::path(r.data.path) / f)) {
         v.fail("data.path", node("data.path"),
-               "'" + r.data.path + "' has no " + f + " (install the Debian package "
-               "dataset-fashion-mnist)",
+               "'" + r.data.path + "' has no " + f +
+                   " (install the Debian package "
+                   "dataset-fashion-mnist)",
                "a folder holding the four Fashion-MNIST .gz files");
       }
     }
   } else if (r.data.name == "kjv") {
     if (!fs::is_regular_file(fs::path(r.data.path) / "bible.data")) {
       v.fail("data.path", node("data.path"),
-             "'" + r.data.path + "' has no bible.data (install the Debian packages bible-kjv and "
-             "bible-kjv-text)",
+             "'" + r.data.path +
+                 "' has no bible.data (install the Debian packages bible-kjv and "
+                 "bible-kjv-text)",
              "the folder holding bible.data");
     }
   } else {
@@ -434,8 +199,8 @@ void check_recipe(const Recipe& r, const Validator& v, const std::map<std::strin
 
 }  // namespace
 
-Recipe load_recipe_text(const std::string& yaml, const std::string& name,
-                        const std::string& source, const std::vector<std::string>& overrides) {
+Recipe load_recipe_text(const std::string& yaml, const std::string& name, const std::string& source,
+                        const std::vector<std::string>& overrides) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml);

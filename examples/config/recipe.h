@@ -117,8 +117,7 @@ struct Recipe {
 Recipe load_recipe_file(const std::string& path, const std::vector<std::string>& overrides = {});
 
 // The same for YAML text; `name` and `source` label it in paths and messages.
-Recipe load_recipe_text(const std::string& yaml, const std::string& name,
-                        const std::string& source,
+Recipe load_recipe_text(const std::string& yaml, const std::string& name, const std::string& source,
                         const std::vector<std::string>& overrides = {});
 
 // The recipe's values as a YAML document, sections in schema order.

@@ -64,12 +64,14 @@ std::vector<KeySpec> build() {
       only(range(key("model.hidden", Kind::IntList, "[256]", "hidden layer widths"), 1, 65536),
            "model.name", {"mlp"}),
       only(sized(range(key("model.channels", Kind::IntList, "[32, 64]",
-                           "channels of the two conv layers"), 1, 1024), 2),
+                           "channels of the two conv layers"),
+                       1, 1024),
+                 2),
            "model.name", {"cnn"}),
       range(key("model.dropout", Kind::Float, "0.0", "dropout probability"), 0, 0.95),
-      only(range(key("model.block_size", Kind::Int, "128", "context length in characters"), 1,
-                 4096),
-           "model.name", {"char_gpt"}),
+      only(
+          range(key("model.block_size", Kind::Int, "128", "context length in characters"), 1, 4096),
+          "model.name", {"char_gpt"}),
       only(range(key("model.n_layer", Kind::Int, "4", "transformer blocks"), 1, 64), "model.name",
            {"char_gpt"}),
       only(range(key("model.n_head", Kind::Int, "4", "attention heads"), 1, 64), "model.name",
@@ -135,7 +137,8 @@ std::vector<KeySpec> build() {
                      "cap the update norm at max_unorm * |param| (0: off)"),
                  0, kInf),
            "optimizer.name", kEightBit),
-      only(choices(key("optimizer.block_size", Kind::Int, "", "elements per absmax block of 8-bit states"),
+      only(choices(key("optimizer.block_size", Kind::Int, "",
+                       "elements per absmax block of 8-bit states"),
                    {"64", "128", "256", "512", "1024", "2048", "4096"}),
            "optimizer.name", kEightBit),
       only(key("optimizer.fp32_params", Kind::StringList, "[]",
@@ -169,8 +172,9 @@ std::vector<KeySpec> build() {
                 "evaluate every N steps (0: after each epoch, or at the end of a steps run)"),
             0, kInf),
       // quant
-      key("quant.enabled", Kind::Bool, "", "quantize the base linears (default: on when the "
-                                           "quant section is present)"),
+      key("quant.enabled", Kind::Bool, "",
+          "quantize the base linears (default: on when the "
+          "quant section is present)"),
       choices(key("quant.type", Kind::Choice, "nf4", "4-bit data type"), {"nf4", "fp4"}),
       choices(key("quant.block_size", Kind::Int, "64", "values per absmax block"),
               {"32", "64", "128", "256", "512", "1024", "2048", "4096"}),
@@ -204,9 +208,9 @@ std::vector<KeySpec> build() {
       key("log.metrics", Kind::String, "\"\"",
           "metrics JSONL (empty: <checkpoint.dir>/metrics.jsonl)"),
       key("log.plot", Kind::String, "\"\"", "SVG plot (empty: <checkpoint.dir>/metrics.svg)"),
-      choices(key("log.progress", Kind::Choice, "auto",
-                  "auto: a bar on a terminal, lines otherwise"),
-              {"auto", "bar", "lines", "none"}),
+      choices(
+          key("log.progress", Kind::Choice, "auto", "auto: a bar on a terminal, lines otherwise"),
+          {"auto", "bar", "lines", "none"}),
       range(key("log.every", Kind::Int, "50", "steps between progress lines"), 1, kInf),
   };
 }
@@ -220,25 +224,33 @@ std::string number(double x) {
 
 std::string kind_name(Kind k) {
   switch (k) {
-    case Kind::Int: return "an integer";
-    case Kind::Float: return "a number";
-    case Kind::Bool: return "true or false";
-    case Kind::String: return "a string";
-    case Kind::Choice: return "one of";
-    case Kind::IntList: return "a list of integers";
-    case Kind::FloatList: return "a list of numbers";
-    case Kind::StringList: return "a list of strings";
+    case Kind::Int:
+      return "an integer";
+    case Kind::Float:
+      return "a number";
+    case Kind::Bool:
+      return "true or false";
+    case Kind::String:
+      return "a string";
+    case Kind::Choice:
+      return "one of";
+    case Kind::IntList:
+      return "a list of integers";
+    case Kind::FloatList:
+      return "a list of numbers";
+    case Kind::StringList:
+      return "a list of strings";
   }
   return "";
 }
 
-std::string joined(const Names& names) {
+}  // namespace
+
+std::string joined(const std::vector<std::string>& names, const std::string& prefix) {
   std::string out;
-  for (const std::string& n : names) out += (out.empty() ? "" : ", ") + n;
+  for (const std::string& n : names) out += (out.empty() ? "" : ", ") + prefix + n;
   return out;
 }
-
-}  // namespace
 
 const std::vector<KeySpec>& recipe_schema() {
   static const std::vector<KeySpec> schema = build();
@@ -270,7 +282,9 @@ std::string describe_allowed(const KeySpec& k) {
   std::string out = kind_name(k.kind);
   if (k.list_size >= 0) {
     out = "a list of " + std::to_string(k.list_size) +
-          (k.kind == Kind::IntList ? " integers" : k.kind == Kind::FloatList ? " numbers" : " strings");
+          (k.kind == Kind::IntList     ? " integers"
+           : k.kind == Kind::FloatList ? " numbers"
+                                       : " strings");
   }
   const bool bounded_below = !std::isinf(k.min), bounded_above = !std::isinf(k.max);
   if (bounded_below && bounded_above) {

@@ -45,6 +45,9 @@ std::string describe_allowed(const KeySpec& spec);
 // The schema as an aligned text table (path, type/allowed, default, help).
 std::string schema_reference();
 
+// "a, b, c" (each name with `prefix` in front).
+std::string joined(const std::vector<std::string>& names, const std::string& prefix = "");
+
 // The candidate closest to `word` by edit distance, or "" when none is close.
 std::string closest(const std::string& word, const std::vector<std::string>& candidates);
 

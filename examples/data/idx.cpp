@@ -62,7 +62,8 @@ torch::Tensor read_idx_u8(const std::string& path) {
   }
   TORCH_CHECK(bytes.size() - header == count, "'", path, "' holds ", bytes.size() - header,
               " data bytes; its header promises ", count);
-  return torch::from_blob(const_cast<uint8_t*>(bytes.data() + header), shape, torch::kUInt8).clone();
+  return torch::from_blob(const_cast<uint8_t*>(bytes.data() + header), shape, torch::kUInt8)
+      .clone();
 }
 
 ImageSet load_fashion_mnist(const std::string& dir, const std::string& split, int64_t limit) {
@@ -72,8 +73,8 @@ ImageSet load_fashion_mnist(const std::string& dir, const std::string& split, in
   const std::string labels_path = dir + "/" + split + "-labels-idx1-ubyte.gz";
   torch::Tensor images = read_idx_u8(images_path);
   torch::Tensor labels = read_idx_u8(labels_path);
-  TORCH_CHECK(images.dim() == 3 && images.size(1) == 28 && images.size(2) == 28, "'",
-              images_path, "' has shape ", images.sizes(), "; expected [N, 28, 28]");
+  TORCH_CHECK(images.dim() == 3 && images.size(1) == 28 && images.size(2) == 28, "'", images_path,
+              "' has shape ", images.sizes(), "; expected [N, 28, 28]");
   TORCH_CHECK(labels.dim() == 1 && labels.size(0) == images.size(0), "'", labels_path, "' holds ",
               labels.numel(), " labels for ", images.size(0), " images");
   TORCH_CHECK(labels.max().item<int64_t>() <= 9, "'", labels_path,

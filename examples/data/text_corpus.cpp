@@ -25,8 +25,8 @@ int64_t CharVocab::id(unsigned char c) {
 }
 
 char CharVocab::character(int64_t id) {
-  TORCH_CHECK(id >= 0 && id < kSize, "character id ", id, " is outside the vocabulary [0, ",
-              kSize, ")");
+  TORCH_CHECK(id >= 0 && id < kSize, "character id ", id, " is outside the vocabulary [0, ", kSize,
+              ")");
   if (id == kNewline) return '\n';
   if (id == kUnknown) return '?';
   return char(' ' + (id - kFirstPrintable));
@@ -192,8 +192,7 @@ std::vector<std::string> read_kjv(const std::string& data_dir) {
   const std::string data_file = (fs::path(data_dir) / "bible.data").string();
   TORCH_CHECK(fs::is_regular_file(data_file), "KJV data file '", data_file,
               "' not found (install the Debian package bible-kjv-text)");
-  const std::string command =
-      "bible -p " + shell_quote(data_dir) + " -f 'Gen1:1-Rev22:21' 2>&1";
+  const std::string command = "bible -p " + shell_quote(data_dir) + " -f 'Gen1:1-Rev22:21' 2>&1";
   std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
   TORCH_CHECK(pipe, "cannot run the 'bible' program for '", data_file, "'");
   std::string output;
@@ -223,7 +222,8 @@ std::vector<std::string> read_kjv(const std::string& data_dir) {
   return verses;
 }
 
-std::vector<std::string> read_fortunes(const std::string& dir, const std::vector<std::string>& files) {
+std::vector<std::string> read_fortunes(const std::string& dir,
+                                       const std::vector<std::string>& files) {
   TORCH_CHECK(fs::is_directory(dir), "fortune directory '", dir,
               "' not found (install the Debian package fortunes)");
   std::vector<fs::path> paths;
@@ -255,8 +255,8 @@ TextSplit split_documents(const std::vector<std::string>& documents, double vali
               "validation fraction must be in [0, 1), got ", valid_fraction);
   std::vector<const std::string*> train, valid;
   for (size_t i = 0; i < documents.size(); ++i) {
-    const bool to_valid = std::floor(double(i + 1) * valid_fraction) >
-                          std::floor(double(i) * valid_fraction);
+    const bool to_valid =
+        std::floor(double(i + 1) * valid_fraction) > std::floor(double(i) * valid_fraction);
     (to_valid ? valid : train).push_back(&documents[i]);
   }
   TORCH_CHECK(!train.empty(), "no training text among ", documents.size(), " documents");
@@ -265,8 +265,8 @@ TextSplit split_documents(const std::vector<std::string>& documents, double vali
   return {concatenate(train), concatenate(valid)};
 }
 
-TextBatch sample_windows(const torch::Tensor& tokens, int64_t batch, int64_t block,
-                         uint64_t seed, int64_t index) {
+TextBatch sample_windows(const torch::Tensor& tokens, int64_t batch, int64_t block, uint64_t seed,
+                         int64_t index) {
   check_tokens(tokens, block, "sample_windows");
   TORCH_CHECK(batch >= 1, "sample_windows: batch must be at least 1, got ", batch);
   TORCH_CHECK(index >= 0, "sample_windows: batch index must be non-negative, got ", index);

@@ -16,9 +16,9 @@ namespace lowbit::data {
 // Newline, printable ASCII and one id for everything else. A fixed table, not
 // one built from the data, so every corpus maps to the same ids.
 struct CharVocab {
-  static constexpr int64_t kNewline = 0;    // '\n'
+  static constexpr int64_t kNewline = 0;         // '\n'
   static constexpr int64_t kFirstPrintable = 1;  // ' ' .. '~' -> 1 .. 95
-  static constexpr int64_t kUnknown = 96;   // any other byte (UTF-8, controls)
+  static constexpr int64_t kUnknown = 96;        // any other byte (UTF-8, controls)
   static constexpr int64_t kSize = 97;
 
   // A tab counts as a space; bytes outside the table become kUnknown.
@@ -61,8 +61,8 @@ struct TextBatch {
 // Training batch number `index`: `batch` windows at uniform random starts drawn
 // from a stream seeded by (seed, index), so the data position of a run is just
 // its batch counter.
-TextBatch sample_windows(const torch::Tensor& tokens, int64_t batch, int64_t block,
-                         uint64_t seed, int64_t index);
+TextBatch sample_windows(const torch::Tensor& tokens, int64_t batch, int64_t block, uint64_t seed,
+                         int64_t index);
 
 // `count` windows at evenly spaced starts covering `tokens` (fewer when the
 // text holds fewer): the same validation set at every evaluation.

@@ -25,7 +25,8 @@ void check_options(const CharGPTOptions& o) {
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 torch::Tensor maybe_dropout(const torch::Tensor& x, double p, bool training) {
@@ -84,8 +85,8 @@ CharGPTImpl::CharGPTImpl(const CharGPTOptions& options) : options_(options) {
   blocks_ = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < options_.n_layer(); ++i) blocks_->push_back(Block(options_));
   ln_f_ = register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
-  register_module("lm_head",
-                  torch::nn::Linear(torch::nn::LinearOptions(d, options_.vocab_size()).bias(false)));
+  register_module(
+      "lm_head", torch::nn::Linear(torch::nn::LinearOptions(d, options_.vocab_size()).bias(false)));
 
   // GPT-2's initialisation (Radford et al. 2019, section 2.3): residual
   // projections scaled by 1/√N for N residual layers (2 per block).
@@ -104,7 +105,8 @@ CharGPTImpl::CharGPTImpl(const CharGPTOptions& options) : options_(options) {
 
 torch::Tensor CharGPTImpl::forward(const torch::Tensor& ids) {
   TORCH_CHECK(ids.dim() == 2 && ids.scalar_type() == torch::kInt64,
-              "CharGPT: ids must be int64 [batch, time], got ", ids.sizes(), " ", ids.scalar_type());
+              "CharGPT: ids must be int64 [batch, time], got ", ids.sizes(), " ",
+              ids.scalar_type());
   const int64_t T = ids.size(1);
   TORCH_CHECK(T >= 1 && T <= options_.block_size(), "CharGPT: sequence length ", T,
               " must be in [1, block_size = ", options_.block_size(), "]");

@@ -18,7 +18,7 @@
 namespace lowbit::models {
 
 struct CharGPTOptions {
-  TORCH_ARG(int64_t, vocab_size) = 97;  // data::CharVocab::kSize
+  TORCH_ARG(int64_t, vocab_size) = 97;   // data::CharVocab::kSize
   TORCH_ARG(int64_t, block_size) = 128;  // longest context (position table size)
   TORCH_ARG(int64_t, n_layer) = 4;
   TORCH_ARG(int64_t, n_head) = 4;

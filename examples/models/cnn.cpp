@@ -22,9 +22,9 @@ CnnClassifierImpl::CnnClassifierImpl(int64_t channels1, int64_t channels2, int64
 }
 
 torch::Tensor CnnClassifierImpl::forward(const torch::Tensor& images) {
-  TORCH_CHECK(images.dim() == 4 && images.size(1) == 1 && images.size(2) == 28 &&
-                  images.size(3) == 28,
-              "CnnClassifier: images must be [batch, 1, 28, 28], got ", images.sizes());
+  TORCH_CHECK(
+      images.dim() == 4 && images.size(1) == 1 && images.size(2) == 28 && images.size(3) == 28,
+      "CnnClassifier: images must be [batch, 1, 28, 28], got ", images.sizes());
   torch::Tensor x = torch::max_pool2d(torch::relu(conv1_->forward(images)), 2);
   x = torch::max_pool2d(torch::relu(conv2_->forward(x)), 2).flatten(1);
   x = torch::relu(forward_linear(*this, "fc", x));

@@ -11,8 +11,8 @@ namespace lowbit::models {
 MlpClassifierImpl::MlpClassifierImpl(int64_t inputs, const std::vector<int64_t>& hidden,
                                      int64_t classes, double dropout)
     : layers_(int64_t(hidden.size())), dropout_(dropout) {
-  TORCH_CHECK(inputs >= 1 && classes >= 2, "MlpClassifier: needs inputs >= 1 and classes >= 2, got ",
-              inputs, " and ", classes);
+  TORCH_CHECK(inputs >= 1 && classes >= 2,
+              "MlpClassifier: needs inputs >= 1 and classes >= 2, got ", inputs, " and ", classes);
   int64_t width = inputs;
   for (size_t i = 0; i < hidden.size(); ++i) {
     TORCH_CHECK(hidden[i] >= 1, "MlpClassifier: hidden width ", i, " is ", hidden[i]);

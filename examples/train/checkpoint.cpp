@@ -74,9 +74,9 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
     TORCH_CHECK(false, path, ": cannot be read (truncated or corrupt?): ", e.what());
   }
   c10::IValue format;
-  TORCH_CHECK(archive.try_read("format", format) && format.isString() &&
-                  format.toStringRef() == kFormat,
-              path, ": is not a lowbit-train checkpoint or model file");
+  TORCH_CHECK(
+      archive.try_read("format", format) && format.isString() && format.toStringRef() == kFormat,
+      path, ": is not a lowbit-train checkpoint or model file");
   return archive;
 }
 
@@ -116,9 +116,9 @@ Checkpoint::Checkpoint(const std::string& path) : path_(path), archive_(open_arc
 
 void Checkpoint::restore(torch::nn::Module& model, torch::optim::Optimizer& optimizer) {
   torch::serialize::InputArchive weights, optimizer_archive;
-  TORCH_CHECK(archive_.try_read("model", weights) &&
-                  archive_.try_read("optimizer", optimizer_archive),
-              path_, ": lacks the model or optimizer section");
+  TORCH_CHECK(
+      archive_.try_read("model", weights) && archive_.try_read("optimizer", optimizer_archive),
+      path_, ": lacks the model or optimizer section");
   copy_weights(weights, model, path_);
   optimizer.load(optimizer_archive);
 }

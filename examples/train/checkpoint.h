@@ -18,10 +18,10 @@
 namespace lowbit::train {
 
 struct TrainerState {
-  int64_t step = 0;          // optimizer steps taken
-  int64_t micro_batch = 0;   // micro-batches consumed: the data position
-  torch::Tensor rng_state;   // torch's default CPU generator (dropout, LoRA init)
-  std::string recipe_yaml;   // config::to_yaml of the run's recipe
+  int64_t step = 0;         // optimizer steps taken
+  int64_t micro_batch = 0;  // micro-batches consumed: the data position
+  torch::Tensor rng_state;  // torch's default CPU generator (dropout, LoRA init)
+  std::string recipe_yaml;  // config::to_yaml of the run's recipe
 };
 
 std::string checkpoint_path(const std::string& dir, int64_t step);

@@ -43,11 +43,12 @@ int64_t torch_state_bytes(const torch::optim::Optimizer& optimizer) {
 }
 
 // Whether an options class has a getter `name()` (TORCH_ARG's getters).
-#define LOWBIT_OPTION_TRAIT(name)                                                        \
-  template <typename O, typename = void>                                                 \
-  struct has_##name : std::false_type {};                                                \
-  template <typename O>                                                                  \
-  struct has_##name<O, std::void_t<decltype(std::declval<const O&>().name())>> : std::true_type {};
+#define LOWBIT_OPTION_TRAIT(name)                                                                 \
+  template <typename O, typename = void>                                                          \
+  struct has_##name : std::false_type {};                                                         \
+  template <typename O>                                                                           \
+  struct has_##name<O, std::void_t<decltype(std::declval<const O&>().name())>> : std::true_type { \
+  };
 LOWBIT_OPTION_TRAIT(betas)
 LOWBIT_OPTION_TRAIT(eps)
 LOWBIT_OPTION_TRAIT(momentum)
@@ -146,7 +147,8 @@ BuiltOptimizer eight_bit(const char* name, Options o, const config::OptimizerRec
       }
     }
   }
-  TORCH_CHECK(r.fp32_params.empty() || kept > 0, "optimizer.fp32_params matches no trainable "
+  TORCH_CHECK(r.fp32_params.empty() || kept > 0,
+              "optimizer.fp32_params matches no trainable "
               "parameter");
   if (kept > 0) d << " (" << kept << " parameters kept at 32-bit states)";
   BuiltOptimizer built;
@@ -168,14 +170,28 @@ BuiltOptimizer make_optimizer(const config::OptimizerRecipe& r,
   TORCH_CHECK(names.size() == params.size(), "make_optimizer: ", names.size(), " names for ",
               params.size(), " parameters");
   const std::string& n = r.name;
-  if (n == "adam8bit") return eight_bit<optim::Adam8bit>("Adam8bit", optim::Adam8bitOptions(), r, params, names, backend);
-  if (n == "adamw8bit") return eight_bit<optim::AdamW8bit>("AdamW8bit", optim::AdamW8bitOptions(), r, params, names, backend);
-  if (n == "lion8bit") return eight_bit<optim::Lion8bit>("Lion8bit", optim::Lion8bitOptions(), r, params, names, backend);
-  if (n == "lamb8bit") return eight_bit<optim::LAMB8bit>("LAMB8bit", optim::LAMB8bitOptions(), r, params, names, backend);
-  if (n == "rmsprop8bit") return eight_bit<optim::RMSprop8bit>("RMSprop8bit", optim::RMSprop8bitOptions(), r, params, names, backend);
-  if (n == "adam") return torch_optimizer<torch::optim::Adam>("Adam", torch::optim::AdamOptions(), r, params);
-  if (n == "adamw") return torch_optimizer<torch::optim::AdamW>("AdamW", torch::optim::AdamWOptions(), r, params);
-  if (n == "rmsprop") return torch_optimizer<torch::optim::RMSprop>("RMSprop", torch::optim::RMSpropOptions(), r, params);
+  if (n == "adam8bit")
+    return eight_bit<optim::Adam8bit>("Adam8bit", optim::Adam8bitOptions(), r, params, names,
+                                      backend);
+  if (n == "adamw8bit")
+    return eight_bit<optim::AdamW8bit>("AdamW8bit", optim::AdamW8bitOptions(), r, params, names,
+                                       backend);
+  if (n == "lion8bit")
+    return eight_bit<optim::Lion8bit>("Lion8bit", optim::Lion8bitOptions(), r, params, names,
+                                      backend);
+  if (n == "lamb8bit")
+    return eight_bit<optim::LAMB8bit>("LAMB8bit", optim::LAMB8bitOptions(), r, params, names,
+                                      backend);
+  if (n == "rmsprop8bit")
+    return eight_bit<optim::RMSprop8bit>("RMSprop8bit", optim::RMSprop8bitOptions(), r, params,
+                                         names, backend);
+  if (n == "adam")
+    return torch_optimizer<torch::optim::Adam>("Adam", torch::optim::AdamOptions(), r, params);
+  if (n == "adamw")
+    return torch_optimizer<torch::optim::AdamW>("AdamW", torch::optim::AdamWOptions(), r, params);
+  if (n == "rmsprop")
+    return torch_optimizer<torch::optim::RMSprop>("RMSprop", torch::optim::RMSpropOptions(), r,
+                                                  params);
   TORCH_CHECK(n == "sgd", "optimizer.name '", n, "' is unknown");
   TORCH_CHECK(r.lr, "optimizer.lr is required for sgd");
   return torch_optimizer<torch::optim::SGD>("SGD", torch::optim::SGDOptions(*r.lr), r, params);

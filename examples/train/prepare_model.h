@@ -21,7 +21,7 @@ namespace lowbit::train {
 struct PreparedModel {
   std::vector<torch::Tensor> trainable;
   std::vector<std::string> trainable_names;  // module paths, parallel to `trainable`
-  std::string description;  // parameter counts and what quant/lora changed
+  std::string description;                   // parameter counts and what quant/lora changed
   std::optional<lora::LoraConfig> adapters;  // set when LoRA adapters were added
 };
 

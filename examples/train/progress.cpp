@@ -17,7 +17,11 @@ Progress::Mode Progress::resolve(const std::string& setting, bool terminal) {
 
 Progress::Progress(Mode mode, int64_t first_step, int64_t total_steps, int64_t every,
                    std::ostream& out)
-    : mode_(mode), first_(first_step), total_(total_steps), every_(every), out_(out),
+    : mode_(mode),
+      first_(first_step),
+      total_(total_steps),
+      every_(every),
+      out_(out),
       start_(std::chrono::steady_clock::now()) {}
 
 std::string format_duration(double seconds) {
@@ -58,8 +62,8 @@ void Progress::step(int64_t step, double loss, double lr, double step_seconds) {
   const bool last = step == total_;
   if (mode_ == Mode::Lines) {
     if ((step - first_) % every_ != 0 && !last) return;
-    out_ << "step " << step << "/" << total_ << "  " << status(step, loss_sum_ / double(loss_count_), lr)
-         << "\n";
+    out_ << "step " << step << "/" << total_ << "  "
+         << status(step, loss_sum_ / double(loss_count_), lr) << "\n";
     out_.flush();
     loss_sum_ = 0.0;
     loss_count_ = 0;

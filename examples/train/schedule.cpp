@@ -6,13 +6,12 @@
 
 namespace lowbit::train {
 
-Schedule::Schedule(std::string kind, int64_t warmup_steps, int64_t total_steps,
-                   double min_lr_ratio)
+Schedule::Schedule(std::string kind, int64_t warmup_steps, int64_t total_steps, double min_lr_ratio)
     : kind_(std::move(kind)), warmup_(warmup_steps), total_(total_steps), min_ratio_(min_lr_ratio) {
   TORCH_CHECK(kind_ == "constant" || kind_ == "linear" || kind_ == "cosine", "schedule '", kind_,
               "' is unknown; expected constant, linear or cosine");
-  TORCH_CHECK(total_ >= 1 && warmup_ >= 0 && warmup_ < total_, "schedule: warmup_steps (",
-              warmup_, ") must be below the total steps (", total_, ")");
+  TORCH_CHECK(total_ >= 1 && warmup_ >= 0 && warmup_ < total_, "schedule: warmup_steps (", warmup_,
+              ") must be below the total steps (", total_, ")");
   TORCH_CHECK(min_ratio_ >= 0.0 && min_ratio_ <= 1.0, "schedule: min_lr_ratio ", min_ratio_,
               " must be in [0, 1]");
 }

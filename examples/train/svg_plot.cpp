@@ -32,10 +32,14 @@ constexpr double kWidth = 760, kPanelHeight = 230, kLeft = 70, kRight = 20, kTop
 std::string escape(const std::string& s) {
   std::string out;
   for (char c : s) {
-    if (c == '<') out += "&lt;";
-    else if (c == '>') out += "&gt;";
-    else if (c == '&') out += "&amp;";
-    else out += c;
+    if (c == '<')
+      out += "&lt;";
+    else if (c == '>')
+      out += "&gt;";
+    else if (c == '&')
+      out += "&amp;";
+    else
+      out += c;
   }
   return out;
 }
@@ -89,8 +93,7 @@ void draw_panel(std::ostringstream& svg, const Panel& panel, double top, double 
     const double t = tick * ystep, y = py(t);
     svg << "<line x1='" << x0 << "' x2='" << x1 << "' y1='" << y << "' y2='" << y
         << "' stroke='#eee'/><text x='" << x0 - 6 << "' y='" << y + 4
-        << "' font-size='11' text-anchor='end'>" << fmt(t)
-        << "</text>\n";
+        << "' font-size='11' text-anchor='end'>" << fmt(t) << "</text>\n";
   }
   const double xstep = std::max(1.0, nice_step(xmax - xmin, 8));
   for (double t = xstep; t <= xmax; t += xstep) {

@@ -94,9 +94,9 @@ class TextTask : public Task {
         batch_size_(r.train.batch_size),
         block_(r.model.block_size),
         seed_(uint64_t(r.train.seed)) {
-    std::vector<std::string> documents =
-        r.data.name == "kjv" ? data::read_kjv(r.data.path)
-                             : data::read_fortunes(r.data.path, r.data.files);
+    std::vector<std::string> documents = r.data.name == "kjv"
+                                             ? data::read_kjv(r.data.path)
+                                             : data::read_fortunes(r.data.path, r.data.files);
     if (r.data.train_limit > 0 && r.data.train_limit < int64_t(documents.size())) {
       documents.resize(size_t(r.data.train_limit));
     }
@@ -136,8 +136,8 @@ class TextTask : public Task {
   std::string describe() const override {
     std::ostringstream os;
     os << name_ << ": " << documents_ << " documents, " << text_.train.numel()
-       << " training characters (" << per_epoch_ << " batches per epoch), "
-       << valid_.input.size(0) << " validation windows of " << block_;
+       << " training characters (" << per_epoch_ << " batches per epoch), " << valid_.input.size(0)
+       << " validation windows of " << block_;
     return os.str();
   }
 

@@ -37,8 +37,8 @@ double peak_rss_mib() {
 // Keys a resumed run may change: where files go, how long to train, how often
 // to evaluate, and how to compute (threads, backend) - not what is trained.
 const std::vector<std::string> kResumableChanges = {
-    "checkpoint", "log", "train.steps", "train.epochs", "train.threads", "train.eval_every",
-    "backend", "data.path", "data.eval_limit"};
+    "checkpoint",       "log",     "train.steps", "train.epochs",   "train.threads",
+    "train.eval_every", "backend", "data.path",   "data.eval_limit"};
 
 // The checkpoint to resume from per checkpoint.resume, or none for a fresh run.
 std::optional<Checkpoint> find_resume(const config::Recipe& r, std::ostream& out) {
@@ -112,10 +112,9 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
   for (auto& group : optimizer.param_groups()) base_lr.push_back(group.options().get_lr());
 
   const int64_t per_epoch = task->batches_per_epoch();
-  const int64_t total = r.train.steps > 0
-                            ? r.train.steps
-                            : (r.train.epochs * per_epoch + r.train.grad_accum - 1) /
-                                  r.train.grad_accum;
+  const int64_t total = r.train.steps > 0 ? r.train.steps
+                                          : (r.train.epochs * per_epoch + r.train.grad_accum - 1) /
+                                                r.train.grad_accum;
   if (r.schedule.warmup_steps >= total) {
     throw config::RecipeError("schedule.warmup_steps: " + std::to_string(r.schedule.warmup_steps) +
                               " is not below the run's " + std::to_string(total) +
@@ -141,7 +140,8 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
   result.total_steps = total;
   if (state.step >= total) {
     out << checkpoint->path() << " already holds the run's last step (" << state.step << " of "
-        << total << "); raise train.steps or train.epochs to train on\n";
+        << total << "); raise train.steps or train.epochs to train on, or pass --set "
+        << "checkpoint.resume=never to start over\n";
     return result;
   }
   MetricsLog metrics(r.log.metrics, checkpoint ? state.step : -1);
@@ -152,7 +152,8 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
       << r.train.batch_size << " x " << r.train.grad_accum << " per step), schedule "
       << r.schedule.name << "\n  threads: " << torch::get_num_threads() << ", backend "
       << backend->name() << "\n  run directory: " << r.checkpoint.dir << "\n";
-  if (checkpoint) out << "  resumed from " << checkpoint->path() << " at step " << state.step << "\n";
+  if (checkpoint)
+    out << "  resumed from " << checkpoint->path() << " at step " << state.step << "\n";
   out.flush();
 
   Progress progress(Progress::resolve(r.log.progress, options.terminal), state.step, total,
@@ -194,10 +195,11 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
                    {"update_s", update}});
     progress.step(step, loss, lr, elapsed);
 
-    const bool epoch_end = r.train.epochs > 0 && state.micro_batch / per_epoch >
-                                                     (state.micro_batch - r.train.grad_accum) / per_epoch;
-    const bool evaluate = step == total ||
-                          (r.train.eval_every > 0 ? step % r.train.eval_every == 0 : epoch_end);
+    const bool epoch_end =
+        r.train.epochs > 0 &&
+        state.micro_batch / per_epoch > (state.micro_batch - r.train.grad_accum) / per_epoch;
+    const bool evaluate =
+        step == total || (r.train.eval_every > 0 ? step % r.train.eval_every == 0 : epoch_end);
     if (evaluate) {
       const Clock::time_point eval_start = Clock::now();
       const Evaluation e = task->evaluate();
@@ -266,7 +268,8 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
        << "\n  metrics " << r.log.metrics << ", plot " << r.log.plot;
   if (!result.interrupted) {
     done << ", model " << (fs::path(r.checkpoint.dir) / "model.pt").string();
-    if (prepared.adapters) done << ", PEFT adapter " << (fs::path(r.checkpoint.dir) / "adapter").string();
+    if (prepared.adapters)
+      done << ", PEFT adapter " << (fs::path(r.checkpoint.dir) / "adapter").string();
   }
   done << "\n";
   out << done.str();

@@ -29,8 +29,8 @@ struct RunResult {
   int64_t total_steps = 0;
   bool interrupted = false;
   std::optional<Evaluation> final_evaluation;  // of end_step, when it finished the run
-  double mean_step_seconds = 0.0;    // forward + backward + update, this process
-  double mean_update_seconds = 0.0;  // optimizer.step() alone
+  double mean_step_seconds = 0.0;              // forward + backward + update, this process
+  double mean_update_seconds = 0.0;            // optimizer.step() alone
   int64_t optimizer_state_bytes = 0;
   double peak_rss_mib = 0.0;  // this process's high-water mark
 };

@@ -23,14 +23,18 @@ TEST(CharGPT, NamesItsLinearLayersForQLoRA) {
   CharGPT model(tiny());
   std::map<std::string, std::vector<int64_t>> linears;
   for (const auto& item : model->named_modules()) {
-    if (auto* l = item.value()->as<torch::nn::Linear>()) linears[item.key()] = l->weight.sizes().vec();
+    if (auto* l = item.value()->as<torch::nn::Linear>())
+      linears[item.key()] = l->weight.sizes().vec();
   }
-  const std::map<std::string, std::vector<int64_t>> expected = {
-      {"blocks.0.attn.qkv", {24, 8}}, {"blocks.0.attn.proj", {8, 8}},
-      {"blocks.0.mlp.fc1", {32, 8}},  {"blocks.0.mlp.fc2", {8, 32}},
-      {"blocks.1.attn.qkv", {24, 8}}, {"blocks.1.attn.proj", {8, 8}},
-      {"blocks.1.mlp.fc1", {32, 8}},  {"blocks.1.mlp.fc2", {8, 32}},
-      {"lm_head", {97, 8}}};
+  const std::map<std::string, std::vector<int64_t>> expected = {{"blocks.0.attn.qkv", {24, 8}},
+                                                                {"blocks.0.attn.proj", {8, 8}},
+                                                                {"blocks.0.mlp.fc1", {32, 8}},
+                                                                {"blocks.0.mlp.fc2", {8, 32}},
+                                                                {"blocks.1.attn.qkv", {24, 8}},
+                                                                {"blocks.1.attn.proj", {8, 8}},
+                                                                {"blocks.1.mlp.fc1", {32, 8}},
+                                                                {"blocks.1.mlp.fc2", {8, 32}},
+                                                                {"lm_head", {97, 8}}};
   EXPECT_EQ(linears, expected);
 }
 
@@ -161,8 +165,8 @@ TEST(CharGPT, LearnsTheKjv) {
 
   // The unigram entropy of the training text: what a model that ignores the
   // context can reach at best.
-  const torch::Tensor p = torch::bincount(text.train, {}, 97).to(torch::kFloat64) /
-                          double(text.train.numel());
+  const torch::Tensor p =
+      torch::bincount(text.train, {}, 97).to(torch::kFloat64) / double(text.train.numel());
   const double unigram = -(p * p.clamp_min(1e-300).log()).sum().item<double>();
   for (int64_t step = 0; step < 150; ++step) {
     const data::TextBatch batch = data::sample_windows(text.train, 32, block, 5, step);

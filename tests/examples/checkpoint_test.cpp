@@ -140,15 +140,16 @@ TEST(Checkpoint, FailedSaveKeepsThePreviousFile) {
   // The writer's temp file name is taken by a directory: the save must fail
   // before touching the checkpoint already there.
   fs::create_directory(path + ".tmp." + std::to_string(::getpid()));
-  EXPECT_THROW(save_checkpoint(path, *s.model, s.adam,
-                               {5, 5, torch::zeros({1}, torch::kUInt8), "second"}),
-               c10::Error);
+  EXPECT_THROW(
+      save_checkpoint(path, *s.model, s.adam, {5, 5, torch::zeros({1}, torch::kUInt8), "second"}),
+      c10::Error);
   EXPECT_EQ(Checkpoint(path).state().recipe_yaml, "first");
 }
 
 TEST(Checkpoint, ListingAndPruningSeeOnlyCompleteCheckpoints) {
   ScratchDir dir;
-  for (int step : {30, 10, 20, 40}) dir.write(fs::path(checkpoint_path(dir.path(), step)).filename(), "x");
+  for (int step : {30, 10, 20, 40})
+    dir.write(fs::path(checkpoint_path(dir.path(), step)).filename(), "x");
   dir.write("step-00000050.ckpt.tmp.123", "partial");
   dir.write("model.pt.tmp.9", "partial");
   dir.write("notes.txt", "other");

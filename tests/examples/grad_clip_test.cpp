@@ -40,12 +40,14 @@ TEST(ClipGradients, MatchesTorchOnFloat32) {
 TEST(ClipGradients, ClipsFloat16LikeFloat32AndZeroTurnsItOff) {
   auto half = params_with_grads(torch::kFloat16, 1.0);
   auto full = params_with_grads(torch::kFloat32, 1.0);
-  for (size_t i = 0; i + 1 < full.size(); ++i) full[i].mutable_grad() = half[i].grad().to(torch::kFloat32);
+  for (size_t i = 0; i + 1 < full.size(); ++i)
+    full[i].mutable_grad() = half[i].grad().to(torch::kFloat32);
   const double norm = clip_gradients(half, 1.0);
   EXPECT_NEAR(norm, clip_gradients(full, 1.0), 1e-6 * norm);
   // float16 keeps ~3 decimal digits: the clipped values agree to 1e-3 relative.
   for (size_t i = 0; i + 1 < half.size(); ++i) {
-    EXPECT_TRUE(torch::allclose(half[i].grad().to(torch::kFloat32), full[i].grad(), 1e-3, 1e-4)) << i;
+    EXPECT_TRUE(torch::allclose(half[i].grad().to(torch::kFloat32), full[i].grad(), 1e-3, 1e-4))
+        << i;
   }
   auto untouched = params_with_grads(torch::kFloat32, 1.0);
   const torch::Tensor before = untouched[1].grad().clone();

@@ -112,10 +112,12 @@ TEST(Idx, RefusesDamagedFilesByName) {
 
 TEST(Idx, RefusesImagesAndLabelsThatDisagree) {
   ScratchDir dir;
-  write_gzip(dir.file("train-images-idx3-ubyte.gz"), idx_header({3, 28, 28}) + std::string(3 * 784, '\0'));
+  write_gzip(dir.file("train-images-idx3-ubyte.gz"),
+             idx_header({3, 28, 28}) + std::string(3 * 784, '\0'));
   write_gzip(dir.file("train-labels-idx1-ubyte.gz"), idx_header({2}) + std::string("\1\2"));
-  EXPECT_NE(message_of([&] { load_fashion_mnist(dir.path(), "train"); }).find("2 labels for 3 images"),
-            std::string::npos);
+  EXPECT_NE(
+      message_of([&] { load_fashion_mnist(dir.path(), "train"); }).find("2 labels for 3 images"),
+      std::string::npos);
   write_gzip(dir.file("train-labels-idx1-ubyte.gz"), idx_header({3}) + std::string("\1\2\12"));
   EXPECT_NE(message_of([&] { load_fashion_mnist(dir.path(), "train"); }).find("label above 9"),
             std::string::npos);

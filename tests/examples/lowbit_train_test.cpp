@@ -80,8 +80,8 @@ Finished run_program(const ScratchDir& dir, const std::vector<std::string>& args
 TEST(LowbitTrain, ValidationErrorsStopBeforeTraining) {
   ScratchDir dir;
   const std::string run_dir = dir.file("run");
-  const Finished bad = run_program(dir, {"--set", "optimizer.lr=-1", "--set",
-                                         "checkpoint.dir=" + run_dir});
+  const Finished bad =
+      run_program(dir, {"--set", "optimizer.lr=-1", "--set", "checkpoint.dir=" + run_dir});
   EXPECT_EQ(bad.status, 2);
   EXPECT_NE(bad.output.find("--set optimizer.lr: value '-1' is out of range; allowed: a number "
                             "in (0, 10]"),
@@ -110,8 +110,9 @@ TEST(LowbitTrain, PrintsTheResolvedDefaultRecipeAndPlotsMetrics) {
   EXPECT_EQ(again.data.name, "fashion_mnist");
   EXPECT_EQ(again.checkpoint.dir, "runs/fashion_mnist_adamw8bit");
 
-  dir.write("m.jsonl", "{\"type\": \"train\", \"step\": 1, \"loss\": 2.0, \"lr\": 0.1}\n"
-                       "{\"type\": \"train\", \"step\": 2, \"loss\": 1.0, \"lr\": 0.1}\n");
+  dir.write("m.jsonl",
+            "{\"type\": \"train\", \"step\": 1, \"loss\": 2.0, \"lr\": 0.1}\n"
+            "{\"type\": \"train\", \"step\": 2, \"loss\": 1.0, \"lr\": 0.1}\n");
   const Finished plotted = run_program(dir, {"--plot", dir.file("m.jsonl")});
   EXPECT_EQ(plotted.status, 0) << plotted.output;
   EXPECT_TRUE(fs::exists(dir.file("m.svg")));

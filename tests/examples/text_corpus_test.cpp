@@ -48,8 +48,9 @@ TEST(ReadKjv, ReadsEveryVerseWithoutReferences) {
   const std::vector<std::string> verses = read_kjv();
   ASSERT_EQ(verses.size(), 31102u);  // verses in the KJV (Genesis 1:1 to Revelation 22:21)
   EXPECT_EQ(verses.front(), "In the beginning God created the heaven and the earth.\n");
-  EXPECT_EQ(verses[1], "And the earth was without form, and void; and darkness was upon the face "
-                       "of the deep. And the Spirit of God moved upon the face of the waters.\n");
+  EXPECT_EQ(verses[1],
+            "And the earth was without form, and void; and darkness was upon the face "
+            "of the deep. And the Spirit of God moved upon the face of the waters.\n");
   EXPECT_EQ(verses.back(), "The grace of our Lord Jesus Christ be with you all. Amen.\n");
 }
 
@@ -159,9 +160,10 @@ TEST(SampleWindows, StartsAreUniform) {
   const torch::Tensor tokens = torch::arange(block + starts, torch::kInt64);
   std::vector<double> counts(starts, 0.0);
   for (int64_t i = 0; i < draws; ++i) {
-    const torch::Tensor first = sample_windows(tokens, starts * 11, block, 1, i).input.select(1, 0).contiguous();
+    const torch::Tensor first =
+        sample_windows(tokens, starts * 11, block, 1, i).input.select(1, 0).contiguous();
     for (int64_t s : std::vector<int64_t>(first.data_ptr<int64_t>(),
-                                         first.data_ptr<int64_t>() + first.numel())) {
+                                          first.data_ptr<int64_t>() + first.numel())) {
       counts[size_t(s)] += 1.0;
     }
   }

@@ -22,6 +22,7 @@
 #include "examples/train/task.h"
 #include "examples/train/trainer.h"
 #include "tests/examples/scratch_dir.h"
+#include "tests/kernels/backends.h"
 
 namespace lowbit::train {
 namespace {
@@ -52,7 +53,8 @@ double mean(const std::vector<double>& v, size_t begin, size_t end) {
 
 // The model a checkpoint or model.pt holds, loaded into a freshly built one
 // (with the recipe's quant/lora layers).
-std::map<std::string, torch::Tensor> weights(const config::Recipe& recipe, const std::string& path) {
+std::map<std::string, torch::Tensor> weights(const config::Recipe& recipe,
+                                             const std::string& path) {
   std::unique_ptr<Task> task = make_task(recipe);
   prepare_model(*task->module(), recipe.quant, recipe.lora, nullptr);
   load_model(path, *task->module());
@@ -86,9 +88,11 @@ TEST(Trainer, TwentyStepsOfEveryRecipe) {
     SCOPED_TRACE(path.string());
     const std::string name = path.stem().string();
     std::vector<std::string> overrides = {
-        "train.epochs=0", "train.steps=20", "schedule.warmup_steps=2", "data.train_limit=3000",
-        "data.eval_limit=200", "checkpoint.every=10", "checkpoint.resume=never",
-        "checkpoint.dir=" + dir.file(name), "train.threads=1", "train.grad_accum=1",
+        "train.epochs=0",          "train.steps=20",
+        "schedule.warmup_steps=2", "data.train_limit=3000",
+        "data.eval_limit=200",     "checkpoint.every=10",
+        "checkpoint.resume=never", "checkpoint.dir=" + dir.file(name),
+        "train.threads=1",         "train.grad_accum=1",
         "train.batch_size=16"};
     const std::string base = base_of(path);
     if (!base.empty()) overrides.push_back("model.init=" + dir.file(base + "/model.pt"));
@@ -128,7 +132,8 @@ void expect_bit_identical_resume(const std::string& yaml, const std::string& nam
   const auto wa = weights(a, checkpoint_path(a.checkpoint.dir, 20));
   const auto wb = weights(b, checkpoint_path(b.checkpoint.dir, 20));
   for (const auto& [key, tensor] : wa) EXPECT_TRUE(tensor.equal(wb.at(key))) << key;
-  const std::vector<double> la = losses(a.log.metrics, "train"), lb = losses(b.log.metrics, "train");
+  const std::vector<double> la = losses(a.log.metrics, "train"),
+                            lb = losses(b.log.metrics, "train");
   ASSERT_EQ(la.size(), 20u);
   ASSERT_EQ(lb.size(), 10u);  // the resumed run logged steps 11-20
   for (size_t i = 0; i < 10; ++i) EXPECT_EQ(la[10 + i], lb[i]) << "step " << 11 + i;
@@ -147,7 +152,8 @@ optimizer: {name: adamw8bit, lr: 3.0e-3, weight_decay: 0.1, min_8bit_size: 256,
             percentile_clipping: 90}
 schedule: {name: cosine, warmup_steps: 3, min_lr_ratio: 0.1}
 train: {steps: 20, batch_size: 8, grad_accum: 2, grad_clip: 0.5, seed: 3, eval_every: 5}
-)", "gpt");
+)",
+                              "gpt");
 }
 
 TEST(Trainer, ResumeIsBitIdenticalForTheMlpAcrossEpochs) {
@@ -159,13 +165,13 @@ data: {name: fashion_mnist, train_limit: 250, eval_limit: 100}
 optimizer: {name: rmsprop, lr: 1.0e-3, momentum: 0.9}
 schedule: {name: linear, warmup_steps: 2}
 train: {steps: 20, batch_size: 32, seed: 5, eval_every: 5}
-)", "mlp");
+)",
+                              "mlp");
 }
 
-TEST(Trainer, ResumeIsBitIdenticalForQlora) {
-  // NF4 base linears, fp16 LoRA adapters with dropout (torch's generator) on
-  // every linear but the head, AdamW8bit.
-  expect_bit_identical_resume(R"(
+// NF4 base linears, fp16 LoRA adapters with dropout (torch's generator) on
+// every linear but the head, AdamW8bit.
+const char* kQloraRecipe = R"(
 model: {name: char_gpt, block_size: 32, n_layer: 1, n_head: 2, n_embd: 32}
 data: {name: fortunes, files: [computers, linux], eval_limit: 20}
 quant: {type: nf4, block_size: 64}
@@ -173,7 +179,15 @@ lora: {r: 4, alpha: 8, dropout: 0.1, target: [qkv, proj, fc1, fc2]}
 optimizer: {name: adamw8bit, lr: 3.0e-3, min_8bit_size: 64}
 schedule: {name: cosine, warmup_steps: 3}
 train: {steps: 20, batch_size: 8, seed: 7, eval_every: 5}
-)", "qlora");
+)";
+
+TEST(Trainer, ResumeIsBitIdenticalForQlora) { expect_bit_identical_resume(kQloraRecipe, "qlora"); }
+
+// The same on the OpenCL backend: 8-bit states and packed weights live on the
+// device between steps and must reach the checkpoint exactly.
+TEST(Trainer, ResumeIsBitIdenticalOnOpenCl) {
+  LOWBIT_REQUIRE_OPENCL(device);
+  expect_bit_identical_resume(std::string(kQloraRecipe) + "backend: opencl\n", "qlora_opencl");
 }
 
 TEST(Trainer, ResumesOnlyUnderTheSameRecipe) {
