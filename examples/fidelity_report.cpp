@@ -42,7 +42,7 @@ struct Stat {
 
 // The seeds of one variant of a study.
 struct Variant {
-  Stat accuracy, loss, step_ms, update_ms, state_kib, rss_mib, wall_s;
+  Stat accuracy, loss, step_ms, update_ms, state_kib, rss_mib, wall_s, load;
   int runs = 0;
 };
 
@@ -65,8 +65,9 @@ std::optional<Variant> read_variant(const fs::path& dir) {
       if (r.contains("eval_accuracy"))
         v.accuracy.values.push_back(100.0 * r["eval_accuracy"].get<double>());
       v.loss.values.push_back(r["eval_loss"].get<double>());
-      v.step_ms.values.push_back(1e3 * r["mean_step_s"].get<double>());
-      v.update_ms.values.push_back(1e3 * r["mean_update_s"].get<double>());
+      v.step_ms.values.push_back(1e3 * r["mean_step_cpu_s"].get<double>());
+      v.update_ms.values.push_back(1e3 * r["mean_update_cpu_s"].get<double>());
+      v.load.values.push_back(r["load_average"].get<double>());
       v.state_kib.values.push_back(r["optimizer_state_bytes"].get<double>() / 1024.0);
       v.rss_mib.values.push_back(r["peak_rss_mib"].get<double>());
       v.wall_s.values.push_back(r["wall_s"].get<double>());
@@ -95,10 +96,12 @@ std::string signed_fixed(double x, int digits, const std::string& unit) {
 
 std::string cost_cells(const Variant& v) {
   return fixed(v.step_ms.mean(), 1) + " | " + fixed(v.update_ms.mean(), 2) + " | " +
-         fixed(v.state_kib.mean(), 0) + " | " + fixed(v.rss_mib.mean(), 0);
+         fixed(v.state_kib.mean(), 0) + " | " + fixed(v.rss_mib.mean(), 0) + " | " +
+         fixed(v.load.mean(), 1);
 }
 
-const char* kCostHeader = "ms/step | optimizer ms/step | optimizer state KiB | peak RSS MiB";
+const char* kCostHeader =
+    "CPU ms/step | optimizer CPU ms/step | optimizer state KiB | peak RSS MiB | load";
 
 void fashion_section(std::ostream& md, const fs::path& root) {
   md << "## Fashion-MNIST: test accuracy\n\n"
@@ -108,7 +111,7 @@ void fashion_section(std::ostream& md, const fs::path& root) {
         "Mean ± sample standard deviation over seeds; Δ is the 8-bit accuracy minus the "
         "32-bit one. Target: |Δ| ≤ 0.3 percentage points.\n\n"
      << "| optimizer | mode | runs | test accuracy % | Δ vs 32-bit (pp) | target | test loss | "
-     << kCostHeader << " |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+     << kCostHeader << " |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const std::string opt : {"adam8bit", "adamw8bit", "lion8bit", "lamb8bit", "rmsprop8bit"}) {
     const auto eight = read_variant(root / "fashion" / opt / "8bit");
     const auto full = read_variant(root / "fashion" / opt / "32bit");
@@ -144,7 +147,7 @@ void loss_section(std::ostream& md, const fs::path& dir, const std::string& titl
   md << "## " << title << "\n\n"
      << intro << "\n\n"
      << "| variant | runs | validation loss | Δ vs " << reference << " | target | " << kCostHeader
-     << " |\n|---|---|---|---|---|---|---|---|---|\n";
+     << " |\n|---|---|---|---|---|---|---|---|---|---|\n";
   std::map<std::string, Variant> found;
   for (const auto& [name, label] : variants) {
     if (auto v = read_variant(dir / name)) found.emplace(name, *v);
@@ -182,9 +185,11 @@ int main(int argc, char** argv) {
        << "Written by `scripts/fidelity.sh` (through `lowbit-fidelity-report`) from the runs "
           "under `"
        << root.string() << "`; do not edit by hand. Machine: " << argv[3]
-       << ". Costs are means over the runs: time per optimizer step (forward, backward and "
-          "update), the update alone, optimizer state held at the end, and the process's peak "
-          "resident memory (data sets included).\n\n";
+       << ". Costs are means over the runs: process CPU time per optimizer step (forward, "
+          "backward and update) and of the update alone (CPU time, not wall time: the machine "
+          "is shared, and the runs ran at low priority), optimizer state held at the end, the "
+          "process's peak resident memory (data sets included), and the 1-minute load average "
+          "at the end of the run.\n\n";
     fashion_section(md, root);
     loss_section(md, root / "kjv", "KJV character GPT: validation loss",
                  "Recipes `configs/kjv_gpt_adamw8bit.yaml` and `configs/kjv_gpt_adamw32.yaml` "

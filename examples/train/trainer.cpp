@@ -1,11 +1,13 @@
 #include "examples/train/trainer.h"
 
 #include <sys/resource.h>
+#include <time.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 
@@ -28,10 +30,36 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+double process_cpu_seconds() {
+  timespec t{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+// Wall-clock and process CPU time since construction. On a machine shared
+// with other work, CPU time is the stabler measure of what a step costs.
+struct Stopwatch {
+  Clock::time_point wall = Clock::now();
+  double cpu = process_cpu_seconds();
+  double wall_seconds() const { return seconds_since(wall); }
+  double cpu_seconds() const { return process_cpu_seconds() - cpu; }
+};
+
+// Totals over the steps this process ran.
+struct StepTimes {
+  double wall = 0.0, cpu = 0.0, update_wall = 0.0, update_cpu = 0.0;
+};
+
 double peak_rss_mib() {
   rusage usage{};
   ::getrusage(RUSAGE_SELF, &usage);
   return double(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+// The 1-minute load average: how busy the machine was while timing.
+double load_average() {
+  double load[1] = {0.0};
+  return ::getloadavg(load, 1) == 1 ? load[0] : -1.0;
 }
 
 // Keys a resumed run may change: where files go, how long to train, how often
@@ -158,9 +186,9 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
 
   Progress progress(Progress::resolve(r.log.progress, options.terminal), state.step, total,
                     r.log.every, out);
-  double step_seconds = 0.0, update_seconds = 0.0;
+  StepTimes times;
   for (int64_t step = state.step + 1; step <= total; ++step) {
-    const Clock::time_point step_start = Clock::now();
+    const Stopwatch step_watch;
     const double lr_factor = schedule.factor(step);
     for (size_t g = 0; g < base_lr.size(); ++g) {
       optimizer.param_groups()[g].options().set_lr(base_lr[g] * lr_factor);
@@ -178,11 +206,14 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
     TORCH_CHECK(std::isfinite(loss), "step ", step, ": the training loss is ", loss,
                 "; lower optimizer.lr or set train.grad_clip");
     const double grad_norm = clip_gradients(prepared.trainable, r.train.grad_clip);
-    const Clock::time_point update_start = Clock::now();
+    const Stopwatch update_watch;
     optimizer.step();
-    const double update = seconds_since(update_start), elapsed = seconds_since(step_start);
-    step_seconds += elapsed;
-    update_seconds += update;
+    const double update = update_watch.wall_seconds(), update_cpu = update_watch.cpu_seconds();
+    const double elapsed = step_watch.wall_seconds(), elapsed_cpu = step_watch.cpu_seconds();
+    times.wall += elapsed;
+    times.cpu += elapsed_cpu;
+    times.update_wall += update;
+    times.update_cpu += update_cpu;
     state.step = step;
     const double lr = base_lr[0] * lr_factor;
     metrics.write({{"type", "train"},
@@ -192,7 +223,9 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
                    {"lr", lr},
                    {"grad_norm", grad_norm},
                    {"step_s", elapsed},
-                   {"update_s", update}});
+                   {"update_s", update},
+                   {"step_cpu_s", elapsed_cpu},
+                   {"update_cpu_s", update_cpu}});
     progress.step(step, loss, lr, elapsed);
 
     const bool epoch_end =
@@ -227,8 +260,11 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
 
   const int64_t steps_run = state.step - result.start_step;
   result.end_step = state.step;
-  result.mean_step_seconds = steps_run > 0 ? step_seconds / double(steps_run) : 0.0;
-  result.mean_update_seconds = steps_run > 0 ? update_seconds / double(steps_run) : 0.0;
+  const double per_step = steps_run > 0 ? 1.0 / double(steps_run) : 0.0;
+  result.mean_step_seconds = times.wall * per_step;
+  result.mean_update_seconds = times.update_wall * per_step;
+  result.mean_step_cpu_seconds = times.cpu * per_step;
+  result.mean_update_cpu_seconds = times.update_cpu * per_step;
   result.optimizer_state_bytes = built.state_bytes();
   result.peak_rss_mib = peak_rss_mib();
   if (!result.interrupted) {
@@ -242,6 +278,9 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
                               {"steps_run", steps_run},
                               {"mean_step_s", result.mean_step_seconds},
                               {"mean_update_s", result.mean_update_seconds},
+                              {"mean_step_cpu_s", result.mean_step_cpu_seconds},
+                              {"mean_update_cpu_s", result.mean_update_cpu_seconds},
+                              {"load_average", load_average()},
                               {"optimizer_state_bytes", result.optimizer_state_bytes},
                               {"nonfinite_skipped_steps", built.skipped_steps()},
                               {"peak_rss_mib", result.peak_rss_mib},
@@ -262,7 +301,8 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
   done << (result.interrupted ? "stopped" : "done") << " at step " << state.step << "/" << total;
   if (result.final_evaluation) done << ": " << describe(*result.final_evaluation);
   done << "\n  " << 1e3 * result.mean_step_seconds << " ms/step (optimizer "
-       << 1e3 * result.mean_update_seconds << " ms), optimizer state "
+       << 1e3 * result.mean_update_seconds << " ms; CPU " << 1e3 * result.mean_step_cpu_seconds
+       << " ms/step), optimizer state "
        << double(result.optimizer_state_bytes) / (1 << 20) << " MiB, peak RSS "
        << result.peak_rss_mib << " MiB, wall " << format_duration(seconds_since(run_start))
        << "\n  metrics " << r.log.metrics << ", plot " << r.log.plot;

@@ -31,6 +31,8 @@ struct RunResult {
   std::optional<Evaluation> final_evaluation;  // of end_step, when it finished the run
   double mean_step_seconds = 0.0;              // forward + backward + update, this process
   double mean_update_seconds = 0.0;            // optimizer.step() alone
+  double mean_step_cpu_seconds = 0.0;    // the same in process CPU time
+  double mean_update_cpu_seconds = 0.0;
   int64_t optimizer_state_bytes = 0;
   double peak_rss_mib = 0.0;  // this process's high-water mark
 };
