@@ -119,106 +119,166 @@ std::string describe(const Evaluation& e) {
   return os.str();
 }
 
-}  // namespace
+// One run of a recipe: the set-up, the step loop and the end of the run.
+class Run {
+ public:
+  Run(const config::Recipe& recipe, const RunOptions& options);
+  // Loads the checkpoint to resume from, if any; false when it already holds
+  // the run's last step.
+  bool resume();
+  void train();
+  RunResult finish();
+  const RunResult& result() const { return result_; }
 
-RunResult run_training(const config::Recipe& r, const RunOptions& options) {
-  std::ostream& out = *options.out;
-  const Clock::time_point run_start = Clock::now();
+ private:
+  // One optimizer step (grad_accum micro-batches); logs it.
+  void step(int64_t step);
+  void evaluate(int64_t step);
+  void print_header(const std::optional<Checkpoint>& checkpoint) const;
+  std::string model_path() const { return (fs::path(r_.checkpoint.dir) / "model.pt").string(); }
+  std::string adapter_path() const { return (fs::path(r_.checkpoint.dir) / "adapter").string(); }
+
+  const config::Recipe& r_;
+  const RunOptions& options_;
+  std::ostream& out_;
+  const Clock::time_point start_ = Clock::now();
+  std::shared_ptr<kernels::Backend> backend_;
+  std::unique_ptr<Task> task_;
+  std::shared_ptr<torch::nn::Module> model_;
+  PreparedModel prepared_;
+  BuiltOptimizer built_;
+  std::vector<double> base_lr_;
+  int64_t per_epoch_ = 1, total_ = 0;
+  std::optional<Schedule> schedule_;
+  at::Generator generator_ = at::detail::getDefaultCPUGenerator();
+  TrainerState state_;
+  std::optional<MetricsLog> metrics_;
+  std::optional<Progress> progress_;
+  StepTimes times_;
+  RunResult result_;
+};
+
+Run::Run(const config::Recipe& r, const RunOptions& options)
+    : r_(r), options_(options), out_(*options.out) {
   if (r.train.threads > 0) torch::set_num_threads(int(r.train.threads));
   kernels::BackendOptions backend_options;
   backend_options.kind = r.backend;
-  const std::shared_ptr<kernels::Backend> backend = kernels::make_backend(backend_options);
+  backend_ = kernels::make_backend(backend_options);
+  task_ = make_task(r);
+  model_ = task_->module();
+  if (!r.model.init.empty()) load_model(r.model.init, *model_);
+  prepared_ = prepare_model(*model_, r.quant, r.lora, backend_);
+  built_ = make_optimizer(r.optimizer, prepared_.trainable, prepared_.trainable_names, backend_);
+  for (auto& group : built_.optimizer->param_groups()) base_lr_.push_back(group.options().get_lr());
 
-  std::unique_ptr<Task> task = make_task(r);
-  const std::shared_ptr<torch::nn::Module> model = task->module();
-  if (!r.model.init.empty()) load_model(r.model.init, *model);
-  const PreparedModel prepared = prepare_model(*model, r.quant, r.lora, backend);
-  BuiltOptimizer built =
-      make_optimizer(r.optimizer, prepared.trainable, prepared.trainable_names, backend);
-  torch::optim::Optimizer& optimizer = *built.optimizer;
-  std::vector<double> base_lr;
-  for (auto& group : optimizer.param_groups()) base_lr.push_back(group.options().get_lr());
-
-  const int64_t per_epoch = task->batches_per_epoch();
-  const int64_t total = r.train.steps > 0 ? r.train.steps
-                                          : (r.train.epochs * per_epoch + r.train.grad_accum - 1) /
-                                                r.train.grad_accum;
-  if (r.schedule.warmup_steps >= total) {
+  per_epoch_ = task_->batches_per_epoch();
+  total_ = r.train.steps > 0
+               ? r.train.steps
+               : (r.train.epochs * per_epoch_ + r.train.grad_accum - 1) / r.train.grad_accum;
+  if (r.schedule.warmup_steps >= total_) {
     throw config::RecipeError("schedule.warmup_steps: " + std::to_string(r.schedule.warmup_steps) +
-                              " is not below the run's " + std::to_string(total) +
+                              " is not below the run's " + std::to_string(total_) +
                               " steps; allowed: fewer warmup steps than training steps");
   }
-  const Schedule schedule(r.schedule.name, r.schedule.warmup_steps, total, r.schedule.min_lr_ratio);
+  schedule_.emplace(r.schedule.name, r.schedule.warmup_steps, total_, r.schedule.min_lr_ratio);
+  state_.recipe_yaml = config::to_yaml(r);
+  result_.total_steps = total_;
+}
 
-  fs::create_directories(r.checkpoint.dir);
-  remove_stale_temp_files(r.checkpoint.dir);
-  TrainerState state;
-  state.recipe_yaml = config::to_yaml(r);
-  at::Generator generator = at::detail::getDefaultCPUGenerator();
-  std::optional<Checkpoint> checkpoint = find_resume(r, out);
+bool Run::resume() {
+  fs::create_directories(r_.checkpoint.dir);
+  remove_stale_temp_files(r_.checkpoint.dir);
+  std::optional<Checkpoint> checkpoint = find_resume(r_, out_);
   if (checkpoint) {
-    check_same_recipe(*checkpoint, r);
-    checkpoint->restore(*model, optimizer);
-    state.step = checkpoint->state().step;
-    state.micro_batch = checkpoint->state().micro_batch;
-    generator.set_state(checkpoint->state().rng_state);
+    check_same_recipe(*checkpoint, r_);
+    checkpoint->restore(*model_, *built_.optimizer);
+    state_.step = checkpoint->state().step;
+    state_.micro_batch = checkpoint->state().micro_batch;
+    generator_.set_state(checkpoint->state().rng_state);
   }
-  RunResult result;
-  result.start_step = result.end_step = state.step;
-  result.total_steps = total;
-  if (state.step >= total) {
-    out << checkpoint->path() << " already holds the run's last step (" << state.step << " of "
-        << total << "); raise train.steps or train.epochs to train on, or pass --set "
-        << "checkpoint.resume=never to start over\n";
-    return result;
+  result_.start_step = result_.end_step = state_.step;
+  if (state_.step >= total_) {
+    out_ << checkpoint->path() << " already holds the run's last step (" << state_.step << " of "
+         << total_ << "); raise train.steps or train.epochs to train on, or pass --set "
+         << "checkpoint.resume=never to start over\n";
+    return false;
   }
-  MetricsLog metrics(r.log.metrics, checkpoint ? state.step : -1);
+  metrics_.emplace(r_.log.metrics, checkpoint ? state_.step : -1);
+  print_header(checkpoint);
+  return true;
+}
 
-  out << "lowbit-train " << r.source << "\n  data: " << task->describe()
-      << "\n  model: " << r.model.name << ", " << prepared.description
-      << "\n  optimizer: " << built.description << "\n  steps: " << total << " ("
-      << r.train.batch_size << " x " << r.train.grad_accum << " per step), schedule "
-      << r.schedule.name << "\n  threads: " << torch::get_num_threads() << ", backend "
-      << backend->name() << "\n  run directory: " << r.checkpoint.dir << "\n";
-  if (checkpoint)
-    out << "  resumed from " << checkpoint->path() << " at step " << state.step << "\n";
-  out.flush();
+void Run::print_header(const std::optional<Checkpoint>& checkpoint) const {
+  out_ << "lowbit-train " << r_.source << "\n  data: " << task_->describe()
+       << "\n  model: " << r_.model.name << ", " << prepared_.description
+       << "\n  optimizer: " << built_.description << "\n  steps: " << total_ << " ("
+       << r_.train.batch_size << " x " << r_.train.grad_accum << " per step), schedule "
+       << r_.schedule.name << "\n  threads: " << torch::get_num_threads() << ", backend "
+       << backend_->name() << "\n  run directory: " << r_.checkpoint.dir << "\n";
+  if (checkpoint) {
+    out_ << "  resumed from " << checkpoint->path() << " at step " << state_.step << "\n";
+  }
+  out_.flush();
+}
 
-  Progress progress(Progress::resolve(r.log.progress, options.terminal), state.step, total,
-                    r.log.every, out);
-  StepTimes times;
-  for (int64_t step = state.step + 1; step <= total; ++step) {
-    const Stopwatch step_watch;
-    const double lr_factor = schedule.factor(step);
-    for (size_t g = 0; g < base_lr.size(); ++g) {
-      optimizer.param_groups()[g].options().set_lr(base_lr[g] * lr_factor);
+void Run::train() {
+  progress_.emplace(Progress::resolve(r_.log.progress, options_.terminal), state_.step, total_,
+                    r_.log.every, out_);
+  for (int64_t step = state_.step + 1; step <= total_; ++step) {
+    this->step(step);
+    const bool epoch_end =
+        r_.train.epochs > 0 &&
+        state_.micro_batch / per_epoch_ > (state_.micro_batch - r_.train.grad_accum) / per_epoch_;
+    if (step == total_ || (r_.train.eval_every > 0 ? step % r_.train.eval_every == 0 : epoch_end)) {
+      evaluate(step);
     }
-    // Gradients are dropped rather than zeroed, the same in every libtorch
-    // version and the same as in a process that just resumed.
-    for (const torch::Tensor& p : prepared.trainable) p.mutable_grad() = torch::Tensor();
-    double loss_sum = 0.0;
-    for (int64_t a = 0; a < r.train.grad_accum; ++a) {
-      const torch::Tensor loss = task->loss(state.micro_batch++);
-      (loss / double(r.train.grad_accum)).backward();
-      loss_sum += loss.item<double>();
+    const bool stop = options_.stop != nullptr && *options_.stop != 0;
+    if (step == total_ || stop || (r_.checkpoint.every > 0 && step % r_.checkpoint.every == 0)) {
+      state_.rng_state = generator_.get_state();
+      save_checkpoint(checkpoint_path(r_.checkpoint.dir, step), *model_, *built_.optimizer, state_);
+      prune_checkpoints(r_.checkpoint.dir, r_.checkpoint.keep);
     }
-    const double loss = loss_sum / double(r.train.grad_accum);
-    TORCH_CHECK(std::isfinite(loss), "step ", step, ": the training loss is ", loss,
-                "; lower optimizer.lr or set train.grad_clip");
-    const double grad_norm = clip_gradients(prepared.trainable, r.train.grad_clip);
-    const Stopwatch update_watch;
-    optimizer.step();
-    const double update = update_watch.wall_seconds(), update_cpu = update_watch.cpu_seconds();
-    const double elapsed = step_watch.wall_seconds(), elapsed_cpu = step_watch.cpu_seconds();
-    times.wall += elapsed;
-    times.cpu += elapsed_cpu;
-    times.update_wall += update;
-    times.update_cpu += update_cpu;
-    state.step = step;
-    const double lr = base_lr[0] * lr_factor;
-    metrics.write({{"type", "train"},
+    if (stop) {
+      progress_->message("interrupted: checkpoint of step " + std::to_string(step) +
+                         " saved in " + r_.checkpoint.dir);
+      result_.interrupted = true;
+      break;
+    }
+  }
+  progress_->finish();
+}
+
+void Run::step(int64_t step) {
+  const Stopwatch step_watch;
+  const double lr_factor = schedule_->factor(step);
+  auto& groups = built_.optimizer->param_groups();
+  for (size_t g = 0; g < base_lr_.size(); ++g) groups[g].options().set_lr(base_lr_[g] * lr_factor);
+  // Gradients are dropped rather than zeroed, the same in every libtorch
+  // version and the same as in a process that just resumed.
+  for (const torch::Tensor& p : prepared_.trainable) p.mutable_grad() = torch::Tensor();
+  double loss_sum = 0.0;
+  for (int64_t a = 0; a < r_.train.grad_accum; ++a) {
+    const torch::Tensor loss = task_->loss(state_.micro_batch++);
+    (loss / double(r_.train.grad_accum)).backward();
+    loss_sum += loss.item<double>();
+  }
+  const double loss = loss_sum / double(r_.train.grad_accum);
+  TORCH_CHECK(std::isfinite(loss), "step ", step, ": the training loss is ", loss,
+              "; lower optimizer.lr or set train.grad_clip");
+  const double grad_norm = clip_gradients(prepared_.trainable, r_.train.grad_clip);
+  const Stopwatch update_watch;
+  built_.optimizer->step();
+  const double update = update_watch.wall_seconds(), update_cpu = update_watch.cpu_seconds();
+  const double elapsed = step_watch.wall_seconds(), elapsed_cpu = step_watch.cpu_seconds();
+  times_.wall += elapsed;
+  times_.cpu += elapsed_cpu;
+  times_.update_wall += update;
+  times_.update_cpu += update_cpu;
+  state_.step = step;
+  const double lr = base_lr_[0] * lr_factor;
+  metrics_->write({{"type", "train"},
                    {"step", step},
-                   {"epoch", double(state.micro_batch) / double(per_epoch)},
+                   {"epoch", double(state_.micro_batch) / double(per_epoch_)},
                    {"loss", loss},
                    {"lr", lr},
                    {"grad_norm", grad_norm},
@@ -226,95 +286,81 @@ RunResult run_training(const config::Recipe& r, const RunOptions& options) {
                    {"update_s", update},
                    {"step_cpu_s", elapsed_cpu},
                    {"update_cpu_s", update_cpu}});
-    progress.step(step, loss, lr, elapsed);
+  progress_->step(step, loss, lr, elapsed);
+}
 
-    const bool epoch_end =
-        r.train.epochs > 0 &&
-        state.micro_batch / per_epoch > (state.micro_batch - r.train.grad_accum) / per_epoch;
-    const bool evaluate =
-        step == total || (r.train.eval_every > 0 ? step % r.train.eval_every == 0 : epoch_end);
-    if (evaluate) {
-      const Clock::time_point eval_start = Clock::now();
-      const Evaluation e = task->evaluate();
-      nlohmann::json record = {{"type", "eval"}, {"step", step}, {"loss", e.loss}};
-      if (e.accuracy) record["accuracy"] = *e.accuracy;
-      record["eval_s"] = seconds_since(eval_start);
-      metrics.write(record);
-      progress.message("step " + std::to_string(step) + " eval: " + describe(e));
-      if (step == total) result.final_evaluation = e;
-    }
-    const bool stop = options.stop != nullptr && *options.stop != 0;
-    if (step == total || stop || (r.checkpoint.every > 0 && step % r.checkpoint.every == 0)) {
-      state.rng_state = generator.get_state();
-      save_checkpoint(checkpoint_path(r.checkpoint.dir, step), *model, optimizer, state);
-      prune_checkpoints(r.checkpoint.dir, r.checkpoint.keep);
-    }
-    if (stop) {
-      progress.message("interrupted: checkpoint of step " + std::to_string(step) + " saved in " +
-                       r.checkpoint.dir);
-      result.interrupted = true;
-      break;
-    }
-  }
-  progress.finish();
+void Run::evaluate(int64_t step) {
+  const Clock::time_point eval_start = Clock::now();
+  const Evaluation e = task_->evaluate();
+  nlohmann::json record = {{"type", "eval"}, {"step", step}, {"loss", e.loss}};
+  if (e.accuracy) record["accuracy"] = *e.accuracy;
+  record["eval_s"] = seconds_since(eval_start);
+  metrics_->write(record);
+  progress_->message("step " + std::to_string(step) + " eval: " + describe(e));
+  if (step == total_) result_.final_evaluation = e;
+}
 
-  const int64_t steps_run = state.step - result.start_step;
-  result.end_step = state.step;
+RunResult Run::finish() {
+  const int64_t steps_run = state_.step - result_.start_step;
+  result_.end_step = state_.step;
   const double per_step = steps_run > 0 ? 1.0 / double(steps_run) : 0.0;
-  result.mean_step_seconds = times.wall * per_step;
-  result.mean_update_seconds = times.update_wall * per_step;
-  result.mean_step_cpu_seconds = times.cpu * per_step;
-  result.mean_update_cpu_seconds = times.update_cpu * per_step;
-  result.optimizer_state_bytes = built.state_bytes();
-  result.peak_rss_mib = peak_rss_mib();
-  if (!result.interrupted) {
-    save_model((fs::path(r.checkpoint.dir) / "model.pt").string(), *model);
-    if (prepared.adapters) {
-      lora::save_adapter(*model, (fs::path(r.checkpoint.dir) / "adapter").string(),
-                         *prepared.adapters);
-    }
+  result_.mean_step_seconds = times_.wall * per_step;
+  result_.mean_update_seconds = times_.update_wall * per_step;
+  result_.mean_step_cpu_seconds = times_.cpu * per_step;
+  result_.mean_update_cpu_seconds = times_.update_cpu * per_step;
+  result_.optimizer_state_bytes = built_.state_bytes();
+  result_.peak_rss_mib = peak_rss_mib();
+  if (!result_.interrupted) {
+    save_model(model_path(), *model_);
+    if (prepared_.adapters) lora::save_adapter(*model_, adapter_path(), *prepared_.adapters);
     nlohmann::json summary = {{"type", "summary"},
-                              {"step", state.step},
+                              {"step", state_.step},
                               {"steps_run", steps_run},
-                              {"mean_step_s", result.mean_step_seconds},
-                              {"mean_update_s", result.mean_update_seconds},
-                              {"mean_step_cpu_s", result.mean_step_cpu_seconds},
-                              {"mean_update_cpu_s", result.mean_update_cpu_seconds},
+                              {"mean_step_s", result_.mean_step_seconds},
+                              {"mean_update_s", result_.mean_update_seconds},
+                              {"mean_step_cpu_s", result_.mean_step_cpu_seconds},
+                              {"mean_update_cpu_s", result_.mean_update_cpu_seconds},
                               {"load_average", load_average()},
-                              {"optimizer_state_bytes", result.optimizer_state_bytes},
-                              {"nonfinite_skipped_steps", built.skipped_steps()},
-                              {"peak_rss_mib", result.peak_rss_mib},
-                              {"wall_s", seconds_since(run_start)},
-                              {"optimizer", built.description}};
-    if (result.final_evaluation) {
-      summary["eval_loss"] = result.final_evaluation->loss;
-      if (result.final_evaluation->accuracy) {
-        summary["eval_accuracy"] = *result.final_evaluation->accuracy;
+                              {"optimizer_state_bytes", result_.optimizer_state_bytes},
+                              {"nonfinite_skipped_steps", built_.skipped_steps()},
+                              {"peak_rss_mib", result_.peak_rss_mib},
+                              {"wall_s", seconds_since(start_)},
+                              {"optimizer", built_.description}};
+    if (result_.final_evaluation) {
+      summary["eval_loss"] = result_.final_evaluation->loss;
+      if (result_.final_evaluation->accuracy) {
+        summary["eval_accuracy"] = *result_.final_evaluation->accuracy;
       }
     }
-    metrics.write(summary);
+    metrics_->write(summary);
   }
-  if (fs::exists(r.log.metrics) && state.step > 0) {
-    write_plot(r.log.metrics, r.log.plot, r.name + " (" + r.optimizer.name + ")");
+  write_plot(r_.log.metrics, r_.log.plot, r_.name + " (" + r_.optimizer.name + ")");
+
+  out_ << (result_.interrupted ? "stopped" : "done") << " at step " << state_.step << "/"
+       << total_;
+  if (result_.final_evaluation) out_ << ": " << describe(*result_.final_evaluation);
+  out_ << "\n  " << 1e3 * result_.mean_step_seconds << " ms/step (optimizer "
+       << 1e3 * result_.mean_update_seconds << " ms; CPU " << 1e3 * result_.mean_step_cpu_seconds
+       << " ms/step), optimizer state " << double(result_.optimizer_state_bytes) / (1 << 20)
+       << " MiB, peak RSS " << result_.peak_rss_mib << " MiB, wall "
+       << format_duration(seconds_since(start_)) << "\n  metrics " << r_.log.metrics << ", plot "
+       << r_.log.plot;
+  if (!result_.interrupted) {
+    out_ << ", model " << model_path();
+    if (prepared_.adapters) out_ << ", PEFT adapter " << adapter_path();
   }
-  std::ostringstream done;
-  done << (result.interrupted ? "stopped" : "done") << " at step " << state.step << "/" << total;
-  if (result.final_evaluation) done << ": " << describe(*result.final_evaluation);
-  done << "\n  " << 1e3 * result.mean_step_seconds << " ms/step (optimizer "
-       << 1e3 * result.mean_update_seconds << " ms; CPU " << 1e3 * result.mean_step_cpu_seconds
-       << " ms/step), optimizer state "
-       << double(result.optimizer_state_bytes) / (1 << 20) << " MiB, peak RSS "
-       << result.peak_rss_mib << " MiB, wall " << format_duration(seconds_since(run_start))
-       << "\n  metrics " << r.log.metrics << ", plot " << r.log.plot;
-  if (!result.interrupted) {
-    done << ", model " << (fs::path(r.checkpoint.dir) / "model.pt").string();
-    if (prepared.adapters)
-      done << ", PEFT adapter " << (fs::path(r.checkpoint.dir) / "adapter").string();
-  }
-  done << "\n";
-  out << done.str();
-  out.flush();
-  return result;
+  out_ << "\n";
+  out_.flush();
+  return result_;
+}
+
+}  // namespace
+
+RunResult run_training(const config::Recipe& recipe, const RunOptions& options) {
+  Run run(recipe, options);
+  if (!run.resume()) return run.result();
+  run.train();
+  return run.finish();
 }
 
 }  // namespace lowbit::train
