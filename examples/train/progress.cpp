@@ -78,8 +78,13 @@ void Progress::step(int64_t step, double loss, double lr, double step_seconds) {
   clear_bar();
   out_ << "[" << std::string(size_t(filled), '#') << std::string(size_t(kCells - filled), '.')
        << "] " << step << "/" << total_ << "  " << status(step, loss, lr);
+  // The finished bar stays on screen; messages go below it.
+  if (last) {
+    out_ << "\n";
+  } else {
+    bar_shown_ = true;
+  }
   out_.flush();
-  bar_shown_ = true;
 }
 
 void Progress::message(const std::string& line) {

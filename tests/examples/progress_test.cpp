@@ -54,6 +54,7 @@ TEST(Progress, TheBarRedrawsInPlaceAndMessagesClearIt) {
   EXPECT_NE(text.find("] 11/20  loss 2.0000"), std::string::npos) << text;
   EXPECT_NE(text.find("\r\033[Ksaved\n"), std::string::npos) << text;
   EXPECT_NE(text.find("[########################] 20/20"), std::string::npos) << text;
+  EXPECT_EQ(count(text, "\n"), 2u);  // the message and the finished bar
   EXPECT_EQ(text.back(), '\n');
 }
 
