@@ -12,9 +12,12 @@
 #include "lora/matmul_4bit.h"
 #include "quant/quantize.h"
 #include "tests/kernels/backends.h"
+#include "tests/support/expect_error.h"
 
 namespace lowbit {
 namespace {
+
+using testing::expect_error;
 
 using lora::Linear4bit;
 using lora::Linear4bitOptions;
@@ -188,16 +191,6 @@ TEST(Linear4bit, Fp4LayerMatchesItsDequantizedWeightToo) {
   Linear4bit layer = make_layer({96, 33, 64}, true, torch::kFloat32, nullptr, quant::Format::FP4);
   const torch::Tensor x = torch::randn({5, 96});
   expect_within(layer->forward(x), expect_linear(x, layer->dequantized_weight(), layer->bias, false), "fp4");
-}
-
-template <typename Fn>
-void expect_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 TEST(Linear4bit, BadInputsAreRefusedWithClearMessages) {

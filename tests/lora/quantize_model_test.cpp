@@ -8,9 +8,12 @@
 #include "lora/module_paths.h"
 #include "lora/quantize_model.h"
 #include "tests/lora/test_models.h"
+#include "tests/support/expect_error.h"
 
 namespace lowbit {
 namespace {
+
+using testing::expect_error;
 
 using lora::Linear4bitImpl;
 using lora::QuantizeConfig;
@@ -99,16 +102,6 @@ TEST(QuantizeModel, ReleasesTheReplacedWeight) {
   lora::quantize_model(*net, {});
   EXPECT_EQ(old->weight.numel(), 0);  // a stale caller fails instead of running fp32
   EXPECT_THROW(old->forward(torch::randn({2, 32})), c10::Error);
-}
-
-template <typename Fn>
-void expect_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 // Linears inside a Sequential: its forward runs a private list, so swapping
