@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "lora/apply_lora.h"
 #include "lora/linear4bit.h"
 #include "lora/module_paths.h"
 #include "lora/quantize_model.h"
@@ -128,6 +129,10 @@ TEST(QuantizeModel, RefusalsLeaveTheModelUnchanged) {
                "cannot replace 'stack.0': its parent is a torch::nn::Sequential");
   EXPECT_FALSE(is_4bit(*seq, "proj")) << "nothing may change when a target is refused";
   for (const auto& m : net->modules()) EXPECT_EQ(dynamic_cast<Linear4bitImpl*>(m.get()), nullptr);
+  lora::LoraConfig lora_config;
+  lora_config.target_modules = {"fc1"};
+  lora::apply_lora(*net, lora_config);
+  expect_error([&] { lora::quantize_model(*net, {}); }, "quantize the base model before apply_lora");
 }
 
 }  // namespace
