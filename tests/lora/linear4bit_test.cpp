@@ -212,6 +212,19 @@ TEST(Linear4bit, BadInputsAreRefusedWithClearMessages) {
   expect_error([&] { y.backward(); }, "replaced between forward and backward");
 }
 
+TEST(Linear4bit, RebuildsFromItsBitsandbytesStateDict) {
+  torch::manual_seed(7);
+  Linear4bit layer = make_layer({96, 40, 64}, true, torch::kFloat32, nullptr);
+  const quant::StateDict sd = layer->bnb_state_dict("model.proj.");
+  EXPECT_TRUE(sd.count("model.proj.weight.quant_state.bitsandbytes__nf4"));
+  Linear4bit copy = lora::linear4bit_from_bnb(sd, "model.proj.", "test state dict");
+  EXPECT_TRUE(torch::equal(copy->packed_weight(), layer->packed_weight()));
+  const torch::Tensor x = torch::randn({3, 96});
+  EXPECT_TRUE(torch::equal(copy->forward(x), layer->forward(x)));
+  expect_error([&] { lora::linear4bit_from_bnb(sd, "model.other.", "test state dict"); },
+               "test state dict: no 'model.other.weight.quant_state.bitsandbytes__nf4'");
+}
+
 TEST(Matmul4bit, FunctionalFormMatchesTheLayer) {
   torch::manual_seed(6);
   const torch::Tensor w = torch::randn({24, 96});
