@@ -29,7 +29,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
       const std::string name = r.benchmark_name();
       const size_t slash = name.find('/');
       if (slash == std::string::npos) continue;
-      Entry e{name.substr(0, slash), name.substr(slash + 1), r.GetAdjustedRealTime(),
+      Entry e{name.substr(0, slash), group_of(name.substr(slash + 1)), r.GetAdjustedRealTime(),
               r.counters.count("bytes") ? double(r.counters.at("bytes")) : 0.0};
       entries_.push_back(e);
     }
@@ -51,9 +51,9 @@ class RatioReporter : public benchmark::ConsoleReporter {
     std::map<std::string, const Entry*> base;
     for (const Entry& e : entries_)
       if (e.op == baseline_op) base[e.group] = &e;
-    std::printf("\n%-28s %-30s %12s %14s %14s\n", "op", "group", "time", "speed vs",
+    std::printf("\n%-28s %-34s %12s %14s %14s\n", "op", "group", "time", "speed vs",
                 "bytes/s vs");
-    std::printf("%-28s %-30s %12s %14s %14s\n", "", "", "", baseline_op.c_str(),
+    std::printf("%-28s %-34s %12s %14s %14s\n", "", "", "", baseline_op.c_str(),
                 baseline_op.c_str());
     for (const Entry& e : entries_) {
       auto it = base.find(e.group);
@@ -61,9 +61,18 @@ class RatioReporter : public benchmark::ConsoleReporter {
       const Entry& b = *it->second;
       const double speed = b.time / e.time;
       const double bw = (e.bytes > 0 && b.bytes > 0) ? (e.bytes / e.time) / (b.bytes / b.time) : 0;
-      std::printf("%-28s %-30s %10.3f ms %13.2fx %13.0f%%\n", e.op.c_str(), e.group.c_str(),
+      std::printf("%-28s %-34s %10.3f ms %13.2fx %13.0f%%\n", e.op.c_str(), e.group.c_str(),
                   e.time, speed, bw * 100);
     }
+  }
+
+  // The group without the suffixes Google Benchmark appends (min_time, real_time).
+  static std::string group_of(std::string rest) {
+    for (const char* suffix : {"/min_time:", "/real_time", "/iterations:", "/repeats:"}) {
+      const size_t at = rest.find(suffix);
+      if (at != std::string::npos) rest.resize(at);
+    }
+    return rest;
   }
 
   std::vector<std::string> baseline_ops_;

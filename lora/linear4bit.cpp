@@ -138,6 +138,13 @@ quant::StorageReport Linear4bitImpl::storage() const {
   return quant::storage_report(packed_, state_);
 }
 
+Linear4bit linear4bit_from_bnb(const quant::StateDict& entries, const std::string& prefix,
+                               const std::string& what, const Linear4bitOptions& options) {
+  auto [packed, state] = quant::from_bnb_4bit(entries, prefix, what);
+  auto bias = entries.find(prefix + "bias");
+  return Linear4bit(packed, state, bias == entries.end() ? torch::Tensor() : bias->second, options);
+}
+
 void Linear4bitImpl::pretty_print(std::ostream& stream) const {
   stream << "lowbit::lora::Linear4bit(in_features=" << in_features()
          << ", out_features=" << out_features() << ", bias=" << (bias.defined() ? "true" : "false")

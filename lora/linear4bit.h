@@ -90,4 +90,10 @@ class Linear4bitImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Linear4bit);
 
+// A Linear4bit from bitsandbytes' state_dict entries under `prefix`
+// ("<prefix>weight", "<prefix>weight.absmax", ..., "<prefix>bias" if present),
+// validated by quant::from_bnb_4bit; `what` names the source in errors.
+Linear4bit linear4bit_from_bnb(const quant::StateDict& entries, const std::string& prefix,
+                               const std::string& what, const Linear4bitOptions& options = {});
+
 }  // namespace lowbit::lora

@@ -75,19 +75,25 @@ Kernel4bitWeight::Kernel4bitWeight(std::shared_ptr<kernels::Backend> backend)
 
 Kernel4bitWeight::~Kernel4bitWeight() = default;
 
+std::shared_ptr<const Kernel4bitWeight::Binding> Kernel4bitWeight::binding() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  TORCH_CHECK(binding_, "Kernel4bitWeight: used before its weight was bound (sync)");
+  return binding_;
+}
+
 bool Kernel4bitWeight::stale(const torch::Tensor& packed, const quant::QuantState& state) const {
   return !binding_ || !(binding_->fingerprint == fingerprint(packed, state));
 }
 
 uint64_t Kernel4bitWeight::sync(const torch::Tensor& packed, const quant::QuantState& state) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!stale(packed, state)) return generation_;
+  if (!stale(packed, state)) return generation_.load();
   quant::check_state(packed, state, "Linear4bit weight");
   TORCH_CHECK(state.is_4bit() && state.shape.size() == 2, "Linear4bit weight: expected a 4-bit ",
               "state of a 2-d weight [out_features, in_features], got ",
               quant::format_info(state.format).name, " of shape ", torch::IntArrayRef(state.shape));
   kernels::Backend& be = *backend_;
-  auto b = std::make_unique<Binding>();
+  auto b = std::make_shared<Binding>();
   b->fingerprint = fingerprint(packed, state);
   b->packed = std::make_unique<quant::TensorBuffer>(be, own_handle(packed, "packed"), true);
   b->absmax = std::make_unique<quant::TensorBuffer>(be, own_handle(state.absmax, "absmax"), true);
@@ -113,16 +119,16 @@ uint64_t Kernel4bitWeight::sync(const torch::Tensor& packed, const quant::QuantS
 }
 
 int64_t Kernel4bitWeight::in_features() const {
-  return binding_ ? int64_t(binding_->desc.in_features) : 0;
+  return int64_t(binding()->desc.in_features);
 }
 
 int64_t Kernel4bitWeight::out_features() const {
-  return binding_ ? int64_t(binding_->desc.out_features) : 0;
+  return int64_t(binding()->desc.out_features);
 }
 
 torch::Tensor Kernel4bitWeight::forward(const torch::Tensor& x, const torch::Tensor& bias) const {
-  TORCH_CHECK(binding_, "Kernel4bitWeight: forward before sync");
-  const kernels::Weight4bit& w = binding_->desc;
+  const auto bound = binding();
+  const kernels::Weight4bit& w = bound->desc;
   const kernels::DType dtype = quant::kernel_dtype(x.scalar_type(), "Linear4bit input");
   const int64_t m = x.size(0);
   torch::Tensor y = torch::empty({m, int64_t(w.out_features)}, x.options());
@@ -140,8 +146,8 @@ torch::Tensor Kernel4bitWeight::forward(const torch::Tensor& x, const torch::Ten
 }
 
 torch::Tensor Kernel4bitWeight::input_grad(const torch::Tensor& dy) const {
-  TORCH_CHECK(binding_, "Kernel4bitWeight: backward before sync");
-  const kernels::Weight4bit& w = binding_->desc;
+  const auto bound = binding();
+  const kernels::Weight4bit& w = bound->desc;
   const kernels::DType dtype = quant::kernel_dtype(dy.scalar_type(), "Linear4bit output gradient");
   const int64_t m = dy.size(0);
   torch::Tensor dx = torch::empty({m, int64_t(w.in_features)}, dy.options());

@@ -5,6 +5,7 @@
 // on the device between calls; Linear4bit holds one.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 
@@ -30,8 +31,8 @@ class Kernel4bitWeight : public torch::CustomClassHolder {
   // Binds (or re-binds) the weight; validates it once. Returns the
   // generation, which changes whenever the bound data changes.
   uint64_t sync(const torch::Tensor& packed, const quant::QuantState& state);
-  uint64_t generation() const { return generation_; }
-  // Of the bound weight (0 before the first sync).
+  uint64_t generation() const { return generation_.load(); }
+  // Of the bound weight (throws before the first sync).
   int64_t in_features() const;
   int64_t out_features() const;
 
@@ -43,10 +44,12 @@ class Kernel4bitWeight : public torch::CustomClassHolder {
  private:
   struct Binding;
   bool stale(const torch::Tensor& packed, const quant::QuantState& state) const;
+  // The current binding, kept alive for the caller even if a sync replaces it.
+  std::shared_ptr<const Binding> binding() const;
 
   std::shared_ptr<kernels::Backend> backend_;
-  std::unique_ptr<Binding> binding_;
-  uint64_t generation_ = 0;
+  std::shared_ptr<const Binding> binding_;
+  std::atomic<uint64_t> generation_{0};
   mutable std::mutex mutex_;
 };
 

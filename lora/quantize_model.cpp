@@ -4,6 +4,7 @@
 #include <set>
 #include <sstream>
 
+#include "lora/lora_linear.h"
 #include "lora/module_paths.h"
 
 namespace lowbit::lora {
@@ -56,6 +57,9 @@ std::string QuantizeReport::to_string() const {
 }
 
 QuantizeReport quantize_model(torch::nn::Module& model, const QuantizeConfig& config) {
+  for (const auto& m : model.modules(/*include_self=*/true))
+    TORCH_CHECK(!dynamic_cast<LoraLinearImpl*>(m.get()), "quantize_model: the model holds LoRA ",
+                "adapters; quantize the base model before apply_lora");
   const PathPatterns include(config.include, "QuantizeConfig::include");
   const PathPatterns skip(config.skip, "QuantizeConfig::skip");
   QuantizeReport report;

@@ -3,6 +3,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include <torch/nn/modules/linear.h>
 
@@ -23,14 +24,9 @@ std::string join(const std::string& prefix, const std::string& name) {
 // A module path as the file names it: without PEFT's "base_layer" hops.
 std::string file_path(const std::string& module_path) {
   std::string out;
-  size_t begin = 0;
-  while (begin <= module_path.size() && !module_path.empty()) {
-    const size_t dot = module_path.find('.', begin);
-    const std::string part = module_path.substr(begin, dot == std::string::npos ? dot : dot - begin);
+  std::stringstream parts(module_path);
+  for (std::string part; std::getline(parts, part, '.');)
     if (part != "base_layer") out = join(out, part);
-    if (dot == std::string::npos) break;
-    begin = dot + 1;
-  }
   return out;
 }
 

@@ -27,40 +27,30 @@ void quantize_typed(const typename T::Storage* x, size_t n, int blocksize, const
                     float* absmax, uint8_t* codes, const StochasticRounding& rounding) {
   const Encoder8& encoder = Encoder8::for_code(code);
   const uint8_t zero = uint8_t(zero_index(code, 256));
-  const ptrdiff_t nb = ptrdiff_t(num_blocks(n, blocksize));
-#pragma omp parallel for schedule(static)
-  for (ptrdiff_t b = 0; b < nb; ++b) {
-    const size_t begin = size_t(b) * size_t(blocksize);
-    const size_t end = std::min(n, begin + size_t(blocksize));
+  for_each_block(n, blocksize, [&](size_t b, size_t begin, size_t end) {
     const float m = block_absmax<T>(x, begin, end);
     absmax[b] = m;
     if (m == 0.0f) {
       std::memset(codes + begin, zero, end - begin);
-      continue;
-    }
-    if (rounding.enabled) {
+    } else if (rounding.enabled) {
       for (size_t i = begin; i < end; ++i)
         codes[i] = uint8_t(stochastic_code(code, T::load(x[i]) / m, element_uniform(rounding, i)));
     } else {
       for (size_t i = begin; i < end; ++i) codes[i] = uint8_t(encoder.encode(T::load(x[i]) / m));
     }
-  }
+  });
 }
 
 template <typename T>
 void dequantize_typed(const uint8_t* codes, const float* absmax, const float* code, size_t n,
                       int blocksize, typename T::Storage* out, float offset) {
-  const ptrdiff_t nb = ptrdiff_t(num_blocks(n, blocksize));
-#pragma omp parallel for schedule(static)
-  for (ptrdiff_t b = 0; b < nb; ++b) {
-    const size_t begin = size_t(b) * size_t(blocksize);
-    const size_t end = std::min(n, begin + size_t(blocksize));
+  for_each_block(n, blocksize, [&](size_t b, size_t begin, size_t end) {
     const float m = absmax[b];
     for (size_t i = begin; i < end; ++i) {
       const float v = code[codes[i]] * m;
       out[i] = T::store(v + offset);
     }
-  }
+  });
 }
 
 }  // namespace

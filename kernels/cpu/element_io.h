@@ -39,6 +39,18 @@ void dispatch_float(DType t, Fn&& fn) {
   }
 }
 
+// Calls fn(block, begin, end) for every block of [0, n), blocks spread over
+// the OpenMP threads (a block never splits across threads).
+template <typename Fn>
+void for_each_block(size_t n, int blocksize, Fn&& fn) {
+  const ptrdiff_t nb = ptrdiff_t((n + size_t(blocksize) - 1) / size_t(blocksize));
+#pragma omp parallel for schedule(static)
+  for (ptrdiff_t b = 0; b < nb; ++b) {
+    const size_t begin = size_t(b) * size_t(blocksize);
+    fn(size_t(b), begin, std::min(n, begin + size_t(blocksize)));
+  }
+}
+
 // max |x| over [begin, end). Sixteen independent lanes so the loop vectorises
 // without reassociating a single reduction (inputs are finite by contract).
 template <typename T>

@@ -13,11 +13,7 @@ constexpr size_t kChunk = 32;
 template <typename T>
 void quantize_typed(const typename T::Storage* x, size_t n, int blocksize,
                     const Format4Table& table, float* absmax, uint8_t* packed) {
-  const ptrdiff_t nb = ptrdiff_t(num_blocks(n, blocksize));
-#pragma omp parallel for schedule(static)
-  for (ptrdiff_t b = 0; b < nb; ++b) {
-    const size_t begin = size_t(b) * size_t(blocksize);
-    const size_t end = std::min(n, begin + size_t(blocksize));
+  for_each_block(n, blocksize, [&](size_t b, size_t begin, size_t end) {
     const float m = block_absmax<T>(x, begin, end);
     absmax[b] = m;
     for (size_t c0 = begin; c0 < end; c0 += kChunk) {
@@ -42,17 +38,13 @@ void quantize_typed(const typename T::Storage* x, size_t n, int blocksize,
       for (size_t j = 0; j < (len + 1) / 2; ++j)
         packed[c0 / 2 + j] = uint8_t(q[2 * j] << 4 | q[2 * j + 1]);
     }
-  }
+  });
 }
 
 template <typename T>
 void dequantize_typed(const uint8_t* packed, const float* absmax, size_t n, int blocksize,
                       const Format4Table& table, typename T::Storage* out) {
-  const ptrdiff_t nb = ptrdiff_t(num_blocks(n, blocksize));
-#pragma omp parallel for schedule(static)
-  for (ptrdiff_t b = 0; b < nb; ++b) {
-    const size_t begin = size_t(b) * size_t(blocksize);
-    const size_t end = std::min(n, begin + size_t(blocksize));
+  for_each_block(n, blocksize, [&](size_t b, size_t begin, size_t end) {
     // value[c] * absmax for the 16 codes: the same products an element-wise
     // decode computes, made once per block so the inner loop is two lookups.
     typename T::Storage lut[16];
@@ -65,7 +57,7 @@ void dequantize_typed(const uint8_t* packed, const float* absmax, size_t n, int 
       o[2 * j + 1] = lut[p[j] & 15];
     }
     if ((end - begin) & 1) o[2 * pairs] = lut[p[pairs] >> 4];
-  }
+  });
 }
 
 }  // namespace

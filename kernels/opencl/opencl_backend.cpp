@@ -205,18 +205,19 @@ void OpenClBackend::set_weight_args(cl_kernel k, cl_uint first, const Weight4bit
   set_arg(k, first + 8, *table4(w.format).table);
 }
 
-std::string OpenClBackend::gemm_options() const {
+size_t OpenClBackend::gemm_tile() const {
   // t*t work-items per group: the largest t <= 16 the device allows.
   size_t tile = 16;
   while (tile > 1 && tile * tile > ctx_.max_work_group_size()) tile /= 2;
-  return "-DTILE=" + std::to_string(tile);
+  return tile;
 }
+
+std::string OpenClBackend::gemm_options() const { return "-DTILE=" + std::to_string(gemm_tile()); }
 
 void OpenClBackend::launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, bool transposed,
                                 const Weight4bit& w, const Buffer* bias, Buffer& c, DType dtype) {
-  const std::string options = gemm_options();
-  const size_t tile = std::stoul(options.substr(options.find('=') + 1));
-  cl_kernel kern = kernel("gemm_4bit", "gemm_4bit", options);
+  const size_t tile = gemm_tile();
+  cl_kernel kern = kernel("gemm_4bit", "gemm_4bit", gemm_options());
   LOWBIT_CHECK(group_size(kern, tile * tile) == tile * tile, "gemm_4bit: device ",
                ctx_.info().label, " does not run ", tile, "x", tile, " work-groups for this kernel");
   set_args(kern, a, cl_int(dtype), cl_ulong(m), cl_ulong(n), cl_ulong(k), cl_int(transposed),

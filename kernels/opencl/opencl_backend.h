@@ -81,6 +81,7 @@ class OpenClBackend final : public Backend {
 
   // 4-bit matmul plumbing (gemm_4bit.cl).
   void set_weight_args(cl_kernel k, cl_uint first, const Weight4bit& w);
+  size_t gemm_tile() const;
   std::string gemm_options() const;
   void launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, bool transposed,
                    const Weight4bit& w, const Buffer* bias, Buffer& c, DType dtype);

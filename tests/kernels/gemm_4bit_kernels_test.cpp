@@ -14,9 +14,12 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/matmul_4bit.h"
 #include "tests/kernels/backends.h"
+#include "tests/support/expect_error.h"
 
 namespace lowbit {
 namespace {
+
+using testing::expect_error;
 
 using kernels::Backend;
 using kernels::DType;
@@ -268,16 +271,6 @@ TEST(Matmul4bit, CasesCoverBothCpuGemvPaths) {
 #if defined(__AVX512F__) || defined(__AVX2__)
   EXPECT_TRUE(vectorised);
 #endif
-}
-
-template <typename Fn>
-void expect_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
-  } catch (const kernels::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 TEST(Matmul4bit, BadArgumentsAreRefused) {

@@ -13,6 +13,7 @@
 
 #include "kernels/backend.h"
 #include "tests/kernels/backends.h"
+#include "tests/support/expect_error.h"
 
 namespace lowbit {
 namespace {
@@ -95,39 +96,45 @@ double ref_store(double v, DType type) {
 // ---------------------------------------------------------------------------
 // Reference quantizers.
 
-struct RefBlockwise {
+// Per element: the block's absmax (exact max |x|), r = x / absmax in double
+// (0 in an all-zero block) and the reference code.
+struct Ref {
   std::vector<double> absmax;
-  std::vector<double> r;  // x / absmax in double, per element (0 for zero blocks)
+  std::vector<double> r;
   std::vector<int> code;
 };
 
-// Nearest entry in double; a value exactly halfway takes the lower entry; an
-// all-zero block takes the entry of smallest magnitude.
-RefBlockwise ref_quantize_8bit(const std::vector<double>& x, int bs, const std::vector<float>& code) {
-  RefBlockwise ref;
-  int zero = 0;
-  for (int k = 1; k < 256; ++k)
-    if (std::fabs(code[k]) < std::fabs(code[zero])) zero = k;
+// Fills absmax and r; `nearest(r, zero_block)` chooses each code.
+template <typename Nearest>
+Ref ref_blockwise(const std::vector<double>& x, int bs, Nearest nearest) {
+  Ref ref;
   for (size_t b0 = 0; b0 < x.size(); b0 += size_t(bs)) {
     const size_t b1 = std::min(x.size(), b0 + size_t(bs));
     double m = 0;
     for (size_t i = b0; i < b1; ++i) m = std::max(m, std::fabs(x[i]));
     ref.absmax.push_back(m);
     for (size_t i = b0; i < b1; ++i) {
-      if (m == 0) {
-        ref.r.push_back(0);
-        ref.code.push_back(zero);
-        continue;
-      }
-      const double r = x[i] / m;
-      int best = 0;
-      for (int k = 1; k < 256; ++k)
-        if (std::fabs(r - code[k]) < std::fabs(r - code[best])) best = k;
+      const double r = m == 0 ? 0.0 : x[i] / m;
       ref.r.push_back(r);
-      ref.code.push_back(best);
+      ref.code.push_back(nearest(r, m == 0));
     }
   }
   return ref;
+}
+
+// Nearest entry in double; a value exactly halfway takes the lower entry; an
+// all-zero block takes the entry of smallest magnitude.
+Ref ref_quantize_8bit(const std::vector<double>& x, int bs, const std::vector<float>& code) {
+  int zero = 0;
+  for (int k = 1; k < 256; ++k)
+    if (std::fabs(code[k]) < std::fabs(code[zero])) zero = k;
+  return ref_blockwise(x, bs, [&](double r, bool zero_block) {
+    if (zero_block) return zero;
+    int best = 0;
+    for (int k = 1; k < 256; ++k)
+      if (std::fabs(r - code[k]) < std::fabs(r - code[best])) best = k;
+    return best;
+  });
 }
 
 // The kernels compute r in float32 and compare it with float32 midpoints, so
@@ -156,39 +163,19 @@ void expect_codes_match(const std::vector<int>& ref, const std::vector<double>& 
   }
 }
 
-struct Ref4bit {
-  std::vector<double> absmax;
-  std::vector<double> r;
-  std::vector<int> code;  // per element
-};
-
 // Nearest value in double over the 16 codes by value; halfway -> lower value;
 // zero: +0's code, or -0's code for a negative value (FP4 keeps the sign).
-Ref4bit ref_quantize_4bit(const std::vector<double>& x, int bs, Format4 f) {
+Ref ref_quantize_4bit(const std::vector<double>& x, int bs, Format4 f) {
   const auto& t = kernels::format4_table(f);
-  Ref4bit ref;
-  for (size_t b0 = 0; b0 < x.size(); b0 += size_t(bs)) {
-    const size_t b1 = std::min(x.size(), b0 + size_t(bs));
-    double m = 0;
-    for (size_t i = b0; i < b1; ++i) m = std::max(m, std::fabs(x[i]));
-    ref.absmax.push_back(m);
-    for (size_t i = b0; i < b1; ++i) {
-      const double r = m == 0 ? 0.0 : x[i] / m;
-      int best = -1;
-      for (int c = 0; c < 16; ++c) {
-        if (best < 0) {
-          best = c;
-          continue;
-        }
-        const double dc = std::fabs(r - t.value[c]), db = std::fabs(r - t.value[best]);
-        if (dc < db || (dc == db && t.value[c] < t.value[best])) best = c;
-      }
-      if (t.value[best] == 0.0f) best = r < 0 ? t.negative_zero_code : t.zero_code;
-      ref.r.push_back(r);
-      ref.code.push_back(best);
+  return ref_blockwise(x, bs, [&](double r, bool) {
+    int best = 0;
+    for (int c = 1; c < 16; ++c) {
+      const double dc = std::fabs(r - t.value[c]), db = std::fabs(r - t.value[best]);
+      if (dc < db || (dc == db && t.value[c] < t.value[best])) best = c;
     }
-  }
-  return ref;
+    if (t.value[best] == 0.0f) best = r < 0 ? t.negative_zero_code : t.zero_code;
+    return best;
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -554,13 +541,8 @@ TEST(CrossBackend, OpenClMatchesCpuBitForBit) {
 // Bad arguments: clear errors, never a crash.
 
 template <typename Fn>
-void expect_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
-  } catch (const kernels::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
+void expect_error(Fn&& fn, const std::string& needle) {
+  testing::expect_error<kernels::Error>(fn, needle);
 }
 
 TEST_F(KernelBackends, BadArgumentsAreRefused) {

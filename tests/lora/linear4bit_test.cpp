@@ -12,9 +12,12 @@
 #include "lora/matmul_4bit.h"
 #include "quant/quantize.h"
 #include "tests/kernels/backends.h"
+#include "tests/support/expect_error.h"
 
 namespace lowbit {
 namespace {
+
+using testing::expect_error;
 
 using lora::Linear4bit;
 using lora::Linear4bitOptions;
@@ -190,16 +193,6 @@ TEST(Linear4bit, Fp4LayerMatchesItsDequantizedWeightToo) {
   expect_within(layer->forward(x), expect_linear(x, layer->dequantized_weight(), layer->bias, false), "fp4");
 }
 
-template <typename Fn>
-void expect_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
-
 TEST(Linear4bit, BadInputsAreRefusedWithClearMessages) {
   Linear4bit layer = make_layer({64, 8, 64}, true, torch::kFloat32, nullptr);
   expect_error([&] { layer->forward(torch::randn({3, 65})); }, "expected [..., 64]");
@@ -217,6 +210,19 @@ TEST(Linear4bit, BadInputsAreRefusedWithClearMessages) {
   auto same = quant::quantize_4bit(torch::randn({8, 64}));
   layer->set_quantized_weight(same.first, same.second);
   expect_error([&] { y.backward(); }, "replaced between forward and backward");
+}
+
+TEST(Linear4bit, RebuildsFromItsBitsandbytesStateDict) {
+  torch::manual_seed(7);
+  Linear4bit layer = make_layer({96, 40, 64}, true, torch::kFloat32, nullptr);
+  const quant::StateDict sd = layer->bnb_state_dict("model.proj.");
+  EXPECT_TRUE(sd.count("model.proj.weight.quant_state.bitsandbytes__nf4"));
+  Linear4bit copy = lora::linear4bit_from_bnb(sd, "model.proj.", "test state dict");
+  EXPECT_TRUE(torch::equal(copy->packed_weight(), layer->packed_weight()));
+  const torch::Tensor x = torch::randn({3, 96});
+  EXPECT_TRUE(torch::equal(copy->forward(x), layer->forward(x)));
+  expect_error([&] { lora::linear4bit_from_bnb(sd, "model.other.", "test state dict"); },
+               "test state dict: no 'model.other.weight.quant_state.bitsandbytes__nf4'");
 }
 
 TEST(Matmul4bit, FunctionalFormMatchesTheLayer) {

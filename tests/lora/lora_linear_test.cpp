@@ -15,9 +15,12 @@
 #include "quant/codebook.h"
 #include "quant/quantize.h"
 #include "tests/lora/test_models.h"
+#include "tests/support/expect_error.h"
 
 namespace lowbit {
 namespace {
+
+using testing::expect_error;
 
 using lora::Linear4bit;
 using lora::LoraLinear;
@@ -212,16 +215,6 @@ TEST(LoraLinear, MergeIntoLinear4bitIsWithinRequantizationErrorAndUnmergeIsExact
   EXPECT_TRUE(torch::equal(q->packed_weight(), packed0)) << "unmerge restores the codes bit for bit";
   EXPECT_TRUE(torch::equal(q->quant_state().absmax, absmax0));
   EXPECT_TRUE(torch::equal(layer->forward(x), adapter_out));
-}
-
-template <typename Fn>
-void expect_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 TEST(LoraLinear, BadOptionsAreRefused) {

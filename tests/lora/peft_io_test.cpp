@@ -13,9 +13,12 @@
 #include "lora/quantize_model.h"
 #include "quant/safetensors.h"
 #include "tests/lora/test_models.h"
+#include "tests/support/expect_error.h"
 
 namespace lowbit {
 namespace {
+
+using testing::expect_error;
 
 using nlohmann::json;
 
@@ -153,16 +156,6 @@ TEST_F(PeftIo, LoadsAFileWrittenTheWayPeftWritesIt) {
   EXPECT_TRUE(torch::equal(layers[0].second->lora_A, a));
   EXPECT_TRUE(torch::equal(layers[0].second->lora_B, b));
   EXPECT_DOUBLE_EQ(layers[0].second->scaling(), 4.0);
-}
-
-template <typename Fn>
-void expect_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 TEST_F(PeftIo, RefusesMismatchesAndUnknownModules) {

@@ -4,13 +4,17 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "lora/apply_lora.h"
 #include "lora/linear4bit.h"
 #include "lora/module_paths.h"
 #include "lora/quantize_model.h"
 #include "tests/lora/test_models.h"
+#include "tests/support/expect_error.h"
 
 namespace lowbit {
 namespace {
+
+using testing::expect_error;
 
 using lora::Linear4bitImpl;
 using lora::QuantizeConfig;
@@ -101,16 +105,6 @@ TEST(QuantizeModel, ReleasesTheReplacedWeight) {
   EXPECT_THROW(old->forward(torch::randn({2, 32})), c10::Error);
 }
 
-template <typename Fn>
-void expect_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
-
 // Linears inside a Sequential: its forward runs a private list, so swapping
 // the registry entry would not take effect.
 struct WithSequentialImpl : torch::nn::Module {
@@ -135,6 +129,10 @@ TEST(QuantizeModel, RefusalsLeaveTheModelUnchanged) {
                "cannot replace 'stack.0': its parent is a torch::nn::Sequential");
   EXPECT_FALSE(is_4bit(*seq, "proj")) << "nothing may change when a target is refused";
   for (const auto& m : net->modules()) EXPECT_EQ(dynamic_cast<Linear4bitImpl*>(m.get()), nullptr);
+  lora::LoraConfig lora_config;
+  lora_config.target_modules = {"fc1"};
+  lora::apply_lora(*net, lora_config);
+  expect_error([&] { lora::quantize_model(*net, {}); }, "quantize the base model before apply_lora");
 }
 
 }  // namespace

@@ -15,9 +15,12 @@
 #include "quant/quantize.h"
 #include "quant/safetensors.h"
 #include "tests/lora/test_models.h"
+#include "tests/support/expect_error.h"
 
 namespace lowbit {
 namespace {
+
+using testing::expect_error;
 
 class QuantizedModelIo : public ::testing::Test {
  protected:
@@ -131,16 +134,6 @@ TEST_F(QuantizedModelIo, LoadsAHandLaidBitsandbytesFile) {
   EXPECT_EQ(q->quant_state().dtype, torch::kFloat16);
   EXPECT_TRUE(torch::equal(q->dequantized_weight(), quant::dequantize_4bit(packed, state)));
   EXPECT_TRUE(torch::equal(q->bias, bias.to(torch::kFloat32)));
-}
-
-template <typename Fn>
-void expect_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 TEST_F(QuantizedModelIo, RefusesMismatchedModelsWithoutChangingThem) {

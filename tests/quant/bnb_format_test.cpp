@@ -12,6 +12,7 @@
 #include "quant/bnb_format.h"
 #include "quant/quantize.h"
 #include "quant/safetensors.h"
+#include "tests/support/expect_error.h"
 
 namespace lowbit::quant {
 namespace {
@@ -20,15 +21,7 @@ torch::Tensor json_bytes(const std::string& s) {
   return torch::from_blob(const_cast<char*>(s.data()), {int64_t(s.size())}, torch::kUInt8).clone();
 }
 
-template <typename Fn>
-void expect_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
-  } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using lowbit::testing::expect_error;
 
 TEST(BnbFormat, KeysAndJsonFollowBitsandbytes) {
   torch::manual_seed(0);

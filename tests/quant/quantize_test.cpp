@@ -9,19 +9,12 @@
 #include "quant/metrics.h"
 #include "quant/quantize.h"
 #include "tests/kernels/backends.h"
+#include "tests/support/expect_error.h"
 
 namespace lowbit::quant {
 namespace {
 
-template <typename Fn>
-void expect_torch_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
-  } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
+using lowbit::testing::expect_error;
 
 torch::Tensor randn_1024() {
   torch::manual_seed(0);
@@ -173,32 +166,32 @@ TEST(Quantize, NonContiguousInputEqualsContiguous) {
 }
 
 TEST(Quantize, BadInputIsRefusedClearly) {
-  expect_torch_error([] { quantize_4bit(torch::randn({64}, torch::kFloat64)); },
+  expect_error([] { quantize_4bit(torch::randn({64}, torch::kFloat64)); },
                      "dtype Double; expected float32, float16 or bfloat16");
-  expect_torch_error([] { quantize_blockwise(torch::ones({64}, torch::kInt32)); }, "dtype Int");
-  expect_torch_error([] { quantize_4bit(torch::tensor({1.0f, INFINITY})); }, "inf or nan");
-  expect_torch_error([] { quantize_blockwise(torch::tensor({1.0f, NAN})); }, "inf or nan");
-  expect_torch_error([] { quantize_4bit(torch::randn({64}), opts4(Format::NF4, 48)); },
+  expect_error([] { quantize_blockwise(torch::ones({64}, torch::kInt32)); }, "dtype Int");
+  expect_error([] { quantize_4bit(torch::tensor({1.0f, INFINITY})); }, "inf or nan");
+  expect_error([] { quantize_blockwise(torch::tensor({1.0f, NAN})); }, "inf or nan");
+  expect_error([] { quantize_4bit(torch::randn({64}), opts4(Format::NF4, 48)); },
                      "blocksize 48 is not supported");
-  expect_torch_error([] { quantize_4bit(torch::randn({64}), opts4(Format::NF4, 8192)); },
+  expect_error([] { quantize_4bit(torch::randn({64}), opts4(Format::NF4, 8192)); },
                      "blocksize 8192 is not supported");
   BlockwiseOptions o;
   o.blocksize = 32;
-  expect_torch_error([&] { quantize_blockwise(torch::randn({64}), o); }, "blocksize 32");
+  expect_error([&] { quantize_blockwise(torch::randn({64}), o); }, "blocksize 32");
   o.blocksize = 64;
   o.code = torch::linspace(1, -1, 256);  // descending
-  expect_torch_error([&] { quantize_blockwise(torch::randn({64}), o); }, "strictly ascending");
-  expect_torch_error([] { quantize_4bit(torch::randn({64}), opts4(Format::DynamicSigned, 64)); },
+  expect_error([&] { quantize_blockwise(torch::randn({64}), o); }, "strictly ascending");
+  expect_error([] { quantize_4bit(torch::randn({64}), opts4(Format::DynamicSigned, 64)); },
                      "not a 4-bit format");
-  expect_torch_error([] { parse_format("int3"); }, "expected one of: dynamic, dynamic_unsigned, nf4, fp4");
-  expect_torch_error([] { quantize_4bit(torch::Tensor()); }, "undefined");
+  expect_error([] { parse_format("int3"); }, "expected one of: dynamic, dynamic_unsigned, nf4, fp4");
+  expect_error([] { quantize_4bit(torch::Tensor()); }, "undefined");
 
   auto [packed, state] = quantize_4bit(torch::randn({100}));
   QuantState wrong = state;
   wrong.shape = {101, 2};
-  expect_torch_error([&] { dequantize_4bit(packed, wrong); }, "needs 101");
-  expect_torch_error([&] { dequantize_blockwise(packed, state); }, "use dequantize_4bit");
-  expect_torch_error([&] { dequantize_4bit(packed.to(torch::kInt32), state); }, "uint8");
+  expect_error([&] { dequantize_4bit(packed, wrong); }, "needs 101");
+  expect_error([&] { dequantize_blockwise(packed, state); }, "use dequantize_4bit");
+  expect_error([&] { dequantize_4bit(packed.to(torch::kInt32), state); }, "uint8");
 }
 
 TEST(Quantize, OpenClBackendMatchesCpu) {
