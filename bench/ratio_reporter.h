@@ -3,7 +3,8 @@
 // Benchmarks name themselves "<op>/<group...>"; the baseline of a group is
 // the benchmark "<baseline_op>/<group...>" (e.g. memcpy/cpu/threads:1).
 // Benchmarks use Unit(benchmark::kMillisecond) and set a "bytes" counter (bytes
-// moved per iteration) so bandwidths can be compared too.
+// moved per iteration) so bandwidths can be compared too. Several baselines
+// (e.g. a library counterpart and memcpy) print one table each.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -17,7 +18,9 @@ namespace lowbit::bench {
 
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
-  explicit RatioReporter(std::string baseline_op) : baseline_op_(std::move(baseline_op)) {}
+  explicit RatioReporter(std::string baseline_op) : baseline_ops_{std::move(baseline_op)} {}
+  explicit RatioReporter(std::vector<std::string> baseline_ops)
+      : baseline_ops_(std::move(baseline_ops)) {}
 
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
@@ -34,13 +37,24 @@ class RatioReporter : public benchmark::ConsoleReporter {
 
   void Finalize() override {
     ConsoleReporter::Finalize();
+    for (const std::string& baseline : baseline_ops_) print_table(baseline);
+  }
+
+ private:
+  struct Entry {
+    std::string op, group;
+    double time;   // in the benchmark's time unit
+    double bytes;  // bytes moved per iteration (counter "bytes")
+  };
+
+  void print_table(const std::string& baseline_op) const {
     std::map<std::string, const Entry*> base;
     for (const Entry& e : entries_)
-      if (e.op == baseline_op_) base[e.group] = &e;
+      if (e.op == baseline_op) base[e.group] = &e;
     std::printf("\n%-28s %-30s %12s %14s %14s\n", "op", "group", "time", "speed vs",
                 "bytes/s vs");
-    std::printf("%-28s %-30s %12s %14s %14s\n", "", "", "", baseline_op_.c_str(),
-                baseline_op_.c_str());
+    std::printf("%-28s %-30s %12s %14s %14s\n", "", "", "", baseline_op.c_str(),
+                baseline_op.c_str());
     for (const Entry& e : entries_) {
       auto it = base.find(e.group);
       if (it == base.end()) continue;
@@ -52,13 +66,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
     }
   }
 
- private:
-  struct Entry {
-    std::string op, group;
-    double time;   // in the benchmark's time unit
-    double bytes;  // bytes moved per iteration (counter "bytes")
-  };
-  std::string baseline_op_;
+  std::vector<std::string> baseline_ops_;
   std::vector<Entry> entries_;
 };
 
