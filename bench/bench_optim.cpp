@@ -4,7 +4,8 @@
 // a memcpy of the parameter (the bandwidth roofline), at 1M, 16M and 64M
 // parameters with one thread and with all threads. Groups are
 // "<optimizer>/<size>/threads:<t>"; ops are torch, lowbit8 (default policy),
-// lowbit8_skipblocks (no gradient check), lowbit32 (float32 states) and memcpy.
+// lowbit8_skipblocks (no gradient check), lowbit32 (float32 states),
+// lowbit8_opencl (end to end on the first OpenCL device) and memcpy.
 // LOWBIT_BENCH_SIZES (e.g. "1M,16M") restricts the sizes for a quick run.
 #include <omp.h>
 
@@ -124,23 +125,25 @@ std::function<void()> torch_step(Family f, const torch::Tensor& p) {
 }
 
 std::shared_ptr<optim::Optimizer8bit> lowbit_optimizer(Family f, const torch::Tensor& p,
-                                                       int64_t bits) {
+                                                       int64_t bits,
+                                                       std::shared_ptr<kernels::Backend> be) {
   const std::vector<torch::Tensor> params{p};
   switch (f) {
     case Family::Adam:
-      return std::make_shared<optim::Adam8bit>(params, optim::Adam8bitOptions(1e-3).optim_bits(bits));
+      return std::make_shared<optim::Adam8bit>(
+          params, optim::Adam8bitOptions(1e-3).optim_bits(bits), be);
     case Family::AdamW:
-      return std::make_shared<optim::AdamW8bit>(params,
-                                                optim::AdamW8bitOptions(1e-3).optim_bits(bits));
+      return std::make_shared<optim::AdamW8bit>(
+          params, optim::AdamW8bitOptions(1e-3).optim_bits(bits), be);
     case Family::RMSprop:
       return std::make_shared<optim::RMSprop8bit>(
-          params, optim::RMSprop8bitOptions(1e-3).optim_bits(bits));
+          params, optim::RMSprop8bitOptions(1e-3).optim_bits(bits), be);
     case Family::Lion:
       return std::make_shared<optim::Lion8bit>(
-          params, optim::Lion8bitOptions(1e-4).weight_decay(0.01).optim_bits(bits));
+          params, optim::Lion8bitOptions(1e-4).weight_decay(0.01).optim_bits(bits), be);
     case Family::LAMB:
       return std::make_shared<optim::LAMB8bit>(
-          params, optim::LAMB8bitOptions(1e-3).weight_decay(0.01).optim_bits(bits));
+          params, optim::LAMB8bitOptions(1e-3).weight_decay(0.01).optim_bits(bits), be);
   }
   return nullptr;
 }
@@ -189,16 +192,19 @@ void register_group(Family f, int64_t n, const std::string& size, int threads) {
     step();  // states allocated outside the timing
     for (auto _ : state) step();
   });
-  const auto lowbit = [&](const std::string& op, int64_t bits, optim::NonFinitePolicy policy) {
-    reg(op, [f, n, threads, bits, policy](benchmark::State& state) {
+  const auto lowbit = [&](const std::string& op, int64_t bits, optim::NonFinitePolicy policy,
+                          std::shared_ptr<kernels::Backend> backend = nullptr) {
+    reg(op, [f, n, threads, bits, policy, backend](benchmark::State& state) {
       set_threads(threads);
       Problem problem(n);
-      auto opt = lowbit_optimizer(f, problem.param, bits);
+      auto opt = lowbit_optimizer(f, problem.param, bits, backend);
       opt->set_nonfinite_policy(policy);
       opt->step();
       for (auto _ : state) opt->step();
+      // The roofline compares CPU memory traffic; the OpenCL run moves its
+      // data to and from the device as well, so it reports no bytes.
       const bool checked = policy != optim::NonFinitePolicy::SkipBlocks;
-      state.counters["bytes"] = lowbit_bytes_per_param(f, bits, checked) * double(n);
+      if (!backend) state.counters["bytes"] = lowbit_bytes_per_param(f, bits, checked) * double(n);
       state.counters["state_B/param"] = double(opt->state_bytes()) / double(n);
     });
   };
@@ -206,6 +212,11 @@ void register_group(Family f, int64_t n, const std::string& size, int threads) {
   if (f == Family::AdamW) {
     lowbit("lowbit8_skipblocks", 8, optim::NonFinitePolicy::SkipBlocks);
     lowbit("lowbit32", 32, optim::NonFinitePolicy::SkipStep);
+    // End to end on the OpenCL device: states resident, parameter and gradient
+    // copied in and the parameter out in each step.
+    if (threads == omp_get_max_threads() && !kernels::opencl_devices().empty())
+      lowbit("lowbit8_opencl", 8, optim::NonFinitePolicy::SkipStep,
+             kernels::make_backend({"opencl", 0, ""}));
   }
 }
 
