@@ -3,7 +3,8 @@
 // Benchmarks name themselves "<op>/<group...>"; the baseline of a group is
 // the benchmark "<baseline_op>/<group...>" (e.g. memcpy/cpu/threads:1).
 // Benchmarks use Unit(benchmark::kMillisecond) and set a "bytes" counter (bytes
-// moved per iteration) so bandwidths can be compared too.
+// moved per iteration) so bandwidths can be compared too. Several baselines
+// (e.g. a library counterpart and memcpy) print one table each.
 #pragma once
 
 #include <benchmark/benchmark.h>

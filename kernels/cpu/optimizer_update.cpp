@@ -49,9 +49,9 @@ struct RmspropRule {
   }
 };
 
-// Largest |x| of a block as an IEEE bit pattern (magnitudes order like their
-// bit patterns; NaN and inf are the largest), or kNonFinite when one is NaN or
-// infinite. Kept as integers so the block loop's max reductions vectorise.
+// Magnitudes are compared as IEEE bit patterns: they order like the values,
+// NaN and inf are the largest (>= kNonFinite), and as integers the block
+// loop's max reductions vectorise.
 constexpr uint32_t kNonFinite = 0x7f800000u;
 inline uint32_t magnitude_bits(float x) { return float_bits(x) & 0x7fffffffu; }
 

@@ -270,7 +270,9 @@ Buffer& OpenClBackend::scratch(size_t bytes) {
 }
 
 size_t OpenClBackend::optimizer_group_size(cl_kernel k, int blocksize) const {
-  const size_t local = group_size(k, std::min<size_t>(size_t(blocksize), 256));
+  const size_t wanted = ctx_.info().is_gpu ? std::min<size_t>(size_t(blocksize), 256)
+                                           : std::max<size_t>(size_t(blocksize) / 16, 1);
+  const size_t local = group_size(k, wanted);
   LOWBIT_CHECK(size_t(blocksize) <= 16 * local, "optimizer kernels on ", ctx_.info().label,
                ": block size ", blocksize, " needs work-groups of ", blocksize / 16,
                " items but the device allows ", local);

@@ -1,5 +1,6 @@
-// Quantizes a tensor to NF4 through the installed headers and library and
-// checks the round trip: proof that find_package(lowbit) is usable.
+// Quantizes a tensor to NF4 and takes an AdamW8bit step through the installed
+// headers and library, checking both: proof that find_package(lowbit) is usable.
+#include <lowbit/optim/optim.h>
 #include <lowbit/quant/metrics.h>
 #include <lowbit/quant/quantize.h>
 
@@ -13,5 +14,14 @@ int main() {
   auto [packed, state] = lowbit::quant::quantize_4bit(w);
   const double err = lowbit::quant::mean_abs_error(w, lowbit::quant::dequantize_4bit(packed, state));
   std::cout << "consumer: NF4 round trip mean abs error " << err << "\n";
-  return err < 0.08 ? 0 : 1;  // NF4 block 64 on N(0,1): ~0.073 (bitsandbytes' level)
+  if (err >= 0.08) return 1;  // NF4 block 64 on N(0,1): ~0.073 (bitsandbytes' level)
+
+  // One AdamW8bit step through the installed optimizer headers: two uint8
+  // states and one float32 absmax per 256 values each.
+  torch::Tensor p = torch::randn({4096}).set_requires_grad(true);
+  lowbit::optim::AdamW8bit opt({p});
+  p.mutable_grad() = torch::ones({4096});
+  opt.step();
+  std::cout << "consumer: AdamW8bit state " << opt.state_bytes(p) << " bytes\n";
+  return opt.state_bytes(p) == 2 * 4096 + 2 * 16 * 4 ? 0 : 1;
 }
