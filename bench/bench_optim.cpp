@@ -130,11 +130,11 @@ std::shared_ptr<optim::Optimizer8bit> lowbit_optimizer(Family f, const torch::Te
   const std::vector<torch::Tensor> params{p};
   switch (f) {
     case Family::Adam:
-      return std::make_shared<optim::Adam8bit>(
-          params, optim::Adam8bitOptions(1e-3).optim_bits(bits), be);
+      return std::make_shared<optim::Adam8bit>(params,
+                                               optim::Adam8bitOptions(1e-3).optim_bits(bits), be);
     case Family::AdamW:
-      return std::make_shared<optim::AdamW8bit>(
-          params, optim::AdamW8bitOptions(1e-3).optim_bits(bits), be);
+      return std::make_shared<optim::AdamW8bit>(params,
+                                                optim::AdamW8bitOptions(1e-3).optim_bits(bits), be);
     case Family::RMSprop:
       return std::make_shared<optim::RMSprop8bit>(
           params, optim::RMSprop8bitOptions(1e-3).optim_bits(bits), be);

@@ -188,8 +188,9 @@ class Backend {
   // write the parameter, requantize the states with a fresh absmax m: code =
   // nearest qmap entry to s * (1/m) (bitsandbytes' optimizer kernels also
   // multiply by the reciprocal; quantize_blockwise divides), ties low; an
-  // all-zero block takes the qmap entry of smallest magnitude. A block whose new parameter or states would not be
-  // finite is left unchanged; the return value counts such blocks.
+  // all-zero block takes the qmap entry of smallest magnitude. A block whose
+  // new parameter or states would not be finite is left unchanged; the return
+  // value counts such blocks.
   size_t optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args);
   // The sums LAMB's trust ratio and max_unorm need, for the step `args`
   // describes, without writing anything.

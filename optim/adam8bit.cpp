@@ -64,8 +64,10 @@ void AdamFamily8bit<kDecoupled>::check_options(const torch::optim::OptimizerOpti
   check_beta(name, "betas[0]", std::get<0>(o.betas()));
   check_beta(name, "betas[1]", std::get<1>(o.betas()));
   check_non_negative(name, "weight_decay", o.weight_decay());
-  TORCH_CHECK(!o.amsgrad(), name, ": amsgrad is not supported with 8-bit states (bitsandbytes "
-              "does not support it either); use torch::optim::", kDecoupled ? "AdamW" : "Adam");
+  TORCH_CHECK(!o.amsgrad(), name,
+              ": amsgrad is not supported with 8-bit states (bitsandbytes "
+              "does not support it either); use torch::optim::",
+              kDecoupled ? "AdamW" : "Adam");
 }
 
 template <bool kDecoupled>

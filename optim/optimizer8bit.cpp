@@ -98,8 +98,8 @@ StateSettings Optimizer8bit::effective_settings(const torch::Tensor& param,
 
 void Optimizer8bit::override_config(const torch::Tensor& param, const ParamOverride& config) {
   const StateKey key = state_key(param);
-  TORCH_CHECK(state_.find(key) == state_.end(), name_,
-              ": override_config for a parameter (shape ", param.sizes(),
+  TORCH_CHECK(state_.find(key) == state_.end(), name_, ": override_config for a parameter (shape ",
+              param.sizes(),
               ") whose state already exists; call it before the parameter's first step");
   StateSettings probe;
   if (config.optim_bits) probe.optim_bits = *config.optim_bits;
@@ -191,9 +191,9 @@ std::vector<Optimizer8bit::Work> Optimizer8bit::prepare() {
                   "; expected float32, float16 or bfloat16");
       TORCH_CHECK(grad.scalar_type() == p.scalar_type(), name_, ": the gradient of ", where,
                   " has dtype ", grad.scalar_type(), "; expected the parameter's dtype");
-      TORCH_CHECK(grad.device().is_cpu() && grad.sizes() == p.sizes(), name_,
-                  ": the gradient of ", where, " has shape ", grad.sizes(), " on ",
-                  grad.device(), "; expected the parameter's shape on the CPU");
+      TORCH_CHECK(grad.device().is_cpu() && grad.sizes() == p.sizes(), name_, ": the gradient of ",
+                  where, " has shape ", grad.sizes(), " on ", grad.device(),
+                  "; expected the parameter's shape on the CPU");
       Work w;
       w.group = g;
       w.index = i;
@@ -337,7 +337,8 @@ void Optimizer8bit::check_loaded_states() const {
                     " elements; expected ", p.numel());
         TORCH_CHECK(values.scalar_type() == (quantized ? torch::kUInt8 : torch::kFloat32), where,
                     ": ", name, " has dtype ", values.scalar_type(), " but this optimizer uses ",
-                    quantized ? "8-bit" : "32-bit", " states for it (optim_bits, min_8bit_size, "
+                    quantized ? "8-bit" : "32-bit",
+                    " states for it (optim_bits, min_8bit_size, "
                     "override_config must match the run that saved it)");
         if (quantized)
           TORCH_CHECK(absmax.defined() && absmax.scalar_type() == torch::kFloat32 &&

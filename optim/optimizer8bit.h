@@ -96,8 +96,8 @@ class Optimizer8bit : public torch::optim::Optimizer {
                                            int64_t step, double lr_scale) const = 0;
   // LAMB: the trust ratio from ||p|| and ||u|| (u: the update direction).
   virtual bool uses_trust_ratio() const { return false; }
-  virtual double trust_ratio(const torch::optim::OptimizerOptions& /*group*/,
-                             double /*param_norm*/, double /*update_norm*/) const {
+  virtual double trust_ratio(const torch::optim::OptimizerOptions& /*group*/, double /*param_norm*/,
+                             double /*update_norm*/) const {
     return 1.0;
   }
 

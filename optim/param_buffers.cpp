@@ -34,8 +34,7 @@ kernels::Buffer* ParamBuffers::bind(Mirror& m, const torch::Tensor& t, bool alwa
   return m.buffer.get();
 }
 
-kernels::OptimizerOperands ParamBuffers::bind(const torch::Tensor& value,
-                                              const torch::Tensor& grad,
+kernels::OptimizerOperands ParamBuffers::bind(const torch::Tensor& value, const torch::Tensor& grad,
                                               const QuantizedParamState& state) {
   kernels::OptimizerOperands op;
   op.n = size_t(value.numel());

@@ -11,8 +11,8 @@ int64_t tensor_bytes(const torch::Tensor& t) {
 
 bool same(const torch::Tensor& a, const torch::Tensor& b) {
   if (a.defined() != b.defined()) return false;
-  return !a.defined() || (a.scalar_type() == b.scalar_type() && a.sizes() == b.sizes() &&
-                          torch::equal(a, b));
+  return !a.defined() ||
+         (a.scalar_type() == b.scalar_type() && a.sizes() == b.sizes() && torch::equal(a, b));
 }
 
 }  // namespace

@@ -50,7 +50,8 @@ void RMSprop8bit::check_options(const torch::optim::OptimizerOptions& group) con
   check_beta("RMSprop8bit", "alpha", o.alpha());
   check_non_negative("RMSprop8bit", "momentum", o.momentum());
   check_non_negative("RMSprop8bit", "weight_decay", o.weight_decay());
-  TORCH_CHECK(!o.centered(), "RMSprop8bit: centered RMSprop is not supported with 8-bit states "
+  TORCH_CHECK(!o.centered(),
+              "RMSprop8bit: centered RMSprop is not supported with 8-bit states "
               "(bitsandbytes does not support it either); use torch::optim::RMSprop");
 }
 
@@ -58,8 +59,8 @@ bool RMSprop8bit::has_state2(const torch::optim::OptimizerOptions& group) const 
   return static_cast<const Options&>(group).momentum() > 0;
 }
 
-kernels::OptimizerArgs RMSprop8bit::step_args(const torch::optim::OptimizerOptions& group,
-                                              int64_t, double lr_scale) const {
+kernels::OptimizerArgs RMSprop8bit::step_args(const torch::optim::OptimizerOptions& group, int64_t,
+                                              double lr_scale) const {
   const auto& o = static_cast<const Options&>(group);
   kernels::OptimizerArgs a{};
   a.beta1 = float(o.alpha());

@@ -62,8 +62,9 @@ void Decoder8::decode_scaled(const uint8_t* codes, float absmax, float* out, siz
     const __m512i b01_hi = _mm512_unpackhi_epi8(plane[0], plane[1]);
     const __m512i b23_lo = _mm512_unpacklo_epi8(plane[2], plane[3]);
     const __m512i b23_hi = _mm512_unpackhi_epi8(plane[2], plane[3]);
-    const __m512i f[4] = {_mm512_unpacklo_epi16(b01_lo, b23_lo), _mm512_unpackhi_epi16(b01_lo, b23_lo),
-                          _mm512_unpacklo_epi16(b01_hi, b23_hi), _mm512_unpackhi_epi16(b01_hi, b23_hi)};
+    const __m512i f[4] = {
+        _mm512_unpacklo_epi16(b01_lo, b23_lo), _mm512_unpackhi_epi16(b01_lo, b23_lo),
+        _mm512_unpacklo_epi16(b01_hi, b23_hi), _mm512_unpackhi_epi16(b01_hi, b23_hi)};
     for (int r = 0; r < 4; ++r)
       _mm512_storeu_ps(out + i + 16 * r, _mm512_mul_ps(_mm512_castsi512_ps(f[r]), m));
   }

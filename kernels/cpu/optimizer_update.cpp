@@ -302,17 +302,15 @@ std::pair<float, float> block_sum_sq(const typename T::Storage* g, size_t begin,
 
 size_t optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) {
   size_t rejected = 0;
-  with_step(op, args, [&](const auto& step) {
-    rejected = run_update(step, op.n, size_t(op.blocksize));
-  });
+  with_step(op, args,
+            [&](const auto& step) { rejected = run_update(step, op.n, size_t(op.blocksize)); });
   return rejected;
 }
 
 UpdateNorms optimizer_update_norms(const OptimizerOperands& op, const OptimizerArgs& args) {
   UpdateNorms norms;
-  with_step(op, args, [&](const auto& step) {
-    norms = run_norms(step, op.n, size_t(op.blocksize));
-  });
+  with_step(op, args,
+            [&](const auto& step) { norms = run_norms(step, op.n, size_t(op.blocksize)); });
   return norms;
 }
 

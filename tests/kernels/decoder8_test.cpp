@@ -26,7 +26,8 @@ TEST(Decoder8, DecodesEveryCodeToTheExactProduct) {
       std::vector<float> out(codes.size());
       dec.decode_scaled(codes.data(), absmax, out.data(), codes.size());
       for (size_t i = 0; i < codes.size(); ++i)
-        ASSERT_EQ(out[i], map[codes[i]] * absmax) << "code " << int(codes[i]) << " absmax " << absmax;
+        ASSERT_EQ(out[i], map[codes[i]] * absmax)
+            << "code " << int(codes[i]) << " absmax " << absmax;
     }
   }
 }

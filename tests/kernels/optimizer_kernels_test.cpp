@@ -44,17 +44,18 @@ using testing::Uploaded;
     if (k < 0 || k > 255) continue;
     // 1e-6: r itself carries the float rounding of the state and the division.
     if (std::fabs(qmap[size_t(k)] - r) + 1e-6 < d)
-      return ::testing::AssertionFailure() << "r=" << r << " got code " << code << " ("
-                                           << qmap[size_t(code)] << "), code " << k << " ("
-                                           << qmap[size_t(k)] << ") is nearer";
+      return ::testing::AssertionFailure()
+             << "r=" << r << " got code " << code << " (" << qmap[size_t(code)] << "), code " << k
+             << " (" << qmap[size_t(k)] << ") is nearer";
   }
   return ::testing::AssertionSuccess();
 }
 
 // Checks one state against the reference values `ref` (per element).
-void expect_state(const Operands& o, const std::vector<float>& qmap, const std::vector<uint8_t>& codes,
-                  const std::vector<float>& absmax, const std::vector<float>& values,
-                  const std::vector<double>& ref, const std::string& label) {
+void expect_state(const Operands& o, const std::vector<float>& qmap,
+                  const std::vector<uint8_t>& codes, const std::vector<float>& absmax,
+                  const std::vector<float>& values, const std::vector<double>& ref,
+                  const std::string& label) {
   const size_t n = ref.size(), bs = size_t(o.blocksize);
   if (!o.quantized) {
     double scale = 0;
@@ -113,8 +114,8 @@ TEST_F(OptimizerKernels, EveryRuleMatchesDoubleReference) {
     for (const Case& c : cases())
       for (bool quantized : {true, false})
         for (DType type : kFloatTypes) {
-          const std::string label = bname + "/" + c.name + (quantized ? "/8bit/" : "/32bit/") +
-                                    kernels::dtype_name(type);
+          const std::string label =
+              bname + "/" + c.name + (quantized ? "/8bit/" : "/32bit/") + kernels::dtype_name(type);
           const Operands o = make_operands(c, type, quantized, n, 256, 7);
           const Result got = run_update(*be, c, o);
           EXPECT_EQ(got.rejected, 0u) << label;
@@ -215,7 +216,8 @@ TEST_F(OptimizerKernels, UpdateNormsMatchReference) {
         double u_sq = 0, p_sq = 0;
         for (size_t i = 0; i < n; ++i) {
           const double p = decode(o.param, o.type, i);
-          const Ref r = reference_step(c, p, decode(o.grad, o.type, i), o.s1(i), o.s2(i, c.two_states));
+          const Ref r =
+              reference_step(c, p, decode(o.grad, o.type, i), o.s1(i), o.s2(i, c.two_states));
           u_sq += r.u * r.u;
           p_sq += p * p;
         }

@@ -147,7 +147,8 @@ inline std::vector<uint8_t> encode(const std::vector<float>& v, DType t) {
     if (t == DType::F32) {
       std::memcpy(&out[4 * i], &v[i], 4);
     } else {
-      const uint16_t h = t == DType::BF16 ? kernels::float_to_bf16(v[i]) : kernels::float_to_f16(v[i]);
+      const uint16_t h =
+          t == DType::BF16 ? kernels::float_to_bf16(v[i]) : kernels::float_to_f16(v[i]);
       std::memcpy(&out[2 * i], &h, 2);
     }
   }
@@ -159,9 +160,9 @@ struct Operands {
   bool quantized = true;
   int blocksize = 256;
   std::vector<uint8_t> param, grad;
-  std::vector<uint8_t> codes1, codes2;     // 8-bit
-  std::vector<float> absmax1, absmax2;     // 8-bit
-  std::vector<float> state1, state2;       // 32-bit
+  std::vector<uint8_t> codes1, codes2;  // 8-bit
+  std::vector<float> absmax1, absmax2;  // 8-bit
+  std::vector<float> state1, state2;    // 32-bit
   std::vector<float> qmap1, qmap2;
   size_t n() const { return param.size() / kernels::dtype_size(type); }
 
@@ -176,7 +177,7 @@ struct Operands {
 };
 
 inline Operands make_operands(const Case& c, DType type, bool quantized, size_t n, int blocksize,
-                       unsigned seed) {
+                              unsigned seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal;
   std::uniform_int_distribution<int> code(0, 255);

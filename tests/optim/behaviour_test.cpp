@@ -53,10 +53,10 @@ TEST(Behaviour, StateBytesPerParameter) {
   };
   // Two 8-bit states + two absmax arrays: 2.03125 bytes/param (<= 2.04); one
   // state (Lion, RMSprop without momentum): 1.015625.
-  for (const Expect& e : {Expect{Kind::Adam, 0, 2 + 2 * absmax}, Expect{Kind::AdamW, 0, 2 + 2 * absmax},
-                          Expect{Kind::LAMB, 0, 2 + 2 * absmax}, Expect{Kind::Lion, 0, 1 + absmax},
-                          Expect{Kind::RMSprop, 0, 1 + absmax},
-                          Expect{Kind::RMSprop, 0.9, 2 + 2 * absmax}}) {
+  for (const Expect& e :
+       {Expect{Kind::Adam, 0, 2 + 2 * absmax}, Expect{Kind::AdamW, 0, 2 + 2 * absmax},
+        Expect{Kind::LAMB, 0, 2 + 2 * absmax}, Expect{Kind::Lion, 0, 1 + absmax},
+        Expect{Kind::RMSprop, 0, 1 + absmax}, Expect{Kind::RMSprop, 0.9, 2 + 2 * absmax}}) {
     auto big = param({n});
     auto bias = param({100});
     testing::Setup s;
@@ -66,7 +66,8 @@ TEST(Behaviour, StateBytesPerParameter) {
     big.mutable_grad() = torch::ones({n});
     bias.mutable_grad() = torch::ones({100});
     opt->step();
-    const std::string label = testing::kind_name(e.kind) + " momentum " + std::to_string(e.momentum);
+    const std::string label =
+        testing::kind_name(e.kind) + " momentum " + std::to_string(e.momentum);
     EXPECT_DOUBLE_EQ(double(opt->state_bytes(big)) / n, e.bytes_per_param) << label;
     // Below min_8bit_size: float32 states, 4 bytes per state per element.
     const int states = e.bytes_per_param > 2 ? 2 : 1;
@@ -95,10 +96,16 @@ TEST(Behaviour, MinEightBitSizeAndOverrideChooseThePrecision) {
   EXPECT_EQ(state_of(opt, at).state1().scalar_type(), torch::kUInt8);
   EXPECT_EQ(state_of(opt, at).absmax1().numel(), 16);
   EXPECT_FALSE(state_of(opt, embedding).quantized());
-  expect_error([&] { opt.override_config(at, optim::ParamOverride{32, {}, {}}); },
-               {"already exists", "before the parameter's first step"});
-  expect_error([&] { opt.override_config(param({10}), optim::ParamOverride{{}, 100, {}}); },
-               {"block_size is 100"});
+  expect_error(
+      [&] {
+        opt.override_config(at, optim::ParamOverride{32, {}, {}});
+      },
+      {"already exists", "before the parameter's first step"});
+  expect_error(
+      [&] {
+        opt.override_config(param({10}), optim::ParamOverride{{}, 100, {}});
+      },
+      {"block_size is 100"});
 }
 
 // ---------------------------------------------------------------------------
@@ -208,7 +215,8 @@ TEST(Behaviour, PercentileClippingFollowsBitsandbytes) {
   const int64_t percentile = 5;
   auto p = param({700}, 9);
   auto r = p.detach().clone().set_requires_grad(true);
-  optim::AdamW8bit ours({p}, optim::AdamW8bitOptions(1e-2).optim_bits(32).percentile_clipping(percentile));
+  optim::AdamW8bit ours(
+      {p}, optim::AdamW8bitOptions(1e-2).optim_bits(32).percentile_clipping(percentile));
   torch::optim::AdamW theirs({r}, torch::optim::AdamWOptions(1e-2));
   std::vector<double> history(100, 0.0);
   int clipped = 0;
@@ -305,8 +313,8 @@ TEST(Behaviour, NonFiniteGradientRaisesWhenAsked) {
   testing::set_grads(params, 2, 0);
   params[1].mutable_grad()[3] = NAN;
   const auto before = params[0].detach().clone();
-  expect_error([&] { opt.step(); }, {"AdamW8bit", "parameter 1 of group 0", "NaN or infinite",
-                                     "nothing was updated"});
+  expect_error([&] { opt.step(); },
+               {"AdamW8bit", "parameter 1 of group 0", "NaN or infinite", "nothing was updated"});
   EXPECT_TRUE(torch::equal(params[0].detach(), before));
 }
 
@@ -335,8 +343,8 @@ TEST(Behaviour, UnsupportedInputIsRefusedWithAClearMessage) {
   {
     auto emb = param({20, 4});
     optim::Adam8bit opt({emb});
-    emb.mutable_grad() = torch::sparse_coo_tensor(torch::tensor({{0, 3}}), torch::ones({2, 4}),
-                                                  {20, 4});
+    emb.mutable_grad() =
+        torch::sparse_coo_tensor(torch::tensor({{0, 3}}), torch::ones({2, 4}), {20, 4});
     expect_error([&] { opt.step(); }, {"Adam8bit", "parameter 0 of group 0", "sparse gradient"});
   }
   {
@@ -367,10 +375,15 @@ TEST(Behaviour, UnsupportedInputIsRefusedWithAClearMessage) {
 
 TEST(Behaviour, InvalidOptionsAreRefused) {
   auto w = std::vector<torch::Tensor>{param({4})};
-  expect_error([&] { (void)optim::AdamW8bit(w, optim::AdamW8bitOptions(-1.0)); }, {"learning rate", "-1"});
-  expect_error([&] { (void)optim::Adam8bit(w, optim::Adam8bitOptions().betas({0.9, 1.0})); },
-               {"betas[1]", "[0, 1)"});
-  expect_error([&] { (void)optim::Adam8bit(w, optim::Adam8bitOptions().amsgrad(true)); }, {"amsgrad"});
+  expect_error([&] { (void)optim::AdamW8bit(w, optim::AdamW8bitOptions(-1.0)); },
+               {"learning rate", "-1"});
+  expect_error(
+      [&] {
+        (void)optim::Adam8bit(w, optim::Adam8bitOptions().betas({0.9, 1.0}));
+      },
+      {"betas[1]", "[0, 1)"});
+  expect_error([&] { (void)optim::Adam8bit(w, optim::Adam8bitOptions().amsgrad(true)); },
+               {"amsgrad"});
   expect_error([&] { (void)optim::Lion8bit(w, optim::Lion8bitOptions().optim_bits(16)); },
                {"optim_bits is 16"});
   expect_error([&] { (void)optim::LAMB8bit(w, optim::LAMB8bitOptions().block_size(100)); },
@@ -379,14 +392,16 @@ TEST(Behaviour, InvalidOptionsAreRefused) {
                {"clamp_value"});
   expect_error([&] { (void)optim::RMSprop8bit(w, optim::RMSprop8bitOptions().centered(true)); },
                {"centered"});
-  expect_error([&] { (void)optim::RMSprop8bit(w, optim::RMSprop8bitOptions().percentile_clipping(101)); },
-               {"percentile_clipping is 101"});
+  expect_error(
+      [&] { (void)optim::RMSprop8bit(w, optim::RMSprop8bitOptions().percentile_clipping(101)); },
+      {"percentile_clipping is 101"});
   expect_error([&] { (void)optim::AdamW8bit(w, optim::AdamW8bitOptions().max_unorm(-1)); },
                {"max_unorm is -1"});
   // A group added later is checked at the next step.
   optim::AdamW8bit opt(w);
   opt.add_param_group(torch::optim::OptimizerParamGroup(
-      {param({4})}, std::make_unique<optim::AdamW8bitOptions>(optim::AdamW8bitOptions(1e-3).eps(-1))));
+      {param({4})},
+      std::make_unique<optim::AdamW8bitOptions>(optim::AdamW8bitOptions(1e-3).eps(-1))));
   expect_error([&] { opt.step(); }, {"epsilon"});
 }
 

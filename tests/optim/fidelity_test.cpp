@@ -75,8 +75,7 @@ TEST(Fidelity, RMSprop32bitMatchesTorchRMSprop) {
     s.momentum = momentum;
     s.lr = 1e-3;
     expect_matches_torch<torch::optim::RMSprop>(
-        Kind::RMSprop, s,
-        torch::optim::RMSpropOptions(1e-3).weight_decay(0.01).momentum(momentum),
+        Kind::RMSprop, s, torch::optim::RMSpropOptions(1e-3).weight_decay(0.01).momentum(momentum),
         "RMSprop momentum " + std::to_string(momentum));
   }
 }
@@ -165,10 +164,10 @@ TEST(Fidelity, Lion32bitMatchesDoubleReference) {
   double scale = 0;
   for (const auto& p : params_of(reference)) scale = std::max(scale, p.abs().max().item<double>());
   for (size_t i = 0; i < params.size(); ++i)
-    off += ((params[i].detach().to(torch::kFloat64) - reference[i].p).abs() >
-            kSteps * 0x1p-23 * scale)
-               .sum()
-               .item<int64_t>();
+    off +=
+        ((params[i].detach().to(torch::kFloat64) - reference[i].p).abs() > kSteps * 0x1p-23 * scale)
+            .sum()
+            .item<int64_t>();
   EXPECT_LE(off, 2);
   std::printf("Lion 32-bit vs double after %d steps: max |diff| / max |p| = %.3g\n", kSteps,
               testing::max_relative_error(params, params_of(reference)));

@@ -32,8 +32,9 @@ const Data& fashion_mnist() {
 
 struct Mlp : torch::nn::Module {
   // 784 x 128 = 100352 weights: 8-bit states; the rest is below min_8bit_size.
-  Mlp() : fc1(register_module("fc1", torch::nn::Linear(784, 128))),
-          fc2(register_module("fc2", torch::nn::Linear(128, 10))) {}
+  Mlp()
+      : fc1(register_module("fc1", torch::nn::Linear(784, 128))),
+        fc2(register_module("fc2", torch::nn::Linear(128, 10))) {}
   torch::Tensor forward(const torch::Tensor& x) {
     return fc2(torch::relu(fc1(x.view({x.size(0), 784}))));
   }
