@@ -1,14 +1,6 @@
 #include "kernels/cpu/decoder8.h"
 
-#ifdef __AVX512VBMI__
-// GCC 12 flags its own unmasked AVX-512 intrinsics as maybe-uninitialized
-// (they start from _mm512_undefined_*()): a false positive, silenced for the
-// intrinsics header only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
+#include "kernels/cpu/x86_intrinsics.h"
 
 #include <algorithm>
 #include <cstring>

@@ -8,14 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#if defined(__AVX512F__) || defined(__AVX2__)
-// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which
-// -Wmaybe-uninitialized reports once inlined (GCC bug 105593, fixed in 13).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
+#include "kernels/cpu/x86_intrinsics.h"
 
 #include "kernels/backend.h"
 

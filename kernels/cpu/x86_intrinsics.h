@@ -1,0 +1,13 @@
+// <immintrin.h> for the CPU kernels' AVX2 / AVX-512 paths. GCC 12's AVX-512
+// intrinsics start from _mm512_undefined_*(), which -Wmaybe-uninitialized
+// reports once inlined (GCC bug 105593, fixed in 13): the false positive is
+// silenced for this header only. Include it before any other header that
+// might pull <immintrin.h> in unguarded.
+#pragma once
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#endif
