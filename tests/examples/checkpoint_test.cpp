@@ -14,7 +14,7 @@
 
 #include "examples/models/mlp.h"
 #include "examples/train/checkpoint.h"
-#include "tests/examples/scratch_dir.h"
+#include "tests/support/scratch_dir.h"
 
 namespace lowbit::train {
 namespace {

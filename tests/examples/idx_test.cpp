@@ -14,7 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "examples/data/idx.h"
-#include "tests/examples/scratch_dir.h"
+#include "tests/support/scratch_dir.h"
 
 namespace lowbit::data {
 namespace {

@@ -26,7 +26,7 @@
 #include "examples/train/checkpoint.h"
 #include "examples/train/metrics_log.h"
 #include "examples/train/task.h"
-#include "tests/examples/scratch_dir.h"
+#include "tests/support/scratch_dir.h"
 
 extern char** environ;
 

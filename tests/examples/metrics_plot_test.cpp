@@ -9,7 +9,7 @@
 
 #include "examples/train/metrics_log.h"
 #include "examples/train/svg_plot.h"
-#include "tests/examples/scratch_dir.h"
+#include "tests/support/scratch_dir.h"
 
 namespace lowbit::train {
 namespace {

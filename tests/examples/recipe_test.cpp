@@ -10,7 +10,7 @@
 
 #include "examples/config/recipe.h"
 #include "examples/config/schema.h"
-#include "tests/examples/scratch_dir.h"
+#include "tests/support/scratch_dir.h"
 
 namespace lowbit::config {
 namespace {

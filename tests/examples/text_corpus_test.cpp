@@ -12,7 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "examples/data/text_corpus.h"
-#include "tests/examples/scratch_dir.h"
+#include "tests/support/scratch_dir.h"
 
 namespace lowbit::data {
 namespace {

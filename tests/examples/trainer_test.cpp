@@ -21,7 +21,7 @@
 #include "examples/train/prepare_model.h"
 #include "examples/train/task.h"
 #include "examples/train/trainer.h"
-#include "tests/examples/scratch_dir.h"
+#include "tests/support/scratch_dir.h"
 #include "tests/kernels/backends.h"
 
 namespace lowbit::train {

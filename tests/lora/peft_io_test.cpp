@@ -14,6 +14,7 @@
 #include "quant/safetensors.h"
 #include "tests/lora/test_models.h"
 #include "tests/support/expect_error.h"
+#include "tests/support/scratch_dir.h"
 
 namespace lowbit {
 namespace {
@@ -24,14 +25,6 @@ using nlohmann::json;
 
 class PeftIo : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("lowbit_peft_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   // A quantized TinyNet with trained-looking (random) adapters.
   testing::TinyNet adapted(const lora::LoraConfig& config, uint64_t seed) {
     torch::manual_seed(seed);
@@ -58,8 +51,9 @@ class PeftIo : public ::testing::Test {
     return c;
   }
 
-  std::string dir() const { return dir_.string(); }
-  std::filesystem::path dir_;
+  testing::ScratchDir scratch_;  // declared first: dir_ is built from it
+  std::string dir() const { return scratch_.file("adapter"); }
+  std::filesystem::path dir_{dir()};
 };
 
 TEST_F(PeftIo, WritesPeftKeysShapesDtypesAndConfig) {

@@ -1,8 +1,6 @@
 // Quantized models in bitsandbytes' 4-bit state_dict layout: the entries and
 // their dtypes, a bit-exact round trip into an unquantized model, a file laid
 // out by hand from bitsandbytes' documented format, and refusals.
-#include <filesystem>
-
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -16,6 +14,7 @@
 #include "quant/safetensors.h"
 #include "tests/lora/test_models.h"
 #include "tests/support/expect_error.h"
+#include "tests/support/scratch_dir.h"
 
 namespace lowbit {
 namespace {
@@ -24,14 +23,8 @@ using testing::expect_error;
 
 class QuantizedModelIo : public ::testing::Test {
  protected:
-  void SetUp() override {
-    path_ = (std::filesystem::temp_directory_path() /
-             ("lowbit_qmodel_" + std::to_string(::getpid()) + "_" +
-              ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".safetensors"))
-                .string();
-  }
-  void TearDown() override { std::filesystem::remove(path_); }
-  std::string path_;
+  testing::ScratchDir scratch_;  // declared first: path_ lies inside it
+  std::string path_ = scratch_.file("model.safetensors");
 };
 
 testing::TinyNet quantized_net(uint64_t seed) {

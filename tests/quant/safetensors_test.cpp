@@ -1,7 +1,6 @@
 // safetensors IO: bit-exact round trips of every dtype, the writer's layout
 // checked byte by byte, a file built by hand from the format description,
 // every corruption the reader must refuse, and saves that fail cleanly.
-#include <stdlib.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -23,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "quant/safetensors.h"
+#include "tests/support/scratch_dir.h"
 
 namespace lowbit::quant {
 namespace {
@@ -30,31 +30,7 @@ namespace {
 using namespace std::string_literals;
 namespace fs = std::filesystem;
 
-// A fresh directory per test, removed with its contents afterwards.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string pattern = (fs::temp_directory_path() / "lowbit_safetensors_XXXXXX").string();
-    EXPECT_NE(::mkdtemp(pattern.data()), nullptr);
-    path_ = pattern;
-  }
-  ~ScratchDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::vector<std::string> names() const {
-    std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(path_)) {
-      names.push_back(entry.path().filename().string());
-    }
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-
- private:
-  fs::path path_;
-};
+using lowbit::testing::ScratchDir;
 
 void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);

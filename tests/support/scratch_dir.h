@@ -3,10 +3,12 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -16,7 +18,7 @@ class ScratchDir {
  public:
   ScratchDir() {
     std::string pattern =
-        (std::filesystem::temp_directory_path() / "lowbit_examples_XXXXXX").string();
+        (std::filesystem::temp_directory_path() / "lowbit_test_XXXXXX").string();
     EXPECT_NE(::mkdtemp(pattern.data()), nullptr);
     path_ = pattern;
   }
@@ -32,6 +34,15 @@ class ScratchDir {
     std::ofstream out(file(name), std::ios::binary);
     out << bytes;
     ASSERT_TRUE(out.good()) << "writing " << file(name);
+  }
+  // The entries directly inside, sorted: tests check that nothing was left behind.
+  std::vector<std::string> names() const {
+    std::vector<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(path_)) {
+      names.push_back(entry.path().filename().string());
+    }
+    std::sort(names.begin(), names.end());
+    return names;
   }
 
  private:
