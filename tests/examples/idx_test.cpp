@@ -6,7 +6,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <string>
 
 #include <torch/torch.h>
@@ -14,24 +13,17 @@
 #include <gtest/gtest.h>
 
 #include "examples/data/idx.h"
+#include "tests/support/expect_error.h"
 #include "tests/support/scratch_dir.h"
 
 namespace lowbit::data {
 namespace {
 
 namespace fs = std::filesystem;
+using lowbit::testing::message_of;
 using lowbit::testing::ScratchDir;
 
 const std::string kDir = "/usr/share/datasets/fashion-mnist";
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no exception)";
-}
 
 // An IDX header: magic 0x0000 0x08 ndim, then big-endian uint32 dims.
 std::string idx_header(const std::vector<uint32_t>& dims, uint8_t type = 0x08) {

@@ -2,7 +2,6 @@
 // files checked against indexes that strfile itself writes, the document split,
 // and window batches (contents, determinism, uniform starts).
 #include <cmath>
-#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -12,22 +11,15 @@
 #include <gtest/gtest.h>
 
 #include "examples/data/text_corpus.h"
+#include "tests/support/expect_error.h"
 #include "tests/support/scratch_dir.h"
 
 namespace lowbit::data {
 namespace {
 
 using lowbit::testing::run_shell;
+using lowbit::testing::message_of;
 using lowbit::testing::ScratchDir;
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no exception)";
-}
 
 TEST(CharVocab, MapsNewlinePrintableAsciiAndUnknown) {
   EXPECT_EQ(CharVocab::id('\n'), 0);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <exception>
+#include <functional>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -17,6 +18,17 @@ void expect_error(Fn&& fn, const std::string& needle) {
   } catch (const E& e) {
     EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
   }
+}
+
+// The message of the exception `fn` throws, or "(no exception)": for tests that
+// check several things about one message.
+inline std::string message_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no exception)";
 }
 
 }  // namespace lowbit::testing
