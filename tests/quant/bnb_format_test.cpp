@@ -3,7 +3,6 @@
 // and clear errors on malformed entries.
 #include <torch/torch.h>
 
-#include <cstdio>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -13,6 +12,7 @@
 #include "quant/quantize.h"
 #include "quant/safetensors.h"
 #include "tests/support/expect_error.h"
+#include "tests/support/scratch_dir.h"
 
 namespace lowbit::quant {
 namespace {
@@ -72,7 +72,8 @@ TEST(BnbFormat, LoadsHandBuiltEntries) {
 
 TEST(BnbFormat, RoundTripThroughSafetensors) {
   torch::manual_seed(1);
-  const std::string path = ::testing::TempDir() + "/bnb_roundtrip.safetensors";
+  const lowbit::testing::ScratchDir dir;
+  const std::string path = dir.file("bnb_roundtrip.safetensors");
   for (Format f : {Format::NF4, Format::FP4})
     for (bool dq : {true, false})
       for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
@@ -91,7 +92,6 @@ TEST(BnbFormat, RoundTripThroughSafetensors) {
         EXPECT_EQ(s2.dtype, dtype);
         EXPECT_TRUE(torch::equal(dequantize_4bit(packed, state), dequantize_4bit(p2, s2)));
       }
-  std::remove(path.c_str());
 }
 
 TEST(BnbFormat, MalformedEntriesAreRefused) {
