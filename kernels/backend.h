@@ -54,6 +54,12 @@ constexpr int kMinBlocksize4bit = 32;
 constexpr int kMaxBlocksize = 4096;
 
 inline size_t num_blocks(size_t n, int blocksize) { return (n + size_t(blocksize) - 1) / size_t(blocksize); }
+// log2 of a power of two (the block sizes).
+inline int log2_exact(size_t v) {
+  int s = 0;
+  while ((size_t(1) << s) < v) ++s;
+  return s;
+}
 inline size_t packed_4bit_bytes(size_t n) { return (n + 1) / 2; }
 
 // A frozen 4-bit weight W [out_features, in_features] as quantize_4bit lays it

@@ -44,7 +44,7 @@ void dispatch_float(DType t, Fn&& fn) {
 // the OpenMP threads (a block never splits across threads).
 template <typename Fn>
 void for_each_block(size_t n, int blocksize, Fn&& fn) {
-  const ptrdiff_t nb = ptrdiff_t((n + size_t(blocksize) - 1) / size_t(blocksize));
+  const ptrdiff_t nb = ptrdiff_t(num_blocks(n, blocksize));
 #pragma omp parallel for schedule(static)
   for (ptrdiff_t b = 0; b < nb; ++b) {
     const size_t begin = size_t(b) * size_t(blocksize);

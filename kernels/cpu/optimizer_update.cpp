@@ -295,7 +295,7 @@ std::pair<float, float> block_sum_sq(const typename T::Storage* g, size_t begin,
   float s = 0.0f;
   for (size_t k = 0; k < kLanes; ++k) s += lane[k];
   // Second sum: 1 for a block whose float sum is not finite.
-  return {s, (float_bits(s) & 0x7fffffffu) >= 0x7f800000u ? 1.0f : 0.0f};
+  return {s, magnitude_bits(s) >= kNonFinite ? 1.0f : 0.0f};
 }
 
 }  // namespace

@@ -14,12 +14,6 @@
 
 namespace lowbit::kernels::cpu {
 
-inline int log2_exact(size_t v) {
-  int s = 0;
-  while ((size_t(1) << s) < v) ++s;
-  return s;
-}
-
 struct Weight4bitView {
   const uint8_t* packed;
   const float* absmax;        // float32 scales, or nullptr under double quantization
@@ -40,7 +34,6 @@ struct Weight4bitView {
     const float v = nested_code[absmax_codes[b]] * nested_absmax[b >> nested_shift];
     return v + offset;
   }
-  size_t blocksize() const { return size_t(1) << block_shift; }
 };
 
 // Writes dequantized W[f, f + len) (flat indices) to out. Each element is

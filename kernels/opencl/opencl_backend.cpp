@@ -169,35 +169,14 @@ void OpenClBackend::do_dequantize_4bit(const Buffer& packed, const Buffer& absma
 
 // ---- 4-bit matmul ----
 
-namespace {
-
-int log2_exact(size_t v) {
-  int s = 0;
-  while ((size_t(1) << s) < v) ++s;
-  return s;
-}
-
-// A null cl_mem argument, for the nested buffers of a weight without double
-// quantization and an absent bias (OpenCL 1.2 accepts NULL buffer arguments).
-struct NullBuffer {};
-void set_arg(cl_kernel k, cl_uint i, NullBuffer) {
-  const cl_mem m = nullptr;
-  LOWBIT_CL_CHECK(clSetKernelArg(k, i, sizeof(cl_mem), &m));
-}
-
-}  // namespace
-
 // The WEIGHT_PARAMS block of a gemm_4bit.cl kernel, from argument `first` on.
 void OpenClBackend::set_weight_args(cl_kernel k, cl_uint first, const Weight4bit& w) {
   set_arg(k, first, *w.packed);
   set_arg(k, first + 1, *w.absmax);
-  if (w.double_quant()) {
-    set_arg(k, first + 2, *w.nested_absmax);
-    set_arg(k, first + 3, *w.nested_code);
-  } else {
-    set_arg(k, first + 2, NullBuffer{});
-    set_arg(k, first + 3, NullBuffer{});
-  }
+  // Without double quantization the nested buffers pass as null (OpenCL 1.2
+  // accepts NULL buffer arguments).
+  set_arg(k, first + 2, w.double_quant() ? w.nested_absmax : nullptr);
+  set_arg(k, first + 3, w.double_quant() ? w.nested_code : nullptr);
   set_arg(k, first + 4, cl_int(w.double_quant()));
   set_arg(k, first + 5, cl_uint(log2_exact(size_t(w.nested_blocksize))));
   set_arg(k, first + 6, w.offset);
@@ -223,10 +202,7 @@ void OpenClBackend::launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, b
   set_args(kern, a, cl_int(dtype), cl_ulong(m), cl_ulong(n), cl_ulong(k), cl_int(transposed),
            cl_ulong(w.in_features));
   set_weight_args(kern, 7, w);
-  if (bias)
-    set_arg(kern, 16, *bias);
-  else
-    set_arg(kern, 16, NullBuffer{});
+  set_arg(kern, 16, bias);
   set_arg(kern, 17, cl_int(bias != nullptr));
   set_arg(kern, 18, c);
   const size_t global[2] = {(n + tile - 1) / tile * tile, (m + tile - 1) / tile * tile};
@@ -248,10 +224,7 @@ void OpenClBackend::do_gemv_4bit(const Buffer& x, const Weight4bit& w, const Buf
   const size_t local = group_size(k, 256);
   set_args(k, x, cl_int(dtype), cl_ulong(w.in_features));
   set_weight_args(k, 3, w);
-  if (bias)
-    set_arg(k, 12, *bias);
-  else
-    set_arg(k, 12, NullBuffer{});
+  set_arg(k, 12, bias);
   set_arg(k, 13, cl_int(bias != nullptr));
   set_arg(k, 14, y);
   set_arg(k, 15, LocalBytes{local * sizeof(float)});

@@ -40,13 +40,14 @@ inline float load_state(__global const void* state, int quantized, __local const
   return ((__global const float*)state)[i];
 }
 
-// Codes encode v * (1 / absmax), as the CPU twin (and bitsandbytes).
+// Codes encode v * (1 / absmax), as the CPU twin (and bitsandbytes); an
+// all-zero block (absmax 0) gets `zero`, the map's code of smallest magnitude.
 inline void store_state(__global void* state, int quantized, __local const float* qmap,
-                        float absmax, size_t i, float v) {
+                        float absmax, uchar zero, size_t i, float v) {
   if (!quantized)
     ((__global float*)state)[i] = v;
   else if (absmax == 0.0f)
-    ((__global uchar*)state)[i] = zero_code_of(qmap);
+    ((__global uchar*)state)[i] = zero;
   else
     ((__global uchar*)state)[i] = (uchar)nearest_code(qmap, v * (1.0f / absmax));
 }
@@ -113,11 +114,14 @@ __kernel void optimizer_update(int rule, lb_optim_args a, ulong n, uint blocksiz
   if (bad != 0.0f) {
     if (get_local_id(0) == 0) atomic_inc(rejected);
   } else {
+    // The zero codes are searched once per item, and only for all-zero blocks.
+    const uchar zero1 = (quantized && m1 == 0.0f) ? zero_code_of(lq) : 0;
+    const uchar zero2 = (quantized && two_states && m2 == 0.0f) ? zero_code_of(lq + 256) : 0;
     k = 0;
     for (size_t i = begin + get_local_id(0); i < end; i += lsize, ++k) {
       store_elem(param, param_type, i, pn[k]);
-      store_state(state1, quantized, lq, m1, i, t1[k]);
-      if (two_states) store_state(state2, quantized, lq + 256, m2, i, t2[k]);
+      store_state(state1, quantized, lq, m1, zero1, i, t1[k]);
+      if (two_states) store_state(state2, quantized, lq + 256, m2, zero2, i, t2[k]);
     }
     if (quantized && get_local_id(0) == 0) {
       absmax1[b] = m1;

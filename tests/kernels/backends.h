@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -35,6 +36,16 @@ inline std::shared_ptr<kernels::Backend> opencl_or_null() {
     GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)"; \
   }                                                                          \
   static_assert(true, "")
+
+// The backends a test runs on, with their names: the CPU, and OpenCL when a
+// device is present (kept alive by `holder`).
+inline std::vector<std::pair<std::string, kernels::Backend*>> test_backends(
+    std::shared_ptr<kernels::Backend>& holder) {
+  std::vector<std::pair<std::string, kernels::Backend*>> out = {{"cpu", &kernels::cpu_backend()}};
+  holder = opencl_or_null();
+  if (holder) out.push_back({holder->name(), holder.get()});
+  return out;
+}
 
 // Runs `fn` on a host vector through backend buffers.
 template <typename T>

@@ -1,6 +1,9 @@
-// The CPU's vectorised 8-bit encoder (Encoder8::encode_scaled, AVX-512 where
-// the build enables it) against its scalar path, which quantize_kernels_test
-// checks against a double-precision nearest-code reference.
+// The CPU's 8-bit encoder, vectorised (Encoder8::encode_scaled, AVX-512 where
+// the build enables it) and scalar (encode), against its definition: the code
+// is the number of midpoints strictly below the value, counted here by a plain
+// loop. quantize_kernels_test checks whole blocks against a double-precision
+// nearest-code reference.
+#include <array>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -12,6 +15,13 @@
 
 namespace lowbit {
 namespace {
+
+// Midpoints of `map` strictly below r.
+int midpoints_below(const std::array<float, 256>& map, float r) {
+  int below = 0;
+  for (int k = 0; k < 255; ++k) below += kernels::code_midpoint(map.data(), k) < r ? 1 : 0;
+  return below;
+}
 
 TEST(Encoder8, ScaledBlockEncodingEqualsScalarEncoding) {
   for (bool is_signed : {true, false}) {
@@ -39,9 +49,13 @@ TEST(Encoder8, ScaledBlockEncodingEqualsScalarEncoding) {
       const float scale = 1.0f / absmax;
       std::vector<uint8_t> codes(x.size());
       enc.encode_scaled(scaled.data(), scale, codes.data(), x.size());
-      for (size_t i = 0; i < x.size(); ++i)
-        ASSERT_EQ(int(codes[i]), enc.encode(scaled[i] * scale))
+      for (size_t i = 0; i < x.size(); ++i) {
+        const float r = scaled[i] * scale;
+        ASSERT_EQ(int(codes[i]), enc.encode(r))
             << (is_signed ? "signed" : "unsigned") << " x=" << scaled[i] << " scale=" << scale;
+        ASSERT_EQ(int(codes[i]), midpoints_below(map, r))
+            << (is_signed ? "signed" : "unsigned") << " x=" << scaled[i] << " scale=" << scale;
+      }
     }
   }
 }

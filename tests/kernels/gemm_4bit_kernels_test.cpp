@@ -190,16 +190,9 @@ const std::vector<Case>& cases() {
   return all;
 }
 
-std::vector<std::pair<std::string, Backend*>> backends(std::shared_ptr<Backend>& holder) {
-  std::vector<std::pair<std::string, Backend*>> out = {{"cpu", &kernels::cpu_backend()}};
-  holder = testing::opencl_or_null();
-  if (holder) out.push_back({holder->name(), holder.get()});
-  return out;
-}
-
 TEST(Matmul4bit, ForwardMatchesDoubleReference) {
   std::shared_ptr<Backend> holder;
-  for (auto [bname, be] : backends(holder))
+  for (auto [bname, be] : testing::test_backends(holder))
     for (const Case& c : cases()) {
       const std::string what = bname + " " + label(c);
       const RandomWeight w = random_weight(c.out, c.in, c.blocksize, c.format, c.double_quant, 7);
@@ -235,7 +228,7 @@ TEST(Matmul4bit, ForwardMatchesDoubleReference) {
 
 TEST(Matmul4bit, InputGradientMatchesDoubleReference) {
   std::shared_ptr<Backend> holder;
-  for (auto [bname, be] : backends(holder))
+  for (auto [bname, be] : testing::test_backends(holder))
     for (const Case& c : cases()) {
       const std::string what = bname + " " + label(c);
       const RandomWeight w = random_weight(c.out, c.in, c.blocksize, c.format, c.double_quant, 17);
@@ -275,7 +268,7 @@ TEST(Matmul4bit, CasesCoverBothCpuGemvPaths) {
 
 TEST(Matmul4bit, BadArgumentsAreRefused) {
   std::shared_ptr<Backend> holder;
-  for (auto [bname, be] : backends(holder)) {
+  for (auto [bname, be] : testing::test_backends(holder)) {
     const RandomWeight w = random_weight(8, 64, 64, Format4::NF4, true, 3);
     DeviceWeight dw = to_device(*be, w);
     auto x = be->allocate(4 * 64 * 4);

@@ -354,10 +354,7 @@ TEST(DType, ConversionsMatchReferenceRounding) {
 class KernelBackends : public ::testing::Test {
  protected:
   std::vector<std::pair<std::string, Backend*>> backends() {
-    std::vector<std::pair<std::string, Backend*>> out = {{"cpu", &kernels::cpu_backend()}};
-    opencl_ = testing::opencl_or_null();
-    if (opencl_) out.push_back({opencl_->name(), opencl_.get()});
-    return out;
+    return testing::test_backends(opencl_);
   }
   std::shared_ptr<Backend> opencl_;
 };
