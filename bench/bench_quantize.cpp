@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
   if (const char* n = std::getenv("LOWBIT_BENCH_N")) bench::g_n = std::stoull(n);
   benchmark::Initialize(&argc, argv);
   const int all = omp_get_max_threads();
-  std::shared_ptr<kernels::Backend> cpu(&kernels::cpu_backend(), [](kernels::Backend*) {});
+  const std::shared_ptr<kernels::Backend> cpu = kernels::make_backend({"cpu", -1, ""});
   bench::register_all("cpu/threads:1", cpu, 1);
   if (all > 1) bench::register_all("cpu/threads:" + std::to_string(all), cpu, all);
   const auto devices = kernels::opencl_devices();

@@ -88,7 +88,6 @@ kernels::OptimizerArgs AdamFamily8bit<kDecoupled>::step_args(
   a.l2 = kDecoupled ? 0.0f : float(wd);
   a.decay = kDecoupled ? float(1 - lr * wd) : 1.0f;
   a.lr_step = float(-lr * sqrt_c2 / c1 * lr_scale);
-  a.gnorm_scale = 1.0f;
   return a;
 }
 

@@ -73,7 +73,6 @@ kernels::OptimizerArgs LAMB8bit::step_args(const torch::optim::OptimizerOptions&
   a.decay = 1.0f;
   a.lr_step = float(-o.lr() * lr_scale);
   a.m_scale = float(sqrt_c2 / c1);
-  a.gnorm_scale = 1.0f;
   return a;
 }
 

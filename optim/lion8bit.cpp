@@ -55,7 +55,6 @@ kernels::OptimizerArgs Lion8bit::step_args(const torch::optim::OptimizerOptions&
   a.one_minus_beta2 = float(1 - beta2);
   a.decay = float(1 - o.lr() * o.weight_decay());
   a.lr_step = float(-o.lr() * lr_scale);
-  a.gnorm_scale = 1.0f;
   return a;
 }
 

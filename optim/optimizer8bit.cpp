@@ -61,7 +61,6 @@ struct Optimizer8bit::Work {
   StateSettings settings;
   kernels::OptimizerOperands op;
   kernels::GradientStats stats;
-  bool has_stats = false;
 };
 
 Optimizer8bit::Optimizer8bit(const char* name,
@@ -70,11 +69,17 @@ Optimizer8bit::Optimizer8bit(const char* name,
                              std::shared_ptr<kernels::Backend> backend)
     : Optimizer(std::move(param_groups), std::move(defaults)),
       name_(name),
-      backend_(backend ? std::move(backend)
-                       : std::shared_ptr<kernels::Backend>(&kernels::cpu_backend(),
-                                                           [](kernels::Backend*) {})) {
-  qmap_tensor_[0] = quant::create_dynamic_map(false);
-  qmap_tensor_[1] = quant::create_dynamic_map(true);
+      backend_(backend ? std::move(backend) : kernels::make_backend({"cpu", -1, ""})) {
+  for (bool is_signed : {false, true})
+    qmap_[is_signed] = std::make_unique<quant::TensorBuffer>(
+        *backend_, quant::create_dynamic_map(is_signed), /*upload=*/true);
+}
+
+StateSettings ParamOverride::applied_to(StateSettings settings) const {
+  if (optim_bits) settings.optim_bits = *optim_bits;
+  if (block_size) settings.block_size = *block_size;
+  if (min_8bit_size) settings.min_8bit_size = *min_8bit_size;
+  return settings;
 }
 
 void Optimizer8bit::check_groups() const {
@@ -84,16 +89,10 @@ void Optimizer8bit::check_groups() const {
   }
 }
 
-StateSettings Optimizer8bit::effective_settings(const torch::Tensor& param,
+StateSettings Optimizer8bit::effective_settings(const StateKey& key,
                                                 const torch::optim::OptimizerOptions& group) const {
-  StateSettings s = settings(group);
-  const auto it = overrides_.find(state_key(param));
-  if (it != overrides_.end()) {
-    if (it->second.optim_bits) s.optim_bits = *it->second.optim_bits;
-    if (it->second.block_size) s.block_size = *it->second.block_size;
-    if (it->second.min_8bit_size) s.min_8bit_size = *it->second.min_8bit_size;
-  }
-  return s;
+  const auto it = overrides_.find(key);
+  return it == overrides_.end() ? settings(group) : it->second.applied_to(settings(group));
 }
 
 void Optimizer8bit::override_config(const torch::Tensor& param, const ParamOverride& config) {
@@ -101,41 +100,22 @@ void Optimizer8bit::override_config(const torch::Tensor& param, const ParamOverr
   TORCH_CHECK(state_.find(key) == state_.end(), name_, ": override_config for a parameter (shape ",
               param.sizes(),
               ") whose state already exists; call it before the parameter's first step");
-  StateSettings probe;
-  if (config.optim_bits) probe.optim_bits = *config.optim_bits;
-  if (config.block_size) probe.block_size = *config.block_size;
-  if (config.min_8bit_size) probe.min_8bit_size = *config.min_8bit_size;
-  probe.check((name_ + " override_config").c_str());
+  config.applied_to(StateSettings{}).check((name_ + " override_config").c_str());
   overrides_[key] = config;
 }
 
-const kernels::Buffer& Optimizer8bit::qmap(bool is_signed) {
-  auto& buffer = qmap_buffer_[is_signed];
-  if (!buffer) {
-    const torch::Tensor& t = qmap_tensor_[is_signed];
-    const size_t bytes = size_t(t.numel()) * sizeof(float);
-    buffer = backend_->wrap_host(t.data_ptr(), bytes);
-    if (!buffer) {
-      buffer = backend_->allocate(bytes);
-      backend_->write(*buffer, t.data_ptr(), bytes);
-    }
-  }
-  return *buffer;
-}
-
-QuantizedParamState& Optimizer8bit::state_for(const torch::Tensor& param,
-                                              const StateSettings& settings,
-                                              const torch::optim::OptimizerOptions& group,
-                                              const std::string& where) {
-  auto& slot = state_[state_key(param)];
-  const bool quantized = settings.optim_bits == 8 && param.numel() >= settings.min_8bit_size;
-  const int64_t blocks = (param.numel() + settings.block_size - 1) / settings.block_size;
+QuantizedParamState& Optimizer8bit::state_for(const StateKey& key, const torch::Tensor& param,
+                                              const StateSettings& settings, size_t group,
+                                              size_t index) {
+  auto& slot = state_[key];
+  const bool quantized = settings.quantizes(param.numel());
+  const int64_t blocks = settings.blocks(param.numel());
   const auto make_state = [&](int which, torch::Tensor& values, torch::Tensor& absmax) {
     if (!quantized) {
       values = torch::zeros(param.sizes(), torch::kFloat32);
       return;
     }
-    const torch::Tensor& map = qmap_tensor_[state_is_signed(rule(), which)];
+    const torch::Tensor& map = qmap_[state_is_signed(rule(), which)]->tensor();
     const int zero = kernels::zero_index(map.data_ptr<float>(), 256);
     values = torch::full(param.sizes(), zero, torch::kUInt8);
     absmax = torch::zeros({blocks}, torch::kFloat32);
@@ -149,15 +129,17 @@ QuantizedParamState& Optimizer8bit::state_for(const torch::Tensor& param,
     slot = std::move(state);
   }
   auto& state = static_cast<QuantizedParamState&>(*slot);
-  TORCH_CHECK(state.quantized() == quantized, name_, ": the state of ", where, " is ",
+  TORCH_CHECK(state.quantized() == quantized, name_, ": the state of ",
+              describe(group, index, param), " is ",
               state.quantized() ? "8-bit" : "32-bit", " but optim_bits / min_8bit_size / ",
               "override_config now ask for ", quantized ? "8-bit" : "32-bit",
               " states; the precision of a state cannot change after it is created");
-  TORCH_CHECK(!quantized || state.absmax1().numel() == blocks, name_, ": the state of ", where,
+  TORCH_CHECK(!quantized || state.absmax1().numel() == blocks, name_, ": the state of ",
+              describe(group, index, param),
               " has ", state.absmax1().numel(), " absmax blocks but block_size ",
               settings.block_size, " needs ", blocks,
               "; the block size of a state cannot change after it is created");
-  if (has_state2(group) && !state.state2().defined()) {
+  if (has_state2(param_groups_[group].options()) && !state.state2().defined()) {
     torch::Tensor values, absmax;
     make_state(2, values, absmax);
     state.state2(values);
@@ -178,39 +160,41 @@ std::vector<Optimizer8bit::Work> Optimizer8bit::prepare() {
       const torch::Tensor& p = params[i];
       const torch::Tensor& grad = p.grad();
       if (!grad.defined()) continue;
-      const std::string where = describe(g, i, p);
-      TORCH_CHECK(p.device().is_cpu(), name_, ": ", where, " is on ", p.device(),
+      // Messages are built only when a check fails (no text per step).
+      TORCH_CHECK(p.device().is_cpu(), name_, ": ", describe(g, i, p), " is on ", p.device(),
                   "; lowbit optimizers update CPU tensors (the OpenCL backend copies them "
                   "to its device in each step)");
-      TORCH_CHECK(!grad.is_sparse(), name_, ": ", where,
+      TORCH_CHECK(!grad.is_sparse(), name_, ": ", describe(g, i, p),
                   " has a sparse gradient; only dense gradients are supported (e.g. "
                   "torch::nn::Embedding without sparse)");
       TORCH_CHECK(p.scalar_type() == torch::kFloat32 || p.scalar_type() == torch::kFloat16 ||
                       p.scalar_type() == torch::kBFloat16,
-                  name_, ": ", where, " has dtype ", p.scalar_type(),
+                  name_, ": ", describe(g, i, p), " has dtype ", p.scalar_type(),
                   "; expected float32, float16 or bfloat16");
-      TORCH_CHECK(grad.scalar_type() == p.scalar_type(), name_, ": the gradient of ", where,
+      TORCH_CHECK(grad.scalar_type() == p.scalar_type(), name_, ": the gradient of ",
+                  describe(g, i, p),
                   " has dtype ", grad.scalar_type(), "; expected the parameter's dtype");
       TORCH_CHECK(grad.device().is_cpu() && grad.sizes() == p.sizes(), name_, ": the gradient of ",
-                  where, " has shape ", grad.sizes(), " on ", grad.device(),
+                  describe(g, i, p), " has shape ", grad.sizes(), " on ", grad.device(),
                   "; expected the parameter's shape on the CPU");
       Work w;
       w.group = g;
       w.index = i;
       w.param = p;
-      w.value = p.is_contiguous() ? p : p.contiguous();
+      w.value = p.contiguous();
       w.grad = grad.contiguous();
-      w.settings = effective_settings(p, options);
-      w.state = &state_for(p, w.settings, options, where);
-      auto& buffers = buffers_[state_key(p)];
+      const StateKey key = state_key(p);
+      w.settings = effective_settings(key, options);
+      w.state = &state_for(key, p, w.settings, g, i);
+      auto& buffers = buffers_[key];
       if (!buffers) buffers = std::make_unique<ParamBuffers>(*backend_);
       w.buffers = buffers.get();
       w.op = w.buffers->bind(w.value, w.grad, *w.state);
       w.op.rule = rule();
       w.op.param_type = quant::kernel_dtype(p.scalar_type(), "parameter");
       w.op.blocksize = int(w.settings.block_size);
-      w.op.qmap1 = &qmap(state_is_signed(rule(), 1));
-      w.op.qmap2 = &qmap(state_is_signed(rule(), 2));
+      w.op.qmap1 = &qmap_[state_is_signed(rule(), 1)]->buffer();
+      w.op.qmap2 = &qmap_[state_is_signed(rule(), 2)]->buffer();
       work.push_back(std::move(w));
     }
   }
@@ -230,7 +214,6 @@ torch::Tensor Optimizer8bit::step(LossClosure closure) {
   for (Work& w : work) {
     if (policy_ == NonFinitePolicy::SkipBlocks && w.settings.percentile_clipping == 100) continue;
     w.stats = backend_->gradient_stats(*w.op.grad, w.op.param_type, w.op.n, w.op.blocksize);
-    w.has_stats = true;
     if (w.stats.finite || policy_ == NonFinitePolicy::SkipBlocks) continue;
     TORCH_CHECK(policy_ != NonFinitePolicy::Raise, name_, ": the gradient of ",
                 describe(w.group, w.index, w.param),
@@ -323,13 +306,14 @@ void Optimizer8bit::check_loaded_states() const {
     const auto& params = param_groups_[g].params();
     for (size_t i = 0; i < params.size(); ++i) {
       const torch::Tensor& p = params[i];
-      const auto it = state_.find(state_key(p));
+      const StateKey key = state_key(p);
+      const auto it = state_.find(key);
       if (it == state_.end()) continue;
       const auto& s = static_cast<const QuantizedParamState&>(*it->second);
       const std::string where = name_ + ": the loaded state of " + describe(g, i, p);
-      const StateSettings settings = effective_settings(p, options);
-      const bool quantized = settings.optim_bits == 8 && p.numel() >= settings.min_8bit_size;
-      const int64_t blocks = (p.numel() + settings.block_size - 1) / settings.block_size;
+      const StateSettings settings = effective_settings(key, options);
+      const bool quantized = settings.quantizes(p.numel());
+      const int64_t blocks = settings.blocks(p.numel());
       const auto check = [&](const torch::Tensor& values, const torch::Tensor& absmax,
                              const char* name) {
         TORCH_CHECK(values.defined(), where, " has no ", name);

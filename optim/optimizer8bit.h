@@ -22,6 +22,7 @@
 #include "optim/param_state.h"
 #include "optim/state_key.h"
 #include "optim/state_options.h"
+#include "quant/tensor_buffer.h"
 
 namespace lowbit::optim {
 
@@ -54,6 +55,9 @@ struct ParamOverride {
   std::optional<int64_t> optim_bits;
   std::optional<int64_t> block_size;
   std::optional<int64_t> min_8bit_size;
+
+  // `settings` with the values set here in place of its own.
+  StateSettings applied_to(StateSettings settings) const;
 };
 
 class Optimizer8bit : public torch::optim::Optimizer {
@@ -115,12 +119,12 @@ class Optimizer8bit : public torch::optim::Optimizer {
   struct Work;
   std::vector<Work> prepare();
   void update(Work& w);
-  QuantizedParamState& state_for(const torch::Tensor& param, const StateSettings& settings,
-                                 const torch::optim::OptimizerOptions& group,
-                                 const std::string& where);
-  StateSettings effective_settings(const torch::Tensor& param,
+  // The state of parameter `index` of group `group` (`param`, keyed `key`),
+  // created on its first step; throws if it no longer fits `settings`.
+  QuantizedParamState& state_for(const StateKey& key, const torch::Tensor& param,
+                                 const StateSettings& settings, size_t group, size_t index);
+  StateSettings effective_settings(const StateKey& key,
                                    const torch::optim::OptimizerOptions& group) const;
-  const kernels::Buffer& qmap(bool is_signed);
   void save_extras(torch::serialize::OutputArchive& archive) const;
   void load_extras(torch::serialize::InputArchive& archive);
   // Throws naming the parameter unless each loaded state fits it.
@@ -132,8 +136,8 @@ class Optimizer8bit : public torch::optim::Optimizer {
   NonFiniteStats nonfinite_;
   std::unordered_map<StateKey, ParamOverride> overrides_;
   mutable std::unordered_map<StateKey, std::unique_ptr<ParamBuffers>> buffers_;
-  torch::Tensor qmap_tensor_[2];  // [0] unsigned, [1] signed dynamic map
-  std::unique_ptr<kernels::Buffer> qmap_buffer_[2];
+  // [0] unsigned, [1] signed dynamic map, on the backend.
+  std::unique_ptr<quant::TensorBuffer> qmap_[2];
 };
 
 template <typename Options>

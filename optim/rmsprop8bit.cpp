@@ -70,7 +70,6 @@ kernels::OptimizerArgs RMSprop8bit::step_args(const torch::optim::OptimizerOptio
   a.l2 = float(o.weight_decay());
   a.decay = 1.0f;
   a.lr_step = float(-o.lr() * lr_scale);
-  a.gnorm_scale = 1.0f;
   return a;
 }
 

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "kernels/backend.h"
+
 namespace lowbit::optim {
 namespace {
 
@@ -14,8 +16,10 @@ void StateSettings::check(const char* optimizer) const {
               "; expected 8 (blockwise 8-bit states) or 32 (float32 states)");
   TORCH_CHECK(min_8bit_size >= 0, optimizer, ": min_8bit_size is ", min_8bit_size,
               "; expected a number of elements >= 0");
-  TORCH_CHECK(is_power_of_two(block_size) && block_size >= 64 && block_size <= 4096, optimizer,
-              ": block_size is ", block_size, "; expected a power of two in [64, 4096]");
+  TORCH_CHECK(is_power_of_two(block_size) && block_size >= kernels::kMinBlocksize8bit &&
+                  block_size <= kernels::kMaxBlocksize,
+              optimizer, ": block_size is ", block_size, "; expected a power of two in [",
+              kernels::kMinBlocksize8bit, ", ", kernels::kMaxBlocksize, "]");
   TORCH_CHECK(percentile_clipping >= 0 && percentile_clipping <= 100, optimizer,
               ": percentile_clipping is ", percentile_clipping,
               "; expected a percentile in [0, 100] (100 disables clipping)");

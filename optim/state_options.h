@@ -25,6 +25,11 @@ struct StateSettings {
   // (bitsandbytes' max_unorm); 0 disables it.
   double max_unorm = 0.0;
 
+  // Whether a parameter of `numel` elements gets 8-bit states, and their
+  // number of absmax blocks.
+  bool quantizes(int64_t numel) const { return optim_bits == 8 && numel >= min_8bit_size; }
+  int64_t blocks(int64_t numel) const { return (numel + block_size - 1) / block_size; }
+
   // Throws naming `optimizer` and the option unless every value is valid.
   void check(const char* optimizer) const;
   void save(torch::serialize::OutputArchive& archive) const;

@@ -14,16 +14,14 @@
 
 #include "optim/optim.h"
 #include "tests/optim/optim_test_util.h"
+#include "tests/support/expect_error.h"
 
 namespace lowbit {
 namespace {
 
 using testing::Kind;
 
-const optim::QuantizedParamState& state_of(const optim::Optimizer8bit& opt,
-                                           const torch::Tensor& p) {
-  return static_cast<const optim::QuantizedParamState&>(*opt.state().at(optim::state_key(p)));
-}
+using testing::state_of;
 
 torch::Tensor param(std::vector<int64_t> shape, uint64_t seed = 0) {
   torch::manual_seed(seed);
@@ -31,13 +29,7 @@ torch::Tensor param(std::vector<int64_t> shape, uint64_t seed = 0) {
 }
 
 void expect_error(const std::function<void()>& fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected one mentioning '" << needles.front() << "'";
-  } catch (const c10::Error& e) {
-    const std::string msg = e.what();
-    for (const auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << msg;
-  }
+  testing::expect_error_all<c10::Error>(fn, needles);
 }
 
 // ---------------------------------------------------------------------------

@@ -15,6 +15,12 @@
 
 namespace lowbit::testing {
 
+// The state `opt` keeps for parameter `p`.
+inline const optim::QuantizedParamState& state_of(const optim::Optimizer8bit& opt,
+                                                  const torch::Tensor& p) {
+  return static_cast<const optim::QuantizedParamState&>(*opt.state().at(optim::state_key(p)));
+}
+
 enum class Kind { Adam, AdamW, Lion, LAMB, RMSprop };
 
 inline const std::vector<Kind>& all_kinds() {

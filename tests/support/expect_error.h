@@ -5,6 +5,7 @@
 #include <exception>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -17,6 +18,19 @@ void expect_error(Fn&& fn, const std::string& needle) {
     ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
   } catch (const E& e) {
     EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+// expect_error_all<E>(fn, needles): the same with every needle in the message.
+template <typename E = std::exception, typename Fn>
+void expect_error_all(Fn&& fn, const std::vector<std::string>& needles) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an error mentioning '" << needles.front() << "'";
+  } catch (const E& e) {
+    const std::string message = e.what();
+    for (const auto& needle : needles)
+      EXPECT_NE(message.find(needle), std::string::npos) << message;
   }
 }
 
