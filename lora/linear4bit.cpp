@@ -50,7 +50,7 @@ Linear4bitImpl::Linear4bitImpl(const torch::nn::Linear& linear, const Linear4bit
 Linear4bitImpl::Linear4bitImpl(torch::Tensor packed, quant::QuantState state, torch::Tensor bias_,
                                const Linear4bitOptions& options)
     : options_(options) {
-  quant::check_state(packed, state, "Linear4bit");
+  check_weight_4bit(packed, state, "Linear4bit");
   packed_ = packed.detach().contiguous();
   state_ = own_handles(state);
   if (bias_.defined()) bias = bias_.detach();
@@ -59,10 +59,6 @@ Linear4bitImpl::Linear4bitImpl(torch::Tensor packed, quant::QuantState state, to
 
 void Linear4bitImpl::register_state() {
   check_compute_dtype(options_.compute_dtype());
-  TORCH_CHECK(state_.is_4bit() && state_.shape.size() == 2, "Linear4bit: expected a 4-bit state ",
-              "of a 2-d weight [out_features, in_features], got ",
-              quant::format_info(state_.format).name, " of shape ",
-              torch::IntArrayRef(state_.shape));
   if (bias.defined()) {
     TORCH_CHECK(bias.dim() == 1 && bias.size(0) == out_features(), "Linear4bit: bias has shape ",
                 bias.sizes(), "; expected [", out_features(), "]");
@@ -100,7 +96,9 @@ torch::Tensor Linear4bitImpl::dequantized_weight() const {
 }
 
 void Linear4bitImpl::set_quantized_weight(torch::Tensor packed, quant::QuantState state) {
-  quant::check_state(packed, state, "Linear4bit::set_quantized_weight");
+  // Checked in full before anything is replaced: a refused weight leaves the
+  // layer as it was.
+  check_weight_4bit(packed, state, "Linear4bit::set_quantized_weight");
   TORCH_CHECK(state.shape == state_.shape, "Linear4bit::set_quantized_weight: the new weight has ",
               "shape ", torch::IntArrayRef(state.shape), "; this layer is ",
               torch::IntArrayRef(state_.shape));

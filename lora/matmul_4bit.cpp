@@ -69,9 +69,7 @@ struct Kernel4bitWeight::Binding {
 };
 
 Kernel4bitWeight::Kernel4bitWeight(std::shared_ptr<kernels::Backend> backend)
-    : backend_(backend ? std::move(backend)
-                       : std::shared_ptr<kernels::Backend>(&kernels::cpu_backend(),
-                                                           [](kernels::Backend*) {})) {}
+    : backend_(backend ? std::move(backend) : kernels::make_backend({"cpu", -1, ""})) {}
 
 Kernel4bitWeight::~Kernel4bitWeight() = default;
 
@@ -85,13 +83,18 @@ bool Kernel4bitWeight::stale(const torch::Tensor& packed, const quant::QuantStat
   return !binding_ || !(binding_->fingerprint == fingerprint(packed, state));
 }
 
+void check_weight_4bit(const torch::Tensor& packed, const quant::QuantState& state,
+                       const char* what) {
+  quant::check_state(packed, state, what);
+  TORCH_CHECK(state.is_4bit() && state.shape.size() == 2, what, ": expected a 4-bit state of a ",
+              "2-d weight [out_features, in_features], got ",
+              quant::format_info(state.format).name, " of shape ", torch::IntArrayRef(state.shape));
+}
+
 uint64_t Kernel4bitWeight::sync(const torch::Tensor& packed, const quant::QuantState& state) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!stale(packed, state)) return generation_.load();
-  quant::check_state(packed, state, "Linear4bit weight");
-  TORCH_CHECK(state.is_4bit() && state.shape.size() == 2, "Linear4bit weight: expected a 4-bit ",
-              "state of a 2-d weight [out_features, in_features], got ",
-              quant::format_info(state.format).name, " of shape ", torch::IntArrayRef(state.shape));
+  check_weight_4bit(packed, state, "Linear4bit weight");
   kernels::Backend& be = *backend_;
   auto b = std::make_shared<Binding>();
   b->fingerprint = fingerprint(packed, state);

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include <torch/custom_class.h>
 #include <torch/types.h>
@@ -16,6 +17,11 @@
 #include "quant/quant_state.h"
 
 namespace lowbit::lora {
+
+// Throws naming `what` unless (packed, state) is a consistent 4-bit weight of
+// shape [out_features, in_features].
+void check_weight_4bit(const torch::Tensor& packed, const quant::QuantState& state,
+                       const char* what);
 
 // A 4-bit weight [out, in] on a backend. On the CPU the buffers alias the
 // tensors; on OpenCL they are device copies, uploaded again only when a tensor

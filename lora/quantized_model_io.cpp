@@ -34,7 +34,7 @@ std::string file_path(const std::string& module_path) {
 struct Layout {
   std::map<std::string, Linear4bitImpl*> quantized;      // file path -> layer
   std::map<std::string, torch::nn::LinearImpl*> linear;  // file path -> layer
-  std::map<std::string, std::string> module_path;        // file path -> path in the model
+  std::set<std::string> adapted;  // file paths of Linears inside a LoRA adapter (base_layer)
   std::map<std::string, torch::Tensor> tensors;          // file key -> plain parameter or buffer
 };
 
@@ -46,12 +46,11 @@ Layout layout_of(torch::nn::Module& model) {
     const std::string path = file_path(item.key());
     if (auto* q = dynamic_cast<Linear4bitImpl*>(m)) {
       l.quantized[path] = q;
-      l.module_path[path] = item.key();
       continue;  // its entries come from bnb_state_dict
     }
     if (auto* lin = dynamic_cast<torch::nn::LinearImpl*>(m)) {
       l.linear[path] = lin;
-      l.module_path[path] = item.key();
+      if (path != item.key()) l.adapted.insert(path);
     }
     for (const auto& p : m->named_parameters(/*recurse=*/false)) l.tensors[join(path, p.key())] = p.value();
     for (const auto& b : m->named_buffers(/*recurse=*/false)) l.tensors[join(path, b.key())] = b.value();
@@ -113,9 +112,9 @@ void load_quantized_model(torch::nn::Module& model, const std::string& path,
       });
     } else if (auto lt = layout.linear.find(p); lt != layout.linear.end()) {
       torch::nn::LinearImpl* lin = lt->second;
-      const std::string module_path = layout.module_path.at(p);
-      TORCH_CHECK(module_path == p, path, ": '", p, "' is the base of a LoRA adapter; load the ",
-                  "quantized model before apply_lora");
+      TORCH_CHECK(!layout.adapted.count(p), path, ": '", p, "' is the base of a LoRA adapter; ",
+                  "load the quantized model before apply_lora");
+      const std::string& module_path = p;  // outside adapters, the file path is the model's
       const std::vector<int64_t> linear_shape = {lin->options.out_features(),
                                                  lin->options.in_features()};
       TORCH_CHECK(shape == linear_shape, path, ": '", p, "' holds a weight of shape ", torch::IntArrayRef(shape),

@@ -204,6 +204,14 @@ TEST(Linear4bit, BadInputsAreRefusedWithClearMessages) {
   auto other = quant::quantize_4bit(torch::randn({8, 32}));
   expect_error([&] { layer->set_quantized_weight(other.first, other.second); },
                "the new weight has shape [8, 32]");
+  // An 8-bit state of the right shape is refused before it replaces anything.
+  Linear4bit plain(torch::nn::Linear(torch::nn::LinearOptions(64, 8)),
+                   Linear4bitOptions().double_quant(false));
+  const torch::Tensor before = plain->forward(torch::ones({1, 64}));
+  auto eight_bit = quant::quantize_blockwise(torch::randn({8, 64}));
+  expect_error([&] { plain->set_quantized_weight(eight_bit.first, eight_bit.second); },
+               "expected a 4-bit state");
+  EXPECT_TRUE(torch::equal(plain->forward(torch::ones({1, 64})), before));
   // Replacing the weight between forward and backward would differentiate the wrong function.
   const torch::Tensor x = torch::randn({2, 64}, torch::requires_grad());
   const torch::Tensor y = layer->forward(x).sum();

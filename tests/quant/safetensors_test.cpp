@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "quant/safetensors.h"
+#include "tests/support/expect_error.h"
 #include "tests/support/scratch_dir.h"
 
 namespace lowbit::quant {
@@ -31,12 +32,6 @@ using namespace std::string_literals;
 namespace fs = std::filesystem;
 
 using lowbit::testing::ScratchDir;
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(bytes.data(), std::streamsize(bytes.size()));
-  ASSERT_TRUE(out.good()) << path;
-}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -65,16 +60,7 @@ std::string raw_bytes(const torch::Tensor& t) {
 // `fn` must throw a c10::Error whose message contains every needle.
 template <typename Fn>
 void expect_error(Fn&& fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error mentioning '" << needles.front() << "'";
-  } catch (const c10::Error& e) {
-    const std::string message = e.what_without_backtrace();
-    for (const std::string& needle : needles) {
-      EXPECT_NE(message.find(needle), std::string::npos)
-          << "'" << needle << "' not in: " << message;
-    }
-  }
+  testing::expect_error_all<c10::Error>(fn, needles);
 }
 
 // Both entry points must refuse `bytes`, naming their source.
@@ -82,7 +68,7 @@ void expect_refused(const ScratchDir& dir, const std::string& label, const std::
                     std::vector<std::string> needles) {
   SCOPED_TRACE(label);
   const std::string path = dir.file(label + ".safetensors");
-  write_file(path, bytes);
+  dir.write(label + ".safetensors", bytes);
   needles.push_back(path);
   expect_error([&] { load_safetensors(path); }, needles);
   needles.back() = "memory image";
@@ -223,7 +209,7 @@ TEST(Safetensors, LoadsHandBuiltFile) {
       "\x01\x00\x01"
       "\x00\xff"s;
   const std::string path = dir.file("hand.safetensors");
-  write_file(path, image(header, data));
+  dir.write("hand.safetensors", image(header, data));
 
   const SafetensorsFile file = load_safetensors(path);
   const std::map<std::string, torch::Tensor> expected = {
@@ -534,7 +520,7 @@ TEST(Safetensors, FailedRenameOrMissingDirectoryLeavesNoTemp) {
   // The rename cannot replace a non-empty directory, after the temp is written.
   const std::string folder = dir.file("folder.safetensors");
   fs::create_directory(folder);
-  write_file(folder + "/inside", "x");
+  dir.write("folder.safetensors/inside", "x");
   expect_error([&] { save_safetensors(folder, {{"a", torch::ones({4})}}); },
                {folder, "cannot rename"});
   EXPECT_EQ(dir.names(), std::vector<std::string>{"folder.safetensors"});
