@@ -139,9 +139,7 @@ void check_recipe(const Recipe& r, const Validator& v,
                std::to_string(r.train.steps),
            "fewer warmup steps than training steps");
   }
-  const bool torch_optimizer = r.optimizer.name == "adam" || r.optimizer.name == "adamw" ||
-                               r.optimizer.name == "rmsprop" || r.optimizer.name == "sgd";
-  if (r.lora.enabled && r.lora.dtype != "fp32" && torch_optimizer) {
+  if (r.lora.enabled && r.lora.dtype != "fp32" && is_torch_optimizer(r.optimizer.name)) {
     v.fail("lora.dtype", node("lora.dtype"),
            r.lora.dtype + " adapters cannot be trained by torch::optim's " + r.optimizer.name +
                " (libtorch has no half-precision CPU optimizer kernels)",

@@ -246,6 +246,10 @@ std::string kind_name(Kind k) {
 
 }  // namespace
 
+bool is_torch_optimizer(const std::string& name) {
+  return std::find(kTorch.begin(), kTorch.end(), name) != kTorch.end();
+}
+
 std::string joined(const std::vector<std::string>& names, const std::string& prefix) {
   std::string out;
   for (const std::string& n : names) out += (out.empty() ? "" : ", ") + prefix + n;

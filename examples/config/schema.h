@@ -36,6 +36,9 @@ const std::vector<KeySpec>& recipe_schema();
 // nullptr when `path` is not a key of the schema.
 const KeySpec* find_key(const std::string& path);
 
+// Whether optimizer.name names a torch::optim optimizer (not a lowbit one).
+bool is_torch_optimizer(const std::string& name);
+
 // The sections (first path components that hold keys) in schema order.
 std::vector<std::string> schema_sections();
 

@@ -183,8 +183,7 @@ YAML::Node Validator::scalar(const KeySpec& spec, const YAML::Node& node,
     }
     case Kind::Choice:
       if (std::find(spec.choices.begin(), spec.choices.end(), text) == spec.choices.end()) {
-        const std::string best = closest(text, spec.choices);
-        bad("is not allowed" + (best.empty() ? "" : " (did you mean " + best + "?)"));
+        bad("is not allowed" + suggestion(text, spec.choices, ""));
       }
       return YAML::Node(text);
     case Kind::String:

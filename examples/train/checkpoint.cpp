@@ -1,12 +1,10 @@
 #include "examples/train/checkpoint.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <filesystem>
 #include <iomanip>
 #include <map>
 #include <regex>
-#include <set>
 #include <sstream>
 
 #include <torch/serialize/output-archive.h>

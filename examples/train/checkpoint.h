@@ -1,12 +1,11 @@
 // Checkpoints of a training run: model parameters and buffers, the optimizer's
 // state through its own save() (8-bit codes and absmax exactly), the step, the
 // data position, torch's generator state and the recipe. Files are
-// "<dir>/step-<8 digits>.ckpt", written through quant::AtomicFile (temp file,
+// "<dir>/step-<8 digits>.ckpt", written through quant::write_file_atomically (temp file,
 // fsync, rename), so a file under that name is always complete.
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <vector>
 

@@ -1,7 +1,7 @@
 #include "examples/train/metrics_log.h"
 
 #include <filesystem>
-#include <sstream>
+#include <fstream>
 
 #include <c10/util/Exception.h>
 

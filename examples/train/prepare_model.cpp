@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "lora/quantize_model.h"
+#include "quant/codebook.h"
 
 namespace lowbit::train {
 namespace {
@@ -25,7 +26,7 @@ PreparedModel prepare_model(torch::nn::Module& model, const config::QuantRecipe&
   if (quant.enabled) {
     lora::QuantizeConfig q;
     q.skip = quant.skip;
-    q.linear.format(quant.type == "fp4" ? quant::Format::FP4 : quant::Format::NF4)
+    q.linear.format(quant::parse_format(quant.type))  // the schema allows nf4, fp4
         .blocksize(quant.block_size)
         .double_quant(quant.double_quant)
         .compute_dtype(compute)

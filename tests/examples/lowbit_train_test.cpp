@@ -25,7 +25,7 @@
 #include "examples/config/recipe.h"
 #include "examples/train/checkpoint.h"
 #include "examples/train/metrics_log.h"
-#include "examples/train/task.h"
+#include "tests/examples/saved_weights.h"
 #include "tests/support/scratch_dir.h"
 
 extern char** environ;
@@ -128,16 +128,6 @@ checkpoint: {every: 3, keep: 2}
 log: {progress: lines, every: 100}
 )";
 
-std::map<std::string, torch::Tensor> model_weights(const std::string& recipe_path,
-                                                   const std::string& model_path) {
-  const config::Recipe recipe = config::load_recipe_file(recipe_path);
-  std::unique_ptr<Task> task = make_task(recipe);
-  load_model(model_path, *task->module());
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& p : task->module()->named_parameters()) out[p.key()] = p.value();
-  return out;
-}
-
 TEST(LowbitTrain, SurvivesSigkillAtRandomMoments) {
   ScratchDir dir;
   dir.write("recipe.yaml", kKillRecipe);
@@ -168,8 +158,9 @@ TEST(LowbitTrain, SurvivesSigkillAtRandomMoments) {
   const Finished last = run_program(dir, args);
   ASSERT_EQ(last.status, 0) << last.output;
 
-  const auto a = model_weights(recipe, straight_dir + "/model.pt");
-  const auto b = model_weights(recipe, killed_dir + "/model.pt");
+  const config::Recipe parsed = config::load_recipe_file(recipe);
+  const auto a = testing::saved_weights(parsed, straight_dir + "/model.pt");
+  const auto b = testing::saved_weights(parsed, killed_dir + "/model.pt");
   for (const auto& [key, tensor] : a) EXPECT_TRUE(tensor.equal(b.at(key))) << key;
   // The metrics read as one run: every step once, with the same losses.
   auto train_losses = [](const std::string& path) {

@@ -18,9 +18,8 @@
 #include "examples/config/recipe.h"
 #include "examples/train/checkpoint.h"
 #include "examples/train/metrics_log.h"
-#include "examples/train/prepare_model.h"
-#include "examples/train/task.h"
 #include "examples/train/trainer.h"
+#include "tests/examples/saved_weights.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/kernels/backends.h"
 
@@ -49,18 +48,6 @@ double mean(const std::vector<double>& v, size_t begin, size_t end) {
   double s = 0;
   for (size_t i = begin; i < end; ++i) s += v[i];
   return s / double(end - begin);
-}
-
-// The model a checkpoint or model.pt holds, loaded into a freshly built one
-// (with the recipe's quant/lora layers).
-std::map<std::string, torch::Tensor> weights(const config::Recipe& recipe,
-                                             const std::string& path) {
-  std::unique_ptr<Task> task = make_task(recipe);
-  prepare_model(*task->module(), recipe.quant, recipe.lora, nullptr);
-  load_model(path, *task->module());
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& p : task->module()->named_parameters()) out[p.key()] = p.value();
-  return out;
 }
 
 TEST(Trainer, TwentyStepsOfEveryRecipe) {
@@ -129,8 +116,8 @@ void expect_bit_identical_resume(const std::string& yaml, const std::string& nam
   EXPECT_EQ(resumed.start_step, 10);
   EXPECT_EQ(resumed.end_step, 20);
 
-  const auto wa = weights(a, checkpoint_path(a.checkpoint.dir, 20));
-  const auto wb = weights(b, checkpoint_path(b.checkpoint.dir, 20));
+  const auto wa = testing::saved_weights(a, checkpoint_path(a.checkpoint.dir, 20));
+  const auto wb = testing::saved_weights(b, checkpoint_path(b.checkpoint.dir, 20));
   for (const auto& [key, tensor] : wa) EXPECT_TRUE(tensor.equal(wb.at(key))) << key;
   const std::vector<double> la = losses(a.log.metrics, "train"),
                             lb = losses(b.log.metrics, "train");
