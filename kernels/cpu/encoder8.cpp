@@ -21,7 +21,150 @@ float key_to_float(uint32_t key) {
   return f;
 }
 
+int32_t bits_of(float f) {
+  int32_t i;
+  std::memcpy(&i, &f, 4);
+  return i;
+}
+
+// The vector path evaluates t = fma(y, slope, offset); offsets carry +kShiftUp
+// so that a magnitude code m is floor(t) wherever t is not within kWindow
+// above an integer. kShiftUp exceeds the rounding of t (floats below 256 are
+// spaced 2^-16 at most) and the codebook's deviation from its linear runs.
+constexpr float kShiftUp = 0x1p-12f;
+constexpr float kWindow = 0x1p-11f;
+// Spans of |r| looked up, two binades each: exponent fields 96..127 give
+// [2^-31, 2) as 16 spans (|r| <= 1 by contract), everything below in the first.
+constexpr int kFirstExponent = 96;
+constexpr int kSpans = 16;
+constexpr size_t kMaxPieces = 16;
+
+struct Piece {
+  float slope, offset;
+  float top;  // the largest y of the piece (exclusive start of the next); inf for the last
+};
+
+float piece_t(const Piece& p, float y) { return std::fma(y, p.slope, p.offset); }
+
+// True if piece p reproduces the magnitude codes of y in (lo, p.top] (and of
+// y == lo for negative r, whose ties go to the larger magnitude), where the
+// code of y is the number of magnitude midpoints q below y: floor(t) unless
+// t is ambiguous (fraction < kWindow). With t monotone in y, it suffices that
+// t(lo) >= code(lo+), that every midpoint inside gets t in [code above it,
+// + kWindow), and that t(top) < code(top) + 1 + kWindow.
+bool piece_is_exact(const Piece& p, float lo, const std::vector<float>& q) {
+  const auto count_le = [&](float y) { return int(std::upper_bound(q.begin(), q.end(), y) - q.begin()); };
+  const auto count_lt = [&](float y) { return int(std::lower_bound(q.begin(), q.end(), y) - q.begin()); };
+  const int low_code = count_le(lo);
+  if (p.slope == 0.0f) {
+    const float fraction = p.offset - std::floor(p.offset);
+    return int(std::floor(p.offset)) == low_code && fraction >= kWindow &&
+           (std::isinf(p.top) || count_lt(p.top) == low_code);
+  }
+  if (std::isinf(p.top) || piece_t(p, lo) < float(low_code)) return false;
+  for (int m = low_code; m < int(q.size()) && q[size_t(m)] < p.top; ++m) {
+    const float t = piece_t(p, q[size_t(m)]);
+    if (!(t >= float(m + 1) && t < float(m + 1) + kWindow)) return false;
+  }
+  return piece_t(p, p.top) < float(count_lt(p.top) + 1) + kWindow;
+}
+
+// Pieces for magnitude midpoints q (ascending, positive), greedily: a linear
+// piece over each longest run of midpoints it fits, constant pieces between.
+// k counts the midpoints at or below the current piece's start: the code just
+// above it.
+std::vector<Piece> greedy_pieces(const std::vector<float>& q) {
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<Piece> pieces;
+  const auto constant = [&](size_t code, float top) {
+    pieces.push_back({0.0f, float(code) + 0.5f, top});
+  };
+  // The line through (q[k], k + 1) and (q[j], j + 1), shifted up.
+  const auto line = [&](size_t k, size_t j, float top) {
+    const float slope = float(double(j - k) / (double(q[j]) - double(q[k])));
+    const double offset = double(k + 1) - double(q[k]) * double(slope) + double(kShiftUp);
+    return Piece{slope, float(offset), top};
+  };
+  float lo = 0.0f;
+  size_t k = 0;
+  while (k < q.size()) {
+    if (k + 1 < q.size() && piece_is_exact(line(k, k + 1, q[k + 1]), lo, q)) {
+      size_t j = k + 1;
+      while (j + 1 < q.size() && piece_is_exact(line(k, j + 1, q[j + 1]), lo, q)) ++j;
+      // The line runs through q[k..j]. It ends at the next midpoint if it
+      // still holds there, else half a spacing past q[j], followed by a
+      // constant piece up to the next midpoint.
+      Piece fit = line(k, j, j + 1 < q.size() ? q[j + 1] : inf);
+      if (j + 1 < q.size() && piece_is_exact(fit, lo, q)) {
+        pieces.push_back(fit);
+        lo = q[j + 1];
+        k = j + 2;
+        continue;
+      }
+      fit.top = float(double(q[j]) + 0.5 * (double(q[j]) - double(q[k])) / double(j - k));
+      pieces.push_back(fit);
+      if (j + 1 == q.size()) {
+        constant(j + 1, inf);
+        return pieces;
+      }
+      constant(j + 1, q[j + 1]);
+      lo = q[j + 1];
+      k = j + 2;
+      continue;
+    }
+    constant(k, q[k]);  // the cell (lo, q[k]]
+    lo = q[k];
+    ++k;
+  }
+  constant(k, inf);
+  return pieces;
+}
+
 }  // namespace
+
+// The vector path's pieces for this codebook, or nothing (scalar path only).
+std::optional<Encoder8::Pieces> Encoder8::make_pieces() const {
+  int zero = -1;
+  for (int i = 0; i < 256; ++i)
+    if (code_[size_t(i)] == 0.0f) zero = i;
+  const int negatives = zero;
+  if (zero < 0 || negatives > 255 - zero) return std::nullopt;
+  for (int j = 1; j <= negatives; ++j)
+    if (code_[size_t(zero - j)] != -code_[size_t(zero + j)] ||
+        mid_[size_t(zero - j)] != -mid_[size_t(zero + j - 1)])
+      return std::nullopt;
+  const std::vector<float> q(mid_.begin() + zero, mid_.begin() + 255);
+  const std::vector<Piece> pieces = greedy_pieces(q);
+  if (pieces.size() > kMaxPieces) return std::nullopt;
+  Pieces out;
+  out.zero = zero;
+  float lo = 0.0f;
+  for (size_t p = 0; p < pieces.size(); ++p) {
+    if (!piece_is_exact(pieces[p], lo, q)) return std::nullopt;
+    out.slope[p] = pieces[p].slope;
+    out.offset[p] = pieces[p].offset;
+    lo = pieces[p].top;
+  }
+  // Span b holds |r| in [2^(2b - 31), 2^(2b - 29)) (b = 0 from 0). Its first
+  // piece holds its smallest value; the thresholds are the piece tops inside
+  // it, which |r| must exceed (exceed or reach, for negative r).
+  for (int b = 0; b < kSpans; ++b) {
+    const float low = b == 0 ? 0.0f : std::ldexp(1.0f, 2 * b - 31);
+    const float high = std::ldexp(1.0f, 2 * b - 29);
+    std::vector<int32_t> inside;
+    int first = 0;
+    for (size_t p = 0; p + 1 < pieces.size(); ++p) {
+      if (pieces[p].top < low) first = int(p) + 1;
+      else if (pieces[p].top < high) inside.push_back(bits_of(pieces[p].top));
+    }
+    if (inside.size() > 2) return std::nullopt;
+    inside.resize(2, std::numeric_limits<int32_t>::max());
+    out.first[size_t(b)] = first;
+    out.threshold1[size_t(b)] = inside[0];
+    out.threshold2[size_t(b)] = inside[1];
+  }
+  return out;
+}
 
 Encoder8::Encoder8(const float* code) : start_(size_t(1) << (32 - kShift)), fast_(true) {
   std::copy(code, code + 256, code_.begin());
@@ -38,24 +181,7 @@ Encoder8::Encoder8(const float* code) : start_(size_t(1) << (32 - kShift)), fast
     start_[b] = uint8_t(below);
     if (upto - below > 1) fast_ = false;  // two midpoints in one bucket: search instead
   }
-  if (!fast_) return;
-  for (int i = 0; i < 255; ++i)
-    if (std::fabs(mid_[i]) < 0x1p-23f) return;
-  packed_.resize(2 * kPackedCount);
-  for (uint32_t negative = 0; negative < 2; ++negative)
-    for (uint32_t j = 0; j < kPackedCount; ++j) {
-      const uint32_t low_bits = (kPackedLow + j) << kShift;
-      float a0, a1;
-      const uint32_t high_bits = low_bits | ((1u << kShift) - 1);
-      std::memcpy(&a0, &low_bits, 4);
-      std::memcpy(&a1, &high_bits, 4);
-      const float lo = negative ? -a1 : a0;
-      const float hi = negative ? -a0 : a1;
-      const auto below = std::lower_bound(mid_begin, mid_end, lo) - mid_begin;
-      const auto upto = std::upper_bound(mid_begin, mid_end, hi) - mid_begin;
-      const uint32_t low15 = upto > below ? order_key(mid_[size_t(below)]) & 0x7fffu : 0x7fffu;
-      packed_[negative * kPackedCount + j] = uint32_t(below) << kShift | low15;
-    }
+  pieces_ = make_pieces();
 }
 
 int Encoder8::encode_search(float r) const {
@@ -64,34 +190,68 @@ int Encoder8::encode_search(float r) const {
   return pos;
 }
 
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+template <bool kNegatives>
+size_t Encoder8::encode_pieces(const float* x, float scale, uint8_t* codes, size_t n) const {
+  const Pieces& pc = *pieces_;
+  const auto table = [](const auto& a) {
+    return _mm512_loadu_si512(reinterpret_cast<const void*>(a.data()));
+  };
+  const __m512i first = table(pc.first);
+  const __m512i above1 = table(pc.threshold1);
+  const __m512i above2 = table(pc.threshold2);
+  const __m512 slope = _mm512_loadu_ps(pc.slope.data());
+  const __m512 offset = _mm512_loadu_ps(pc.offset.data());
+  const __m512 m = _mm512_set1_ps(scale);
+  const __m512 window = _mm512_set1_ps(kWindow);
+  const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
+  const __m512i lowest = _mm512_set1_epi32(kFirstExponent / 2);
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i zero = _mm512_set1_epi32(pc.zero);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i r = _mm512_castps_si512(_mm512_mul_ps(_mm512_loadu_ps(x + i), m));
+    const __mmask16 negative = _mm512_movepi32_mask(r);
+    const __m512i y = _mm512_and_si512(r, magnitude);
+    // Exponent / 2, at least 48: its low 4 bits select the span (48 = 3 * 16).
+    const __m512i span = _mm512_max_epu32(_mm512_srli_epi32(y, 24), lowest);
+    // Negative r also passes a threshold it equals: compare y + 1 ulp. (Without
+    // negative entries the code of a negative r is 0 whatever the piece.)
+    const __m512i y_cmp = kNegatives ? _mm512_mask_add_epi32(y, negative, y, one) : y;
+    __m512i piece = _mm512_permutexvar_epi32(span, first);
+    const __mmask16 past1 = _mm512_cmpgt_epi32_mask(y_cmp, _mm512_permutexvar_epi32(span, above1));
+    const __mmask16 past2 = _mm512_cmpgt_epi32_mask(y_cmp, _mm512_permutexvar_epi32(span, above2));
+    piece = _mm512_mask_add_epi32(piece, past1, piece, one);
+    piece = _mm512_mask_add_epi32(piece, past2, piece, one);
+    const __m512 t = _mm512_fmadd_ps(_mm512_castsi512_ps(y), _mm512_permutexvar_ps(piece, slope),
+                                     _mm512_permutexvar_ps(piece, offset));
+    const __mmask16 ambiguous = _mm512_cmp_ps_mask(
+        _mm512_reduce_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC), window, _CMP_LT_OQ);
+    const __m512i magnitude_code = _mm512_cvttps_epi32(t);
+    __m512i code;
+    if constexpr (kNegatives) {
+      code = _mm512_add_epi32(zero, magnitude_code);
+      code = _mm512_mask_sub_epi32(code, negative, zero, magnitude_code);
+      code = _mm512_max_epi32(code, _mm512_setzero_si512());
+    } else {
+      code = _mm512_maskz_mov_epi32(_knot_mask16(negative), magnitude_code);
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + i), _mm512_cvtepi32_epi8(code));
+    for (unsigned lanes = ambiguous; lanes != 0; lanes &= lanes - 1) {
+      const size_t l = i + size_t(__builtin_ctz(lanes));
+      codes[l] = uint8_t(encode(x[l] * scale));
+    }
+  }
+  return i;
+}
+#endif
+
 void Encoder8::encode_scaled(const float* x, float scale, uint8_t* codes, size_t n) const {
   size_t i = 0;
-#ifdef __AVX512F__
-  if (!packed_.empty()) {
-    const __m512 m = _mm512_set1_ps(scale);
-    const __m512i sign = _mm512_set1_epi32(int(0x80000000u));
-    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
-    const __m512i ones = _mm512_set1_epi32(-1);
-    const __m512i low = _mm512_set1_epi32(int(kPackedLow));
-    const __m512i high = _mm512_set1_epi32(int(kPackedLow + kPackedCount - 1));
-    const __m512i negative_half = _mm512_set1_epi32(int(kPackedCount));
-    const __m512i low15 = _mm512_set1_epi32(0x7fff);
-    const __m512i one = _mm512_set1_epi32(1);
-    for (; i + 16 <= n; i += 16) {
-      const __m512 r = _mm512_mul_ps(_mm512_loadu_ps(x + i), m);
-      const __m512i u = _mm512_castps_si512(r);
-      const __mmask16 negative = _mm512_cmplt_epi32_mask(u, _mm512_setzero_si512());
-      __m512i bucket = _mm512_srli_epi32(_mm512_and_si512(u, magnitude), kShift);
-      bucket = _mm512_sub_epi32(_mm512_min_epu32(_mm512_max_epu32(bucket, low), high), low);
-      bucket = _mm512_mask_add_epi32(bucket, negative, bucket, negative_half);
-      const __m512i entry = _mm512_i32gather_epi32(bucket, packed_.data(), 4);
-      const __m512i key = _mm512_mask_xor_epi32(_mm512_or_si512(u, sign), negative, u, ones);
-      const __mmask16 above = _mm512_cmpgt_epu32_mask(_mm512_and_si512(key, low15),
-                                                      _mm512_and_si512(entry, low15));
-      __m512i pos = _mm512_srli_epi32(entry, kShift);
-      pos = _mm512_mask_add_epi32(pos, above, pos, one);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + i), _mm512_cvtepi32_epi8(pos));
-    }
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+  if (pieces_) {
+    i = pieces_->zero > 0 ? encode_pieces<true>(x, scale, codes, n)
+                          : encode_pieces<false>(x, scale, codes, n);
   }
 #endif
   for (; i < n; ++i) codes[i] = uint8_t(encode(x[i] * scale));

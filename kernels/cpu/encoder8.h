@@ -1,17 +1,19 @@
 // Fast exact nearest-code search for a sorted 256-entry codebook on the CPU.
-// Floats are bucketed by their top 17 bits in IEEE total order (sign, exponent,
-// 8 mantissa bits: 0.4% relative width); a table gives, per bucket, how many
-// midpoints lie below it. When no bucket holds two midpoints (true for both
-// dynamic maps) the position is table[bucket] + (r > next midpoint): two loads
-// and a compare instead of an 8-step binary search. Results are identical to
-// counting the midpoints strictly below r. The vector path (AVX-512) packs
-// both loads into one: see packed_.
+// Scalar: floats are bucketed by their top 17 bits in IEEE total order (sign,
+// exponent, 8 mantissa bits: 0.4% relative width); a table gives, per bucket,
+// how many midpoints lie below it. When no bucket holds two midpoints (true
+// for both dynamic maps) the position is table[bucket] + (r > next midpoint):
+// two loads and a compare instead of an 8-step binary search. Vector
+// (AVX-512): the code as a piecewise-linear function of |r|, no table loads
+// per value (see Pieces). Results are identical to counting the midpoints
+// strictly below r.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 namespace lowbit::kernels::cpu {
@@ -36,12 +38,12 @@ class Encoder8 {
 
   const float* midpoints() const { return mid_.data(); }
 
+  // True if encode_scaled has its table-free vector form for this codebook
+  // (the build still needs AVX-512 to use it).
+  bool piecewise() const { return pieces_.has_value(); }
+
  private:
   static constexpr int kShift = 15;  // 32 - 17 bucket bits
-  // Vector buckets: |r| in [2^-24, 1], i.e. (|r| bits >> kShift) in
-  // [kPackedLow, kPackedLow + kPackedCount).
-  static constexpr uint32_t kPackedLow = (127u - 24u) << 8;
-  static constexpr uint32_t kPackedCount = (127u << 8) - kPackedLow + 1;
   static uint32_t order_key(float r) {
     uint32_t u;
     std::memcpy(&u, &r, 4);
@@ -54,13 +56,28 @@ class Encoder8 {
   std::array<float, 256> mid_;  // 255 midpoints and +inf, so mid_[255] never passes
   std::vector<uint8_t> start_;  // per bucket: midpoints below its smallest float
   bool fast_;
-  // Per sign and bucket of |r| in the range above: start << 15 | the low 15
-  // key bits of the bucket's midpoint (0x7fff when it holds none); comparing
-  // low key bits decides r > midpoint since both share the bucket's high bits.
-  // One gather per 16 values. Built only when every midpoint has magnitude
-  // >= 2^-23 (true for the dynamic maps): then any |r| < 2^-24, clamped into
-  // the first bucket of its sign, still gets the exact answer. Empty otherwise.
-  std::vector<uint32_t> packed_;
+  // The vector path's description of the codebook (built by make_pieces in
+  // encoder8.cpp, absent when the codebook does not fit it). For a codebook
+  // with an exact 0.0 entry whose negative entries mirror positive ones (both
+  // dynamic maps), the code of r is zero +/- m(|r|), clamped at 0, where the
+  // magnitude code m(y) = floor(y * slope + offset) in the piece holding y.
+  // At most 16 pieces cover [0, 2): linear ones over runs of equally spaced
+  // midpoints, constant ones elsewhere. The piece of y is the first piece of
+  // its span (two binades) plus the thresholds inside the span it exceeds
+  // (two at most). Where the fraction of y * slope + offset is below kWindow the
+  // scalar search decides; everywhere else the formula is proven exact at
+  // construction against every midpoint.
+  struct Pieces {
+    int zero = 0;
+    std::array<int32_t, 16> first{};  // per span: its first piece
+    std::array<int32_t, 16> threshold1{}, threshold2{};  // float bits; INT32_MAX: none
+    std::array<float, 16> slope{}, offset{};
+  };
+  std::optional<Pieces> make_pieces() const;
+  // encode_scaled's AVX-512 loop over whole groups of 16; returns how many.
+  template <bool kNegatives>
+  size_t encode_pieces(const float* x, float scale, uint8_t* codes, size_t n) const;
+  std::optional<Pieces> pieces_;
 };
 
 }  // namespace lowbit::kernels::cpu

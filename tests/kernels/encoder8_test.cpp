@@ -2,9 +2,12 @@
 // the build enables it) and scalar (encode), against its definition: the code
 // is the number of midpoints strictly below the value, counted here by a plain
 // loop. quantize_kernels_test checks whole blocks against a double-precision
-// nearest-code reference.
+// nearest-code reference. The vector path computes codes from a piecewise-linear
+// description of the codebook; a dense sweep of floats checks it everywhere.
+#include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -58,6 +61,78 @@ TEST(Encoder8, ScaledBlockEncodingEqualsScalarEncoding) {
       }
     }
   }
+}
+
+// encode_scaled (scale 1) against encode for every float of magnitude <= 1
+// whose bit pattern is a multiple of `stride`, both signs, plus the float
+// neighbourhoods of every midpoint and power of ten (where the vector path's
+// pieces meet); returns the number of differences.
+size_t sweep_differences(const kernels::cpu::Encoder8& enc, const float* map, uint32_t stride) {
+  std::vector<float> x;
+  for (uint32_t bits = 0; bits <= 0x3f800000u; bits += stride) {
+    float f;
+    std::memcpy(&f, &bits, 4);
+    x.insert(x.end(), {f, -f});
+  }
+  std::vector<float> centres;
+  for (int i = 0; i < 255; ++i) centres.push_back(std::fabs(kernels::code_midpoint(map, i)));
+  for (int e = 0; e <= 8; ++e) centres.push_back(std::pow(10.0f, float(-e)));
+  for (float c : centres) {
+    float f = c;
+    for (int k = 0; k < 300; ++k) f = std::nextafter(f, 0.0f);
+    for (int k = 0; k < 600 && f <= 1.0f; ++k, f = std::nextafter(f, 2.0f)) x.insert(x.end(), {f, -f});
+  }
+  std::vector<uint8_t> codes(x.size());
+  enc.encode_scaled(x.data(), 1.0f, codes.data(), x.size());
+  size_t differences = 0;
+  for (size_t i = 0; i < x.size(); ++i) differences += int(codes[i]) != enc.encode(x[i]) ? 1 : 0;
+  return differences;
+}
+
+TEST(Encoder8, VectorPathEqualsScalarPathOnADenseSweep) {
+  for (bool is_signed : {true, false}) {
+    const auto map = kernels::dynamic_map(is_signed);
+    const kernels::cpu::Encoder8 enc(map.data());
+    EXPECT_TRUE(enc.piecewise()) << (is_signed ? "signed" : "unsigned");
+    EXPECT_EQ(sweep_differences(enc, map.data(), 61), 0u) << (is_signed ? "signed" : "unsigned");
+  }
+}
+
+// A codebook computed with other roundings (bitsandbytes builds its maps in
+// float32, this project in double) must keep the vector path and stay exact:
+// every entry of the signed map moved by up to 2 ulps, mirrored.
+TEST(Encoder8, VectorPathToleratesOtherRoundingsOfTheMap) {
+  auto map = kernels::dynamic_map(true);
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> ulps(-2, 2);
+  for (int j = 1; j <= 127; ++j) {
+    float v = map[size_t(127 + j)];
+    for (int k = ulps(rng); k != 0; k += k > 0 ? -1 : 1) v = std::nextafter(v, k > 0 ? 2.0f : 0.0f);
+    map[size_t(127 + j)] = v;
+    map[size_t(127 - j)] = -v;
+  }
+  const kernels::cpu::Encoder8 enc(map.data());
+  EXPECT_TRUE(enc.piecewise());
+  EXPECT_EQ(sweep_differences(enc, map.data(), 127), 0u);
+}
+
+// Codebooks without the structure fall back to the scalar search, still exact;
+// a linear map has it.
+TEST(Encoder8, OtherCodebooksAreEncodedExactly) {
+  std::array<float, 256> linear{};
+  for (int i = 0; i < 256; ++i) linear[size_t(i)] = float(i - 127) / 128.0f;
+  const kernels::cpu::Encoder8 linear_enc(linear.data());
+  EXPECT_TRUE(linear_enc.piecewise());
+  EXPECT_EQ(sweep_differences(linear_enc, linear.data(), 127), 0u);
+
+  std::array<float, 256> quantiles{};  // irregular spacing: no pieces
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (float& q : quantiles) q = u(rng);
+  std::sort(quantiles.begin(), quantiles.end());
+  const kernels::cpu::Encoder8 quantile_enc(quantiles.data());
+  EXPECT_FALSE(quantile_enc.piecewise());
+  EXPECT_EQ(sweep_differences(quantile_enc, quantiles.data(), 127), 0u);
 }
 
 }  // namespace
