@@ -138,6 +138,7 @@ void Backend::gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Bu
   check_buffer(y, m * w.out_features * dtype_size(dtype), op, "y");
   if (bias) check_buffer(*bias, w.out_features * dtype_size(dtype), op, "bias");
   if (m == 0) return;
+  if (m == 1) return do_gemv_4bit(x, w, bias, y, dtype);
   do_gemm_4bit(x, m, w, bias, y, dtype);
 }
 

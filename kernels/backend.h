@@ -178,7 +178,8 @@ class Backend {
   // float32 and each output is rounded to `dtype` once. W is decoded a tile at
   // a time and never materialised whole. Summation order differs between
   // backends, so results agree to float rounding, not bit for bit.
-  // y[m, out] = x[m, in] * dequant(W)^T (+ bias[out] when bias is given).
+  // y[m, out] = x[m, in] * dequant(W)^T (+ bias[out] when bias is given);
+  // m = 1 runs gemv_4bit's kernel.
   void gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Buffer* bias, Buffer& y,
                  DType dtype);
   // The m = 1 case (one token): a memory-bound pass over the packed codes.

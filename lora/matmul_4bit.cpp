@@ -140,10 +140,7 @@ torch::Tensor Kernel4bitWeight::forward(const torch::Tensor& x, const torch::Ten
   std::unique_ptr<quant::TensorBuffer> bb;
   if (bias.defined()) bb = std::make_unique<quant::TensorBuffer>(be, bias, true);
   const kernels::Buffer* bias_buffer = bb ? &bb->buffer() : nullptr;
-  if (m == 1)
-    be.gemv_4bit(xb.buffer(), w, bias_buffer, yb.buffer(), dtype);
-  else
-    be.gemm_4bit(xb.buffer(), size_t(m), w, bias_buffer, yb.buffer(), dtype);
+  be.gemm_4bit(xb.buffer(), size_t(m), w, bias_buffer, yb.buffer(), dtype);
   yb.download();
   return y;
 }

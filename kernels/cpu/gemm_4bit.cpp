@@ -114,7 +114,6 @@ void input_grad_tiled(const typename T::Storage* dy_in, size_t m, const Weight4b
 
 void gemm_4bit(const void* x, size_t m, const Weight4bitView& w, const void* bias, void* y,
                DType dtype) {
-  if (m == 1 && gemv_4bit_vectorised(w.in_features)) return gemv_4bit(x, w, bias, y, dtype);
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     using S = typename T::Storage;
