@@ -15,16 +15,7 @@ namespace lowbit::kernels::cpu {
 namespace {
 
 float key_to_float(uint32_t key) {
-  const uint32_t u = (key & 0x80000000u) ? (key & 0x7fffffffu) : ~key;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-int32_t bits_of(float f) {
-  int32_t i;
-  std::memcpy(&i, &f, 4);
-  return i;
+  return bits_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
 }
 
 // The vector path evaluates t = fma(y, slope, offset); offsets carry +kShiftUp
@@ -155,7 +146,7 @@ std::optional<Encoder8::Pieces> Encoder8::make_pieces() const {
     int first = 0;
     for (size_t p = 0; p + 1 < pieces.size(); ++p) {
       if (pieces[p].top < low) first = int(p) + 1;
-      else if (pieces[p].top < high) inside.push_back(bits_of(pieces[p].top));
+      else if (pieces[p].top < high) inside.push_back(int32_t(float_bits(pieces[p].top)));
     }
     if (inside.size() > 2) return std::nullopt;
     inside.resize(2, std::numeric_limits<int32_t>::max());

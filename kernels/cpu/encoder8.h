@@ -12,9 +12,10 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <optional>
 #include <vector>
+
+#include "kernels/dtype.h"
 
 namespace lowbit::kernels::cpu {
 
@@ -45,8 +46,7 @@ class Encoder8 {
  private:
   static constexpr int kShift = 15;  // 32 - 17 bucket bits
   static uint32_t order_key(float r) {
-    uint32_t u;
-    std::memcpy(&u, &r, 4);
+    const uint32_t u = float_bits(r);
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
   }
   static uint32_t bucket(float r) { return order_key(r) >> kShift; }
