@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/cpu/codebook_cache.h"
+
 namespace lowbit::kernels::cpu {
 namespace {
 
@@ -32,6 +34,8 @@ Decoder8::Decoder8(const float* code) {
     for (int k = 0; k < 4; ++k) planes_[k][c] = bytes[k];
   }
 }
+
+const Decoder8& Decoder8::for_code(const float* code) { return for_codebook<Decoder8>(code); }
 
 void Decoder8::decode_scaled(const uint8_t* codes, float absmax, float* out, size_t n) const {
   size_t i = 0;

@@ -14,6 +14,9 @@ class Decoder8 {
  public:
   explicit Decoder8(const float* code);
 
+  // The decoder of `code`, built once per distinct codebook and cached.
+  static const Decoder8& for_code(const float* code);
+
   void decode_scaled(const uint8_t* codes, float absmax, float* out, size_t n) const;
 
  private:

@@ -5,11 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <map>
-#include <memory>
-#include <mutex>
 
 #include "kernels/codebook.h"
+#include "kernels/cpu/codebook_cache.h"
 
 namespace lowbit::kernels::cpu {
 namespace {
@@ -248,15 +246,6 @@ void Encoder8::encode_scaled(const float* x, float scale, uint8_t* codes, size_t
   for (; i < n; ++i) codes[i] = uint8_t(encode(x[i] * scale));
 }
 
-const Encoder8& Encoder8::for_code(const float* code) {
-  static std::mutex mutex;
-  static std::map<std::array<float, 256>, std::unique_ptr<Encoder8>> cache;
-  std::array<float, 256> key;
-  std::copy(code, code + 256, key.begin());
-  std::lock_guard<std::mutex> lock(mutex);
-  auto& slot = cache[key];
-  if (!slot) slot = std::make_unique<Encoder8>(code);
-  return *slot;
-}
+const Encoder8& Encoder8::for_code(const float* code) { return for_codebook<Encoder8>(code); }
 
 }  // namespace lowbit::kernels::cpu

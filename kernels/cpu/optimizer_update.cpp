@@ -5,7 +5,6 @@
 // the OpenMP threads and never split; the rule is the only part that differs.
 #include <algorithm>
 #include <cstring>
-#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -67,7 +66,7 @@ struct State {
   void* data = nullptr;
   float* absmax = nullptr;
   const Encoder8* encoder = nullptr;
-  std::unique_ptr<Decoder8> decoder;
+  const Decoder8* decoder = nullptr;
   uint8_t zero = 0;
 
   State(Buffer* values, Buffer* absmax_buf, const Buffer* qmap_buf)
@@ -75,7 +74,7 @@ struct State {
     if (kQuantized && data) {
       const float* qmap = host<const float>(qmap_buf);
       encoder = &Encoder8::for_code(qmap);
-      decoder = std::make_unique<Decoder8>(qmap);
+      decoder = &Decoder8::for_code(qmap);
       zero = uint8_t(zero_index(qmap, 256));
     }
   }
