@@ -5,6 +5,7 @@
 // parameters with one thread and with all threads. Groups are
 // "<optimizer>/<size>/threads:<t>"; ops are torch, lowbit8 (default policy),
 // lowbit8_skipblocks (no gradient check), lowbit32 (float32 states),
+// lowbit8_f16 / lowbit8_bf16 (AdamW8bit on a half / bfloat16 parameter),
 // lowbit8_opencl (end to end on the first OpenCL device) and memcpy.
 // LOWBIT_BENCH_SIZES (e.g. "1M,16M") restricts the sizes for a quick run.
 #include <omp.h>
@@ -39,13 +40,13 @@ const char* family_name(Family f) {
   return "?";
 }
 
-// One parameter of n float32 values with a gradient, as a model's would be.
+// One parameter of n values with a gradient of its dtype, as a model's would be.
 struct Problem {
   torch::Tensor param;
-  explicit Problem(int64_t n) {
+  explicit Problem(int64_t n, torch::ScalarType dtype = torch::kFloat32) {
     torch::manual_seed(0);
-    param = (torch::randn({n}) * 0.1).set_requires_grad(true);
-    param.mutable_grad() = torch::randn({n}) * 0.01;
+    param = (torch::randn({n}) * 0.1).to(dtype).set_requires_grad(true);
+    param.mutable_grad() = (torch::randn({n}) * 0.01).to(dtype);
   }
 };
 
@@ -148,15 +149,15 @@ std::shared_ptr<optim::Optimizer8bit> lowbit_optimizer(Family f, const torch::Te
   return nullptr;
 }
 
-// Bytes a lowbit step must move per parameter (float32 params): the gradient
-// check reads g (4, not under SkipBlocks); the fused update reads p, g and the
+// Bytes a lowbit step must move per parameter of `elem` bytes: the gradient
+// check reads g (not under SkipBlocks); the fused update reads p, g and the
 // states and writes p and the states (8-bit: 1 byte each way per state plus
 // absmax; 32-bit: 4); LAMB's norm pass reads p, g and the states once more.
-double lowbit_bytes_per_param(Family f, int64_t bits, bool checked) {
+double lowbit_bytes_per_param(Family f, int64_t bits, bool checked, double elem) {
   const int states = (f == Family::Lion || f == Family::RMSprop) ? 1 : 2;
   const double state = bits == 8 ? 1 + 4.0 / 256 : 4;
-  double bytes = (checked ? 4 : 0) + 12 + 2 * states * state;
-  if (f == Family::LAMB) bytes += 8 + states * state;
+  double bytes = (checked ? elem : 0) + 3 * elem + 2 * states * state;
+  if (f == Family::LAMB) bytes += 2 * elem + states * state;
   return bytes;
 }
 
@@ -193,10 +194,11 @@ void register_group(Family f, int64_t n, const std::string& size, int threads) {
     for (auto _ : state) step();
   });
   const auto lowbit = [&](const std::string& op, int64_t bits, optim::NonFinitePolicy policy,
-                          std::shared_ptr<kernels::Backend> backend = nullptr) {
-    reg(op, [f, n, threads, bits, policy, backend](benchmark::State& state) {
+                          std::shared_ptr<kernels::Backend> backend = nullptr,
+                          torch::ScalarType dtype = torch::kFloat32) {
+    reg(op, [f, n, threads, bits, policy, backend, dtype](benchmark::State& state) {
       set_threads(threads);
-      Problem problem(n);
+      Problem problem(n, dtype);
       auto opt = lowbit_optimizer(f, problem.param, bits, backend);
       opt->set_nonfinite_policy(policy);
       opt->step();
@@ -204,7 +206,8 @@ void register_group(Family f, int64_t n, const std::string& size, int threads) {
       // The roofline compares CPU memory traffic; the OpenCL run moves its
       // data to and from the device as well, so it reports no bytes.
       const bool checked = policy != optim::NonFinitePolicy::SkipBlocks;
-      if (!backend) state.counters["bytes"] = lowbit_bytes_per_param(f, bits, checked) * double(n);
+      const double elem = double(c10::elementSize(dtype));
+      if (!backend) state.counters["bytes"] = lowbit_bytes_per_param(f, bits, checked, elem) * double(n);
       state.counters["state_B/param"] = double(opt->state_bytes()) / double(n);
     });
   };
@@ -212,6 +215,8 @@ void register_group(Family f, int64_t n, const std::string& size, int threads) {
   if (f == Family::AdamW) {
     lowbit("lowbit8_skipblocks", 8, optim::NonFinitePolicy::SkipBlocks);
     lowbit("lowbit32", 32, optim::NonFinitePolicy::SkipStep);
+    lowbit("lowbit8_f16", 8, optim::NonFinitePolicy::SkipStep, nullptr, torch::kFloat16);
+    lowbit("lowbit8_bf16", 8, optim::NonFinitePolicy::SkipStep, nullptr, torch::kBFloat16);
     // End to end on the OpenCL device: states resident, parameter and gradient
     // copied in and the parameter out in each step.
     if (threads == omp_get_max_threads() && !kernels::opencl_devices().empty())

@@ -36,45 +36,44 @@ inline float bf16_to_float(uint16_t h) { return bits_float(uint32_t(h) << 16); }
 // Round to nearest even (the rule the OpenCL programs share).
 inline uint16_t float_to_bf16(float f) { return uint16_t(lb_bf16_bits(f)); }
 
-// IEEE binary16 -> binary32, exact (subnormals included).
+// IEEE binary16 <-> binary32 without branches, so that loops over half
+// tensors vectorise. The float arithmetic below only scales by powers of two
+// and rounds values below 2^10 to integers (in the default round-to-nearest
+// mode): every step is exact or the intended rounding. No intermediate is a
+// float subnormal, and a subnormal float input encodes to a signed zero with
+// or without denormals-are-zero, so flush-to-zero / DAZ modes (which torch
+// can set) do not change the results.
+
+// binary16 -> binary32, exact (subnormals included, NaN payloads kept).
 inline float f16_to_float(uint16_t h) {
   const uint32_t sign = uint32_t(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu;
-  uint32_t mant = h & 0x3ffu;
-  if (exp == 0x1f) return bits_float(sign | 0x7f800000u | (mant << 13));
-  if (exp != 0) return bits_float(sign | ((exp + 112u) << 23) | (mant << 13));
-  if (mant == 0) return bits_float(sign);
-  // Subnormal half: value = mant * 2^-24, exactly representable as a float.
-  int e = 0;
-  while ((mant & 0x400u) == 0) {
-    mant <<= 1;
-    ++e;
-  }
-  mant &= 0x3ffu;
-  return bits_float(sign | uint32_t(113 - e) << 23 | (mant << 13));
+  const uint32_t em = h & 0x7fffu;  // exponent and mantissa fields
+  // Normal: re-bias the exponent (15 -> 127); inf / NaN: exponent 31 -> 255.
+  uint32_t bits = (em << 13) + (112u << 23);
+  bits += em >= 0x7c00u ? 112u << 23 : 0u;
+  // Zero and subnormal: em * 2^-24 (em < 2^10 converts exactly). Computed
+  // for every input and then selected, so the compiler can vectorise it.
+  const uint32_t small = float_bits(float(int32_t(em)) * 0x1p-24f);
+  return bits_float(sign | (em < 0x400u ? small : bits));
 }
 
-// IEEE binary32 -> binary16, round to nearest even, overflow to inf.
+// binary32 -> binary16, round to nearest even, overflow to inf, NaN to the
+// quiet NaN 0x7e00 (with the sign).
 inline uint16_t float_to_f16(float f) {
   const uint32_t u = float_bits(f);
-  const uint16_t sign = uint16_t((u >> 16) & 0x8000u);
+  const uint32_t sign = (u >> 16) & 0x8000u;
   const uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return uint16_t(sign | 0x7e00u);  // NaN
-  if (a >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to >= 65536: inf
-  if (a >= 0x38800000u) {                                 // normal half range
-    const uint32_t r = a + 0xfffu + ((a >> 13) & 1u) - (112u << 23);
-    return uint16_t(sign | (r >> 13));
-  }
-  if (a < 0x33000000u) return sign;  // below half the smallest subnormal: +-0
-  // Subnormal half: shift the full significand, round to nearest even.
-  const uint32_t exp = a >> 23;
-  const uint32_t mant = (a & 0x7fffffu) | 0x800000u;
-  const uint32_t shift = 126u - exp;  // 14..24
-  const uint32_t half_ulp = 1u << (shift - 1);
-  uint32_t q = mant >> shift;
-  const uint32_t rem = mant & ((1u << shift) - 1u);
-  if (rem > half_ulp || (rem == half_ulp && (q & 1u))) ++q;
-  return uint16_t(sign | q);
+  // Normal half range [2^-14, 65520): round off 13 mantissa bits (a carry
+  // moves into the exponent) and re-bias the exponent.
+  const uint32_t normal = (a + 0xfffu + ((a >> 13) & 1u) - (112u << 23)) >> 13;
+  // Below 2^-14 the half is a multiple of 2^-24: |f| * 2^24 < 2^10 is exact,
+  // and adding 2^23 rounds it to an integer (unit spacing there, nearest
+  // even), which is then the low bits of the sum. 1024 is the smallest normal.
+  const uint32_t small = float_bits(bits_float(a) * 0x1p24f + 0x1p23f) - 0x4b000000u;
+  uint32_t r = a >= 0x38800000u ? normal : small;
+  r = a >= 0x477ff000u ? 0x7c00u : r;  // rounds to >= 65536: inf
+  r = a > 0x7f800000u ? 0x7e00u : r;   // NaN
+  return uint16_t(sign | r);
 }
 
 }  // namespace lowbit::kernels

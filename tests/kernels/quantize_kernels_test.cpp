@@ -11,6 +11,10 @@
 
 #include <gtest/gtest.h>
 
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
 #include "kernels/backend.h"
 #include "tests/kernels/backends.h"
 #include "tests/support/expect_error.h"
@@ -346,6 +350,55 @@ TEST(DType, ConversionsMatchReferenceRounding) {
     if (std::isnan(f)) continue;
     ASSERT_EQ(kernels::float_to_f16(f), uint16_t(h)) << h;
   }
+}
+
+// Half conversions at every rounding boundary: each half decodes to its value
+// (computed here from the fields with ldexp), and the floats at, just below
+// and just above every midpoint between neighbouring halfs (and between
+// 65504 and 65536, where inf starts) encode as the reference rounds them.
+// Run again with flush-to-zero and denormals-are-zero set: the conversions
+// are branch-free float arithmetic and must not depend on those modes.
+void expect_half_conversions_exact(const std::string& mode) {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+    const float f = kernels::f16_to_float(uint16_t(h));
+    ASSERT_EQ(std::signbit(f), (h & 0x8000) != 0) << mode << " half " << h;
+    if (exp == 0x1f) {
+      ASSERT_TRUE(mant == 0 ? std::isinf(f) : std::isnan(f)) << mode << " half " << h;
+      continue;
+    }
+    const double magnitude = exp == 0 ? std::ldexp(double(mant), -24)
+                                      : std::ldexp(double(1024 + mant), int(exp) - 25);
+    ASSERT_EQ(double(std::fabs(f)), magnitude) << mode << " half " << h;
+  }
+  for (uint32_t h = 0; h < 0x7c00; ++h) {  // positive finite halfs and their successor
+    const double lo = double(kernels::f16_to_float(uint16_t(h)));
+    const double hi = h + 1 == 0x7c00 ? 65536.0 : double(kernels::f16_to_float(uint16_t(h + 1)));
+    const float mid = float((lo + hi) / 2);  // 12 significant bits: exact in float
+    for (float f : {std::nextafter(mid, 0.0f), mid, std::nextafter(mid, INFINITY)}) {
+      for (float s : {f, -f}) {
+        const uint16_t got = kernels::float_to_f16(s);
+        ASSERT_EQ(double(kernels::f16_to_float(got)), ref_f16(s)) << mode << " float " << s;
+        ASSERT_EQ((got & 0x8000) != 0, std::signbit(s)) << mode << " float " << s;
+      }
+    }
+  }
+  EXPECT_EQ(kernels::float_to_f16(INFINITY), 0x7c00) << mode;
+  EXPECT_EQ(kernels::float_to_f16(-INFINITY), 0xfc00) << mode;
+  EXPECT_EQ(kernels::float_to_f16(std::nanf("")), 0x7e00) << mode;
+  EXPECT_EQ(kernels::float_to_f16(-std::nanf("")), 0xfe00) << mode;
+  EXPECT_EQ(kernels::float_to_f16(FLT_TRUE_MIN), 0) << mode;
+  EXPECT_EQ(kernels::float_to_f16(-FLT_TRUE_MIN), 0x8000) << mode;
+}
+
+TEST(DType, HalfConversionsExactAtEveryRoundingBoundary) {
+  expect_half_conversions_exact("default modes");
+#if defined(__SSE__)
+  const unsigned saved = _mm_getcsr();
+  _mm_setcsr(saved | 0x8040u);  // FTZ (bit 15) and DAZ (bit 6)
+  expect_half_conversions_exact("FTZ+DAZ");
+  _mm_setcsr(saved);
+#endif
 }
 
 // ---------------------------------------------------------------------------
