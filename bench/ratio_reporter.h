@@ -4,7 +4,10 @@
 // the benchmark "<baseline_op>/<group...>" (e.g. memcpy/cpu/threads:1).
 // Benchmarks use Unit(benchmark::kMillisecond) and set a "bytes" counter (bytes
 // moved per iteration) so bandwidths can be compared too. Several baselines
-// (e.g. a library counterpart and memcpy) print one table each.
+// (e.g. a library counterpart and memcpy) print one table each. With
+// --benchmark_repetitions the ratios are of the medians (add
+// --benchmark_enable_random_interleaving=true on a noisy machine, so that
+// drift hits every op alike).
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -26,18 +29,21 @@ class RatioReporter : public benchmark::ConsoleReporter {
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
     for (const Run& r : runs) {
-      if (r.run_type != Run::RT_Iteration || r.error_occurred) continue;
-      const std::string name = r.benchmark_name();
+      if (r.error_occurred) continue;
+      const bool median = r.run_type == Run::RT_Aggregate && r.aggregate_name == "median";
+      if (r.run_type != Run::RT_Iteration && !median) continue;
+      const std::string name = r.run_name.str();
       const size_t slash = name.find('/');
       if (slash == std::string::npos) continue;
       Entry e{name.substr(0, slash), group_of(name.substr(slash + 1)), r.GetAdjustedRealTime(),
               r.counters.count("bytes") ? double(r.counters.at("bytes")) : 0.0};
-      entries_.push_back(e);
+      (median ? medians_ : entries_).push_back(e);
     }
   }
 
   void Finalize() override {
     ConsoleReporter::Finalize();
+    if (!medians_.empty()) entries_ = medians_;
     for (const std::string& baseline : baseline_ops_) print_ratios(baseline);
   }
 
@@ -78,6 +84,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
 
   std::vector<std::string> baseline_ops_;
   std::vector<Entry> entries_;
+  std::vector<Entry> medians_;  // aggregates, when repetitions were asked for
 };
 
 }  // namespace lowbit::bench
