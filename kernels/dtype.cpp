@@ -1,5 +1,7 @@
 #include "kernels/dtype.h"
 
+#include "kernels/cpu/x86_intrinsics.h"
+
 namespace lowbit::kernels {
 
 const char* dtype_name(DType t) {
@@ -10,6 +12,40 @@ const char* dtype_name(DType t) {
     case DType::U8: return "uint8";
   }
   return "unknown";
+}
+
+// The instructions are IEEE conversions (round to nearest even; subnormal
+// halfs produced and read whatever FTZ / DAZ say, and subnormal floats encode
+// to a signed zero either way, as in the scalar rule). They differ from the
+// scalar rule only for NaN: they set the quiet bit and keep payload bits,
+// where f16_to_float keeps a signalling half's bits as they are and
+// float_to_f16 writes 0x7e00. NaN lanes are rare (the optimizers reject
+// them): those groups are redone with the scalar rule.
+void f16_to_float_n(const uint16_t* in, float* out, size_t n) {
+  size_t i = 0;
+#ifdef __AVX512F__
+  for (; i + 16 <= n; i += 16) {
+    const __m512 f = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + i)));
+    _mm512_storeu_ps(out + i, f);
+    if (_mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q) != 0)
+      for (size_t j = i; j < i + 16; ++j) out[j] = f16_to_float(in[j]);
+  }
+#endif
+  for (; i < n; ++i) out[i] = f16_to_float(in[i]);
+}
+
+void float_to_f16_n(const float* in, uint16_t* out, size_t n) {
+  size_t i = 0;
+#ifdef __AVX512F__
+  for (; i + 16 <= n; i += 16) {
+    const __m512 f = _mm512_loadu_ps(in + i);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i),
+                        _mm512_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    if (_mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q) != 0)
+      for (size_t j = i; j < i + 16; ++j) out[j] = float_to_f16(in[j]);
+  }
+#endif
+  for (; i < n; ++i) out[i] = float_to_f16(in[i]);
 }
 
 }  // namespace lowbit::kernels

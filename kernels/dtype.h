@@ -76,4 +76,11 @@ inline uint16_t float_to_f16(float f) {
   return uint16_t(sign | r);
 }
 
+// out[i] = f16_to_float(in[i]) / float_to_f16(in[i]) for i < n, bit for bit,
+// in every floating-point mode; with the F16C conversion instructions
+// (vcvtph2ps / vcvtps2ph, 16 values per instruction) where the build has
+// AVX-512.
+void f16_to_float_n(const uint16_t* in, float* out, size_t n);
+void float_to_f16_n(const float* in, uint16_t* out, size_t n);
+
 }  // namespace lowbit::kernels

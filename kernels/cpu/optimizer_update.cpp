@@ -126,13 +126,28 @@ class BlockStep {
   }
 
   // New states into s1, s2 and new parameter values into p; returns their
-  // largest magnitudes (s2 only when it is a state).
-  BlockMax apply(size_t begin, size_t len, float* p, float* s1, float* s2) const {
+  // largest magnitudes (s2 only when it is a state). A float16 block is first
+  // converted into `staged` (2 * len floats) in bulk: the vector conversion
+  // instructions instead of the software rule element by element (10-17
+  // vector operations per 16 values; same values either way).
+  BlockMax apply(size_t begin, size_t len, float* p, float* s1, float* s2, float* staged) const {
+    if constexpr (std::is_same_v<T, F16>) {
+      f16_to_float_n(param_ + begin, staged, len);
+      f16_to_float_n(grad_ + begin, staged + len, len);
+      return apply_floats<F32>(staged, staged + len, len, p, s1, s2);
+    } else {
+      return apply_floats<T>(param_ + begin, grad_ + begin, len, p, s1, s2);
+    }
+  }
+
+  template <typename U>
+  BlockMax apply_floats(const typename U::Storage* param, const typename U::Storage* grad,
+                        size_t len, float* p, float* s1, float* s2) const {
     const lb_optim_args a = args_;
     uint32_t mp = 0, m1 = 0, m2 = 0;
     for (size_t j = 0; j < len; ++j) {
-      const float pj = T::load(param_[begin + j]);
-      const float g = T::load(grad_[begin + j]) * a.gnorm_scale;
+      const float pj = U::load(param[j]);
+      const float g = U::load(grad[j]) * a.gnorm_scale;
       const lb_optim_result r = Rule::apply(a, pj, g, s1[j], s2[j]);
       s1[j] = r.s1;
       s2[j] = r.s2;
@@ -171,7 +186,10 @@ class BlockStep {
 
   void store(size_t b, size_t begin, size_t len, const float* p, const float* s1, const float* s2,
              float m1, float m2) const {
-    for (size_t j = 0; j < len; ++j) param_[begin + j] = T::store(p[j]);
+    if constexpr (std::is_same_v<T, F16>)
+      float_to_f16_n(p, param_ + begin, len);
+    else
+      for (size_t j = 0; j < len; ++j) param_[begin + j] = T::store(p[j]);
     state1_.store(b, begin, len, s1, m1);
     if constexpr (kTwoStates) state2_.store(b, begin, len, s2, m2);
   }
@@ -192,12 +210,13 @@ size_t run_update(const Step& step, size_t n, size_t blocksize) {
     alignas(64) float p[kMaxBlock];
     alignas(64) float s1[kMaxBlock];
     alignas(64) float s2[kMaxBlock];
+    alignas(64) float staged[2 * kMaxBlock];
 #pragma omp for schedule(static)
     for (ptrdiff_t b = 0; b < nb; ++b) {
       const size_t begin = size_t(b) * blocksize;
       const size_t len = std::min(n, begin + blocksize) - begin;
       step.load(size_t(b), begin, len, s1, s2);
-      const BlockMax m = step.apply(begin, len, p, s1, s2);
+      const BlockMax m = step.apply(begin, len, p, s1, s2, staged);
       if (!m.finite()) {
         ++rejected;
         continue;
@@ -279,6 +298,11 @@ void with_step(const OptimizerOperands& op, const OptimizerArgs& args, Fn&& fn) 
 
 template <typename T>
 std::pair<float, float> block_sum_sq(const typename T::Storage* g, size_t begin, size_t len) {
+  if constexpr (std::is_same_v<T, F16>) {  // bulk conversion first, as in BlockStep::apply
+    alignas(64) float staged[kMaxBlock];
+    f16_to_float_n(g + begin, staged, len);
+    return block_sum_sq<F32>(staged, 0, len);
+  }
   constexpr size_t kLanes = 16;
   float lane[kLanes] = {};
   size_t j = 0;
