@@ -1,12 +1,16 @@
 // 8-bit blockwise quantization with an arbitrary sorted 256-entry codebook.
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/decoder8.h"
 #include "kernels/cpu/element_io.h"
 #include "kernels/cpu/encoder8.h"
 
 namespace lowbit::kernels::cpu {
 namespace {
+
+constexpr size_t kChunk = 256;  // values converted per step, through a stack buffer
 
 // Largest position whose code is <= r (0 when r is below every code).
 inline int code_floor(const float* code, float r) {
@@ -36,7 +40,14 @@ void quantize_typed(const typename T::Storage* x, size_t n, int blocksize, const
       for (size_t i = begin; i < end; ++i)
         codes[i] = uint8_t(stochastic_code(code, T::load(x[i]) / m, element_uniform(rounding, i)));
     } else {
-      for (size_t i = begin; i < end; ++i) codes[i] = uint8_t(encoder.encode(T::load(x[i]) / m));
+      // x / m for a chunk, then the encoder's vector path with scale 1 (an
+      // exact multiply): the codes of encode(x / m), many per instruction.
+      for (size_t c0 = begin; c0 < end; c0 += kChunk) {
+        const size_t len = std::min(kChunk, end - c0);
+        float r[kChunk];
+        for (size_t i = 0; i < len; ++i) r[i] = T::load(x[c0 + i]) / m;
+        encoder.encode_scaled(r, 1.0f, codes + c0, len);
+      }
     }
   });
 }
@@ -44,11 +55,15 @@ void quantize_typed(const typename T::Storage* x, size_t n, int blocksize, const
 template <typename T>
 void dequantize_typed(const uint8_t* codes, const float* absmax, const float* code, size_t n,
                       int blocksize, typename T::Storage* out, float offset) {
+  const Decoder8& decoder = Decoder8::for_code(code);
   for_each_block(n, blocksize, [&](size_t b, size_t begin, size_t end) {
-    const float m = absmax[b];
-    for (size_t i = begin; i < end; ++i) {
-      const float v = code[codes[i]] * m;
-      out[i] = T::store(v + offset);
+    // code[c] * absmax by the decoder's byte permutes (the same products),
+    // then the offset and the output type.
+    for (size_t c0 = begin; c0 < end; c0 += kChunk) {
+      const size_t len = std::min(kChunk, end - c0);
+      float v[kChunk];
+      decoder.decode_scaled(codes + c0, absmax[b], v, len);
+      for (size_t i = 0; i < len; ++i) out[c0 + i] = T::store(v[i] + offset);
     }
   });
 }

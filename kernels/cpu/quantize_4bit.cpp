@@ -1,7 +1,11 @@
 // NF4 / FP4 blockwise quantization, two codes per byte (element 2j in the high
 // nibble), following bitsandbytes' packing.
+#include "kernels/cpu/x86_intrinsics.h"
+
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/element_io.h"
+
+#include <limits>
 
 namespace lowbit::kernels::cpu {
 namespace {
@@ -13,28 +17,57 @@ constexpr size_t kChunk = 32;
 template <typename T>
 void quantize_typed(const typename T::Storage* x, size_t n, int blocksize,
                     const Format4Table& table, float* absmax, uint8_t* packed) {
-  for_each_block(n, blocksize, [&](size_t b, size_t begin, size_t end) {
+  const int32_t zero = table.zero_code, negative_zero = table.negative_zero_code;
+#ifdef __AVX512F__
+  alignas(64) float mid16[16];
+  alignas(64) int32_t code16[16];
+  for (int k = 0; k < 16; ++k) {
+    mid16[k] = k < 15 ? table.midpoint[size_t(k)] : std::numeric_limits<float>::infinity();
+    code16[k] = table.sorted_code[size_t(k)];
+  }
+  const __m512 midpoints = _mm512_load_ps(mid16);
+  const __m512i codes = _mm512_load_si512(code16);
+#endif
+  for_each_block(n, blocksize, [&, zero, negative_zero](size_t b, size_t begin, size_t end) {
     const float m = block_absmax<T>(x, begin, end);
     absmax[b] = m;
     for (size_t c0 = begin; c0 < end; c0 += kChunk) {
       const size_t len = std::min(kChunk, end - c0);
-      float r[kChunk];
-      uint8_t pos[kChunk];
+      // r = x / m; 0 past the end (the padding nibble) and in an all-zero block.
+      float r[kChunk] = {};
+      if (m != 0.0f)
+        for (size_t i = 0; i < len; ++i) r[i] = T::load(x[c0 + i]) / m;
+      // Nearest code = number of midpoints strictly below r (ties go low);
+      // a negative r that rounds to zero takes the format's -0 code.
+      int32_t q[kChunk];
+#ifdef __AVX512F__
+      // 16 values per step: a four-step binary search over the midpoints
+      // held in a register (the 16th entry is +inf, never passed), then the
+      // code by a register permute.
+      for (size_t i = 0; i < kChunk; i += 16) {
+        const __m512 v = _mm512_loadu_ps(r + i);
+        __m512i pos = _mm512_setzero_si512();
+        for (int step = 8; step > 0; step >>= 1) {
+          const __m512i probe = _mm512_add_epi32(pos, _mm512_set1_epi32(step - 1));
+          const __mmask16 above =
+              _mm512_cmp_ps_mask(v, _mm512_permutexvar_ps(probe, midpoints), _CMP_GT_OQ);
+          pos = _mm512_mask_add_epi32(pos, above, pos, _mm512_set1_epi32(step));
+        }
+        const __m512i c = _mm512_permutexvar_epi32(pos, codes);
+        const __mmask16 negative_zero_lanes =
+            _mm512_cmpeq_epi32_mask(c, _mm512_set1_epi32(zero)) &
+            _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+        _mm512_storeu_si512(q + i, _mm512_mask_mov_epi32(c, negative_zero_lanes,
+                                                         _mm512_set1_epi32(negative_zero)));
+      }
+#else
       for (size_t i = 0; i < kChunk; ++i) {
-        r[i] = (i < len && m != 0.0f) ? T::load(x[c0 + i]) / m : 0.0f;
-        pos[i] = 0;
+        int pos = 0;
+        for (int k = 0; k < 15; ++k) pos += r[i] > table.midpoint[size_t(k)] ? 1 : 0;
+        const int32_t c = table.sorted_code[size_t(pos)];
+        q[i] = (c == zero && r[i] < 0.0f) ? negative_zero : c;
       }
-      // Nearest code = number of midpoints strictly below r (ties go low).
-      for (int k = 0; k < 15; ++k) {
-        const float t = table.midpoint[k];
-        for (size_t i = 0; i < kChunk; ++i) pos[i] += r[i] > t ? 1 : 0;
-      }
-      uint8_t q[kChunk];
-      for (size_t i = 0; i < kChunk; ++i) {
-        const uint8_t c = table.sorted_code[pos[i]];
-        q[i] = (c == table.zero_code && r[i] < 0.0f) ? table.negative_zero_code : c;
-      }
-      for (size_t i = len; i < kChunk; ++i) q[i] = table.zero_code;
+#endif
       for (size_t j = 0; j < (len + 1) / 2; ++j)
         packed[c0 / 2 + j] = uint8_t(q[2 * j] << 4 | q[2 * j + 1]);
     }
