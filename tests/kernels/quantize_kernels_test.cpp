@@ -417,24 +417,25 @@ void expect_bulk_half_conversions_match(const std::string& mode) {
   }
 }
 
-TEST(DType, HalfConversionsExactAtEveryRoundingBoundary) {
-  expect_half_conversions_exact("default modes");
+// check(mode) in the default floating-point modes, then with flush-to-zero
+// and denormals-are-zero set (torch can set them).
+template <typename Check>
+void in_default_and_ftz_daz_modes(const Check& check) {
+  check("default modes");
 #if defined(__SSE__)
   const unsigned saved = _mm_getcsr();
   _mm_setcsr(saved | 0x8040u);  // FTZ (bit 15) and DAZ (bit 6)
-  expect_half_conversions_exact("FTZ+DAZ");
+  check("FTZ+DAZ");
   _mm_setcsr(saved);
 #endif
 }
 
+TEST(DType, HalfConversionsExactAtEveryRoundingBoundary) {
+  in_default_and_ftz_daz_modes(expect_half_conversions_exact);
+}
+
 TEST(DType, BulkHalfConversionsMatchTheScalarRuleEverywhere) {
-  expect_bulk_half_conversions_match("default modes");
-#if defined(__SSE__)
-  const unsigned saved = _mm_getcsr();
-  _mm_setcsr(saved | 0x8040u);  // FTZ (bit 15) and DAZ (bit 6)
-  expect_bulk_half_conversions_match("FTZ+DAZ");
-  _mm_setcsr(saved);
-#endif
+  in_default_and_ftz_daz_modes(expect_bulk_half_conversions_match);
 }
 
 // ---------------------------------------------------------------------------
