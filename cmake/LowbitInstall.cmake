@@ -8,13 +8,14 @@ install(TARGETS lowbit lowbit_kernels EXPORT lowbitTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 
-# Public headers only: backend internals (kernels/cpu, kernels/opencl) stay out.
+# Public headers only: backend internals (kernels/cpu, kernels/opencl,
+# kernels/cuda) stay out.
 foreach(dir kernels quant optim lora)
   if(EXISTS "${PROJECT_SOURCE_DIR}/${dir}")
     install(DIRECTORY "${PROJECT_SOURCE_DIR}/${dir}/"
       DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/lowbit/${dir}"
       FILES_MATCHING PATTERN "*.h"
-      PATTERN "cpu" EXCLUDE PATTERN "opencl" EXCLUDE)
+      PATTERN "cpu" EXCLUDE PATTERN "opencl" EXCLUDE PATTERN "cuda" EXCLUDE)
   endif()
 endforeach()
 

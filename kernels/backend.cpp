@@ -1,5 +1,7 @@
 #include "kernels/backend.h"
 
+#include <vector>
+
 namespace lowbit::kernels {
 namespace {
 
@@ -29,7 +31,11 @@ const char* optimizer_rule_name(OptimizerRule rule) {
   return "unknown";
 }
 
-std::unique_ptr<Buffer> Backend::wrap_host(void*, size_t) { return nullptr; }
+std::string location_name(const Location& where) {
+  return where.is_host() ? std::string("cpu") : "cuda:" + std::to_string(where.index);
+}
+
+std::unique_ptr<Buffer> Backend::wrap(void*, size_t, Location) { return nullptr; }
 
 void Backend::check_buffer(const Buffer& b, size_t bytes, const char* op, const char* what) const {
   LOWBIT_CHECK(b.owner() == this, op, ": buffer '", what, "' belongs to another backend than ",
@@ -102,8 +108,8 @@ void Backend::dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t
 namespace {
 
 void check_matmul_dtype(DType t, const char* op) {
-  LOWBIT_CHECK(t == DType::F32 || t == DType::BF16, op, ": compute dtype ", dtype_name(t),
-               " is not supported; expected float32 or bfloat16");
+  LOWBIT_CHECK(t == DType::F32 || t == DType::F16 || t == DType::BF16, op, ": compute dtype ",
+               dtype_name(t), " is not supported; expected float32, float16 or bfloat16");
 }
 
 }  // namespace
@@ -195,27 +201,174 @@ void Backend::check_optimizer_operands(const OptimizerOperands& op, const char* 
   check_state(op.state2, op.absmax2, op.qmap2, "state2", "absmax2", "qmap2");
 }
 
-size_t Backend::optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) {
-  check_optimizer_operands(op, "optimizer_update");
-  if (op.n == 0) return 0;
-  return do_optimizer_update(op, args);
+void Backend::check_step_buffers(const Buffer& slots, size_t slot, const Buffer* flags,
+                                 const char* op) const {
+  check_buffer(slots, (slot + 1) * sizeof(StepSlot), op, "slots");
+  if (flags) check_buffer(*flags, sizeof(StepFlags), op, "flags");
 }
 
-UpdateNorms Backend::optimizer_update_norms(const OptimizerOperands& op,
-                                            const OptimizerArgs& args) {
-  check_optimizer_operands(op, "optimizer_update_norms");
-  if (op.n == 0) return {};
-  return do_optimizer_update_norms(op, args);
+void Backend::check_items(const std::vector<StepItem>& items, const Buffer& slots,
+                          const Buffer& flags, const char* op) const {
+  check_buffer(flags, sizeof(StepFlags), op, "flags");
+  for (const StepItem& item : items) {
+    check_step_buffers(slots, item.slot, nullptr, op);
+    const StepHparams& h = item.hparams;
+    LOWBIT_CHECK(h.rule >= 0 && h.rule <= int(OptimizerRule::RMSprop), op, ": unknown rule ",
+                 h.rule);
+    LOWBIT_CHECK(h.percentile >= 0 && h.percentile <= 100, op, ": percentile ", h.percentile,
+                 " is outside [0, 100]");
+    LOWBIT_CHECK(item.step, op, ": every item needs its step count");
+    check_buffer(*item.step, sizeof(int64_t), op, "step");
+    if (h.percentile < 100) {
+      LOWBIT_CHECK(item.history, op, ": percentile clipping needs the gradient-norm history");
+      check_buffer(*item.history, kGnormHistory * sizeof(float), op, "history");
+    }
+  }
 }
 
-GradientStats Backend::gradient_stats(const Buffer& grad, DType grad_type, size_t n,
-                                      int blocksize) {
+void Backend::gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
+                             Buffer& slots, size_t slot) {
   const char* op = "gradient_stats";
   check_blocksize(blocksize, kMinBlocksize8bit, op);
   check_float_type(grad_type, op, "grad");
   check_buffer(grad, n * dtype_size(grad_type), op, "grad");
-  if (n == 0) return {};
-  return do_gradient_stats(grad, grad_type, n, blocksize);
+  check_step_buffers(slots, slot, nullptr, op);
+  do_gradient_stats(grad, grad_type, n, blocksize, slots, slot);
+}
+
+void Backend::optimizer_prepare(const std::vector<StepItem>& items, bool skip_nonfinite,
+                                Buffer& slots, Buffer& flags) {
+  check_items(items, slots, flags, "optimizer_prepare");
+  do_optimizer_prepare(items, skip_nonfinite, slots, flags);
+}
+
+void Backend::optimizer_update_norms(const OptimizerOperands& op, Buffer& slots, size_t slot,
+                                     const Buffer& flags) {
+  check_optimizer_operands(op, "optimizer_update_norms");
+  check_step_buffers(slots, slot, &flags, "optimizer_update_norms");
+  do_optimizer_update_norms(op, slots, slot, flags);
+}
+
+void Backend::optimizer_scale(const std::vector<StepItem>& items, Buffer& slots,
+                              const Buffer& flags) {
+  check_items(items, slots, flags, "optimizer_scale");
+  do_optimizer_scale(items, slots, flags);
+}
+
+void Backend::optimizer_update(const OptimizerOperands& op, const Buffer& slots, size_t slot,
+                               Buffer& flags) {
+  check_optimizer_operands(op, "optimizer_update");
+  check_step_buffers(slots, slot, &flags, "optimizer_update");
+  if (op.n == 0) return;
+  do_optimizer_update(op, slots, slot, flags);
+}
+
+// ---- the host-side forms ----
+
+namespace {
+
+// A slot and flags on `be` for one parameter, written from the host.
+struct HostStep {
+  std::unique_ptr<Buffer> slots, flags;
+  explicit HostStep(Backend& be, const OptimizerArgs* args = nullptr) {
+    StepSlot slot{};
+    if (args) slot.args = *args;
+    const StepFlags f{};
+    slots = be.allocate(sizeof(StepSlot));
+    flags = be.allocate(sizeof(StepFlags));
+    be.write(*slots, &slot, sizeof(slot));
+    be.write(*flags, &f, sizeof(f));
+  }
+  StepSlot slot(Backend& be) const {
+    StepSlot s;
+    be.read(*slots, &s, sizeof(s));
+    return s;
+  }
+};
+
+}  // namespace
+
+size_t Backend::optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) {
+  HostStep step(*this, &args);
+  optimizer_update(op, *step.slots, 0, *step.flags);
+  StepFlags f;
+  read(*step.flags, &f, sizeof(f));
+  return size_t(f.skipped_blocks);
+}
+
+UpdateNorms Backend::optimizer_update_norms(const OptimizerOperands& op,
+                                            const OptimizerArgs& args) {
+  HostStep step(*this, &args);
+  optimizer_update_norms(op, *step.slots, 0, *step.flags);
+  const StepSlot s = step.slot(*this);
+  return {s.update_sq, s.param_sq};
+}
+
+GradientStats Backend::gradient_stats(const Buffer& grad, DType grad_type, size_t n,
+                                      int blocksize) {
+  HostStep step(*this);
+  gradient_stats(grad, grad_type, n, blocksize, *step.slots, 0);
+  const StepSlot s = step.slot(*this);
+  return {s.grad_sq, s.grad_nonfinite == 0};
+}
+
+// The decisions of optimizer_prepare / optimizer_scale made on the host, with
+// the same functions (kernels/step_rules.h) the CUDA kernels run.
+void Backend::do_optimizer_prepare(const std::vector<StepItem>& items, bool skip_nonfinite,
+                                   Buffer& slots, Buffer& flags) {
+  std::vector<StepSlot> s(slots.bytes() / sizeof(StepSlot));
+  read(slots, s.data(), s.size() * sizeof(StepSlot));
+  StepFlags f;
+  read(flags, &f, sizeof(f));
+  f.found_inf = 0;
+  if (skip_nonfinite)
+    for (const StepItem& item : items)
+      if (item.checked && s[item.slot].grad_nonfinite) f.found_inf = 1;
+  if (f.found_inf) {
+    ++f.skipped_steps;
+    write(flags, &f, sizeof(f));
+    return;
+  }
+  for (const StepItem& item : items) {
+    StepSlot& slot = s[item.slot];
+    int64_t step = 0;
+    read(*item.step, &step, sizeof(step));
+    ++step;
+    write(*item.step, &step, sizeof(step));
+    slot.args = lb_step_args(item.hparams, step, 1.0);
+    // Under SkipBlocks a non-finite gradient must not enter the history.
+    if (item.hparams.percentile < 100 && item.checked && !slot.grad_nonfinite) {
+      float history[kGnormHistory];
+      read(*item.history, history, sizeof(history));
+      slot.args.gnorm_scale = float(
+          lb_percentile_scale(history, step, slot.grad_sq, item.hparams.percentile));
+      write(*item.history, history, sizeof(history));
+    }
+  }
+  write(slots, s.data(), s.size() * sizeof(StepSlot));
+  write(flags, &f, sizeof(f));
+}
+
+void Backend::do_optimizer_scale(const std::vector<StepItem>& items, Buffer& slots,
+                                 const Buffer& flags) {
+  StepFlags f;
+  read(flags, &f, sizeof(f));
+  if (f.found_inf) return;
+  std::vector<StepSlot> s(slots.bytes() / sizeof(StepSlot));
+  read(slots, s.data(), s.size() * sizeof(StepSlot));
+  for (const StepItem& item : items) {
+    if (!lb_needs_norms(item.hparams)) continue;
+    StepSlot& slot = s[item.slot];
+    int64_t step = 0;
+    read(*item.step, &step, sizeof(step));
+    const double lr_scale =
+        lb_norm_scale(item.hparams, slot.args.lr_step, slot.update_sq, slot.param_sq);
+    if (lr_scale == 1.0) continue;
+    const float gnorm_scale = slot.args.gnorm_scale;
+    slot.args = lb_step_args(item.hparams, step, lr_scale);
+    slot.args.gnorm_scale = gnorm_scale;
+  }
+  write(slots, s.data(), s.size() * sizeof(StepSlot));
 }
 
 }  // namespace lowbit::kernels

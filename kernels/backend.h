@@ -1,6 +1,7 @@
 // The kernels contract: one abstract Backend whose ops have the same semantics
 // on every implementation (CPU: OpenMP + vectorised loops; OpenCL: embedded
-// .cl programs), plus the buffers they work on and the backend selector.
+// .cl programs; CUDA: kernels on device memory, where built), plus the buffers
+// they work on and the registry that picks a backend for where memory lives.
 // Torch-free: everything here is raw bytes, element counts and plain structs.
 #pragma once
 
@@ -14,6 +15,7 @@
 #include "kernels/dtype.h"
 #include "kernels/error.h"
 #include "kernels/optimizer_rules.h"
+#include "kernels/step_rules.h"
 
 namespace lowbit::kernels {
 
@@ -37,7 +39,25 @@ class Buffer {
   size_t bytes_;
 };
 
-enum class BackendKind { CPU, OpenCL };
+enum class BackendKind { CPU, OpenCL, CUDA };
+
+// Where memory lives: host memory, or the memory of CUDA device `index`.
+struct Location {
+  enum class Type : uint8_t { Host, Cuda };
+  Type type = Type::Host;
+  int index = 0;
+
+  static Location host() { return {}; }
+  static Location cuda(int device) { return {Type::Cuda, device}; }
+  bool is_host() const { return type == Type::Host; }
+  bool operator==(const Location& o) const {
+    return type == o.type && (type == Type::Host || index == o.index);
+  }
+  bool operator!=(const Location& o) const { return !(*this == o); }
+};
+
+// "cpu" or "cuda:<index>".
+std::string location_name(const Location& where);
 
 // Stochastic rounding for 8-bit quantization: a value between two codes rounds
 // up with probability equal to its distance from the lower code over the gap.
@@ -96,6 +116,30 @@ const char* optimizer_rule_name(OptimizerRule rule);
 // Hyper-parameters of one step (fields documented in optimizer_rules.h).
 using OptimizerArgs = lb_optim_args;
 
+// An optimizer step decided on the backend (kernels/step_rules.h): the
+// whole-tensor sums, the skip decision and the step arguments stay in the
+// backend's memory, so a device backend never waits for the host, nor the host
+// for the device. One StepSlot per parameter (an array in one buffer), one
+// StepFlags per optimizer.
+using StepHparams = lb_step_hparams;
+using StepSlot = lb_step_slot;
+using StepFlags = lb_step_flags;
+constexpr int kGnormHistory = LB_GNORM_HISTORY;
+
+// A parameter's part of optimizer_prepare / optimizer_scale.
+struct StepItem {
+  size_t slot = 0;
+  StepHparams hparams{};
+  // int64: the parameter's step count, incremented by optimizer_prepare unless
+  // the step is skipped.
+  Buffer* step = nullptr;
+  // float[kGnormHistory]: the squared gradient norms of percentile clipping;
+  // required when hparams.percentile < 100.
+  Buffer* history = nullptr;
+  // gradient_stats wrote this step's grad_sq and grad_nonfinite into the slot.
+  bool checked = false;
+};
+
 // The operands of one optimizer step over `n` elements. The gradient has the
 // parameter's dtype. States are 8-bit codes of `qmap1` / `qmap2` (256 sorted
 // floats) with one float32 absmax per block of `blocksize` when `quantized`,
@@ -118,8 +162,12 @@ struct OptimizerOperands {
   const Buffer* qmap2 = nullptr;
 };
 
-// Sums over a tensor, accumulated as float per block and in double across
-// blocks in a fixed order, so a result does not depend on the thread count.
+// Sums over a tensor, accumulated in a fixed order, so a result does not
+// depend on the thread count. CPU and CUDA use the same order and agree bit for
+// bit: per block, sixteen float lanes (lane k takes elements k, k + 16, ...)
+// added in lane order; blocks in chunks of 256, each chunk summed in double in
+// block order; the chunks in double in order. OpenCL sums each block as a
+// work-group tree (agreeing to float rounding), then in double in block order.
 struct UpdateNorms {
   double update_sq = 0;  // sum of u^2 (u: the rule's update direction)
   double param_sq = 0;   // sum of p^2 before the step
@@ -136,14 +184,17 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual BackendKind kind() const = 0;
-  // "cpu" or "opencl:<platform>/<device>".
+  // "cpu", "opencl:<platform>/<device>" or "cuda:<index>".
   virtual std::string name() const = 0;
 
   // ---- memory ----
   virtual std::unique_ptr<Buffer> allocate(size_t bytes) = 0;
-  // Host memory used in place, without a copy, where the backend can address
-  // it (CPU). Returns nullptr where it cannot: callers then allocate and copy.
-  virtual std::unique_ptr<Buffer> wrap_host(void* data, size_t bytes);
+  // Memory at `where` used in place, without a copy, where the backend can
+  // address it (CPU: host memory; CUDA: its own device's memory). Returns
+  // nullptr where it cannot: callers then allocate and copy.
+  virtual std::unique_ptr<Buffer> wrap(void* data, size_t bytes, Location where);
+  // Host <-> buffer copies. On a device the host waits for them, and for the
+  // ops queued before them.
   virtual void write(Buffer& dst, const void* src, size_t bytes, size_t offset = 0) = 0;
   virtual void read(const Buffer& src, void* dst, size_t bytes, size_t offset = 0) = 0;
   // dst[0, bytes) = src[0, bytes), both buffers of this backend (the roofline
@@ -174,10 +225,13 @@ class Backend {
                        Format4 format, Buffer& out, DType out_type);
 
   // ---- 4-bit matmul (frozen NF4 / FP4 weights, QLoRA) ----
-  // x, bias, y, dy and dx share `dtype`: F32 or BF16. Products accumulate in
-  // float32 and each output is rounded to `dtype` once. W is decoded a tile at
-  // a time and never materialised whole. Summation order differs between
-  // backends, so results agree to float rounding, not bit for bit.
+  // x, bias, y, dy and dx share `dtype`: F32, F16 or BF16. Products
+  // accumulate in float32 and each output is rounded to `dtype` once.
+  // Summation order differs between backends, so results agree to float
+  // rounding, not bit for bit. W is decoded a tile at a time (CPU, OpenCL); on
+  // CUDA with F16 / BF16 the decoded weight may also be rounded to `dtype`
+  // (bitsandbytes' arrangement): for the tensor cores (small m), and where W is
+  // dequantized into a temporary for a cuBLAS GEMM (large m, odd shapes).
   // y[m, out] = x[m, in] * dequant(W)^T (+ bias[out] when bias is given);
   // m = 1 runs gemv_4bit's kernel.
   void gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Buffer* bias, Buffer& y,
@@ -190,20 +244,50 @@ class Backend {
                             DType dtype);
 
   // ---- optimizers ----
-  // One fused step (bitsandbytes' optimizer_update_8bit_blockwise / _32bit):
-  // per block, dequantize the states with the block's absmax, apply the rule,
-  // write the parameter, requantize the states with a fresh absmax m: code =
-  // nearest qmap entry to s * (1/m) (bitsandbytes' optimizer kernels also
-  // multiply by the reciprocal; quantize_blockwise divides), ties low; an
-  // all-zero block takes the qmap entry of smallest magnitude. A block whose
-  // new parameter or states would not be finite is left unchanged; the return
-  // value counts such blocks.
+  // A step of one optimizer over its parameters, in the order the optimizer
+  // calls these (the `slots` buffer holds StepSlot[count], `flags` one StepFlags):
+  //   gradient_stats    per parameter whose gradient is checked;
+  //   optimizer_prepare once, over every parameter;
+  //   optimizer_update_norms, then optimizer_scale, for rules that need norms;
+  //   optimizer_update  per parameter.
+  // On a device backend every one is queued without a host round trip.
+
+  // slots[slot].grad_sq = sum of g^2 and grad_nonfinite = whether g holds NaN
+  // or inf (or a block's float sum of squares overflows: |g| beyond ~1e18,
+  // whose square would overflow a state).
+  void gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize, Buffer& slots,
+                      size_t slot);
+  // flags.found_inf = (skip_nonfinite and some checked item's gradient is not
+  // finite). If set, skipped_steps += 1 and nothing else changes. Otherwise,
+  // per item: step += 1; args = lb_step_args(hparams, step, 1) with
+  // gnorm_scale = percentile clipping's scale (history updated) when
+  // hparams.percentile < 100 and the gradient was checked and finite.
+  void optimizer_prepare(const std::vector<StepItem>& items, bool skip_nonfinite, Buffer& slots,
+                         Buffer& flags);
+  // slots[slot].update_sq / param_sq for the step slots[slot].args describes
+  // (nothing is written to the operands); nothing when flags.found_inf.
+  void optimizer_update_norms(const OptimizerOperands& op, Buffer& slots, size_t slot,
+                              const Buffer& flags);
+  // Per item needing norms (lb_needs_norms): args rescaled by lb_norm_scale
+  // (gnorm_scale kept); nothing when flags.found_inf.
+  void optimizer_scale(const std::vector<StepItem>& items, Buffer& slots, const Buffer& flags);
+  // One fused step with slots[slot].args (bitsandbytes'
+  // optimizer_update_8bit_blockwise / _32bit): per block, dequantize the
+  // states with the block's absmax, apply the rule, write the parameter,
+  // requantize the states with a fresh absmax m: code = nearest qmap entry to
+  // s * (1/m) (bitsandbytes' optimizer kernels also multiply by the
+  // reciprocal; quantize_blockwise divides), ties low; an all-zero block takes
+  // the qmap entry of smallest magnitude. A block whose new parameter or
+  // states would not be finite is left unchanged and counted in
+  // flags.skipped_blocks. Nothing when flags.found_inf.
+  void optimizer_update(const OptimizerOperands& op, const Buffer& slots, size_t slot,
+                        Buffer& flags);
+
+  // The same ops for one parameter with host-side arguments and results (tests,
+  // benchmarks): they allocate a slot and flags, and wait for the result.
+  // Returns the number of blocks left unchanged.
   size_t optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args);
-  // The sums LAMB's trust ratio and max_unorm need, for the step `args`
-  // describes, without writing anything.
   UpdateNorms optimizer_update_norms(const OptimizerOperands& op, const OptimizerArgs& args);
-  // Sum of squares of a gradient and whether it is finite (percentile
-  // clipping and the optimizers' non-finite check, in one read of g).
   GradientStats gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize);
 
  protected:
@@ -225,11 +309,18 @@ class Backend {
   virtual void do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w,
                                        Buffer& dx, DType dtype) = 0;
 
-  virtual size_t do_optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) = 0;
-  virtual UpdateNorms do_optimizer_update_norms(const OptimizerOperands& op,
-                                                const OptimizerArgs& args) = 0;
-  virtual GradientStats do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
-                                          int blocksize) = 0;
+  virtual void do_gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
+                                 Buffer& slots, size_t slot) = 0;
+  virtual void do_optimizer_update_norms(const OptimizerOperands& op, Buffer& slots, size_t slot,
+                                         const Buffer& flags) = 0;
+  virtual void do_optimizer_update(const OptimizerOperands& op, const Buffer& slots, size_t slot,
+                                   Buffer& flags) = 0;
+  // On the host by default, through read() and write(): backends whose
+  // memory the host reaches (CPU) or that wait for the host anyway (OpenCL).
+  virtual void do_optimizer_prepare(const std::vector<StepItem>& items, bool skip_nonfinite,
+                                    Buffer& slots, Buffer& flags);
+  virtual void do_optimizer_scale(const std::vector<StepItem>& items, Buffer& slots,
+                                  const Buffer& flags);
 
   // Throws unless `b` belongs to this backend and holds at least `bytes`.
   void check_buffer(const Buffer& b, size_t bytes, const char* op, const char* what) const;
@@ -238,11 +329,16 @@ class Backend {
 
  private:
   void check_optimizer_operands(const OptimizerOperands& op, const char* name) const;
+  void check_step_buffers(const Buffer& slots, size_t slot, const Buffer* flags,
+                          const char* op) const;
+  void check_items(const std::vector<StepItem>& items, const Buffer& slots, const Buffer& flags,
+                   const char* op) const;
 };
 
 // Which backend to use: "auto" (an OpenCL GPU if one is present, else the CPU),
-// "cpu" or "opencl"; for OpenCL an optional device index (as listed by
-// opencl_devices()) or a case-insensitive substring of "<platform>/<device>".
+// "cpu", "opencl" or "cuda"; for OpenCL an optional device index (as listed by
+// opencl_devices()) or a case-insensitive substring of "<platform>/<device>";
+// for CUDA the device index (default 0).
 struct BackendOptions {
   std::string kind = "auto";
   int device_index = -1;
@@ -252,9 +348,38 @@ struct BackendOptions {
 // The process-wide CPU backend.
 Backend& cpu_backend();
 
-// A backend per the options. OpenCL backends are shared per device, so each
-// device's context and compiled programs are created once per process.
+// A backend per the options. OpenCL and CUDA backends are shared per device,
+// so each device's context, programs and handles are created once per process.
 std::shared_ptr<Backend> make_backend(const BackendOptions& options = {});
+
+// The backend that runs ops on memory at `where`: the CPU for host memory, the
+// CUDA backend of that device for CUDA memory (an error naming what is
+// missing when this build or machine has no CUDA).
+std::shared_ptr<Backend> backend_for(Location where);
+
+// Whether this build has the CUDA backend, and the CUDA devices it sees (0
+// without the backend or a driver).
+bool cuda_built();
+int cuda_device_count();
+
+// The stream a CUDA device's ops are queued on, as a cudaStream_t: the torch
+// layer installs libtorch's current stream of the device, so that lowbit's
+// kernels order with the user's own work. Without a provider, the default
+// stream. The provider is called on every op and must be cheap.
+using CudaStreamProvider = void* (*)(int device);
+void set_cuda_stream_provider(CudaStreamProvider provider);
+CudaStreamProvider cuda_stream_provider();
+
+// How the CUDA backend takes device memory (its buffers and the temporaries of
+// its ops), on the current device in stream order: the torch layer installs
+// libtorch's caching allocator, so lowbit's memory is reused with the model's
+// and shows in torch's memory statistics. Without one, cudaMallocAsync.
+struct CudaAllocator {
+  void* (*allocate)(size_t bytes, void* stream) = nullptr;
+  void (*release)(void* ptr) = nullptr;
+};
+void set_cuda_allocator(const CudaAllocator& allocator);
+CudaAllocator cuda_allocator();
 
 // OpenCL devices visible to this process, "<platform>/<device>", in index order
 // (empty when no OpenCL platform is installed).

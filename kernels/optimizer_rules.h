@@ -1,6 +1,7 @@
 /* The per-element update rules of the optimizers, shared verbatim by the CPU
- * kernels (compiled as C++) and the OpenCL program optimizer.cl (this file is
- * prepended to it after shared_math.h). A rule maps (param, grad, state1,
+ * kernels (compiled as C++), the CUDA kernels (the same C++ on the device) and
+ * the OpenCL program optimizer.cl (this file is prepended to it after
+ * shared_math.h). A rule maps (param, grad, state1,
  * state2) to new states and an update direction u; every optimizer then writes
  * p <- p * decay + lr_step * u. Same subset of C++17 / OpenCL C 1.2 as
  * shared_math.h: no pointers, no address spaces. Multiply-adds are fused
@@ -20,8 +21,15 @@
 
 #include "kernels/shared_math.h"
 namespace lowbit::kernels {
+#ifdef __CUDA_ARCH__
+/* Correctly rounded on the device too (nvcc's defaults: -prec-sqrt=true; the
+ * CUDA kernels build with -fmad=false so that nothing else fuses). */
+#define LB_SQRT(x) sqrtf(x)
+#define LB_FMA(a, b, c) fmaf(a, b, c)
+#else
 #define LB_SQRT(x) std::sqrt(x)
 #define LB_FMA(a, b, c) std::fma(a, b, c)
+#endif
 #endif
 
 /* Rules, numbered as kernels::OptimizerRule. */
@@ -115,7 +123,7 @@ LB_FN lb_optim_result lb_rule_rmsprop(lb_optim_args a, float p, float g, float s
 }
 
 /* Rule `rule` (LB_RULE_*) by a switch: what the OpenCL kernels call; the CPU
- * kernels pick the rule once per call instead. */
+ * and CUDA kernels pick the rule once per call instead. */
 LB_FN lb_optim_result lb_rule(int rule, lb_optim_args a, float p, float g, float s1, float s2) {
   if (rule == LB_RULE_LAMB) return lb_rule_lamb(a, p, g, s1, s2);
   if (rule == LB_RULE_LION) return lb_rule_lion(a, p, g, s1, s2);

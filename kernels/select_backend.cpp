@@ -1,5 +1,7 @@
-// Backend selection: the CPU singleton and one shared OpenCL backend per device.
+// Backend selection: the CPU singleton, one shared OpenCL backend per device,
+// and (in builds with CUDA) one CUDA backend per device.
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <map>
 #include <mutex>
@@ -8,6 +10,9 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/opencl/opencl_backend.h"
+#ifdef LOWBIT_WITH_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
 
 namespace lowbit::kernels {
 namespace {
@@ -59,14 +64,73 @@ Backend& cpu_backend() {
   return backend;
 }
 
+namespace {
+
+std::shared_ptr<Backend> cuda_backend(int device) {
+#ifdef LOWBIT_WITH_CUDA
+  return cuda::backend_for_device(device);
+#else
+  fail("lowbit: CUDA device ", device,
+       " was asked for, but this build of lowbit has no CUDA backend (configure with "
+       "-DLOWBIT_CUDA=ON against a CUDA-enabled libtorch and a CUDA toolkit)");
+#endif
+}
+
+// The CPU backend lives for the whole process; handed out without ownership.
+std::shared_ptr<Backend> shared_cpu() { return {&cpu_backend(), [](Backend*) {}}; }
+
+}  // namespace
+
+bool cuda_built() {
+#ifdef LOWBIT_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+int cuda_device_count() {
+#ifdef LOWBIT_WITH_CUDA
+  return cuda::device_count();
+#else
+  return 0;
+#endif
+}
+
+namespace {
+std::atomic<CudaStreamProvider> stream_provider{nullptr};
+std::mutex allocator_mutex;
+CudaAllocator installed_allocator;
+}  // namespace
+
+void set_cuda_stream_provider(CudaStreamProvider provider) { stream_provider.store(provider); }
+CudaStreamProvider cuda_stream_provider() { return stream_provider.load(); }
+
+void set_cuda_allocator(const CudaAllocator& allocator) {
+  LOWBIT_CHECK((allocator.allocate == nullptr) == (allocator.release == nullptr),
+               "set_cuda_allocator: allocate and release come together");
+  std::lock_guard<std::mutex> lock(allocator_mutex);
+  installed_allocator = allocator;
+}
+
+CudaAllocator cuda_allocator() {
+  std::lock_guard<std::mutex> lock(allocator_mutex);
+  return installed_allocator;
+}
+
+std::shared_ptr<Backend> backend_for(Location where) {
+  if (where.is_host()) return shared_cpu();
+  return cuda_backend(where.index);
+}
+
 std::shared_ptr<Backend> make_backend(const BackendOptions& options) {
   const std::string kind = lower(options.kind);
-  // The CPU backend lives for the whole process; hand it out without ownership.
-  const std::shared_ptr<Backend> cpu(&cpu_backend(), [](Backend*) {});
+  const std::shared_ptr<Backend> cpu = shared_cpu();
   if (kind == "cpu") return cpu;
   if (kind == "opencl") return opencl_backend_for(pick_device(opencl::list_devices(), options));
+  if (kind == "cuda") return cuda_backend(std::max(options.device_index, 0));
   LOWBIT_CHECK(kind == "auto", "backend '", options.kind,
-               "' is not supported; expected one of: auto, cpu, opencl");
+               "' is not supported; expected one of: auto, cpu, opencl, cuda");
   const auto devices = opencl::list_devices();
   if (options.device_index >= 0 || !options.device_name.empty())
     return opencl_backend_for(pick_device(devices, options));

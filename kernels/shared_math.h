@@ -1,7 +1,8 @@
-/* Scalar rules shared verbatim by the CPU kernels (compiled as C++) and the
- * OpenCL programs (this file is prepended to every .cl source at build time),
- * so both backends hash and round identically. Written in the common subset of
- * C++17 and OpenCL C 1.2: no pointers, no address spaces, 32-bit integers. */
+/* Scalar rules shared verbatim by the CPU kernels (compiled as C++), the CUDA
+ * kernels (the same C++, as __host__ __device__ functions) and the OpenCL
+ * programs (this file is prepended to every .cl source at build time), so all
+ * backends hash and round identically. Written in the common subset of C++17
+ * and OpenCL C 1.2: no pointers, no address spaces, 32-bit integers. */
 #ifndef LOWBIT_KERNELS_SHARED_MATH_H
 #define LOWBIT_KERNELS_SHARED_MATH_H
 
@@ -14,11 +15,19 @@ typedef uint lb_u32;
 #include <cstring>
 namespace lowbit::kernels {
 typedef uint32_t lb_u32;
+#ifdef __CUDACC__
+#define LB_FN static inline __host__ __device__
+#else
 #define LB_FN static inline
+#endif
 LB_FN lb_u32 lb_as_uint(float f) {
+#ifdef __CUDA_ARCH__
+  return __float_as_uint(f);
+#else
   lb_u32 u;
   std::memcpy(&u, &f, 4);
   return u;
+#endif
 }
 #endif
 

@@ -9,13 +9,9 @@ namespace lowbit::lora {
 namespace {
 
 void check_compute_dtype(torch::ScalarType t) {
-  TORCH_CHECK(t == torch::kFloat32 || t == torch::kBFloat16, "Linear4bit: compute_dtype ", t,
-              " is not supported; expected float32 or bfloat16 (libtorch has no float16 "
-              "matmul on the CPU)");
-}
-
-kernels::Backend& backend_of(const Linear4bitOptions& o) {
-  return o.backend() ? *o.backend() : kernels::cpu_backend();
+  TORCH_CHECK(t == torch::kFloat32 || t == torch::kFloat16 || t == torch::kBFloat16,
+              "Linear4bit: compute_dtype ", t,
+              " is not supported; expected float32, float16 or bfloat16");
 }
 
 // The state with its own tensor handles (sharing storage): set_quantized_weight
@@ -40,7 +36,9 @@ Linear4bitImpl::Linear4bitImpl(const torch::nn::Linear& linear, const Linear4bit
   q.blocksize = options.blocksize();
   q.double_quant = options.double_quant();
   q.nested_blocksize = options.nested_blocksize();
-  auto quantized = quant::quantize_4bit(linear->weight.detach(), q, backend_of(options));
+  const torch::Tensor w = linear->weight.detach();
+  auto quantized = options.backend() ? quant::quantize_4bit(w, q, *options.backend())
+                                     : quant::quantize_4bit(w, q);
   packed_ = quantized.first;
   state_ = quantized.second;
   if (linear->bias.defined()) bias = linear->bias.detach().clone();
@@ -92,7 +90,8 @@ torch::Tensor Linear4bitImpl::forward(const torch::Tensor& x) {
 }
 
 torch::Tensor Linear4bitImpl::dequantized_weight() const {
-  return quant::dequantize_4bit(packed_, state_, backend_of(options_));
+  return options_.backend() ? quant::dequantize_4bit(packed_, state_, *options_.backend())
+                            : quant::dequantize_4bit(packed_, state_);
 }
 
 void Linear4bitImpl::set_quantized_weight(torch::Tensor packed, quant::QuantState state) {

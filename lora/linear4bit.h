@@ -30,12 +30,13 @@ struct Linear4bitOptions {
   TORCH_ARG(int64_t, blocksize) = 64;
   TORCH_ARG(bool, double_quant) = true;
   TORCH_ARG(int64_t, nested_blocksize) = 256;
-  // The matmul's dtype (bitsandbytes' compute_dtype): float32 or bfloat16.
-  // Inputs are cast to it and outputs cast back to the input's dtype.
+  // The matmul's dtype (bitsandbytes' compute_dtype): float32, float16 or
+  // bfloat16. Inputs are cast to it and outputs cast back to the input's dtype.
   TORCH_ARG(torch::ScalarType, compute_dtype) = torch::kFloat32;
-  // Where the matmul runs; nullptr means the CPU. On an OpenCL backend the
-  // packed weight is uploaded once and stays on the device; activations cross
-  // per call.
+  // Where the matmul runs; nullptr: where the layer's tensors are (the CPU, or
+  // their CUDA device once the module is moved with to()). On an OpenCL
+  // backend the packed weight is uploaded once and stays on the device;
+  // activations cross per call.
   TORCH_ARG(std::shared_ptr<kernels::Backend>, backend) = nullptr;
 };
 

@@ -4,6 +4,7 @@
 
 #include <torch/nn/init.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/version.h>
 
 #include "lora/linear4bit.h"
 #include "quant/quantize.h"
@@ -27,12 +28,15 @@ LoraLinearImpl::LoraLinearImpl(std::shared_ptr<torch::nn::Module> base, const Lo
     : options_(options), base_(std::move(base)) {
   TORCH_CHECK(base_, "LoraLinear: the base layer is null");
   int64_t in = 0, out = 0;
+  torch::Device device = torch::kCPU;  // the adapters live with the base
   if (auto* q = dynamic_cast<Linear4bitImpl*>(base_.get())) {
     in = q->in_features();
     out = q->out_features();
+    device = q->packed_weight().device();
   } else if (auto* l = dynamic_cast<torch::nn::LinearImpl*>(base_.get())) {
     in = l->options.in_features();
     out = l->options.out_features();
+    device = l->weight.device();
   } else {
     TORCH_CHECK(false, "LoraLinear: the base layer is a ", base_->name(),
                 "; expected lowbit::lora::Linear4bit or torch::nn::Linear");
@@ -48,13 +52,15 @@ LoraLinearImpl::LoraLinearImpl(std::shared_ptr<torch::nn::Module> base, const Lo
               "LoraLinear: adapter dtype ", dtype, " is not supported; expected float16, ",
               "bfloat16 or float32");
   const auto cd = options_.compute_dtype();
-  TORCH_CHECK(cd == torch::kFloat32 || cd == torch::kBFloat16, "LoraLinear: compute_dtype ", cd,
-              " is not supported; expected float32 or bfloat16");
+  TORCH_CHECK(cd == torch::kFloat32 || cd == torch::kFloat16 || cd == torch::kBFloat16,
+              "LoraLinear: compute_dtype ", cd,
+              " is not supported; expected float32, float16 or bfloat16");
   register_module("base_layer", base_);
   torch::Tensor a = torch::empty({r, in}, torch::kFloat32);
   torch::nn::init::kaiming_uniform_(a, std::sqrt(5.0));
-  lora_A = register_parameter("lora_A", a.to(dtype));
-  lora_B = register_parameter("lora_B", torch::zeros({out, r}, dtype));
+  lora_A = register_parameter("lora_A", a.to(device, dtype));
+  lora_B = register_parameter("lora_B",
+                              torch::zeros({out, r}, torch::TensorOptions(dtype).device(device)));
 }
 
 double LoraLinearImpl::scaling() const {
@@ -71,6 +77,11 @@ torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x) {
   const torch::Tensor y = base_forward(x);
   if (merged_) return y;
   const auto cd = options_.compute_dtype();
+#if TORCH_VERSION_MAJOR < 2
+  TORCH_CHECK(cd != torch::kFloat16 || !x.device().is_cpu(),
+              "LoraLinear: compute_dtype float16 needs a CUDA device with this libtorch (",
+              TORCH_VERSION, " has no float16 matmul on the CPU); use bfloat16 or float32 there");
+#endif
   torch::Tensor h = options_.dropout() > 0.0 ? torch::dropout(x, options_.dropout(), is_training()) : x;
   h = torch::matmul(h.to(cd), lora_A.to(cd).t());
   h = torch::matmul(h, lora_B.to(cd).t());
@@ -95,9 +106,9 @@ void LoraLinearImpl::merge() {
     o.blocksize = s.blocksize;
     o.double_quant = bool(s.nested);
     if (s.nested) o.nested_blocksize = s.nested->blocksize;
-    const torch::Tensor w = q->dequantized_weight().to(torch::kFloat32) + delta;
-    kernels::Backend& be = q->options().backend() ? *q->options().backend() : kernels::cpu_backend();
-    auto requantized = quant::quantize_4bit(w.to(s.dtype), o, be);
+    const torch::Tensor w = (q->dequantized_weight().to(torch::kFloat32) + delta).to(s.dtype);
+    auto requantized = q->options().backend() ? quant::quantize_4bit(w, o, *q->options().backend())
+                                              : quant::quantize_4bit(w, o);
     q->set_quantized_weight(requantized.first, requantized.second);
   } else {
     auto* l = dynamic_cast<torch::nn::LinearImpl*>(base_.get());

@@ -22,15 +22,16 @@ const auto kRegistration =
 struct Fingerprint {
   std::array<const void*, 4> data{};
   std::array<int64_t, 4> version{};
+  torch::Device device = torch::kCPU;
   std::vector<int64_t> shape;
   int64_t blocksize = 0, nested_blocksize = 0;
   float offset = 0.0f;
   quant::Format format = quant::Format::NF4;
 
   bool operator==(const Fingerprint& o) const {
-    return std::tie(data, version, shape, blocksize, nested_blocksize, offset, format) ==
-           std::tie(o.data, o.version, o.shape, o.blocksize, o.nested_blocksize, o.offset,
-                    o.format);
+    return std::tie(data, version, device, shape, blocksize, nested_blocksize, offset, format) ==
+           std::tie(o.data, o.version, o.device, o.shape, o.blocksize, o.nested_blocksize,
+                    o.offset, o.format);
   }
 };
 
@@ -44,6 +45,7 @@ Fingerprint fingerprint(const torch::Tensor& packed, const quant::QuantState& st
     f.data[i] = tensors[i].data_ptr();
     f.version[i] = tensors[i]._version();
   }
+  f.device = packed.device();
   f.shape = state.shape;
   f.blocksize = state.blocksize;
   f.nested_blocksize = state.nested ? state.nested->blocksize : 0;
@@ -64,12 +66,13 @@ torch::Tensor own_handle(const torch::Tensor& t, const char* what) {
 
 struct Kernel4bitWeight::Binding {
   Fingerprint fingerprint;
+  std::shared_ptr<kernels::Backend> backend;
   std::unique_ptr<quant::TensorBuffer> packed, absmax, nested_absmax, nested_code;
   kernels::Weight4bit desc;
 };
 
 Kernel4bitWeight::Kernel4bitWeight(std::shared_ptr<kernels::Backend> backend)
-    : backend_(backend ? std::move(backend) : kernels::make_backend({"cpu", -1, ""})) {}
+    : backend_(std::move(backend)) {}
 
 Kernel4bitWeight::~Kernel4bitWeight() = default;
 
@@ -95,8 +98,9 @@ uint64_t Kernel4bitWeight::sync(const torch::Tensor& packed, const quant::QuantS
   std::lock_guard<std::mutex> lock(mutex_);
   if (!stale(packed, state)) return generation_.load();
   check_weight_4bit(packed, state, "Linear4bit weight");
-  kernels::Backend& be = *backend_;
   auto b = std::make_shared<Binding>();
+  b->backend = backend_ ? backend_ : quant::backend_for(packed, "Linear4bit weight");
+  kernels::Backend& be = *b->backend;
   b->fingerprint = fingerprint(packed, state);
   b->packed = std::make_unique<quant::TensorBuffer>(be, own_handle(packed, "packed"), true);
   b->absmax = std::make_unique<quant::TensorBuffer>(be, own_handle(state.absmax, "absmax"), true);
@@ -110,8 +114,10 @@ uint64_t Kernel4bitWeight::sync(const torch::Tensor& packed, const quant::QuantS
   if (state.nested) {
     b->nested_absmax = std::make_unique<quant::TensorBuffer>(
         be, own_handle(state.nested->absmax, "nested absmax"), true);
+    // The nested codebook (256 floats) travels to the codes (it is not a
+    // module buffer, so Module::to leaves it where it was).
     b->nested_code = std::make_unique<quant::TensorBuffer>(
-        be, own_handle(state.nested->code, "nested code"), true);
+        be, own_handle(state.nested->code.to(packed.device()), "nested code"), true);
     d.nested_absmax = &b->nested_absmax->buffer();
     d.nested_code = &b->nested_code->buffer();
     d.nested_blocksize = int(state.nested->blocksize);
@@ -129,13 +135,15 @@ int64_t Kernel4bitWeight::out_features() const {
   return int64_t(binding()->desc.out_features);
 }
 
+torch::Device Kernel4bitWeight::device() const { return binding()->fingerprint.device; }
+
 torch::Tensor Kernel4bitWeight::forward(const torch::Tensor& x, const torch::Tensor& bias) const {
   const auto bound = binding();
   const kernels::Weight4bit& w = bound->desc;
   const kernels::DType dtype = quant::kernel_dtype(x.scalar_type(), "Linear4bit input");
   const int64_t m = x.size(0);
   torch::Tensor y = torch::empty({m, int64_t(w.out_features)}, x.options());
-  kernels::Backend& be = *backend_;
+  kernels::Backend& be = *bound->backend;
   quant::TensorBuffer xb(be, x, true), yb(be, y, false);
   std::unique_ptr<quant::TensorBuffer> bb;
   if (bias.defined()) bb = std::make_unique<quant::TensorBuffer>(be, bias, true);
@@ -151,7 +159,7 @@ torch::Tensor Kernel4bitWeight::input_grad(const torch::Tensor& dy) const {
   const kernels::DType dtype = quant::kernel_dtype(dy.scalar_type(), "Linear4bit output gradient");
   const int64_t m = dy.size(0);
   torch::Tensor dx = torch::empty({m, int64_t(w.in_features)}, dy.options());
-  kernels::Backend& be = *backend_;
+  kernels::Backend& be = *bound->backend;
   quant::TensorBuffer db(be, dy, true), xb(be, dx, false);
   be.gemm_4bit_input_grad(db.buffer(), size_t(m), w, xb.buffer(), dtype);
   xb.download();
@@ -192,15 +200,19 @@ torch::Tensor matmul_4bit(const torch::Tensor& x, const c10::intrusive_ptr<Kerne
   TORCH_CHECK(weight && weight->generation() > 0, "matmul_4bit: the weight is not bound (sync it)");
   TORCH_CHECK(x.defined() && x.dim() >= 1, "matmul_4bit: x must have at least one dimension");
   const auto t = x.scalar_type();
-  TORCH_CHECK(t == torch::kFloat32 || t == torch::kBFloat16, "matmul_4bit: x has dtype ", t,
-              "; the compute dtype must be float32 or bfloat16");
-  TORCH_CHECK(x.device().is_cpu(), "matmul_4bit: x is on ", x.device(),
-              "; expected a CPU tensor (an OpenCL backend moves it to its device)");
+  TORCH_CHECK(t == torch::kFloat32 || t == torch::kFloat16 || t == torch::kBFloat16,
+              "matmul_4bit: x has dtype ", t,
+              "; the compute dtype must be float32, float16 or bfloat16");
+  TORCH_CHECK(x.device() == weight->device(), "matmul_4bit: x is on ", x.device(),
+              " but the 4-bit weight is on ", weight->device(),
+              "; move the input (or the layer, with Module::to) to one device");
   TORCH_CHECK(x.size(-1) == weight->in_features(), "matmul_4bit: x has shape ", x.sizes(),
               "; expected [..., ", weight->in_features(), "] for a weight [",
               weight->out_features(), ", ", weight->in_features(), "]");
-  TORCH_CHECK(!bias.defined() || bias.scalar_type() == t, "matmul_4bit: bias has dtype ",
-              bias.defined() ? bias.scalar_type() : t, "; expected x's dtype ", t);
+  TORCH_CHECK(!bias.defined() || (bias.scalar_type() == t && bias.device() == x.device()),
+              "matmul_4bit: bias has dtype ", bias.defined() ? bias.scalar_type() : t, " on ",
+              bias.defined() ? bias.device() : x.device(), "; expected x's dtype ", t, " on ",
+              x.device());
   TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight->out_features()),
               "matmul_4bit: bias has shape ", bias.defined() ? bias.sizes() : torch::IntArrayRef{},
               "; expected [", weight->out_features(), "]");

@@ -23,16 +23,17 @@ namespace lowbit::lora {
 void check_weight_4bit(const torch::Tensor& packed, const quant::QuantState& state,
                        const char* what);
 
-// A 4-bit weight [out, in] on a backend. On the CPU the buffers alias the
-// tensors; on OpenCL they are device copies, uploaded again only when a tensor
-// was modified or replaced since (tracked by data pointer and version counter).
+// A 4-bit weight [out, in] on a backend. Where the backend reaches the
+// tensors (CPU tensors on the CPU, CUDA tensors on their device) the buffers
+// wrap them; on OpenCL they are device copies, uploaded again only when a
+// tensor was modified or replaced since (tracked by data pointer, device and
+// version counter).
 class Kernel4bitWeight : public torch::CustomClassHolder {
  public:
-  // `backend` null means the CPU.
+  // `backend` null: the packed codes' device decides at each sync (so a layer
+  // moved with Module::to follows its tensors).
   explicit Kernel4bitWeight(std::shared_ptr<kernels::Backend> backend);
   ~Kernel4bitWeight() override;
-
-  kernels::Backend& backend() const { return *backend_; }
 
   // Binds (or re-binds) the weight; validates it once. Returns the
   // generation, which changes whenever the bound data changes.
@@ -42,7 +43,11 @@ class Kernel4bitWeight : public torch::CustomClassHolder {
   int64_t in_features() const;
   int64_t out_features() const;
 
-  // x [m, in] contiguous float32/bfloat16 -> x W^T (+ bias) [m, out], same dtype.
+  // Where the bound weight lives (throws before the first sync).
+  torch::Device device() const;
+
+  // x [m, in] contiguous float32/float16/bfloat16 on the weight's device ->
+  // x W^T (+ bias) [m, out], same dtype.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias) const;
   // dy [m, out] -> dy W [m, in], same dtype.
   torch::Tensor input_grad(const torch::Tensor& dy) const;
@@ -60,12 +65,13 @@ class Kernel4bitWeight : public torch::CustomClassHolder {
 };
 
 // y = x W^T (+ bias) with autograd (grad for x and, when it requires grad,
-// bias). x [..., in] of float32/bfloat16 (the compute dtype); bias [out] of x's
-// dtype or undefined. `weight` must have been synced.
+// bias). x [..., in] of float32/float16/bfloat16 (the compute dtype) on the
+// weight's device; bias [out] of x's dtype or undefined. `weight` must have
+// been synced.
 torch::Tensor matmul_4bit(const torch::Tensor& x, const c10::intrusive_ptr<Kernel4bitWeight>& weight,
                           const torch::Tensor& bias = {});
 
-// Convenience form for a one-off call on the CPU backend.
+// Convenience form for a one-off call on the backend of the codes' device.
 torch::Tensor matmul_4bit(const torch::Tensor& x, const torch::Tensor& packed,
                           const quant::QuantState& state, const torch::Tensor& bias = {});
 

@@ -105,7 +105,9 @@ void load_quantized_model(torch::nn::Module& model, const std::string& path,
                   path, ": '", p, "' is a ", torch::IntArrayRef(shape),
                   state.nested ? " double-quantized" : "", " weight; the model's Linear4bit there ",
                   "differs in shape or double quantization; load into the unquantized model");
-      actions.push_back([layer, packed = packed, state = state, bias] {
+      // The file's tensors go where the layer is (a model already on a GPU).
+      const torch::Device dev = layer->packed_weight().device();
+      actions.push_back([layer, packed = packed.to(dev), state = state.to(dev), bias] {
         layer->set_quantized_weight(packed, state);
         torch::NoGradGuard no_grad;
         if (bias.defined()) layer->bias.copy_(bias);
@@ -127,8 +129,10 @@ void load_quantized_model(torch::nn::Module& model, const std::string& path,
       const auto bias_dtype = lin->bias.defined() ? lin->bias.scalar_type() : torch::kFloat32;
       if (lin->bias.defined()) layout.tensors.erase(join(p, "bias"));
       layout.tensors.erase(join(p, "weight"));
-      actions.push_back([&model, module_path, packed = packed, state = state, bias, bias_dtype, options] {
-        const torch::Tensor b = bias.defined() ? bias.to(bias_dtype) : bias;
+      const torch::Device dev = lin->weight.device();
+      actions.push_back([&model, module_path, packed = packed.to(dev), state = state.to(dev), bias,
+                         bias_dtype, dev, options] {
+        const torch::Tensor b = bias.defined() ? bias.to(dev, bias_dtype) : bias;
         replace_submodule(model, module_path,
                           std::make_shared<Linear4bitImpl>(packed, state, b, options));
       });

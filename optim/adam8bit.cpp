@@ -1,7 +1,5 @@
 #include "optim/adam8bit.h"
 
-#include <cmath>
-
 #include <torch/optim/serialize.h>
 
 #include "optim/hyperparameter_checks.h"
@@ -71,24 +69,19 @@ void AdamFamily8bit<kDecoupled>::check_options(const torch::optim::OptimizerOpti
 }
 
 template <bool kDecoupled>
-kernels::OptimizerArgs AdamFamily8bit<kDecoupled>::step_args(
-    const torch::optim::OptimizerOptions& group, int64_t step, double lr_scale) const {
+kernels::StepHparams AdamFamily8bit<kDecoupled>::hparams(
+    const torch::optim::OptimizerOptions& group) const {
   const auto& o = static_cast<const Options&>(group);
-  const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
-  const double lr = o.lr(), wd = o.weight_decay();
-  // libtorch's bias corrections, in double.
-  const double c1 = 1 - std::pow(beta1, double(step));
-  const double sqrt_c2 = std::sqrt(1 - std::pow(beta2, double(step)));
-  kernels::OptimizerArgs a{};
-  a.beta1 = float(beta1);
-  a.one_minus_beta1 = float(1 - beta1);
-  a.beta2 = float(beta2);
-  a.one_minus_beta2 = float(1 - beta2);
-  a.eps = float(o.eps() * sqrt_c2);
-  a.l2 = kDecoupled ? 0.0f : float(wd);
-  a.decay = kDecoupled ? float(1 - lr * wd) : 1.0f;
-  a.lr_step = float(-lr * sqrt_c2 / c1 * lr_scale);
-  return a;
+  kernels::StepHparams h{};
+  h.rule = LB_RULE_ADAM;
+  h.decoupled = kDecoupled;
+  h.bias_correction = 1;  // libtorch's bias corrections, in double
+  h.lr = o.lr();
+  h.beta1 = std::get<0>(o.betas());
+  h.beta2 = std::get<1>(o.betas());
+  h.eps = o.eps();
+  h.weight_decay = o.weight_decay();
+  return h;
 }
 
 template struct AdamFamily8bitOptions<false>;

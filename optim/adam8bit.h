@@ -62,8 +62,7 @@ class AdamFamily8bit : public Optimizer8bit {
   const StateSettings& settings(const torch::optim::OptimizerOptions& group) const override;
   void check_options(const torch::optim::OptimizerOptions& group) const override;
   bool has_state2(const torch::optim::OptimizerOptions&) const override { return true; }
-  kernels::OptimizerArgs step_args(const torch::optim::OptimizerOptions& group, int64_t step,
-                                   double lr_scale) const override;
+  kernels::StepHparams hparams(const torch::optim::OptimizerOptions& group) const override;
 };
 
 using Adam8bitOptions = AdamFamily8bitOptions<false>;

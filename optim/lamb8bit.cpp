@@ -1,8 +1,5 @@
 #include "optim/lamb8bit.h"
 
-#include <algorithm>
-#include <cmath>
-
 #include <torch/optim/serialize.h>
 
 #include "optim/hyperparameter_checks.h"
@@ -57,29 +54,18 @@ void LAMB8bit::check_options(const torch::optim::OptimizerOptions& group) const 
               "; expected a value > 0");
 }
 
-kernels::OptimizerArgs LAMB8bit::step_args(const torch::optim::OptimizerOptions& group,
-                                           int64_t step, double lr_scale) const {
+kernels::StepHparams LAMB8bit::hparams(const torch::optim::OptimizerOptions& group) const {
   const auto& o = static_cast<const Options&>(group);
-  const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
-  const double c1 = o.bias_correction() ? 1 - std::pow(beta1, double(step)) : 1.0;
-  const double sqrt_c2 = o.bias_correction() ? std::sqrt(1 - std::pow(beta2, double(step))) : 1.0;
-  kernels::OptimizerArgs a{};
-  a.beta1 = float(beta1);
-  a.one_minus_beta1 = float(1 - beta1);
-  a.beta2 = float(beta2);
-  a.one_minus_beta2 = float(1 - beta2);
-  a.eps = float(o.eps() * sqrt_c2);
-  a.l2 = float(o.weight_decay());
-  a.decay = 1.0f;
-  a.lr_step = float(-o.lr() * lr_scale);
-  a.m_scale = float(sqrt_c2 / c1);
-  return a;
-}
-
-double LAMB8bit::trust_ratio(const torch::optim::OptimizerOptions& group, double param_norm,
-                             double update_norm) const {
-  const double phi = std::min(param_norm, static_cast<const Options&>(group).clamp_value());
-  return phi > 0 && update_norm > 0 && std::isfinite(update_norm) ? phi / update_norm : 1.0;
+  kernels::StepHparams h{};
+  h.rule = LB_RULE_LAMB;
+  h.bias_correction = o.bias_correction();
+  h.lr = o.lr();
+  h.beta1 = std::get<0>(o.betas());
+  h.beta2 = std::get<1>(o.betas());
+  h.eps = o.eps();
+  h.weight_decay = o.weight_decay();
+  h.clamp_value = o.clamp_value();
+  return h;
 }
 
 }  // namespace lowbit::optim

@@ -60,11 +60,7 @@ class LAMB8bit : public Optimizer8bit {
   const StateSettings& settings(const torch::optim::OptimizerOptions& group) const override;
   void check_options(const torch::optim::OptimizerOptions& group) const override;
   bool has_state2(const torch::optim::OptimizerOptions&) const override { return true; }
-  kernels::OptimizerArgs step_args(const torch::optim::OptimizerOptions& group, int64_t step,
-                                   double lr_scale) const override;
-  bool uses_trust_ratio() const override { return true; }
-  double trust_ratio(const torch::optim::OptimizerOptions& group, double param_norm,
-                     double update_norm) const override;
+  kernels::StepHparams hparams(const torch::optim::OptimizerOptions& group) const override;
 };
 
 }  // namespace lowbit::optim

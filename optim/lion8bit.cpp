@@ -44,18 +44,16 @@ void Lion8bit::check_options(const torch::optim::OptimizerOptions& group) const 
   check_non_negative("Lion8bit", "weight_decay", o.weight_decay());
 }
 
-kernels::OptimizerArgs Lion8bit::step_args(const torch::optim::OptimizerOptions& group, int64_t,
-                                           double lr_scale) const {
+kernels::StepHparams Lion8bit::hparams(const torch::optim::OptimizerOptions& group) const {
   const auto& o = static_cast<const Options&>(group);
-  const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
-  kernels::OptimizerArgs a{};
-  a.beta1 = float(beta1);
-  a.one_minus_beta1 = float(1 - beta1);
-  a.beta2 = float(beta2);
-  a.one_minus_beta2 = float(1 - beta2);
-  a.decay = float(1 - o.lr() * o.weight_decay());
-  a.lr_step = float(-o.lr() * lr_scale);
-  return a;
+  kernels::StepHparams h{};
+  h.rule = LB_RULE_LION;
+  h.decoupled = 1;
+  h.lr = o.lr();
+  h.beta1 = std::get<0>(o.betas());
+  h.beta2 = std::get<1>(o.betas());
+  h.weight_decay = o.weight_decay();
+  return h;
 }
 
 }  // namespace lowbit::optim

@@ -13,7 +13,7 @@
 namespace lowbit::optim {
 namespace {
 
-constexpr int64_t kGnormHistory = 100;  // bitsandbytes' percentile clipping window
+constexpr int64_t kGnormHistory = kernels::kGnormHistory;  // bitsandbytes' window
 
 // Which dynamic map a state uses: signed for first moments and momentum
 // buffers, unsigned for non-negative second moments (Adam's v, RMSprop's
@@ -30,22 +30,19 @@ std::string describe(size_t group, size_t index, const torch::Tensor& p) {
   return os.str();
 }
 
-// Percentile clipping as bitsandbytes does it: the squared norm enters slot
-// step % 100 of the history (all slots on step 1); the gradient is scaled by
-// clip / norm when its norm exceeds clip = sqrt(sorted history[percentile]).
-double percentile_scale(torch::Tensor& history, int64_t step, double sum_sq, int64_t percentile) {
-  float* h = history.data_ptr<float>();
-  const float current = float(sum_sq);
-  if (step == 1)
-    std::fill(h, h + kGnormHistory, current);
-  else
-    h[step % kGnormHistory] = current;
-  std::array<float, kGnormHistory> sorted;
-  std::copy(h, h + kGnormHistory, sorted.begin());
-  std::sort(sorted.begin(), sorted.end());
-  const double clip = std::sqrt(double(sorted[size_t(percentile)]));
-  const double norm = std::sqrt(double(current));
-  return norm > clip ? clip / norm : 1.0;
+// The one device of every parameter of the groups (CPU when there are none).
+torch::Device parameters_device(const std::vector<torch::optim::OptimizerParamGroup>& groups,
+                                const std::string& name) {
+  std::optional<torch::Device> device;
+  for (size_t g = 0; g < groups.size(); ++g)
+    for (size_t i = 0; i < groups[g].params().size(); ++i) {
+      const torch::Tensor& p = groups[g].params()[i];
+      if (!device) device = p.device();
+      TORCH_CHECK(p.device() == *device, name, ": ", describe(g, i, p), " is on ", p.device(),
+                  " but an earlier parameter is on ", *device,
+                  "; one optimizer updates parameters of one device");
+    }
+  return device.value_or(torch::Device(torch::kCPU));
 }
 
 }  // namespace
@@ -56,23 +53,34 @@ struct Optimizer8bit::Work {
   torch::Tensor param;
   torch::Tensor value;  // `param`, or its contiguous copy
   torch::Tensor grad;   // contiguous
-  QuantizedParamState* state = nullptr;
   ParamBuffers* buffers = nullptr;
-  StateSettings settings;
   kernels::OptimizerOperands op;
-  kernels::GradientStats stats;
+  kernels::StepItem item;  // item.slot: this parameter's StepSlot
 };
 
 Optimizer8bit::Optimizer8bit(const char* name,
                              std::vector<torch::optim::OptimizerParamGroup> param_groups,
                              std::unique_ptr<torch::optim::OptimizerOptions> defaults,
                              std::shared_ptr<kernels::Backend> backend)
-    : Optimizer(std::move(param_groups), std::move(defaults)),
-      name_(name),
-      backend_(backend ? std::move(backend) : kernels::make_backend({"cpu", -1, ""})) {
-  for (bool is_signed : {false, true})
-    qmap_[is_signed] = std::make_unique<quant::TensorBuffer>(
-        *backend_, quant::create_dynamic_map(is_signed), /*upload=*/true);
+    : Optimizer(std::move(param_groups), std::move(defaults)), name_(name) {
+  device_ = parameters_device(param_groups_, name_);
+  TORCH_CHECK(device_.is_cpu() || device_.is_cuda(), name_, ": the parameters are on ", device_,
+              "; lowbit optimizers update CPU and CUDA tensors");
+  const std::string what = name_ + ": the parameters";
+  const kernels::Location at = quant::location_of(device_, what.c_str());
+  backend_ = backend ? std::move(backend) : kernels::backend_for(at);
+  quant::check_reachable(*backend_, at, what.c_str());
+  for (bool is_signed : {false, true}) {
+    const torch::Tensor map = quant::create_dynamic_map(is_signed);
+    zero_code_[is_signed] = kernels::zero_index(map.data_ptr<float>(), 256);
+    qmap_[is_signed] =
+        std::make_unique<quant::TensorBuffer>(*backend_, map.to(device_), /*upload=*/true);
+  }
+  flags_ = backend_->wrap(&host_flags_, sizeof(host_flags_), kernels::Location::host());
+  if (!flags_) {
+    flags_ = backend_->allocate(sizeof(kernels::StepFlags));
+    backend_->write(*flags_, &host_flags_, sizeof(host_flags_));
+  }
 }
 
 StateSettings ParamOverride::applied_to(StateSettings settings) const {
@@ -110,15 +118,15 @@ QuantizedParamState& Optimizer8bit::state_for(const StateKey& key, const torch::
   auto& slot = state_[key];
   const bool quantized = settings.quantizes(param.numel());
   const int64_t blocks = settings.blocks(param.numel());
+  const auto on_device = torch::TensorOptions().device(device_);
   const auto make_state = [&](int which, torch::Tensor& values, torch::Tensor& absmax) {
     if (!quantized) {
-      values = torch::zeros(param.sizes(), torch::kFloat32);
+      values = torch::zeros(param.sizes(), on_device.dtype(torch::kFloat32));
       return;
     }
-    const torch::Tensor& map = qmap_[state_is_signed(rule(), which)]->tensor();
-    const int zero = kernels::zero_index(map.data_ptr<float>(), 256);
-    values = torch::full(param.sizes(), zero, torch::kUInt8);
-    absmax = torch::zeros({blocks}, torch::kFloat32);
+    const int zero = zero_code_[state_is_signed(rule(), which)];
+    values = torch::full(param.sizes(), zero, on_device.dtype(torch::kUInt8));
+    absmax = torch::zeros({blocks}, on_device.dtype(torch::kFloat32));
   };
   if (!slot) {
     auto state = std::make_unique<QuantizedParamState>();
@@ -146,8 +154,29 @@ QuantizedParamState& Optimizer8bit::state_for(const StateKey& key, const torch::
     state.absmax2(absmax);
   }
   if (settings.percentile_clipping < 100 && !state.gnorm_vec().defined())
-    state.gnorm_vec(torch::zeros({kGnormHistory}, torch::kFloat32));
+    state.gnorm_vec(torch::zeros({kGnormHistory}, on_device.dtype(torch::kFloat32)));
   return state;
+}
+
+void Optimizer8bit::check_device(const torch::Tensor& p, size_t group, size_t index) const {
+  const torch::Tensor& grad = p.grad();
+  TORCH_CHECK(p.device() == device_, name_, ": ", describe(group, index, p), " is on ",
+              p.device(), " but this optimizer was built for parameters on ", device_,
+              " (its kernels run on ", backend_->name(),
+              "); build the optimizer after moving the model to its device");
+  TORCH_CHECK(!grad.is_sparse(), name_, ": ", describe(group, index, p),
+              " has a sparse gradient; only dense gradients are supported (e.g. "
+              "torch::nn::Embedding without sparse)");
+  TORCH_CHECK(p.scalar_type() == torch::kFloat32 || p.scalar_type() == torch::kFloat16 ||
+                  p.scalar_type() == torch::kBFloat16,
+              name_, ": ", describe(group, index, p), " has dtype ", p.scalar_type(),
+              "; expected float32, float16 or bfloat16");
+  TORCH_CHECK(grad.scalar_type() == p.scalar_type(), name_, ": the gradient of ",
+              describe(group, index, p), " has dtype ", grad.scalar_type(),
+              "; expected the parameter's dtype");
+  TORCH_CHECK(grad.device() == p.device() && grad.sizes() == p.sizes(), name_,
+              ": the gradient of ", describe(group, index, p), " has shape ", grad.sizes(),
+              " on ", grad.device(), "; expected the parameter's shape on its device");
 }
 
 std::vector<Optimizer8bit::Work> Optimizer8bit::prepare() {
@@ -158,49 +187,54 @@ std::vector<Optimizer8bit::Work> Optimizer8bit::prepare() {
     const auto& params = param_groups_[g].params();
     for (size_t i = 0; i < params.size(); ++i) {
       const torch::Tensor& p = params[i];
-      const torch::Tensor& grad = p.grad();
-      if (!grad.defined()) continue;
+      if (!p.grad().defined()) continue;
       // Messages are built only when a check fails (no text per step).
-      TORCH_CHECK(p.device().is_cpu(), name_, ": ", describe(g, i, p), " is on ", p.device(),
-                  "; lowbit optimizers update CPU tensors (the OpenCL backend copies them "
-                  "to its device in each step)");
-      TORCH_CHECK(!grad.is_sparse(), name_, ": ", describe(g, i, p),
-                  " has a sparse gradient; only dense gradients are supported (e.g. "
-                  "torch::nn::Embedding without sparse)");
-      TORCH_CHECK(p.scalar_type() == torch::kFloat32 || p.scalar_type() == torch::kFloat16 ||
-                      p.scalar_type() == torch::kBFloat16,
-                  name_, ": ", describe(g, i, p), " has dtype ", p.scalar_type(),
-                  "; expected float32, float16 or bfloat16");
-      TORCH_CHECK(grad.scalar_type() == p.scalar_type(), name_, ": the gradient of ",
-                  describe(g, i, p),
-                  " has dtype ", grad.scalar_type(), "; expected the parameter's dtype");
-      TORCH_CHECK(grad.device().is_cpu() && grad.sizes() == p.sizes(), name_, ": the gradient of ",
-                  describe(g, i, p), " has shape ", grad.sizes(), " on ", grad.device(),
-                  "; expected the parameter's shape on the CPU");
+      check_device(p, g, i);
       Work w;
       w.group = g;
       w.index = i;
       w.param = p;
       w.value = p.contiguous();
-      w.grad = grad.contiguous();
+      w.grad = p.grad().contiguous();
       const StateKey key = state_key(p);
-      w.settings = effective_settings(key, options);
-      w.state = &state_for(key, p, w.settings, g, i);
+      const StateSettings settings = effective_settings(key, options);
+      QuantizedParamState& state = state_for(key, p, settings, g, i);
       auto& buffers = buffers_[key];
       if (!buffers) buffers = std::make_unique<ParamBuffers>(*backend_);
       w.buffers = buffers.get();
-      w.op = w.buffers->bind(w.value, w.grad, *w.state);
+      w.op = w.buffers->bind(w.value, w.grad, state);
       w.op.rule = rule();
       w.op.param_type = quant::kernel_dtype(p.scalar_type(), "parameter");
-      w.op.blocksize = int(w.settings.block_size);
+      w.op.blocksize = int(settings.block_size);
       w.op.qmap1 = &qmap_[state_is_signed(rule(), 1)]->buffer();
       w.op.qmap2 = &qmap_[state_is_signed(rule(), 2)]->buffer();
+      w.item.slot = work.size();
+      w.item.hparams = hparams(options);
+      w.item.hparams.percentile = int32_t(settings.percentile_clipping);
+      w.item.hparams.max_unorm = settings.max_unorm;
+      w.item.step = w.buffers->step();
+      w.item.history = w.buffers->history();
       work.push_back(std::move(w));
     }
   }
   return work;
 }
 
+void Optimizer8bit::ensure_step_buffers(size_t count) {
+  const size_t bytes = count * sizeof(kernels::StepSlot);
+  if (!slots_ || slots_->bytes() < bytes) slots_ = backend_->allocate(bytes);
+}
+
+kernels::StepFlags Optimizer8bit::read_flags() const {
+  kernels::StepFlags f;
+  backend_->read(*flags_, &f, sizeof(f));
+  return f;
+}
+
+// One step as the backend decides it (kernels/backend.h): gradient checks,
+// prepare (skip decision, step counts, percentile clipping), norms and their
+// scale where a rule needs them, then the fused updates. On CUDA every call
+// below is queued on the current stream; only the Raise policy reads back.
 torch::Tensor Optimizer8bit::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
   torch::Tensor loss;
@@ -209,62 +243,56 @@ torch::Tensor Optimizer8bit::step(LossClosure closure) {
     loss = closure();
   }
   std::vector<Work> work = prepare();
+  if (work.empty()) return loss;
+  ensure_step_buffers(work.size());
+  kernels::Backend& be = *backend_;
   // One read of each gradient: its squared norm (percentile clipping) and
   // whether it is finite, for every parameter before any is updated.
   for (Work& w : work) {
-    if (policy_ == NonFinitePolicy::SkipBlocks && w.settings.percentile_clipping == 100) continue;
-    w.stats = backend_->gradient_stats(*w.op.grad, w.op.param_type, w.op.n, w.op.blocksize);
-    if (w.stats.finite || policy_ == NonFinitePolicy::SkipBlocks) continue;
-    TORCH_CHECK(policy_ != NonFinitePolicy::Raise, name_, ": the gradient of ",
-                describe(w.group, w.index, w.param),
-                " holds NaN or infinite values (or values whose squares overflow float32); "
-                "nothing was updated. set_nonfinite_policy(NonFinitePolicy::SkipStep) skips "
-                "such steps instead");
-    ++nonfinite_.skipped_steps;
-    return loss;
+    if (policy_ == NonFinitePolicy::SkipBlocks && w.item.hparams.percentile == 100) continue;
+    be.gradient_stats(*w.op.grad, w.op.param_type, w.op.n, w.op.blocksize, *slots_, w.item.slot);
+    w.item.checked = true;
   }
-  for (Work& w : work) update(w);
+  if (policy_ == NonFinitePolicy::Raise)
+    for (const Work& w : work) {
+      kernels::StepSlot slot;
+      be.read(*slots_, &slot, sizeof(slot), w.item.slot * sizeof(slot));
+      TORCH_CHECK(!slot.grad_nonfinite, name_, ": the gradient of ",
+                  describe(w.group, w.index, w.param),
+                  " holds NaN or infinite values (or values whose squares overflow float32); "
+                  "nothing was updated. set_nonfinite_policy(NonFinitePolicy::SkipStep) skips "
+                  "such steps instead");
+    }
+  std::vector<kernels::StepItem> items, scaled;
+  for (const Work& w : work) {
+    items.push_back(w.item);
+    if (kernels::lb_needs_norms(w.item.hparams)) scaled.push_back(w.item);
+  }
+  be.optimizer_prepare(items, policy_ != NonFinitePolicy::SkipBlocks, *slots_, *flags_);
+  if (!scaled.empty()) {
+    for (const Work& w : work)
+      if (kernels::lb_needs_norms(w.item.hparams))
+        be.optimizer_update_norms(w.op, *slots_, w.item.slot, *flags_);
+    be.optimizer_scale(scaled, *slots_, *flags_);
+  }
+  int64_t skipped_blocks = policy_ == NonFinitePolicy::Raise ? int64_t(read_flags().skipped_blocks) : 0;
+  for (Work& w : work) {
+    be.optimizer_update(w.op, *slots_, w.item.slot, *flags_);
+    w.buffers->finish(w.value);
+    if (!w.value.is_same(w.param)) w.param.copy_(w.value);
+    if (policy_ != NonFinitePolicy::Raise) continue;
+    const int64_t now = int64_t(read_flags().skipped_blocks);
+    TORCH_CHECK(now == skipped_blocks, name_, ": ", now - skipped_blocks, " block(s) of ",
+                describe(w.group, w.index, w.param),
+                " would have become NaN or infinite (the gradient is finite but the update "
+                "overflows float32) and were left unchanged; the rest of the step was applied");
+  }
   return loss;
 }
 
-void Optimizer8bit::update(Work& w) {
-  QuantizedParamState& state = *w.state;
-  const auto& options = param_groups_[w.group].options();
-  state.step(state.step() + 1);
-  double gnorm_scale = 1.0;
-  // Under SkipBlocks a non-finite gradient must not enter the norm history.
-  if (w.settings.percentile_clipping < 100 && w.stats.finite)
-    gnorm_scale = percentile_scale(state.gnorm_vec(), state.step(), w.stats.sum_sq,
-                                   w.settings.percentile_clipping);
-  const auto args_for = [&](double lr_scale) {
-    kernels::OptimizerArgs args = step_args(options, state.step(), lr_scale);
-    args.gnorm_scale = float(gnorm_scale);
-    return args;
-  };
-  kernels::OptimizerArgs args = args_for(1.0);
-  if (uses_trust_ratio() || w.settings.max_unorm > 0) {
-    const kernels::UpdateNorms norms = backend_->optimizer_update_norms(w.op, args);
-    const double param_norm = std::sqrt(norms.param_sq);
-    const double update_norm = std::sqrt(norms.update_sq);
-    double lr_scale = uses_trust_ratio() ? trust_ratio(options, param_norm, update_norm) : 1.0;
-    const double lr = options.get_lr();
-    if (w.settings.max_unorm > 0 && lr > 0 && std::isfinite(update_norm)) {
-      // bitsandbytes' max_unorm: the norm of the step over lr (for Adam, of the
-      // bias-corrected m / (sqrt(v) + eps)) is capped at max_unorm * ||p||.
-      const double unorm = update_norm * std::fabs(double(args.lr_step)) * lr_scale / lr;
-      const double cap = w.settings.max_unorm * param_norm;
-      if (unorm > cap) lr_scale *= cap / unorm;
-    }
-    if (lr_scale != 1.0) args = args_for(lr_scale);
-  }
-  const size_t rejected = backend_->optimizer_update(w.op, args);
-  w.buffers->finish(w.value);
-  if (!w.value.is_same(w.param)) w.param.copy_(w.value);
-  nonfinite_.skipped_blocks += int64_t(rejected);
-  TORCH_CHECK(rejected == 0 || policy_ != NonFinitePolicy::Raise, name_, ": ", rejected,
-              " block(s) of ", describe(w.group, w.index, w.param),
-              " would have become NaN or infinite (the gradient is finite but the update "
-              "overflows float32) and were left unchanged; the rest of the step was applied");
+NonFiniteStats Optimizer8bit::nonfinite_stats() const {
+  const kernels::StepFlags f = read_flags();
+  return {int64_t(f.skipped_steps), int64_t(f.skipped_blocks)};
 }
 
 int64_t Optimizer8bit::state_bytes() const {
@@ -283,24 +311,28 @@ void Optimizer8bit::sync_state() const {
   for (const auto& item : buffers_) {
     const auto it = state_.find(item.first);
     if (it != state_.end())
-      item.second->download_states(static_cast<const QuantizedParamState&>(*it->second));
+      item.second->download_states(static_cast<QuantizedParamState&>(*it->second));
   }
 }
 
 void Optimizer8bit::save_extras(torch::serialize::OutputArchive& archive) const {
-  archive.write("lowbit/skipped_steps", c10::IValue(nonfinite_.skipped_steps));
-  archive.write("lowbit/skipped_blocks", c10::IValue(nonfinite_.skipped_blocks));
+  const NonFiniteStats stats = nonfinite_stats();
+  archive.write("lowbit/skipped_steps", c10::IValue(stats.skipped_steps));
+  archive.write("lowbit/skipped_blocks", c10::IValue(stats.skipped_blocks));
 }
 
 void Optimizer8bit::load_extras(torch::serialize::InputArchive& archive) {
   c10::IValue v;
-  nonfinite_ = {};
-  if (archive.try_read("lowbit/skipped_steps", v)) nonfinite_.skipped_steps = v.toInt();
-  if (archive.try_read("lowbit/skipped_blocks", v)) nonfinite_.skipped_blocks = v.toInt();
-  check_loaded_states();
+  kernels::StepFlags f{};
+  if (archive.try_read("lowbit/skipped_steps", v)) f.skipped_steps = uint64_t(v.toInt());
+  if (archive.try_read("lowbit/skipped_blocks", v)) f.skipped_blocks = uint64_t(v.toInt());
+  backend_->write(*flags_, &f, sizeof(f));
+  // Device copies were made from the states that load() replaced.
+  buffers_.clear();
+  adopt_loaded_states();
 }
 
-void Optimizer8bit::check_loaded_states() const {
+void Optimizer8bit::adopt_loaded_states() {
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     const auto& options = param_groups_[g].options();
     const auto& params = param_groups_[g].params();
@@ -309,7 +341,7 @@ void Optimizer8bit::check_loaded_states() const {
       const StateKey key = state_key(p);
       const auto it = state_.find(key);
       if (it == state_.end()) continue;
-      const auto& s = static_cast<const QuantizedParamState&>(*it->second);
+      auto& s = static_cast<QuantizedParamState&>(*it->second);
       const std::string where = name_ + ": the loaded state of " + describe(g, i, p);
       const StateSettings settings = effective_settings(key, options);
       const bool quantized = settings.quantizes(p.numel());
@@ -336,6 +368,14 @@ void Optimizer8bit::check_loaded_states() const {
       TORCH_CHECK(!s.gnorm_vec().defined() || (s.gnorm_vec().numel() == kGnormHistory &&
                                                s.gnorm_vec().scalar_type() == torch::kFloat32),
                   where, ": gnorm_vec must be ", kGnormHistory, " float32 values");
+      const auto adopt = [&](const torch::Tensor& t) {
+        return t.defined() ? t.to(device_).contiguous() : t;
+      };
+      s.state1(adopt(s.state1()));
+      s.state2(adopt(s.state2()));
+      s.absmax1(adopt(s.absmax1()));
+      s.absmax2(adopt(s.absmax2()));
+      s.gnorm_vec(adopt(s.gnorm_vec()));
     }
   }
 }

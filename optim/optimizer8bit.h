@@ -1,8 +1,10 @@
 // The base of the five 8-bit optimizers: a torch::optim::Optimizer whose step
-// runs one fused kernel per parameter (kernels/backend.h, CPU or OpenCL) and
-// keeps per-parameter states in QuantizedParamState. It owns what they share:
-// state creation and layout, percentile clipping, max_unorm and trust-ratio
-// scaling, the non-finite gradient policy, save/load and memory queries.
+// runs one fused kernel per parameter (kernels/backend.h: CPU, OpenCL or CUDA)
+// and keeps per-parameter states in QuantizedParamState, on the parameters'
+// device. It owns what they share: state creation and layout, the step's
+// decisions (percentile clipping, max_unorm and trust-ratio scaling, the
+// non-finite gradient policy: made by the backend, so a CUDA step never waits
+// for the host), save/load across devices and memory queries.
 #pragma once
 
 #include <cstdint>
@@ -72,18 +74,22 @@ class Optimizer8bit : public torch::optim::Optimizer {
 
   void set_nonfinite_policy(NonFinitePolicy policy) { policy_ = policy; }
   NonFinitePolicy nonfinite_policy() const { return policy_; }
-  const NonFiniteStats& nonfinite_stats() const { return nonfinite_; }
+  // The counters live with the states; on a device this waits for the steps
+  // queued so far.
+  NonFiniteStats nonfinite_stats() const;
 
   kernels::Backend& backend() const { return *backend_; }
 
-  // On a device backend the states live on the device between steps: this
-  // copies them into the state() tensors (save() does it itself). A no-op on
-  // the CPU, where the kernels update the state() tensors in place.
+  // Where the backend keeps states apart from the state() tensors (OpenCL, and
+  // the step counts on any device) this copies them into state(); save() does
+  // it itself. Waits for the device. A no-op on the CPU.
   void sync_state() const;
 
  protected:
-  // `name` prefixes error messages ("AdamW8bit"); `backend` runs the kernels
-  // (the CPU backend when null).
+  // `name` prefixes error messages ("AdamW8bit"); `backend` runs the kernels.
+  // When null, the parameters' device decides: the CPU backend for CPU
+  // parameters, the CUDA backend of their device for CUDA parameters (build
+  // the optimizer after moving the model). All parameters share one device.
   Optimizer8bit(const char* name, std::vector<torch::optim::OptimizerParamGroup> param_groups,
                 std::unique_ptr<torch::optim::OptimizerOptions> defaults,
                 std::shared_ptr<kernels::Backend> backend);
@@ -94,16 +100,9 @@ class Optimizer8bit : public torch::optim::Optimizer {
   // Throws unless the group's hyper-parameters are valid.
   virtual void check_options(const torch::optim::OptimizerOptions& group) const = 0;
   virtual bool has_state2(const torch::optim::OptimizerOptions& group) const = 0;
-  // Kernel arguments of step number `step` (1-based), with the step scaled by
-  // `lr_scale` (trust ratio, max_unorm); gnorm_scale is set by the caller.
-  virtual kernels::OptimizerArgs step_args(const torch::optim::OptimizerOptions& group,
-                                           int64_t step, double lr_scale) const = 0;
-  // LAMB: the trust ratio from ||p|| and ||u|| (u: the update direction).
-  virtual bool uses_trust_ratio() const { return false; }
-  virtual double trust_ratio(const torch::optim::OptimizerOptions& /*group*/, double /*param_norm*/,
-                             double /*update_norm*/) const {
-    return 1.0;
-  }
+  // The rule and hyper-parameters of a group (kernels/step_rules.h); the base
+  // adds percentile clipping and max_unorm from the state settings.
+  virtual kernels::StepHparams hparams(const torch::optim::OptimizerOptions& group) const = 0;
 
   // Checks every group; derived constructors call it (virtual calls do not
   // reach them from this constructor).
@@ -118,7 +117,11 @@ class Optimizer8bit : public torch::optim::Optimizer {
  private:
   struct Work;
   std::vector<Work> prepare();
-  void update(Work& w);
+  // Throws unless `p` (and its gradient) is where the backend works.
+  void check_device(const torch::Tensor& p, size_t group, size_t index) const;
+  // The per-step buffers on the backend: `count` slots and the flags.
+  void ensure_step_buffers(size_t count);
+  kernels::StepFlags read_flags() const;
   // The state of parameter `index` of group `group` (`param`, keyed `key`),
   // created on its first step; throws if it no longer fits `settings`.
   QuantizedParamState& state_for(const StateKey& key, const torch::Tensor& param,
@@ -127,17 +130,26 @@ class Optimizer8bit : public torch::optim::Optimizer {
                                    const torch::optim::OptimizerOptions& group) const;
   void save_extras(torch::serialize::OutputArchive& archive) const;
   void load_extras(torch::serialize::InputArchive& archive);
-  // Throws naming the parameter unless each loaded state fits it.
-  void check_loaded_states() const;
+  // Throws naming the parameter unless each loaded state fits it; moves the
+  // states to the parameters' device.
+  void adopt_loaded_states();
 
   std::string name_;
   std::shared_ptr<kernels::Backend> backend_;
+  // Where the parameters (and so the states) live.
+  torch::Device device_ = torch::kCPU;
   NonFinitePolicy policy_ = NonFinitePolicy::SkipStep;
-  NonFiniteStats nonfinite_;
   std::unordered_map<StateKey, ParamOverride> overrides_;
   mutable std::unordered_map<StateKey, std::unique_ptr<ParamBuffers>> buffers_;
-  // [0] unsigned, [1] signed dynamic map, on the backend.
+  // [0] unsigned, [1] signed dynamic map, on the backend, and their entries
+  // of smallest magnitude (the code of a zero state).
   std::unique_ptr<quant::TensorBuffer> qmap_[2];
+  int zero_code_[2] = {0, 0};
+  // StepSlot per parameter of a step, and the StepFlags (skip decision,
+  // skipped-step and block counters), on the backend. On the CPU the flags
+  // are host memory: `host_flags_`, wrapped.
+  std::unique_ptr<kernels::Buffer> slots_, flags_;
+  kernels::StepFlags host_flags_{};
 };
 
 template <typename Options>

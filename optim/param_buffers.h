@@ -1,8 +1,11 @@
-// The kernels-side operands of one parameter on the optimizer's backend. On a
-// host-memory backend (CPU) every buffer aliases its tensor: no copies. On a
-// device (OpenCL) the states are resident: uploaded when their tensors change
-// (first step, load, an in-place edit) and copied back by download_states();
-// the parameter and its gradient cross in each step.
+// The kernels-side operands of one parameter on the optimizer's backend. Where
+// the backend reaches the tensors' memory (CPU tensors on the CPU backend, CUDA
+// tensors on their device's CUDA backend) every buffer wraps its tensor: no
+// copies. Otherwise (OpenCL) the states are resident on the device: uploaded
+// when their tensors change (first step, load, an in-place edit) and copied
+// back by download_states(); the parameter and its gradient cross in each
+// step. The step count follows the same rule: the state's own int64 where the
+// host memory is reachable, a device copy otherwise.
 #pragma once
 
 #include <memory>
@@ -18,14 +21,19 @@ class ParamBuffers {
  public:
   explicit ParamBuffers(kernels::Backend& backend) : backend_(backend) {}
 
-  // Buffers for this step: `value` and `grad` are contiguous CPU tensors of
-  // the parameter's dtype; the states are the tensors of `state`.
+  // Buffers for this step: `value` and `grad` are contiguous tensors of the
+  // parameter's dtype; the states are the tensors of `state`.
   kernels::OptimizerOperands bind(const torch::Tensor& value, const torch::Tensor& grad,
-                                  const QuantizedParamState& state);
-  // Copies the updated parameter into `value` (no-op on the CPU).
+                                  QuantizedParamState& state);
+  // The int64 step count of `state` and its gradient-norm history (null when
+  // the state keeps none), as bound by the last bind().
+  kernels::Buffer* step() { return step_.buffer.get(); }
+  kernels::Buffer* history() { return history_.buffer.get(); }
+  // Copies the updated parameter into `value` (no-op when aliased).
   void finish(const torch::Tensor& value);
-  // Copies device-resident states into the tensors of `state` (no-op on the CPU).
-  void download_states(const QuantizedParamState& state);
+  // Copies device-resident states and the step count into `state` (no-op
+  // when aliased).
+  void download_states(QuantizedParamState& state);
 
  private:
   // A tensor's buffer. On a device, `impl`, `data` and `version` identify the
@@ -40,9 +48,19 @@ class ParamBuffers {
   // Binds `m` to `t`; on a device uploads `t` unless `m` already holds it (or
   // always, when `always_upload`). Returns nullptr for an undefined tensor.
   kernels::Buffer* bind(Mirror& m, const torch::Tensor& t, bool always_upload);
+  // The step count: `owner` and `synced` say which state and value the
+  // device copy was made from.
+  struct StepMirror {
+    std::unique_ptr<kernels::Buffer> buffer;
+    bool aliased = false;
+    const QuantizedParamState* owner = nullptr;
+    int64_t synced = 0;
+  };
+  void bind_step(QuantizedParamState& state);
 
   kernels::Backend& backend_;
-  Mirror param_, grad_, state1_, absmax1_, state2_, absmax2_;
+  Mirror param_, grad_, state1_, absmax1_, state2_, absmax2_, history_;
+  StepMirror step_;
 };
 
 }  // namespace lowbit::optim

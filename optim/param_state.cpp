@@ -22,13 +22,19 @@ int64_t QuantizedParamState::bytes() const {
          tensor_bytes(absmax2()) + tensor_bytes(gnorm_vec());
 }
 
+// States are written as CPU tensors, whatever device they live on, so that a
+// file saved on a GPU loads on a machine without one (and the other way
+// round); load() moves them to the parameters' device.
 void QuantizedParamState::serialize(torch::serialize::OutputArchive& archive) const {
   _TORCH_OPTIM_SERIALIZE_TORCH_ARG(step);
-  _TORCH_OPTIM_SERIALIZE_TORCH_ARG(state1);
-  _TORCH_OPTIM_SERIALIZE_TORCH_ARG(state2);
-  _TORCH_OPTIM_SERIALIZE_TORCH_ARG(absmax1);
-  _TORCH_OPTIM_SERIALIZE_TORCH_ARG(absmax2);
-  _TORCH_OPTIM_SERIALIZE_TORCH_ARG(gnorm_vec);
+  const auto write = [&](const char* name, const torch::Tensor& t) {
+    if (t.defined()) archive.write(name, c10::IValue(t.cpu()));
+  };
+  write("state1", state1());
+  write("state2", state2());
+  write("absmax1", absmax1());
+  write("absmax2", absmax2());
+  write("gnorm_vec", gnorm_vec());
 }
 
 void QuantizedParamState::serialize(torch::serialize::InputArchive& archive) {

@@ -59,18 +59,16 @@ bool RMSprop8bit::has_state2(const torch::optim::OptimizerOptions& group) const 
   return static_cast<const Options&>(group).momentum() > 0;
 }
 
-kernels::OptimizerArgs RMSprop8bit::step_args(const torch::optim::OptimizerOptions& group, int64_t,
-                                              double lr_scale) const {
+kernels::StepHparams RMSprop8bit::hparams(const torch::optim::OptimizerOptions& group) const {
   const auto& o = static_cast<const Options&>(group);
-  kernels::OptimizerArgs a{};
-  a.beta1 = float(o.alpha());
-  a.one_minus_beta1 = float(1 - o.alpha());
-  a.beta2 = float(o.momentum());
-  a.eps = float(o.eps());
-  a.l2 = float(o.weight_decay());
-  a.decay = 1.0f;
-  a.lr_step = float(-o.lr() * lr_scale);
-  return a;
+  kernels::StepHparams h{};
+  h.rule = LB_RULE_RMSPROP;
+  h.lr = o.lr();
+  h.beta1 = o.alpha();
+  h.beta2 = o.momentum();
+  h.eps = o.eps();
+  h.weight_decay = o.weight_decay();
+  return h;
 }
 
 }  // namespace lowbit::optim

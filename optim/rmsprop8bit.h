@@ -55,8 +55,7 @@ class RMSprop8bit : public Optimizer8bit {
   void check_options(const torch::optim::OptimizerOptions& group) const override;
   // The momentum buffer exists when momentum > 0 (torch creates it then too).
   bool has_state2(const torch::optim::OptimizerOptions& group) const override;
-  kernels::OptimizerArgs step_args(const torch::optim::OptimizerOptions& group, int64_t step,
-                                   double lr_scale) const override;
+  kernels::StepHparams hparams(const torch::optim::OptimizerOptions& group) const override;
 };
 
 }  // namespace lowbit::optim

@@ -10,4 +10,12 @@ void check_blocksize(int64_t blocksize, Format format, const std::string& what) 
               min_blocksize, ", ", kernels::kMaxBlocksize, "]");
 }
 
+QuantState QuantState::to(const torch::Device& device) const {
+  QuantState out = *this;
+  if (absmax.defined()) out.absmax = absmax.to(device);
+  if (code.defined()) out.code = code.to(device);
+  if (nested) out.nested = std::make_shared<QuantState>(nested->to(device));
+  return out;
+}
+
 }  // namespace lowbit::quant

@@ -34,6 +34,8 @@ struct QuantState {
   }
   int64_t num_blocks() const { return (numel() + blocksize - 1) / blocksize; }
   bool is_4bit() const { return format_info(format).bits == 4; }
+  // The same state with its tensors (nested ones too) on `device`.
+  QuantState to(const torch::Device& device) const;
 };
 
 // Throws unless `blocksize` is a power of two in [format's minimum, 4096];

@@ -314,15 +314,19 @@ Layout plan(const std::map<std::string, torch::Tensor>& tensors,
                 "\" is reserved for metadata and cannot name a tensor");
     check_utf8(name, "tensor name '" + name + "'");
     TORCH_CHECK(tensor.defined(), "safetensors: tensor '", name, "' is undefined");
-    TORCH_CHECK(tensor.device().is_cpu() && tensor.layout() == torch::kStrided,
+    // CUDA tensors are written from a host copy; other devices (meta: no
+    // data) and layouts are refused.
+    TORCH_CHECK((tensor.device().is_cpu() || tensor.device().is_cuda()) &&
+                    tensor.layout() == torch::kStrided,
                 "safetensors: tensor '", name, "' is a ", tensor.layout(), " tensor on ",
-                tensor.device(), "; expected a strided CPU tensor (call .cpu() / .to_dense())");
+                tensor.device(),
+                "; expected a strided CPU or CUDA tensor (call .cpu() / .to_dense())");
     const char* dtype = dtype_name(tensor.scalar_type());
     TORCH_CHECK(dtype, "safetensors: tensor '", name, "' has dtype ", tensor.scalar_type(),
                 "; supported: ", supported_dtypes());
     // A lazily negated view (e.g. the imaginary part of a conjugate) carries
     // its sign as a flag, not in its bytes.
-    torch::Tensor data = tensor.resolve_neg().contiguous();
+    torch::Tensor data = tensor.resolve_neg().cpu().contiguous();
     const uint64_t bytes = data.numel() * data.element_size();
     json entry = json::object();
     entry["dtype"] = dtype;

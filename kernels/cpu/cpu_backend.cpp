@@ -41,7 +41,8 @@ std::unique_ptr<Buffer> CpuBackend::allocate(size_t bytes) {
   return std::make_unique<CpuBuffer>(this, bytes);
 }
 
-std::unique_ptr<Buffer> CpuBackend::wrap_host(void* data, size_t bytes) {
+std::unique_ptr<Buffer> CpuBackend::wrap(void* data, size_t bytes, Location where) {
+  if (!where.is_host()) return nullptr;
   return std::make_unique<CpuBuffer>(this, data, bytes);
 }
 
@@ -129,18 +130,28 @@ void CpuBackend::do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weigh
   cpu::gemm_4bit_input_grad(as<void>(dy), m, view_of(w), as<void>(dx), dtype);
 }
 
-size_t CpuBackend::do_optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) {
-  return cpu::optimizer_update(op, args);
+void CpuBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
+                                   Buffer& slots, size_t slot) {
+  const GradientStats stats = cpu::gradient_stats(as<void>(grad), grad_type, n, blocksize);
+  StepSlot& s = as<StepSlot>(slots)[slot];
+  s.grad_sq = stats.sum_sq;
+  s.grad_nonfinite = stats.finite ? 0 : 1;
 }
 
-UpdateNorms CpuBackend::do_optimizer_update_norms(const OptimizerOperands& op,
-                                                  const OptimizerArgs& args) {
-  return cpu::optimizer_update_norms(op, args);
+void CpuBackend::do_optimizer_update_norms(const OptimizerOperands& op, Buffer& slots,
+                                           size_t slot, const Buffer& flags) {
+  if (as<StepFlags>(flags)->found_inf) return;
+  StepSlot& s = as<StepSlot>(slots)[slot];
+  const UpdateNorms norms = cpu::optimizer_update_norms(op, s.args);
+  s.update_sq = norms.update_sq;
+  s.param_sq = norms.param_sq;
 }
 
-GradientStats CpuBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
-                                            int blocksize) {
-  return cpu::gradient_stats(as<void>(grad), grad_type, n, blocksize);
+void CpuBackend::do_optimizer_update(const OptimizerOperands& op, const Buffer& slots,
+                                     size_t slot, Buffer& flags) {
+  StepFlags& f = *as<StepFlags>(flags);
+  if (f.found_inf) return;
+  f.skipped_blocks += cpu::optimizer_update(op, as<StepSlot>(slots)[slot].args);
 }
 
 }  // namespace lowbit::kernels::cpu

@@ -25,7 +25,7 @@ class CpuBackend final : public Backend {
   BackendKind kind() const override { return BackendKind::CPU; }
   std::string name() const override { return "cpu"; }
   std::unique_ptr<Buffer> allocate(size_t bytes) override;
-  std::unique_ptr<Buffer> wrap_host(void* data, size_t bytes) override;
+  std::unique_ptr<Buffer> wrap(void* data, size_t bytes, Location where) override;
   void write(Buffer& dst, const void* src, size_t bytes, size_t offset) override;
   void read(const Buffer& src, void* dst, size_t bytes, size_t offset) override;
 
@@ -44,11 +44,12 @@ class CpuBackend final : public Backend {
                         Buffer& absmax, Buffer& packed) override;
   void do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n, int blocksize,
                           Format4 format, Buffer& out, DType out_type) override;
-  size_t do_optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) override;
-  UpdateNorms do_optimizer_update_norms(const OptimizerOperands& op,
-                                        const OptimizerArgs& args) override;
-  GradientStats do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
-                                  int blocksize) override;
+  void do_gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
+                         Buffer& slots, size_t slot) override;
+  void do_optimizer_update_norms(const OptimizerOperands& op, Buffer& slots, size_t slot,
+                                 const Buffer& flags) override;
+  void do_optimizer_update(const OptimizerOperands& op, const Buffer& slots, size_t slot,
+                           Buffer& flags) override;
 
   // 4-bit matmul
   void do_gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Buffer* bias, Buffer& y,

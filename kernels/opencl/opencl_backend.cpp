@@ -252,7 +252,7 @@ size_t OpenClBackend::optimizer_group_size(cl_kernel k, int blocksize) const {
   return local;
 }
 
-size_t OpenClBackend::do_optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) {
+size_t OpenClBackend::update(const OptimizerOperands& op, const OptimizerArgs& args) {
   std::lock_guard<std::mutex> lock(mutex_);
   cl_kernel k = kernel("optimizer", "optimizer_update");
   const size_t local = optimizer_group_size(k, op.blocksize);
@@ -271,8 +271,7 @@ size_t OpenClBackend::do_optimizer_update(const OptimizerOperands& op, const Opt
   return count;
 }
 
-UpdateNorms OpenClBackend::do_optimizer_update_norms(const OptimizerOperands& op,
-                                                     const OptimizerArgs& args) {
+UpdateNorms OpenClBackend::update_norms(const OptimizerOperands& op, const OptimizerArgs& args) {
   std::lock_guard<std::mutex> lock(mutex_);
   cl_kernel k = kernel("optimizer", "optimizer_update_norms");
   const size_t local = optimizer_group_size(k, op.blocksize);
@@ -295,8 +294,8 @@ UpdateNorms OpenClBackend::do_optimizer_update_norms(const OptimizerOperands& op
   return norms;
 }
 
-GradientStats OpenClBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
-                                               int blocksize) {
+GradientStats OpenClBackend::grad_stats(const Buffer& grad, DType grad_type, size_t n,
+                                        int blocksize) {
   std::lock_guard<std::mutex> lock(mutex_);
   cl_kernel k = kernel("optimizer", "gradient_stats");
   const size_t local = group_size(k, std::min<size_t>(size_t(blocksize), 256));
@@ -314,6 +313,46 @@ GradientStats OpenClBackend::do_gradient_stats(const Buffer& grad, DType grad_ty
     if (!std::isfinite(s)) stats.finite = false;
   }
   return stats;
+}
+
+namespace {
+
+template <typename T>
+T read_one(Backend& be, const Buffer& b, size_t index = 0) {
+  T v;
+  be.read(b, &v, sizeof(T), index * sizeof(T));
+  return v;
+}
+
+}  // namespace
+
+void OpenClBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
+                                      int blocksize, Buffer& slots, size_t slot) {
+  StepSlot s = read_one<StepSlot>(*this, slots, slot);
+  const GradientStats stats = n ? grad_stats(grad, grad_type, n, blocksize) : GradientStats{};
+  s.grad_sq = stats.sum_sq;
+  s.grad_nonfinite = stats.finite ? 0 : 1;
+  write(slots, &s, sizeof(s), slot * sizeof(s));
+}
+
+void OpenClBackend::do_optimizer_update_norms(const OptimizerOperands& op, Buffer& slots,
+                                              size_t slot, const Buffer& flags) {
+  if (read_one<StepFlags>(*this, flags).found_inf) return;
+  StepSlot s = read_one<StepSlot>(*this, slots, slot);
+  const UpdateNorms norms = op.n ? update_norms(op, s.args) : UpdateNorms{};
+  s.update_sq = norms.update_sq;
+  s.param_sq = norms.param_sq;
+  write(slots, &s, sizeof(s), slot * sizeof(s));
+}
+
+void OpenClBackend::do_optimizer_update(const OptimizerOperands& op, const Buffer& slots,
+                                        size_t slot, Buffer& flags) {
+  StepFlags f = read_one<StepFlags>(*this, flags);
+  if (f.found_inf) return;
+  const size_t rejected = update(op, read_one<StepSlot>(*this, slots, slot).args);
+  if (rejected == 0) return;
+  f.skipped_blocks += rejected;
+  write(flags, &f, sizeof(f), 0);
 }
 
 }  // namespace lowbit::kernels::opencl

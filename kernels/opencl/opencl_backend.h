@@ -44,11 +44,14 @@ class OpenClBackend final : public Backend {
                         Buffer& absmax, Buffer& packed) override;
   void do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n, int blocksize,
                           Format4 format, Buffer& out, DType out_type) override;
-  size_t do_optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) override;
-  UpdateNorms do_optimizer_update_norms(const OptimizerOperands& op,
-                                        const OptimizerArgs& args) override;
-  GradientStats do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
-                                  int blocksize) override;
+  // The step's arguments and flags are read to the host (the OpenCL kernels
+  // take the arguments by value), the results written back.
+  void do_gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
+                         Buffer& slots, size_t slot) override;
+  void do_optimizer_update_norms(const OptimizerOperands& op, Buffer& slots, size_t slot,
+                                 const Buffer& flags) override;
+  void do_optimizer_update(const OptimizerOperands& op, const Buffer& slots, size_t slot,
+                           Buffer& flags) override;
 
   // 4-bit matmul
   void do_gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Buffer* bias, Buffer& y,
@@ -80,6 +83,10 @@ class OpenClBackend final : public Backend {
   // up to 256 items per block; CPU devices (PoCL), where every barrier splits
   // the work-item loop, as few as that allows (1.5x faster there).
   size_t optimizer_group_size(cl_kernel k, int blocksize) const;
+
+  size_t update(const OptimizerOperands& op, const OptimizerArgs& args);
+  UpdateNorms update_norms(const OptimizerOperands& op, const OptimizerArgs& args);
+  GradientStats grad_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize);
 
   // 4-bit matmul plumbing (gemm_4bit.cl).
   void set_weight_args(cl_kernel k, cl_uint first, const Weight4bit& w);

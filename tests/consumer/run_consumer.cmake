@@ -8,6 +8,12 @@ function(run)
   endif()
 endfunction()
 run(${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${WORK_DIR}/prefix")
+# The build's own prefix path (torch's CMake config, for one) reaches the
+# consumer through the environment: a ';' list would split run()'s arguments.
+if(EXTRA_PREFIX_PATH)
+  string(REPLACE "|" ":" extra_prefix_path "${EXTRA_PREFIX_PATH}")
+  set(ENV{CMAKE_PREFIX_PATH} "${extra_prefix_path}")
+endif()
 run(${CMAKE_COMMAND} -S "${SOURCE_DIR}/tests/consumer" -B "${WORK_DIR}/build" -G Ninja
     -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix")
 run(${CMAKE_COMMAND} --build "${WORK_DIR}/build")

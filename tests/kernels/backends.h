@@ -37,13 +37,29 @@ inline std::shared_ptr<kernels::Backend> opencl_or_null() {
   }                                                                          \
   static_assert(true, "")
 
-// The backends a test runs on, with their names: the CPU, and OpenCL when a
-// device is present (kept alive by `holder`).
+// The first CUDA device's backend, or nullptr. LOWBIT_REQUIRE_CUDA=1
+// (scripts/device.sh sets it) makes a missing device a failure.
+inline std::shared_ptr<kernels::Backend> cuda_or_null() {
+  if (kernels::cuda_device_count() == 0) {
+    const char* req = std::getenv("LOWBIT_REQUIRE_CUDA");
+    if (req && std::string(req) == "1")
+      ADD_FAILURE() << "LOWBIT_REQUIRE_CUDA=1 but "
+                    << (kernels::cuda_built() ? "no CUDA device is visible"
+                                              : "this build has no CUDA backend");
+    return nullptr;
+  }
+  return kernels::make_backend({"cuda", 0, ""});
+}
+
+// The backends a test runs on, with their names: the CPU, OpenCL when a
+// device is present (kept alive by `holder`), and CUDA when built and present
+// (CUDA backends live as long as the process).
 inline std::vector<std::pair<std::string, kernels::Backend*>> test_backends(
     std::shared_ptr<kernels::Backend>& holder) {
   std::vector<std::pair<std::string, kernels::Backend*>> out = {{"cpu", &kernels::cpu_backend()}};
   holder = opencl_or_null();
   if (holder) out.push_back({holder->name(), holder.get()});
+  if (const auto cuda = cuda_or_null()) out.push_back({cuda->name(), cuda.get()});
   return out;
 }
 

@@ -2,7 +2,8 @@
 // double-precision reference written here, on every backend. Weights are
 // random codes and scales (not produced by the quantizer), so the decoder is
 // checked independently of quantize_4bit: nibble order, rows that straddle
-// blocks or start on a low nibble, double-quantized absmax, bias, bfloat16.
+// blocks or start on a low nibble, double-quantized absmax, bias, float16 and
+// bfloat16.
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -120,10 +121,10 @@ Activations random_activations(size_t n, DType type, uint32_t seed) {
   Activations a{type, {}, std::vector<uint8_t>(n * kernels::dtype_size(type))};
   for (size_t i = 0; i < n; ++i) {
     float v = normal(rng);
-    if (type == DType::BF16) {
-      const uint16_t h = kernels::float_to_bf16(v);
+    if (type == DType::BF16 || type == DType::F16) {
+      const uint16_t h = type == DType::BF16 ? kernels::float_to_bf16(v) : kernels::float_to_f16(v);
       std::memcpy(&a.bytes[2 * i], &h, 2);
-      v = kernels::bf16_to_float(h);
+      v = type == DType::BF16 ? kernels::bf16_to_float(h) : kernels::f16_to_float(h);
     } else {
       std::memcpy(&a.bytes[4 * i], &v, 4);
     }
@@ -133,10 +134,10 @@ Activations random_activations(size_t n, DType type, uint32_t seed) {
 }
 
 double stored_value(const std::vector<uint8_t>& bytes, DType type, size_t i) {
-  if (type == DType::BF16) {
+  if (type == DType::BF16 || type == DType::F16) {
     uint16_t h;
     std::memcpy(&h, &bytes[2 * i], 2);
-    return kernels::bf16_to_float(h);
+    return type == DType::BF16 ? kernels::bf16_to_float(h) : kernels::f16_to_float(h);
   }
   float f;
   std::memcpy(&f, &bytes[4 * i], 4);
@@ -148,13 +149,21 @@ double stored_value(const std::vector<uint8_t>& bytes, DType type, size_t i) {
 // sequential additions per output (a 256-wide tile, then one addition per tile
 // or block), so the worst-case rounding bound is ~300 u sum|t| = 1.8e-5 sum|t|
 // (u = 2^-24). A wrong code or scale anywhere in a row costs at least one whole
-// term of a 4096-long row, far above that. bfloat16 outputs add their own
-// rounding: half an ulp, 2^-9 |ref|, allowed as 2^-8.
-double tolerance(double ref, double abs_sum, DType type) {
+// term of a 4096-long row, far above that. Half-precision outputs add their
+// own rounding, half an ulp: 2^-9 |ref| for bfloat16 (allowed as 2^-8),
+// 2^-12 |ref| for float16 (allowed as 2^-11). Where a backend rounds the
+// decoded weight to the compute dtype (CUDA's tensor-core and dequantize +
+// GEMM paths: see kernels/backend.h), each term carries that rounding too:
+// the same bound times sum |t|.
+double tolerance(double ref, double abs_sum, DType type, bool weights_rounded) {
   double tol = 2e-5 * abs_sum + 1e-30;
-  if (type == DType::BF16) tol += std::ldexp(std::fabs(ref), -8);
+  const int half_bits = type == DType::BF16 ? 8 : 11;
+  if (type != DType::F32) tol += std::ldexp(std::fabs(ref), -half_bits);
+  if (type != DType::F32 && weights_rounded) tol += std::ldexp(abs_sum, -half_bits);
   return tol;
 }
+
+bool rounds_weights(const Backend& be) { return be.kind() == kernels::BackendKind::CUDA; }
 
 struct Case {
   size_t m, out, in;
@@ -186,6 +195,14 @@ const std::vector<Case>& cases() {
       {64, 50, 100, 64, Format4::NF4, false, true, DType::F32},
       {64, 130, 600, 128, Format4::NF4, true, true, DType::BF16},  // several tiles each way
       {3, 1, 1, 32, Format4::NF4, true, true, DType::F32},  // a single weight
+      {1, 64, 256, 64, Format4::NF4, true, true, DType::F16},
+      {1, 21, 77, 64, Format4::NF4, true, false, DType::F16},
+      {16, 96, 512, 64, Format4::NF4, true, true, DType::F16},
+      {33, 70, 200, 64, Format4::FP4, false, true, DType::F16},
+      // Large enough for the CUDA backend's tensor-core and dequantize + GEMM paths.
+      {64, 256, 1024, 64, Format4::NF4, true, true, DType::BF16},
+      {600, 96, 320, 64, Format4::NF4, true, true, DType::F16},
+      {600, 64, 256, 64, Format4::NF4, true, false, DType::F32},
   };
   return all;
 }
@@ -219,7 +236,7 @@ TEST(Matmul4bit, ForwardMatchesDoubleReference) {
               abs_sum += std::fabs(t);
             }
             const double got = stored_value(y, c.dtype, r * c.out + o);
-            ASSERT_NEAR(got, ref, tolerance(ref, abs_sum, c.dtype))
+            ASSERT_NEAR(got, ref, tolerance(ref, abs_sum, c.dtype, rounds_weights(*be)))
                 << what << (use_gemv ? " gemv" : " gemm") << " y[" << r << ", " << o << "]";
           }
       }
@@ -246,7 +263,8 @@ TEST(Matmul4bit, InputGradientMatchesDoubleReference) {
             ref += t;
             abs_sum += std::fabs(t);
           }
-          ASSERT_NEAR(stored_value(dx, c.dtype, r * c.in + i), ref, tolerance(ref, abs_sum, c.dtype))
+          ASSERT_NEAR(stored_value(dx, c.dtype, r * c.in + i), ref,
+                      tolerance(ref, abs_sum, c.dtype, rounds_weights(*be)))
               << what << " dx[" << r << ", " << i << "]";
         }
     }
@@ -273,8 +291,8 @@ TEST(Matmul4bit, BadArgumentsAreRefused) {
     DeviceWeight dw = to_device(*be, w);
     auto x = be->allocate(4 * 64 * 4);
     auto y = be->allocate(4 * 8 * 4);
-    expect_error([&] { be->gemm_4bit(*x, 4, dw.desc, nullptr, *y, DType::F16); },
-                 "compute dtype float16 is not supported");
+    expect_error([&] { be->gemm_4bit(*x, 4, dw.desc, nullptr, *y, DType::U8); },
+                 "compute dtype uint8 is not supported");
     expect_error([&] { be->gemm_4bit(*x, 5, dw.desc, nullptr, *y, DType::F32); },
                  "buffer 'x' holds 1024 bytes");
     kernels::Weight4bit bad = dw.desc;

@@ -1,8 +1,9 @@
 // The optimizer ops of the kernels contract: one step of every rule against a
 // double-precision reference of the published formulas written here (Adam and
 // RMSprop as torch documents them, LAMB and Lion as their papers), with 8-bit
-// and 32-bit states and every parameter dtype; CPU and OpenCL bit for bit; the
-// non-finite guard; the norm and gradient sums; operand validation.
+// and 32-bit states and every parameter dtype; every backend bit for bit with
+// the CPU (and CUDA's sums too); the non-finite guard; the norm and gradient
+// sums; operand validation.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -132,27 +133,58 @@ TEST_F(OptimizerKernels, BlockSizesAndTails) {
       }
 }
 
-TEST_F(OptimizerKernels, CpuAndOpenClAgreeBitForBit) {
-  LOWBIT_REQUIRE_OPENCL(ocl);
+TEST_F(OptimizerKernels, EveryBackendAgreesWithTheCpuBitForBit) {
   const size_t n = 5 * 256 + 31;
-  for (const Case& c : cases())
-    for (bool quantized : {true, false})
-      for (DType type : kFloatTypes) {
-        const std::string label =
-            c.name + (quantized ? "/8bit/" : "/32bit/") + kernels::dtype_name(type);
-        const Operands o = make_operands(c, type, quantized, n, 256, 11);
-        const Result a = run_update(kernels::cpu_backend(), c, o);
-        const Result b = run_update(*ocl, c, o);
-        // Both backends evaluate the shared rules with correctly rounded
-        // operations and no contraction, so every byte must agree.
-        EXPECT_EQ(a.param, b.param) << label;
-        EXPECT_EQ(a.codes1, b.codes1) << label;
-        EXPECT_EQ(a.codes2, b.codes2) << label;
-        EXPECT_EQ(a.absmax1, b.absmax1) << label;
-        EXPECT_EQ(a.absmax2, b.absmax2) << label;
-        EXPECT_EQ(a.state1, b.state1) << label;
-        EXPECT_EQ(a.state2, b.state2) << label;
-      }
+  for (auto [bname, be] : backends()) {
+    if (be == &kernels::cpu_backend()) continue;
+    for (const Case& c : cases())
+      for (bool quantized : {true, false})
+        for (DType type : kFloatTypes) {
+          const std::string label = bname + "/" + c.name + (quantized ? "/8bit/" : "/32bit/") +
+                                    kernels::dtype_name(type);
+          const Operands o = make_operands(c, type, quantized, n, 256, 11);
+          const Result a = run_update(kernels::cpu_backend(), c, o);
+          const Result b = run_update(*be, c, o);
+          // Every backend evaluates the shared rules with correctly rounded
+          // operations and no contraction, so every byte must agree.
+          EXPECT_EQ(a.param, b.param) << label;
+          EXPECT_EQ(a.codes1, b.codes1) << label;
+          EXPECT_EQ(a.codes2, b.codes2) << label;
+          EXPECT_EQ(a.absmax1, b.absmax1) << label;
+          EXPECT_EQ(a.absmax2, b.absmax2) << label;
+          EXPECT_EQ(a.state1, b.state1) << label;
+          EXPECT_EQ(a.state2, b.state2) << label;
+        }
+  }
+}
+
+TEST_F(OptimizerKernels, CudaSumsAgreeWithTheCpuBitForBit) {
+  // CPU and CUDA share one summation order (kernels/backend.h), so the norms
+  // LAMB's trust ratio and max_unorm use and the gradient sums of percentile
+  // clipping are the same doubles; 300 blocks span two chunks of 256.
+  const auto cuda = testing::cuda_or_null();
+  if (!cuda) GTEST_SKIP() << "no CUDA device";
+  for (int bs : {64, 256, 4096}) {
+    const size_t n = 300 * size_t(bs) + 17;
+    for (const Case& c : cases())
+      for (bool quantized : {true, false})
+        for (DType type : kFloatTypes) {
+          const std::string label = c.name + (quantized ? "/8bit/" : "/32bit/") +
+                                    kernels::dtype_name(type) + "/bs" + std::to_string(bs);
+          const Operands o = make_operands(c, type, quantized, n, bs, 17);
+          Uploaded on_cpu(kernels::cpu_backend(), c, o), on_cuda(*cuda, c, o);
+          const kernels::UpdateNorms a =
+              kernels::cpu_backend().optimizer_update_norms(on_cpu.op, make_args(c));
+          const kernels::UpdateNorms b = cuda->optimizer_update_norms(on_cuda.op, make_args(c));
+          EXPECT_EQ(a.update_sq, b.update_sq) << label;
+          EXPECT_EQ(a.param_sq, b.param_sq) << label;
+          const kernels::GradientStats ga =
+              kernels::cpu_backend().gradient_stats(*on_cpu.op.grad, type, n, bs);
+          const kernels::GradientStats gb = cuda->gradient_stats(*on_cuda.op.grad, type, n, bs);
+          EXPECT_EQ(ga.sum_sq, gb.sum_sq) << label;
+          EXPECT_EQ(ga.finite, gb.finite) << label;
+        }
+  }
 }
 
 TEST_F(OptimizerKernels, AllZeroBlockTakesTheZeroCode) {

@@ -586,42 +586,42 @@ TEST_F(KernelBackends, FourBitDequantizeIsExactProduct) {
 }
 
 // ---------------------------------------------------------------------------
-// CPU and OpenCL agree bit for bit on every op and case.
+// Every backend agrees with the CPU bit for bit on every op and case.
 
-TEST(CrossBackend, OpenClMatchesCpuBitForBit) {
-  LOWBIT_REQUIRE_OPENCL(cl);
+TEST_F(KernelBackends, EveryBackendMatchesTheCpuBitForBit) {
   Backend& cpu = kernels::cpu_backend();
   const auto code = signed_map();
-  for (DType type : kFloatTypes)
-    for (const Case& c : cases(8192 + 5, 31)) {
-      if (!representable(c, type)) continue;
-      const Input in = make_input(type, c.x);
-      const std::string label = c.name + "/" + kernels::dtype_name(type);
-      for (int bs : {64, 1024}) {
-        const auto a = run_quantize_8bit(cpu, in, bs, code);
-        const auto b = run_quantize_8bit(*cl, in, bs, code);
-        ASSERT_EQ(a.codes, b.codes) << label << " 8-bit codes bs" << bs;
-        ASSERT_EQ(0, std::memcmp(a.absmax.data(), b.absmax.data(), a.absmax.size() * 4)) << label;
-        const auto sa = run_quantize_8bit(cpu, in, bs, code, {true, 42});
-        const auto sb = run_quantize_8bit(*cl, in, bs, code, {true, 42});
-        ASSERT_EQ(sa.codes, sb.codes) << label << " stochastic codes bs" << bs;
-        for (DType out_type : kOutTypes)
-          ASSERT_EQ(run_dequantize_8bit(cpu, a, bs, code, out_type, 0.125f),
-                    run_dequantize_8bit(*cl, a, bs, code, out_type, 0.125f))
-              << label << " 8-bit dequantize to " << kernels::dtype_name(out_type);
-      }
-      for (Format4 f : {Format4::NF4, Format4::FP4})
-        for (int bs : {32, 64, 2048}) {
-          const auto a = run_quantize_4bit(cpu, in, bs, f);
-          const auto b = run_quantize_4bit(*cl, in, bs, f);
-          ASSERT_EQ(a.packed, b.packed) << label << " " << kernels::format4_name(f) << " bs" << bs;
+  for (auto [bname, be] : backends())
+    for (DType type : kFloatTypes)
+      for (const Case& c : cases(8192 + 5, 31)) {
+        if (be == &cpu || !representable(c, type)) continue;
+        const Input in = make_input(type, c.x);
+        const std::string label = bname + "/" + c.name + "/" + kernels::dtype_name(type);
+        for (int bs : {64, 1024}) {
+          const auto a = run_quantize_8bit(cpu, in, bs, code);
+          const auto b = run_quantize_8bit(*be, in, bs, code);
+          ASSERT_EQ(a.codes, b.codes) << label << " 8-bit codes bs" << bs;
           ASSERT_EQ(0, std::memcmp(a.absmax.data(), b.absmax.data(), a.absmax.size() * 4)) << label;
+          const auto sa = run_quantize_8bit(cpu, in, bs, code, {true, 42});
+          const auto sb = run_quantize_8bit(*be, in, bs, code, {true, 42});
+          ASSERT_EQ(sa.codes, sb.codes) << label << " stochastic codes bs" << bs;
           for (DType out_type : kOutTypes)
-            ASSERT_EQ(run_dequantize_4bit(cpu, a, in.value.size(), bs, f, out_type),
-                      run_dequantize_4bit(*cl, a, in.value.size(), bs, f, out_type))
-                << label << " 4-bit dequantize to " << kernels::dtype_name(out_type);
+            ASSERT_EQ(run_dequantize_8bit(cpu, a, bs, code, out_type, 0.125f),
+                      run_dequantize_8bit(*be, a, bs, code, out_type, 0.125f))
+                << label << " 8-bit dequantize to " << kernels::dtype_name(out_type);
         }
-    }
+        for (Format4 f : {Format4::NF4, Format4::FP4})
+          for (int bs : {32, 64, 2048}) {
+            const auto a = run_quantize_4bit(cpu, in, bs, f);
+            const auto b = run_quantize_4bit(*be, in, bs, f);
+            ASSERT_EQ(a.packed, b.packed) << label << " " << kernels::format4_name(f) << " bs" << bs;
+            ASSERT_EQ(0, std::memcmp(a.absmax.data(), b.absmax.data(), a.absmax.size() * 4)) << label;
+            for (DType out_type : kOutTypes)
+              ASSERT_EQ(run_dequantize_4bit(cpu, a, in.value.size(), bs, f, out_type),
+                        run_dequantize_4bit(*be, a, in.value.size(), bs, f, out_type))
+                  << label << " 4-bit dequantize to " << kernels::dtype_name(out_type);
+          }
+      }
 }
 
 // ---------------------------------------------------------------------------
@@ -659,7 +659,12 @@ TEST_F(KernelBackends, BadArgumentsAreRefused) {
 }
 
 TEST(BackendSelection, UnknownKindAndDeviceAreRefused) {
-  expect_error([] { kernels::make_backend({"cuda", -1, ""}); }, "expected one of: auto, cpu, opencl");
+  expect_error([] { kernels::make_backend({"tpu", -1, ""}); },
+               "expected one of: auto, cpu, opencl, cuda");
+  if (!kernels::cuda_built())
+    expect_error([] { kernels::make_backend({"cuda", -1, ""}); }, "has no CUDA backend");
+  else if (kernels::cuda_device_count() > 0)
+    expect_error([] { kernels::make_backend({"cuda", 99, ""}); }, "is not available");
   EXPECT_EQ(kernels::make_backend({"cpu", -1, ""})->name(), "cpu");
   if (!kernels::opencl_devices().empty()) {
     expect_error([] { kernels::make_backend({"opencl", 99, ""}); }, "out of range");

@@ -197,8 +197,8 @@ TEST(Linear4bit, BadInputsAreRefusedWithClearMessages) {
   Linear4bit layer = make_layer({64, 8, 64}, true, torch::kFloat32, nullptr);
   expect_error([&] { layer->forward(torch::randn({3, 65})); }, "expected [..., 64]");
   expect_error([&] { layer->forward(torch::ones({3, 64}, torch::kInt32)); }, "Int");
-  expect_error([&] { make_layer({64, 8, 64}, false, torch::kFloat16, nullptr); },
-               "compute_dtype Half is not supported");
+  expect_error([&] { make_layer({64, 8, 64}, false, torch::kFloat64, nullptr); },
+               "compute_dtype Double is not supported");
   expect_error([&] { make_layer({64, 8, 48}, false, torch::kFloat32, nullptr); },
                "blocksize 48 is not supported");
   auto other = quant::quantize_4bit(torch::randn({8, 32}));

@@ -103,17 +103,23 @@ inline std::vector<torch::Tensor> make_params(uint64_t seed) {
   return params;
 }
 
-inline std::vector<torch::Tensor> clone_params(const std::vector<torch::Tensor>& params) {
+inline std::vector<torch::Tensor> clone_params(const std::vector<torch::Tensor>& params,
+                                               torch::Device device = torch::kCPU) {
   std::vector<torch::Tensor> out;
-  for (const auto& p : params) out.push_back(p.detach().clone().set_requires_grad(true));
+  for (const auto& p : params)
+    out.push_back(p.detach()
+                      .to(torch::TensorOptions().device(device), /*non_blocking=*/false,
+                          /*copy=*/true)
+                      .set_requires_grad(true));
   return out;
 }
 
 // The gradient of step `step` for `params`: deterministic in (seed, step),
-// 0.01 * N(0, 1) as in bitsandbytes' optimizer tests.
+// 0.01 * N(0, 1) as in bitsandbytes' optimizer tests; drawn on the CPU, so
+// parameters on any device get the same values.
 inline void set_grads(const std::vector<torch::Tensor>& params, uint64_t seed, int step) {
   torch::manual_seed(seed * 1000003 + uint64_t(step));
-  for (const auto& p : params) p.mutable_grad() = torch::randn(p.sizes()) * 0.01;
+  for (const auto& p : params) p.mutable_grad() = (torch::randn(p.sizes()) * 0.01).to(p.device());
 }
 
 inline std::string save_to_string(const torch::optim::Optimizer& opt) {
@@ -136,11 +142,10 @@ inline double max_relative_error(const std::vector<torch::Tensor>& a,
                                  const std::vector<torch::Tensor>& b) {
   double diff = 0, scale = 0;
   for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, (a[i].detach().to(torch::kFloat64) - b[i].detach().to(torch::kFloat64))
-                              .abs()
-                              .max()
-                              .item<double>());
-    scale = std::max(scale, b[i].detach().abs().max().item<double>());
+    const torch::Tensor x = a[i].detach().cpu().to(torch::kFloat64);
+    const torch::Tensor y = b[i].detach().cpu().to(torch::kFloat64);
+    diff = std::max(diff, (x - y).abs().max().item<double>());
+    scale = std::max(scale, y.abs().max().item<double>());
   }
   return diff / scale;
 }
