@@ -1,5 +1,6 @@
 #include "examples/config/recipe.h"
 
+#include <torch/cuda.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 
 #include "examples/config/schema.h"
 #include "examples/config/validator.h"
+#include "kernels/backend.h"
 
 namespace lowbit::config {
 namespace {
@@ -98,6 +100,7 @@ void fill_sections(Recipe& r) {
   r.lora.target = get<std::vector<std::string>>(v, "lora.target");
   r.lora.dtype = get<std::string>(v, "lora.dtype");
 
+  r.device = get<std::string>(v, "device");  // resolve_device settles auto
   r.backend = get<std::string>(v, "backend");
   r.checkpoint.dir = get<std::string>(v, "checkpoint.dir");
   r.checkpoint.every = get<int64_t>(v, "checkpoint.every");
@@ -107,6 +110,38 @@ void fill_sections(Recipe& r) {
   r.log.plot = get<std::string>(v, "log.plot");
   r.log.progress = get<std::string>(v, "log.progress");
   r.log.every = get<int64_t>(v, "log.every");
+}
+
+// Where the run computes. auto takes the GPU where this build has the CUDA
+// backend and libtorch sees a GPU, unless the recipe names a host backend:
+// the cpu and opencl kernels work on CPU tensors, so naming one asks for a CPU
+// run. An explicit cuda that cannot run stops here, before any data is read.
+std::string resolve_device(const Recipe& r, const Validator& v, const YAML::Node& node) {
+  if (r.device == "auto") {
+    const bool gpu = kernels::cuda_built() && torch::cuda::is_available();
+    return gpu && r.backend == "auto" ? "cuda" : "cpu";
+  }
+  if (r.device == "cpu") return "cpu";
+  if (r.backend != "auto") {
+    v.fail("device", node,
+           "cuda cannot run with backend " + r.backend + " (the " +
+               (r.backend == "opencl" ? "OpenCL" : "CPU") +
+               " kernels work on host tensors; a CUDA run uses the CUDA backend)",
+           "backend auto with device cuda; backend cpu or opencl with device cpu or auto");
+  }
+  if (!kernels::cuda_built()) {
+    v.fail("device", node,
+           "cuda needs the CUDA backend, which this build of lowbit lacks (it was configured "
+           "without a CUDA compiler or against a CPU-only libtorch)",
+           "auto or cpu with this build");
+  }
+  if (!torch::cuda::is_available()) {
+    v.fail("device", node,
+           "cuda needs a GPU, and libtorch sees none on this machine (check the NVIDIA driver "
+           "and CUDA_VISIBLE_DEVICES)",
+           "auto or cpu on this machine");
+  }
+  return "cuda";
 }
 
 // Rules that involve more than one key, and the files the recipe names.
@@ -144,6 +179,15 @@ void check_recipe(const Recipe& r, const Validator& v,
            r.lora.dtype + " adapters cannot be trained by torch::optim's " + r.optimizer.name +
                " (libtorch has no half-precision CPU optimizer kernels)",
            "fp32 with a torch optimizer; fp16 or bf16 with an 8-bit optimizer");
+  }
+  // libtorch 1.13 has no float16 CPU matmul (the LoRA adapter path needs one)
+  // and newer ones run it slowly; one rule for every libtorch keeps a recipe
+  // meaning the same thing wherever it runs.
+  if (r.quant.compute_dtype == "fp16" && r.device == "cpu") {
+    v.fail("quant.compute_dtype", node("quant.compute_dtype"),
+           "fp16 computes on a GPU only, and this run is on the CPU (device " +
+               get<std::string>(r.values, "device") + ")",
+           "fp32 or bf16 on the CPU; fp16 with device cuda");
   }
   if (r.optimizer.name == "sgd" && !r.optimizer.lr) {
     v.fail("optimizer.lr", node("optimizer.lr"), "is required for sgd (torch has no default)",
@@ -266,6 +310,8 @@ Recipe load_recipe_text(const std::string& yaml, const std::string& name, const 
     r.values["log.plot"] = quoted((fs::path(dir) / "metrics.svg").string());
   }
   fill_sections(r);
+  const auto device = given.find("device");
+  r.device = resolve_device(r, validator, device == given.end() ? YAML::Node() : device->second);
   check_recipe(r, validator, given);
   return r;
 }

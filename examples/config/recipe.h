@@ -66,7 +66,7 @@ struct QuantRecipe {
   std::string type;  // nf4 | fp4
   int64_t block_size = 64;
   bool double_quant = true;
-  std::string compute_dtype;  // fp32 | bf16
+  std::string compute_dtype;  // fp32 | bf16 | fp16
   std::vector<std::string> skip;
 };
 
@@ -101,7 +101,10 @@ struct Recipe {
   TrainRecipe train;
   QuantRecipe quant;
   LoraRecipe lora;
-  std::string backend;  // auto | cpu | opencl
+  // Resolved: cpu | cuda. values["device"] keeps what the recipe says (auto by
+  // default), so a saved recipe still means "the best this machine has".
+  std::string device;
+  std::string backend;  // auto | cpu | opencl (CPU runs; a CUDA run uses the CUDA backend)
   CheckpointRecipe checkpoint;
   LogRecipe log;
   // Every key that applies, with its value in canonical YAML text (defaults
@@ -112,8 +115,9 @@ struct Recipe {
 
 // Parses, applies the overrides ("optimizer.lr=3e-4"; values are YAML, so
 // "optimizer.betas=[0.9, 0.95]" works), validates every key and cross-key
-// rule, checks that the data files and model.init exist, and resolves the
-// defaults.
+// rule, checks that the data files and model.init exist, resolves the
+// defaults and the device (device: cuda where this build or machine has no
+// CUDA is an error).
 Recipe load_recipe_file(const std::string& path, const std::vector<std::string>& overrides = {});
 
 // The same for YAML text; `name` and `source` label it in paths and messages.

@@ -179,7 +179,9 @@ std::vector<KeySpec> build() {
       choices(key("quant.block_size", Kind::Int, "64", "values per absmax block"),
               {"32", "64", "128", "256", "512", "1024", "2048", "4096"}),
       key("quant.double_quant", Kind::Bool, "true", "quantize the absmax too (QLoRA)"),
-      choices(key("quant.compute_dtype", Kind::Choice, "fp32", "matmul dtype"), {"fp32", "bf16"}),
+      choices(
+          key("quant.compute_dtype", Kind::Choice, "fp32", "matmul dtype (fp16: device cuda only)"),
+          {"fp32", "bf16", "fp16"}),
       key("quant.skip", Kind::StringList, "[\"lm_head\"]",
           "regexes of linear layers kept in full precision"),
       // lora
@@ -194,8 +196,14 @@ std::vector<KeySpec> build() {
       choices(key("lora.dtype", Kind::Choice, "fp16",
                   "adapter storage (computed in quant.compute_dtype); torch optimizers need fp32"),
               {"fp16", "bf16", "fp32"}),
-      // backend
-      choices(key("backend", Kind::Choice, "auto", "kernels backend (auto: OpenCL GPU, else CPU)"),
+      // device and backend
+      choices(key("device", Kind::Choice, "auto",
+                  "where the model and the training run: auto = cuda when this build has the "
+                  "CUDA backend and a GPU is visible (and backend is auto), else cpu"),
+              {"auto", "cpu", "cuda"}),
+      choices(key("backend", Kind::Choice, "auto",
+                  "kernels backend of a CPU run (auto: OpenCL GPU, else CPU); a CUDA run uses "
+                  "the CUDA backend"),
               {"auto", "cpu", "opencl"}),
       // checkpoint
       key("checkpoint.dir", Kind::String, "\"\"", "run directory (empty: runs/<recipe name>)"),

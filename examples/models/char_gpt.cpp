@@ -48,7 +48,8 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
   const torch::Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
   // Scaled dot-product attention (Vaswani et al. 2017) with a causal mask:
   // position t attends to positions <= t only.
-  const torch::Tensor future = torch::ones({T, T}, torch::kBool).triu(1);
+  const torch::Tensor future =
+      torch::ones({T, T}, torch::TensorOptions(torch::kBool).device(x.device())).triu(1);
   torch::Tensor att = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(hd));
   att = att.masked_fill(future, -std::numeric_limits<float>::infinity()).softmax(-1);
   att = maybe_dropout(att, dropout_, is_training());
@@ -112,7 +113,8 @@ torch::Tensor CharGPTImpl::forward(const torch::Tensor& ids) {
               " must be in [1, block_size = ", options_.block_size(), "]");
   TORCH_CHECK(ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < options_.vocab_size(),
               "CharGPT: token ids must be in [0, ", options_.vocab_size(), ")");
-  const torch::Tensor positions = torch::arange(T, torch::kInt64);
+  const torch::Tensor positions =
+      torch::arange(T, torch::TensorOptions(torch::kInt64).device(ids.device()));
   torch::Tensor x = tok_emb_->forward(ids) + pos_emb_->forward(positions);
   x = maybe_dropout(x, options_.dropout(), is_training());
   for (const auto& block : *blocks_) x = block->as<Block>()->forward(x);

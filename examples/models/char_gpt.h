@@ -69,7 +69,8 @@ class CharGPTImpl : public torch::nn::Module {
   // torch's default generator: seed it first for a reproducible model.
   explicit CharGPTImpl(const CharGPTOptions& options = {});
 
-  // ids: int64 [B, T] with T <= block_size -> logits float32 [B, T, vocab_size].
+  // ids: int64 [B, T] on the model's device, T <= block_size -> logits float32
+  // [B, T, vocab_size].
   torch::Tensor forward(const torch::Tensor& ids);
 
   const CharGPTOptions& options() const { return options_; }

@@ -18,10 +18,15 @@ namespace fs = std::filesystem;
 constexpr const char* kFormat = "lowbit-train checkpoint 1";
 const std::regex kCheckpointName(R"(step-(\d{8,})\.ckpt)");
 
+// CPU tensors whatever the model's device, so any machine reads the file
+// (cpu() returns a CPU tensor itself: a CPU run's bytes are as before).
 void write_model(torch::serialize::OutputArchive& archive, torch::nn::Module& model) {
+  torch::NoGradGuard no_grad;  // a GPU parameter's host copy needs no autograd history
   torch::serialize::OutputArchive weights;
-  for (const auto& p : model.named_parameters()) weights.write(p.key(), p.value());
-  for (const auto& b : model.named_buffers()) weights.write(b.key(), b.value(), /*is_buffer=*/true);
+  for (const auto& p : model.named_parameters()) weights.write(p.key(), p.value().cpu());
+  for (const auto& b : model.named_buffers()) {
+    weights.write(b.key(), b.value().cpu(), /*is_buffer=*/true);
+  }
   archive.write("model", weights);
 }
 
@@ -97,6 +102,7 @@ void save_checkpoint(const std::string& path, torch::nn::Module& model,
   trainer.write("micro_batch", torch::tensor(state.micro_batch, torch::kInt64));
   trainer.write("rng_state", state.rng_state);
   trainer.write("recipe", c10::IValue(state.recipe_yaml));
+  if (state.cuda_rng_state.defined()) trainer.write("cuda_rng_state", state.cuda_rng_state);
   archive.write("trainer", trainer);
   quant::write_file_atomically(path, serialized(archive));
 }
@@ -110,6 +116,7 @@ Checkpoint::Checkpoint(const std::string& path) : path_(path), archive_(open_arc
   c10::IValue recipe;
   TORCH_CHECK(trainer.try_read("recipe", recipe) && recipe.isString(), path, ": lacks its recipe");
   state_.recipe_yaml = recipe.toStringRef();
+  trainer.try_read("cuda_rng_state", state_.cuda_rng_state);  // only a CUDA run writes it
 }
 
 void Checkpoint::restore(torch::nn::Module& model, torch::optim::Optimizer& optimizer) {

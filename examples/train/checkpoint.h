@@ -1,8 +1,10 @@
 // Checkpoints of a training run: model parameters and buffers, the optimizer's
 // state through its own save() (8-bit codes and absmax exactly), the step, the
-// data position, torch's generator state and the recipe. Files are
+// data position, torch's generator states and the recipe. Files are
 // "<dir>/step-<8 digits>.ckpt", written through quant::write_file_atomically (temp file,
-// fsync, rename), so a file under that name is always complete.
+// fsync, rename), so a file under that name is always complete. Files hold
+// CPU tensors whatever device the model is on, and restore copies them to
+// wherever the model lives: a run saved on a GPU resumes on the CPU and back.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +23,9 @@ struct TrainerState {
   int64_t micro_batch = 0;  // micro-batches consumed: the data position
   torch::Tensor rng_state;  // torch's default CPU generator (dropout, LoRA init)
   std::string recipe_yaml;  // config::to_yaml of the run's recipe
+  // The default generator of the run's CUDA device (dropout on the GPU);
+  // undefined for a CPU run, and then not written.
+  torch::Tensor cuda_rng_state;
 };
 
 std::string checkpoint_path(const std::string& dir, int64_t step);
@@ -38,8 +43,10 @@ class Checkpoint {
   const std::string& path() const { return path_; }
   const TrainerState& state() const { return state_; }
 
-  // Copies the weights into `model` (every tensor must exist with the same
-  // shape and dtype, and no extra ones) and loads the optimizer's state.
+  // Copies the weights into `model`, on whatever device it is (every tensor
+  // must exist with the same shape and dtype, and no extra ones), and loads
+  // the optimizer's state (lowbit's optimizers move it to their parameters'
+  // device; torch::optim's stays on the CPU).
   void restore(torch::nn::Module& model, torch::optim::Optimizer& optimizer);
 
  private:
@@ -57,8 +64,8 @@ void prune_checkpoints(const std::string& dir, int64_t keep);
 // Removes temp files that a killed save left behind; returns how many.
 int remove_stale_temp_files(const std::string& dir);
 
-// Model weights alone ("model.pt"); load_model also reads a checkpoint's.
-// Loading is strict: the same tensor names, shapes and dtypes.
+// Model weights alone ("model.pt", CPU tensors); load_model also reads a
+// checkpoint's. Loading is strict: the same tensor names, shapes and dtypes.
 void save_model(const std::string& path, torch::nn::Module& model);
 void load_model(const std::string& path, torch::nn::Module& model);
 

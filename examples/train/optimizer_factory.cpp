@@ -16,30 +16,26 @@
 namespace lowbit::train {
 namespace {
 
-int64_t bytes_of(std::initializer_list<torch::Tensor> tensors) {
-  int64_t total = 0;
-  for (const torch::Tensor& t : tensors) {
-    if (t.defined()) total += int64_t(t.nbytes());
-  }
-  return total;
-}
-
-// Sums the tensors of torch::optim's per-parameter states.
-int64_t torch_state_bytes(const torch::optim::Optimizer& optimizer) {
-  int64_t total = 0;
-  for (const auto& entry : optimizer.state()) {
-    const torch::optim::OptimizerParamState* s = entry.second.get();
-    if (auto* adam = dynamic_cast<const torch::optim::AdamParamState*>(s)) {
-      total += bytes_of({adam->exp_avg(), adam->exp_avg_sq(), adam->max_exp_avg_sq()});
-    } else if (auto* adamw = dynamic_cast<const torch::optim::AdamWParamState*>(s)) {
-      total += bytes_of({adamw->exp_avg(), adamw->exp_avg_sq(), adamw->max_exp_avg_sq()});
-    } else if (auto* rms = dynamic_cast<const torch::optim::RMSpropParamState*>(s)) {
-      total += bytes_of({rms->square_avg(), rms->momentum_buffer(), rms->grad_avg()});
-    } else if (auto* sgd = dynamic_cast<const torch::optim::SGDParamState*>(s)) {
-      total += bytes_of({sgd->momentum_buffer()});
+// Calls `visit` on each defined tensor of torch::optim's per-parameter states.
+template <typename Visit>
+void for_each_torch_state(torch::optim::Optimizer& optimizer, Visit visit) {
+  auto each = [&](std::initializer_list<torch::Tensor*> tensors) {
+    for (torch::Tensor* t : tensors) {
+      if (t->defined()) visit(*t);
+    }
+  };
+  for (auto& entry : optimizer.state()) {
+    torch::optim::OptimizerParamState* s = entry.second.get();
+    if (auto* adam = dynamic_cast<torch::optim::AdamParamState*>(s)) {
+      each({&adam->exp_avg(), &adam->exp_avg_sq(), &adam->max_exp_avg_sq()});
+    } else if (auto* adamw = dynamic_cast<torch::optim::AdamWParamState*>(s)) {
+      each({&adamw->exp_avg(), &adamw->exp_avg_sq(), &adamw->max_exp_avg_sq()});
+    } else if (auto* rms = dynamic_cast<torch::optim::RMSpropParamState*>(s)) {
+      each({&rms->square_avg(), &rms->momentum_buffer(), &rms->grad_avg()});
+    } else if (auto* sgd = dynamic_cast<torch::optim::SGDParamState*>(s)) {
+      each({&sgd->momentum_buffer()});
     }
   }
-  return total;
 }
 
 // Whether an options class has a getter `name()` (TORCH_ARG's getters).
@@ -99,9 +95,17 @@ BuiltOptimizer torch_optimizer(const char* name, Options o, const config::Optimi
   BuiltOptimizer built;
   built.optimizer = std::make_unique<Optimizer>(params, o);
   built.description = d.str();
-  const torch::optim::Optimizer* optimizer = built.optimizer.get();
-  built.state_bytes = [optimizer] { return torch_state_bytes(*optimizer); };
+  torch::optim::Optimizer* optimizer = built.optimizer.get();
+  built.state_bytes = [optimizer] {
+    int64_t total = 0;
+    for_each_torch_state(*optimizer, [&](torch::Tensor& t) { total += int64_t(t.nbytes()); });
+    return total;
+  };
   built.skipped_steps = [] { return int64_t(0); };
+  // torch::optim saves and loads its states where they are.
+  built.move_states = [optimizer](torch::Device device) {
+    for_each_torch_state(*optimizer, [&](torch::Tensor& t) { t = t.to(device); });
+  };
   return built;
 }
 
@@ -155,6 +159,8 @@ BuiltOptimizer eight_bit(const char* name, Options o, const config::OptimizerRec
   const Optimizer* raw = optimizer.get();
   built.state_bytes = [raw] { return raw->state_bytes(); };
   built.skipped_steps = [raw] { return raw->nonfinite_stats().skipped_steps; };
+  // States are saved as CPU tensors and loaded onto the parameters' device.
+  built.move_states = [](torch::Device) {};
   built.optimizer = std::move(optimizer);
   built.description = d.str();
   return built;

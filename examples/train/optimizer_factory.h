@@ -25,10 +25,16 @@ struct BuiltOptimizer {
   std::function<int64_t()> state_bytes;
   // Steps skipped for a non-finite gradient so far (0 for torch::optim).
   std::function<int64_t()> skipped_steps;
+  // Moves the per-parameter states to `device`: checkpoints hold CPU tensors,
+  // and torch::optim keeps its states wherever they were made or loaded.
+  // lowbit's optimizers do this themselves in save/load (a no-op here).
+  std::function<void(torch::Device)> move_states;
 };
 
 // `names` are the parameters' module paths, parallel to `params`
-// (optimizer.fp32_params matches them); `backend` runs the 8-bit kernels.
+// (optimizer.fp32_params matches them); `backend` runs the 8-bit kernels
+// (nullptr: the parameters' device decides, e.g. the CUDA backend for CUDA
+// parameters).
 BuiltOptimizer make_optimizer(const config::OptimizerRecipe& recipe,
                               const std::vector<torch::Tensor>& params,
                               const std::vector<std::string>& names,

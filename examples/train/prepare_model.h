@@ -1,7 +1,9 @@
 // Applies a recipe's quant and lora sections to a model in place (QLoRA):
 // quant swaps the base linears for frozen NF4/FP4 Linear4bit layers, lora
 // wraps the target linears in LoraLinear adapters and freezes everything else.
-// Returns what the optimizer trains.
+// Returns what the optimizer trains. Works on the model where it is: a CUDA
+// model is quantized and adapted on its device (pass a null backend, so the
+// layers follow their tensors' device).
 #pragma once
 
 #include <memory>

@@ -30,12 +30,16 @@ class EvalScope {
 
 class ImageTask : public Task {
  public:
-  explicit ImageTask(const config::Recipe& r)
+  ImageTask(const config::Recipe& r, torch::Device device)
       : model_(build_model(r.model)),
+        device_(device),
         batch_size_(r.train.batch_size),
         batches_(normalised_train(r), r.train.batch_size, uint64_t(r.train.seed)) {
+    model_.ptr()->to(device_);
     test_ = data::load_fashion_mnist(r.data.path, "t10k", r.data.eval_limit);
     test_.images.sub_(mean_).div_(std_);
+    test_.images = test_.images.to(device_);
+    test_.labels = test_.labels.to(device_);
   }
 
   std::shared_ptr<torch::nn::Module> module() const override { return model_.ptr(); }
@@ -43,7 +47,7 @@ class ImageTask : public Task {
 
   torch::Tensor loss(int64_t index) override {
     const auto [images, labels] = batches_.batch(index);
-    return torch::cross_entropy_loss(model_.forward(images), labels);
+    return torch::cross_entropy_loss(model_.forward(images.to(device_)), labels.to(device_));
   }
 
   Evaluation evaluate() override {
@@ -80,6 +84,7 @@ class ImageTask : public Task {
   }
 
   torch::nn::AnyModule model_;
+  torch::Device device_;
   int64_t batch_size_;
   float mean_ = 0.0f, std_ = 1.0f;
   int64_t train_count_ = 0;
@@ -89,11 +94,13 @@ class ImageTask : public Task {
 
 class TextTask : public Task {
  public:
-  explicit TextTask(const config::Recipe& r)
+  TextTask(const config::Recipe& r, torch::Device device)
       : model_(build_model(r.model)),
+        device_(device),
         batch_size_(r.train.batch_size),
         block_(r.model.block_size),
         seed_(uint64_t(r.train.seed)) {
+    model_.ptr()->to(device_);
     std::vector<std::string> documents = r.data.name == "kjv"
                                              ? data::read_kjv(r.data.path)
                                              : data::read_fortunes(r.data.path, r.data.files);
@@ -109,6 +116,8 @@ class TextTask : public Task {
     const int64_t all = (text_.valid.numel() - 1) / block_;
     valid_ = data::evaluation_windows(
         text_.valid, block_, r.data.eval_limit > 0 ? std::min(r.data.eval_limit, all) : all);
+    valid_.input = valid_.input.to(device_);
+    valid_.target = valid_.target.to(device_);
     per_epoch_ = std::max<int64_t>(1, text_.train.numel() / (batch_size_ * block_));
   }
 
@@ -117,7 +126,7 @@ class TextTask : public Task {
 
   torch::Tensor loss(int64_t index) override {
     const data::TextBatch b = data::sample_windows(text_.train, batch_size_, block_, seed_, index);
-    return lm_loss(b.input, b.target);
+    return lm_loss(b.input.to(device_), b.target.to(device_));
   }
 
   Evaluation evaluate() override {
@@ -147,6 +156,7 @@ class TextTask : public Task {
   }
 
   torch::nn::AnyModule model_;
+  torch::Device device_;
   int64_t batch_size_, block_;
   uint64_t seed_;
   int64_t documents_ = 0, per_epoch_ = 1;
@@ -157,10 +167,10 @@ class TextTask : public Task {
 
 }  // namespace
 
-std::unique_ptr<Task> make_task(const config::Recipe& recipe) {
+std::unique_ptr<Task> make_task(const config::Recipe& recipe, torch::Device device) {
   torch::manual_seed(uint64_t(recipe.train.seed));
-  if (recipe.data.name == "fashion_mnist") return std::make_unique<ImageTask>(recipe);
-  return std::make_unique<TextTask>(recipe);
+  if (recipe.data.name == "fashion_mnist") return std::make_unique<ImageTask>(recipe, device);
+  return std::make_unique<TextTask>(recipe, device);
 }
 
 }  // namespace lowbit::train

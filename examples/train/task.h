@@ -24,7 +24,8 @@ struct Evaluation {
 class Task {
  public:
   virtual ~Task() = default;
-  // The model; QLoRA preparation swaps layers inside it in place.
+  // The model, on the task's device; QLoRA preparation swaps layers inside it
+  // in place.
   virtual std::shared_ptr<torch::nn::Module> module() const = 0;
   virtual int64_t batches_per_epoch() const = 0;
   // Training loss of micro-batch `index` (a pure function of the seed and the
@@ -35,8 +36,11 @@ class Task {
   virtual std::string describe() const = 0;
 };
 
-// Reads the data (corrupt or truncated files throw here, before training) and
-// builds the model from torch's generator seeded with train.seed.
-std::unique_ptr<Task> make_task(const config::Recipe& recipe);
+// Reads the data (corrupt or truncated files throw here, before training),
+// builds the model from torch's generator seeded with train.seed (on the CPU,
+// so a seed gives the same initial weights on every device) and moves it and
+// the evaluation data to `device`; training batches are drawn on the CPU and
+// moved there one at a time.
+std::unique_ptr<Task> make_task(const config::Recipe& recipe, torch::Device device);
 
 }  // namespace lowbit::train

@@ -4,6 +4,9 @@
 #include <time.h>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+#include <torch/cuda.h>
+#include <torch/utils.h>
 
 #include <chrono>
 #include <cmath>
@@ -63,10 +66,11 @@ double load_average() {
 }
 
 // Keys a resumed run may change: where files go, how long to train, how often
-// to evaluate, and how to compute (threads, backend) - not what is trained.
+// to evaluate, and how to compute (threads, backend, device) - not what is
+// trained. Checkpoints hold CPU tensors, so a GPU run resumes on the CPU and back.
 const std::vector<std::string> kResumableChanges = {
-    "checkpoint",       "log",     "train.steps", "train.epochs",   "train.threads",
-    "train.eval_every", "backend", "data.path",   "data.eval_limit"};
+    "checkpoint",       "log",     "train.steps", "train.epochs", "train.threads",
+    "train.eval_every", "backend", "device",      "data.path",    "data.eval_limit"};
 
 // The checkpoint to resume from per checkpoint.resume, or none for a fresh run.
 std::optional<Checkpoint> find_resume(const config::Recipe& r, std::ostream& out) {
@@ -142,7 +146,11 @@ class Run {
   const RunOptions& options_;
   std::ostream& out_;
   const Clock::time_point start_ = Clock::now();
+  const torch::Device device_;
+  // CPU runs: the recipe's backend. CUDA runs: none, so the optimizer and the
+  // 4-bit layers take the CUDA backend of their tensors' device.
   std::shared_ptr<kernels::Backend> backend_;
+  std::string backend_name_;  // what runs the kernels, for the header
   std::unique_ptr<Task> task_;
   std::shared_ptr<torch::nn::Module> model_;
   PreparedModel prepared_;
@@ -151,6 +159,9 @@ class Run {
   int64_t per_epoch_ = 1, total_ = 0;
   std::optional<Schedule> schedule_;
   at::Generator generator_ = at::detail::getDefaultCPUGenerator();
+  // CUDA runs: dropout on the GPU draws from the device's own generator, so
+  // checkpoints carry its state too.
+  std::optional<at::Generator> cuda_generator_;
   TrainerState state_;
   std::optional<MetricsLog> metrics_;
   std::optional<Progress> progress_;
@@ -159,12 +170,23 @@ class Run {
 };
 
 Run::Run(const config::Recipe& r, const RunOptions& options)
-    : r_(r), options_(options), out_(*options.out) {
+    : r_(r),
+      options_(options),
+      out_(*options.out),
+      device_(r.device == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU)) {
   if (r.train.threads > 0) torch::set_num_threads(int(r.train.threads));
-  kernels::BackendOptions backend_options;
-  backend_options.kind = r.backend;
-  backend_ = kernels::make_backend(backend_options);
-  task_ = make_task(r);
+  if (device_.is_cuda()) {
+    backend_name_ = kernels::backend_for(kernels::Location::cuda(device_.index()))->name();
+    cuda_generator_ = at::globalContext().defaultGenerator(device_);
+  } else {
+    kernels::BackendOptions backend_options;
+    backend_options.kind = r.backend;
+    backend_ = kernels::make_backend(backend_options);
+    backend_name_ = backend_->name();
+  }
+  // The model comes on the device: quant and LoRA prepare it there, and the
+  // optimizer is built after, over the parameters where they will train.
+  task_ = make_task(r, device_);
   model_ = task_->module();
   if (!r.model.init.empty()) load_model(r.model.init, *model_);
   prepared_ = prepare_model(*model_, r.quant, r.lora, backend_);
@@ -192,9 +214,14 @@ bool Run::resume() {
   if (checkpoint) {
     check_same_recipe(*checkpoint, r_);
     checkpoint->restore(*model_, *built_.optimizer);
+    built_.move_states(device_);
     state_.step = checkpoint->state().step;
     state_.micro_batch = checkpoint->state().micro_batch;
     generator_.set_state(checkpoint->state().rng_state);
+    // A CPU run's checkpoint has none: GPU dropout then goes on from the seed.
+    if (cuda_generator_ && checkpoint->state().cuda_rng_state.defined()) {
+      cuda_generator_->set_state(checkpoint->state().cuda_rng_state);
+    }
   }
   result_.start_step = result_.end_step = state_.step;
   if (state_.step >= total_) {
@@ -214,7 +241,7 @@ void Run::print_header(const std::optional<Checkpoint>& checkpoint) const {
        << "\n  optimizer: " << built_.description << "\n  steps: " << total_ << " ("
        << r_.train.batch_size << " x " << r_.train.grad_accum << " per step), schedule "
        << r_.schedule.name << "\n  threads: " << torch::get_num_threads() << ", backend "
-       << backend_->name() << "\n  run directory: " << r_.checkpoint.dir << "\n";
+       << backend_name_ << "\n  run directory: " << r_.checkpoint.dir << "\n";
   if (checkpoint) {
     out_ << "  resumed from " << checkpoint->path() << " at step " << state_.step << "\n";
   }
@@ -235,7 +262,10 @@ void Run::train() {
     const bool stop = options_.stop != nullptr && *options_.stop != 0;
     if (step == total_ || stop || (r_.checkpoint.every > 0 && step % r_.checkpoint.every == 0)) {
       state_.rng_state = generator_.get_state();
+      if (cuda_generator_) state_.cuda_rng_state = cuda_generator_->get_state();
+      built_.move_states(torch::kCPU);  // files hold CPU tensors (a no-op on a CPU run)
       save_checkpoint(checkpoint_path(r_.checkpoint.dir, step), *model_, *built_.optimizer, state_);
+      built_.move_states(device_);
       prune_checkpoints(r_.checkpoint.dir, r_.checkpoint.keep);
     }
     if (stop) {
@@ -268,6 +298,8 @@ void Run::step(int64_t step) {
   const double grad_norm = clip_gradients(prepared_.trainable, r_.train.grad_clip);
   const Stopwatch update_watch;
   built_.optimizer->step();
+  // A GPU queues the update and returns: wait, so update_s times the kernels.
+  if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
   const double update = update_watch.wall_seconds(), update_cpu = update_watch.cpu_seconds();
   const double elapsed = step_watch.wall_seconds(), elapsed_cpu = step_watch.cpu_seconds();
   times_.wall += elapsed;

@@ -52,7 +52,8 @@ TEST(Checkpoint, RestoredRunContinuesBitIdentically) {
   ScratchDir dir;
   Trained original(1);
   for (int64_t i = 0; i < 3; ++i) original.step(i);
-  TrainerState state{3, 7, torch::arange(5, torch::kUInt8), "model:\n  name: mlp\n"};
+  TrainerState state{3, 7, torch::arange(5, torch::kUInt8), "model:\n  name: mlp\n",
+                     torch::arange(3, torch::kUInt8)};
   const std::string path = checkpoint_path(dir.path(), 3);
   save_checkpoint(path, *original.model, original.adam, state);
 
@@ -62,6 +63,7 @@ TEST(Checkpoint, RestoredRunContinuesBitIdentically) {
   EXPECT_EQ(checkpoint.state().micro_batch, 7);
   EXPECT_TRUE(checkpoint.state().rng_state.equal(state.rng_state));
   EXPECT_EQ(checkpoint.state().recipe_yaml, state.recipe_yaml);
+  EXPECT_TRUE(checkpoint.state().cuda_rng_state.equal(state.cuda_rng_state));
   checkpoint.restore(*resumed.model, resumed.adam);
   expect_bitwise_equal(*original.model, *resumed.model);
   // Adam's moments and step counts came back too: the next steps agree bit for bit.
@@ -112,7 +114,7 @@ TEST(Checkpoint, CorruptFilesAreRefusedByName) {
   Trained s(1);
   s.step(0);
   const std::string path = checkpoint_path(dir.path(), 1);
-  save_checkpoint(path, *s.model, s.adam, {1, 1, torch::zeros({1}, torch::kUInt8), ""});
+  save_checkpoint(path, *s.model, s.adam, {1, 1, torch::zeros({1}, torch::kUInt8), "", {}});
   fs::resize_file(path, fs::file_size(path) / 2);  // as if cut short
   dir.write("garbage.ckpt", "not a checkpoint at all");
   for (const std::string& bad : {path, dir.file("garbage.ckpt"), dir.file("missing.ckpt")}) {
@@ -136,14 +138,16 @@ TEST(Checkpoint, FailedSaveKeepsThePreviousFile) {
   ScratchDir dir;
   Trained s(1);
   const std::string path = checkpoint_path(dir.path(), 5);
-  save_checkpoint(path, *s.model, s.adam, {5, 5, torch::zeros({1}, torch::kUInt8), "first"});
+  save_checkpoint(path, *s.model, s.adam, {5, 5, torch::zeros({1}, torch::kUInt8), "first", {}});
   // The writer's temp file name is taken by a directory: the save must fail
   // before touching the checkpoint already there.
   fs::create_directory(path + ".tmp." + std::to_string(::getpid()));
-  EXPECT_THROW(
-      save_checkpoint(path, *s.model, s.adam, {5, 5, torch::zeros({1}, torch::kUInt8), "second"}),
-      c10::Error);
+  EXPECT_THROW(save_checkpoint(path, *s.model, s.adam,
+                               {5, 5, torch::zeros({1}, torch::kUInt8), "second", {}}),
+               c10::Error);
   EXPECT_EQ(Checkpoint(path).state().recipe_yaml, "first");
+  // A CPU run writes no CUDA generator state.
+  EXPECT_FALSE(Checkpoint(path).state().cuda_rng_state.defined());
 }
 
 TEST(Checkpoint, ListingAndPruningSeeOnlyCompleteCheckpoints) {

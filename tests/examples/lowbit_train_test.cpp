@@ -118,7 +118,9 @@ TEST(LowbitTrain, PrintsTheResolvedDefaultRecipeAndPlotsMetrics) {
   EXPECT_TRUE(fs::exists(dir.file("m.svg")));
 }
 
+// On the CPU wherever the test runs: the runs compare bit for bit.
 const char* kKillRecipe = R"(
+device: cpu
 model: {name: mlp, hidden: [64], dropout: 0.1}
 data: {name: fashion_mnist, train_limit: 3000, eval_limit: 300}
 optimizer: {name: adamw8bit, lr: 1.0e-3}

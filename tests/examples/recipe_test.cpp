@@ -6,10 +6,13 @@
 #include <string>
 #include <vector>
 
+#include <torch/cuda.h>
+
 #include <gtest/gtest.h>
 
 #include "examples/config/recipe.h"
 #include "examples/config/schema.h"
+#include "kernels/backend.h"
 #include "tests/support/scratch_dir.h"
 
 namespace lowbit::config {
@@ -132,6 +135,59 @@ TEST(Recipe, CrossKeyRules) {
   expect_error(kBase, {"lora.r=4"},
                {"lora.dtype", "fp16 adapters cannot be trained by torch::optim's adamw",
                 "fp32 with a torch optimizer"});
+}
+
+bool cuda_here() { return kernels::cuda_built() && torch::cuda::is_available(); }
+
+TEST(Recipe, DeviceAutoTakesTheGpuOnlyWhereThereIsOne) {
+  const Recipe r = load(kBase);
+  EXPECT_EQ(r.device, cuda_here() ? "cuda" : "cpu");
+  // The recipe keeps "auto", so a saved recipe means the same on any machine.
+  EXPECT_EQ(r.values.at("device"), "auto");
+  EXPECT_EQ(load(kBase, {"device=cpu"}).device, "cpu");
+  // The cpu and opencl kernels work on host tensors: naming one asks for a CPU run.
+  EXPECT_EQ(load(kBase, {"backend=opencl"}).device, "cpu");
+  EXPECT_EQ(load(kBase, {"backend=cpu"}).device, "cpu");
+}
+
+TEST(Recipe, DeviceCudaStopsWhereThisBuildOrMachineHasNone) {
+  const std::string cuda = std::string(kBase) + "device: cuda\n";
+  if (cuda_here()) {
+    EXPECT_EQ(load(cuda).device, "cuda");
+  } else if (!kernels::cuda_built()) {
+    expect_error(cuda, {},
+                 {"test.yaml line 10: device: cuda needs the CUDA backend, which this build of "
+                  "lowbit lacks",
+                  "allowed: auto or cpu"});
+  } else {
+    expect_error(
+        kBase, {"device=cuda"},
+        {"--set device: cuda needs a GPU, and libtorch sees none", "allowed: auto or cpu"});
+  }
+  expect_error(kBase, {"device=tpu"},
+               {"--set device", "value 'tpu' is not allowed", "one of auto, cpu, cuda"});
+}
+
+TEST(Recipe, DeviceCudaRefusesHostBackends) {
+  // A contradiction within the recipe: refused on every machine, before the
+  // machine is asked.
+  expect_error(kBase, {"device=cuda", "backend=opencl"},
+               {"device: cuda cannot run with backend opencl",
+                "OpenCL kernels work on host tensors", "allowed: backend auto with device cuda"});
+  expect_error(kBase, {"device=cuda", "backend=cpu"},
+               {"device: cuda cannot run with backend cpu", "CPU kernels work on host tensors"});
+}
+
+TEST(Recipe, Fp16ComputesOnTheGpuOnly) {
+  expect_error(kBase, {"device=cpu", "quant.compute_dtype=fp16"},
+               {"--set quant.compute_dtype", "fp16 computes on a GPU only",
+                "this run is on the CPU (device cpu)", "fp32 or bf16 on the CPU"});
+  if (cuda_here()) {
+    EXPECT_EQ(load(kBase, {"quant.compute_dtype=fp16"}).quant.compute_dtype, "fp16");
+  } else {
+    expect_error(kBase, {"quant.compute_dtype=fp16"}, {"(device auto)"});
+  }
+  expect_error(kBase, {"quant.compute_dtype=fp8"}, {"one of fp32, bf16, fp16"});
 }
 
 TEST(Recipe, MissingFilesStopBeforeTraining) {

@@ -1,7 +1,8 @@
 // The trainer end to end on real data subsets: a 20-step run of every recipe in
 // configs/, resume from a checkpoint bit-identical to the run straight through
-// (dropout, gradient accumulation and a decaying schedule included), and a
-// resume under a changed recipe refused.
+// (dropout, gradient accumulation and a decaying schedule included), a resume
+// under a changed recipe refused, and (where there is a GPU) runs that move
+// between the GPU and the CPU through their checkpoints.
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <gtest/gtest.h>
@@ -19,6 +21,7 @@
 #include "examples/train/checkpoint.h"
 #include "examples/train/metrics_log.h"
 #include "examples/train/trainer.h"
+#include "kernels/backend.h"
 #include "tests/examples/saved_weights.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/kernels/backends.h"
@@ -29,11 +32,13 @@ namespace {
 namespace fs = std::filesystem;
 using lowbit::testing::ScratchDir;
 
-RunResult run(const config::Recipe& recipe) {
+RunResult run(const config::Recipe& recipe, std::string* output = nullptr) {
   std::ostringstream out;
   RunOptions options;
   options.out = &out;
-  return run_training(recipe, options);
+  RunResult result = run_training(recipe, options);
+  if (output) *output = out.str();
+  return result;
 }
 
 std::vector<double> losses(const std::string& metrics, const std::string& type) {
@@ -99,11 +104,15 @@ TEST(Trainer, TwentyStepsOfEveryRecipe) {
 }
 
 // A run straight through and one resumed from its step-10 checkpoint in
-// another directory end with bitwise equal weights and the same losses.
-void expect_bit_identical_resume(const std::string& yaml, const std::string& name) {
+// another directory end with bitwise equal weights and the same losses. On
+// the CPU unless told: a GPU's numerics are not the CPU's, and `auto` would
+// pick one where there is one.
+void expect_bit_identical_resume(const std::string& yaml, const std::string& name,
+                                 const std::string& device = "cpu") {
   ScratchDir dir;
   const std::vector<std::string> common = {"checkpoint.every=5", "checkpoint.keep=10",
-                                           "log.progress=none", "train.threads=1"};
+                                           "log.progress=none", "train.threads=1",
+                                           "device=" + device};
   std::vector<std::string> a_overrides = common, b_overrides = common;
   a_overrides.push_back("checkpoint.dir=" + dir.file("a"));
   b_overrides.push_back("checkpoint.dir=" + dir.file("b"));
@@ -175,6 +184,123 @@ TEST(Trainer, ResumeIsBitIdenticalForQlora) { expect_bit_identical_resume(kQlora
 TEST(Trainer, ResumeIsBitIdenticalOnOpenCl) {
   LOWBIT_REQUIRE_OPENCL(device);
   expect_bit_identical_resume(std::string(kQloraRecipe) + "backend: opencl\n", "qlora_opencl");
+}
+
+bool cuda_here() { return kernels::cuda_built() && torch::cuda::is_available(); }
+
+// On the GPU: 8-bit states and packed weights on the device, LoRA dropout from
+// the GPU's generator (whose state the checkpoint carries).
+TEST(Trainer, ResumeIsBitIdenticalOnCuda) {
+  if (!cuda_here()) GTEST_SKIP() << "no CUDA backend in this build or no GPU";
+  expect_bit_identical_resume(kQloraRecipe, "qlora_cuda", "cuda");
+}
+
+// Counts the tensors in a saved value (archives nest as objects) that are not
+// on the CPU.
+int64_t tensors_off_cpu(const c10::IValue& v) {
+  int64_t n = 0;
+  if (v.isTensor()) {
+    n += v.toTensor().defined() && !v.toTensor().is_cpu() ? 1 : 0;
+  } else if (v.isObject()) {
+    for (const c10::IValue& slot : v.toObjectRef().slots()) n += tensors_off_cpu(slot);
+  } else if (v.isList()) {
+    for (const c10::IValue& e : v.toListRef()) n += tensors_off_cpu(e);
+  } else if (v.isTuple()) {
+    for (const c10::IValue& e : v.toTupleRef().elements()) n += tensors_off_cpu(e);
+  } else if (v.isGenericDict()) {
+    for (const auto& e : v.toGenericDict()) n += tensors_off_cpu(e.value());
+  }
+  return n;
+}
+
+// Read without a device mapping, a file's tensors come back where they were
+// saved: every one must be a CPU tensor, so a CPU-only machine can read it.
+void expect_only_cpu_tensors(const std::string& path) {
+  torch::serialize::InputArchive archive;
+  archive.load_from(path);
+  int64_t keys = 0;
+  for (const std::string& key : archive.keys()) {
+    c10::IValue value;
+    ASSERT_TRUE(archive.try_read(key, value)) << key;
+    EXPECT_EQ(tensors_off_cpu(value), 0) << path << ": " << key;
+    ++keys;
+  }
+  EXPECT_GE(keys, 2) << path;  // format and model (checkpoints: optimizer and trainer too)
+}
+
+// The default recipe on the GPU; its checkpoint resumed on the CPU, and that
+// one's back on the GPU: the device is how to compute, not what is trained.
+TEST(Trainer, CudaRunsResumeOnTheCpuAndBack) {
+  if (!cuda_here()) GTEST_SKIP() << "no CUDA backend in this build or no GPU";
+  ScratchDir dir;
+  const std::string path =
+      (fs::path(LOWBIT_SOURCE_DIR) / "configs" / "fashion_mnist_adamw8bit.yaml").string();
+  auto recipe = [&](const std::string& device, int64_t steps) {
+    return config::load_recipe_file(
+        path, {"train.epochs=0", "train.steps=" + std::to_string(steps), "schedule.warmup_steps=5",
+               "data.train_limit=3000", "data.eval_limit=500", "checkpoint.every=10",
+               "checkpoint.keep=10", "checkpoint.dir=" + dir.file("run"), "log.progress=none",
+               "device=" + device});
+  };
+  const config::Recipe gpu = recipe("cuda", 30);
+  ASSERT_EQ(gpu.device, "cuda");
+  std::string output;
+  const RunResult trained = run(gpu, &output);
+  EXPECT_NE(output.find("backend cuda:0"), std::string::npos) << output;
+  EXPECT_EQ(trained.end_step, 30);
+  ASSERT_TRUE(trained.final_evaluation.has_value());
+  EXPECT_TRUE(std::isfinite(trained.final_evaluation->loss));
+  std::vector<double> train = losses(gpu.log.metrics, "train");
+  ASSERT_EQ(train.size(), 30u);
+  EXPECT_LT(mean(train, 25, 30), mean(train, 0, 5));
+  expect_only_cpu_tensors(checkpoint_path(gpu.checkpoint.dir, 30));
+  expect_only_cpu_tensors((fs::path(gpu.checkpoint.dir) / "model.pt").string());
+
+  const config::Recipe cpu = recipe("cpu", 40);
+  const RunResult on_cpu = run(cpu, &output);
+  EXPECT_NE(output.find("resumed from"), std::string::npos) << output;
+  EXPECT_EQ(on_cpu.start_step, 30);
+  EXPECT_EQ(on_cpu.end_step, 40);
+  // The CPU carries on from the GPU's weights and optimizer states: its
+  // losses stay down where the GPU left them, far below the first steps'.
+  train = losses(cpu.log.metrics, "train");
+  ASSERT_EQ(train.size(), 40u);
+  EXPECT_LT(mean(train, 30, 35), mean(train, 0, 5));
+  ASSERT_TRUE(on_cpu.final_evaluation.has_value());
+  EXPECT_TRUE(std::isfinite(on_cpu.final_evaluation->loss));
+
+  const RunResult back = run(recipe("cuda", 50));
+  EXPECT_EQ(back.start_step, 40);
+  EXPECT_EQ(back.end_step, 50);
+  train = losses(gpu.log.metrics, "train");  // one run directory: one metrics file
+  ASSERT_EQ(train.size(), 50u);
+  EXPECT_LT(mean(train, 40, 45), mean(train, 0, 5));
+}
+
+// torch::optim keeps its states wherever they were made or loaded: the
+// trainer saves them as CPU tensors and moves them to the run's device.
+TEST(Trainer, TorchOptimizerStatesFollowTheDevice) {
+  if (!cuda_here()) GTEST_SKIP() << "no CUDA backend in this build or no GPU";
+  ScratchDir dir;
+  const std::string yaml = R"(
+model: {name: mlp, hidden: [16]}
+data: {name: fashion_mnist, train_limit: 200, eval_limit: 50}
+optimizer: {name: adamw, lr: 1.0e-3}
+train: {steps: 10, batch_size: 20}
+log: {progress: none}
+)";
+  auto recipe = [&](const std::string& device, int64_t steps) {
+    return config::load_recipe_text(yaml, "r", "r",
+                                    {"checkpoint.dir=" + dir.file("run"), "device=" + device,
+                                     "train.steps=" + std::to_string(steps)});
+  };
+  EXPECT_EQ(run(recipe("cuda", 10)).end_step, 10);
+  expect_only_cpu_tensors(checkpoint_path(dir.file("run"), 10));
+  EXPECT_EQ(run(recipe("cpu", 15)).start_step, 10);
+  const RunResult back = run(recipe("cuda", 20));
+  EXPECT_EQ(back.start_step, 15);
+  EXPECT_EQ(back.end_step, 20);
+  expect_only_cpu_tensors(checkpoint_path(dir.file("run"), 20));
 }
 
 TEST(Trainer, ResumesOnlyUnderTheSameRecipe) {
