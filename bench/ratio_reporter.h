@@ -26,24 +26,44 @@ class RatioReporter : public benchmark::ConsoleReporter {
   explicit RatioReporter(std::vector<std::string> baseline_ops)
       : baseline_ops_(std::move(baseline_ops)) {}
 
+  // Whether a run errored or was skipped: Google Benchmark 1.7 (Debian) has
+  // Run::error_occurred, 1.8 (Ubuntu 24.04) replaced it by Run::skipped.
+  template <typename R>
+  static auto failed(const R& r, int) -> decltype(r.skipped, bool()) {
+    return r.skipped != decltype(r.skipped){};
+  }
+  template <typename R>
+  static bool failed(const R& r, long) {
+    return r.error_occurred;
+  }
+
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
     for (const Run& r : runs) {
-      if (r.error_occurred) continue;
+      if (failed(r, 0)) continue;
       const bool median = r.run_type == Run::RT_Aggregate && r.aggregate_name == "median";
       if (r.run_type != Run::RT_Iteration && !median) continue;
       const std::string name = r.run_name.str();
       const size_t slash = name.find('/');
       if (slash == std::string::npos) continue;
       Entry e{name.substr(0, slash), group_of(name.substr(slash + 1)), r.GetAdjustedRealTime(),
-              r.counters.count("bytes") ? double(r.counters.at("bytes")) : 0.0};
+              r.counters.count("bytes") ? double(r.counters.at("bytes")) : 0.0,
+              benchmark::GetTimeUnitString(r.time_unit)};
       (median ? medians_ : entries_).push_back(e);
     }
   }
 
   void Finalize() override {
     ConsoleReporter::Finalize();
-    if (!medians_.empty()) entries_ = medians_;
+    // A benchmark run with repetitions counts by its median; one run once
+    // (e.g. Repetitions(1) beside the flag) by its only iteration.
+    std::vector<Entry> chosen = medians_;
+    for (const Entry& e : entries_) {
+      bool has_median = false;
+      for (const Entry& m : medians_) has_median |= m.op == e.op && m.group == e.group;
+      if (!has_median) chosen.push_back(e);
+    }
+    entries_ = chosen;
     for (const std::string& baseline : baseline_ops_) print_ratios(baseline);
   }
 
@@ -52,6 +72,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
     std::string op, group;
     double time;   // in the benchmark's time unit
     double bytes;  // bytes moved per iteration (counter "bytes")
+    const char* unit;
   };
 
   void print_ratios(const std::string& baseline_op) const {
@@ -68,14 +89,16 @@ class RatioReporter : public benchmark::ConsoleReporter {
       const Entry& b = *it->second;
       const double speed = b.time / e.time;
       const double bw = (e.bytes > 0 && b.bytes > 0) ? (e.bytes / e.time) / (b.bytes / b.time) : 0;
-      std::printf("%-28s %-34s %10.3f ms %13.2fx %13.0f%%\n", e.op.c_str(), e.group.c_str(),
-                  e.time, speed, bw * 100);
+      std::printf("%-28s %-34s %10.3f %s %13.2fx %13.0f%%\n", e.op.c_str(), e.group.c_str(),
+                  e.time, e.unit, speed, bw * 100);
     }
   }
 
-  // The group without the suffixes Google Benchmark appends (min_time, real_time).
+  // The group without the suffixes Google Benchmark appends (min_time,
+  // real_time, manual_time).
   static std::string group_of(std::string rest) {
-    for (const char* suffix : {"/min_time:", "/real_time", "/iterations:", "/repeats:"}) {
+    for (const char* suffix :
+         {"/min_time:", "/real_time", "/manual_time", "/iterations:", "/repeats:"}) {
       const size_t at = rest.find(suffix);
       if (at != std::string::npos) rest.resize(at);
     }

@@ -1,0 +1,295 @@
+// GPU benchmarks (builds with CUDA), each a ratio against its baseline from one
+// run on one device. Groups:
+//   "<optimizer>/<size>/cuda": a lowbit optimizer step on device-resident
+//     tensors (the torch-level step, default SkipStep policy, gradient check
+//     included; lowbit8_skipblocks without it; lowbit32: float32 states),
+//     torch's fused AdamW (at::_fused_adamw_, torch.optim.AdamW(fused=True))
+//     and a device copy of the parameter (the bandwidth roofline);
+//   "linear/<out>x<in>/m<m>/<dtype>": Linear4bit NF4 with double quantization
+//     (forward) against torch's CUDA linear in the same dtype; the weights of
+//     several layers rotate so that neither reads from L2;
+//   "qlora_step/<shape>": a training step (forward, backward, AdamW8bit on the
+//     adapters) of a Llama-shaped stack with LoRA on every projection, NF4
+//     base against a bf16 base; counters: tokens/s and peak memory.
+// Times are CUDA event intervals on the current stream (GPU time).
+// LOWBIT_BENCH_SIZES (e.g. "16M,64M") restricts the optimizer sizes.
+#include <cuda_runtime_api.h>
+
+#include <ATen/ops/_fused_adamw.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "bench/optim_common.h"
+#include "bench/ratio_reporter.h"
+#include "lora/apply_lora.h"
+#include "lora/quantize_model.h"
+#include "quant/quantize.h"
+
+namespace lowbit::bench {
+namespace {
+
+const torch::Device kCuda(torch::kCUDA, 0);
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) {
+    std::fprintf(stderr, "bench_cuda: %s: %s\n", what, cudaGetErrorString(err));
+    std::exit(1);
+  }
+}
+
+// Runs `fn` once untimed, then times each iteration with CUDA events.
+void time_on_gpu(benchmark::State& state, const std::function<void()>& fn) {
+  fn();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  cudaEvent_t start, stop;
+  check(cudaEventCreate(&start), "cudaEventCreate");
+  check(cudaEventCreate(&stop), "cudaEventCreate");
+  for (auto _ : state) {
+    check(cudaEventRecord(start, stream), "cudaEventRecord");
+    fn();
+    check(cudaEventRecord(stop, stream), "cudaEventRecord");
+    check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+    state.SetIterationTime(double(ms) / 1e3);
+  }
+  check(cudaEventDestroy(start), "cudaEventDestroy");
+  check(cudaEventDestroy(stop), "cudaEventDestroy");
+}
+
+benchmark::internal::Benchmark* reg(const std::string& name,
+                                    std::function<void(benchmark::State&)> fn,
+                                    benchmark::TimeUnit unit) {
+  return benchmark::RegisterBenchmark(name.c_str(), fn)
+      ->Unit(unit)
+      ->UseManualTime()
+      ->MinTime(0.3);
+}
+
+// ---- optimizer steps ----
+
+void register_optimizer(Family f, int64_t n, const std::string& size) {
+  const std::string group = std::string(family_name(f)) + "/" + size + "/cuda";
+  const auto ms = benchmark::kMillisecond;
+  reg("copy/" + group, [n](benchmark::State& state) {
+    const auto src = torch::randn({n}, kCuda);
+    auto dst = torch::empty_like(src);
+    time_on_gpu(state, [&] { dst.copy_(src); });
+    state.counters["bytes"] = 8.0 * double(n);
+  }, ms);
+  if (f == Family::AdamW)
+    reg("torch_fused/" + group, [n](benchmark::State& state) {
+      Problem problem(n, torch::kFloat32, kCuda);
+      const std::vector<torch::Tensor> p{problem.param.detach()}, g{problem.param.grad()};
+      const std::vector<torch::Tensor> m{torch::zeros_like(p[0])}, v{torch::zeros_like(p[0])};
+      const std::vector<torch::Tensor> steps{torch::zeros({1}, torch::TensorOptions(kCuda))};
+      time_on_gpu(state, [&] {
+        at::_fused_adamw_(p, g, m, v, {}, steps, 1e-3, 0.9, 0.999, 1e-2, 1e-8, false, false);
+      });
+      state.counters["bytes"] = 28.0 * double(n);  // p, m, v read and written, g read
+    }, ms);
+  const auto lowbit = [&](const std::string& op, int64_t bits, optim::NonFinitePolicy policy) {
+    reg(op + "/" + group, [f, n, bits, policy](benchmark::State& state) {
+      Problem problem(n, torch::kFloat32, kCuda);
+      auto opt = lowbit_optimizer(f, problem.param, bits);
+      opt->set_nonfinite_policy(policy);
+      time_on_gpu(state, [&] { opt->step(); });
+      const bool checked = policy != optim::NonFinitePolicy::SkipBlocks;
+      state.counters["bytes"] = lowbit_bytes_per_param(f, bits, checked, 4.0) * double(n);
+      state.counters["state_B/param"] = double(opt->state_bytes()) / double(n);
+    }, ms);
+  };
+  lowbit("lowbit8", 8, optim::NonFinitePolicy::SkipStep);
+  if (f == Family::AdamW) {
+    lowbit("lowbit8_skipblocks", 8, optim::NonFinitePolicy::SkipBlocks);
+    lowbit("lowbit32", 32, optim::NonFinitePolicy::SkipStep);
+  }
+}
+
+std::vector<std::pair<std::string, int64_t>> optimizer_sizes() {
+  std::vector<std::pair<std::string, int64_t>> all = {
+      {"16M", int64_t(16) << 20}, {"64M", int64_t(64) << 20}, {"256M", int64_t(256) << 20}};
+  const char* only = std::getenv("LOWBIT_BENCH_SIZES");
+  if (!only) return all;
+  std::vector<std::pair<std::string, int64_t>> picked;
+  std::stringstream ss(only);
+  for (std::string item; std::getline(ss, item, ',');)
+    for (const auto& s : all)
+      if (s.first == item) picked.push_back(s);
+  return picked;
+}
+
+// ---- Linear4bit against torch's linear ----
+
+// Enough copies of a layer of `bytes` that the rotation streams from memory
+// (twice the H200's 60 MB of L2).
+int64_t copies_for(int64_t bytes) { return std::max<int64_t>(1, (int64_t(120) << 20) / bytes + 1); }
+
+void register_linear(int64_t out, int64_t in, int64_t m, torch::ScalarType dtype) {
+  const std::string group = "linear/" + std::to_string(out) + "x" + std::to_string(in) + "/m" +
+                            std::to_string(m) + "/" + (dtype == torch::kFloat16 ? "f16" : "bf16");
+  const auto us = benchmark::kMicrosecond;
+  reg("torch_linear/" + group, [=](benchmark::State& state) {
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> weights;
+    for (int64_t c = copies_for(out * in * 2); c > 0; --c)
+      weights.push_back(torch::randn({out, in}, torch::TensorOptions(kCuda).dtype(dtype)) * 0.02);
+    const auto x = torch::randn({m, in}, torch::TensorOptions(kCuda).dtype(dtype));
+    size_t k = 0;
+    time_on_gpu(state, [&] { torch::linear(x, weights[k++ % weights.size()]); });
+  }, us);
+  reg("lowbit_nf4/" + group, [=](benchmark::State& state) {
+    torch::NoGradGuard no_grad;
+    std::vector<lora::Linear4bit> layers;
+    for (int64_t c = copies_for(out * in / 2); c > 0; --c) {
+      const auto [packed, quant_state] =
+          quant::quantize_4bit(torch::randn({out, in}, torch::TensorOptions(kCuda)) * 0.02);
+      layers.emplace_back(packed, quant_state, torch::Tensor(),
+                          lora::Linear4bitOptions().compute_dtype(dtype));
+    }
+    const auto x = torch::randn({m, in}, torch::TensorOptions(kCuda).dtype(dtype));
+    size_t k = 0;
+    time_on_gpu(state, [&] { layers[k++ % layers.size()]->forward(x); });
+  }, us);
+}
+
+// ---- a QLoRA training step ----
+
+// One Llama-shaped decoder block: RMSNorm, causal self-attention (q, k, v, o),
+// SwiGLU MLP (gate, up, down); the projections are Linear modules so that
+// quantize_model and apply_lora find them by path.
+struct BlockImpl : torch::nn::Module {
+  BlockImpl(int64_t width, int64_t hidden, int64_t heads) : heads(heads) {
+    const auto lin = [&](const char* name, int64_t in, int64_t out) {
+      return register_module(name, torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)));
+    };
+    q_proj = lin("q_proj", width, width);
+    k_proj = lin("k_proj", width, width);
+    v_proj = lin("v_proj", width, width);
+    o_proj = lin("o_proj", width, width);
+    gate_proj = lin("gate_proj", width, hidden);
+    up_proj = lin("up_proj", width, hidden);
+    down_proj = lin("down_proj", hidden, width);
+    norm1 = register_parameter("norm1", torch::ones({width}));
+    norm2 = register_parameter("norm2", torch::ones({width}));
+  }
+  static torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w) {
+    const auto xf = x.to(torch::kFloat32);
+    return (xf * torch::rsqrt(xf.pow(2).mean(-1, true) + 1e-5)).to(x.scalar_type()) * w;
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    const int64_t b = x.size(0), t = x.size(1), width = x.size(2), d = width / heads;
+    auto h = rms_norm(x, norm1);
+    const auto split = [&](const torch::Tensor& y) {
+      return y.view({b, t, heads, d}).transpose(1, 2);
+    };
+    auto q = split(modules_call("q_proj", h)), k = split(modules_call("k_proj", h)),
+         v = split(modules_call("v_proj", h));
+    auto a = torch::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+    x = x + modules_call("o_proj", a.transpose(1, 2).reshape({b, t, width}));
+    h = rms_norm(x, norm2);
+    h = torch::silu(modules_call("gate_proj", h)) * modules_call("up_proj", h);
+    return x + modules_call("down_proj", h);
+  }
+  // The child `name` called through the module registry (quantize_model and
+  // apply_lora replace children there).
+  torch::Tensor modules_call(const std::string& name, const torch::Tensor& x) {
+    auto child = named_children()[name];
+    if (auto* l = child->as<torch::nn::LinearImpl>()) return l->forward(x);
+    if (auto* q = child->as<lora::Linear4bitImpl>()) return q->forward(x);
+    return child->as<lora::LoraLinearImpl>()->forward(x);
+  }
+  int64_t heads;
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr},
+      gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  torch::Tensor norm1, norm2;
+};
+TORCH_MODULE(Block);
+
+struct StackImpl : torch::nn::Module {
+  StackImpl(int64_t depth, int64_t width, int64_t hidden, int64_t heads) {
+    for (int64_t i = 0; i < depth; ++i)
+      blocks.push_back(register_module("layer" + std::to_string(i), Block(width, hidden, heads)));
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    for (auto& b : blocks) x = b->forward(x);
+    return x;
+  }
+  std::vector<Block> blocks;
+};
+TORCH_MODULE(Stack);
+
+void register_qlora_step(bool nf4) {
+  constexpr int64_t kDepth = 8, kWidth = 2048, kHidden = 5632, kHeads = 16, kSeq = 512;
+  const std::string group = "qlora_step/llama8x2048_seq512";
+  reg(std::string(nf4 ? "nf4_base" : "bf16_base") + "/" + group, [=](benchmark::State& state) {
+    torch::manual_seed(0);
+    Stack model(kDepth, kWidth, kHidden, kHeads);
+    model->to(kCuda, torch::kBFloat16);
+    if (nf4) {
+      lora::QuantizeConfig q;
+      q.include = {".*_proj"};
+      q.linear.compute_dtype(torch::kBFloat16);
+      lora::quantize_model(*model, q);
+    }
+    lora::LoraConfig config;
+    config.r = 16;
+    config.lora_alpha = 32;
+    config.target_modules = {".*_proj"};
+    config.dtype = torch::kBFloat16;
+    config.compute_dtype = torch::kBFloat16;
+    const auto params = lora::apply_lora(*model, config);
+    optim::AdamW8bit opt(params, optim::AdamW8bitOptions(1e-4));
+    const auto x = torch::randn({1, kSeq, kWidth}, torch::TensorOptions(kCuda).dtype(torch::kBFloat16));
+    const auto step = [&] {
+      opt.zero_grad();
+      const auto loss = model->forward(x).to(torch::kFloat32).pow(2).mean();
+      loss.backward();
+      opt.step();
+    };
+    step();
+    c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+    time_on_gpu(state, step);
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+    const auto peak = stats.allocated_bytes[size_t(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+    state.counters["peak_GiB"] = double(peak) / double(1 << 30);
+    state.counters["tokens/s"] =
+        benchmark::Counter(double(kSeq), benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["base_bytes"] = double(lora::model_size(*model).bytes);
+  }, benchmark::kMillisecond)->Repetitions(1);
+}
+
+}  // namespace
+}  // namespace lowbit::bench
+
+int main(int argc, char** argv) {
+  using namespace lowbit::bench;
+  benchmark::Initialize(&argc, argv);
+  if (!torch::cuda::is_available()) {
+    std::fprintf(stderr, "bench_cuda: no CUDA device\n");
+    return 1;
+  }
+  for (const auto& [name, n] : optimizer_sizes())
+    for (Family f : {Family::AdamW, Family::Lion, Family::RMSprop, Family::LAMB})
+      register_optimizer(f, n, name);
+  for (auto dtype : {torch::kFloat16, torch::kBFloat16})
+    for (const auto& [out, in] : std::vector<std::pair<int64_t, int64_t>>{
+             {4096, 4096}, {14336, 4096}, {4096, 14336}})
+      for (int64_t m : {1, 16, 64, 512}) register_linear(out, in, m, dtype);
+  for (bool nf4 : {false, true}) register_qlora_step(nf4);
+  RatioReporter reporter(std::vector<std::string>{"torch_fused", "copy", "torch_linear", "bf16_base"});
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,78 @@
+// What the optimizer benchmarks share: the optimizer families, a problem of n
+// parameters, lowbit's optimizer of a family, and the bytes a lowbit step must
+// move (the roofline's count).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "optim/optim.h"
+
+namespace lowbit::bench {
+
+enum class Family { Adam, AdamW, RMSprop, Lion, LAMB };
+
+inline const char* family_name(Family f) {
+  switch (f) {
+    case Family::Adam: return "adam";
+    case Family::AdamW: return "adamw";
+    case Family::RMSprop: return "rmsprop";
+    case Family::Lion: return "lion";
+    case Family::LAMB: return "lamb";
+  }
+  return "?";
+}
+
+// One parameter of n values with a gradient of its dtype, as a model's would
+// be, drawn on `device`.
+struct Problem {
+  torch::Tensor param;
+  explicit Problem(int64_t n, torch::ScalarType dtype = torch::kFloat32,
+                   torch::Device device = torch::kCPU) {
+    torch::manual_seed(0);
+    const auto on = torch::TensorOptions().device(device);
+    param = (torch::randn({n}, on) * 0.1).to(dtype).set_requires_grad(true);
+    param.mutable_grad() = (torch::randn({n}, on) * 0.01).to(dtype);
+  }
+};
+
+// `be` null: the backend of p's device.
+inline std::shared_ptr<optim::Optimizer8bit> lowbit_optimizer(
+    Family f, const torch::Tensor& p, int64_t bits, std::shared_ptr<kernels::Backend> be = nullptr) {
+  const std::vector<torch::Tensor> params{p};
+  switch (f) {
+    case Family::Adam:
+      return std::make_shared<optim::Adam8bit>(params,
+                                               optim::Adam8bitOptions(1e-3).optim_bits(bits), be);
+    case Family::AdamW:
+      return std::make_shared<optim::AdamW8bit>(params,
+                                                optim::AdamW8bitOptions(1e-3).optim_bits(bits), be);
+    case Family::RMSprop:
+      return std::make_shared<optim::RMSprop8bit>(
+          params, optim::RMSprop8bitOptions(1e-3).optim_bits(bits), be);
+    case Family::Lion:
+      return std::make_shared<optim::Lion8bit>(
+          params, optim::Lion8bitOptions(1e-4).weight_decay(0.01).optim_bits(bits), be);
+    case Family::LAMB:
+      return std::make_shared<optim::LAMB8bit>(
+          params, optim::LAMB8bitOptions(1e-3).weight_decay(0.01).optim_bits(bits), be);
+  }
+  return nullptr;
+}
+
+// Bytes a lowbit step must move per parameter of `elem` bytes: the gradient
+// check reads g (not under SkipBlocks); the fused update reads p, g and the
+// states and writes p and the states (8-bit: 1 byte each way per state plus
+// absmax; 32-bit: 4); LAMB's norm pass reads p, g and the states once more.
+inline double lowbit_bytes_per_param(Family f, int64_t bits, bool checked, double elem) {
+  const int states = (f == Family::Lion || f == Family::RMSprop) ? 1 : 2;
+  const double state = bits == 8 ? 1 + 4.0 / 256 : 4;
+  double bytes = (checked ? elem : 0) + 3 * elem + 2 * states * state;
+  if (f == Family::LAMB) bytes += 2 * elem + states * state;
+  return bytes;
+}
+
+}  // namespace lowbit::bench

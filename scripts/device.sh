@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The GPU check in one go, on a machine with an NVIDIA GPU, CUDA (nvcc) and a
+# CUDA-enabled libtorch (PyTorch's, found through python3): builds lowbit with
+# the CUDA backend, runs every test with CUDA and NVIDIA's OpenCL required,
+# then the GPU benchmarks. Logs and benchmark JSON go to $OUT (default
+# build-cuda/out); the last lines printed are the summary.
+#   scripts/device.sh [all|build|test|bench]   (default: all)
+# LOWBIT_DEBS: a folder of Debian packages to unpack first, for machines that
+# cannot install them (made with `apt-get download dataset-fashion-mnist
+# bible-kjv bible-kjv-text fortunes fortunes-min fortune-mod librecode0`: the
+# data sets, and strfile for the fortune tests).
+# LOWBIT_BENCH_FILTER: a Google Benchmark filter for bench_cuda.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+build=build-cuda
+out=${OUT:-$build/out}
+mkdir -p "$out"
+summary=()
+note() { summary+=("$*"); echo "== $*"; }
+
+if [ -d "${LOWBIT_DEBS:-}" ]; then
+  for f in "$LOWBIT_DEBS"/*.deb; do dpkg -x "$f" / || exit 1; done
+fi
+# NVIDIA's OpenCL driver, beside PoCL (the driver ships the library, not its ICD file).
+if [ -w /etc ] && [ ! -e /etc/OpenCL/vendors/nvidia.icd ]; then
+  mkdir -p /etc/OpenCL/vendors
+  echo libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
+fi
+
+if [ "$what" = all ] || [ "$what" = build ]; then
+  torch_cmake=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "share", "cmake"))')
+  start=$(date +%s)
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_cmake" \
+    -DLOWBIT_CUDA=ON -DLOWBIT_BUILD_TESTS=ON > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
+  # -k 0: a failing target does not stop the others (their tests still run).
+  if ! cmake --build "$build" -j"$(nproc)" -- -k 0 > "$out/build.log" 2>&1; then
+    grep -B2 -A12 -m5 'error' "$out/build.log" | head -60
+    note "build: FAILED (see build.log)"
+  fi
+  note "build: $(( $(date +%s) - start )) s ($(grep -o 'CUDA backend [A-Z]*' "$out/configure.log"))"
+fi
+
+if [ "$what" = all ] || [ "$what" = test ]; then
+  start=$(date +%s)
+  export LOWBIT_REQUIRE_OPENCL=1 LOWBIT_REQUIRE_CUDA=1
+  export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+  ctest --test-dir "$build" --output-on-failure -j8 --timeout 900 > "$out/test.log" 2>&1
+  rc=$?
+  grep -E "tests passed|tests failed|\(Failed\)|\(Timeout\)|\*\*\*" "$out/test.log" | tail -30
+  note "tests: rc $rc in $(( $(date +%s) - start )) s: $(grep -E 'tests passed' "$out/test.log")"
+fi
+
+if [ "$what" = all ] || [ "$what" = bench ]; then
+  nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader > "$out/gpu.txt"
+  "$build/bench/bench_cuda" --benchmark_filter="${LOWBIT_BENCH_FILTER:-.}" \
+    --benchmark_repetitions="${LOWBIT_BENCH_REPETITIONS:-3}" --benchmark_report_aggregates_only=true \
+    --benchmark_out="$out/bench_cuda.json" --benchmark_out_format=json > "$out/bench_cuda.txt" 2>&1
+  note "bench_cuda: rc $? ($(cat "$out/gpu.txt"))"
+  # The ratio tables are what the console output ends with.
+  sed -n '/^op  *group/,$p' "$out/bench_cuda.txt"
+fi
+
+printf '%s\n' "${summary[@]}"
