@@ -24,7 +24,6 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -117,17 +116,9 @@ void register_optimizer(Family f, int64_t n, const std::string& size) {
   }
 }
 
-std::vector<std::pair<std::string, int64_t>> optimizer_sizes() {
-  std::vector<std::pair<std::string, int64_t>> all = {
-      {"16M", int64_t(16) << 20}, {"64M", int64_t(64) << 20}, {"256M", int64_t(256) << 20}};
-  const char* only = std::getenv("LOWBIT_BENCH_SIZES");
-  if (!only) return all;
-  std::vector<std::pair<std::string, int64_t>> picked;
-  std::stringstream ss(only);
-  for (std::string item; std::getline(ss, item, ',');)
-    for (const auto& s : all)
-      if (s.first == item) picked.push_back(s);
-  return picked;
+Sizes optimizer_sizes() {
+  return sizes_from_env(
+      {{"16M", int64_t(16) << 20}, {"64M", int64_t(64) << 20}, {"256M", int64_t(256) << 20}});
 }
 
 // ---- Linear4bit against torch's linear ----

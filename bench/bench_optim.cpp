@@ -11,10 +11,8 @@
 #include <omp.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <functional>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -168,17 +166,9 @@ void register_group(Family f, int64_t n, const std::string& size, int threads) {
   }
 }
 
-std::vector<std::pair<std::string, int64_t>> sizes() {
-  std::vector<std::pair<std::string, int64_t>> all = {
-      {"1M", int64_t(1) << 20}, {"16M", int64_t(16) << 20}, {"64M", int64_t(64) << 20}};
-  const char* only = std::getenv("LOWBIT_BENCH_SIZES");
-  if (!only) return all;
-  std::vector<std::pair<std::string, int64_t>> picked;
-  std::stringstream ss(only);
-  for (std::string item; std::getline(ss, item, ',');)
-    for (const auto& s : all)
-      if (s.first == item) picked.push_back(s);
-  return picked;
+Sizes sizes() {
+  return sizes_from_env(
+      {{"1M", int64_t(1) << 20}, {"16M", int64_t(16) << 20}, {"64M", int64_t(64) << 20}});
 }
 
 }  // namespace

@@ -1,10 +1,14 @@
 // What the optimizer benchmarks share: the optimizer families, a problem of n
-// parameters, lowbit's optimizer of a family, and the bytes a lowbit step must
-// move (the roofline's count).
+// parameters, lowbit's optimizer of a family, the bytes a lowbit step must
+// move (the roofline's count), and the sizes to run.
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
+#include <sstream>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
@@ -73,6 +77,20 @@ inline double lowbit_bytes_per_param(Family f, int64_t bits, bool checked, doubl
   double bytes = (checked ? elem : 0) + 3 * elem + 2 * states * state;
   if (f == Family::LAMB) bytes += 2 * elem + states * state;
   return bytes;
+}
+
+// Problem sizes by name: `all`, or those LOWBIT_BENCH_SIZES names (e.g.
+// "16M,64M") for a quick run.
+using Sizes = std::vector<std::pair<std::string, int64_t>>;
+inline Sizes sizes_from_env(const Sizes& all) {
+  const char* only = std::getenv("LOWBIT_BENCH_SIZES");
+  if (!only) return all;
+  Sizes picked;
+  std::stringstream ss(only);
+  for (std::string item; std::getline(ss, item, ',');)
+    for (const auto& s : all)
+      if (s.first == item) picked.push_back(s);
+  return picked;
 }
 
 }  // namespace lowbit::bench

@@ -44,6 +44,13 @@ void Backend::check_buffer(const Buffer& b, size_t bytes, const char* op, const 
                " bytes; expected at least ", bytes);
 }
 
+void Backend::check_range(const Buffer& b, size_t bytes, size_t offset, const char* op,
+                          const char* what) const {
+  check_buffer(b, 0, op, what);
+  LOWBIT_CHECK(offset <= b.bytes() && bytes <= b.bytes() - offset, op, ": range [", offset, ", ",
+               offset + bytes, ") is outside a buffer of ", b.bytes(), " bytes");
+}
+
 void Backend::copy(const Buffer& src, Buffer& dst, size_t bytes) {
   check_buffer(src, bytes, "copy", "src");
   check_buffer(dst, bytes, "copy", "dst");

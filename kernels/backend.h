@@ -324,6 +324,10 @@ class Backend {
 
   // Throws unless `b` belongs to this backend and holds at least `bytes`.
   void check_buffer(const Buffer& b, size_t bytes, const char* op, const char* what) const;
+  // Throws unless `b` belongs here and [offset, offset + bytes) lies inside it
+  // (read and write).
+  void check_range(const Buffer& b, size_t bytes, size_t offset, const char* op,
+                   const char* what) const;
   // Throws unless the weight's buffers belong here and match its shape.
   void check_weight4bit(const Weight4bit& w, const char* op) const;
 

@@ -13,6 +13,7 @@
 #include "kernels/cpu/decoder8.h"
 #include "kernels/cpu/element_io.h"
 #include "kernels/cpu/encoder8.h"
+#include "kernels/rule_dispatch.h"
 
 namespace lowbit::kernels::cpu {
 namespace {
@@ -26,27 +27,6 @@ template <typename T>
 T* host(const Buffer* b) {
   return b ? static_cast<T*>(CpuBackend::host(*b)) : nullptr;
 }
-
-struct AdamRule {
-  static lb_optim_result apply(const lb_optim_args& a, float p, float g, float s1, float s2) {
-    return lb_rule_adam(a, p, g, s1, s2);
-  }
-};
-struct LambRule {
-  static lb_optim_result apply(const lb_optim_args& a, float p, float g, float s1, float s2) {
-    return lb_rule_lamb(a, p, g, s1, s2);
-  }
-};
-struct LionRule {
-  static lb_optim_result apply(const lb_optim_args& a, float p, float g, float s1, float s2) {
-    return lb_rule_lion(a, p, g, s1, s2);
-  }
-};
-struct RmspropRule {
-  static lb_optim_result apply(const lb_optim_args& a, float p, float g, float s1, float s2) {
-    return lb_rule_rmsprop(a, p, g, s1, s2);
-  }
-};
 
 // Magnitudes are compared as IEEE bit patterns: they order like the values,
 // NaN and inf are the largest (>= kNonFinite), and as integers the block
@@ -274,25 +254,14 @@ template <typename Fn>
 void with_step(const OptimizerOperands& op, const OptimizerArgs& args, Fn&& fn) {
   dispatch_float(op.param_type, [&](auto type) {
     using T = decltype(type);
-    const auto go = [&](auto rule, auto two_states) {
+    with_rule(op.rule, op.state2 != nullptr, [&](auto rule, auto two_states) {
       using R = decltype(rule);
       constexpr bool kTwo = decltype(two_states)::value;
       if (op.quantized)
         fn(BlockStep<T, R, true, kTwo>(op, args));
       else
         fn(BlockStep<T, R, false, kTwo>(op, args));
-    };
-    switch (op.rule) {
-      case OptimizerRule::Adam: go(AdamRule{}, std::true_type{}); return;
-      case OptimizerRule::LAMB: go(LambRule{}, std::true_type{}); return;
-      case OptimizerRule::Lion: go(LionRule{}, std::false_type{}); return;
-      case OptimizerRule::RMSprop:
-        if (op.state2)
-          go(RmspropRule{}, std::true_type{});
-        else
-          go(RmspropRule{}, std::false_type{});
-        return;
-    }
+    });
   });
 }
 

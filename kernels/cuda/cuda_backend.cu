@@ -44,11 +44,6 @@ T* ptr_or_null(const Buffer* b) {
   return b ? ptr<T>(*b) : nullptr;
 }
 
-void check_range(const Buffer& b, size_t bytes, size_t offset, const char* op) {
-  LOWBIT_CHECK(offset <= b.bytes() && bytes <= b.bytes() - offset, op, ": range [", offset, ", ",
-               offset + bytes, ") is outside a buffer of ", b.bytes(), " bytes");
-}
-
 }  // namespace
 
 CudaBuffer::CudaBuffer(const Backend* owner, void* data, size_t bytes, int device)
@@ -93,24 +88,20 @@ std::unique_ptr<Buffer> CudaBackend::wrap(void* data, size_t bytes, Location whe
 }
 
 void CudaBackend::write(Buffer& dst, const void* src, size_t bytes, size_t offset) {
-  check_buffer(dst, 0, "write", "dst");
-  check_range(dst, bytes, offset, "write");
-  if (bytes == 0) return;
-  DeviceScope scope(device_);
-  const cudaStream_t s = stream();
-  LOWBIT_CUDA_CHECK(
-      cudaMemcpyAsync(ptr<uint8_t>(dst) + offset, src, bytes, cudaMemcpyHostToDevice, s));
-  LOWBIT_CUDA_CHECK(cudaStreamSynchronize(s));
+  check_range(dst, bytes, offset, "write", "dst");
+  transfer(ptr<uint8_t>(dst) + offset, src, bytes, cudaMemcpyHostToDevice);
 }
 
 void CudaBackend::read(const Buffer& src, void* dst, size_t bytes, size_t offset) {
-  check_buffer(src, 0, "read", "src");
-  check_range(src, bytes, offset, "read");
+  check_range(src, bytes, offset, "read", "src");
+  transfer(dst, ptr<uint8_t>(src) + offset, bytes, cudaMemcpyDeviceToHost);
+}
+
+void CudaBackend::transfer(void* to, const void* from, size_t bytes, cudaMemcpyKind kind) {
   if (bytes == 0) return;
   DeviceScope scope(device_);
   const cudaStream_t s = stream();
-  LOWBIT_CUDA_CHECK(
-      cudaMemcpyAsync(dst, ptr<uint8_t>(src) + offset, bytes, cudaMemcpyDeviceToHost, s));
+  LOWBIT_CUDA_CHECK(cudaMemcpyAsync(to, from, bytes, kind, s));
   LOWBIT_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 

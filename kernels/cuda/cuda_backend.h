@@ -77,6 +77,8 @@ class CudaBackend final : public Backend {
                           const Buffer& flags) override;
 
  private:
+  // A host <-> device copy on the stream, waited for.
+  void transfer(void* to, const void* from, size_t bytes, cudaMemcpyKind kind);
   // The nearest-code table of a codebook buffer, built on the device the
   // first time the buffer is seen (kernels check it against the codebook's
   // current contents and rebuild in place if it changed).

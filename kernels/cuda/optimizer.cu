@@ -11,34 +11,10 @@
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/device_util.cuh"
+#include "kernels/rule_dispatch.h"
 
 namespace lowbit::kernels::cuda {
 namespace {
-
-struct AdamRule {
-  static __device__ __forceinline__ lb_optim_result apply(const lb_optim_args& a, float p, float g,
-                                                          float s1, float s2) {
-    return lb_rule_adam(a, p, g, s1, s2);
-  }
-};
-struct LambRule {
-  static __device__ __forceinline__ lb_optim_result apply(const lb_optim_args& a, float p, float g,
-                                                          float s1, float s2) {
-    return lb_rule_lamb(a, p, g, s1, s2);
-  }
-};
-struct LionRule {
-  static __device__ __forceinline__ lb_optim_result apply(const lb_optim_args& a, float p, float g,
-                                                          float s1, float s2) {
-    return lb_rule_lion(a, p, g, s1, s2);
-  }
-};
-struct RmspropRule {
-  static __device__ __forceinline__ lb_optim_result apply(const lb_optim_args& a, float p, float g,
-                                                          float s1, float s2) {
-    return lb_rule_rmsprop(a, p, g, s1, s2);
-  }
-};
 
 constexpr int kSumThreads = 256;
 constexpr int kBlocksPerChunk = 256;  // as the CPU's sum_blocks
@@ -113,6 +89,33 @@ size_t table_bytes(const OptimizerPointers& op) {
   return op.quantized ? (op.state2 ? 2 : 1) * sizeof(CodeTable) : 0;
 }
 
+// A step's operands as a kernel reads them: the parameter, the gradient and
+// the states (8-bit ones decoded with the tables in shared memory).
+template <typename T, bool kQuantized, bool kTwoStates>
+struct StepOperands {
+  using Storage = typename T::Storage;
+  Storage* param;
+  const Storage* grad;
+  StateView<kQuantized> s1, s2;
+
+  __device__ StepOperands(const OptimizerPointers& op, const CodeTable* tables)
+      : param(static_cast<Storage*>(op.param)),
+        grad(static_cast<const Storage*>(op.grad)),
+        s1{op.state1, op.absmax1, &tables[0]},
+        s2{op.state2, op.absmax2, &tables[1]} {}
+
+  // Elements [i, i + N) of block b, zeros at or past `end`; s2 stays 0
+  // without a second state.
+  template <int N>
+  __device__ __forceinline__ void load(size_t b, size_t i, size_t end, float (&p)[N],
+                                       float (&g)[N], float (&v1)[N], float (&v2)[N]) const {
+    load_n<T, N>(param, i, end, p);
+    load_n<T, N>(grad, i, end, g);
+    s1.template load_n<N>(b, i, end, v1);
+    if constexpr (kTwoStates) s2.template load_n<N>(b, i, end, v2);
+  }
+};
+
 // Threads per quantization block; a CUDA block has max(kUpdateThreads, that).
 int update_group(int blocksize) { return blocksize / kPerThread; }
 
@@ -122,12 +125,8 @@ __global__ void __launch_bounds__(1024)
   constexpr int N = kPerThread;
   if (flags->found_inf) return;
   __shared__ uint32_t scratch[2][3][32];
-  const CodeTable* tables = load_tables<kQuantized, kTwoStates>(op);
+  const StepOperands<T, kQuantized, kTwoStates> ops(op, load_tables<kQuantized, kTwoStates>(op));
   const lb_optim_args a = slot->args;
-  const StateView<kQuantized> s1v{op.state1, op.absmax1, &tables[0]};
-  const StateView<kQuantized> s2v{op.state2, op.absmax2, &tables[1]};
-  auto* param = static_cast<typename T::Storage*>(op.param);
-  const auto* grad = static_cast<const typename T::Storage*>(op.grad);
   const size_t n = op.n;
   const int g = op.blocksize / N;
   const size_t groups = blockDim.x / g;
@@ -142,10 +141,7 @@ __global__ void __launch_bounds__(1024)
     float p[N] = {}, gr[N] = {}, s1[N] = {}, s2[N] = {};
     uint32_t mp = 0, m1 = 0, m2 = 0;
     if (active) {
-      load_n<T, N>(param, i, n, p);
-      load_n<T, N>(grad, i, n, gr);
-      s1v.template load_n<N>(b, i, n, s1);
-      if constexpr (kTwoStates) s2v.template load_n<N>(b, i, n, s2);
+      ops.load(b, i, n, p, gr, s1, s2);
 #pragma unroll
       for (int k = 0; k < N; ++k) {
         if (i + size_t(k) >= n) break;
@@ -164,9 +160,9 @@ __global__ void __launch_bounds__(1024)
       if (lane == 0) atomicAdd(reinterpret_cast<unsigned long long*>(&flags->skipped_blocks), 1ull);
       continue;
     }
-    store_n<T, N>(param, i, n, p);
-    s1v.template store_n<N>(b, i, n, s1, __uint_as_float(m1), lane == 0);
-    if constexpr (kTwoStates) s2v.template store_n<N>(b, i, n, s2, __uint_as_float(m2), lane == 0);
+    store_n<T, N>(ops.param, i, n, p);
+    ops.s1.template store_n<N>(b, i, n, s1, __uint_as_float(m1), lane == 0);
+    if constexpr (kTwoStates) ops.s2.template store_n<N>(b, i, n, s2, __uint_as_float(m2), lane == 0);
   }
 }
 
@@ -231,21 +227,13 @@ __global__ void __launch_bounds__(kSumThreads)
     norms_kernel(OptimizerPointers op, const StepSlot* slot, const StepFlags* flags,
                  double* partials) {
   if (flags->found_inf) return;
-  const CodeTable* tables = load_tables<kQuantized, kTwoStates>(op);
+  const StepOperands<T, kQuantized, kTwoStates> ops(op, load_tables<kQuantized, kTwoStates>(op));
   const lb_optim_args a = slot->args;
-  const StateView<kQuantized> s1v{op.state1, op.absmax1, &tables[0]};
-  const StateView<kQuantized> s2v{op.state2, op.absmax2, &tables[1]};
-  const auto* param = static_cast<const typename T::Storage*>(op.param);
-  const auto* grad = static_cast<const typename T::Storage*>(op.grad);
   chunk_sums<false>(
       op.n, op.blocksize,
       [&](size_t b, size_t e, int count, float (&u_sq)[kQuad], float (&p_sq)[kQuad]) {
-        const size_t end = e + size_t(count);
         float p[kQuad], g[kQuad], s1[kQuad], s2[kQuad] = {};
-        load_n<T, kQuad>(param, e, end, p);
-        load_n<T, kQuad>(grad, e, end, g);
-        s1v.template load_n<kQuad>(b, e, end, s1);
-        if constexpr (kTwoStates) s2v.template load_n<kQuad>(b, e, end, s2);
+        ops.load(b, e, e + size_t(count), p, g, s1, s2);
 #pragma unroll
         for (int k = 0; k < kQuad; ++k) {
           if (k >= count) break;
@@ -340,23 +328,12 @@ __global__ void scale_kernel(ItemBatch batch, StepSlot* slots, const StepFlags* 
 template <typename Fn>
 void dispatch_step(const OptimizerPointers& op, Fn&& fn) {
   dispatch_float(op.param_type, [&](auto type) {
-    const auto go = [&](auto rule, auto two_states) {
+    with_rule(op.rule, op.state2 != nullptr, [&](auto rule, auto two_states) {
       if (op.quantized)
         fn(type, rule, std::true_type{}, two_states);
       else
         fn(type, rule, std::false_type{}, two_states);
-    };
-    switch (op.rule) {
-      case OptimizerRule::Adam: go(AdamRule{}, std::true_type{}); return;
-      case OptimizerRule::LAMB: go(LambRule{}, std::true_type{}); return;
-      case OptimizerRule::Lion: go(LionRule{}, std::false_type{}); return;
-      case OptimizerRule::RMSprop:
-        if (op.state2)
-          go(RmspropRule{}, std::true_type{});
-        else
-          go(RmspropRule{}, std::false_type{});
-        return;
-    }
+    });
   });
 }
 

@@ -32,14 +32,14 @@ __device__ __forceinline__ int stochastic_code(const float* code, float r, float
   return lo + lb_round_up(r, code[lo], code[lo + 1], u);
 }
 
-template <typename T>
-__global__ void __launch_bounds__(512)
-    quantize_blockwise_kernel(const typename T::Storage* x, size_t n, int blocksize,
-                              const float* code, const CodeTable* cached, float* absmax,
-                              uint8_t* codes, int stochastic, uint32_t seed_lo, uint32_t seed_hi) {
-  __shared__ CodeTable table;
+// Runs body(i, v, mf) for every quantization block of x: blocksize / 8
+// threads share a block, each holding eight elements v = x[i, i + 8) (zeros
+// past n); mf is the block's max |x|, already stored in absmax. Every thread
+// of the CUDA block takes part in the reduction, active or not.
+template <typename T, typename Body>
+__device__ __forceinline__ void for_each_block(const typename T::Storage* x, size_t n,
+                                               int blocksize, float* absmax, Body&& body) {
   __shared__ uint32_t scratch[32];
-  load_code_table(cached, code, &table);
   const int g = blocksize / 8;
   const size_t groups = blockDim.x / g;
   const size_t nb = blocks_of(n, blocksize);
@@ -56,6 +56,18 @@ __global__ void __launch_bounds__(512)
     const float mf = __uint_as_float(group_max(m, g, scratch));
     if (!active) continue;
     if (lane == 0) absmax[b] = mf;
+    body(i, v, mf);
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(512)
+    quantize_blockwise_kernel(const typename T::Storage* x, size_t n, int blocksize,
+                              const float* code, const CodeTable* cached, float* absmax,
+                              uint8_t* codes, int stochastic, uint32_t seed_lo, uint32_t seed_hi) {
+  __shared__ CodeTable table;
+  load_code_table(cached, code, &table);
+  for_each_block<T>(x, n, blocksize, absmax, [&](size_t i, const float (&v)[8], float mf) {
     uint8_t c[8];
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
@@ -71,7 +83,7 @@ __global__ void __launch_bounds__(512)
       }
     }
     store8_bytes(codes, i, n, c);
-  }
+  });
 }
 
 template <typename T>
@@ -126,23 +138,7 @@ template <typename T>
 __global__ void __launch_bounds__(512)
     quantize_4bit_kernel(const typename T::Storage* x, size_t n, int blocksize, Format4Args f,
                          float* absmax, uint8_t* packed) {
-  __shared__ uint32_t scratch[32];
-  const int g = blocksize / 8;
-  const size_t groups = blockDim.x / g;
-  const size_t nb = blocks_of(n, blocksize);
-  const size_t group = threadIdx.x / g, lane = threadIdx.x % g;
-  for (size_t first = blockIdx.x * groups; first < nb; first += size_t(gridDim.x) * groups) {
-    const size_t b = first + group;
-    const bool active = b < nb;
-    const size_t i = b * size_t(blocksize) + lane * 8;
-    float v[8] = {};
-    if (active) load8<T>(x, i, n, v);
-    uint32_t m = 0;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) m = max(m, magnitude_bits(v[k]));
-    const float mf = __uint_as_float(group_max(m, g, scratch));
-    if (!active) continue;
-    if (lane == 0) absmax[b] = mf;
+  for_each_block<T>(x, n, blocksize, absmax, [&](size_t i, const float (&v)[8], float mf) {
     // Past n (the padding nibble) and in an all-zero block, r = 0.
     uint32_t bytes[4];
 #pragma unroll
@@ -159,7 +155,7 @@ __global__ void __launch_bounds__(512)
       for (int k = 0; k < 4; ++k)
         if (i + size_t(2 * k) < n) out[k] = uint8_t(bytes[k]);
     }
-  }
+  });
 }
 
 template <typename T>
