@@ -1,8 +1,5 @@
 #include "optim/optimizer8bit.h"
 
-#include <algorithm>
-#include <array>
-#include <cmath>
 #include <sstream>
 
 #include <torch/torch.h>
@@ -275,14 +272,15 @@ torch::Tensor Optimizer8bit::step(LossClosure closure) {
         be.optimizer_update_norms(w.op, *slots_, w.item.slot, *flags_);
     be.optimizer_scale(scaled, *slots_, *flags_);
   }
-  int64_t skipped_blocks = policy_ == NonFinitePolicy::Raise ? int64_t(read_flags().skipped_blocks) : 0;
+  const bool raise = policy_ == NonFinitePolicy::Raise;
+  const int64_t skipped_before = raise ? int64_t(read_flags().skipped_blocks) : 0;
   for (Work& w : work) {
     be.optimizer_update(w.op, *slots_, w.item.slot, *flags_);
     w.buffers->finish(w.value);
     if (!w.value.is_same(w.param)) w.param.copy_(w.value);
-    if (policy_ != NonFinitePolicy::Raise) continue;
+    if (!raise) continue;
     const int64_t now = int64_t(read_flags().skipped_blocks);
-    TORCH_CHECK(now == skipped_blocks, name_, ": ", now - skipped_blocks, " block(s) of ",
+    TORCH_CHECK(now == skipped_before, name_, ": ", now - skipped_before, " block(s) of ",
                 describe(w.group, w.index, w.param),
                 " would have become NaN or infinite (the gradient is finite but the update "
                 "overflows float32) and were left unchanged; the rest of the step was applied");
