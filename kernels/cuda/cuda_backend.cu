@@ -68,11 +68,8 @@ CudaBuffer::~CudaBuffer() {
 
 CudaBackend::CudaBackend(int device) : device_(device) {
   DeviceScope scope(device_);
-  int sms = 0;
-  LOWBIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_));
-  // Grid-stride kernels: a few blocks per multiprocessor fill it and keep the
-  // once-per-block work (code tables) small.
-  max_blocks_ = 4 * std::max(sms, 1);
+  LOWBIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device_));
+  sms_ = std::max(sms_, 1);
 }
 
 cudaStream_t CudaBackend::stream() const { return stream_of(device_); }
@@ -120,7 +117,7 @@ const CodeTable* CudaBackend::code_table(const Buffer& code) {
   auto& slot = tables_[ptr(code)];
   if (!slot) {
     slot = allocate(sizeof(CodeTable));
-    build_code_table(ptr<const float>(code), ptr<CodeTable>(*slot), {stream(), max_blocks_});
+    build_code_table(ptr<const float>(code), ptr<CodeTable>(*slot), {stream(), sms_});
     // Once per codebook buffer: the table is complete before any stream uses
     // it (kernels on another stream would otherwise race with its build).
     LOWBIT_CUDA_CHECK(cudaStreamSynchronize(stream()));
@@ -136,7 +133,7 @@ void CudaBackend::do_quantize_blockwise(const Buffer& x, DType x_type, size_t n,
   DeviceScope scope(device_);
   cuda::quantize_blockwise(ptr(x), x_type, n, blocksize, ptr<const float>(code), code_table(code),
                            ptr<float>(absmax), ptr<uint8_t>(codes), rounding,
-                           {stream(), max_blocks_});
+                           {stream(), sms_});
 }
 
 void CudaBackend::do_dequantize_blockwise(const Buffer& codes, const Buffer& absmax,
@@ -145,14 +142,14 @@ void CudaBackend::do_dequantize_blockwise(const Buffer& codes, const Buffer& abs
   DeviceScope scope(device_);
   cuda::dequantize_blockwise(ptr<const uint8_t>(codes), ptr<const float>(absmax),
                              ptr<const float>(code), n, blocksize, ptr(out), out_type, offset,
-                             {stream(), max_blocks_});
+                             {stream(), sms_});
 }
 
 void CudaBackend::do_quantize_4bit(const Buffer& x, DType x_type, size_t n, int blocksize,
                                    Format4 format, Buffer& absmax, Buffer& packed) {
   DeviceScope scope(device_);
   cuda::quantize_4bit(ptr(x), x_type, n, blocksize, format, ptr<float>(absmax),
-                      ptr<uint8_t>(packed), {stream(), max_blocks_});
+                      ptr<uint8_t>(packed), {stream(), sms_});
 }
 
 void CudaBackend::do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n,
@@ -160,7 +157,7 @@ void CudaBackend::do_dequantize_4bit(const Buffer& packed, const Buffer& absmax,
                                      DType out_type) {
   DeviceScope scope(device_);
   cuda::dequantize_4bit(ptr<const uint8_t>(packed), ptr<const float>(absmax), n, blocksize,
-                        format, ptr(out), out_type, {stream(), max_blocks_});
+                        format, ptr(out), out_type, {stream(), sms_});
 }
 
 // ---- 4-bit matmul ----
@@ -214,7 +211,7 @@ void CudaBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t 
   const cudaStream_t s = stream();
   DeviceScratch partials(2 * sum_chunks(n, blocksize) * sizeof(double), s);
   cuda::gradient_stats(ptr(grad), grad_type, n, blocksize, ptr<StepSlot>(slots) + slot,
-                       partials.as<double>(), {s, max_blocks_});
+                       partials.as<double>(), {s, sms_});
 }
 
 namespace {
@@ -254,7 +251,7 @@ void CudaBackend::do_optimizer_update_norms(const OptimizerOperands& op, Buffer&
   const cudaStream_t s = stream();
   DeviceScratch partials(2 * sum_chunks(op.n, op.blocksize) * sizeof(double), s);
   cuda::optimizer_update_norms(p, ptr<StepSlot>(slots) + slot, ptr<const StepFlags>(flags),
-                               partials.as<double>(), {s, max_blocks_});
+                               partials.as<double>(), {s, sms_});
 }
 
 void CudaBackend::do_optimizer_update(const OptimizerOperands& op, const Buffer& slots,
@@ -266,7 +263,7 @@ void CudaBackend::do_optimizer_update(const OptimizerOperands& op, const Buffer&
     if (op.state2) p.table2 = code_table(*op.qmap2);
   }
   cuda::optimizer_update(p, ptr<const StepSlot>(slots) + slot, ptr<StepFlags>(flags),
-                         {stream(), max_blocks_});
+                         {stream(), sms_});
 }
 
 namespace {
@@ -293,7 +290,7 @@ std::vector<ItemBatch> batches_of(const std::vector<StepItem>& items) {
 void CudaBackend::do_optimizer_prepare(const std::vector<StepItem>& items, bool skip_nonfinite,
                                        Buffer& slots, Buffer& flags) {
   DeviceScope scope(device_);
-  const Launch l{stream(), max_blocks_};
+  const Launch l{stream(), sms_};
   const std::vector<ItemBatch> batches = batches_of(items);
   step_clear_found(ptr<StepFlags>(flags), l);
   for (const ItemBatch& batch : batches)
@@ -305,7 +302,7 @@ void CudaBackend::do_optimizer_prepare(const std::vector<StepItem>& items, bool 
 void CudaBackend::do_optimizer_scale(const std::vector<StepItem>& items, Buffer& slots,
                                      const Buffer& flags) {
   DeviceScope scope(device_);
-  const Launch l{stream(), max_blocks_};
+  const Launch l{stream(), sms_};
   for (const ItemBatch& batch : batches_of(items))
     step_scale(batch, ptr<StepSlot>(slots), ptr<const StepFlags>(flags), l);
 }

@@ -85,7 +85,7 @@ class CudaBackend final : public Backend {
   const CodeTable* code_table(const Buffer& code);
 
   int device_;
-  int max_blocks_;
+  int sms_ = 1;
   std::mutex mutex_;
   std::map<const void*, std::unique_ptr<Buffer>> tables_;
 };

@@ -14,11 +14,13 @@ namespace lowbit::kernels::cuda {
 
 struct CodeTable;
 
-// How a launch fills the device: grid-stride kernels take at most this many
-// blocks (a few per multiprocessor).
+// Where a launch goes and how it fills the device: grid-stride kernels take a
+// few blocks per multiprocessor (enough to fill it; the once-per-block work,
+// such as code tables, stays small).
 struct Launch {
   cudaStream_t stream = nullptr;
-  int max_blocks = 1;
+  int sms = 1;  // multiprocessors of the device
+  int max_blocks(int per_sm = 4) const { return per_sm * sms; }
 };
 
 // `table` receives the nearest-code table of `code` (256 floats), both on the device.

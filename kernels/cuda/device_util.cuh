@@ -80,16 +80,17 @@ struct Vector<4> {
 
 // N consecutive elements [i, i + N) of a T array as floats, elements at or
 // past n reading 0: one vector load when they are in range and aligned.
-template <typename T, int N>
-__device__ __forceinline__ void load_n(const typename T::Storage* p, size_t i, size_t n,
-                                       float (&v)[N]) {
+// I: the index type (uint32_t where the whole array is indexable by it: fewer
+// registers than size_t).
+template <typename T, int N, typename I>
+__device__ __forceinline__ void load_n(const typename T::Storage* p, I i, I n, float (&v)[N]) {
   using S = typename T::Storage;
   constexpr int kBytes = N * int(sizeof(S));
   const S* q = p + i;
   if constexpr (kBytes > 16) {  // two halves
     float lo[N / 2], hi[N / 2];
     load_n<T, N / 2>(p, i, n, lo);
-    load_n<T, N / 2>(p, i + N / 2, n, hi);
+    load_n<T, N / 2>(p, I(i + N / 2), n, hi);
 #pragma unroll
     for (int k = 0; k < N / 2; ++k) v[k] = lo[k], v[N / 2 + k] = hi[k];
   } else {
@@ -107,9 +108,8 @@ __device__ __forceinline__ void load_n(const typename T::Storage* p, size_t i, s
 }
 
 // Writes [i, min(i + N, n)) of a T array (rounded by T::store).
-template <typename T, int N>
-__device__ __forceinline__ void store_n(typename T::Storage* p, size_t i, size_t n,
-                                        const float (&v)[N]) {
+template <typename T, int N, typename I>
+__device__ __forceinline__ void store_n(typename T::Storage* p, I i, I n, const float (&v)[N]) {
   using S = typename T::Storage;
   constexpr int kBytes = N * int(sizeof(S));
   S* q = p + i;
@@ -118,7 +118,7 @@ __device__ __forceinline__ void store_n(typename T::Storage* p, size_t i, size_t
 #pragma unroll
     for (int k = 0; k < N / 2; ++k) lo[k] = v[k], hi[k] = v[N / 2 + k];
     store_n<T, N / 2>(p, i, n, lo);
-    store_n<T, N / 2>(p, i + N / 2, n, hi);
+    store_n<T, N / 2>(p, I(i + N / 2), n, hi);
   } else {
     if (i + N <= n && (reinterpret_cast<uintptr_t>(q) % kBytes) == 0) {
       S s[N];
@@ -136,8 +136,8 @@ __device__ __forceinline__ void store_n(typename T::Storage* p, size_t i, size_t
 }
 
 // N bytes (codes) [i, i + N), past n reading 0 / not written.
-template <int N>
-__device__ __forceinline__ void load_bytes(const uint8_t* p, size_t i, size_t n, uint8_t (&c)[N]) {
+template <int N, typename I>
+__device__ __forceinline__ void load_bytes(const uint8_t* p, I i, I n, uint8_t (&c)[N]) {
   const uint8_t* q = p + i;
   if (i + N <= n && (reinterpret_cast<uintptr_t>(q) % N) == 0) {
     const auto raw = *reinterpret_cast<const typename Vector<N>::type*>(q);
@@ -148,8 +148,8 @@ __device__ __forceinline__ void load_bytes(const uint8_t* p, size_t i, size_t n,
   for (int k = 0; k < N; ++k) c[k] = i + k < n ? q[k] : 0;
 }
 
-template <int N>
-__device__ __forceinline__ void store_bytes(uint8_t* p, size_t i, size_t n, const uint8_t (&c)[N]) {
+template <int N, typename I>
+__device__ __forceinline__ void store_bytes(uint8_t* p, I i, I n, const uint8_t (&c)[N]) {
   uint8_t* q = p + i;
   if (i + N <= n && (reinterpret_cast<uintptr_t>(q) % N) == 0) {
     typename Vector<N>::type raw;

@@ -184,7 +184,7 @@ __global__ void dequantize_4bit_kernel(const uint8_t* packed, const float* absma
 }
 
 unsigned elementwise_grid(size_t n, const Launch& l) {
-  return grid_for((n + 7) / 8, kMinThreads, l.max_blocks);
+  return grid_for((n + 7) / 8, kMinThreads, l.max_blocks());
 }
 
 }  // namespace
@@ -199,7 +199,7 @@ void quantize_blockwise(const void* x, DType x_type, size_t n, int blocksize, co
                         const StochasticRounding& rounding, const Launch& l) {
   const int threads = threads_for(blocksize);
   const unsigned grid = grid_for(blocks_of(n, blocksize), size_t(threads / (blocksize / 8)),
-                                 l.max_blocks);
+                                 l.max_blocks());
   dispatch_float(x_type, [&](auto tag) {
     using T = decltype(tag);
     quantize_blockwise_kernel<T><<<grid, threads, 0, l.stream>>>(
@@ -223,7 +223,7 @@ void quantize_4bit(const void* x, DType x_type, size_t n, int blocksize, Format4
                    float* absmax, uint8_t* packed, const Launch& l) {
   const int threads = threads_for(blocksize);
   const unsigned grid = grid_for(blocks_of(n, blocksize), size_t(threads / (blocksize / 8)),
-                                 l.max_blocks);
+                                 l.max_blocks());
   const Format4Args f = format4_args(format);
   dispatch_float(x_type, [&](auto tag) {
     using T = decltype(tag);
