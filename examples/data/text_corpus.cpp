@@ -250,15 +250,20 @@ std::vector<std::string> read_fortunes(const std::string& dir,
   return entries;
 }
 
-TextSplit split_documents(const std::vector<std::string>& documents, double valid_fraction) {
+bool is_validation_document(size_t i, double valid_fraction) {
+  return std::floor(double(i + 1) * valid_fraction) > std::floor(double(i) * valid_fraction);
+}
+
+void check_valid_fraction(double valid_fraction) {
   TORCH_CHECK(valid_fraction >= 0.0 && valid_fraction < 1.0,
               "validation fraction must be in [0, 1), got ", valid_fraction);
+}
+
+TextSplit split_documents(const std::vector<std::string>& documents, double valid_fraction) {
+  check_valid_fraction(valid_fraction);
   std::vector<const std::string*> train, valid;
-  for (size_t i = 0; i < documents.size(); ++i) {
-    const bool to_valid =
-        std::floor(double(i + 1) * valid_fraction) > std::floor(double(i) * valid_fraction);
-    (to_valid ? valid : train).push_back(&documents[i]);
-  }
+  for (size_t i = 0; i < documents.size(); ++i)
+    (is_validation_document(i, valid_fraction) ? valid : train).push_back(&documents[i]);
   TORCH_CHECK(!train.empty(), "no training text among ", documents.size(), " documents");
   TORCH_CHECK(valid_fraction == 0.0 || !valid.empty(), "validation fraction ", valid_fraction,
               " of ", documents.size(), " documents selects none");

@@ -5,6 +5,7 @@
 // window batches that are a pure function of (seed, batch index).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -47,6 +48,11 @@ struct TextSplit {
   torch::Tensor train;  // int64 ids, the training documents concatenated
   torch::Tensor valid;  // int64 ids, the validation documents concatenated
 };
+
+// The split rule of split_documents: document i goes to validation when
+// floor((i+1)·f) exceeds floor(i·f). check_valid_fraction throws unless f is in [0, 1).
+bool is_validation_document(size_t i, double valid_fraction);
+void check_valid_fraction(double valid_fraction);
 
 // Every document goes to validation or training whole; validation documents are
 // spread evenly through the list (document i is chosen when floor((i+1)·f)
