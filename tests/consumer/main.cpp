@@ -1,5 +1,6 @@
 // Quantizes a tensor to NF4 and takes an AdamW8bit step through the installed
-// headers and library, checking both: proof that find_package(lowbit) is usable.
+// headers and library, checking both (and, where lowbit has its tokenizers,
+// encodes with one): proof that find_package(lowbit) is usable.
 #include <lowbit/optim/optim.h>
 #include <lowbit/quant/metrics.h>
 #include <lowbit/quant/quantize.h>
@@ -7,6 +8,12 @@
 #include <torch/torch.h>
 
 #include <iostream>
+#ifdef CONSUMER_USES_TEXT
+#include <lowbit/text/tokenizer.h>
+
+#include <filesystem>
+#include <fstream>
+#endif
 
 int main() {
   torch::manual_seed(0);
@@ -23,5 +30,17 @@ int main() {
   p.mutable_grad() = torch::ones({4096});
   opt.step();
   std::cout << "consumer: AdamW8bit state " << opt.state_bytes(p) << " bytes\n";
-  return opt.state_bytes(p) == 2 * 4096 + 2 * 16 * 4 ? 0 : 1;
+  if (opt.state_bytes(p) != 2 * 4096 + 2 * 16 * 4) return 1;
+
+#ifdef CONSUMER_USES_TEXT
+  // A byte-level BPE tokenizer.json with one merge: "ab" is one token.
+  const std::string path = (std::filesystem::temp_directory_path() / "lowbit_consumer_tokenizer.json").string();
+  std::ofstream(path) << R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]},
+                             "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false}})";
+  const std::vector<int32_t> ids = lowbit::text::load_tokenizer(path)->encode("ab");
+  std::filesystem::remove(path);
+  std::cout << "consumer: tokenizer gives " << ids.size() << " id(s)\n";
+  if (ids != std::vector<int32_t>{2}) return 1;
+#endif
+  return 0;
 }
