@@ -1,7 +1,8 @@
 // A SentencePiece .model file (Llama 1/2, Mistral and models trained with
 // train_sentencepiece) behind the Tokenizer interface, through
-// sentencepiece::SentencePieceProcessor. Built only where CMake found
-// SentencePiece (then LOWBIT_WITH_SENTENCEPIECE is defined); elsewhere the
+// sentencepiece::SentencePieceProcessor in the module liblowbit_sentencepiece
+// (loaded on first use; see text/sentencepiece/module_api.h). Where CMake did
+// not find SentencePiece (LOWBIT_WITH_SENTENCEPIECE undefined) the
 // constructor throws an Error saying so.
 #pragma once
 

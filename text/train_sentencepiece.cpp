@@ -3,10 +3,8 @@
 #include <filesystem>
 #include <unordered_map>
 
-#include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
-
 #include "text/error.h"
+#include "text/sentencepiece/load_module.h"
 
 namespace lowbit::text {
 namespace {
@@ -26,7 +24,7 @@ std::string train_sentencepiece(const std::string& input_path, const std::string
     throw_error("train_sentencepiece: num_threads is ", options.num_threads, ", not positive");
   if (!std::filesystem::is_regular_file(input_path))
     throw_error("train_sentencepiece: ", input_path, " is not a readable file");
-  const std::unordered_map<std::string, std::string> args = {
+  const std::unordered_map<std::string, std::string> flags = {
       {"input", input_path},
       {"model_prefix", model_prefix},
       {"vocab_size", std::to_string(vocab_size)},
@@ -44,11 +42,9 @@ std::string train_sentencepiece(const std::string& input_path, const std::string
       // Warnings and errors only.
       {"minloglevel", "1"},
   };
-  sentencepiece::SetRandomGeneratorSeed(kSeed);
-  const sentencepiece::util::Status status = sentencepiece::SentencePieceTrainer::Train(args);
-  if (!status.ok())
-    throw_error("train_sentencepiece: SentencePiece could not train on ", input_path, ": ",
-                status.ToString());
+  const std::string error = sentencepiece_module::api().train(flags, kSeed);
+  if (!error.empty())
+    throw_error("train_sentencepiece: SentencePiece could not train on ", input_path, ": ", error);
   return model_prefix + ".model";
 }
 
