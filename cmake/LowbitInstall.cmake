@@ -3,19 +3,31 @@
 # lowbit::lowbit (torch, OpenMP and OpenCL are found again as dependencies).
 include(CMakePackageConfigHelpers)
 
-install(TARGETS lowbit lowbit_kernels EXPORT lowbitTargets
+set(installed_libraries lowbit lowbit_kernels)
+set(header_dirs kernels quant optim lora)
+if(TARGET lowbit_text)
+  list(APPEND installed_libraries lowbit_text)
+  list(APPEND header_dirs text)
+endif()
+install(TARGETS ${installed_libraries} EXPORT lowbitTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+# Loaded at run time by lowbit_text, never linked: outside the export set.
+if(TARGET lowbit_sentencepiece)
+  install(TARGETS lowbit_sentencepiece LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+endif()
 
 # Public headers only: backend internals (kernels/cpu, kernels/opencl,
-# kernels/cuda) stay out.
-foreach(dir kernels quant optim lora)
+# kernels/cuda) and the tokenizers' stages (text/hf, text/sentencepiece,
+# text/unicode) stay out.
+foreach(dir ${header_dirs})
   if(EXISTS "${PROJECT_SOURCE_DIR}/${dir}")
     install(DIRECTORY "${PROJECT_SOURCE_DIR}/${dir}/"
       DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/lowbit/${dir}"
       FILES_MATCHING PATTERN "*.h"
-      PATTERN "cpu" EXCLUDE PATTERN "opencl" EXCLUDE PATTERN "cuda" EXCLUDE)
+      PATTERN "cpu" EXCLUDE PATTERN "opencl" EXCLUDE PATTERN "cuda" EXCLUDE
+      PATTERN "hf" EXCLUDE PATTERN "sentencepiece" EXCLUDE PATTERN "unicode" EXCLUDE)
   endif()
 endforeach()
 

@@ -1,5 +1,7 @@
 // Quantizes a tensor to NF4 and takes an AdamW8bit step through the installed
-// headers and library, checking both: proof that find_package(lowbit) is usable.
+// headers and library, checking both (and, where lowbit has its tokenizers,
+// encodes with a BPE and a SentencePiece one): proof that find_package(lowbit)
+// is usable.
 #include <lowbit/optim/optim.h>
 #include <lowbit/quant/metrics.h>
 #include <lowbit/quant/quantize.h>
@@ -7,6 +9,13 @@
 #include <torch/torch.h>
 
 #include <iostream>
+#ifdef CONSUMER_USES_TEXT
+#include <lowbit/text/tokenizer.h>
+#include <lowbit/text/train_sentencepiece.h>
+
+#include <filesystem>
+#include <fstream>
+#endif
 
 int main() {
   torch::manual_seed(0);
@@ -23,5 +32,36 @@ int main() {
   p.mutable_grad() = torch::ones({4096});
   opt.step();
   std::cout << "consumer: AdamW8bit state " << opt.state_bytes(p) << " bytes\n";
-  return opt.state_bytes(p) == 2 * 4096 + 2 * 16 * 4 ? 0 : 1;
+  if (opt.state_bytes(p) != 2 * 4096 + 2 * 16 * 4) return 1;
+
+#ifdef CONSUMER_USES_TEXT
+  // A byte-level BPE tokenizer.json with one merge: "ab" is one token.
+  const std::string path = (std::filesystem::temp_directory_path() / "lowbit_consumer_tokenizer.json").string();
+  std::ofstream(path) << R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]},
+                             "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false}})";
+  const std::vector<int32_t> ids = lowbit::text::load_tokenizer(path)->encode("ab");
+  std::filesystem::remove(path);
+  std::cout << "consumer: tokenizer gives " << ids.size() << " id(s)\n";
+  if (ids != std::vector<int32_t>{2}) return 1;
+#ifdef LOWBIT_WITH_SENTENCEPIECE
+  // SentencePiece next to libtorch: their two protobuf copies must not meet.
+  const auto dir = std::filesystem::temp_directory_path() / "lowbit_consumer_sentencepiece";
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream corpus(dir / "corpus.txt");
+    for (int i = 0; i < 50; ++i) corpus << "the quick brown fox " << i << " jumps over the lazy dog\n";
+  }
+  lowbit::text::SentencePieceTraining options;
+  options.byte_fallback = false;
+  const std::string model = lowbit::text::train_sentencepiece((dir / "corpus.txt").string(),
+                                                              (dir / "sp").string(), 40, "bpe", options);
+  const auto sp = lowbit::text::load_tokenizer(model);
+  const std::string text = "the lazy fox";
+  const bool round_trip = sp->decode(sp->encode(text), true) == text;
+  std::filesystem::remove_all(dir);
+  std::cout << "consumer: SentencePiece round trip " << round_trip << "\n";
+  if (!round_trip) return 1;
+#endif
+#endif
+  return 0;
 }
