@@ -10,7 +10,7 @@ install(TARGETS lowbit lowbit_kernels EXPORT lowbitTargets
 
 # Public headers only: backend internals (kernels/cpu, kernels/opencl,
 # kernels/cuda) stay out.
-foreach(dir kernels quant io optim lora)
+foreach(dir kernels quant io optim lora nn)
   if(EXISTS "${PROJECT_SOURCE_DIR}/${dir}")
     install(DIRECTORY "${PROJECT_SOURCE_DIR}/${dir}/"
       DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/lowbit/${dir}"
