@@ -15,9 +15,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <chrono>
 #include <iomanip>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -38,14 +38,18 @@ using lowbit::io::LlamaConfig;
 // tiny one for a quick check.
 LlamaConfig shape(const std::string& name) {
   LlamaConfig c;
+  auto dims = [&](int64_t vocab, int64_t hidden, int64_t intermediate, int64_t layers,
+                  int64_t heads, int64_t kv_heads) {
+    c.vocab_size = vocab;
+    c.hidden_size = hidden;
+    c.intermediate_size = intermediate;
+    c.num_hidden_layers = layers;
+    c.num_attention_heads = heads;
+    c.num_key_value_heads = kv_heads;
+    c.head_dim = hidden / heads;
+  };
   if (name == "llama-3.2-1b") {
-    c.vocab_size = 128256;
-    c.hidden_size = 2048;
-    c.intermediate_size = 8192;
-    c.num_hidden_layers = 16;
-    c.num_attention_heads = 32;
-    c.num_key_value_heads = 8;
-    c.head_dim = 64;
+    dims(128256, 2048, 8192, 16, 32, 8);
     c.max_position_embeddings = 131072;
     c.rms_norm_eps = 1e-5;
     c.rope_theta = 500000;
@@ -54,13 +58,7 @@ LlamaConfig shape(const std::string& name) {
     c.bos_token_id = 128000;
     c.eos_token_ids = {128001};
   } else if (name == "tiny") {
-    c.vocab_size = 256;
-    c.hidden_size = 64;
-    c.intermediate_size = 128;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = 2;
-    c.head_dim = 16;
+    dims(256, 64, 128, 2, 4, 2);
   } else {
     throw std::runtime_error("unknown shape '" + name + "'; expected llama-3.2-1b or tiny");
   }
@@ -126,7 +124,8 @@ int load(const std::string& dir, const std::vector<std::string>& args) {
     const std::vector<int64_t> prompt = {int64_t(report.config.bos_token_id.value_or(1)), 5, 6, 7};
     const auto start = std::chrono::steady_clock::now();
     const auto tokens = lowbit::nn::generate(*model, prompt, greedy);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::cout << "generated " << tokens.size() << " tokens greedily in " << seconds << " s:";
     for (int64_t t : tokens) std::cout << " " << t;
     std::cout << "\n";

@@ -72,8 +72,9 @@ struct LlamaConfig {
 // and the value: unsupported architectures, missing required keys (vocab_size,
 // hidden_size, intermediate_size, num_hidden_layers, num_attention_heads),
 // values of the wrong type, rope scaling types other than linear, dynamic
-// and llama3, activations other than silu. Keys missing from the file take
-// the defaults of the family's transformers config class.
+// and llama3, activations other than silu. Other keys missing from the file
+// take the defaults of the family's transformers config class, except that a
+// missing sliding_window means none.
 LlamaConfig load_llama_config(const std::string& path);
 
 // The same from JSON text; `what` names the source in messages.

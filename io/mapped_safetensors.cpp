@@ -47,12 +47,6 @@ MappedSafetensors::~MappedSafetensors() {
   if (data_) ::munmap(data_, size_);
 }
 
-const quant::SafetensorsEntry* MappedSafetensors::find(const std::string& name) const {
-  for (const quant::SafetensorsEntry& entry : header_.entries)
-    if (entry.name == name) return &entry;
-  return nullptr;
-}
-
 torch::Tensor MappedSafetensors::read(const quant::SafetensorsEntry& entry,
                                       torch::ScalarType dtype) const {
   const uint8_t* buffer = data_ + header_.data_offset;

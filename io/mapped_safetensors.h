@@ -16,16 +16,15 @@ namespace lowbit::io {
 class MappedSafetensors {
  public:
   // Maps `path` read-only and validates the header; throws naming the path.
+  // The file must not be truncated while mapped (a read past its new end
+  // faults, as with any mapped file).
   explicit MappedSafetensors(const std::string& path);
   ~MappedSafetensors();
   MappedSafetensors(const MappedSafetensors&) = delete;
   MappedSafetensors& operator=(const MappedSafetensors&) = delete;
 
   const std::string& path() const { return path_; }
-  uint64_t file_size() const { return size_; }
   const quant::SafetensorsHeader& header() const { return header_; }
-  // The entry called `name`, or nullptr.
-  const quant::SafetensorsEntry* find(const std::string& name) const;
 
   // A CPU tensor owning a copy of `entry` (one of header().entries),
   // converted to `dtype`. The file pages it touched are then dropped from

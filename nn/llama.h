@@ -141,7 +141,6 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   torch::Tensor logits(const torch::Tensor& hidden);
 
   const io::LlamaConfig& config() const { return config_; }
-  LlamaModel& model() { return model_; }
   // The dtype of activations: the embeddings'.
   torch::ScalarType dtype() const;
   torch::Device device() const;

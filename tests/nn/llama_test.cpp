@@ -18,9 +18,11 @@
 #include "lora/apply_lora.h"
 #include "lora/linear4bit.h"
 #include "lora/peft_io.h"
+#include "nn/generate.h"
 #include "nn/hf_causal_lm.h"
 #include "quant/safetensors.h"
 #include "tests/nn/tiny_llama.h"
+#include "tests/support/cuda.h"
 #include "tests/support/expect_error.h"
 #include "tests/support/scratch_dir.h"
 
@@ -143,6 +145,22 @@ TEST(Llama, Qwen2BiasesAndTiedEmbeddingsMatchTheReference) {
   const auto ids = token_ids(20, spec.vocab, 3);
   EXPECT_LT(max_diff(logits_of(*model, ids), ReferenceLlama(dir.path()).logits(ids)),
             kFloat32Tolerance);
+}
+
+TEST(Llama, MistralMatchesTheReferenceAndRefusesSequencesBeyondItsWindow) {
+  ScratchDir dir;
+  TinyLlamaSpec spec;
+  spec.architecture = "MistralForCausalLM";
+  spec.model_type = "mistral";
+  testing::write_tiny_llama(dir.path(), spec);
+  patch_json(dir.file("config.json"), {{"sliding_window", 16}});
+  LlamaForCausalLM model = load_hf_causal_lm(dir.path());
+  // Within the window sliding-window attention is full causal attention.
+  const auto ids = token_ids(16, spec.vocab, 6);
+  EXPECT_LT(max_diff(logits_of(*model, ids), ReferenceLlama(dir.path()).logits(ids)),
+            kFloat32Tolerance);
+  testing::expect_error_all<c10::Error>([&] { logits_of(*model, token_ids(17, spec.vocab, 6)); },
+                                        {"17 positions", "sliding_window of 16"});
 }
 
 TEST(Llama, LlamaAttentionBiasCoversTheOutputProjection) {
@@ -335,13 +353,19 @@ TEST_F(LlamaLoadErrors, TensorTheConfigDoesNotUse) {
   expect_refused({"'model.layers.1.", "is not part of a LlamaForCausalLM", config()});
 }
 
-TEST(Llama, ApplyLoraOnTheLoadedModelWrapsExactlyQAndVAndSavesPeftNames) {
-  ScratchDir dir;
-  TinyLlamaSpec spec;
+// The default tiny checkpoint written into `dir`, loaded with its
+// projections in NF4.
+LlamaForCausalLM tiny_nf4_model(const ScratchDir& dir, const TinyLlamaSpec& spec) {
   testing::write_tiny_llama(dir.path(), spec);
   HfLoadOptions nf4;
   nf4.quantize = true;
-  LlamaForCausalLM model = load_hf_causal_lm(dir.path(), nf4);
+  return load_hf_causal_lm(dir.path(), nf4);
+}
+
+TEST(Llama, ApplyLoraOnTheLoadedModelWrapsExactlyQAndVAndSavesPeftNames) {
+  ScratchDir dir;
+  TinyLlamaSpec spec;
+  LlamaForCausalLM model = tiny_nf4_model(dir, spec);
   const auto ids = token_ids(8, spec.vocab, 2);
   const torch::Tensor before = logits_of(*model, ids);
   lora::LoraConfig config;
@@ -394,10 +418,7 @@ TEST(Llama, ApplyLoraOnTheLoadedModelWrapsExactlyQAndVAndSavesPeftNames) {
 TEST(Llama, GradientCheckpointingGivesTheSameGradients) {
   ScratchDir dir;
   TinyLlamaSpec spec;
-  testing::write_tiny_llama(dir.path(), spec);
-  HfLoadOptions nf4;
-  nf4.quantize = true;
-  LlamaForCausalLM model = load_hf_causal_lm(dir.path(), nf4);
+  LlamaForCausalLM model = tiny_nf4_model(dir, spec);
   lora::LoraConfig config;
   config.target_modules = {"q_proj", "v_proj", "down_proj"};
   config.lora_dropout = 0.3;  // the recomputation must draw the same masks
@@ -460,6 +481,41 @@ TEST(Llama, SavesAndReloadsInHfLayout) {
   EXPECT_TRUE(torch::equal(written.read("model.layers.1.mlp.up_proj.weight", torch::kFloat32),
                            q->dequantized_weight()));
   EXPECT_FALSE(written.contains("lm_head.weight"));
+}
+
+TEST(Llama, OnCudaComputesWhatTheCpuDoes) {
+  LOWBIT_REQUIRE_CUDA_DEVICE();
+  ScratchDir dir;
+  TinyLlamaSpec spec;
+  spec.rope_scaling = {{"rope_type", "llama3"},         {"factor", 8.0},
+                       {"low_freq_factor", 1.0},        {"high_freq_factor", 4.0},
+                       {"original_max_position_embeddings", 32}};
+  testing::write_tiny_llama(dir.path(), spec);
+  const auto ids = token_ids(12, spec.vocab, 13);
+  GenerationOptions greedy;
+  greedy.max_new_tokens = 6;
+  greedy.eos_token_ids = std::vector<int64_t>{};
+  for (const bool quantize : {false, true}) {
+    SCOPED_TRACE(quantize ? "nf4" : "float32");
+    HfLoadOptions options;
+    options.quantize = quantize;
+    LlamaForCausalLM model = load_hf_causal_lm(dir.path(), options);
+    const torch::Tensor on_cpu = logits_of(*model, ids);
+    const auto cpu_tokens = generate(*model, ids, greedy);
+    model->to(testing::cuda_device());
+    torch::Tensor on_gpu;
+    {
+      torch::NoGradGuard no_grad;
+      on_gpu = model->forward(batch_of(ids).to(testing::cuda_device()))[0];
+    }
+    EXPECT_EQ(on_gpu.device(), testing::cuda_device());
+    // float32 on both devices (torch keeps TF32 off for matmuls by default);
+    // the GEMMs and the 4-bit kernels sum in other orders, ~1e-6 of the
+    // largest output per layer (tests/lora/cuda_test.cpp): 1e-4 of the
+    // largest logit bounds two layers with margin.
+    EXPECT_LT(max_diff(on_gpu.cpu(), on_cpu) / on_cpu.abs().max().item<double>(), 1e-4);
+    EXPECT_EQ(generate(*model, ids, greedy), cpu_tokens);
+  }
 }
 
 }  // namespace
