@@ -4,7 +4,7 @@
 include(CMakePackageConfigHelpers)
 
 set(installed_libraries lowbit lowbit_kernels)
-set(header_dirs kernels quant optim lora)
+set(header_dirs kernels quant io optim lora nn)
 if(TARGET lowbit_text)
   list(APPEND installed_libraries lowbit_text)
   list(APPEND header_dirs text)

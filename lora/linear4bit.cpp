@@ -26,22 +26,35 @@ quant::QuantState own_handles(const quant::QuantState& s) {
   return out;
 }
 
+const torch::nn::Linear& non_empty(const torch::nn::Linear& linear) {
+  TORCH_CHECK(!linear.is_empty(), "Linear4bit: the Linear to quantize is empty (nullptr)");
+  return linear;
+}
+
 }  // namespace
 
 Linear4bitImpl::Linear4bitImpl(const torch::nn::Linear& linear, const Linear4bitOptions& options)
+    : Linear4bitImpl(non_empty(linear)->weight.detach(),
+                     linear->bias.defined() ? linear->bias.detach().clone() : torch::Tensor(),
+                     options) {}
+
+Linear4bitImpl::Linear4bitImpl(const torch::Tensor& weight, const torch::Tensor& bias_,
+                               const Linear4bitOptions& options)
     : options_(options) {
-  TORCH_CHECK(!linear.is_empty(), "Linear4bit: the Linear to quantize is empty (nullptr)");
+  TORCH_CHECK(weight.defined() && weight.dim() == 2, "Linear4bit: the weight to quantize must be ",
+              "[out_features, in_features], got ",
+              weight.defined() ? weight.sizes() : torch::IntArrayRef{});
   quant::Quantize4bitOptions q;
   q.format = options.format();
   q.blocksize = options.blocksize();
   q.double_quant = options.double_quant();
   q.nested_blocksize = options.nested_blocksize();
-  const torch::Tensor w = linear->weight.detach();
+  const torch::Tensor w = weight.detach();
   auto quantized = options.backend() ? quant::quantize_4bit(w, q, *options.backend())
                                      : quant::quantize_4bit(w, q);
   packed_ = quantized.first;
   state_ = quantized.second;
-  if (linear->bias.defined()) bias = linear->bias.detach().clone();
+  if (bias_.defined()) bias = bias_.detach();
   register_state();
 }
 

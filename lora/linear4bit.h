@@ -45,6 +45,11 @@ class Linear4bitImpl : public torch::nn::Module {
   // Quantizes `linear`'s weight; its bias is kept as a float parameter. The
   // Linear itself is left as it was.
   explicit Linear4bitImpl(const torch::nn::Linear& linear, const Linear4bitOptions& options = {});
+  // Quantizes `weight` [out_features, in_features] (float32, bfloat16 or
+  // float16: the dtype dequantized_weight() returns), e.g. a tensor a loader
+  // has just read; `bias` [out_features] is kept as given and may be undefined.
+  Linear4bitImpl(const torch::Tensor& weight, const torch::Tensor& bias,
+                 const Linear4bitOptions& options = {});
   // From quantized codes (e.g. read with quant::from_bnb_4bit): `state.shape`
   // must be [out_features, in_features]; `bias` may be undefined.
   Linear4bitImpl(torch::Tensor packed, quant::QuantState state, torch::Tensor bias,

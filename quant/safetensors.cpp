@@ -84,19 +84,8 @@ std::optional<uint64_t> as_count(const json& value) {
   return std::nullopt;
 }
 
-// One tensor's place in the data buffer, validated against the header.
-struct Entry {
-  std::string name;
-  torch::ScalarType dtype;
-  std::vector<int64_t> shape;
-  uint64_t begin;
-  uint64_t end;
-};
-
-struct Header {
-  std::vector<Entry> entries;  // in data buffer order
-  std::map<std::string, std::string> metadata;
-};
+using Entry = SafetensorsEntry;
+using Header = SafetensorsHeader;
 
 // Validates the file size and the length field; reads `prefix` only once the
 // file is known to hold 8 bytes.
@@ -354,19 +343,35 @@ Layout plan(const std::map<std::string, torch::Tensor>& tensors,
 
 }  // namespace
 
-SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::string& what) {
+SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size,
+                                           const std::string& what) {
   TORCH_CHECK(data != nullptr || size == 0, what, ": null data pointer");
   const uint64_t length = header_length(data, size, what);
   Header header =
       parse_header(reinterpret_cast<const char*>(data) + 8, length, size - 8 - length, what);
-  const uint8_t* buffer = data + 8 + length;
+  header.data_offset = 8 + length;
+  return header;
+}
+
+torch::Tensor read_safetensors_entry(const SafetensorsEntry& entry, const uint8_t* data_buffer,
+                                     const std::string& what) {
+  return read_tensor(entry, what, [&](uint8_t* out, size_t bytes) {
+    std::memcpy(out, data_buffer + entry.begin, bytes);
+  });
+}
+
+std::string safetensors_dtype_name(torch::ScalarType type) {
+  const char* name = dtype_name(type);
+  return name ? name : c10::toString(type);
+}
+
+SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::string& what) {
+  Header header = parse_safetensors_header(data, size, what);
   SafetensorsFile file;
   file.metadata = std::move(header.metadata);
-  for (const Entry& entry : header.entries) {
-    file.tensors.emplace(entry.name, read_tensor(entry, what, [&](uint8_t* out, size_t bytes) {
-                           std::memcpy(out, buffer + entry.begin, bytes);
-                         }));
-  }
+  for (const Entry& entry : header.entries)
+    file.tensors.emplace(entry.name,
+                         read_safetensors_entry(entry, data + header.data_offset, what));
   return file;
 }
 

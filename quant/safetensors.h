@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <torch/types.h>
 
@@ -19,6 +20,41 @@ struct SafetensorsFile {
   // The header's "__metadata__" object.
   std::map<std::string, std::string> metadata;
 };
+
+// One tensor of a validated header: its dtype, shape and byte range
+// [begin, end) in the data buffer.
+struct SafetensorsEntry {
+  std::string name;
+  torch::ScalarType dtype = torch::kFloat32;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0;
+  uint64_t end = 0;
+};
+
+struct SafetensorsHeader {
+  // In data buffer order; they tile the buffer exactly.
+  std::vector<SafetensorsEntry> entries;
+  // The header's "__metadata__" object.
+  std::map<std::string, std::string> metadata;
+  // Where the data buffer starts in the file: 8 + the header length.
+  uint64_t data_offset = 0;
+};
+
+// Validates the length field and the header of a file image of `size` bytes
+// at `data` without reading any tensor data, so a caller that maps a file can
+// fetch tensors one at a time (read_safetensors_entry). Throws as
+// load_safetensors does, naming `what`.
+SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size,
+                                           const std::string& what);
+
+// A CPU tensor owning a copy of `entry`'s bytes, taken from `data_buffer` (the
+// start of the file's data buffer); BOOL bytes are checked to be 0 or 1.
+torch::Tensor read_safetensors_entry(const SafetensorsEntry& entry, const uint8_t* data_buffer,
+                                     const std::string& what);
+
+// The format's name of a dtype ("BF16"), or the torch name for a dtype the
+// format cannot hold.
+std::string safetensors_dtype_name(torch::ScalarType type);
 
 // Reads and validates a file. Every failure throws a c10::Error whose message
 // names the path, the tensor where one is involved, and what was expected.

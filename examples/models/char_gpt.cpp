@@ -9,7 +9,7 @@
 #include <torch/nn/init.h>
 #include <torch/nn/modules/linear.h>
 
-#include "examples/models/linear_dispatch.h"
+#include "nn/linear_like.h"
 
 namespace lowbit::models {
 namespace {
@@ -43,7 +43,7 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(const CharGPTOptions& o)
 
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), hd = C / n_head_;
-  const auto qkv = forward_linear(*this, "qkv", x).split(C, -1);
+  const auto qkv = nn::forward_linear(*this, "qkv", x).split(C, -1);
   auto heads = [&](const torch::Tensor& t) { return t.view({B, T, n_head_, hd}).transpose(1, 2); };
   const torch::Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
   // Scaled dot-product attention (Vaswani et al. 2017) with a causal mask:
@@ -54,7 +54,7 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
   att = att.masked_fill(future, -std::numeric_limits<float>::infinity()).softmax(-1);
   att = maybe_dropout(att, dropout_, is_training());
   const torch::Tensor y = torch::matmul(att, v).transpose(1, 2).reshape({B, T, C});
-  return maybe_dropout(forward_linear(*this, "proj", y), dropout_, is_training());
+  return maybe_dropout(nn::forward_linear(*this, "proj", y), dropout_, is_training());
 }
 
 MlpImpl::MlpImpl(const CharGPTOptions& o) : dropout_(o.dropout()) {
@@ -63,8 +63,8 @@ MlpImpl::MlpImpl(const CharGPTOptions& o) : dropout_(o.dropout()) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  const torch::Tensor h = torch::gelu(forward_linear(*this, "fc1", x));
-  return maybe_dropout(forward_linear(*this, "fc2", h), dropout_, is_training());
+  const torch::Tensor h = torch::gelu(nn::forward_linear(*this, "fc1", x));
+  return maybe_dropout(nn::forward_linear(*this, "fc2", h), dropout_, is_training());
 }
 
 BlockImpl::BlockImpl(const CharGPTOptions& o)
@@ -118,7 +118,7 @@ torch::Tensor CharGPTImpl::forward(const torch::Tensor& ids) {
   torch::Tensor x = tok_emb_->forward(ids) + pos_emb_->forward(positions);
   x = maybe_dropout(x, options_.dropout(), is_training());
   for (const auto& block : *blocks_) x = block->as<Block>()->forward(x);
-  return forward_linear(*this, "lm_head", ln_f_->forward(x));
+  return nn::forward_linear(*this, "lm_head", ln_f_->forward(x));
 }
 
 }  // namespace lowbit::models

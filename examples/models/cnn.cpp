@@ -2,7 +2,7 @@
 
 #include <torch/nn/modules/linear.h>
 
-#include "examples/models/linear_dispatch.h"
+#include "nn/linear_like.h"
 
 namespace lowbit::models {
 
@@ -27,9 +27,9 @@ torch::Tensor CnnClassifierImpl::forward(const torch::Tensor& images) {
       "CnnClassifier: images must be [batch, 1, 28, 28], got ", images.sizes());
   torch::Tensor x = torch::max_pool2d(torch::relu(conv1_->forward(images)), 2);
   x = torch::max_pool2d(torch::relu(conv2_->forward(x)), 2).flatten(1);
-  x = torch::relu(forward_linear(*this, "fc", x));
+  x = torch::relu(nn::forward_linear(*this, "fc", x));
   if (dropout_ > 0.0) x = torch::dropout(x, dropout_, is_training());
-  return forward_linear(*this, "head", x);
+  return nn::forward_linear(*this, "head", x);
 }
 
 }  // namespace lowbit::models

@@ -4,7 +4,7 @@
 
 #include <torch/nn/modules/linear.h>
 
-#include "examples/models/linear_dispatch.h"
+#include "nn/linear_like.h"
 
 namespace lowbit::models {
 
@@ -25,10 +25,10 @@ MlpClassifierImpl::MlpClassifierImpl(int64_t inputs, const std::vector<int64_t>&
 torch::Tensor MlpClassifierImpl::forward(const torch::Tensor& images) {
   torch::Tensor x = images.flatten(1);
   for (int64_t i = 0; i < layers_; ++i) {
-    x = torch::relu(forward_linear(*this, "fc" + std::to_string(i), x));
+    x = torch::relu(nn::forward_linear(*this, "fc" + std::to_string(i), x));
     if (dropout_ > 0.0) x = torch::dropout(x, dropout_, is_training());
   }
-  return forward_linear(*this, "head", x);
+  return nn::forward_linear(*this, "head", x);
 }
 
 }  // namespace lowbit::models

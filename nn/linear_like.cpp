@@ -1,0 +1,59 @@
+#include "nn/linear_like.h"
+
+#include <torch/nn/modules/linear.h>
+
+#include "lora/linear4bit.h"
+#include "lora/lora_linear.h"
+
+namespace lowbit::nn {
+
+torch::Tensor forward_linear(torch::nn::Module& parent, const std::string& name,
+                             const torch::Tensor& x) {
+  const auto children = parent.named_children();
+  const auto* child = children.find(name);
+  TORCH_CHECK(child != nullptr, parent.name(), " has no child module '", name, "'");
+  torch::nn::Module& module = **child;
+  if (auto* linear = dynamic_cast<torch::nn::LinearImpl*>(&module)) return linear->forward(x);
+  if (auto* q = dynamic_cast<lora::Linear4bitImpl*>(&module)) return q->forward(x);
+  if (auto* adapter = dynamic_cast<lora::LoraLinearImpl*>(&module)) return adapter->forward(x);
+  TORCH_CHECK(false, "child '", name, "' of ", parent.name(), " is a ", module.name(),
+              "; expected torch::nn::Linear, lowbit::lora::Linear4bit or lowbit::lora::LoraLinear");
+}
+
+bool is_linear_like(const torch::nn::Module& module) {
+  return dynamic_cast<const torch::nn::LinearImpl*>(&module) != nullptr ||
+         dynamic_cast<const lora::Linear4bitImpl*>(&module) != nullptr ||
+         dynamic_cast<const lora::LoraLinearImpl*>(&module) != nullptr;
+}
+
+LinearShape linear_shape(torch::nn::Module& module) {
+  if (auto* linear = dynamic_cast<torch::nn::LinearImpl*>(&module))
+    return {linear->options.in_features(), linear->options.out_features(), linear->bias.defined()};
+  if (auto* q = dynamic_cast<lora::Linear4bitImpl*>(&module))
+    return {q->in_features(), q->out_features(), q->bias.defined()};
+  if (auto* adapter = dynamic_cast<lora::LoraLinearImpl*>(&module))
+    return linear_shape(*adapter->base_layer());
+  TORCH_CHECK(false, "linear_shape: ", module.name(),
+              " is not torch::nn::Linear, lowbit::lora::Linear4bit or lowbit::lora::LoraLinear");
+}
+
+DenseLinear dense_linear(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  if (auto* linear = dynamic_cast<torch::nn::LinearImpl*>(&module))
+    return {linear->weight.detach(),
+            linear->bias.defined() ? linear->bias.detach() : torch::Tensor()};
+  if (auto* q = dynamic_cast<lora::Linear4bitImpl*>(&module))
+    return {q->dequantized_weight(), q->bias.defined() ? q->bias.detach() : torch::Tensor()};
+  if (auto* adapter = dynamic_cast<lora::LoraLinearImpl*>(&module)) {
+    DenseLinear base = dense_linear(*adapter->base_layer());
+    if (!adapter->merged())
+      base.weight = (base.weight.to(torch::kFloat32) +
+                     adapter->delta_weight().to(base.weight.device()))
+                        .to(base.weight.scalar_type());
+    return base;
+  }
+  TORCH_CHECK(false, "dense_linear: ", module.name(),
+              " is not torch::nn::Linear, lowbit::lora::Linear4bit or lowbit::lora::LoraLinear");
+}
+
+}  // namespace lowbit::nn
