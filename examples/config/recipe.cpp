@@ -43,6 +43,13 @@ void fill_sections(Recipe& r) {
   r.model.n_head = maybe<int64_t>(v, "model.n_head").value_or(0);
   r.model.n_embd = maybe<int64_t>(v, "model.n_embd").value_or(0);
   r.model.init = get<std::string>(v, "model.init");
+  r.model.path = maybe<std::string>(v, "model.path").value_or("");
+  r.model.dtype = maybe<std::string>(v, "model.dtype").value_or("fp32");
+  r.model.n_kv_head = maybe<int64_t>(v, "model.n_kv_head").value_or(0);
+  r.model.intermediate_size = maybe<int64_t>(v, "model.intermediate_size").value_or(0);
+  r.model.vocab_size = maybe<int64_t>(v, "model.vocab_size").value_or(0);
+  r.model.rope_theta = maybe<double>(v, "model.rope_theta").value_or(10000.0);
+  r.model.gradient_checkpointing = maybe<bool>(v, "model.gradient_checkpointing").value_or(false);
 
   r.data.name = get<std::string>(v, "data.name");
   r.data.path = get<std::string>(v, "data.path");
@@ -51,6 +58,13 @@ void fill_sections(Recipe& r) {
   r.data.train_limit = get<int64_t>(v, "data.train_limit");
   r.data.eval_limit = get<int64_t>(v, "data.eval_limit");
   r.data.valid_fraction = maybe<double>(v, "data.valid_fraction").value_or(0.0);
+  r.data.prompt_template = maybe<std::string>(v, "data.prompt_template").value_or("");
+  r.generate.prompts =
+      maybe<std::vector<std::string>>(v, "generate.prompts").value_or(std::vector<std::string>{});
+  r.generate.max_new_tokens = maybe<int64_t>(v, "generate.max_new_tokens").value_or(48);
+  r.generate.temperature = maybe<double>(v, "generate.temperature").value_or(0.0);
+  r.generate.top_k = maybe<int64_t>(v, "generate.top_k").value_or(0);
+  r.generate.top_p = maybe<double>(v, "generate.top_p").value_or(1.0);
 
   OptimizerRecipe& o = r.optimizer;
   o.name = get<std::string>(v, "optimizer.name");
@@ -157,12 +171,35 @@ void check_recipe(const Recipe& r, const Validator& v,
                std::to_string(r.train.epochs) + ", steps " + std::to_string(r.train.steps) + ")");
   }
   const bool images = r.data.name == "fashion_mnist";
-  if (images != (r.model.name != "char_gpt")) {
+  const bool image_model = r.model.name == "mlp" || r.model.name == "cnn";
+  const bool char_data = r.data.name == "kjv" || r.data.name == "fortunes";
+  if (images != image_model || (r.model.name == "char_gpt" && !char_data)) {
     v.fail("model.name", node("model.name"),
            r.model.name + " cannot train on data.name " + r.data.name,
-           "mlp or cnn for fashion_mnist, char_gpt for kjv and fortunes");
+           "mlp or cnn for fashion_mnist, char_gpt for kjv and fortunes, hf_causal_lm or llama "
+           "for kjv, fortunes, jsonl and text");
   }
-  if (r.model.name == "char_gpt" && r.model.n_embd % r.model.n_head != 0) {
+  if (r.model.name == "hf_causal_lm" && r.model.path.empty()) {
+    v.fail("model.path", node("model.path"), "is required for model.name hf_causal_lm",
+           "a Hugging Face checkpoint folder");
+  } else if (r.model.name == "hf_causal_lm" && !fs::is_regular_file(fs::path(r.model.path) / "config.json")) {
+    v.fail("model.path", node("model.path"),
+           "'" + r.model.path + "' has no config.json",
+           "a Hugging Face checkpoint folder (config.json, *.safetensors and a tokenizer)");
+  }
+  if (r.model.name == "llama" && r.model.n_kv_head > 0 && r.model.n_head % r.model.n_kv_head != 0) {
+    v.fail("model.n_kv_head", node("model.n_kv_head"),
+           std::to_string(r.model.n_kv_head) + " does not divide model.n_head " +
+               std::to_string(r.model.n_head),
+           "a divisor of model.n_head");
+  }
+  if (r.model.name == "hf_causal_lm" && r.quant.enabled && r.quant.skip != std::vector<std::string>{"lm_head"}) {
+    v.fail("quant.skip", node("quant.skip"),
+           "a Hugging Face checkpoint is quantized while it is read: its seven projections "
+           "(q/k/v/o_proj, gate/up/down_proj) become 4-bit, embeddings and lm_head stay",
+           "the default [lm_head]");
+  }
+  if ((r.model.name == "char_gpt" || r.model.name == "llama") && r.model.n_embd % r.model.n_head != 0) {
     v.fail("model.n_embd", node("model.n_embd"),
            std::to_string(r.model.n_embd) + " is not a multiple of model.n_head " +
                std::to_string(r.model.n_head),
@@ -205,6 +242,13 @@ void check_recipe(const Recipe& r, const Validator& v,
                    "dataset-fashion-mnist)",
                "a folder holding the four Fashion-MNIST .gz files");
       }
+    }
+  } else if (r.data.name == "jsonl" || r.data.name == "text") {
+    if (!fs::is_regular_file(r.data.path)) {
+      v.fail("data.path", node("data.path"), "'" + r.data.path + "' is not a file",
+             r.data.name == "jsonl" ? "a JSONL file of {\"text\": ...} or {\"prompt\": ..., "
+                                      "\"response\": ...} records"
+                                    : "a plain text file (documents separated by blank lines)");
     }
   } else if (r.data.name == "kjv") {
     if (!fs::is_regular_file(fs::path(r.data.path) / "bible.data")) {
@@ -295,6 +339,9 @@ Recipe load_recipe_text(const std::string& yaml, const std::string& name, const 
   }
   if (get<std::string>(r.values, "data.path").empty()) {
     const std::string data = get<std::string>(r.values, "data.name");
+    if (data == "jsonl" || data == "text")
+      validator.fail("data.path", YAML::Node(), "is required for data.name " + data,
+                     "the path of the " + data + " file");
     r.values["data.path"] = quoted(data == "fashion_mnist" ? "/usr/share/datasets/fashion-mnist"
                                    : data == "kjv"         ? "/usr/lib"
                                                            : "/usr/share/games/fortunes");

@@ -20,17 +20,25 @@ class RecipeError : public std::runtime_error {
 };
 
 struct ModelRecipe {
-  std::string name;  // mlp | cnn | char_gpt
+  std::string name;  // mlp | cnn | char_gpt | hf_causal_lm | llama
   std::vector<int64_t> hidden;
   std::vector<int64_t> channels;
   double dropout = 0.0;
   int64_t block_size = 0, n_layer = 0, n_head = 0, n_embd = 0;
   std::string init;  // empty: random initialisation
+  // Language models (hf_causal_lm: a checkpoint at `path`; llama: a fresh
+  // model of these sizes with a tokenizer trained on the data).
+  std::string path;
+  std::string dtype;  // fp32 | bf16
+  int64_t n_kv_head = 0, intermediate_size = 0, vocab_size = 0;
+  double rope_theta = 10000.0;
+  bool gradient_checkpointing = false;
 };
 
 struct DataRecipe {
-  std::string name;  // fashion_mnist | kjv | fortunes
+  std::string name;  // fashion_mnist | kjv | fortunes | jsonl | text
   std::string path;  // resolved: the package's location when the recipe leaves it empty
+  std::string prompt_template;  // jsonl
   std::vector<std::string> files;
   int64_t train_limit = 0, eval_limit = 0;
   double valid_fraction = 0.1;
@@ -79,6 +87,13 @@ struct LoraRecipe {
   std::string dtype;  // fp16 | bf16 | fp32
 };
 
+// Continuations the model writes before and after training (language models).
+struct GenerateRecipe {
+  std::vector<std::string> prompts;
+  int64_t max_new_tokens = 48, top_k = 0;
+  double temperature = 0.0, top_p = 1.0;  // temperature 0: greedy
+};
+
 struct CheckpointRecipe {
   std::string dir;  // resolved: runs/<recipe name> when left empty
   int64_t every = 0, keep = 3;
@@ -107,6 +122,7 @@ struct Recipe {
   std::string backend;  // auto | cpu | opencl (CPU runs; a CUDA run uses the CUDA backend)
   CheckpointRecipe checkpoint;
   LogRecipe log;
+  GenerateRecipe generate;
   // Every key that applies, with its value in canonical YAML text (defaults
   // and resolved paths included): printed by --print-recipe and stored in
   // checkpoints to detect a resume under a different recipe.

@@ -56,11 +56,21 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 std::vector<KeySpec> build() {
   const Names optimizers = join(kEightBit, kTorch);
-  const Names text = {"kjv", "fortunes"};
+  const Names text = {"kjv", "fortunes", "jsonl", "text"};
+  const Names llms = {"hf_causal_lm", "llama"};
+  const Names transformers = {"char_gpt", "llama"};
   return {
       // model
       required(choices(key("model.name", Kind::Choice, "", "network to train"),
-                       {"mlp", "cnn", "char_gpt"})),
+                       {"mlp", "cnn", "char_gpt", "hf_causal_lm", "llama"})),
+      only(key("model.path", Kind::String, "\"\"",
+               "Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json "
+               "or tokenizer.model)"),
+           "model.name", {"hf_causal_lm"}),
+      only(choices(key("model.dtype", Kind::Choice, "fp32",
+                       "dtype of the weights kept in full precision, and of activations"),
+                   {"fp32", "bf16"}),
+           "model.name", llms),
       only(range(key("model.hidden", Kind::IntList, "[256]", "hidden layer widths"), 1, 65536),
            "model.name", {"mlp"}),
       only(sized(range(key("model.channels", Kind::IntList, "[32, 64]",
@@ -69,24 +79,46 @@ std::vector<KeySpec> build() {
                  2),
            "model.name", {"cnn"}),
       range(key("model.dropout", Kind::Float, "0.0", "dropout probability"), 0, 0.95),
-      only(
-          range(key("model.block_size", Kind::Int, "128", "context length in characters"), 1, 4096),
-          "model.name", {"char_gpt"}),
-      only(range(key("model.n_layer", Kind::Int, "4", "transformer blocks"), 1, 64), "model.name",
-           {"char_gpt"}),
-      only(range(key("model.n_head", Kind::Int, "4", "attention heads"), 1, 64), "model.name",
-           {"char_gpt"}),
+      only(range(key("model.block_size", Kind::Int, "128",
+                     "context length in characters (char_gpt) or tokens (packed training windows)"),
+                 1, 1 << 20),
+           "model.name", join(transformers, {"hf_causal_lm"})),
+      only(range(key("model.n_layer", Kind::Int, "4", "transformer blocks"), 1, 256), "model.name",
+           transformers),
+      only(range(key("model.n_head", Kind::Int, "4", "attention heads"), 1, 256), "model.name",
+           transformers),
       only(range(key("model.n_embd", Kind::Int, "128", "embedding width (multiple of n_head)"), 1,
-                 8192),
-           "model.name", {"char_gpt"}),
+                 65536),
+           "model.name", transformers),
+      only(range(key("model.n_kv_head", Kind::Int, "0",
+                     "key/value heads, dividing n_head (0: n_head; fewer: grouped-query)"),
+                 0, 256),
+           "model.name", {"llama"}),
+      only(range(key("model.intermediate_size", Kind::Int, "0",
+                     "SwiGLU width (0: 8/3 n_embd rounded up to a multiple of 32)"),
+                 0, 1 << 20),
+           "model.name", {"llama"}),
+      only(range(key("model.rope_theta", Kind::Float, "10000", "rotary embedding base"), 1, kInf),
+           "model.name", {"llama"}),
+      only(range(key("model.vocab_size", Kind::Int, "2000",
+                     "size of the SentencePiece BPE tokenizer trained on the training text"),
+                 100, 1 << 20),
+           "model.name", {"llama"}),
+      only(key("model.gradient_checkpointing", Kind::Bool, "false",
+               "recompute each decoder layer in backward instead of keeping its activations"),
+           "model.name", llms),
       key("model.init", Kind::String, "\"\"",
           "weights to start from: a run's model.pt or checkpoint (empty: random init)"),
       // data
       required(choices(key("data.name", Kind::Choice, "", "data set"),
-                       {"fashion_mnist", "kjv", "fortunes"})),
+                       {"fashion_mnist", "kjv", "fortunes", "jsonl", "text"})),
       key("data.path", Kind::String, "\"\"",
           "data location (empty: the Debian package's: /usr/share/datasets/fashion-mnist, "
-          "/usr/lib, /usr/share/games/fortunes)"),
+          "/usr/lib, /usr/share/games/fortunes); the file for jsonl and text"),
+      only(key("data.prompt_template", Kind::String, "\"{prompt}\\n\"",
+               "how a JSONL record's prompt is shown ({prompt} is replaced); the loss covers "
+               "the response only"),
+           "data.name", {"jsonl"}),
       only(key("data.files", Kind::StringList, "[]", "fortune files to read (empty: all)"),
            "data.name", {"fortunes"}),
       range(key("data.train_limit", Kind::Int, "0",
@@ -220,6 +252,22 @@ std::vector<KeySpec> build() {
           key("log.progress", Kind::Choice, "auto", "auto: a bar on a terminal, lines otherwise"),
           {"auto", "bar", "lines", "none"}),
       range(key("log.every", Kind::Int, "50", "steps between progress lines"), 1, kInf),
+      // generate (language models)
+      only(key("generate.prompts", Kind::StringList, "[]",
+               "prompts the model continues before and after training"),
+           "model.name", llms),
+      only(range(key("generate.max_new_tokens", Kind::Int, "48", "tokens per continuation"), 1,
+                 1 << 16),
+           "model.name", llms),
+      only(range(key("generate.temperature", Kind::Float, "0",
+                     "sampling temperature (0: greedy decoding)"),
+                 0, 100),
+           "model.name", llms),
+      only(range(key("generate.top_k", Kind::Int, "0", "sample from the k most likely (0: all)"), 0,
+                 kInf),
+           "model.name", llms),
+      only(range(key("generate.top_p", Kind::Float, "1.0", "nucleus sampling mass"), 0, 1, true),
+           "model.name", llms),
   };
 }
 

@@ -17,20 +17,29 @@ torch::ScalarType dtype_of(const std::string& name) {
 
 }  // namespace
 
+lora::Linear4bitOptions linear4bit_options(const config::QuantRecipe& quant,
+                                           const std::shared_ptr<kernels::Backend>& backend) {
+  return lora::Linear4bitOptions()
+      .format(quant::parse_format(quant.type))  // the schema allows nf4, fp4
+      .blocksize(quant.block_size)
+      .double_quant(quant.double_quant)
+      .compute_dtype(dtype_of(quant.compute_dtype))
+      .backend(backend);
+}
+
 PreparedModel prepare_model(torch::nn::Module& model, const config::QuantRecipe& quant,
                             const config::LoraRecipe& lora,
-                            const std::shared_ptr<kernels::Backend>& backend) {
+                            const std::shared_ptr<kernels::Backend>& backend,
+                            const std::string& quantized_on_load) {
   PreparedModel prepared;
   std::ostringstream d;
   const torch::ScalarType compute = dtype_of(quant.compute_dtype);
-  if (quant.enabled) {
+  if (quant.enabled && !quantized_on_load.empty()) {
+    d << "\n    quant: " << quantized_on_load;
+  } else if (quant.enabled) {
     lora::QuantizeConfig q;
     q.skip = quant.skip;
-    q.linear.format(quant::parse_format(quant.type))  // the schema allows nf4, fp4
-        .blocksize(quant.block_size)
-        .double_quant(quant.double_quant)
-        .compute_dtype(compute)
-        .backend(backend);
+    q.linear = linear4bit_options(quant, backend);
     const lora::QuantizeReport report = lora::quantize_model(model, q);
     d << "\n    quant: " << report.to_string();
   }

@@ -17,6 +17,7 @@
 #include "examples/config/recipe.h"
 #include "kernels/backend.h"
 #include "lora/apply_lora.h"
+#include "lora/linear4bit.h"
 
 namespace lowbit::train {
 
@@ -27,8 +28,16 @@ struct PreparedModel {
   std::optional<lora::LoraConfig> adapters;  // set when LoRA adapters were added
 };
 
+// The 4-bit layer options a quant section asks for.
+lora::Linear4bitOptions linear4bit_options(const config::QuantRecipe& quant,
+                                           const std::shared_ptr<kernels::Backend>& backend);
+
+// `quant.enabled` with a model whose loader already quantized it (a Hugging
+// Face checkpoint read straight into 4-bit layers) is described, not redone:
+// pass `quantized_on_load`, the loader's description.
 PreparedModel prepare_model(torch::nn::Module& model, const config::QuantRecipe& quant,
                             const config::LoraRecipe& lora,
-                            const std::shared_ptr<kernels::Backend>& backend);
+                            const std::shared_ptr<kernels::Backend>& backend,
+                            const std::string& quantized_on_load = "");
 
 }  // namespace lowbit::train

@@ -9,24 +9,12 @@
 #include "examples/data/idx.h"
 #include "examples/data/image_batches.h"
 #include "examples/data/text_corpus.h"
+#include "examples/train/causal_lm_task.h"
+#include "examples/train/eval_scope.h"
 #include "examples/train/model_factory.h"
 
 namespace lowbit::train {
 namespace {
-
-// Switches a module to eval mode and gradients off for one evaluation.
-class EvalScope {
- public:
-  explicit EvalScope(torch::nn::Module& m) : module_(m), was_training_(m.is_training()) {
-    module_.eval();
-  }
-  ~EvalScope() { module_.train(was_training_); }
-
- private:
-  torch::nn::Module& module_;
-  bool was_training_;
-  torch::NoGradGuard no_grad_;
-};
 
 class ImageTask : public Task {
  public:
@@ -169,6 +157,15 @@ class TextTask : public Task {
 
 std::unique_ptr<Task> make_task(const config::Recipe& recipe, torch::Device device) {
   torch::manual_seed(uint64_t(recipe.train.seed));
+  if (recipe.model.name == "hf_causal_lm" || recipe.model.name == "llama") {
+#ifdef LOWBIT_WITH_TEXT
+    return make_causal_lm_task(recipe, device);
+#else
+    throw config::RecipeError("model.name: " + recipe.model.name +
+                              " needs the tokenizers, and this build has none (ICU was not "
+                              "found: install libicu-dev and rebuild)");
+#endif
+  }
   if (recipe.data.name == "fashion_mnist") return std::make_unique<ImageTask>(recipe, device);
   return std::make_unique<TextTask>(recipe, device);
 }

@@ -1,13 +1,15 @@
 // A training task: the recipe's model and data, the loss of one micro-batch
 // and the evaluation. Image classification (Fashion-MNIST: test-set loss and
-// accuracy) and character-level language modelling (KJV, fortunes:
-// validation loss). The trainer loop only sees this interface.
+// accuracy), character-level language modelling (KJV, fortunes: validation
+// loss) and subword language models (Llama-family, causal_lm_task.h:
+// validation loss and perplexity). The trainer loop only sees this interface.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <torch/nn/module.h>
 #include <torch/types.h>
@@ -19,6 +21,7 @@ namespace lowbit::train {
 struct Evaluation {
   double loss = 0.0;               // mean cross-entropy per example (image) or token (text)
   std::optional<double> accuracy;  // image tasks: share of test images classified right
+  std::optional<double> perplexity;  // subword language models: exp(loss)
 };
 
 class Task {
@@ -34,6 +37,15 @@ class Task {
   // Runs in eval mode without gradients, then restores training mode.
   virtual Evaluation evaluate() = 0;
   virtual std::string describe() const = 0;
+  // Language models: the model's continuation of each of the recipe's
+  // generate.prompts (none elsewhere).
+  virtual std::vector<std::string> continue_prompts() { return {}; }
+  // What only the task can write at the end of a run (a model trained from
+  // scratch in Hugging Face layout): the paths written.
+  virtual std::vector<std::string> export_model() { return {}; }
+  // When the model was quantized while it was loaded (recipe quant section
+  // applied already): a description of that; empty otherwise.
+  virtual std::string quantized_on_load() const { return ""; }
 };
 
 // Reads the data (corrupt or truncated files throw here, before training),

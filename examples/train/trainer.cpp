@@ -120,6 +120,7 @@ std::string describe(const Evaluation& e) {
   std::ostringstream os;
   os << "loss " << e.loss;
   if (e.accuracy) os << ", accuracy " << percent(*e.accuracy);
+  if (e.perplexity) os << ", perplexity " << *e.perplexity;
   return os.str();
 }
 
@@ -139,6 +140,8 @@ class Run {
   void step(int64_t step);
   void evaluate(int64_t step);
   void print_header(const std::optional<Checkpoint>& checkpoint) const;
+  // The model's continuations of generate.prompts, under `title`.
+  void print_samples(const std::string& title);
   std::string model_path() const { return (fs::path(r_.checkpoint.dir) / "model.pt").string(); }
   std::string adapter_path() const { return (fs::path(r_.checkpoint.dir) / "adapter").string(); }
 
@@ -189,7 +192,10 @@ Run::Run(const config::Recipe& r, const RunOptions& options)
   task_ = make_task(r, device_);
   model_ = task_->module();
   if (!r.model.init.empty()) load_model(r.model.init, *model_);
-  prepared_ = prepare_model(*model_, r.quant, r.lora, backend_);
+  prepared_ = prepare_model(*model_, r.quant, r.lora, backend_, task_->quantized_on_load());
+  // PEFT loads an adapter onto the checkpoint named here.
+  if (prepared_.adapters && r.model.name == "hf_causal_lm")
+    prepared_.adapters->base_model_name_or_path = fs::absolute(r.model.path).lexically_normal().string();
   built_ = make_optimizer(r.optimizer, prepared_.trainable, prepared_.trainable_names, backend_);
   for (auto& group : built_.optimizer->param_groups()) base_lr_.push_back(group.options().get_lr());
 
@@ -232,7 +238,23 @@ bool Run::resume() {
   }
   metrics_.emplace(r_.log.metrics, checkpoint ? state_.step : -1);
   print_header(checkpoint);
+  print_samples(checkpoint ? "samples at step " + std::to_string(state_.step)
+                           : "samples before training");
   return true;
+}
+
+void Run::print_samples(const std::string& title) {
+  const std::vector<std::string> samples = task_->continue_prompts();
+  if (samples.empty()) return;
+  out_ << "  " << title << ":\n";
+  for (size_t i = 0; i < samples.size(); ++i) {
+    out_ << "    [" << r_.generate.prompts[i] << "] -> " << samples[i] << "\n";
+    metrics_->write({{"type", "sample"},
+                     {"step", state_.step},
+                     {"prompt", r_.generate.prompts[i]},
+                     {"text", samples[i]}});
+  }
+  out_.flush();
 }
 
 void Run::print_header(const std::optional<Checkpoint>& checkpoint) const {
@@ -326,6 +348,7 @@ void Run::evaluate(int64_t step) {
   const Evaluation e = task_->evaluate();
   nlohmann::json record = {{"type", "eval"}, {"step", step}, {"loss", e.loss}};
   if (e.accuracy) record["accuracy"] = *e.accuracy;
+  if (e.perplexity) record["perplexity"] = *e.perplexity;
   record["eval_s"] = seconds_since(eval_start);
   metrics_->write(record);
   progress_->message("step " + std::to_string(step) + " eval: " + describe(e));
@@ -342,9 +365,12 @@ RunResult Run::finish() {
   result_.mean_update_cpu_seconds = times_.update_cpu * per_step;
   result_.optimizer_state_bytes = built_.state_bytes();
   result_.peak_rss_mib = peak_rss_mib();
+  std::vector<std::string> exports;
   if (!result_.interrupted) {
     save_model(model_path(), *model_);
     if (prepared_.adapters) lora::save_adapter(*model_, adapter_path(), *prepared_.adapters);
+    exports = task_->export_model();
+    print_samples("samples after training");
     nlohmann::json summary = {{"type", "summary"},
                               {"step", state_.step},
                               {"steps_run", steps_run},
@@ -363,6 +389,9 @@ RunResult Run::finish() {
       if (result_.final_evaluation->accuracy) {
         summary["eval_accuracy"] = *result_.final_evaluation->accuracy;
       }
+      if (result_.final_evaluation->perplexity) {
+        summary["eval_perplexity"] = *result_.final_evaluation->perplexity;
+      }
     }
     metrics_->write(summary);
   }
@@ -380,6 +409,7 @@ RunResult Run::finish() {
   if (!result_.interrupted) {
     out_ << ", model " << model_path();
     if (prepared_.adapters) out_ << ", PEFT adapter " << adapter_path();
+    for (const std::string& e : exports) out_ << ", Hugging Face checkpoint " << e;
   }
   out_ << "\n";
   out_.flush();

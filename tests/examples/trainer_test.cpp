@@ -64,21 +64,32 @@ TEST(Trainer, TwentyStepsOfEveryRecipe) {
   std::sort(recipes.begin(), recipes.end());
   ASSERT_FALSE(recipes.empty());
   // Recipes that fine-tune another recipe's model (model.init: runs/<that
-  // recipe>/model.pt) run after it, starting from the model its 20-step run wrote.
-  const std::regex init_line(R"(\n\s*init:\s*runs/([A-Za-z0-9_]+)/model\.pt)");
-  auto base_of = [&](const fs::path& p) {
+  // recipe>/model.pt, or model.path: runs/<that recipe>/hf, the Hugging Face
+  // checkpoint it exports) run after it, starting from what its 20-step run wrote.
+  const std::regex base_line(R"(\n\s*(init|path):\s*runs/([A-Za-z0-9_]+)/(model\.pt|hf))");
+  auto base_match = [&](const fs::path& p) {
     std::ifstream in(p);
     std::stringstream text;
     text << in.rdbuf();
     std::smatch m;
     const std::string s = text.str();
-    return std::regex_search(s, m, init_line) ? m[1].str() : std::string();
+    return std::regex_search(s, m, base_line) ? std::vector<std::string>{m[1], m[2], m[3]}
+                                              : std::vector<std::string>{};
+  };
+  auto base_of = [&](const fs::path& p) {
+    const auto m = base_match(p);
+    return m.empty() ? std::string() : m[1];
   };
   std::stable_partition(recipes.begin(), recipes.end(),
                         [&](const fs::path& p) { return base_of(p).empty(); });
   for (const fs::path& path : recipes) {
     SCOPED_TRACE(path.string());
     const std::string name = path.stem().string();
+#if !defined(LOWBIT_WITH_TEXT) || !defined(LOWBIT_WITH_SENTENCEPIECE)
+    // The Llama recipes train a SentencePiece tokenizer (or fine-tune what
+    // such a run wrote); this build has no tokenizers or no SentencePiece.
+    if (name.find("llama") != std::string::npos) continue;
+#endif
     std::vector<std::string> overrides = {
         "train.epochs=0",          "train.steps=20",
         "schedule.warmup_steps=2", "data.train_limit=3000",
@@ -86,8 +97,9 @@ TEST(Trainer, TwentyStepsOfEveryRecipe) {
         "checkpoint.resume=never", "checkpoint.dir=" + dir.file(name),
         "train.threads=1",         "train.grad_accum=1",
         "train.batch_size=16"};
-    const std::string base = base_of(path);
-    if (!base.empty()) overrides.push_back("model.init=" + dir.file(base + "/model.pt"));
+    const auto base = base_match(path);
+    if (!base.empty())
+      overrides.push_back("model." + base[0] + "=" + dir.file(base[1] + "/" + base[2]));
     const config::Recipe recipe = config::load_recipe_file(path.string(), overrides);
     const RunResult result = run(recipe);
     EXPECT_EQ(result.end_step, 20);
