@@ -159,7 +159,8 @@ void run_ref(const int8_t* x, size_t m, const WeightInt8View& w, const Store& st
   const ptrdiff_t n = ptrdiff_t(w.out_features);
 #pragma omp parallel for schedule(static)
   for (ptrdiff_t o = 0; o < n; ++o)
-    for (size_t i = 0; i < m; ++i) store(i, size_t(o), dot_ref(x + i * k, w.codes + size_t(o) * k, k));
+    for (size_t i = 0; i < m; ++i)
+      store(i, size_t(o), dot_ref(x + i * k, w.codes + size_t(o) * k, k));
 }
 
 template <class Store>

@@ -46,7 +46,8 @@ __global__ void quantize_rows(const float* __restrict__ x, size_t k, int8_t* __r
   const float inv = (a > 0.0f && !bad) ? __fdiv_rn(127.0f, a) : 0.0f;
   for (size_t j = threadIdx.x; j < k; j += kThreads)
     c[j] = int8_t(__float2int_rn(__fmul_rn(xr[j], inv)));
-  if (threadIdx.x == 0) row_factor[blockIdx.x] = bad ? __int_as_float(0x7fc00000) : __fmul_rn(a, kInt8Dequant);
+  if (threadIdx.x == 0)
+    row_factor[blockIdx.x] = bad ? __int_as_float(0x7fc00000) : __fmul_rn(a, kInt8Dequant);
 }
 
 // One warp per output (r, o): lanes stride over the row pair, four bytes at a

@@ -21,9 +21,9 @@
 namespace lowbit {
 namespace {
 
-using kernels::cpu::Int8Core;
 using kernels::cpu::int8_core_name;
 using kernels::cpu::int8_cores;
+using kernels::cpu::Int8Core;
 using kernels::cpu::WeightInt8View;
 using testing::download;
 using testing::expect_error;
@@ -60,9 +60,9 @@ struct Shape {
 // Tile tails (m % 4, out % 4 and below one 64-row block), k below and
 // around the AVX2 (16) and VNNI (64) steps, and one large row.
 const std::vector<Shape> kShapes = {
-    {1, 1, 1},    {1, 5, 3},      {2, 7, 4},     {3, 9, 15},    {4, 4, 16},   {5, 13, 17},
-    {7, 66, 63},  {1, 130, 64},   {6, 65, 65},   {9, 3, 127},   {17, 70, 130}, {1, 257, 1000},
-    {33, 129, 257}, {2, 40, 4096},
+    {1, 1, 1},     {1, 5, 3},      {2, 7, 4},      {3, 9, 15},    {4, 4, 16},
+    {5, 13, 17},   {7, 66, 63},    {1, 130, 64},   {6, 65, 65},   {9, 3, 127},
+    {17, 70, 130}, {1, 257, 1000}, {33, 129, 257}, {2, 40, 4096},
 };
 
 TEST(GemmInt8Kernels, EveryCoreGivesTheExactIntegerSums) {
@@ -148,9 +148,9 @@ TEST(GemmInt8Kernels, RowQuantizationFollowsTheContract) {
     EXPECT_EQ(std::vector<int8_t>(codes.begin() + r * k, codes.begin() + (r + 1) * k), want)
         << "row " << r;
   }
-  EXPECT_EQ(codes[5 * k + 3], 0);   // 0.5 -> 0
-  EXPECT_EQ(codes[5 * k + 5], 2);   // 2.5 -> 2
-  EXPECT_EQ(codes[5 * k + 6], 4);   // 3.5 -> 4
+  EXPECT_EQ(codes[5 * k + 3], 0);  // 0.5 -> 0
+  EXPECT_EQ(codes[5 * k + 5], 2);  // 2.5 -> 2
+  EXPECT_EQ(codes[5 * k + 6], 4);  // 3.5 -> 4
 }
 
 // y as the contract defines it, in float, in the contract's order.
