@@ -3,7 +3,6 @@
 #include <sstream>
 
 #include "lora/quantize_model.h"
-#include "quant/codebook.h"
 
 namespace lowbit::train {
 namespace {
@@ -25,9 +24,9 @@ PreparedModel prepare_model(torch::nn::Module& model, const config::QuantRecipe&
   const torch::ScalarType compute = dtype_of(quant.compute_dtype);
   if (quant.enabled) {
     lora::QuantizeConfig q;
-    q.skip = quant.skip;
-    q.linear.format(quant::parse_format(quant.type))  // the schema allows nf4, fp4
-        .blocksize(quant.block_size)
+    q.modules_to_not_convert = quant.skip;
+    q.format = lora::parse_linear_format(quant.type);  // the schema allows nf4, fp4
+    q.four_bit.blocksize(quant.block_size)
         .double_quant(quant.double_quant)
         .compute_dtype(compute)
         .backend(backend);

@@ -95,7 +95,7 @@ lowbit::testing::TinyNet qlora_net(bool move_first, lora::LoraConfig& config) {
   lowbit::testing::TinyNet net(24, 64, 10);
   if (move_first) net->to(cuda_device());
   lora::QuantizeConfig q;
-  q.skip = {"lm_head"};
+  q.modules_to_not_convert = {"lm_head"};
   lora::quantize_model(*net, q);
   config.r = 4;
   config.lora_alpha = 8;
@@ -161,7 +161,7 @@ TEST(CudaQLoRA, FilesSavedFromTheGpuLoadOnTheCpu) {
   lowbit::testing::TinyNet base(24, 64, 10);
   base->to(cuda_device());
   lora::QuantizeConfig q;
-  q.skip = {"lm_head"};
+  q.modules_to_not_convert = {"lm_head"};
   lora::quantize_model(*base, q);
   lora::save_quantized_model(*base, dir.file("base.safetensors"));
 
