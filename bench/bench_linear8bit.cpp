@@ -8,13 +8,6 @@
 // Variants: the int8 path alone (threshold 0); threshold 6 on inputs with
 // outlier columns (the float path engaged); use_cache (the dequantized
 // float32 weight). Before the timings it prints bytes per parameter.
-#define EIGEN_DONT_PARALLELIZE  // threads come from the OpenMP split below
-#include <Eigen/Core>
-
-#include <omp.h>
-
-#include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <map>
 #include <string>
@@ -22,6 +15,7 @@
 
 #include <torch/torch.h>
 
+#include "bench/linear_common.h"
 #include "bench/ratio_reporter.h"
 #include "kernels/cpu/matmul_int8.h"
 #include "lora/linear8bit.h"
@@ -29,46 +23,18 @@
 namespace lowbit::bench {
 namespace {
 
-struct Shape {
-  int64_t out, in;
-  std::string name() const { return std::to_string(out) + "x" + std::to_string(in); }
-};
-
 const Shape kShapes[] = {{4096, 4096}, {11008, 4096}};
 const int64_t kBatches[] = {1, 16, 512};
 
-// Calls rotate over copies of a layer holding at least this many bytes in
-// all, more than the last-level cache (32 MiB on the machines measured), so
-// every call streams its weight from memory as in a model with many layers.
-constexpr double kRotationBytes = 96.0 * (1 << 20);
-
-int copies_for(double bytes) { return std::max(1, int(std::ceil(kRotationBytes / bytes))); }
-
 enum class Op { TorchLinear, EigenLinear, Int8, Int8Outliers, Int8Cache };
-
-// Float32 weights, and int8 layers made from them, per shape (built once).
-struct Layers {
-  std::vector<torch::Tensor> weights;
-  std::map<Op, std::vector<lora::Linear8bit>> int8;
-};
-
-Layers& layers(const Shape& s) {
-  static std::map<std::string, Layers> all;
-  Layers& l = all[s.name()];
-  if (l.weights.empty()) {
-    torch::manual_seed(0);
-    for (int i = copies_for(4.0 * double(s.in * s.out)); i > 0; --i)
-      l.weights.push_back(torch::randn({s.out, s.in}) / std::sqrt(double(s.in)));
-  }
-  return l;
-}
 
 // The layers an int8 op rotates over: enough copies to exceed the cache by
 // the bytes the op reads (the cache reads float32).
 std::vector<lora::Linear8bit>& int8_layers(const Shape& s, Op op) {
-  Layers& l = layers(s);
-  std::vector<lora::Linear8bit>& q = l.int8[op];
+  static std::map<std::string, std::vector<lora::Linear8bit>> all;  // by shape and op
+  std::vector<lora::Linear8bit>& q = all[s.name() + "/" + std::to_string(int(op))];
   if (!q.empty()) return q;
+  const std::vector<torch::Tensor>& weights = float_weights(s);
   const auto options = lora::Linear8bitOptions()
                            .threshold(op == Op::Int8Outliers ? 6.0 : 0.0)
                            .use_cache(op == Op::Int8Cache);
@@ -77,7 +43,7 @@ std::vector<lora::Linear8bit>& int8_layers(const Shape& s, Op op) {
   for (int i = 0; i < copies_for(bytes); ++i) {
     {
       torch::NoGradGuard no_grad;
-      linear->weight.copy_(l.weights[size_t(i) % l.weights.size()]);
+      linear->weight.copy_(weights[size_t(i) % weights.size()]);
     }
     q.emplace_back(linear, options);
   }
@@ -97,24 +63,8 @@ torch::Tensor activations(int64_t batch, int64_t in, bool outliers) {
   return x;
 }
 
-using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-// y = x W^T with the output features split evenly over the OpenMP threads.
-void eigen_linear(const torch::Tensor& x, const torch::Tensor& w, torch::Tensor& y) {
-  const Eigen::Index m = x.size(0), in = x.size(1), out = w.size(0);
-  Eigen::Map<const Matrix> X(x.data_ptr<float>(), m, in), W(w.data_ptr<float>(), out, in);
-  Eigen::Map<Matrix> Y(y.data_ptr<float>(), m, out);
-#pragma omp parallel
-  {
-    const Eigen::Index t = omp_get_thread_num(), n = omp_get_num_threads();
-    const Eigen::Index o0 = out * t / n, o1 = out * (t + 1) / n;
-    Y.middleCols(o0, o1 - o0).noalias() = X * W.middleRows(o0, o1 - o0).transpose();
-  }
-}
-
 void register_op(const std::string& name, Op op, const Shape& s, int64_t batch, int threads) {
-  const std::string group =
-      s.name() + "/batch:" + std::to_string(batch) + "/threads:" + std::to_string(threads);
+  const std::string group = linear_group(s, batch, threads);
   benchmark::RegisterBenchmark(
       (name + "/" + group).c_str(),
       [=](benchmark::State& state) {
@@ -122,7 +72,7 @@ void register_op(const std::string& name, Op op, const Shape& s, int64_t batch, 
         torch::set_num_threads(threads);
         torch::NoGradGuard no_grad;
         const torch::Tensor x = activations(batch, s.in, op == Op::Int8Outliers);
-        const std::vector<torch::Tensor>& w = layers(s).weights;
+        const std::vector<torch::Tensor>& w = float_weights(s);
         torch::Tensor y = torch::empty({batch, s.out});
         const bool int8 = op != Op::TorchLinear && op != Op::EigenLinear;
         std::vector<lora::Linear8bit>* q = int8 ? &int8_layers(s, op) : nullptr;

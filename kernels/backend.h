@@ -108,9 +108,10 @@ struct Weight4bit {
 
 // A frozen int8 weight W [out_features, in_features] in bitsandbytes'
 // Int8Params layout (LLM.int8(), Dettmers et al. 2022): `codes` int8,
-// row-major, each row quantized by its absmax, codes in [-127, 127];
-// `scale` float32 [out_features], bitsandbytes' SCB (the row absmax, so
-// W[o, i] ~ codes[o, i] * scale[o] / 127). `row_sums` int32 [out_features]
+// row-major, each row quantized by its absmax (bitsandbytes writes codes in
+// [-127, 127]; -128 computes correctly too); `scale` float32 [out_features],
+// bitsandbytes' SCB (the row absmax, so W[o, i] ~ codes[o, i] * scale[o] /
+// 127). `row_sums` int32 [out_features]
 // holds sum_i codes[o, i], computed once when the weight is bound: the CPU's
 // VNNI dot product multiplies unsigned by signed bytes, so it shifts x by
 // +128 and takes 128 * row_sums[o] back off.
@@ -125,7 +126,8 @@ struct WeightInt8 {
 // 1 / 127^2: an int8 product of two absmax-scaled codes back to the scales'
 // units (bitsandbytes' MM_DEQUANT_CONST).
 constexpr float kInt8Dequant = 1.0f / 16129.0f;
-// Dot products of this many int8 pairs always fit in int32 (2^31 / 127^2 > 2^17).
+// Dot products of this many int8 pairs (x codes in [-127, 127]) always fit
+// in int32: 2^31 / (127 * 128) > 2^17.
 constexpr size_t kMaxInt8InFeatures = size_t(1) << 17;
 
 // ---- optimizers: types of the optimizer ops below ----

@@ -29,10 +29,10 @@ class QuantizedModelIo : public ::testing::Test {
   std::string path_ = scratch_.file("model.safetensors");
 };
 
-testing::TinyNet quantized_net(uint64_t seed) {
+// A TinyNet converted by `q` (NF4 by default), lm_head kept in float.
+testing::TinyNet quantized_net(uint64_t seed, lora::QuantizeConfig q = {}) {
   torch::manual_seed(seed);
   testing::TinyNet net(32, 48, 10);
-  lora::QuantizeConfig q;
   q.modules_to_not_convert = {"lm_head"};
   lora::quantize_model(*net, q);
   return net;
@@ -154,14 +154,10 @@ TEST_F(QuantizedModelIo, RefusesMismatchedModelsWithoutChangingThem) {
 
 // in_proj int8 (threshold 6), fc1 NF4, fc2 FP4, lm_head float.
 testing::TinyNet mixed_net(uint64_t seed) {
-  torch::manual_seed(seed);
-  testing::TinyNet net(32, 48, 10);
   lora::QuantizeConfig q;
   q.overrides = {{"in_proj", lora::LinearFormat::Int8}, {"fc2", lora::LinearFormat::FP4}};
-  q.modules_to_not_convert = {"lm_head"};
   q.int8.threshold(6.0);
-  lora::quantize_model(*net, q);
-  return net;
+  return quantized_net(seed, q);
 }
 
 TEST_F(QuantizedModelIo, MixedModelRoundTripIsBitExactAndRecordsFormats) {
