@@ -231,7 +231,7 @@ void register_qlora_step(bool nf4) {
     if (nf4) {
       lora::QuantizeConfig q;
       q.include = {".*_proj"};
-      q.linear.compute_dtype(torch::kBFloat16);
+      q.four_bit.compute_dtype(torch::kBFloat16);
       lora::quantize_model(*model, q);
     }
     lora::LoraConfig config;

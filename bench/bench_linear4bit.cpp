@@ -6,96 +6,46 @@
 // (MLP up-projection), batch 1 (token generation) and 64 (prefill /
 // training), 1 thread and all threads; the OpenCL device when present.
 // Before the timings it prints the weight bytes per parameter of each layout.
-#define EIGEN_DONT_PARALLELIZE  // threads come from the OpenMP split below
-#include <Eigen/Core>
-
-#include <omp.h>
-
-#include <algorithm>
-#include <cmath>
 #include <cstdio>
-#include <vector>
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
+#include "bench/linear_common.h"
 #include "bench/ratio_reporter.h"
 #include "lora/linear4bit.h"
 
 namespace lowbit::bench {
 namespace {
 
-struct Shape {
-  int64_t out, in;
-  std::string name() const { return std::to_string(out) + "x" + std::to_string(in); }
-};
-
 const Shape kShapes[] = {{4096, 4096}, {11008, 4096}};
 const int64_t kBatches[] = {1, 64};
 
-// Calls rotate over copies of a layer holding at least this many bytes in
-// all, more than the last-level cache (32 MiB on the machines measured), so
-// every call streams its weight from memory as in a model with many layers.
-constexpr double kRotationBytes = 96.0 * (1 << 20);
-
-int copies_for(double bytes) { return std::max(1, int(std::ceil(kRotationBytes / bytes))); }
-
-// Float32 weights and their Linear4bit copies per shape and backend, built once.
-struct Layers {
-  std::vector<torch::Tensor> weights;
-  std::map<std::string, std::vector<lora::Linear4bit>> quantized;  // by backend name
-};
-
-Layers& layers(const Shape& s) {
-  static std::map<std::string, Layers> all;
-  Layers& l = all[s.name()];
-  if (l.weights.empty()) {
-    torch::manual_seed(0);
-    for (int i = copies_for(4.0 * double(s.in * s.out)); i > 0; --i)
-      l.weights.push_back(torch::randn({s.out, s.in}) / std::sqrt(double(s.in)));
-  }
-  return l;
-}
-
 std::vector<lora::Linear4bit>& quantized(const Shape& s,
                                          const std::shared_ptr<kernels::Backend>& backend) {
-  Layers& l = layers(s);
-  std::vector<lora::Linear4bit>& q = l.quantized[backend ? backend->name() : "cpu"];
+  static std::map<std::string, std::vector<lora::Linear4bit>> all;  // by shape and backend
+  std::vector<lora::Linear4bit>& q = all[s.name() + "/" + (backend ? backend->name() : "cpu")];
+  const std::vector<torch::Tensor>& weights = float_weights(s);
   if (q.empty()) {
     torch::nn::Linear linear(torch::nn::LinearOptions(s.in, s.out).bias(false));
     const auto options = lora::Linear4bitOptions().backend(backend);
     while (q.empty() || q.size() < size_t(copies_for(double(q[0]->storage().total_bytes())))) {
       torch::NoGradGuard no_grad;
-      linear->weight.copy_(l.weights[q.size() % l.weights.size()]);
+      linear->weight.copy_(weights[q.size() % weights.size()]);
       q.emplace_back(linear, options);
     }
   }
   return q;
 }
 
-using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-// y = x W^T with the output features split evenly over the OpenMP threads.
-void eigen_linear(const torch::Tensor& x, const torch::Tensor& w, torch::Tensor& y) {
-  const Eigen::Index m = x.size(0), in = x.size(1), out = w.size(0);
-  Eigen::Map<const Matrix> X(x.data_ptr<float>(), m, in), W(w.data_ptr<float>(), out, in);
-  Eigen::Map<Matrix> Y(y.data_ptr<float>(), m, out);
-#pragma omp parallel
-  {
-    const Eigen::Index t = omp_get_thread_num(), n = omp_get_num_threads();
-    const Eigen::Index o0 = out * t / n, o1 = out * (t + 1) / n;
-    Y.middleCols(o0, o1 - o0).noalias() = X * W.middleRows(o0, o1 - o0).transpose();
-  }
-}
-
 enum class Op { TorchLinear, EigenLinear, Linear4bit };
 
 void register_op(const std::string& name, Op op, const Shape& s, int64_t batch, int threads,
                  std::shared_ptr<kernels::Backend> backend) {
-  const std::string group =
-      s.name() + "/batch:" + std::to_string(batch) + "/threads:" + std::to_string(threads);
+  const std::string group = linear_group(s, batch, threads);
   benchmark::RegisterBenchmark(
       (name + "/" + group).c_str(),
       [=](benchmark::State& state) {
@@ -103,7 +53,7 @@ void register_op(const std::string& name, Op op, const Shape& s, int64_t batch, 
         torch::set_num_threads(threads);
         torch::NoGradGuard no_grad;
         const torch::Tensor x = torch::randn({batch, s.in});
-        const std::vector<torch::Tensor>& w = layers(s).weights;
+        const std::vector<torch::Tensor>& w = float_weights(s);
         torch::Tensor y = torch::empty({batch, s.out});
         std::vector<lora::Linear4bit>* q = op == Op::Linear4bit ? &quantized(s, backend) : nullptr;
         size_t i = 0;

@@ -57,7 +57,7 @@ int run_mode(const std::string& mode) {
   std::vector<torch::Tensor> trainable;
   if (mode == "qlora") {
     lora::QuantizeConfig q;
-    q.skip = {"lm_head"};
+    q.modules_to_not_convert = {"lm_head"};
     lora::quantize_model(*gpt, q);
     lora::LoraConfig config;
     config.r = 16;

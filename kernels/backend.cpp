@@ -177,6 +177,26 @@ void Backend::gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit&
   do_gemm_4bit_input_grad(dy, m, w, dx, dtype);
 }
 
+void Backend::gemm_int8(const Buffer& x, size_t m, const WeightInt8& w, const Buffer* bias,
+                        Buffer& y) {
+  const char* op = "gemm_int8";
+  LOWBIT_CHECK(w.codes != nullptr && w.scale != nullptr && w.row_sums != nullptr, op,
+               ": the weight needs 'codes', 'scale' and 'row_sums' buffers");
+  LOWBIT_CHECK(w.out_features > 0 && w.in_features > 0, op, ": weight shape [", w.out_features,
+               ", ", w.in_features, "] is empty; expected positive sizes");
+  LOWBIT_CHECK(w.in_features <= kMaxInt8InFeatures, op, ": in_features ", w.in_features,
+               " exceeds ", kMaxInt8InFeatures, ", beyond which int32 sums of 127 x 127 products",
+               " could overflow");
+  check_buffer(*w.codes, w.out_features * w.in_features, op, "codes");
+  check_buffer(*w.scale, w.out_features * sizeof(float), op, "scale");
+  check_buffer(*w.row_sums, w.out_features * sizeof(int32_t), op, "row_sums");
+  check_buffer(x, m * w.in_features * sizeof(float), op, "x");
+  check_buffer(y, m * w.out_features * sizeof(float), op, "y");
+  if (bias) check_buffer(*bias, w.out_features * sizeof(float), op, "bias");
+  if (m == 0) return;
+  do_gemm_int8(x, m, w, bias, y);
+}
+
 void Backend::check_optimizer_operands(const OptimizerOperands& op, const char* name) const {
   const int rule = int(op.rule);
   LOWBIT_CHECK(rule >= 0 && rule <= int(OptimizerRule::RMSprop), name, ": unknown rule ", rule);

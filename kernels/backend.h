@@ -106,6 +106,30 @@ struct Weight4bit {
   bool double_quant() const { return nested_absmax != nullptr; }
 };
 
+// A frozen int8 weight W [out_features, in_features] in bitsandbytes'
+// Int8Params layout (LLM.int8(), Dettmers et al. 2022): `codes` int8,
+// row-major, each row quantized by its absmax (bitsandbytes writes codes in
+// [-127, 127]; -128 computes correctly too); `scale` float32 [out_features],
+// bitsandbytes' SCB (the row absmax, so W[o, i] ~ codes[o, i] * scale[o] /
+// 127). `row_sums` int32 [out_features]
+// holds sum_i codes[o, i], computed once when the weight is bound: the CPU's
+// VNNI dot product multiplies unsigned by signed bytes, so it shifts x by
+// +128 and takes 128 * row_sums[o] back off.
+struct WeightInt8 {
+  const Buffer* codes = nullptr;
+  const Buffer* scale = nullptr;
+  const Buffer* row_sums = nullptr;
+  size_t out_features = 0;
+  size_t in_features = 0;
+};
+
+// 1 / 127^2: an int8 product of two absmax-scaled codes back to the scales'
+// units (bitsandbytes' MM_DEQUANT_CONST).
+constexpr float kInt8Dequant = 1.0f / 16129.0f;
+// Dot products of this many int8 pairs (x codes in [-127, 127]) always fit
+// in int32: 2^31 / (127 * 128) > 2^17.
+constexpr size_t kMaxInt8InFeatures = size_t(1) << 17;
+
 // ---- optimizers: types of the optimizer ops below ----
 
 // The per-element rules of kernels/optimizer_rules.h (values are LB_RULE_*).
@@ -243,6 +267,18 @@ class Backend {
   void gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w, Buffer& dx,
                             DType dtype);
 
+  // ---- int8 matmul (LLM.int8() vector-wise quantization) ----
+  // y[m, out] = x[m, in] * W^T (+ bias), all float32. Each row r of x is
+  // quantized on the fly by its absmax a_r: c = round-half-even(x * (127 / a_r))
+  // (float product; a row of zeros gives codes 0), the codes multiply W's in
+  // int32 without rounding, and
+  //   y[r, o] = float(acc) * (a_r * kInt8Dequant) * scale[o]  (+ bias[o]),
+  // each product rounded to float in that order. A row holding inf or NaN
+  // gives a row of NaN. Backends agree bit for bit where they implement it
+  // (OpenCL does not yet, and throws saying so). LLM.int8()'s outlier columns
+  // are the caller's: it zeroes them in x and adds their float product.
+  void gemm_int8(const Buffer& x, size_t m, const WeightInt8& w, const Buffer* bias, Buffer& y);
+
   // ---- optimizers ----
   // A step of one optimizer over its parameters, in the order the optimizer
   // calls these (the `slots` buffer holds StepSlot[count], `flags` one StepFlags):
@@ -308,6 +344,8 @@ class Backend {
                             DType dtype) = 0;
   virtual void do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w,
                                        Buffer& dx, DType dtype) = 0;
+  virtual void do_gemm_int8(const Buffer& x, size_t m, const WeightInt8& w, const Buffer* bias,
+                            Buffer& y) = 0;
 
   virtual void do_gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
                                  Buffer& slots, size_t slot) = 0;

@@ -5,6 +5,7 @@
 #include <torch/nn/modules/linear.h>
 
 #include "lora/linear4bit.h"
+#include "lora/linear8bit.h"
 #include "lora/module_paths.h"
 
 namespace lowbit::lora {
@@ -48,13 +49,14 @@ std::vector<torch::Tensor> apply_lora(torch::nn::Module& model, const LoraConfig
   for (const auto& item : model.named_modules("", /*include_self=*/false)) {
     torch::nn::Module* m = item.value().get();
     const bool linear_like = dynamic_cast<Linear4bitImpl*>(m) != nullptr ||
+                             dynamic_cast<Linear8bitImpl*>(m) != nullptr ||
                              dynamic_cast<torch::nn::LinearImpl*>(m) != nullptr;
     if (!linear_like || !targets.matches(item.key())) continue;
     check_replaceable(model, item.key());
     selected.emplace_back(item.key(), item.value());
   }
-  TORCH_CHECK(!selected.empty(), "apply_lora: target_modules matched no Linear4bit or ",
-              "torch::nn::Linear layer of the model");
+  TORCH_CHECK(!selected.empty(), "apply_lora: target_modules matched no Linear4bit, ",
+              "Linear8bit or torch::nn::Linear layer of the model");
   std::vector<std::shared_ptr<LoraLinearImpl>> adapters;
   for (auto& [path, base] : selected)
     adapters.push_back(std::make_shared<LoraLinearImpl>(base, config.layer_options()));

@@ -1,4 +1,4 @@
-// apply_lora: wraps a model's Linear4bit / torch::nn::Linear layers selected by
+// apply_lora: wraps a model's Linear4bit / Linear8bit / torch::nn::Linear layers selected by
 // module path in LoraLinear adapters, freezes every other parameter, and
 // returns the adapters' parameters (ready for an optimizer). LoraConfig holds
 // PEFT's LoraConfig fields, so the same values describe a saved adapter.
@@ -37,7 +37,7 @@ struct LoraConfig {
   void validate() const;
 };
 
-// Wraps every Linear4bit or Linear whose path matches config.target_modules
+// Wraps every Linear4bit, Linear8bit or Linear whose path matches config.target_modules
 // (replace_submodule: the model must call its layers through its module
 // registry), sets requires_grad false on every other parameter and returns
 // lora_A, lora_B of each wrapped layer in model order. Throws, changing

@@ -7,6 +7,8 @@
 #include <torch/version.h>
 
 #include "lora/linear4bit.h"
+#include "lora/linear8bit.h"
+#include "quant/int8.h"
 #include "quant/quantize.h"
 
 namespace lowbit::lora {
@@ -33,13 +35,17 @@ LoraLinearImpl::LoraLinearImpl(std::shared_ptr<torch::nn::Module> base, const Lo
     in = q->in_features();
     out = q->out_features();
     device = q->packed_weight().device();
+  } else if (auto* q8 = dynamic_cast<Linear8bitImpl*>(base_.get())) {
+    in = q8->in_features();
+    out = q8->out_features();
+    device = q8->int8_weight().device();
   } else if (auto* l = dynamic_cast<torch::nn::LinearImpl*>(base_.get())) {
     in = l->options.in_features();
     out = l->options.out_features();
     device = l->weight.device();
   } else {
-    TORCH_CHECK(false, "LoraLinear: the base layer is a ", base_->name(),
-                "; expected lowbit::lora::Linear4bit or torch::nn::Linear");
+    TORCH_CHECK(false, "LoraLinear: the base layer is a ", base_->name(), "; expected ",
+                "lowbit::lora::Linear4bit, lowbit::lora::Linear8bit or torch::nn::Linear");
   }
   const int64_t r = options_.r();
   TORCH_CHECK(r >= 1, "LoraLinear: rank r must be at least 1, got ", r);
@@ -70,6 +76,7 @@ double LoraLinearImpl::scaling() const {
 
 torch::Tensor LoraLinearImpl::base_forward(const torch::Tensor& x) {
   if (auto* q = dynamic_cast<Linear4bitImpl*>(base_.get())) return q->forward(x);
+  if (auto* q8 = dynamic_cast<Linear8bitImpl*>(base_.get())) return q8->forward(x);
   return dynamic_cast<torch::nn::LinearImpl*>(base_.get())->forward(x);
 }
 
@@ -99,7 +106,7 @@ void LoraLinearImpl::merge() {
   const torch::Tensor delta = delta_weight();
   if (auto* q = dynamic_cast<Linear4bitImpl*>(base_.get())) {
     const quant::QuantState& s = q->quant_state();
-    unmerged_packed_ = q->packed_weight().clone();
+    unmerged_codes_ = q->packed_weight().clone();
     unmerged_state_ = deep_copy(s);
     quant::Quantize4bitOptions o;
     o.format = s.format;
@@ -110,6 +117,11 @@ void LoraLinearImpl::merge() {
     auto requantized = q->options().backend() ? quant::quantize_4bit(w, o, *q->options().backend())
                                               : quant::quantize_4bit(w, o);
     q->set_quantized_weight(requantized.first, requantized.second);
+  } else if (auto* q8 = dynamic_cast<Linear8bitImpl*>(base_.get())) {
+    unmerged_codes_ = q8->int8_weight().clone();
+    unmerged_scb_ = q8->scb().clone();
+    auto requantized = quant::quantize_int8_rowwise(q8->dequantized_weight() + delta);
+    q8->set_quantized_weight(requantized.first, requantized.second);
   } else {
     auto* l = dynamic_cast<torch::nn::LinearImpl*>(base_.get());
     l->weight.add_(delta.to(l->weight.scalar_type()));
@@ -121,13 +133,16 @@ void LoraLinearImpl::unmerge() {
   TORCH_CHECK(merged_, "LoraLinear::unmerge: the adapter is not merged");
   torch::NoGradGuard no_grad;
   if (auto* q = dynamic_cast<Linear4bitImpl*>(base_.get())) {
-    q->set_quantized_weight(unmerged_packed_, unmerged_state_);
-    unmerged_packed_ = torch::Tensor();
+    q->set_quantized_weight(unmerged_codes_, unmerged_state_);
     unmerged_state_ = quant::QuantState();
+  } else if (auto* q8 = dynamic_cast<Linear8bitImpl*>(base_.get())) {
+    q8->set_quantized_weight(unmerged_codes_, unmerged_scb_);
+    unmerged_scb_ = torch::Tensor();
   } else {
     auto* l = dynamic_cast<torch::nn::LinearImpl*>(base_.get());
     l->weight.sub_(delta_weight().to(l->weight.scalar_type()));
   }
+  unmerged_codes_ = torch::Tensor();
   merged_ = false;
 }
 

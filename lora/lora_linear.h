@@ -1,4 +1,4 @@
-// LoraLinear: a frozen base layer (Linear4bit or torch::nn::Linear) plus a
+// LoraLinear: a frozen base layer (Linear4bit, Linear8bit or torch::nn::Linear) plus a
 // trainable low-rank update (Hu et al. 2021, "LoRA"):
 //   y = base(x) + scaling * B A dropout(x),  A [r, in], B [out, r],
 // scaling = alpha / r, or alpha / sqrt(r) with rsLoRA (Kalajdzievski 2023).
@@ -36,7 +36,7 @@ struct LoraOptions {
 
 class LoraLinearImpl : public torch::nn::Module {
  public:
-  // `base` must be a Linear4bitImpl or a torch::nn::LinearImpl; it becomes the
+  // `base` must be a Linear4bitImpl, a Linear8bitImpl or a torch::nn::LinearImpl; it becomes the
   // child "base_layer" (PEFT's name). A is Kaiming-uniform (a = sqrt(5), as
   // torch::nn::Linear and PEFT initialise it), B is zero, so the layer starts
   // as the base.
@@ -47,8 +47,8 @@ class LoraLinearImpl : public torch::nn::Module {
   // Folds scaling * B A into the base weight, after which forward runs the
   // base alone. A Linear base is updated in place (float rounding); a
   // Linear4bit base is dequantized, updated and requantized with its own
-  // format and block sizes, and its original codes are kept so that
-  // unmerge() restores them bit for bit.
+  // format and block sizes, a Linear8bit base row-wise; a quantized base's
+  // original codes are kept so that unmerge() restores them bit for bit.
   void merge();
   void unmerge();
   bool merged() const { return merged_; }
@@ -72,9 +72,11 @@ class LoraLinearImpl : public torch::nn::Module {
   LoraOptions options_;
   std::shared_ptr<torch::nn::Module> base_;
   bool merged_ = false;
-  // A Linear4bit base's codes before merge(), restored by unmerge().
-  torch::Tensor unmerged_packed_;
+  // A quantized base's codes before merge(), restored by unmerge():
+  // Linear4bit's packed codes and state, or Linear8bit's codes and SCB.
+  torch::Tensor unmerged_codes_;
   quant::QuantState unmerged_state_;
+  torch::Tensor unmerged_scb_;
 };
 TORCH_MODULE(LoraLinear);
 

@@ -6,7 +6,8 @@
 
 namespace lowbit::lora {
 
-PathPatterns::PathPatterns(const std::vector<std::string>& patterns, const std::string& what) {
+PathPatterns::PathPatterns(const std::vector<std::string>& patterns, const std::string& what)
+    : patterns_(patterns) {
   for (const std::string& p : patterns) {
     TORCH_CHECK(!p.empty(), what, ": an empty pattern would match nothing; remove it");
     try {
@@ -17,13 +18,14 @@ PathPatterns::PathPatterns(const std::vector<std::string>& patterns, const std::
   }
 }
 
-bool PathPatterns::matches(const std::string& path) const {
-  for (const std::regex& re : regexes_) {
-    if (std::regex_match(path, re)) return true;
+int PathPatterns::first_match(const std::string& path) const {
+  for (size_t i = 0; i < regexes_.size(); ++i) {
+    const std::regex& re = regexes_[i];
+    if (std::regex_match(path, re)) return int(i);
     for (size_t dot = path.find('.'); dot != std::string::npos; dot = path.find('.', dot + 1))
-      if (std::regex_match(path.begin() + std::ptrdiff_t(dot) + 1, path.end(), re)) return true;
+      if (std::regex_match(path.begin() + std::ptrdiff_t(dot) + 1, path.end(), re)) return int(i);
   }
-  return false;
+  return -1;
 }
 
 std::shared_ptr<torch::nn::Module> find_submodule(torch::nn::Module& root, const std::string& path) {

@@ -20,10 +20,15 @@ class PathPatterns {
  public:
   // `what` names the option in errors (e.g. "QuantizeConfig::skip").
   PathPatterns(const std::vector<std::string>& patterns, const std::string& what);
-  bool matches(const std::string& path) const;
+  bool matches(const std::string& path) const { return first_match(path) >= 0; }
+  // The index of the first pattern that matches `path`, or -1.
+  int first_match(const std::string& path) const;
   bool empty() const { return regexes_.empty(); }
+  size_t size() const { return regexes_.size(); }
+  const std::string& pattern(size_t i) const { return patterns_[i]; }
 
  private:
+  std::vector<std::string> patterns_;
   std::vector<std::regex> regexes_;
 };
 

@@ -16,6 +16,7 @@
 #include <torch/nn/modules/linear.h>
 
 #include "lora/linear4bit.h"
+#include "lora/linear8bit.h"
 #include "lora/module_paths.h"
 #include "quant/atomic_file.h"
 #include "quant/safetensors.h"
@@ -124,6 +125,8 @@ void check_pair(const std::string& dir, const std::string& module, const Adapter
 // in/out features of a layer LoRA can wrap, or nullopt for any other module.
 std::optional<std::pair<int64_t, int64_t>> linear_shape(torch::nn::Module& m) {
   if (auto* q = dynamic_cast<Linear4bitImpl*>(&m)) return std::make_pair(q->in_features(), q->out_features());
+  if (auto* q8 = dynamic_cast<Linear8bitImpl*>(&m))
+    return std::make_pair(q8->in_features(), q8->out_features());
   if (auto* l = dynamic_cast<torch::nn::LinearImpl*>(&m))
     return std::make_pair(l->options.in_features(), l->options.out_features());
   return std::nullopt;

@@ -3,6 +3,7 @@
 #include <torch/nn/modules/linear.h>
 
 #include "lora/linear4bit.h"
+#include "lora/linear8bit.h"
 #include "lora/lora_linear.h"
 
 namespace lowbit::nn {
@@ -15,14 +16,17 @@ torch::Tensor forward_linear(torch::nn::Module& parent, const std::string& name,
   torch::nn::Module& module = **child;
   if (auto* linear = dynamic_cast<torch::nn::LinearImpl*>(&module)) return linear->forward(x);
   if (auto* q = dynamic_cast<lora::Linear4bitImpl*>(&module)) return q->forward(x);
+  if (auto* q8 = dynamic_cast<lora::Linear8bitImpl*>(&module)) return q8->forward(x);
   if (auto* adapter = dynamic_cast<lora::LoraLinearImpl*>(&module)) return adapter->forward(x);
   TORCH_CHECK(false, "child '", name, "' of ", parent.name(), " is a ", module.name(),
-              "; expected torch::nn::Linear, lowbit::lora::Linear4bit or lowbit::lora::LoraLinear");
+              "; expected torch::nn::Linear, lowbit::lora::Linear4bit, lowbit::lora::Linear8bit or "
+              "lowbit::lora::LoraLinear");
 }
 
 bool is_linear_like(const torch::nn::Module& module) {
   return dynamic_cast<const torch::nn::LinearImpl*>(&module) != nullptr ||
          dynamic_cast<const lora::Linear4bitImpl*>(&module) != nullptr ||
+         dynamic_cast<const lora::Linear8bitImpl*>(&module) != nullptr ||
          dynamic_cast<const lora::LoraLinearImpl*>(&module) != nullptr;
 }
 
@@ -31,10 +35,13 @@ LinearShape linear_shape(torch::nn::Module& module) {
     return {linear->options.in_features(), linear->options.out_features(), linear->bias.defined()};
   if (auto* q = dynamic_cast<lora::Linear4bitImpl*>(&module))
     return {q->in_features(), q->out_features(), q->bias.defined()};
+  if (auto* q8 = dynamic_cast<lora::Linear8bitImpl*>(&module))
+    return {q8->in_features(), q8->out_features(), q8->bias.defined()};
   if (auto* adapter = dynamic_cast<lora::LoraLinearImpl*>(&module))
     return linear_shape(*adapter->base_layer());
   TORCH_CHECK(false, "linear_shape: ", module.name(),
-              " is not torch::nn::Linear, lowbit::lora::Linear4bit or lowbit::lora::LoraLinear");
+              " is not torch::nn::Linear, lowbit::lora::Linear4bit, lowbit::lora::Linear8bit or "
+              "lowbit::lora::LoraLinear");
 }
 
 DenseLinear dense_linear(torch::nn::Module& module) {
@@ -44,6 +51,8 @@ DenseLinear dense_linear(torch::nn::Module& module) {
             linear->bias.defined() ? linear->bias.detach() : torch::Tensor()};
   if (auto* q = dynamic_cast<lora::Linear4bitImpl*>(&module))
     return {q->dequantized_weight(), q->bias.defined() ? q->bias.detach() : torch::Tensor()};
+  if (auto* q8 = dynamic_cast<lora::Linear8bitImpl*>(&module))
+    return {q8->dequantized_weight(), q8->bias.defined() ? q8->bias.detach() : torch::Tensor()};
   if (auto* adapter = dynamic_cast<lora::LoraLinearImpl*>(&module)) {
     DenseLinear base = dense_linear(*adapter->base_layer());
     if (!adapter->merged())
@@ -53,7 +62,8 @@ DenseLinear dense_linear(torch::nn::Module& module) {
     return base;
   }
   TORCH_CHECK(false, "dense_linear: ", module.name(),
-              " is not torch::nn::Linear, lowbit::lora::Linear4bit or lowbit::lora::LoraLinear");
+              " is not torch::nn::Linear, lowbit::lora::Linear4bit, lowbit::lora::Linear8bit or "
+              "lowbit::lora::LoraLinear");
 }
 
 }  // namespace lowbit::nn

@@ -184,4 +184,57 @@ std::pair<torch::Tensor, QuantState> from_bnb_4bit(const StateDict& sd, const st
   return {packed.reshape({-1, 1}).contiguous(), state};
 }
 
+StateDict to_bnb_int8(const torch::Tensor& codes, const torch::Tensor& scb,
+                      const std::string& prefix) {
+  TORCH_CHECK(codes.scalar_type() == torch::kInt8 && codes.dim() == 2 &&
+                  scb.scalar_type() == torch::kFloat32 && scb.dim() == 1 &&
+                  scb.size(0) == codes.size(0),
+              "to_bnb_int8: expected int8 codes [out, in] and float32 SCB [out], got ",
+              codes.scalar_type(), " ", codes.sizes(), " and ", scb.scalar_type(), " ", scb.sizes());
+  StateDict sd;
+  sd[prefix + "weight"] = codes.contiguous();
+  sd[prefix + "SCB"] = scb.contiguous();
+  sd[prefix + "weight_format"] = torch::zeros({}, torch::kUInt8);  // "row"
+  return sd;
+}
+
+bool has_bnb_int8(const StateDict& entries, const std::string& prefix) {
+  return entries.count(prefix + "SCB") > 0;
+}
+
+std::pair<torch::Tensor, torch::Tensor> from_bnb_int8(const StateDict& sd, const std::string& prefix,
+                                                      const std::string& what) {
+  const std::string w = prefix + "weight", s = prefix + "SCB", f = prefix + "weight_format";
+  auto wi = sd.find(w);
+  TORCH_CHECK(wi != sd.end(), what, ": missing tensor '", w, "' (the int8 codes beside '", s, "')");
+  const torch::Tensor& codes = wi->second;
+  TORCH_CHECK(codes.scalar_type() == torch::kInt8 && codes.dim() == 2, what, ": tensor '", w,
+              "' is ", codes.scalar_type(), " ", codes.sizes(),
+              "; an int8 weight is int8 [out_features, in_features]");
+  auto si = sd.find(s);
+  TORCH_CHECK(si != sd.end(), what, ": missing tensor '", s, "' (the row scales of '", w, "')");
+  const torch::Tensor& scb = si->second;
+  TORCH_CHECK(scb.scalar_type() == torch::kFloat32 && scb.dim() == 1 &&
+                  scb.size(0) == codes.size(0),
+              what, ": tensor '", s, "' is ", scb.scalar_type(), " ", scb.sizes(),
+              "; expected float32 [", codes.size(0), "] (one absmax per row of '", w, "')");
+  TORCH_CHECK(torch::isfinite(scb).all().item<bool>() && (scb >= 0).all().item<bool>(), what,
+              ": tensor '", s, "' holds negative or non-finite scales");
+  if (auto fi = sd.find(f); fi != sd.end()) {
+    const torch::Tensor& t = fi->second;
+    TORCH_CHECK(t.numel() == 1 && !t.is_floating_point() && !t.is_complex(), what, ": tensor '", f,
+                "' must be one integer (bitsandbytes writes uint8 0 for \"row\"), got ",
+                t.scalar_type(), " ", t.sizes());
+    const int64_t format = t.item<int64_t>();
+    static const char* const kTiled[] = {"col32", "col_turing", "col_ampere"};
+    TORCH_CHECK(format < 1 || format > 3, what, ": '", f, "' is ", format, " (\"",
+                format >= 1 && format <= 3 ? kTiled[format - 1] : "", "\"), a tiled GPU layout of ",
+                "bitsandbytes before 0.45; load and save the model with a newer bitsandbytes, which ",
+                "writes row-major weights");
+    TORCH_CHECK(format == 0, what, ": '", f, "' is ", format,
+                ", an unknown weight format; expected 0 (\"row\")");
+  }
+  return {codes.contiguous(), scb.contiguous()};
+}
+
 }  // namespace lowbit::quant

@@ -4,6 +4,8 @@
 #include <limits>
 #include <sstream>
 
+#include "quant/quantize.h"
+
 namespace lowbit::quant {
 namespace {
 
@@ -38,20 +40,36 @@ double snr_db(const torch::Tensor& reference, const torch::Tensor& approx) {
   return 10.0 * std::log10(signal / noise);
 }
 
-ErrorReport error_report(const torch::Tensor& reference, const torch::Tensor& approx) {
-  auto [a, b] = as_double(reference, approx, "error_report");
+ErrorReport quantization_error(const torch::Tensor& original, const torch::Tensor& dequantized) {
+  auto [a, b] = as_double(original, dequantized, "quantization_error");
   ErrorReport r;
   r.mean_abs = mean_abs_error(a, b);
   r.mean_relative = mean_relative_error(a, b);
   r.max_abs = a.numel() ? (a - b).abs().max().item<double>() : 0.0;
   r.snr_db = snr_db(a, b);
+  const double norm_a = a.norm().item<double>(), norm_b = b.norm().item<double>();
+  const double norm_e = (a - b).norm().item<double>();
+  r.relative_percent = norm_e == 0.0 ? 0.0 : 100.0 * norm_e / norm_a;  // inf when w = 0 only
+  r.cosine = norm_a == 0.0 || norm_b == 0.0 ? (norm_a == norm_b ? 1.0 : 0.0)
+                                            : (a * b).sum().item<double>() / (norm_a * norm_b);
   return r;
+}
+
+ErrorReport quantization_error(const torch::Tensor& original, const torch::Tensor& codes,
+                               const QuantState& state) {
+  return quantization_error(original, state.is_4bit() ? dequantize_4bit(codes, state)
+                                                      : dequantize_blockwise(codes, state));
+}
+
+ErrorReport quantization_error(const torch::Tensor& original, const Int8Quantized& q) {
+  return quantization_error(original, dequantize_int8(q));
 }
 
 std::string ErrorReport::to_string() const {
   std::ostringstream os;
-  os << "mean abs error " << mean_abs << ", mean relative error " << mean_relative
-     << ", max abs error " << max_abs << ", SNR " << snr_db << " dB";
+  os << "mean abs error " << mean_abs << ", max abs error " << max_abs
+     << ", mean relative error " << mean_relative << ", relative error " << relative_percent
+     << "%, SNR " << snr_db << " dB, cosine " << cosine;
   return os.str();
 }
 
@@ -65,6 +83,14 @@ StorageReport storage_report(const torch::Tensor& codes, const QuantState& state
     r.absmax_bytes += bytes_of(state.nested->absmax) + int64_t(sizeof(float));  // + offset
     r.codebook_bytes += bytes_of(state.nested->code);
   }
+  return r;
+}
+
+StorageReport storage_report(const Int8Quantized& q) {
+  StorageReport r;
+  r.params = q.codes.numel();
+  r.code_bytes = bytes_of(q.codes);
+  r.absmax_bytes = bytes_of(q.scale) + bytes_of(q.offset);
   return r;
 }
 

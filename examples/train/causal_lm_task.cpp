@@ -6,6 +6,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <torch/nn/functional/loss.h>
+
 #include "examples/data/text_corpus.h"
 #include "examples/data/token_corpus.h"
 #include "examples/train/eval_scope.h"

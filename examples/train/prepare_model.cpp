@@ -38,8 +38,9 @@ PreparedModel prepare_model(torch::nn::Module& model, const config::QuantRecipe&
     d << "\n    quant: " << quantized_on_load;
   } else if (quant.enabled) {
     lora::QuantizeConfig q;
-    q.skip = quant.skip;
-    q.linear = linear4bit_options(quant, backend);
+    q.modules_to_not_convert = quant.skip;
+    q.format = lora::parse_linear_format(quant.type);  // the schema allows nf4, fp4
+    q.four_bit = linear4bit_options(quant, backend);
     const lora::QuantizeReport report = lora::quantize_model(model, q);
     d << "\n    quant: " << report.to_string();
   }

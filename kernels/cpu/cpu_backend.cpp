@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/matmul_4bit.h"
+#include "kernels/cpu/matmul_int8.h"
 
 namespace lowbit::kernels::cpu {
 namespace {
@@ -121,6 +122,13 @@ void CpuBackend::do_gemv_4bit(const Buffer& x, const Weight4bit& w, const Buffer
 void CpuBackend::do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w,
                                          Buffer& dx, DType dtype) {
   cpu::gemm_4bit_input_grad(as<void>(dy), m, view_of(w), as<void>(dx), dtype);
+}
+
+void CpuBackend::do_gemm_int8(const Buffer& x, size_t m, const WeightInt8& w, const Buffer* bias,
+                              Buffer& y) {
+  const WeightInt8View v{as<int8_t>(*w.codes), as<float>(*w.scale), as<int32_t>(*w.row_sums),
+                         w.out_features, w.in_features};
+  cpu::gemm_int8(as<float>(x), m, v, static_cast<const float*>(host_or_null(bias)), as<float>(y));
 }
 
 void CpuBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,

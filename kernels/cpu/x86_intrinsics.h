@@ -1,6 +1,7 @@
 // <immintrin.h> for the CPU kernels' AVX2 / AVX-512 paths. GCC 12's AVX-512
-// intrinsics start from _mm512_undefined_*(), which -Wmaybe-uninitialized
-// reports once inlined (GCC bug 105593, fixed in 13): the false positive is
+// intrinsics start from _mm512_undefined_*(), which -Wmaybe-uninitialized (or
+// -Wuninitialized, as in _mm512_reduce_add_epi32) reports once inlined (GCC
+// bug 105593, fixed in 13): the false positive is
 // silenced for this header only. Include it before any other header that
 // might pull <immintrin.h> in unguarded.
 #pragma once
@@ -8,6 +9,7 @@
 #if defined(__AVX512F__) || defined(__AVX2__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 #endif

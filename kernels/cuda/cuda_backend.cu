@@ -6,6 +6,7 @@
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/gemm_4bit.h"
+#include "kernels/cuda/gemm_int8.h"
 
 namespace lowbit::kernels::cuda {
 namespace {
@@ -201,6 +202,15 @@ void CudaBackend::do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weig
                                           Buffer& dx, DType dtype) {
   DeviceScope scope(device_);
   cuda::gemm_4bit_input_grad(ptr(dy), m, device_view(w), ptr(dx), dtype, stream());
+}
+
+void CudaBackend::do_gemm_int8(const Buffer& x, size_t m, const WeightInt8& w, const Buffer* bias,
+                               Buffer& y) {
+  DeviceScope scope(device_);
+  const WeightInt8Dev v{ptr<const int8_t>(*w.codes), ptr<const float>(*w.scale), w.out_features,
+                        w.in_features};
+  cuda::gemm_int8(ptr<const float>(x), m, v, ptr_or_null<const float>(bias), ptr<float>(y),
+                  stream());
 }
 
 // ---- optimizers ----

@@ -65,6 +65,8 @@ class CudaBackend final : public Backend {
                     DType dtype) override;
   void do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w, Buffer& dx,
                                DType dtype) override;
+  void do_gemm_int8(const Buffer& x, size_t m, const WeightInt8& w, const Buffer* bias,
+                    Buffer& y) override;
   void do_gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
                          Buffer& slots, size_t slot) override;
   void do_optimizer_update_norms(const OptimizerOperands& op, Buffer& slots, size_t slot,

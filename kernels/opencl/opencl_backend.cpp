@@ -230,6 +230,11 @@ void OpenClBackend::do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const We
   launch_gemm(dy, m, w.in_features, w.out_features, false, w, nullptr, dx, dtype);
 }
 
+void OpenClBackend::do_gemm_int8(const Buffer&, size_t, const WeightInt8&, const Buffer*, Buffer&) {
+  LOWBIT_CHECK(false, "gemm_int8 is not implemented on OpenCL yet (", name(),
+               "); run int8 layers on the CPU backend");
+}
+
 Buffer& OpenClBackend::scratch(size_t bytes) {
   if (!scratch_ || scratch_->bytes() < bytes) scratch_ = allocate(std::max<size_t>(bytes, 4096));
   return *scratch_;

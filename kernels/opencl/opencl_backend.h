@@ -60,6 +60,9 @@ class OpenClBackend final : public Backend {
                     DType dtype) override;
   void do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w, Buffer& dx,
                                DType dtype) override;
+  // Not implemented yet: throws saying so.
+  void do_gemm_int8(const Buffer& x, size_t m, const WeightInt8& w, const Buffer* bias,
+                    Buffer& y) override;
 
  private:
   // Kernel `name` of the program built from kernels/opencl/<program>.cl with

@@ -2,8 +2,9 @@
 // quantized there, holds the same codes and computes what the CPU computes
 // (to the rounding of the compute dtype); a model moved to CUDA before or
 // after quantize_model / apply_lora trains on the GPU; adapters and quantized
-// weights saved from the GPU load on the CPU bit for bit; mixed devices are
-// refused with a clear message. Skipped without a CUDA device.
+// weights saved from the GPU load on the CPU bit for bit; a Linear8bit moved
+// to the GPU computes the CPU's bits; mixed devices are refused with a clear
+// message. Skipped without a CUDA device.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -12,6 +13,7 @@
 
 #include "lora/apply_lora.h"
 #include "lora/linear4bit.h"
+#include "lora/linear8bit.h"
 #include "lora/peft_io.h"
 #include "lora/quantize_model.h"
 #include "lora/quantized_model_io.h"
@@ -88,6 +90,33 @@ TEST(CudaQLoRA, Linear4bitMovedToTheGpuComputesWhatTheCpuDoes) {
     }
 }
 
+// gemm_int8 promises the same float operations on every backend, so the
+// int8 path agrees bit for bit; with the threshold the outlier columns' float
+// product goes through each device's matmul (float rounding, 1e-6).
+TEST(CudaQLoRA, Linear8bitMovedToTheGpuComputesTheCpuBits) {
+  LOWBIT_REQUIRE_CUDA_DEVICE();
+  torch::manual_seed(6);
+  torch::nn::Linear linear(torch::nn::LinearOptions(300, 70).bias(true));
+  for (double threshold : {0.0, 6.0}) {
+    const auto options = lora::Linear8bitOptions().threshold(threshold);
+    lora::Linear8bit on_cpu(linear, options), on_gpu(linear, options);
+    on_gpu->to(cuda_device());
+    torch::Tensor x = torch::randn({9, 300});
+    x[2][17] = 40.0f;
+    const torch::Tensor xc = x.clone().set_requires_grad(true);
+    const torch::Tensor xg = x.to(cuda_device()).set_requires_grad(true);
+    const torch::Tensor yc = on_cpu->forward(xc), yg = on_gpu->forward(xg);
+    EXPECT_EQ(yg.device(), cuda_device());
+    if (threshold == 0.0) {
+      EXPECT_TRUE(torch::equal(yg.cpu(), yc));
+    }
+    EXPECT_LE(relative_error(yg, yc), 1e-6) << "threshold " << threshold;
+    yc.pow(2).sum().backward();
+    yg.pow(2).sum().backward();
+    EXPECT_LE(relative_error(xg.grad(), xc.grad()), 1e-5) << "threshold " << threshold;
+  }
+}
+
 // TinyNet's linears quantized and adapted, ending on the GPU: moved there
 // first (quantized and adapted on the GPU) or last (both on the CPU).
 lowbit::testing::TinyNet qlora_net(bool move_first, lora::LoraConfig& config) {
@@ -95,7 +124,7 @@ lowbit::testing::TinyNet qlora_net(bool move_first, lora::LoraConfig& config) {
   lowbit::testing::TinyNet net(24, 64, 10);
   if (move_first) net->to(cuda_device());
   lora::QuantizeConfig q;
-  q.skip = {"lm_head"};
+  q.modules_to_not_convert = {"lm_head"};
   lora::quantize_model(*net, q);
   config.r = 4;
   config.lora_alpha = 8;
@@ -161,7 +190,7 @@ TEST(CudaQLoRA, FilesSavedFromTheGpuLoadOnTheCpu) {
   lowbit::testing::TinyNet base(24, 64, 10);
   base->to(cuda_device());
   lora::QuantizeConfig q;
-  q.skip = {"lm_head"};
+  q.modules_to_not_convert = {"lm_head"};
   lora::quantize_model(*base, q);
   lora::save_quantized_model(*base, dir.file("base.safetensors"));
 

@@ -223,7 +223,7 @@ TEST(LoraLinear, BadOptionsAreRefused) {
   expect_error([&] { LoraLinear(base.ptr(), LoraOptions().dropout(1.0)); }, "dropout must be in [0, 1)");
   expect_error([&] { LoraLinear(base.ptr(), LoraOptions().dtype(torch::kInt8)); }, "adapter dtype");
   expect_error([&] { LoraLinear(torch::nn::LayerNorm(torch::nn::LayerNormOptions({8})).ptr()); },
-               "expected lowbit::lora::Linear4bit or torch::nn::Linear");
+               "expected lowbit::lora::Linear4bit, lowbit::lora::Linear8bit or torch::nn::Linear");
   LoraLinear layer(base.ptr());
   expect_error([&] { layer->unmerge(); }, "not merged");
   layer->merge();
@@ -262,7 +262,8 @@ TEST(ApplyLora, RefusesBadConfigsWithoutChangingTheModel) {
   lora::LoraConfig config;
   expect_error([&] { lora::apply_lora(*net, config); }, "target_modules is empty");
   config.target_modules = {"attn"};
-  expect_error([&] { lora::apply_lora(*net, config); }, "matched no Linear4bit or torch::nn::Linear");
+  expect_error([&] { lora::apply_lora(*net, config); },
+               "matched no Linear4bit, Linear8bit or torch::nn::Linear");
   config.target_modules = {"fc1"};
   config.bias = "all";
   expect_error([&] { lora::apply_lora(*net, config); }, "bias \"all\" is not supported");

@@ -30,7 +30,7 @@ class PeftIo : public ::testing::Test {
     torch::manual_seed(seed);
     testing::TinyNet net(32, 48, 10);
     lora::QuantizeConfig q;
-    q.skip = {"lm_head"};
+    q.modules_to_not_convert = {"lm_head"};
     lora::quantize_model(*net, q);
     lora::apply_lora(*net, config);
     torch::NoGradGuard no_grad;
@@ -100,7 +100,7 @@ TEST_F(PeftIo, RoundTripIsBitExact) {
   torch::manual_seed(2);
   testing::TinyNet fresh(32, 48, 10);
   lora::QuantizeConfig q;
-  q.skip = {"lm_head"};
+  q.modules_to_not_convert = {"lm_head"};
   lora::quantize_model(*fresh, q);
   const auto trainable = lora::load_adapter(*fresh, dir());
   EXPECT_EQ(trainable.size(), 6u);

@@ -146,8 +146,8 @@ Finetune finetune(const char* base) {
   double kl = 0.0;
   if (std::string(base) != "fp32") {
     lora::QuantizeConfig q;
-    q.skip = {"lm_head"};
-    q.linear.format(quant::parse_format(base));
+    q.modules_to_not_convert = {"lm_head"};
+    q.format = lora::parse_linear_format(base);
     lora::quantize_model(*gpt, q);
     models::CharGPT reference = copy_of(pretrained());
     kl = kl_divergence(reference, gpt, corpora().kjv.valid);

@@ -1,13 +1,19 @@
 // quantize_model: which layers it replaces (include / skip patterns, PEFT-style
-// suffix matching), what the model computes afterwards, the size report, and
-// refusals that leave the model untouched.
+// suffix matching) and in which format (overrides, first match wins), what
+// the model computes afterwards, the size and error report, strict patterns,
+// and refusals that leave the model untouched.
+#include <cstdio>
+#include <map>
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "lora/apply_lora.h"
 #include "lora/linear4bit.h"
+#include "lora/linear8bit.h"
 #include "lora/module_paths.h"
 #include "lora/quantize_model.h"
+#include "quant/codebook.h"
 #include "tests/lora/test_models.h"
 #include "tests/support/expect_error.h"
 
@@ -27,7 +33,7 @@ TEST(QuantizeModel, ReplacesSelectedLinearsAndKeepsSkippedOnes) {
   torch::manual_seed(0);
   testing::TinyNet net(64, 96, 40);
   QuantizeConfig config;
-  config.skip = {"lm_head"};
+  config.modules_to_not_convert = {"lm_head"};
   const auto report = lora::quantize_model(*net, config);
   EXPECT_EQ(report.replaced, (std::vector<std::string>{"in_proj", "mlp.fc1", "mlp.fc2"}));
   EXPECT_TRUE(is_4bit(*net, "in_proj"));
@@ -93,7 +99,7 @@ TEST(QuantizeModel, RegexPatternsSelectByPath) {
   testing::TinyNet net(32, 32, 8);
   QuantizeConfig config;
   config.include = {R"(mlp\..*)"};
-  config.skip = {"fc2"};
+  config.modules_to_not_convert = {"fc2"};
   EXPECT_EQ(lora::quantize_model(*net, config).replaced, (std::vector<std::string>{"mlp.fc1"}));
 }
 
@@ -133,6 +139,129 @@ TEST(QuantizeModel, RefusalsLeaveTheModelUnchanged) {
   lora_config.target_modules = {"fc1"};
   lora::apply_lora(*net, lora_config);
   expect_error([&] { lora::quantize_model(*net, {}); }, "quantize the base model before apply_lora");
+}
+
+// The format each layer ended up in, by its type and state.
+std::string format_at(torch::nn::Module& model, const std::string& path) {
+  auto m = lora::find_submodule(model, path);
+  if (dynamic_cast<lora::Linear8bitImpl*>(m.get())) return "int8";
+  if (auto* q = dynamic_cast<Linear4bitImpl*>(m.get()))
+    return quant::format_info(q->quant_state().format).name;
+  if (dynamic_cast<torch::nn::LinearImpl*>(m.get())) return "float";
+  return m->name();
+}
+
+TEST(QuantizeModel, MixedConfigGivesEachLayerItsPatternsFormat) {
+  torch::manual_seed(7);
+  testing::TinyNet net(32, 48, 8);
+  QuantizeConfig config;
+  config.format = lora::LinearFormat::NF4;
+  // First match wins: fc1 takes int8 from the mlp rule, not fp4.
+  config.overrides = {{"in_proj", lora::LinearFormat::Int8},
+                      {R"(mlp\.fc1)", lora::LinearFormat::Int8},
+                      {"fc1", lora::LinearFormat::FP4},
+                      {"fc2", lora::LinearFormat::FP4}};
+  config.modules_to_not_convert = {"lm_head"};
+  config.int8.threshold(6.0);
+  const auto report = lora::quantize_model(*net, config);
+  EXPECT_EQ(format_at(*net, "in_proj"), "int8");
+  EXPECT_EQ(format_at(*net, "mlp.fc1"), "int8");
+  EXPECT_EQ(format_at(*net, "mlp.fc2"), "fp4");
+  EXPECT_EQ(format_at(*net, "lm_head"), "float");
+  auto* in_proj = dynamic_cast<lora::Linear8bitImpl*>(lora::find_submodule(*net, "in_proj").get());
+  EXPECT_EQ(in_proj->options().threshold(), 6.0);
+  ASSERT_EQ(report.layers.size(), 3u);
+  EXPECT_EQ(report.layers[0].format, lora::LinearFormat::Int8);
+  EXPECT_EQ(report.layers[2].format, lora::LinearFormat::FP4);
+  // "none" leaves a selected layer in float; the rest take the default.
+  testing::TinyNet other(32, 48, 8);
+  QuantizeConfig keep;
+  keep.overrides = {{"fc2", lora::LinearFormat::None}};
+  EXPECT_EQ(lora::quantize_model(*other, keep).replaced,
+            (std::vector<std::string>{"in_proj", "mlp.fc1", "lm_head"}));
+  EXPECT_EQ(format_at(*other, "mlp.fc2"), "float");
+  EXPECT_EQ(format_at(*other, "lm_head"), "nf4");
+  EXPECT_EQ(lora::parse_linear_format("INT8"), lora::LinearFormat::Int8);
+  expect_error([] { lora::parse_linear_format("int4"); },
+               "unknown layer format 'int4'; expected nf4, fp4, int8 or none");
+}
+
+TEST(QuantizeModel, ReportGivesEachLayersBytesAndError) {
+  torch::manual_seed(8);
+  testing::TinyNet net(64, 96, 16);
+  // Copies of the float weights, to measure the errors independently.
+  std::map<std::string, torch::Tensor> original;
+  for (const std::string p : {"in_proj", "mlp.fc1", "mlp.fc2", "lm_head"})
+    original[p] = lora::find_submodule(*net, p)->as<torch::nn::Linear>()->weight.detach().clone();
+  QuantizeConfig config;
+  config.overrides = {{"in_proj", lora::LinearFormat::Int8}};
+  const auto report = lora::quantize_model(*net, config);
+  ASSERT_EQ(report.layers.size(), 4u);
+  const lora::LayerReport& int8 = report.layers[0];
+  EXPECT_EQ(int8.path, "in_proj");
+  // in_proj [96, 64] with bias: float32 before; int8 codes + float32 SCB
+  // and the float32 bias after.
+  EXPECT_EQ(int8.before.bytes, 4 * (96 * 64 + 96));
+  EXPECT_EQ(int8.after.bytes, 96 * 64 + 4 * 96 + 4 * 96);
+  EXPECT_EQ(int8.after.params, 96 * 64 + 96);
+  EXPECT_DOUBLE_EQ(int8.after.bits_per_param(), 8.0 * (96 * 64 + 8 * 96) / (96 * 64 + 96));
+  // lm_head [16, 96], no bias, NF4 block 64 with double quantization:
+  // packed codes, 24 absmax codes, one nested absmax + offset, codebooks.
+  const lora::LayerReport& head = report.layers[3];
+  EXPECT_EQ(head.path, "lm_head");
+  EXPECT_EQ(head.after.bytes, 16 * 96 / 2 + 24 + 4 + 4 + 4 * (16 + 256));
+  // Errors against the float weights, recomputed here in double.
+  for (const lora::LayerReport& l : report.layers) {
+    auto m = lora::find_submodule(*net, l.path);
+    const torch::Tensor deq =
+        l.format == lora::LinearFormat::Int8
+            ? m->as<lora::Linear8bitImpl>()->dequantized_weight()
+            : m->as<Linear4bitImpl>()->dequantized_weight();
+    const torch::Tensor w = original[l.path].to(torch::kFloat64), d = deq.to(torch::kFloat64);
+    const double rel = 100.0 * ((w - d).norm() / w.norm()).item<double>();
+    const double cosine = ((w * d).sum() / (w.norm() * d.norm())).item<double>();
+    EXPECT_NEAR(l.error.relative_percent, rel, 1e-9 * rel) << l.path;
+    EXPECT_NEAR(l.error.cosine, cosine, 1e-12) << l.path;
+    EXPECT_NEAR(l.error.max_abs, (w - d).abs().max().item<double>(), 1e-12) << l.path;
+  }
+  // int8 rounds to 1/127 of a row's absmax, NF4 to 1/16 levels of a block's.
+  EXPECT_LT(report.layers[0].error.relative_percent, 1.0);
+  EXPECT_GT(report.layers[1].error.relative_percent, 5.0);
+  int64_t before = 0, after = 0;
+  for (const auto& l : report.layers) {
+    before += l.before.bytes;
+    after += l.after.bytes;
+  }
+  EXPECT_EQ(report.quantized_before.bytes, before);
+  EXPECT_EQ(report.quantized_after.bytes, after);
+  EXPECT_DOUBLE_EQ(report.saved_fraction(),
+                   1.0 - double(report.after.bytes) / double(report.before.bytes));
+  const std::string table = report.to_table();
+  std::printf("%s", table.c_str());
+  for (const char* needle : {"in_proj", "int8", "mlp.fc1", "nf4", "lm_head", "memory saved"})
+    EXPECT_NE(table.find(needle), std::string::npos) << needle;
+}
+
+TEST(QuantizeModel, StrictRefusesPatternsThatMatchNothing) {
+  testing::TinyNet net(16, 16, 4);
+  QuantizeConfig config;
+  config.modules_to_not_convert = {"lm_head", "classifier"};
+  config.overrides = {{"q_proj", lora::LinearFormat::Int8}};
+  QuantizeConfig strict = config;
+  strict.strict = true;
+  expect_error([&] { lora::quantize_model(*net, strict); },
+               "QuantizeConfig::modules_to_not_convert pattern 'classifier' matches no "
+               "torch::nn::Linear");
+  strict.modules_to_not_convert = {"lm_head"};
+  expect_error([&] { lora::quantize_model(*net, strict); },
+               "QuantizeConfig::overrides pattern 'q_proj' matches no torch::nn::Linear");
+  strict.overrides.clear();
+  strict.include = {"fc1", "attention"};
+  expect_error([&] { lora::quantize_model(*net, strict); },
+               "QuantizeConfig::include pattern 'attention' matches no torch::nn::Linear");
+  for (const auto& m : net->modules()) EXPECT_EQ(dynamic_cast<Linear4bitImpl*>(m.get()), nullptr);
+  // Without strict the unmatched patterns are ignored.
+  EXPECT_EQ(lora::quantize_model(*net, config).replaced.size(), 3u);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
-// Quantized models in bitsandbytes' 4-bit state_dict layout: the entries and
-// their dtypes, a bit-exact round trip into an unquantized model, a file laid
-// out by hand from bitsandbytes' documented format, and refusals.
+// Quantized models in bitsandbytes' state_dict layouts (4-bit and int8): the
+// entries and their dtypes, bit-exact round trips of uniform and mixed models
+// into an unquantized model, files laid out by hand from bitsandbytes'
+// documented formats, the record of layer formats, and refusals.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -10,6 +11,7 @@
 #include "lora/quantize_model.h"
 #include "lora/quantized_model_io.h"
 #include "quant/codebook.h"
+#include "quant/int8.h"
 #include "quant/quantize.h"
 #include "quant/safetensors.h"
 #include "tests/lora/test_models.h"
@@ -27,11 +29,11 @@ class QuantizedModelIo : public ::testing::Test {
   std::string path_ = scratch_.file("model.safetensors");
 };
 
-testing::TinyNet quantized_net(uint64_t seed) {
+// A TinyNet converted by `q` (NF4 by default), lm_head kept in float.
+testing::TinyNet quantized_net(uint64_t seed, lora::QuantizeConfig q = {}) {
   torch::manual_seed(seed);
   testing::TinyNet net(32, 48, 10);
-  lora::QuantizeConfig q;
-  q.skip = {"lm_head"};
+  q.modules_to_not_convert = {"lm_head"};
   lora::quantize_model(*net, q);
   return net;
 }
@@ -148,6 +150,98 @@ TEST_F(QuantizedModelIo, RefusesMismatchedModelsWithoutChangingThem) {
   file.tensors.erase("norm.bias");
   quant::save_safetensors(path_, file.tensors);
   expect_error([&] { lora::load_quantized_model(*same, path_); }, "tensor 'norm.bias' is not in the file");
+}
+
+// in_proj int8 (threshold 6), fc1 NF4, fc2 FP4, lm_head float.
+testing::TinyNet mixed_net(uint64_t seed) {
+  lora::QuantizeConfig q;
+  q.overrides = {{"in_proj", lora::LinearFormat::Int8}, {"fc2", lora::LinearFormat::FP4}};
+  q.int8.threshold(6.0);
+  return quantized_net(seed, q);
+}
+
+TEST_F(QuantizedModelIo, MixedModelRoundTripIsBitExactAndRecordsFormats) {
+  testing::TinyNet net = mixed_net(11);
+  lora::save_quantized_model(*net, path_);
+  const auto file = quant::load_safetensors(path_);
+  EXPECT_EQ(file.tensors.at("in_proj.weight").scalar_type(), torch::kInt8);
+  EXPECT_EQ(file.tensors.at("in_proj.SCB").sizes(), (std::vector<int64_t>{48}));
+  EXPECT_EQ(file.tensors.at("in_proj.weight_format").item<int>(), 0);
+  EXPECT_TRUE(file.tensors.count("mlp.fc2.weight.quant_state.bitsandbytes__fp4"));
+  const auto record = nlohmann::json::parse(file.metadata.at("lowbit.quantized_layers"));
+  EXPECT_EQ(record, nlohmann::json::parse(R"({"in_proj": {"format": "int8", "threshold": 6.0},
+      "mlp.fc1": {"format": "nf4"}, "mlp.fc2": {"format": "fp4"}})"));
+
+  torch::manual_seed(98);
+  testing::TinyNet fresh(32, 48, 10);
+  lora::load_quantized_model(*fresh, path_);
+  auto* a = dynamic_cast<lora::Linear8bitImpl*>(lora::find_submodule(*net, "in_proj").get());
+  auto* b = dynamic_cast<lora::Linear8bitImpl*>(lora::find_submodule(*fresh, "in_proj").get());
+  ASSERT_NE(b, nullptr) << "in_proj became a Linear8bit";
+  EXPECT_TRUE(torch::equal(a->int8_weight(), b->int8_weight()));
+  EXPECT_TRUE(torch::equal(a->scb(), b->scb()));
+  EXPECT_EQ(b->options().threshold(), 6.0);  // from the record, not the load options
+  auto* fc2 = dynamic_cast<lora::Linear4bitImpl*>(lora::find_submodule(*fresh, "mlp.fc2").get());
+  ASSERT_NE(fc2, nullptr);
+  EXPECT_EQ(fc2->quant_state().format, quant::Format::FP4);
+  // Inputs with outliers, so the threshold's float path takes part.
+  torch::Tensor x = torch::randn({4, 32});
+  x[1][3] = 25.0f;
+  EXPECT_TRUE(torch::equal(net->forward(x), fresh->forward(x)));
+  // And into the quantized model itself, in place.
+  testing::TinyNet again = mixed_net(12);
+  lora::load_quantized_model(*again, path_);
+  EXPECT_TRUE(torch::equal(net->forward(x), again->forward(x)));
+}
+
+TEST_F(QuantizedModelIo, LoadsBitsandbytesInt8EntriesWithoutARecord) {
+  struct OneLayerImpl : torch::nn::Module {
+    OneLayerImpl() { register_module("proj", torch::nn::Linear(40, 24)); }
+  };
+  torch::manual_seed(13);
+  auto [codes, scb] = quant::quantize_int8_rowwise(torch::randn({24, 40}));
+  const torch::Tensor bias = torch::randn({24}).to(torch::kFloat16);
+  quant::save_safetensors(path_, {{"proj.weight", codes},
+                                  {"proj.SCB", scb},
+                                  {"proj.weight_format", torch::zeros({}, torch::kUInt8)},
+                                  {"proj.bias", bias}});
+  auto model = std::make_shared<OneLayerImpl>();
+  lora::load_quantized_model(*model, path_, {}, lora::Linear8bitOptions().threshold(4.0));
+  auto* q = dynamic_cast<lora::Linear8bitImpl*>(lora::find_submodule(*model, "proj").get());
+  ASSERT_NE(q, nullptr);
+  EXPECT_TRUE(torch::equal(q->int8_weight(), codes));
+  EXPECT_TRUE(torch::equal(q->bias, bias.to(torch::kFloat32)));
+  EXPECT_EQ(q->options().threshold(), 4.0);  // no record: the load options'
+}
+
+TEST_F(QuantizedModelIo, RefusesRecordsThatDisagreeWithTheTensors) {
+  testing::TinyNet net = mixed_net(14);
+  lora::save_quantized_model(*net, path_);
+  auto file = quant::load_safetensors(path_);
+  const auto rewrite = [&](const std::string& record) {
+    auto metadata = file.metadata;
+    metadata["lowbit.quantized_layers"] = record;
+    quant::save_safetensors(path_, file.tensors, metadata);
+  };
+  testing::TinyNet fresh(32, 48, 10);
+  rewrite(R"({"in_proj": {"format": "int3"}})");
+  expect_error([&] { lora::load_quantized_model(*fresh, path_); },
+               "layer 'in_proj' has format 'int3', which this version does not know");
+  rewrite(R"({"in_proj": {"format": "nf4"}})");
+  expect_error([&] { lora::load_quantized_model(*fresh, path_); },
+               "metadata lists layer 'in_proj' as nf4, but its tensors are int8");
+  rewrite(R"({"norm": {"format": "int8"}})");
+  expect_error([&] { lora::load_quantized_model(*fresh, path_); },
+               "metadata lists layer 'norm' as int8, but the file holds no quantized weight");
+  for (const auto& m : fresh->modules()) {
+    EXPECT_EQ(dynamic_cast<lora::Linear8bitImpl*>(m.get()), nullptr) << "nothing replaced";
+    EXPECT_EQ(dynamic_cast<lora::Linear4bitImpl*>(m.get()), nullptr) << "nothing replaced";
+  }
+  // An int8 file layer over a 4-bit model layer.
+  rewrite("{}");
+  testing::TinyNet all_nf4 = quantized_net(15);
+  expect_error([&] { lora::load_quantized_model(*all_nf4, path_); },
+               "'in_proj' is int8 in the file but the model's layer there is a Linear4bit");
 }
 
 }  // namespace

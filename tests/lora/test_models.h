@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "lora/linear4bit.h"
+#include "lora/linear8bit.h"
 #include "lora/lora_linear.h"
 
 namespace lowbit::testing {
@@ -18,6 +19,7 @@ inline torch::Tensor call_layer(torch::nn::Module& parent, const std::string& na
   const auto child = parent.named_children()[name];
   if (auto* l = dynamic_cast<torch::nn::LinearImpl*>(child.get())) return l->forward(x);
   if (auto* q = dynamic_cast<lora::Linear4bitImpl*>(child.get())) return q->forward(x);
+  if (auto* q8 = dynamic_cast<lora::Linear8bitImpl*>(child.get())) return q8->forward(x);
   if (auto* a = dynamic_cast<lora::LoraLinearImpl*>(child.get())) return a->forward(x);
   TORCH_CHECK(false, "call_layer: child '", name, "' is a ", child->name());
 }
