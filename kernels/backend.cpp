@@ -254,13 +254,13 @@ void Backend::check_items(const std::vector<StepItem>& items, const Buffer& slot
 }
 
 void Backend::gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
-                             Buffer& slots, size_t slot) {
+                             Buffer& slots, size_t slot, bool sum) {
   const char* op = "gradient_stats";
   check_blocksize(blocksize, kMinBlocksize8bit, op);
   check_float_type(grad_type, op, "grad");
   check_buffer(grad, n * dtype_size(grad_type), op, "grad");
   check_step_buffers(slots, slot, nullptr, op);
-  do_gradient_stats(grad, grad_type, n, blocksize, slots, slot);
+  do_gradient_stats(grad, grad_type, n, blocksize, slots, slot, sum);
 }
 
 void Backend::optimizer_prepare(const std::vector<StepItem>& items, bool skip_nonfinite,
@@ -332,9 +332,9 @@ UpdateNorms Backend::optimizer_update_norms(const OptimizerOperands& op,
 }
 
 GradientStats Backend::gradient_stats(const Buffer& grad, DType grad_type, size_t n,
-                                      int blocksize) {
+                                      int blocksize, bool sum) {
   HostStep step(*this);
-  gradient_stats(grad, grad_type, n, blocksize, *step.slots, 0);
+  gradient_stats(grad, grad_type, n, blocksize, *step.slots, 0, sum);
   const StepSlot s = step.slot(*this);
   return {s.grad_sq, s.grad_nonfinite == 0};
 }

@@ -290,9 +290,11 @@ class Backend {
 
   // slots[slot].grad_sq = sum of g^2 and grad_nonfinite = whether g holds NaN
   // or inf (or a block's float sum of squares overflows: |g| beyond ~1e18,
-  // whose square would overflow a state).
+  // whose square would overflow a state). With `sum` false only
+  // grad_nonfinite is wanted (the same decision) and grad_sq may be left 0:
+  // a device backend then reads the gradient once at memory speed.
   void gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize, Buffer& slots,
-                      size_t slot);
+                      size_t slot, bool sum = true);
   // flags.found_inf = (skip_nonfinite and some checked item's gradient is not
   // finite). If set, skipped_steps += 1 and nothing else changes. Otherwise,
   // per item: step += 1; args = lb_step_args(hparams, step, 1) with
@@ -324,7 +326,8 @@ class Backend {
   // Returns the number of blocks left unchanged.
   size_t optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args);
   UpdateNorms optimizer_update_norms(const OptimizerOperands& op, const OptimizerArgs& args);
-  GradientStats gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize);
+  GradientStats gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
+                               bool sum = true);
 
  protected:
   virtual void do_copy(const Buffer& src, Buffer& dst, size_t bytes) = 0;
@@ -348,7 +351,7 @@ class Backend {
                             Buffer& y) = 0;
 
   virtual void do_gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
-                                 Buffer& slots, size_t slot) = 0;
+                                 Buffer& slots, size_t slot, bool sum) = 0;
   virtual void do_optimizer_update_norms(const OptimizerOperands& op, Buffer& slots, size_t slot,
                                          const Buffer& flags) = 0;
   virtual void do_optimizer_update(const OptimizerOperands& op, const Buffer& slots, size_t slot,

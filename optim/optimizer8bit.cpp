@@ -247,7 +247,8 @@ torch::Tensor Optimizer8bit::step(LossClosure closure) {
   // whether it is finite, for every parameter before any is updated.
   for (Work& w : work) {
     if (policy_ == NonFinitePolicy::SkipBlocks && w.item.hparams.percentile == 100) continue;
-    be.gradient_stats(*w.op.grad, w.op.param_type, w.op.n, w.op.blocksize, *slots_, w.item.slot);
+    be.gradient_stats(*w.op.grad, w.op.param_type, w.op.n, w.op.blocksize, *slots_, w.item.slot,
+                      /*sum=*/w.item.hparams.percentile < 100);
     w.item.checked = true;
   }
   if (policy_ == NonFinitePolicy::Raise)

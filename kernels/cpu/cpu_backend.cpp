@@ -132,7 +132,7 @@ void CpuBackend::do_gemm_int8(const Buffer& x, size_t m, const WeightInt8& w, co
 }
 
 void CpuBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
-                                   Buffer& slots, size_t slot) {
+                                   Buffer& slots, size_t slot, bool /*sum: always computed*/) {
   const GradientStats stats = cpu::gradient_stats(as<void>(grad), grad_type, n, blocksize);
   StepSlot& s = as<StepSlot>(slots)[slot];
   s.grad_sq = stats.sum_sq;

@@ -45,7 +45,7 @@ class CpuBackend final : public Backend {
   void do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n, int blocksize,
                           Format4 format, Buffer& out, DType out_type) override;
   void do_gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
-                         Buffer& slots, size_t slot) override;
+                         Buffer& slots, size_t slot, bool sum) override;
   void do_optimizer_update_norms(const OptimizerOperands& op, Buffer& slots, size_t slot,
                                  const Buffer& flags) override;
   void do_optimizer_update(const OptimizerOperands& op, const Buffer& slots, size_t slot,

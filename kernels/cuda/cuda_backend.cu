@@ -216,12 +216,13 @@ void CudaBackend::do_gemm_int8(const Buffer& x, size_t m, const WeightInt8& w, c
 // ---- optimizers ----
 
 void CudaBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
-                                    Buffer& slots, size_t slot) {
+                                    Buffer& slots, size_t slot, bool sum) {
   DeviceScope scope(device_);
   const cudaStream_t s = stream();
-  DeviceScratch partials(2 * sum_chunks(n, blocksize) * sizeof(double), s);
+  // The chunks' partial sums, then the two words of the check without the sum.
+  DeviceScratch partials((2 * sum_chunks(n, blocksize) + 1) * sizeof(double), s);
   cuda::gradient_stats(ptr(grad), grad_type, n, blocksize, ptr<StepSlot>(slots) + slot,
-                       partials.as<double>(), {s, sms_});
+                       partials.as<double>(), sum, {s, sms_});
 }
 
 namespace {

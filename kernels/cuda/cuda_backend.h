@@ -68,7 +68,7 @@ class CudaBackend final : public Backend {
   void do_gemm_int8(const Buffer& x, size_t m, const WeightInt8& w, const Buffer* bias,
                     Buffer& y) override;
   void do_gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
-                         Buffer& slots, size_t slot) override;
+                         Buffer& slots, size_t slot, bool sum) override;
   void do_optimizer_update_norms(const OptimizerOperands& op, Buffer& slots, size_t slot,
                                  const Buffer& flags) override;
   void do_optimizer_update(const OptimizerOperands& op, const Buffer& slots, size_t slot,

@@ -60,8 +60,9 @@ void optimizer_update(const OptimizerPointers& op, const StepSlot* slot, StepFla
 // `partials`: 2 doubles per chunk of 256 blocks (scratch).
 void optimizer_update_norms(const OptimizerPointers& op, StepSlot* slot, const StepFlags* flags,
                             double* partials, const Launch& l);
+// `partials`: 2 doubles per chunk, then one more (the check's words).
 void gradient_stats(const void* grad, DType grad_type, size_t n, int blocksize, StepSlot* slot,
-                    double* partials, const Launch& l);
+                    double* partials, bool sum, const Launch& l);
 // Chunks of 256 blocks a sum over n elements needs (the partials' length / 2).
 size_t sum_chunks(size_t n, int blocksize);
 

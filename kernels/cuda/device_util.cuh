@@ -81,34 +81,39 @@ struct Vector<4> {
 // N consecutive elements [i, i + N) of a T array as floats, elements at or
 // past n reading 0: one vector load when they are in range and aligned.
 // I: the index type (uint32_t where the whole array is indexable by it: fewer
-// registers than size_t).
-template <typename T, int N, typename I>
+// registers than size_t). kChecked = false: the caller knows that [i, i + N)
+// is in range and p + i aligned to min(N * sizeof(element), 16) bytes, and
+// nothing is checked.
+template <typename T, int N, bool kChecked = true, typename I>
 __device__ __forceinline__ void load_n(const typename T::Storage* p, I i, I n, float (&v)[N]) {
   using S = typename T::Storage;
   constexpr int kBytes = N * int(sizeof(S));
   const S* q = p + i;
   if constexpr (kBytes > 16) {  // two halves
     float lo[N / 2], hi[N / 2];
-    load_n<T, N / 2>(p, i, n, lo);
-    load_n<T, N / 2>(p, I(i + N / 2), n, hi);
+    load_n<T, N / 2, kChecked>(p, i, n, lo);
+    load_n<T, N / 2, kChecked>(p, I(i + N / 2), n, hi);
 #pragma unroll
     for (int k = 0; k < N / 2; ++k) v[k] = lo[k], v[N / 2 + k] = hi[k];
   } else {
-    if (i + N <= n && (reinterpret_cast<uintptr_t>(q) % kBytes) == 0) {
-      const auto raw = *reinterpret_cast<const typename Vector<kBytes>::type*>(q);
-      S s[N];
-      memcpy(s, &raw, kBytes);
+    if constexpr (kChecked) {
+      if (i + N > n || (reinterpret_cast<uintptr_t>(q) % kBytes) != 0) {
 #pragma unroll
-      for (int k = 0; k < N; ++k) v[k] = T::load(s[k]);
-      return;
+        for (int k = 0; k < N; ++k) v[k] = i + k < n ? T::load(q[k]) : 0.0f;
+        return;
+      }
     }
+    const auto raw = *reinterpret_cast<const typename Vector<kBytes>::type*>(q);
+    S s[N];
+    memcpy(s, &raw, kBytes);
 #pragma unroll
-    for (int k = 0; k < N; ++k) v[k] = i + k < n ? T::load(q[k]) : 0.0f;
+    for (int k = 0; k < N; ++k) v[k] = T::load(s[k]);
   }
 }
 
-// Writes [i, min(i + N, n)) of a T array (rounded by T::store).
-template <typename T, int N, typename I>
+// Writes [i, min(i + N, n)) of a T array (rounded by T::store); kChecked as
+// in load_n.
+template <typename T, int N, bool kChecked = true, typename I>
 __device__ __forceinline__ void store_n(typename T::Storage* p, I i, I n, const float (&v)[N]) {
   using S = typename T::Storage;
   constexpr int kBytes = N * int(sizeof(S));
@@ -117,49 +122,55 @@ __device__ __forceinline__ void store_n(typename T::Storage* p, I i, I n, const 
     float lo[N / 2], hi[N / 2];
 #pragma unroll
     for (int k = 0; k < N / 2; ++k) lo[k] = v[k], hi[k] = v[N / 2 + k];
-    store_n<T, N / 2>(p, i, n, lo);
-    store_n<T, N / 2>(p, I(i + N / 2), n, hi);
+    store_n<T, N / 2, kChecked>(p, i, n, lo);
+    store_n<T, N / 2, kChecked>(p, I(i + N / 2), n, hi);
   } else {
-    if (i + N <= n && (reinterpret_cast<uintptr_t>(q) % kBytes) == 0) {
-      S s[N];
+    if constexpr (kChecked) {
+      if (i + N > n || (reinterpret_cast<uintptr_t>(q) % kBytes) != 0) {
 #pragma unroll
-      for (int k = 0; k < N; ++k) s[k] = T::store(v[k]);
-      typename Vector<kBytes>::type raw;
-      memcpy(&raw, s, kBytes);
-      *reinterpret_cast<typename Vector<kBytes>::type*>(q) = raw;
-      return;
+        for (int k = 0; k < N; ++k)
+          if (i + k < n) q[k] = T::store(v[k]);
+        return;
+      }
     }
+    S s[N];
 #pragma unroll
-    for (int k = 0; k < N; ++k)
-      if (i + k < n) q[k] = T::store(v[k]);
+    for (int k = 0; k < N; ++k) s[k] = T::store(v[k]);
+    typename Vector<kBytes>::type raw;
+    memcpy(&raw, s, kBytes);
+    *reinterpret_cast<typename Vector<kBytes>::type*>(q) = raw;
   }
 }
 
 // N bytes (codes) [i, i + N), past n reading 0 / not written.
-template <int N, typename I>
+template <int N, bool kChecked = true, typename I>
 __device__ __forceinline__ void load_bytes(const uint8_t* p, I i, I n, uint8_t (&c)[N]) {
   const uint8_t* q = p + i;
-  if (i + N <= n && (reinterpret_cast<uintptr_t>(q) % N) == 0) {
-    const auto raw = *reinterpret_cast<const typename Vector<N>::type*>(q);
-    memcpy(c, &raw, N);
-    return;
-  }
+  if constexpr (kChecked) {
+    if (i + N > n || (reinterpret_cast<uintptr_t>(q) % N) != 0) {
 #pragma unroll
-  for (int k = 0; k < N; ++k) c[k] = i + k < n ? q[k] : 0;
+      for (int k = 0; k < N; ++k) c[k] = i + k < n ? q[k] : 0;
+      return;
+    }
+  }
+  const auto raw = *reinterpret_cast<const typename Vector<N>::type*>(q);
+  memcpy(c, &raw, N);
 }
 
-template <int N, typename I>
+template <int N, bool kChecked = true, typename I>
 __device__ __forceinline__ void store_bytes(uint8_t* p, I i, I n, const uint8_t (&c)[N]) {
   uint8_t* q = p + i;
-  if (i + N <= n && (reinterpret_cast<uintptr_t>(q) % N) == 0) {
-    typename Vector<N>::type raw;
-    memcpy(&raw, c, N);
-    *reinterpret_cast<typename Vector<N>::type*>(q) = raw;
-    return;
-  }
+  if constexpr (kChecked) {
+    if (i + N > n || (reinterpret_cast<uintptr_t>(q) % N) != 0) {
 #pragma unroll
-  for (int k = 0; k < N; ++k)
-    if (i + k < n) q[k] = c[k];
+      for (int k = 0; k < N; ++k)
+        if (i + k < n) q[k] = c[k];
+      return;
+    }
+  }
+  typename Vector<N>::type raw;
+  memcpy(&raw, c, N);
+  *reinterpret_cast<typename Vector<N>::type*>(q) = raw;
 }
 
 template <typename T>

@@ -325,7 +325,8 @@ T read_one(Backend& be, const Buffer& b, size_t index = 0) {
 }  // namespace
 
 void OpenClBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
-                                      int blocksize, Buffer& slots, size_t slot) {
+                                      int blocksize, Buffer& slots, size_t slot,
+                                      bool /*sum: always computed*/) {
   StepSlot s = read_one<StepSlot>(*this, slots, slot);
   const GradientStats stats = n ? grad_stats(grad, grad_type, n, blocksize) : GradientStats{};
   s.grad_sq = stats.sum_sq;

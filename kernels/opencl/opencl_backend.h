@@ -47,7 +47,7 @@ class OpenClBackend final : public Backend {
   // The step's arguments and flags are read to the host (the OpenCL kernels
   // take the arguments by value), the results written back.
   void do_gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
-                         Buffer& slots, size_t slot) override;
+                         Buffer& slots, size_t slot, bool sum) override;
   void do_optimizer_update_norms(const OptimizerOperands& op, Buffer& slots, size_t slot,
                                  const Buffer& flags) override;
   void do_optimizer_update(const OptimizerOperands& op, const Buffer& slots, size_t slot,

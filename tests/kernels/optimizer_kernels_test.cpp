@@ -183,6 +183,8 @@ TEST_F(OptimizerKernels, CudaSumsAgreeWithTheCpuBitForBit) {
           const kernels::GradientStats gb = cuda->gradient_stats(*on_cuda.op.grad, type, n, bs);
           EXPECT_EQ(ga.sum_sq, gb.sum_sq) << label;
           EXPECT_EQ(ga.finite, gb.finite) << label;
+          EXPECT_EQ(ga.finite, cuda->gradient_stats(*on_cuda.op.grad, type, n, bs, false).finite)
+              << label;
         }
   }
 }
@@ -314,7 +316,39 @@ TEST_F(OptimizerKernels, GradientStatsSumsAndDetectsNonFinite) {
       x[4321] = bad;
       auto buf = upload(*be, x);
       EXPECT_FALSE(be->gradient_stats(*buf, DType::F32, n, 256).finite) << bname << " " << bad;
+      EXPECT_FALSE(be->gradient_stats(*buf, DType::F32, n, 256, false).finite) << bname << bad;
     }
+}
+
+// Without the sum, a device backend decides from the largest |g| alone unless
+// some |g| is finite but large enough that a block's float sum of squares may
+// overflow; then the exact sums decide. Both sides of that line: 1e19^2 = 1e38
+// is finite (FLT_MAX ~ 3.4e38), four of them in one lane (elements 16 apart)
+// sum to 4e38, which overflows; 2^61 is above the device's 2^60 fast limit for
+// 256-element blocks, yet its square (2^122) and 256 of them stay finite.
+TEST_F(OptimizerKernels, GradientCheckWithoutTheSumDecidesAsTheSums) {
+  const size_t n = 5000;
+  std::vector<float> g(n, 0.5f);
+  struct Case {
+    std::vector<size_t> at;
+    float value;
+    bool finite;
+  };
+  const Case cases[] = {{{777}, 1e19f, true},
+                        {{512, 528, 544, 560}, 1e19f, false},
+                        {{3000, 3001, 3002}, std::ldexp(1.0f, 61), true},
+                        {{4999}, NAN, false},
+                        {{}, 0.0f, true}};
+  for (const Case& c : cases) {
+    std::vector<float> x = g;
+    for (size_t i : c.at) x[i] = c.value;
+    for (auto [bname, be] : backends()) {
+      auto buf = upload(*be, x);
+      const std::string label = bname + " " + std::to_string(c.value);
+      EXPECT_EQ(be->gradient_stats(*buf, DType::F32, n, 256).finite, c.finite) << label;
+      EXPECT_EQ(be->gradient_stats(*buf, DType::F32, n, 256, false).finite, c.finite) << label;
+    }
+  }
 }
 
 TEST_F(OptimizerKernels, InvalidOperandsAreRejectedWithAClearMessage) {
