@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "examples/error_text.h"
 #include "examples/train/metrics_log.h"
 #include "quant/atomic_file.h"
 
@@ -211,7 +212,7 @@ int main(int argc, char** argv) {
     std::cout << "wrote " << out.string() << "\n";
     return 0;
   } catch (const std::exception& e) {
-    std::cerr << "lowbit-fidelity-report: " << e.what() << "\n";
+    std::cerr << "lowbit-fidelity-report: " << lowbit::error_text(e) << "\n";
     return 1;
   }
 }

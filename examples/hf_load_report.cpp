@@ -23,6 +23,7 @@
 
 #include <torch/torch.h>
 
+#include "examples/error_text.h"
 #include "io/hf_config.h"
 #include "lora/quantize_model.h"
 #include "nn/generate.h"
@@ -176,7 +177,7 @@ int main(int argc, char** argv) {
                  "       lowbit-hf-load random llama-3.2-1b|tiny [load options]\n";
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "lowbit-hf-load: " << e.what() << "\n";
+    std::cerr << "lowbit-hf-load: " << lowbit::error_text(e) << "\n";
     return 1;
   }
 }

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "examples/data/idx.h"
+#include "examples/error_text.h"
 #include "optim/optim.h"
 
 int main(int argc, char** argv) {
@@ -53,7 +54,7 @@ int main(int argc, char** argv) {
     }
     return 0;
   } catch (const std::exception& e) {
-    std::cerr << "minimal_loop: " << e.what() << "\n";
+    std::cerr << "minimal_loop: " << lowbit::error_text(e) << "\n";
     return 1;
   }
 }

@@ -1,6 +1,7 @@
 #include "examples/train/checkpoint.h"
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <iomanip>
 #include <map>
@@ -9,13 +10,19 @@
 
 #include <torch/serialize/output-archive.h>
 
+#include "examples/error_text.h"
 #include "quant/atomic_file.h"
 
 namespace lowbit::train {
 namespace {
 namespace fs = std::filesystem;
 
-constexpr const char* kFormat = "lowbit-train checkpoint 1";
+// Format 2 wraps the archive of format 1 ("model", "optimizer", "trainer")
+// as the bytes "payload" beside their "checksum", so that bytes changed on
+// disk are found before anything is loaded (libtorch's zip reader does not
+// check its CRCs). Format 1 files still load, unchecked.
+constexpr const char* kFormat = "lowbit-train checkpoint 2";
+constexpr const char* kFormatUnchecked = "lowbit-train checkpoint 1";
 const std::regex kCheckpointName(R"(step-(\d{8,})\.ckpt)");
 
 // CPU tensors whatever the model's device, so any machine reads the file
@@ -34,6 +41,46 @@ std::string serialized(torch::serialize::OutputArchive& archive) {
   std::ostringstream bytes;
   archive.save_to(bytes);
   return bytes.str();
+}
+
+// A 64-bit checksum of `n` bytes. Each 8-byte word enters the state through
+// bijections (an odd multiply, xor, rotate, odd multiply), so a change
+// confined to one word always changes the result, and the length is mixed in
+// first, so a truncation does too; other changes go unnoticed with
+// probability about 2^-64. Not cryptographic: it guards against rot and
+// partial writes, not against a forger.
+uint64_t checksum64(const unsigned char* p, size_t n) {
+  constexpr uint64_t k1 = 0x9e3779b97f4a7c15ull, k2 = 0xc2b2ae3d27d4eb4full;
+  const auto mix = [&](uint64_t h, uint64_t w) {
+    h ^= w * k1;
+    h = (h << 31) | (h >> 33);
+    return h * k2;
+  };
+  uint64_t h = mix(0x165667b19e3779f9ull, uint64_t(n));
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = mix(h, w);
+  }
+  uint64_t tail = 0;
+  std::memcpy(&tail, p + i, n - i);
+  h = mix(h, tail);
+  h ^= h >> 33;
+  h *= k2;
+  return h ^ (h >> 29);
+}
+
+// The file's bytes: `inner` serialized, wrapped with its checksum.
+std::string sealed(torch::serialize::OutputArchive& inner) {
+  std::string bytes = serialized(inner);
+  const auto* data = reinterpret_cast<unsigned char*>(bytes.data());
+  torch::serialize::OutputArchive outer;
+  outer.write("format", c10::IValue(std::string(kFormat)));
+  outer.write("payload", torch::from_blob(bytes.data(), {int64_t(bytes.size())}, torch::kUInt8));
+  outer.write("checksum",
+              torch::tensor(static_cast<int64_t>(checksum64(data, bytes.size())), torch::kInt64));
+  return serialized(outer);
 }
 
 int64_t read_int(torch::serialize::InputArchive& archive, const std::string& key,
@@ -68,19 +115,38 @@ void copy_weights(torch::serialize::InputArchive& archive, torch::nn::Module& mo
   for (auto& [target, stored] : copies) target.copy_(stored);
 }
 
+// The archive of format 1 inside `path`, its checksum verified (format 2).
 torch::serialize::InputArchive open_archive(const std::string& path) {
   TORCH_CHECK(fs::is_regular_file(path), path, ": no such file");
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path);
   } catch (const std::exception& e) {
-    TORCH_CHECK(false, path, ": cannot be read (truncated or corrupt?): ", e.what());
+    TORCH_CHECK(false, path, ": cannot be read (truncated or corrupt?): ", error_text(e));
   }
   c10::IValue format;
-  TORCH_CHECK(
-      archive.try_read("format", format) && format.isString() && format.toStringRef() == kFormat,
-      path, ": is not a lowbit-train checkpoint or model file");
-  return archive;
+  const bool known = archive.try_read("format", format) && format.isString() &&
+                     (format.toStringRef() == kFormat || format.toStringRef() == kFormatUnchecked);
+  TORCH_CHECK(known, path, ": is not a lowbit-train checkpoint or model file");
+  if (format.toStringRef() == kFormatUnchecked) return archive;
+  torch::Tensor payload, checksum;
+  TORCH_CHECK(archive.try_read("payload", payload) && archive.try_read("checksum", checksum) &&
+                  payload.scalar_type() == torch::kUInt8 && payload.dim() == 1 &&
+                  checksum.scalar_type() == torch::kInt64 && checksum.numel() == 1,
+              path, ": lacks its payload or checksum (truncated or corrupt?)");
+  payload = payload.contiguous();
+  const uint64_t stored = static_cast<uint64_t>(checksum.item<int64_t>());
+  TORCH_CHECK(checksum64(payload.data_ptr<unsigned char>(), size_t(payload.numel())) == stored,
+              path, ": is corrupt: its contents do not match the checksum written with them ",
+              "(the file changed on disk after it was saved)");
+  torch::serialize::InputArchive inner;
+  try {
+    inner.load_from(reinterpret_cast<const char*>(payload.data_ptr<unsigned char>()),
+                    size_t(payload.numel()));
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, path, ": its payload cannot be read: ", error_text(e));
+  }
+  return inner;
 }
 
 }  // namespace
@@ -94,7 +160,6 @@ std::string checkpoint_path(const std::string& dir, int64_t step) {
 void save_checkpoint(const std::string& path, torch::nn::Module& model,
                      torch::optim::Optimizer& optimizer, const TrainerState& state) {
   torch::serialize::OutputArchive archive, optimizer_archive, trainer;
-  archive.write("format", c10::IValue(std::string(kFormat)));
   write_model(archive, model);
   optimizer.save(optimizer_archive);
   archive.write("optimizer", optimizer_archive);
@@ -104,7 +169,7 @@ void save_checkpoint(const std::string& path, torch::nn::Module& model,
   trainer.write("recipe", c10::IValue(state.recipe_yaml));
   if (state.cuda_rng_state.defined()) trainer.write("cuda_rng_state", state.cuda_rng_state);
   archive.write("trainer", trainer);
-  quant::write_file_atomically(path, serialized(archive));
+  quant::write_file_atomically(path, sealed(archive));
 }
 
 Checkpoint::Checkpoint(const std::string& path) : path_(path), archive_(open_archive(path)) {
@@ -164,9 +229,8 @@ int remove_stale_temp_files(const std::string& dir) {
 
 void save_model(const std::string& path, torch::nn::Module& model) {
   torch::serialize::OutputArchive archive;
-  archive.write("format", c10::IValue(std::string(kFormat)));
   write_model(archive, model);
-  quant::write_file_atomically(path, serialized(archive));
+  quant::write_file_atomically(path, sealed(archive));
 }
 
 void load_model(const std::string& path, torch::nn::Module& model) {

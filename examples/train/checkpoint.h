@@ -2,7 +2,9 @@
 // state through its own save() (8-bit codes and absmax exactly), the step, the
 // data position, torch's generator states and the recipe. Files are
 // "<dir>/step-<8 digits>.ckpt", written through quant::write_file_atomically (temp file,
-// fsync, rename), so a file under that name is always complete. Files hold
+// fsync, rename), so a file under that name is always complete, and carry a
+// checksum of their contents that every load verifies, so bytes changed on
+// disk later are refused (naming the file) instead of resuming into NaN. Files hold
 // CPU tensors whatever device the model is on, and restore copies them to
 // wherever the model lives: a run saved on a GPU resumes on the CPU and back.
 #pragma once

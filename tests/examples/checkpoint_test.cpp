@@ -1,12 +1,19 @@
 // Checkpoints: a restored model and optimizer continue exactly like the
 // originals, loading is strict and leaves the model untouched on mismatch,
-// corrupt files are refused by name, a failed save keeps the previous file,
-// and listing/pruning see only complete checkpoints.
+// corrupt files are refused by name (bytes changed on disk are caught by the
+// checksum), a failed or killed save keeps the previous file, and
+// listing/pruning see only complete checkpoints.
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
+#include <thread>
 
 #include <torch/torch.h>
 
@@ -148,6 +155,131 @@ TEST(Checkpoint, FailedSaveKeepsThePreviousFile) {
   EXPECT_EQ(Checkpoint(path).state().recipe_yaml, "first");
   // A CPU run writes no CUDA generator state.
   EXPECT_FALSE(Checkpoint(path).state().cuda_rng_state.defined());
+}
+
+// Overwrites `count` bytes of `path` at `offset` with seeded random bytes.
+void scribble(const std::string& path, size_t offset, size_t count, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string bytes(count, '\0');
+  for (char& c : bytes) c = char(rng());
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(std::streamoff(offset));
+  f.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+// 64 bytes overwritten anywhere in the file (as the issue's rotted
+// checkpoint): the load is refused naming the file, or, where the bytes were
+// ones nothing reads (zip padding), it restores exactly what was saved. In the
+// middle of the file (inside the payload) the checksum is what refuses it.
+TEST(Checkpoint, BytesChangedOnDiskAreRefusedOrHarmless) {
+  ScratchDir dir;
+  Trained s(1, 64);
+  for (int64_t i = 0; i < 2; ++i) s.step(i);
+  const std::string path = checkpoint_path(dir.path(), 2);
+  const TrainerState state{2, 2, torch::zeros({1}, torch::kUInt8), "recipe", {}};
+  save_checkpoint(path, *s.model, s.adam, state);
+  const std::string pristine = dir.file("pristine.ckpt");
+  fs::copy_file(path, pristine);
+  const size_t size = fs::file_size(path);
+  int refused = 0, trials = 0;
+  for (size_t offset = 0; offset + 64 <= size; offset += size / 61, ++trials) {
+    fs::copy_file(pristine, path, fs::copy_options::overwrite_existing);
+    scribble(path, offset, 64, uint32_t(offset));
+    try {
+      Checkpoint c(path);
+      Trained loaded(9, 64);
+      c.restore(*loaded.model, loaded.adam);
+      expect_bitwise_equal(*loaded.model, *s.model);
+      EXPECT_EQ(c.state().recipe_yaml, "recipe") << "offset " << offset;
+    } catch (const c10::Error& e) {
+      ++refused;
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    }
+  }
+  fs::copy_file(pristine, path, fs::copy_options::overwrite_existing);
+  scribble(path, size / 2, 64, 1);
+  try {
+    Checkpoint c(path);
+    ADD_FAILURE() << "bytes changed in the middle of the payload were not noticed";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("checksum"), std::string::npos) << e.what();
+    // What users see carries no libtorch backtrace.
+    EXPECT_EQ(std::string(e.what_without_backtrace()).find("frame #"), std::string::npos);
+  }
+  std::cout << "[ checkpoint ] 64 scribbled bytes at " << trials << " offsets: " << refused
+            << " refused, the rest harmless\n";
+  EXPECT_GT(refused, trials * 3 / 4);
+}
+
+// A save that fails midway, as on a full disk (a file-size limit in a child
+// process: write() then fails with EFBIG), leaves the previous checkpoint
+// whole under its name and no temp file.
+TEST(Checkpoint, SaveFailingMidwayKeepsThePreviousFile) {
+  ScratchDir dir;
+  Trained s(1, 64);
+  const std::string path = checkpoint_path(dir.path(), 5);
+  save_checkpoint(path, *s.model, s.adam, {5, 5, torch::zeros({1}, torch::kUInt8), "first", {}});
+  const auto limit = rlim_t(fs::file_size(path) / 2);
+  s.step(0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::signal(SIGXFSZ, SIG_IGN);
+    const struct rlimit r{limit, limit};
+    ::setrlimit(RLIMIT_FSIZE, &r);
+    try {
+      save_checkpoint(path, *s.model, s.adam,
+                      {5, 5, torch::zeros({1}, torch::kUInt8), "second", {}});
+    } catch (const c10::Error&) {
+      ::_exit(3);  // the save failed, as it must
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 3) << "the save under a file-size limit did not fail";
+  EXPECT_EQ(Checkpoint(path).state().recipe_yaml, "first");
+  EXPECT_EQ(remove_stale_temp_files(dir.path()), 0);
+}
+
+// kill -9 at random moments of a process that saves and prunes checkpoints
+// in a loop: whatever is left under a checkpoint's name loads and passes its
+// checksum, and the newest complete checkpoint is never lost.
+TEST(Checkpoint, KilledSavesNeverLeaveACorruptCheckpoint) {
+  ScratchDir dir;
+  Trained s(1, 256);
+  std::mt19937 rng(5);
+  int64_t next = 1, killed_while_saving = 0;
+  const int kTrials = 60;
+  for (int trial = 0; trial < kTrials; ++trial) {
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      for (int64_t step = next;; ++step) {
+        save_checkpoint(checkpoint_path(dir.path(), step), *s.model, s.adam,
+                        {step, step, torch::zeros({1}, torch::kUInt8), "loop", {}});
+        prune_checkpoints(dir.path(), 2);
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(2000 + rng() % 20000));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    killed_while_saving += remove_stale_temp_files(dir.path());
+    const std::vector<int64_t> steps = list_checkpoints(dir.path());
+    for (int64_t step : steps) {
+      const std::string path = checkpoint_path(dir.path(), step);
+      EXPECT_NO_THROW(Checkpoint c(path)) << path << " is not a complete checkpoint";
+    }
+    if (!steps.empty()) {
+      EXPECT_GE(steps.back() + 1, next) << "the newest checkpoint was lost";
+      next = steps.back() + 1;
+    }
+  }
+  std::cout << "[ checkpoint ] " << kTrials << " kill -9 trials, " << killed_while_saving
+            << " of them mid-save, " << next - 1 << " checkpoints written: none corrupt\n";
+  EXPECT_GT(next, 1);
 }
 
 TEST(Checkpoint, ListingAndPruningSeeOnlyCompleteCheckpoints) {

@@ -118,9 +118,11 @@ TEST(Trainer, TwentyStepsOfEveryRecipe) {
 // A run straight through and one resumed from its step-10 checkpoint in
 // another directory end with bitwise equal weights and the same losses. On
 // the CPU unless told: a GPU's numerics are not the CPU's, and `auto` would
-// pick one where there is one.
+// pick one where there is one. With `rotted_newer`, the resumed run's folder
+// also holds the step-15 checkpoint with 64 bytes overwritten in its middle:
+// the run must report it and fall back to step 10.
 void expect_bit_identical_resume(const std::string& yaml, const std::string& name,
-                                 const std::string& device = "cpu") {
+                                 const std::string& device = "cpu", bool rotted_newer = false) {
   ScratchDir dir;
   const std::vector<std::string> common = {"checkpoint.every=5", "checkpoint.keep=10",
                                            "log.progress=none", "train.threads=1",
@@ -133,7 +135,19 @@ void expect_bit_identical_resume(const std::string& yaml, const std::string& nam
   run(a);
   fs::create_directories(b.checkpoint.dir);
   fs::copy_file(checkpoint_path(a.checkpoint.dir, 10), checkpoint_path(b.checkpoint.dir, 10));
-  const RunResult resumed = run(b);
+  if (rotted_newer) {
+    const std::string rotted = checkpoint_path(b.checkpoint.dir, 15);
+    fs::copy_file(checkpoint_path(a.checkpoint.dir, 15), rotted);
+    std::fstream f(rotted, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(std::streamoff(fs::file_size(rotted) / 2));
+    f.write(std::string(64, '\x5a').c_str(), 64);
+  }
+  std::string output;
+  const RunResult resumed = run(b, &output);
+  if (rotted_newer) {
+    EXPECT_NE(output.find("skipping unreadable checkpoint"), std::string::npos) << output;
+    EXPECT_NE(output.find("checksum"), std::string::npos) << output;
+  }
   EXPECT_EQ(resumed.start_step, 10);
   EXPECT_EQ(resumed.end_step, 20);
 
@@ -190,6 +204,13 @@ train: {steps: 20, batch_size: 8, seed: 7, eval_every: 5}
 )";
 
 TEST(Trainer, ResumeIsBitIdenticalForQlora) { expect_bit_identical_resume(kQloraRecipe, "qlora"); }
+
+// The issue's rotted checkpoint: the newest one's bytes changed on disk. The
+// checksum refuses it, the run resumes from the one before, and ends exactly
+// where the uninterrupted run did.
+TEST(Trainer, ARottedNewestCheckpointFallsBackBitIdentically) {
+  expect_bit_identical_resume(kQloraRecipe, "rotted", "cpu", /*rotted_newer=*/true);
+}
 
 // The same on the OpenCL backend: 8-bit states and packed weights live on the
 // device between steps and must reach the checkpoint exactly.
