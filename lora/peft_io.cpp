@@ -15,6 +15,7 @@
 
 #include <torch/nn/modules/linear.h>
 
+#include "lora/in_place_layer.h"
 #include "lora/linear4bit.h"
 #include "lora/linear8bit.h"
 #include "lora/module_paths.h"
@@ -123,7 +124,8 @@ void check_pair(const std::string& dir, const std::string& module, const Adapter
 }
 
 // in/out features of a layer LoRA can wrap, or nullopt for any other module.
-std::optional<std::pair<int64_t, int64_t>> linear_shape(torch::nn::Module& m) {
+std::optional<std::pair<int64_t, int64_t>> linear_shape(torch::nn::Module& module) {
+  torch::nn::Module& m = layer_impl(module);
   if (auto* q = dynamic_cast<Linear4bitImpl*>(&m)) return std::make_pair(q->in_features(), q->out_features());
   if (auto* q8 = dynamic_cast<Linear8bitImpl*>(&m))
     return std::make_pair(q8->in_features(), q8->out_features());
