@@ -1,6 +1,7 @@
 # `cmake --install` puts headers under include/lowbit/, the libraries, and a
 # package config so that a project does find_package(lowbit) and links
-# lowbit::lowbit (torch, OpenMP and OpenCL are found again as dependencies).
+# lowbit::lowbit (torch and OpenMP are found again as dependencies; OpenCL and
+# nlohmann-json are private).
 include(CMakePackageConfigHelpers)
 
 set(installed_libraries lowbit lowbit_kernels)

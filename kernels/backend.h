@@ -274,8 +274,8 @@ class Backend {
   // int32 without rounding, and
   //   y[r, o] = float(acc) * (a_r * kInt8Dequant) * scale[o]  (+ bias[o]),
   // each product rounded to float in that order. A row holding inf or NaN
-  // gives a row of NaN. Backends agree bit for bit where they implement it
-  // (OpenCL does not yet, and throws saying so). LLM.int8()'s outlier columns
+  // gives a row of NaN. Every backend gives the same bits (the integer sums
+  // are exact, the epilogue is fixed). LLM.int8()'s outlier columns
   // are the caller's: it zeroes them in x and adds their float product.
   void gemm_int8(const Buffer& x, size_t m, const WeightInt8& w, const Buffer* bias, Buffer& y);
 

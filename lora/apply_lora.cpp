@@ -4,6 +4,7 @@
 
 #include <torch/nn/modules/linear.h>
 
+#include "lora/in_place_layer.h"
 #include "lora/linear4bit.h"
 #include "lora/linear8bit.h"
 #include "lora/module_paths.h"
@@ -35,7 +36,7 @@ void LoraConfig::validate() const {
 std::vector<std::pair<std::string, LoraLinear>> lora_layers(torch::nn::Module& model) {
   std::vector<std::pair<std::string, LoraLinear>> out;
   for (const auto& item : model.named_modules("", /*include_self=*/false))
-    if (auto lora = std::dynamic_pointer_cast<LoraLinearImpl>(item.value()))
+    if (auto lora = std::dynamic_pointer_cast<LoraLinearImpl>(layer_impl(item.value())))
       out.emplace_back(item.key(), LoraLinear(lora));
   return out;
 }
@@ -45,26 +46,27 @@ std::vector<torch::Tensor> apply_lora(torch::nn::Module& model, const LoraConfig
   const PathPatterns targets(config.target_modules, "LoraConfig::target_modules");
   TORCH_CHECK(lora_layers(model).empty(), "apply_lora: the model already holds LoRA adapters ",
               "(one adapter per model is supported)");
-  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> selected;
+  // Paths only while check_replaceable runs: it counts the references to each layer.
+  std::vector<std::string> selected;
   for (const auto& item : model.named_modules("", /*include_self=*/false)) {
-    torch::nn::Module* m = item.value().get();
-    const bool linear_like = dynamic_cast<Linear4bitImpl*>(m) != nullptr ||
-                             dynamic_cast<Linear8bitImpl*>(m) != nullptr ||
-                             dynamic_cast<torch::nn::LinearImpl*>(m) != nullptr;
-    if (!linear_like || !targets.matches(item.key())) continue;
-    check_replaceable(model, item.key());
-    selected.emplace_back(item.key(), item.value());
+    torch::nn::Module& m = layer_impl(*item.value());
+    const bool linear_like = dynamic_cast<Linear4bitImpl*>(&m) != nullptr ||
+                             dynamic_cast<Linear8bitImpl*>(&m) != nullptr ||
+                             dynamic_cast<torch::nn::LinearImpl*>(&m) != nullptr;
+    if (linear_like && targets.matches(item.key())) selected.push_back(item.key());
   }
   TORCH_CHECK(!selected.empty(), "apply_lora: target_modules matched no Linear4bit, ",
               "Linear8bit or torch::nn::Linear layer of the model");
+  for (const std::string& path : selected) check_replaceable(model, path);
   std::vector<std::shared_ptr<LoraLinearImpl>> adapters;
-  for (auto& [path, base] : selected)
-    adapters.push_back(std::make_shared<LoraLinearImpl>(base, config.layer_options()));
+  for (const std::string& path : selected)
+    adapters.push_back(std::make_shared<LoraLinearImpl>(layer_impl(find_submodule(model, path)),
+                                                        config.layer_options()));
   // Nothing has changed so far; from here on nothing can fail.
   for (auto& p : model.parameters()) p.set_requires_grad(false);
   std::vector<torch::Tensor> trainable;
   for (size_t i = 0; i < selected.size(); ++i) {
-    replace_submodule(model, selected[i].first, adapters[i]);
+    replace_submodule(model, selected[i], adapters[i]);
     trainable.push_back(adapters[i]->lora_A);
     trainable.push_back(adapters[i]->lora_B);
   }

@@ -37,14 +37,18 @@ struct LoraConfig {
   void validate() const;
 };
 
-// Wraps every Linear4bit, Linear8bit or Linear whose path matches config.target_modules
-// (replace_submodule: the model must call its layers through its module
-// registry), sets requires_grad false on every other parameter and returns
-// lora_A, lora_B of each wrapped layer in model order. Throws, changing
-// nothing, when the model already holds LoRA adapters or no layer matches.
+// Wraps every Linear4bit, Linear8bit or Linear whose path matches
+// config.target_modules (replace_submodule: a lowbit::nn::Linear takes the
+// adapter as its implementation; any other layer is swapped in its parent's
+// module registry, so the model must call it through the registry), sets
+// requires_grad false on every other parameter and returns lora_A, lora_B of
+// each wrapped layer in model order. Throws, changing nothing, when the model
+// already holds LoRA adapters, no layer matches, or a selected layer is also
+// held outside the module registry (a typed member; see check_replaceable).
 std::vector<torch::Tensor> apply_lora(torch::nn::Module& model, const LoraConfig& config);
 
-// The LoraLinear layers of a model by module path, in model order.
+// The LoraLinear layers of a model by module path, in model order (a
+// lowbit::nn::Linear holding one is listed under its own path).
 std::vector<std::pair<std::string, LoraLinear>> lora_layers(torch::nn::Module& model);
 
 }  // namespace lowbit::lora

@@ -38,8 +38,8 @@ struct Linear8bitOptions {
   // weight: inputs are not quantized and the threshold plays no part.
   TORCH_ARG(bool, use_cache) = false;
   // Where the int8 matmul runs; nullptr: where the layer's tensors are (the
-  // CPU, or their CUDA device once the module is moved with to()). The
-  // OpenCL backend has no int8 matmul yet and throws saying so.
+  // CPU, or their CUDA device once the module is moved with to()); an OpenCL
+  // backend computes the same bits on its device.
   TORCH_ARG(std::shared_ptr<kernels::Backend>, backend) = nullptr;
 };
 

@@ -36,14 +36,20 @@ class PathPatterns {
 // missing component.
 std::shared_ptr<torch::nn::Module> find_submodule(torch::nn::Module& root, const std::string& path);
 
-// Throws unless replace_submodule(root, path, ...) would succeed.
+// Throws unless replace_submodule(root, path, ...) would succeed and take
+// effect: an InPlaceLayer always can be; any other module is refused when
+// its parent is a container (see below) or when a reference to it is held
+// outside the module tree (a typed member such as `torch::nn::Linear fc1`
+// would keep running the old layer). Call it while holding no handle to
+// that module yourself.
 void check_replaceable(torch::nn::Module& root, const std::string& path);
 
-// Makes `replacement` the child at `path` (non-empty) in its parent's module
-// registry, which is what named_modules(), parameters() and name-based calls
-// see. Parents that call their children from a private list (Sequential,
-// ModuleList, ModuleDict) would keep running the old module, so they are
-// refused with a message saying so.
+// Makes `replacement` what runs at `path` (non-empty): an InPlaceLayer there
+// takes it as its implementation (set_impl); any other module is swapped for
+// it in its parent's module registry, which is what named_modules(),
+// parameters() and name-based calls see. Parents that call their children
+// from a private list (Sequential, ModuleList, ModuleDict) would keep running
+// the old module, so they are refused with a message saying so.
 void replace_submodule(torch::nn::Module& root, const std::string& path,
                        std::shared_ptr<torch::nn::Module> replacement);
 

@@ -15,6 +15,7 @@
 
 #include <torch/nn/modules/linear.h>
 
+#include "lora/in_place_layer.h"
 #include "lora/linear4bit.h"
 #include "lora/linear8bit.h"
 #include "lora/module_paths.h"
@@ -123,7 +124,8 @@ void check_pair(const std::string& dir, const std::string& module, const Adapter
 }
 
 // in/out features of a layer LoRA can wrap, or nullopt for any other module.
-std::optional<std::pair<int64_t, int64_t>> linear_shape(torch::nn::Module& m) {
+std::optional<std::pair<int64_t, int64_t>> linear_shape(torch::nn::Module& module) {
+  torch::nn::Module& m = layer_impl(module);
   if (auto* q = dynamic_cast<Linear4bitImpl*>(&m)) return std::make_pair(q->in_features(), q->out_features());
   if (auto* q8 = dynamic_cast<Linear8bitImpl*>(&m))
     return std::make_pair(q8->in_features(), q8->out_features());
@@ -169,6 +171,55 @@ void refuse_unsupported(const json& j, const std::string& what) {
 }
 
 }  // namespace
+
+LoraConfig adapter_config(torch::nn::Module& model) {
+  const auto layers = lora_layers(model);
+  TORCH_CHECK(!layers.empty(), "adapter_config: the model holds no LoRA adapters");
+  const auto& [first_path, first] = layers.front();
+  const LoraOptions& o = first->options();
+  LoraConfig c;
+  c.r = o.r();
+  c.lora_alpha = o.alpha();
+  c.lora_dropout = o.dropout();
+  c.use_rslora = o.use_rslora();
+  c.dtype = o.dtype();
+  c.compute_dtype = o.compute_dtype();
+  std::set<std::string> adapted, names;
+  for (const auto& [path, layer] : layers) {
+    const LoraOptions& l = layer->options();
+    TORCH_CHECK(l.r() == o.r() && l.alpha() == o.alpha() && l.dropout() == o.dropout() &&
+                    l.use_rslora() == o.use_rslora(),
+                "adapter_config: layer '", path, "' has r=", l.r(), ", alpha=", l.alpha(),
+                ", dropout=", l.dropout(), ", use_rslora=", l.use_rslora(), " but '", first_path,
+                "' has r=", o.r(), ", alpha=", o.alpha(), ", dropout=", o.dropout(),
+                ", use_rslora=", o.use_rslora(),
+                "; one setting for every layer is supported (no rank_pattern / alpha_pattern)");
+    adapted.insert(path);
+    const size_t dot = path.rfind('.');
+    names.insert(dot == std::string::npos ? path : path.substr(dot + 1));
+  }
+  // The last components select exactly the adapted layers unless another
+  // linear layer (outside the adapters) shares one of those names.
+  const std::vector<std::string> by_name(names.begin(), names.end());
+  const PathPatterns name_patterns(by_name, "adapter_config");
+  bool exact = true;
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+    const std::string& path = item.key();
+    const bool in_adapter = ("." + path + ".").find(".base_layer.") != std::string::npos;
+    if (in_adapter || adapted.count(path) || !linear_shape(*item.value())) continue;
+    if (name_patterns.matches(path)) exact = false;
+  }
+  if (exact) {
+    c.target_modules = by_name;
+  } else {
+    for (const std::string& path : adapted) c.target_modules.push_back(regex_escape(path));
+  }
+  return c;
+}
+
+void save_adapter(torch::nn::Module& model, const std::string& dir) {
+  save_adapter(model, dir, adapter_config(model));
+}
 
 void save_adapter(torch::nn::Module& model, const std::string& dir, const LoraConfig& config) {
   config.validate();

@@ -16,9 +16,22 @@
 namespace lowbit::lora {
 
 // Creates `dir` if needed and writes both files (each atomically: a failed
-// save leaves the previous file). The model's adapters must agree with
-// `config` (r, lora_alpha, use_rslora); tensors keep their dtype.
+// save leaves the previous file), with the configuration adapter_config()
+// reads from the model's adapters; tensors keep their dtype.
+void save_adapter(torch::nn::Module& model, const std::string& dir);
+// The same, recording `config` (its target_modules patterns as written,
+// task_type, base_model_name_or_path); the model's adapters must agree with
+// it (r, lora_alpha, use_rslora).
 void save_adapter(torch::nn::Module& model, const std::string& dir, const LoraConfig& config);
+
+// The LoraConfig of the model's adapters: r, lora_alpha, lora_dropout,
+// use_rslora and dtype from its LoraLinear layers (which must agree: PEFT's
+// per-layer rank_pattern / alpha_pattern are not supported), and
+// target_modules that select exactly the adapted layers: their last path
+// components ("fc1", "qkv") when those select no other linear layer, else
+// the full paths. task_type keeps its default; base_model_name_or_path is
+// empty. Throws when the model holds no adapters.
+LoraConfig adapter_config(torch::nn::Module& model);
 
 // Reads <dir>/adapter_config.json. PEFT options this library does not
 // implement (bias other than "none", fan_in_fan_out, rank/alpha patterns,

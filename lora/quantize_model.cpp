@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "lora/in_place_layer.h"
 #include "lora/lora_linear.h"
 #include "lora/module_paths.h"
 
@@ -17,7 +18,8 @@ int64_t bytes_of(const torch::Tensor& t) { return t.defined() ? t.numel() * t.el
 
 // Adds a module's own parameters and buffers (not its children's), counting
 // a tensor shared by several modules once.
-void add_module(torch::nn::Module& m, std::set<const void*>& seen, ModelSize& size) {
+void add_module(torch::nn::Module& module, std::set<const void*>& seen, ModelSize& size) {
+  torch::nn::Module& m = layer_impl(module);  // an InPlaceLayer's tensors are its impl's
   if (auto* q = dynamic_cast<Linear4bitImpl*>(&m)) {
     // The codes and scales are its buffers; count them as out*in parameters.
     const quant::StorageReport s = q->storage();
@@ -150,8 +152,8 @@ std::string QuantizeReport::to_table() const {
 
 QuantizeReport quantize_model(torch::nn::Module& model, const QuantizeConfig& config) {
   for (const auto& m : model.modules(/*include_self=*/true))
-    TORCH_CHECK(!dynamic_cast<LoraLinearImpl*>(m.get()), "quantize_model: the model holds LoRA ",
-                "adapters; quantize the base model before apply_lora");
+    TORCH_CHECK(!dynamic_cast<LoraLinearImpl*>(&layer_impl(*m)), "quantize_model: the model holds ",
+                "LoRA adapters; quantize the base model before apply_lora");
   const PathPatterns include(config.include, "QuantizeConfig::include");
   const PathPatterns skip(config.modules_to_not_convert, "QuantizeConfig::modules_to_not_convert");
   std::vector<std::string> override_patterns;
@@ -160,24 +162,23 @@ QuantizeReport quantize_model(torch::nn::Module& model, const QuantizeConfig& co
   QuantizeReport report;
   report.before = model_size(model);
   // Select and check everything first, so that a bad target changes nothing.
+  // Targets are kept by path: check_replaceable counts the references to a
+  // layer, so none may be held here while it runs.
   struct Target {
     std::string path;
-    torch::nn::Linear linear;
     LinearFormat format;
   };
   std::vector<Target> targets;
   std::vector<std::string> linear_paths;
   for (const auto& item : model.named_modules("", /*include_self=*/false)) {
-    auto linear = std::dynamic_pointer_cast<torch::nn::LinearImpl>(item.value());
-    if (!linear) continue;
+    if (!dynamic_cast<torch::nn::LinearImpl*>(&layer_impl(*item.value()))) continue;
     linear_paths.push_back(item.key());
     if (!include.matches(item.key()) || skip.matches(item.key())) continue;
     const int o = overrides.first_match(item.key());
     const LinearFormat format = o >= 0 ? config.overrides[size_t(o)].format : config.format;
-    if (format == LinearFormat::None) continue;
-    check_replaceable(model, item.key());
-    targets.push_back({item.key(), torch::nn::Linear(linear), format});
+    if (format != LinearFormat::None) targets.push_back({item.key(), format});
   }
+  for (const Target& t : targets) check_replaceable(model, t.path);
   if (config.strict) {
     check_all_match(include, linear_paths, "QuantizeConfig::include");
     check_all_match(skip, linear_paths, "QuantizeConfig::modules_to_not_convert");
@@ -186,19 +187,21 @@ QuantizeReport quantize_model(torch::nn::Module& model, const QuantizeConfig& co
   TORCH_CHECK(!targets.empty(), "quantize_model: no torch::nn::Linear matches the include ",
               "patterns outside modules_to_not_convert with a format other than none; nothing ",
               "would be quantized");
-  for (Target& t : targets) {
+  for (const Target& t : targets) {
+    torch::nn::Linear linear(
+        std::dynamic_pointer_cast<torch::nn::LinearImpl>(layer_impl(find_submodule(model, t.path))));
     LayerReport layer;
     layer.path = t.path;
     layer.format = t.format;
-    layer.before = size_of(*t.linear);
-    auto replacement = convert(t.linear, t.format, config);
-    layer.error = quant::quantization_error(t.linear->weight, dequantized(*replacement));
+    layer.before = size_of(*linear);
+    auto replacement = convert(linear, t.format, config);
+    layer.error = quant::quantization_error(linear->weight, dequantized(*replacement));
     replace_submodule(model, t.path, replacement);
-    // Release the full-precision weight in place (every handle to it, such as
-    // a stale typed member of the parent, sees an empty tensor and fails).
+    // Release the full-precision weight now rather than when the last
+    // handle goes, so that peak memory stays near one layer's.
     {
       torch::NoGradGuard no_grad;
-      t.linear->weight.set_();
+      linear->weight.set_();
     }
     layer.after = size_of(*replacement);
     report.quantized_before.params += layer.before.params;

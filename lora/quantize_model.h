@@ -88,14 +88,14 @@ struct QuantizeReport {
   std::string to_table() const;
 };
 
-// Replaces every selected Linear in the model's module registry (see
-// replace_submodule; the model must call its layers through the registry),
-// one layer at a time, so that peak memory stays near the converted model
-// plus one layer. The replaced Linear's weight is released in place (it
-// becomes empty), so its memory is freed and a stale typed member that
-// still calls it fails instead of silently running in full precision.
+// Converts every selected Linear in place (see replace_submodule: a
+// lowbit::nn::Linear takes the quantized layer as its implementation, any
+// other Linear is swapped in its parent's module registry), one layer at a
+// time, so that peak memory stays near the converted model plus one layer
+// (each replaced float weight is released as soon as its layer is done).
 // Throws, changing nothing, when a pattern is invalid, selects no Linear to
-// convert, or (strict) matches nothing.
+// convert, (strict) matches nothing, or a selected torch::nn::Linear is also
+// held outside the module registry (a typed member; see check_replaceable).
 QuantizeReport quantize_model(torch::nn::Module& model, const QuantizeConfig& config = {});
 
 }  // namespace lowbit::lora

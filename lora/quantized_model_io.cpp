@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/nn/modules/linear.h>
 
+#include "lora/in_place_layer.h"
 #include "lora/lora_linear.h"
 #include "lora/module_paths.h"
 #include "lora/quantize_model.h"
@@ -50,7 +51,7 @@ struct Layout {
 Layout layout_of(torch::nn::Module& model) {
   Layout l;
   for (const auto& item : model.named_modules("", /*include_self=*/true)) {
-    torch::nn::Module* m = item.value().get();
+    torch::nn::Module* m = &layer_impl(*item.value());
     if (dynamic_cast<LoraLinearImpl*>(m)) continue;  // its own tensors are the adapter's
     const std::string path = file_path(item.key());
     // A quantized layer's entries come from bnb_state_dict.

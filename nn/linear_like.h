@@ -1,8 +1,9 @@
-// Linear-like layers (torch::nn::Linear, lora::Linear4bit, lora::LoraLinear)
-// called by child name, so a layer replaced in place through the module
-// registry (quantize_model, apply_lora) is the one that runs. Models keep no
-// typed member for their linears: a stale member would run the old layer and
-// keep its full-precision weight alive.
+// Linear-like layers (torch::nn::Linear, lora::Linear4bit, lora::Linear8bit,
+// lora::LoraLinear, and lowbit::nn::Linear holding any of them) called by
+// child name, so a layer replaced through the module registry
+// (quantize_model, apply_lora) is the one that runs. Models that keep typed
+// members declare them as lowbit::nn::Linear (nn/linear.h) instead, which
+// those functions change in place.
 #pragma once
 
 #include <cstdint>
@@ -13,10 +14,12 @@
 
 namespace lowbit::nn {
 
-// y = child `name` of `parent` applied to x. Any child other than the three
+// y = child `name` of `parent` applied to x. Any child other than the
 // linear-like layers throws naming the child and its type.
 torch::Tensor forward_linear(torch::nn::Module& parent, const std::string& name,
                              const torch::Tensor& x);
+// y = `layer` (a linear-like layer) applied to x.
+torch::Tensor forward_linear(torch::nn::Module& layer, const torch::Tensor& x);
 
 // A linear-like layer's effective dense weight [out, in] and bias (undefined
 // when it has none), detached: a Linear's own, a Linear4bit's dequantized, a

@@ -105,6 +105,8 @@ void fill_sections(Recipe& r) {
   r.quant.double_quant = get<bool>(v, "quant.double_quant");
   r.quant.compute_dtype = get<std::string>(v, "quant.compute_dtype");
   r.quant.skip = get<std::vector<std::string>>(v, "quant.skip");
+  r.quant.threshold = get<double>(v, "quant.threshold");
+  r.quant.overrides = get<std::vector<std::string>>(v, "quant.overrides");
 
   r.lora.enabled = get<bool>(v, "lora.enabled");
   r.lora.r = get<int64_t>(v, "lora.r");
@@ -192,6 +194,28 @@ void check_recipe(const Recipe& r, const Validator& v,
            std::to_string(r.model.n_kv_head) + " does not divide model.n_head " +
                std::to_string(r.model.n_head),
            "a divisor of model.n_head");
+  }
+  for (const std::string& entry : r.quant.overrides) {
+    const auto split = split_override(entry);
+    if (!split) {
+      v.fail("quant.overrides", node("quant.overrides"),
+             "entry '" + entry + "' is not PATTERN=FORMAT",
+             "a list of \"PATTERN=FORMAT\" with a module-path regex and nf4, fp4, int8 or none");
+    }
+    const std::vector<std::string> formats = {"nf4", "fp4", "int8", "none"};
+    if (std::find(formats.begin(), formats.end(), split->second) == formats.end()) {
+      v.fail("quant.overrides", node("quant.overrides"),
+             "entry '" + entry + "' names format '" + split->second + "'",
+             "a format of nf4, fp4, int8 or none after the '='");
+    }
+  }
+  if (r.model.name == "hf_causal_lm" && r.quant.enabled &&
+      (r.quant.type == "int8" || !r.quant.overrides.empty())) {
+    const bool type = r.quant.type == "int8";
+    v.fail(type ? "quant.type" : "quant.overrides",
+           node(type ? "quant.type" : "quant.overrides"),
+           "a Hugging Face checkpoint is quantized to 4 bits while it is read",
+           "quant.type nf4 or fp4 and no quant.overrides with model.name hf_causal_lm");
   }
   if (r.model.name == "hf_causal_lm" && r.quant.enabled && r.quant.skip != std::vector<std::string>{"lm_head"}) {
     v.fail("quant.skip", node("quant.skip"),
@@ -422,6 +446,12 @@ std::vector<std::string> changed_keys(const std::string& saved_yaml, const Recip
     if (before != after) changes.push_back(k + ": " + before + " -> " + after);
   }
   return changes;
+}
+
+std::optional<std::pair<std::string, std::string>> split_override(const std::string& entry) {
+  const size_t eq = entry.rfind('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == entry.size()) return std::nullopt;
+  return std::make_pair(entry.substr(0, eq), entry.substr(eq + 1));
 }
 
 }  // namespace lowbit::config

@@ -10,6 +10,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace lowbit::config {
@@ -71,12 +72,18 @@ struct TrainRecipe {
 
 struct QuantRecipe {
   bool enabled = false;
-  std::string type;  // nf4 | fp4
+  std::string type;  // nf4 | fp4 | int8
   int64_t block_size = 64;
   bool double_quant = true;
   std::string compute_dtype;  // fp32 | bf16 | fp16
   std::vector<std::string> skip;
+  double threshold = 0.0;                // int8 layers: LLM.int8() outlier threshold (0: off)
+  std::vector<std::string> overrides;    // "PATTERN=FORMAT", see split_override
 };
+
+// A quant.overrides entry "PATTERN=FORMAT" split at its last '=' (formats
+// hold none), or nullopt when either side is empty.
+std::optional<std::pair<std::string, std::string>> split_override(const std::string& entry);
 
 struct LoraRecipe {
   bool enabled = false;

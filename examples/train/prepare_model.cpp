@@ -20,7 +20,7 @@ torch::ScalarType dtype_of(const std::string& name) {
 lora::Linear4bitOptions linear4bit_options(const config::QuantRecipe& quant,
                                            const std::shared_ptr<kernels::Backend>& backend) {
   return lora::Linear4bitOptions()
-      .format(quant::parse_format(quant.type))  // the schema allows nf4, fp4
+      .format(quant.type == "fp4" ? quant::Format::FP4 : quant::Format::NF4)  // or int8: unused
       .blocksize(quant.block_size)
       .double_quant(quant.double_quant)
       .compute_dtype(dtype_of(quant.compute_dtype))
@@ -39,10 +39,16 @@ PreparedModel prepare_model(torch::nn::Module& model, const config::QuantRecipe&
   } else if (quant.enabled) {
     lora::QuantizeConfig q;
     q.modules_to_not_convert = quant.skip;
-    q.format = lora::parse_linear_format(quant.type);  // the schema allows nf4, fp4
+    q.format = lora::parse_linear_format(quant.type);  // the schema allows nf4, fp4, int8
+    for (const std::string& entry : quant.overrides) {
+      const auto split = config::split_override(entry);  // checked with the recipe
+      q.overrides.push_back({split->first, lora::parse_linear_format(split->second)});
+    }
     q.four_bit = linear4bit_options(quant, backend);
+    q.int8 = lora::Linear8bitOptions().threshold(quant.threshold).backend(backend);
     const lora::QuantizeReport report = lora::quantize_model(model, q);
     d << "\n    quant: " << report.to_string();
+    prepared.quantization_table = report.to_table();
   }
   if (lora.enabled) {
     lora::LoraConfig c;

@@ -1,5 +1,6 @@
 // Applies a recipe's quant and lora sections to a model in place (QLoRA):
-// quant swaps the base linears for frozen NF4/FP4 Linear4bit layers, lora
+// quant converts the base linears into frozen NF4/FP4 Linear4bit or int8
+// Linear8bit layers (per-layer formats by pattern), lora
 // wraps the target linears in LoraLinear adapters and freezes everything else.
 // Returns what the optimizer trains. Works on the model where it is: a CUDA
 // model is quantized and adapted on its device (pass a null backend, so the
@@ -26,6 +27,7 @@ struct PreparedModel {
   std::vector<std::string> trainable_names;  // module paths, parallel to `trainable`
   std::string description;                   // parameter counts and what quant/lora changed
   std::optional<lora::LoraConfig> adapters;  // set when LoRA adapters were added
+  std::string quantization_table;            // quantize_model's report table, when it ran
 };
 
 // The 4-bit layer options a quant section asks for.

@@ -23,6 +23,7 @@
 #include "examples/train/schedule.h"
 #include "examples/train/svg_plot.h"
 #include "lora/peft_io.h"
+#include "quant/atomic_file.h"
 
 namespace lowbit::train {
 namespace {
@@ -144,6 +145,9 @@ class Run {
   void print_samples(const std::string& title);
   std::string model_path() const { return (fs::path(r_.checkpoint.dir) / "model.pt").string(); }
   std::string adapter_path() const { return (fs::path(r_.checkpoint.dir) / "adapter").string(); }
+  std::string quantization_path() const {
+    return (fs::path(r_.checkpoint.dir) / "quantization.txt").string();
+  }
 
   const config::Recipe& r_;
   const RunOptions& options_;
@@ -216,6 +220,8 @@ Run::Run(const config::Recipe& r, const RunOptions& options)
 bool Run::resume() {
   fs::create_directories(r_.checkpoint.dir);
   remove_stale_temp_files(r_.checkpoint.dir);
+  if (!prepared_.quantization_table.empty())
+    quant::write_file_atomically(quantization_path(), prepared_.quantization_table);
   std::optional<Checkpoint> checkpoint = find_resume(r_, out_);
   if (checkpoint) {
     check_same_recipe(*checkpoint, r_);
@@ -264,6 +270,8 @@ void Run::print_header(const std::optional<Checkpoint>& checkpoint) const {
        << r_.train.batch_size << " x " << r_.train.grad_accum << " per step), schedule "
        << r_.schedule.name << "\n  threads: " << torch::get_num_threads() << ", backend "
        << backend_name_ << "\n  run directory: " << r_.checkpoint.dir << "\n";
+  if (!prepared_.quantization_table.empty())
+    out_ << "  quantization (" << quantization_path() << "):\n" << prepared_.quantization_table;
   if (checkpoint) {
     out_ << "  resumed from " << checkpoint->path() << " at step " << state_.step << "\n";
   }

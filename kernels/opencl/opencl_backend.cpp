@@ -230,9 +230,29 @@ void OpenClBackend::do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const We
   launch_gemm(dy, m, w.in_features, w.out_features, false, w, nullptr, dx, dtype);
 }
 
-void OpenClBackend::do_gemm_int8(const Buffer&, size_t, const WeightInt8&, const Buffer*, Buffer&) {
-  LOWBIT_CHECK(false, "gemm_int8 is not implemented on OpenCL yet (", name(),
-               "); run int8 layers on the CPU backend");
+void OpenClBackend::do_gemm_int8(const Buffer& x, size_t m, const WeightInt8& w,
+                                 const Buffer* bias, Buffer& y) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const size_t k = w.in_features, n = w.out_features;
+  // The rows' codes and factors live only between the two kernels; OpenCL
+  // keeps a released buffer until the commands that use it have finished.
+  const std::unique_ptr<Buffer> codes = allocate(m * k);
+  const std::unique_ptr<Buffer> row_factor = allocate(m * sizeof(float));
+  cl_kernel q = kernel("gemm_int8", "quantize_rows_int8", gemm_options());
+  const size_t local = group_size(q, 256);
+  set_args(q, x, cl_ulong(k), *codes, *row_factor, LocalBytes{local * sizeof(float)},
+           LocalBytes{local * sizeof(cl_int)});
+  launch(q, m * local, local);
+  const size_t tile = gemm_tile();
+  cl_kernel g = kernel("gemm_int8", "gemm_int8", gemm_options());
+  LOWBIT_CHECK(group_size(g, tile * tile) == tile * tile, "gemm_int8: device ", ctx_.info().label,
+               " does not run ", tile, "x", tile, " work-groups for this kernel");
+  set_args(g, *codes, *row_factor, cl_ulong(m), *w.codes, *w.scale, cl_ulong(n), cl_ulong(k), bias,
+           cl_int(bias != nullptr), y);
+  const size_t global[2] = {(n + tile - 1) / tile * tile, (m + tile - 1) / tile * tile};
+  const size_t group[2] = {tile, tile};
+  LOWBIT_CL_CHECK(
+      clEnqueueNDRangeKernel(ctx_.queue(), g, 2, nullptr, global, group, 0, nullptr, nullptr));
 }
 
 Buffer& OpenClBackend::scratch(size_t bytes) {

@@ -60,7 +60,7 @@ class OpenClBackend final : public Backend {
                     DType dtype) override;
   void do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w, Buffer& dx,
                                DType dtype) override;
-  // Not implemented yet: throws saying so.
+  // int8 matmul: rows quantized by one kernel, multiplied by a tiled one.
   void do_gemm_int8(const Buffer& x, size_t m, const WeightInt8& w, const Buffer* bias,
                     Buffer& y) override;
 

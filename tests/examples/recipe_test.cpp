@@ -137,6 +137,22 @@ TEST(Recipe, CrossKeyRules) {
                 "fp32 with a torch optimizer"});
 }
 
+// quant.type int8, quant.threshold and quant.overrides ("PATTERN=FORMAT").
+TEST(Recipe, QuantInt8AndOverrides) {
+  const Recipe r = load(kBase, {"quant.type=int8", "quant.threshold=6.0",
+                                "quant.overrides=[\"attn\\\\..*=int8\", \"fc=2=nf4\"]"});
+  EXPECT_EQ(r.quant.type, "int8");
+  EXPECT_EQ(r.quant.threshold, 6.0);
+  EXPECT_EQ(r.quant.overrides, (std::vector<std::string>{"attn\\..*=int8", "fc=2=nf4"}));
+  EXPECT_EQ(split_override("fc=2=nf4"), std::make_pair(std::string("fc=2"), std::string("nf4")));
+  EXPECT_EQ(load(kBase).quant.threshold, 0.0);
+  expect_error(kBase, {"quant.overrides=[fc1]"},
+               {"quant.overrides", "entry 'fc1' is not PATTERN=FORMAT"});
+  expect_error(kBase, {"quant.overrides=[fc1=int4]"},
+               {"quant.overrides", "names format 'int4'", "nf4, fp4, int8 or none"});
+  expect_error(kBase, {"quant.threshold=-1"}, {"quant.threshold"});
+}
+
 bool cuda_here() { return kernels::cuda_built() && torch::cuda::is_available(); }
 
 TEST(Recipe, DeviceAutoTakesTheGpuOnlyWhereThereIsOne) {

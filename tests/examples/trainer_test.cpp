@@ -112,6 +112,20 @@ TEST(Trainer, TwentyStepsOfEveryRecipe) {
     EXPECT_EQ(list_checkpoints(recipe.checkpoint.dir), (std::vector<int64_t>{10, 20}));
     EXPECT_TRUE(fs::exists(fs::path(recipe.checkpoint.dir) / "model.pt"));
     EXPECT_GT(fs::file_size(recipe.log.plot), 1000u);
+    // quantize_model's report, in the run folder (a Hugging Face checkpoint
+    // is quantized while it is read, with no report).
+    if (recipe.quant.enabled && recipe.model.name != "hf_causal_lm") {
+      std::ifstream in(fs::path(recipe.checkpoint.dir) / "quantization.txt");
+      std::stringstream table;
+      table << in.rdbuf();
+      EXPECT_NE(table.str().find("memory saved"), std::string::npos);
+      if (name == "fortunes_int8_lora") {  // int8 base, mlp.fc2 in NF4 by override
+        EXPECT_TRUE(std::regex_search(table.str(), std::regex(R"(blocks\.0\.attn\.qkv +int8 )")))
+            << table.str();
+        EXPECT_TRUE(std::regex_search(table.str(), std::regex(R"(blocks\.1\.mlp\.fc2 +nf4 )")))
+            << table.str();
+      }
+    }
   }
 }
 

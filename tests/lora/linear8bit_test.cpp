@@ -287,13 +287,21 @@ TEST(Linear8bit, RefusesBadInputs) {
         q->set_quantized_weight(torch::zeros({8, 8}, torch::kInt8), torch::ones({8}));
       },
       "the new weight has shape [8, 8]; this layer is [8, 16]");
-  if (auto cl = testing::opencl_or_null()) {
-    Linear8bit on_cl(make_linear(16, 8, false, 9), Linear8bitOptions().backend(cl));
-    expect_error(
-        [&] {
-          on_cl->forward(torch::randn({1, 16}));
-        },
-        "gemm_int8 is not implemented on OpenCL yet");
+}
+
+// The OpenCL gemm_int8 follows the same contract as the CPU's: the layer's
+// outputs agree bit for bit, outlier columns (threshold) included.
+TEST(Linear8bit, OpenClMatchesTheCpuBitForBit) {
+  auto cl = testing::opencl_or_null();
+  if (!cl) GTEST_SKIP() << "no OpenCL device";
+  for (double threshold : {0.0, 6.0}) {
+    const torch::nn::Linear linear = make_linear(100, 37, true, 9);
+    Linear8bit on_cpu(linear, Linear8bitOptions().threshold(threshold));
+    Linear8bit on_cl(linear, Linear8bitOptions().threshold(threshold).backend(cl));
+    torch::manual_seed(12);
+    torch::Tensor x = torch::randn({5, 100});
+    x.index_put_({torch::indexing::Slice(), 3}, 9.0);  // an outlier column
+    EXPECT_TRUE(torch::equal(on_cl->forward(x), on_cpu->forward(x))) << "threshold " << threshold;
   }
 }
 

@@ -125,6 +125,54 @@ TEST_F(PeftIo, RoundTripIsBitExact) {
       }
 }
 
+// save_adapter without a config: the one the adapters carry, with
+// target_modules that select exactly the adapted layers.
+TEST_F(PeftIo, RecoversTheConfigFromTheAdapters) {
+  testing::TinyNet net = adapted(config(), 7);
+  const lora::LoraConfig c = lora::adapter_config(*net);
+  EXPECT_EQ(c.r, 4);
+  EXPECT_EQ(c.lora_alpha, 16.0);
+  EXPECT_EQ(c.lora_dropout, 0.05);
+  EXPECT_FALSE(c.use_rslora);
+  EXPECT_EQ(c.dtype, torch::kFloat16);
+  EXPECT_EQ(c.target_modules, (std::vector<std::string>{"fc1", "fc2", "lm_head"}));
+  lora::save_adapter(*net, dir());
+  std::ifstream in(dir_ / "adapter_config.json");
+  const json j = json::parse(in);
+  EXPECT_EQ(j.at("r"), 4);
+  EXPECT_EQ(j.at("lora_alpha"), 16);
+  EXPECT_DOUBLE_EQ(j.at("lora_dropout").get<double>(), 0.05);
+  EXPECT_EQ(j.at("target_modules"), json({"fc1", "fc2", "lm_head"}));
+  net->eval();
+  const torch::Tensor x = torch::randn({2, 32});
+  torch::manual_seed(7);
+  testing::TinyNet fresh(32, 48, 10);
+  lora::QuantizeConfig q;
+  q.modules_to_not_convert = {"lm_head"};
+  lora::quantize_model(*fresh, q);
+  lora::load_adapter(*fresh, dir());
+  fresh->eval();
+  EXPECT_TRUE(torch::equal(fresh->forward(x), net->forward(x)));
+
+  // Adapting one of two layers that share a name records its full path.
+  struct TwinsImpl : torch::nn::Module {
+    TwinsImpl() {
+      register_module("a", testing::Mlp(8, 8));
+      register_module("b", testing::Mlp(8, 8));
+    }
+  };
+  auto twins = std::make_shared<TwinsImpl>();
+  lora::LoraConfig one = config();
+  one.target_modules = {R"(a\.fc1)"};
+  lora::apply_lora(*twins, one);
+  EXPECT_EQ(lora::adapter_config(*twins).target_modules, (std::vector<std::string>{R"(a\.fc1)"}));
+  lora::save_adapter(*twins, dir());
+  auto reloaded = std::make_shared<TwinsImpl>();
+  lora::load_adapter(*reloaded, dir());
+  ASSERT_EQ(lora::lora_layers(*reloaded).size(), 1u);
+  EXPECT_EQ(lora::lora_layers(*reloaded)[0].first, "a.fc1");
+}
+
 TEST_F(PeftIo, LoadsAFileWrittenTheWayPeftWritesIt) {
   // Float32 tensors, a float alpha, extra fields of newer PEFT versions.
   std::filesystem::create_directories(dir_);
