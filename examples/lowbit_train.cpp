@@ -11,6 +11,7 @@
 
 #include "examples/config/recipe.h"
 #include "examples/config/schema.h"
+#include "examples/train/finished_run.h"
 #include "examples/train/svg_plot.h"
 #include "examples/train/trainer.h"
 
@@ -29,6 +30,8 @@ void on_interrupt(int) {
 
 const char* kUsage = R"(usage:
   lowbit-train [RECIPE.yaml] [--set KEY=VALUE]... [--print-recipe]
+  lowbit-train RECIPE.yaml [--set KEY=VALUE]... --generate [--prompt TEXT]...
+  lowbit-train RECIPE.yaml [--set KEY=VALUE]... --merge [OUT_DIR]
   lowbit-train --plot METRICS.jsonl [OUT.svg]
   lowbit-train --list-keys
 
@@ -37,6 +40,14 @@ configs/fashion_mnist_adamw8bit.yaml). --set overrides any key, e.g.
 --set optimizer.lr=3e-4 --set train.steps=200; --print-recipe prints the
 validated recipe with every default and exits. Runs resume from the newest
 checkpoint in checkpoint.dir; Ctrl-C saves a checkpoint and stops.
+--generate and --merge train nothing: they load the run's newest weights
+(checkpoint.dir/model.pt, else its newest checkpoint, else the recipe's
+starting model, e.g. model.path with model.adapter) into the recipe's
+language model. --generate prints continuations of the --prompt texts
+(default: generate.prompts, with the generate.* settings); --merge writes
+the model in Hugging Face layout to OUT_DIR (default checkpoint.dir/merged;
+also --merge=OUT_DIR): config.json, model.safetensors with LoRA adapters
+folded into the dequantized base, and the tokenizer files.
 --plot renders a metrics file as SVG (default: next to it, .svg).
 --list-keys prints every recipe key with its type, default and meaning.
 )";
@@ -46,7 +57,16 @@ struct Arguments {
   std::vector<std::string> overrides;
   bool print_recipe = false;
   std::vector<std::string> plot;
+  bool generate = false;
+  std::vector<std::string> prompts;
+  bool merge = false;
+  std::string merge_dir;  // empty: the run's merged/
 };
+
+bool is_recipe_file(const std::string& arg) {
+  const std::string ext = std::filesystem::path(arg).extension().string();
+  return ext == ".yaml" || ext == ".yml";
+}
 
 Arguments parse(int argc, char** argv) {
   Arguments a;
@@ -57,6 +77,21 @@ Arguments parse(int argc, char** argv) {
       a.overrides.push_back(argv[++i]);
     } else if (arg.rfind("--set=", 0) == 0) {
       a.overrides.push_back(arg.substr(6));
+    } else if (arg == "--generate") {
+      a.generate = true;
+    } else if (arg == "--prompt") {
+      if (i + 1 >= argc) throw lowbit::config::RecipeError("--prompt needs TEXT");
+      a.prompts.push_back(argv[++i]);
+    } else if (arg.rfind("--prompt=", 0) == 0) {
+      a.prompts.push_back(arg.substr(9));
+    } else if (arg == "--merge") {
+      a.merge = true;
+      // An optional OUT_DIR: the next argument unless it is an option or the recipe.
+      if (i + 1 < argc && argv[i + 1][0] != '-' && !is_recipe_file(argv[i + 1]))
+        a.merge_dir = argv[++i];
+    } else if (arg.rfind("--merge=", 0) == 0) {
+      a.merge = true;
+      a.merge_dir = arg.substr(8);
     } else if (arg == "--print-recipe") {
       a.print_recipe = true;
     } else if (arg == "--plot") {
@@ -73,6 +108,13 @@ Arguments parse(int argc, char** argv) {
                                         arg + "'");
     }
   }
+  if (!a.prompts.empty() && !a.generate)
+    throw lowbit::config::RecipeError("--prompt goes with --generate");
+  if ((a.generate || a.merge) && a.recipe.empty())
+    throw lowbit::config::RecipeError(std::string(a.generate ? "--generate" : "--merge") +
+                                      " needs the RECIPE.yaml of the run");
+  if (a.generate && a.merge)
+    throw lowbit::config::RecipeError("--generate and --merge are separate commands; give one");
   return a;
 }
 
@@ -110,6 +152,14 @@ int main(int argc, char** argv) {
             : config::load_recipe_file(args.recipe, args.overrides);
     if (args.print_recipe) {
       std::cout << config::to_yaml(recipe);
+      return 0;
+    }
+    if (args.generate) {
+      train::generate_from_run(recipe, args.prompts, std::cout);
+      return 0;
+    }
+    if (args.merge) {
+      train::merge_run(recipe, args.merge_dir, std::cout);
       return 0;
     }
     std::signal(SIGINT, on_interrupt);
