@@ -6,6 +6,7 @@
 #include <csignal>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -68,22 +69,27 @@ bool is_recipe_file(const std::string& arg) {
   return ext == ".yaml" || ext == ".yml";
 }
 
+// The value of `name` given as "NAME VALUE" (advancing i past it) or
+// "NAME=VALUE" at argv[i]; nullopt when argv[i] is another argument.
+std::optional<std::string> option_value(const std::string& name, const char* what, int& i,
+                                        int argc, char** argv) {
+  const std::string arg = argv[i];
+  if (arg.rfind(name + "=", 0) == 0) return arg.substr(name.size() + 1);
+  if (arg != name) return std::nullopt;
+  if (i + 1 >= argc) throw lowbit::config::RecipeError(name + " needs " + what);
+  return std::string(argv[++i]);
+}
+
 Arguments parse(int argc, char** argv) {
   Arguments a;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--set") {
-      if (i + 1 >= argc) throw lowbit::config::RecipeError("--set needs KEY=VALUE");
-      a.overrides.push_back(argv[++i]);
-    } else if (arg.rfind("--set=", 0) == 0) {
-      a.overrides.push_back(arg.substr(6));
+    if (const auto value = option_value("--set", "KEY=VALUE", i, argc, argv)) {
+      a.overrides.push_back(*value);
+    } else if (const auto prompt = option_value("--prompt", "TEXT", i, argc, argv)) {
+      a.prompts.push_back(*prompt);
     } else if (arg == "--generate") {
       a.generate = true;
-    } else if (arg == "--prompt") {
-      if (i + 1 >= argc) throw lowbit::config::RecipeError("--prompt needs TEXT");
-      a.prompts.push_back(argv[++i]);
-    } else if (arg.rfind("--prompt=", 0) == 0) {
-      a.prompts.push_back(arg.substr(9));
     } else if (arg == "--merge") {
       a.merge = true;
       // An optional OUT_DIR: the next argument unless it is an option or the recipe.
