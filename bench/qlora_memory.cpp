@@ -13,16 +13,14 @@
 // which clear_refs resets too) is printed alongside.
 #include <malloc.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <string>
 
 #include <torch/torch.h>
 
+#include "bench/child_process.h"
 #include "examples/models/char_gpt.h"
 #include "lora/apply_lora.h"
 #include "lora/quantize_model.h"
@@ -30,24 +28,10 @@
 namespace {
 
 using namespace lowbit;
+using bench::reset_peak;
+using bench::status_kib;
 
 constexpr int64_t kTokens = 32;  // one sequence per step: activations stay small
-
-int64_t status_kib(const char* field) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(field, 0) == 0) return std::stoll(line.substr(std::strlen(field)));
-  return -1;
-}
-
-// Resets VmHWM to the current resident size (Linux, proc(5) clear_refs "5").
-bool reset_peak() {
-  std::ofstream out("/proc/self/clear_refs");
-  out << "5";
-  out.flush();
-  return bool(out);
-}
 
 int run_mode(const std::string& mode) {
   torch::manual_seed(0);
@@ -100,24 +84,7 @@ int run_mode(const std::string& mode) {
 
 // Runs this program with --mode=<mode> and returns its report line.
 std::string run_child(const std::string& mode) {
-  int fds[2];
-  if (pipe(fds) != 0) return "";
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(fds[1], STDOUT_FILENO);
-    close(fds[0]);
-    const std::string arg = "--mode=" + mode;
-    execl("/proc/self/exe", "qlora_memory", arg.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(fds[1]);
-  std::string out;
-  char buf[512];
-  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
-  close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? out : "";
+  return lowbit::bench::run_self("qlora_memory", {"--mode=" + mode});
 }
 
 long long field(const std::string& line, const std::string& key) {

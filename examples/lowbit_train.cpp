@@ -6,11 +6,13 @@
 #include <csignal>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "examples/config/recipe.h"
 #include "examples/config/schema.h"
+#include "examples/train/finished_run.h"
 #include "examples/train/svg_plot.h"
 #include "examples/train/trainer.h"
 
@@ -29,6 +31,8 @@ void on_interrupt(int) {
 
 const char* kUsage = R"(usage:
   lowbit-train [RECIPE.yaml] [--set KEY=VALUE]... [--print-recipe]
+  lowbit-train RECIPE.yaml [--set KEY=VALUE]... --generate [--prompt TEXT]...
+  lowbit-train RECIPE.yaml [--set KEY=VALUE]... --merge [OUT_DIR]
   lowbit-train --plot METRICS.jsonl [OUT.svg]
   lowbit-train --list-keys
 
@@ -37,6 +41,14 @@ configs/fashion_mnist_adamw8bit.yaml). --set overrides any key, e.g.
 --set optimizer.lr=3e-4 --set train.steps=200; --print-recipe prints the
 validated recipe with every default and exits. Runs resume from the newest
 checkpoint in checkpoint.dir; Ctrl-C saves a checkpoint and stops.
+--generate and --merge train nothing: they load the run's newest weights
+(checkpoint.dir/model.pt, else its newest checkpoint, else the recipe's
+starting model, e.g. model.path with model.adapter) into the recipe's
+language model. --generate prints continuations of the --prompt texts
+(default: generate.prompts, with the generate.* settings); --merge writes
+the model in Hugging Face layout to OUT_DIR (default checkpoint.dir/merged;
+also --merge=OUT_DIR): config.json, model.safetensors with LoRA adapters
+folded into the dequantized base, and the tokenizer files.
 --plot renders a metrics file as SVG (default: next to it, .svg).
 --list-keys prints every recipe key with its type, default and meaning.
 )";
@@ -46,17 +58,46 @@ struct Arguments {
   std::vector<std::string> overrides;
   bool print_recipe = false;
   std::vector<std::string> plot;
+  bool generate = false;
+  std::vector<std::string> prompts;
+  bool merge = false;
+  std::string merge_dir;  // empty: the run's merged/
 };
+
+bool is_recipe_file(const std::string& arg) {
+  const std::string ext = std::filesystem::path(arg).extension().string();
+  return ext == ".yaml" || ext == ".yml";
+}
+
+// The value of `name` given as "NAME VALUE" (advancing i past it) or
+// "NAME=VALUE" at argv[i]; nullopt when argv[i] is another argument.
+std::optional<std::string> option_value(const std::string& name, const char* what, int& i,
+                                        int argc, char** argv) {
+  const std::string arg = argv[i];
+  if (arg.rfind(name + "=", 0) == 0) return arg.substr(name.size() + 1);
+  if (arg != name) return std::nullopt;
+  if (i + 1 >= argc) throw lowbit::config::RecipeError(name + " needs " + what);
+  return std::string(argv[++i]);
+}
 
 Arguments parse(int argc, char** argv) {
   Arguments a;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--set") {
-      if (i + 1 >= argc) throw lowbit::config::RecipeError("--set needs KEY=VALUE");
-      a.overrides.push_back(argv[++i]);
-    } else if (arg.rfind("--set=", 0) == 0) {
-      a.overrides.push_back(arg.substr(6));
+    if (const auto value = option_value("--set", "KEY=VALUE", i, argc, argv)) {
+      a.overrides.push_back(*value);
+    } else if (const auto prompt = option_value("--prompt", "TEXT", i, argc, argv)) {
+      a.prompts.push_back(*prompt);
+    } else if (arg == "--generate") {
+      a.generate = true;
+    } else if (arg == "--merge") {
+      a.merge = true;
+      // An optional OUT_DIR: the next argument unless it is an option or the recipe.
+      if (i + 1 < argc && argv[i + 1][0] != '-' && !is_recipe_file(argv[i + 1]))
+        a.merge_dir = argv[++i];
+    } else if (arg.rfind("--merge=", 0) == 0) {
+      a.merge = true;
+      a.merge_dir = arg.substr(8);
     } else if (arg == "--print-recipe") {
       a.print_recipe = true;
     } else if (arg == "--plot") {
@@ -73,6 +114,13 @@ Arguments parse(int argc, char** argv) {
                                         arg + "'");
     }
   }
+  if (!a.prompts.empty() && !a.generate)
+    throw lowbit::config::RecipeError("--prompt goes with --generate");
+  if ((a.generate || a.merge) && a.recipe.empty())
+    throw lowbit::config::RecipeError(std::string(a.generate ? "--generate" : "--merge") +
+                                      " needs the RECIPE.yaml of the run");
+  if (a.generate && a.merge)
+    throw lowbit::config::RecipeError("--generate and --merge are separate commands; give one");
   return a;
 }
 
@@ -110,6 +158,14 @@ int main(int argc, char** argv) {
             : config::load_recipe_file(args.recipe, args.overrides);
     if (args.print_recipe) {
       std::cout << config::to_yaml(recipe);
+      return 0;
+    }
+    if (args.generate) {
+      train::generate_from_run(recipe, args.prompts, std::cout);
+      return 0;
+    }
+    if (args.merge) {
+      train::merge_run(recipe, args.merge_dir, std::cout);
       return 0;
     }
     std::signal(SIGINT, on_interrupt);

@@ -2,14 +2,13 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <regex>
 #include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "quant/atomic_file.h"
+#include "quant/json_file.h"
 
 namespace lowbit::io {
 namespace {
@@ -21,20 +20,9 @@ std::string in_dir(const std::string& dir, const std::string& file) {
   return (fs::path(dir) / file).string();
 }
 
-json read_json(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in, path, ": cannot open");
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    TORCH_CHECK(false, path, ": not valid JSON: ", e.what());
-  }
-}
-
 // The index's tensors grouped by shard file name.
 std::map<std::string, std::vector<std::string>> read_weight_map(const std::string& path) {
-  const json index = read_json(path);
+  const json index = quant::read_json_file(path);
   const auto map = index.is_object() ? index.find("weight_map") : index.end();
   TORCH_CHECK(map != index.end() && map->is_object(), path,
               ": expected an object with a \"weight_map\" object (tensor name -> shard file)");
@@ -175,12 +163,7 @@ void save_hf_checkpoint(const std::string& dir, const std::string& config_json,
                         const std::vector<HfTensorSpec>& specs,
                         const std::function<torch::Tensor(const HfTensorSpec&)>& produce,
                         uint64_t max_shard_bytes) {
-  json config;
-  try {
-    config = json::parse(config_json);
-  } catch (const json::exception& e) {
-    TORCH_CHECK(false, "save_hf_checkpoint: config_json is not valid JSON: ", e.what());
-  }
+  const json config = quant::parse_json(config_json, "save_hf_checkpoint: config_json");
   TORCH_CHECK(config.is_object(), "save_hf_checkpoint: config_json must be a JSON object");
   std::set<std::string> seen;
   for (const HfTensorSpec& spec : specs)

@@ -1,9 +1,8 @@
 #include "io/hf_config.h"
 
-#include <fstream>
-#include <iterator>
-
 #include <nlohmann/json.hpp>
+
+#include "quant/json_file.h"
 
 namespace lowbit::io {
 namespace {
@@ -236,13 +235,9 @@ void LlamaConfig::validate(const std::string& what) const {
               " (Llama: q/k/v/o together; Qwen2: q/k/v only; Mistral: none)");
 }
 
-LlamaConfig parse_llama_config(const std::string& json_text, const std::string& what) {
-  json root;
-  try {
-    root = json::parse(json_text);
-  } catch (const json::exception& e) {
-    TORCH_CHECK(false, what, ": not valid JSON: ", e.what());
-  }
+namespace {
+
+LlamaConfig llama_config_from_json(const json& root, const std::string& what) {
   TORCH_CHECK(root.is_object(), what, ": expected a JSON object, got ", root.type_name());
   const Keys keys(root, what);
   LlamaConfig c;
@@ -297,12 +292,14 @@ LlamaConfig parse_llama_config(const std::string& json_text, const std::string& 
   return c;
 }
 
+}  // namespace
+
+LlamaConfig parse_llama_config(const std::string& json_text, const std::string& what) {
+  return llama_config_from_json(quant::parse_json(json_text, what), what);
+}
+
 LlamaConfig load_llama_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in, path, ": cannot open config.json");
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  TORCH_CHECK(!in.bad(), path, ": read failed");
-  return parse_llama_config(text, path);
+  return llama_config_from_json(quant::read_json_file(path), path);
 }
 
 std::string to_config_json(const LlamaConfig& c) {

@@ -6,12 +6,10 @@
 #include <cctype>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <regex>
 #include <set>
-#include <sstream>
 
 #include <torch/nn/modules/linear.h>
 
@@ -20,6 +18,7 @@
 #include "lora/linear8bit.h"
 #include "lora/module_paths.h"
 #include "quant/atomic_file.h"
+#include "quant/json_file.h"
 #include "quant/safetensors.h"
 
 namespace lowbit::lora {
@@ -270,16 +269,7 @@ void save_adapter(torch::nn::Module& model, const std::string& dir, const LoraCo
 
 LoraConfig load_adapter_config(const std::string& dir) {
   const std::string path = in_dir(dir, kConfigFile);
-  std::ifstream in(path);
-  TORCH_CHECK(in.good(), path, ": cannot open the adapter config");
-  std::stringstream text;
-  text << in.rdbuf();
-  json j;
-  try {
-    j = json::parse(text.str());
-  } catch (const json::exception& e) {
-    TORCH_CHECK(false, path, ": not valid JSON: ", e.what());
-  }
+  const json j = quant::read_json_file(path);
   TORCH_CHECK(j.is_object(), path, ": expected a JSON object");
   LoraConfig c;
   try {

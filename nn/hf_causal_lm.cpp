@@ -109,6 +109,8 @@ LlamaForCausalLM load_hf_causal_lm(const std::string& dir, const HfLoadOptions& 
   const lora::PathPatterns quantized(options.quantize ? options.quantize_modules
                                                       : std::vector<std::string>{},
                                      "HfLoadOptions::quantize_modules");
+  const lora::PathPatterns kept(options.modules_to_not_convert,
+                                "HfLoadOptions::modules_to_not_convert");
   CheckedReader reader(checkpoint, r.config, config_path, options.check_dtype, r);
 
   LlamaWeights weights;
@@ -116,7 +118,7 @@ LlamaForCausalLM load_hf_causal_lm(const std::string& dir, const HfLoadOptions& 
                        LlamaWeights::Init) { return reader.read(name, shape, options.dtype); };
   weights.linear = [&](const std::string& path, int64_t in, int64_t out,
                        bool bias) -> std::shared_ptr<torch::nn::Module> {
-    if (quantized.matches(path)) {
+    if (quantized.matches(path) && !kept.matches(path)) {
       // Quantized from the stored values: no full-precision layer exists.
       const torch::Tensor weight = reader.read(path + ".weight", {out, in}, std::nullopt);
       const torch::Tensor b = bias ? reader.read(path + ".bias", {out}, options.dtype) : torch::Tensor();

@@ -32,6 +32,10 @@ struct HfLoadOptions {
   bool quantize = false;
   std::vector<std::string> quantize_modules = {"q_proj", "k_proj",    "v_proj", "o_proj",
                                                "gate_proj", "up_proj", "down_proj"};
+  // Paths kept in full precision although quantize_modules selects them
+  // (lora::PathPatterns, as transformers' modules_to_not_convert /
+  // llm_int8_skip_modules): e.g. {"down_proj"} or {"layers.0.self_attn.q_proj"}.
+  std::vector<std::string> modules_to_not_convert;
   lora::Linear4bitOptions linear4bit;
   // Refuse a weight stored in a dtype other than config.json's torch_dtype.
   bool check_dtype = true;

@@ -44,6 +44,7 @@ void fill_sections(Recipe& r) {
   r.model.n_embd = maybe<int64_t>(v, "model.n_embd").value_or(0);
   r.model.init = get<std::string>(v, "model.init");
   r.model.path = maybe<std::string>(v, "model.path").value_or("");
+  r.model.adapter = maybe<std::string>(v, "model.adapter").value_or("");
   r.model.dtype = maybe<std::string>(v, "model.dtype").value_or("fp32");
   r.model.n_kv_head = maybe<int64_t>(v, "model.n_kv_head").value_or(0);
   r.model.intermediate_size = maybe<int64_t>(v, "model.intermediate_size").value_or(0);
@@ -217,11 +218,12 @@ void check_recipe(const Recipe& r, const Validator& v,
            "a Hugging Face checkpoint is quantized to 4 bits while it is read",
            "quant.type nf4 or fp4 and no quant.overrides with model.name hf_causal_lm");
   }
-  if (r.model.name == "hf_causal_lm" && r.quant.enabled && r.quant.skip != std::vector<std::string>{"lm_head"}) {
-    v.fail("quant.skip", node("quant.skip"),
-           "a Hugging Face checkpoint is quantized while it is read: its seven projections "
-           "(q/k/v/o_proj, gate/up/down_proj) become 4-bit, embeddings and lm_head stay",
-           "the default [lm_head]");
+  for (const char* file : {"adapter_config.json", "adapter_model.safetensors"}) {
+    if (!r.model.adapter.empty() && !fs::is_regular_file(fs::path(r.model.adapter) / file)) {
+      v.fail("model.adapter", node("model.adapter"),
+             "'" + r.model.adapter + "' has no " + file,
+             "a PEFT LoRA adapter folder (adapter_config.json and adapter_model.safetensors)");
+    }
   }
   if ((r.model.name == "char_gpt" || r.model.name == "llama") && r.model.n_embd % r.model.n_head != 0) {
     v.fail("model.n_embd", node("model.n_embd"),

@@ -30,6 +30,7 @@ struct ModelRecipe {
   // Language models (hf_causal_lm: a checkpoint at `path`; llama: a fresh
   // model of these sizes with a tokenizer trained on the data).
   std::string path;
+  std::string adapter;  // hf_causal_lm: a PEFT adapter folder to start from (empty: none)
   std::string dtype;  // fp32 | bf16
   int64_t n_kv_head = 0, intermediate_size = 0, vocab_size = 0;
   double rope_theta = 10000.0;

@@ -67,6 +67,11 @@ std::vector<KeySpec> build() {
                "Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json "
                "or tokenizer.model)"),
            "model.name", {"hf_causal_lm"}),
+      only(key("model.adapter", Kind::String, "\"\"",
+               "PEFT adapter folder (adapter_config.json, adapter_model.safetensors) loaded onto "
+               "the model: trained on, or used by --generate/--merge; without a lora section its "
+               "config sets r, alpha, target; with one they must match"),
+           "model.name", {"hf_causal_lm"}),
       only(choices(key("model.dtype", Kind::Choice, "fp32",
                        "dtype of the weights kept in full precision, and of activations"),
                    {"fp32", "bf16"}),
@@ -222,7 +227,8 @@ std::vector<KeySpec> build() {
           key("quant.compute_dtype", Kind::Choice, "fp32", "matmul dtype (fp16: device cuda only)"),
           {"fp32", "bf16", "fp16"}),
       key("quant.skip", Kind::StringList, "[\"lm_head\"]",
-          "regexes of linear layers kept in full precision"),
+          "regexes of linear layers kept in full precision (hf_causal_lm: of the seven "
+          "projections the loader quantizes; embeddings and lm_head always stay)"),
       // lora
       key("lora.enabled", Kind::Bool, "",
           "add LoRA adapters (default: on when the lora section is present)"),

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -182,25 +183,31 @@ PackedBatch packed_range(const TokenStream& stream, int64_t block, int64_t first
   return gather_packed(stream, block, which);
 }
 
-PackedBatch packed_batch(const TokenStream& stream, int64_t block, int64_t batch, uint64_t seed,
-                         int64_t index) {
-  const int64_t windows = packed_windows(stream, block);
-  TORCH_CHECK(windows >= 1, "packed sequences: ", stream.ids.numel(),
+PackedBatches::PackedBatches(TokenStream stream, int64_t block, int64_t batch, uint64_t seed)
+    : stream_(std::move(stream)),
+      block_(block),
+      batch_(batch),
+      windows_(packed_windows(stream_, block)),
+      seed_(seed) {
+  TORCH_CHECK(windows_ >= 1, "packed sequences: ", stream_.ids.numel(),
               " tokens are too few for one window of ", block, " + 1");
-  TORCH_CHECK(batch >= 1 && index >= 0, "packed_batch: needs batch >= 1 and index >= 0, got ",
-              batch, " and ", index);
-  std::vector<int64_t> which;
-  torch::Tensor order;
-  int64_t order_epoch = -1;
-  for (int64_t position = index * batch; position < (index + 1) * batch; ++position) {
-    const int64_t epoch = position / windows;
-    if (epoch != order_epoch) {
-      order = epoch_permutation(windows, seed, epoch);
-      order_epoch = epoch;
-    }
-    which.push_back(order.data_ptr<int64_t>()[position % windows]);
+  TORCH_CHECK(batch_ >= 1, "PackedBatches: batch size must be positive, got ", batch_);
+}
+
+const torch::Tensor& PackedBatches::order(int64_t epoch) {
+  if (epoch != epoch_) {
+    order_ = epoch_permutation(windows_, seed_, epoch);
+    epoch_ = epoch;
   }
-  return gather_packed(stream, block, which);
+  return order_;
+}
+
+PackedBatch PackedBatches::batch(int64_t index) {
+  TORCH_CHECK(index >= 0, "PackedBatches: batch index must be non-negative, got ", index);
+  std::vector<int64_t> which;
+  for (int64_t position = index * batch_; position < (index + 1) * batch_; ++position)
+    which.push_back(order(position / windows_).data_ptr<int64_t>()[position % windows_]);
+  return gather_packed(stream_, block_, which);
 }
 
 }  // namespace lowbit::data

@@ -72,10 +72,27 @@ struct PackedBatch {
   torch::Tensor labels;  // int64 [batch, block]
 };
 int64_t packed_windows(const TokenStream& stream, int64_t block);
-// Training micro-batch `index`: windows in a fresh shuffled order per epoch
-// (a pure function of seed and index).
-PackedBatch packed_batch(const TokenStream& stream, int64_t block, int64_t batch, uint64_t seed,
-                         int64_t index);
+// Training micro-batches: windows in a fresh shuffled order per epoch
+// (epoch_permutation of (seed, epoch)), so batch `index` is a pure function
+// of seed and index. The epoch's order is kept between calls, as
+// ImageBatches keeps it: consecutive batches do not reshuffle.
+class PackedBatches {
+ public:
+  PackedBatches(TokenStream stream, int64_t block, int64_t batch, uint64_t seed);
+  int64_t windows() const { return windows_; }
+  // Window positions index * batch ... (index + 1) * batch - 1 of the
+  // concatenated epochs (a batch may straddle two epochs).
+  PackedBatch batch(int64_t index);
+
+ private:
+  const torch::Tensor& order(int64_t epoch);
+
+  TokenStream stream_;
+  int64_t block_, batch_, windows_;
+  uint64_t seed_;
+  int64_t epoch_ = -1;  // the epoch whose permutation is cached
+  torch::Tensor order_;
+};
 // Windows [first, first + count) in order (evaluation).
 PackedBatch packed_range(const TokenStream& stream, int64_t block, int64_t first, int64_t count);
 

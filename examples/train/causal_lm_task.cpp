@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include <torch/nn/functional/loss.h>
@@ -21,6 +22,12 @@
 namespace lowbit::train {
 namespace {
 namespace fs = std::filesystem;
+
+// Files of a checkpoint folder besides config.json and the weights that
+// transformers reads: the tokenizer's (AutoTokenizer) and generation_config.json.
+constexpr const char* kTokenizerFiles[] = {
+    "tokenizer.json",    "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+    "added_tokens.json", "vocab.json",      "merges.txt",            "generation_config.json"};
 
 torch::ScalarType model_dtype(const config::ModelRecipe& m) {
   return m.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
@@ -102,6 +109,7 @@ class CausalLmTask : public Task {
       nn::HfLoadOptions options;
       options.dtype = model_dtype(r.model);
       options.quantize = r.quant.enabled;
+      options.modules_to_not_convert = r.quant.skip;
       options.linear4bit = linear4bit_options(r.quant, nullptr);
       nn::HfLoadReport report;
       model_ = nn::load_hf_causal_lm(r.model.path, options, &report);
@@ -129,6 +137,7 @@ class CausalLmTask : public Task {
     TORCH_CHECK(data::packed_windows(train_, block_) >= 1, "data: the training text holds ",
                 train_.ids.numel(), " tokens, too few for one window of model.block_size ",
                 block_, " + 1");
+    train_batches_.emplace(train_, block_, r.train.batch_size, uint64_t(r.train.seed));
     eval_windows_ = r.data.eval_limit > 0 ? std::min(r.data.eval_limit, valid_windows) : valid_windows;
     per_epoch_ = std::max<int64_t>(1, data::packed_windows(train_, block_) / r.train.batch_size);
   }
@@ -137,9 +146,7 @@ class CausalLmTask : public Task {
   int64_t batches_per_epoch() const override { return per_epoch_; }
 
   torch::Tensor loss(int64_t index) override {
-    const data::PackedBatch b =
-        data::packed_batch(train_, block_, r_.train.batch_size, uint64_t(r_.train.seed), index);
-    return token_loss(b, at::Reduction::Mean);
+    return token_loss(train_batches_->batch(index), at::Reduction::Mean);
   }
 
   Evaluation evaluate() override {
@@ -170,7 +177,7 @@ class CausalLmTask : public Task {
     return os.str();
   }
 
-  std::vector<std::string> continue_prompts() override {
+  std::vector<std::string> continue_prompts(const std::vector<std::string>& prompts) override {
     const config::GenerateRecipe& g = r_.generate;
     nn::GenerationOptions options;
     options.max_new_tokens = g.max_new_tokens;
@@ -182,7 +189,7 @@ class CausalLmTask : public Task {
     if (tokenizer_->eos_id()) options.eos_token_ids = std::vector<int64_t>{*tokenizer_->eos_id()};
     EvalScope scope(*model_);
     std::vector<std::string> out;
-    for (const std::string& prompt : g.prompts) {
+    for (const std::string& prompt : prompts) {
       const std::vector<int32_t> ids = tokenizer_->encode(prompt, true);
       const std::vector<int64_t> next =
           nn::generate(*model_, std::vector<int64_t>(ids.begin(), ids.end()), options);
@@ -193,10 +200,24 @@ class CausalLmTask : public Task {
 
   std::vector<std::string> export_model() override {
     if (r_.model.name != "llama") return {};  // a fine-tune's product is its adapter
-    const fs::path dir = fs::path(r_.checkpoint.dir) / "hf";
-    nn::save_hf_causal_lm(*model_, dir.string());
-    fs::copy_file(tokenizer_file_, dir / "tokenizer.model", fs::copy_options::overwrite_existing);
-    return {dir.string()};
+    const std::string dir = (fs::path(r_.checkpoint.dir) / "hf").string();
+    save_hf(dir);
+    return {dir};
+  }
+
+  void save_hf(const std::string& dir) override {
+    nn::save_hf_causal_lm(*model_, dir);
+    if (!tokenizer_file_.empty()) {
+      fs::copy_file(tokenizer_file_, fs::path(dir) / "tokenizer.model",
+                    fs::copy_options::overwrite_existing);
+      return;
+    }
+    // The checkpoint's own tokenizer files, so the folder loads on its own.
+    for (const char* file : kTokenizerFiles) {
+      const fs::path from = fs::path(r_.model.path) / file;
+      if (fs::is_regular_file(from))
+        fs::copy_file(from, fs::path(dir) / file, fs::copy_options::overwrite_existing);
+    }
   }
 
   std::string quantized_on_load() const override { return quantized_; }
@@ -224,6 +245,7 @@ class CausalLmTask : public Task {
   std::string tokenizer_file_, source_, quantized_;
   nn::LlamaForCausalLM model_{nullptr};
   data::TokenStream train_, valid_;
+  std::optional<data::PackedBatches> train_batches_;
 };
 
 }  // namespace

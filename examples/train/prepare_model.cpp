@@ -1,7 +1,10 @@
 #include "examples/train/prepare_model.h"
 
+#include <algorithm>
+#include <filesystem>
 #include <sstream>
 
+#include "lora/peft_io.h"
 #include "lora/quantize_model.h"
 #include "quant/codebook.h"
 
@@ -13,6 +16,41 @@ torch::ScalarType dtype_of(const std::string& name) {
   if (name == "bf16") return torch::kBFloat16;
   TORCH_CHECK(name == "fp32", "dtype '", name, "' is unknown; expected fp16, bf16 or fp32");
   return torch::kFloat32;
+}
+
+// Throws unless the recipe's lora section describes the adapter in
+// `adapter_dir` (what the PEFT file fixes: rank, scaling and the layers).
+void check_same_adapter(const config::LoraRecipe& lora, const lora::LoraConfig& file,
+                        const std::string& adapter_dir) {
+  const std::string where =
+      (std::filesystem::path(adapter_dir) / "adapter_config.json").string() + ": ";
+  const std::string fix =
+      "; make the recipe's lora section match model.adapter, or leave the section out to take "
+      "the adapter's settings";
+  auto mismatch = [&](const std::string& key, const std::string& theirs,
+                      const std::string& recipe_key, const std::string& ours) {
+    throw config::RecipeError(where + key + " is " + theirs + " but the recipe's " + recipe_key +
+                              " is " + ours + fix);
+  };
+  auto list = [](std::vector<std::string> v) {
+    std::sort(v.begin(), v.end());
+    std::string s;
+    for (const std::string& e : v) s += (s.empty() ? "" : ", ") + e;
+    return "[" + s + "]";
+  };
+  auto number = [](double x) {
+    std::ostringstream os;
+    os << x;
+    return os.str();
+  };
+  if (file.r != lora.r) mismatch("r", std::to_string(file.r), "lora.r", std::to_string(lora.r));
+  if (file.lora_alpha != lora.alpha)
+    mismatch("lora_alpha", number(file.lora_alpha), "lora.alpha", number(lora.alpha));
+  if (file.use_rslora != lora.rslora)
+    mismatch("use_rslora", file.use_rslora ? "true" : "false", "lora.rslora",
+             lora.rslora ? "true" : "false");
+  if (list(file.target_modules) != list(lora.target))
+    mismatch("target_modules", list(file.target_modules), "lora.target", list(lora.target));
 }
 
 }  // namespace
@@ -30,7 +68,8 @@ lora::Linear4bitOptions linear4bit_options(const config::QuantRecipe& quant,
 PreparedModel prepare_model(torch::nn::Module& model, const config::QuantRecipe& quant,
                             const config::LoraRecipe& lora,
                             const std::shared_ptr<kernels::Backend>& backend,
-                            const std::string& quantized_on_load) {
+                            const std::string& quantized_on_load,
+                            const std::string& adapter_dir) {
   PreparedModel prepared;
   std::ostringstream d;
   const torch::ScalarType compute = dtype_of(quant.compute_dtype);
@@ -50,7 +89,16 @@ PreparedModel prepare_model(torch::nn::Module& model, const config::QuantRecipe&
     d << "\n    quant: " << report.to_string();
     prepared.quantization_table = report.to_table();
   }
-  if (lora.enabled) {
+  if (!adapter_dir.empty() && !lora.enabled) {
+    prepared.trainable = lora::load_adapter(model, adapter_dir);
+    prepared.adapters = lora::load_adapter_config(adapter_dir);
+    prepared.adapters->dtype = prepared.trainable.front().scalar_type();
+    d << "\n    lora: PEFT adapter " << adapter_dir << " (r " << prepared.adapters->r << ", alpha "
+      << prepared.adapters->lora_alpha << ", " << lora::lora_layers(model).size()
+      << " adapted layers, " << prepared.adapters->dtype << ")";
+  } else if (lora.enabled) {
+    if (!adapter_dir.empty())
+      check_same_adapter(lora, lora::load_adapter_config(adapter_dir), adapter_dir);
     lora::LoraConfig c;
     c.r = lora.r;
     c.lora_alpha = lora.alpha;
@@ -63,6 +111,10 @@ PreparedModel prepare_model(torch::nn::Module& model, const config::QuantRecipe&
     prepared.adapters = c;
     d << "\n    lora: r " << c.r << ", alpha " << c.lora_alpha << ", "
       << lora::lora_layers(model).size() << " adapted layers, " << lora.dtype << " adapters";
+    if (!adapter_dir.empty()) {
+      lora::load_adapter_weights(model, adapter_dir);
+      d << " loaded from the PEFT adapter " << adapter_dir;
+    }
   } else {
     for (const torch::Tensor& p : model.parameters()) {
       if (p.requires_grad()) prepared.trainable.push_back(p);

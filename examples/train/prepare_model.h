@@ -37,9 +37,18 @@ lora::Linear4bitOptions linear4bit_options(const config::QuantRecipe& quant,
 // `quant.enabled` with a model whose loader already quantized it (a Hugging
 // Face checkpoint read straight into 4-bit layers) is described, not redone:
 // pass `quantized_on_load`, the loader's description.
+//
+// `adapter_dir` (model.adapter): a PEFT adapter folder loaded onto the model,
+// whose adapters are then what trains. Without a lora section its
+// adapter_config.json decides everything (r, lora_alpha, use_rslora,
+// target_modules, lora_dropout; the file's dtype). With one, the section must
+// repeat r, alpha, rslora and target (errors name the file, its key and the
+// recipe's key); lora.dropout and lora.dtype, how the adapters train, are the
+// recipe's.
 PreparedModel prepare_model(torch::nn::Module& model, const config::QuantRecipe& quant,
                             const config::LoraRecipe& lora,
                             const std::shared_ptr<kernels::Backend>& backend,
-                            const std::string& quantized_on_load = "");
+                            const std::string& quantized_on_load = "",
+                            const std::string& adapter_dir = "");
 
 }  // namespace lowbit::train

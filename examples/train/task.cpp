@@ -155,6 +155,12 @@ class TextTask : public Task {
 
 }  // namespace
 
+void Task::save_hf(const std::string& dir) {
+  throw config::RecipeError("cannot write '" + dir +
+                            "' in Hugging Face layout: only the language models "
+                            "(model.name hf_causal_lm or llama) can be");
+}
+
 std::unique_ptr<Task> make_task(const config::Recipe& recipe, torch::Device device) {
   torch::manual_seed(uint64_t(recipe.train.seed));
   if (recipe.model.name == "hf_causal_lm" || recipe.model.name == "llama") {

@@ -37,12 +37,18 @@ class Task {
   // Runs in eval mode without gradients, then restores training mode.
   virtual Evaluation evaluate() = 0;
   virtual std::string describe() const = 0;
-  // Language models: the model's continuation of each of the recipe's
-  // generate.prompts (none elsewhere).
-  virtual std::vector<std::string> continue_prompts() { return {}; }
+  // Language models: the model's continuation of each prompt with the
+  // recipe's generate settings (none elsewhere).
+  virtual std::vector<std::string> continue_prompts(const std::vector<std::string>& /*prompts*/) {
+    return {};
+  }
   // What only the task can write at the end of a run (a model trained from
   // scratch in Hugging Face layout): the paths written.
   virtual std::vector<std::string> export_model() { return {}; }
+  // Language models: writes the model as it is now into `dir` in Hugging
+  // Face layout (LoRA adapters folded into the dequantized base) with the
+  // tokenizer files. Other tasks throw.
+  virtual void save_hf(const std::string& dir);
   // When the model was quantized while it was loaded (recipe quant section
   // applied already): a description of that; empty otherwise.
   virtual std::string quantized_on_load() const { return ""; }

@@ -20,6 +20,7 @@
 #include "examples/train/optimizer_factory.h"
 #include "examples/train/prepare_model.h"
 #include "examples/train/progress.h"
+#include "examples/train/run_model.h"
 #include "examples/train/schedule.h"
 #include "examples/train/svg_plot.h"
 #include "lora/peft_io.h"
@@ -67,11 +68,13 @@ double load_average() {
 }
 
 // Keys a resumed run may change: where files go, how long to train, how often
-// to evaluate, and how to compute (threads, backend, device) - not what is
-// trained. Checkpoints hold CPU tensors, so a GPU run resumes on the CPU and back.
+// to evaluate, how to compute (threads, backend, device) and what samples to
+// print - not what is trained. Checkpoints hold CPU tensors, so a GPU run
+// resumes on the CPU and back.
 const std::vector<std::string> kResumableChanges = {
-    "checkpoint",       "log",     "train.steps", "train.epochs", "train.threads",
-    "train.eval_every", "backend", "device",      "data.path",    "data.eval_limit"};
+    "checkpoint",       "log",     "train.steps", "train.epochs",    "train.threads",
+    "train.eval_every", "backend", "device",      "data.path",       "data.eval_limit",
+    "generate"};
 
 // The checkpoint to resume from per checkpoint.resume, or none for a fresh run.
 std::optional<Checkpoint> find_resume(const config::Recipe& r, std::ostream& out) {
@@ -143,7 +146,7 @@ class Run {
   void print_header(const std::optional<Checkpoint>& checkpoint) const;
   // The model's continuations of generate.prompts, under `title`.
   void print_samples(const std::string& title);
-  std::string model_path() const { return (fs::path(r_.checkpoint.dir) / "model.pt").string(); }
+  std::string model_path() const { return final_model_path(r_); }
   std::string adapter_path() const { return (fs::path(r_.checkpoint.dir) / "adapter").string(); }
   std::string quantization_path() const {
     return (fs::path(r_.checkpoint.dir) / "quantization.txt").string();
@@ -153,14 +156,11 @@ class Run {
   const RunOptions& options_;
   std::ostream& out_;
   const Clock::time_point start_ = Clock::now();
+  RunModel built_model_;
   const torch::Device device_;
-  // CPU runs: the recipe's backend. CUDA runs: none, so the optimizer and the
-  // 4-bit layers take the CUDA backend of their tensors' device.
-  std::shared_ptr<kernels::Backend> backend_;
-  std::string backend_name_;  // what runs the kernels, for the header
-  std::unique_ptr<Task> task_;
-  std::shared_ptr<torch::nn::Module> model_;
-  PreparedModel prepared_;
+  const std::unique_ptr<Task>& task_;
+  const std::shared_ptr<torch::nn::Module>& model_;
+  const PreparedModel& prepared_;
   BuiltOptimizer built_;
   std::vector<double> base_lr_;
   int64_t per_epoch_ = 1, total_ = 0;
@@ -180,27 +180,14 @@ Run::Run(const config::Recipe& r, const RunOptions& options)
     : r_(r),
       options_(options),
       out_(*options.out),
-      device_(r.device == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU)) {
-  if (r.train.threads > 0) torch::set_num_threads(int(r.train.threads));
-  if (device_.is_cuda()) {
-    backend_name_ = kernels::backend_for(kernels::Location::cuda(device_.index()))->name();
-    cuda_generator_ = at::globalContext().defaultGenerator(device_);
-  } else {
-    kernels::BackendOptions backend_options;
-    backend_options.kind = r.backend;
-    backend_ = kernels::make_backend(backend_options);
-    backend_name_ = backend_->name();
-  }
-  // The model comes on the device: quant and LoRA prepare it there, and the
-  // optimizer is built after, over the parameters where they will train.
-  task_ = make_task(r, device_);
-  model_ = task_->module();
-  if (!r.model.init.empty()) load_model(r.model.init, *model_);
-  prepared_ = prepare_model(*model_, r.quant, r.lora, backend_, task_->quantized_on_load());
-  // PEFT loads an adapter onto the checkpoint named here.
-  if (prepared_.adapters && r.model.name == "hf_causal_lm")
-    prepared_.adapters->base_model_name_or_path = fs::absolute(r.model.path).lexically_normal().string();
-  built_ = make_optimizer(r.optimizer, prepared_.trainable, prepared_.trainable_names, backend_);
+      built_model_(make_run_model(r)),
+      device_(built_model_.device),
+      task_(built_model_.task),
+      model_(built_model_.model),
+      prepared_(built_model_.prepared) {
+  if (device_.is_cuda()) cuda_generator_ = at::globalContext().defaultGenerator(device_);
+  built_ = make_optimizer(r.optimizer, prepared_.trainable, prepared_.trainable_names,
+                          built_model_.backend);
   for (auto& group : built_.optimizer->param_groups()) base_lr_.push_back(group.options().get_lr());
 
   per_epoch_ = task_->batches_per_epoch();
@@ -250,7 +237,7 @@ bool Run::resume() {
 }
 
 void Run::print_samples(const std::string& title) {
-  const std::vector<std::string> samples = task_->continue_prompts();
+  const std::vector<std::string> samples = task_->continue_prompts(r_.generate.prompts);
   if (samples.empty()) return;
   out_ << "  " << title << ":\n";
   for (size_t i = 0; i < samples.size(); ++i) {
@@ -269,7 +256,7 @@ void Run::print_header(const std::optional<Checkpoint>& checkpoint) const {
        << "\n  optimizer: " << built_.description << "\n  steps: " << total_ << " ("
        << r_.train.batch_size << " x " << r_.train.grad_accum << " per step), schedule "
        << r_.schedule.name << "\n  threads: " << torch::get_num_threads() << ", backend "
-       << backend_name_ << "\n  run directory: " << r_.checkpoint.dir << "\n";
+       << built_model_.backend_name << "\n  run directory: " << r_.checkpoint.dir << "\n";
   if (!prepared_.quantization_table.empty())
     out_ << "  quantization (" << quantization_path() << "):\n" << prepared_.quantization_table;
   if (checkpoint) {

@@ -100,6 +100,27 @@ TEST(LowbitTrain, ValidationErrorsStopBeforeTraining) {
   EXPECT_EQ(run_program(dir, {dir.file("missing.yaml")}).status, 2);
 }
 
+TEST(LowbitTrain, GenerateAndMergeCheckTheirArgumentsFirst) {
+  ScratchDir dir;
+  const Finished no_recipe = run_program(dir, {"--generate"});
+  EXPECT_EQ(no_recipe.status, 2);
+  EXPECT_NE(no_recipe.output.find("--generate needs the RECIPE.yaml of the run"), std::string::npos)
+      << no_recipe.output;
+  const Finished stray = run_program(dir, {"--prompt", "Hello"});
+  EXPECT_EQ(stray.status, 2);
+  EXPECT_NE(stray.output.find("--prompt goes with --generate"), std::string::npos) << stray.output;
+  // An image recipe has nothing to generate or merge: refused before any
+  // data is read.
+  const std::string recipe =
+      (fs::path(LOWBIT_SOURCE_DIR) / "configs" / "fashion_mnist_adamw8bit.yaml").string();
+  const Finished image = run_program(dir, {recipe, "--merge", dir.file("out"), "--set",
+                                           "checkpoint.dir=" + dir.file("run")});
+  EXPECT_EQ(image.status, 2);
+  EXPECT_NE(image.output.find("--merge: model.name mlp is not a language model"), std::string::npos)
+      << image.output;
+  EXPECT_FALSE(fs::exists(dir.file("out")));
+}
+
 TEST(LowbitTrain, PrintsTheResolvedDefaultRecipeAndPlotsMetrics) {
   ScratchDir dir;
   const Finished printed = run_program(dir, {"--print-recipe", "--set", "train.seed=7"});

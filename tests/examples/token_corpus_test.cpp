@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "examples/data/image_batches.h"
 #include "examples/data/token_corpus.h"
 #include "tests/support/expect_error.h"
 #include "tests/support/scratch_dir.h"
@@ -97,15 +98,17 @@ TEST(TokenCorpus, PackedBatchesVisitEveryWindowOncePerEpoch) {
   const auto stream = tokenize_records(records, byte_ids, std::nullopt, 0);
   const int64_t block = 8, windows = packed_windows(stream, block), batch = 3;
   ASSERT_GT(windows, 10);
+  PackedBatches batches(stream, block, batch, /*seed=*/5);
+  PackedBatches again(stream, block, batch, /*seed=*/5);
   // Each row must equal one of the windows; map rows back to their window by
   // content (windows are distinct here because runs of letters shift).
   const auto all = packed_range(stream, block, 0, windows);
   std::multiset<int64_t> seen;
-  const int64_t batches = windows / batch;
-  for (int64_t index = 0; index < batches; ++index) {
-    const auto b = packed_batch(stream, block, batch, /*seed=*/5, index);
+  const int64_t batches_in_epoch = windows / batch;
+  for (int64_t index = 0; index < batches_in_epoch; ++index) {
+    const auto b = batches.batch(index);
     ASSERT_EQ(b.input.sizes(), torch::IntArrayRef({batch, block}));
-    EXPECT_TRUE(torch::equal(b.input, packed_batch(stream, block, batch, 5, index).input));
+    EXPECT_TRUE(torch::equal(b.input, again.batch(index).input));
     for (int64_t r = 0; r < batch; ++r) {
       int64_t match = -1;
       for (int64_t w = 0; w < windows; ++w)
@@ -118,8 +121,37 @@ TEST(TokenCorpus, PackedBatchesVisitEveryWindowOncePerEpoch) {
   // Within the first epoch no window repeats.
   EXPECT_EQ(std::set<int64_t>(seen.begin(), seen.end()).size(), seen.size());
   // Another seed gives another order.
-  EXPECT_FALSE(torch::equal(packed_batch(stream, block, batch, 6, 0).input,
-                            packed_batch(stream, block, batch, 5, 0).input));
+  EXPECT_FALSE(torch::equal(PackedBatches(stream, block, batch, 6).batch(0).input,
+                            PackedBatches(stream, block, batch, 5).batch(0).input));
+}
+
+// The cached epoch order changes nothing: every batch over three epochs, in
+// order and then out of order (a resume jumps back and forth), holds window
+// epoch_permutation(windows, seed, p / windows)[p % windows] at position p,
+// computed here afresh for each position as the trainer did before caching.
+TEST(TokenCorpus, PackedBatchesFollowTheEpochPermutations) {
+  std::vector<TextRecord> records;
+  for (int i = 0; i < 30; ++i)
+    records.push_back({"", std::string(size_t(5 + i % 7), char('a' + i % 26))});
+  const auto stream = tokenize_records(records, byte_ids, std::nullopt, 0);
+  const int64_t block = 6, windows = packed_windows(stream, block);
+  const int64_t batch = windows % 4 != 0 ? 4 : 5;
+  ASSERT_NE(windows % batch, 0);  // some batches straddle two epochs
+  const auto all = packed_range(stream, block, 0, windows);
+  const int64_t count = 3 * windows / batch;
+  std::vector<int64_t> visit;
+  for (int64_t i = 0; i < count; ++i) visit.push_back(i);
+  for (int64_t i = count - 1; i >= 0; i -= 3) visit.push_back(i);
+  PackedBatches batches(stream, block, batch, /*seed=*/9);
+  for (const int64_t index : visit) {
+    const PackedBatch b = batches.batch(index);
+    for (int64_t r = 0; r < batch; ++r) {
+      const int64_t p = index * batch + r;
+      const int64_t w = epoch_permutation(windows, 9, p / windows)[p % windows].item<int64_t>();
+      EXPECT_TRUE(torch::equal(b.input[r], all.input[w])) << "batch " << index << " row " << r;
+      EXPECT_TRUE(torch::equal(b.labels[r], all.labels[w])) << "batch " << index << " row " << r;
+    }
+  }
 }
 
 TEST(TokenCorpus, SplitKeepsRecordsWhole) {

@@ -23,6 +23,7 @@
 #include "examples/train/trainer.h"
 #include "kernels/backend.h"
 #include "tests/examples/saved_weights.h"
+#include "tests/examples/run_recipe.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/kernels/backends.h"
 
@@ -30,16 +31,9 @@ namespace lowbit::train {
 namespace {
 
 namespace fs = std::filesystem;
+using lowbit::testing::run;
 using lowbit::testing::ScratchDir;
 
-RunResult run(const config::Recipe& recipe, std::string* output = nullptr) {
-  std::ostringstream out;
-  RunOptions options;
-  options.out = &out;
-  RunResult result = run_training(recipe, options);
-  if (output) *output = out.str();
-  return result;
-}
 
 std::vector<double> losses(const std::string& metrics, const std::string& type) {
   std::vector<double> out;
