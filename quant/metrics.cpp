@@ -1,5 +1,6 @@
 #include "quant/metrics.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -40,18 +41,40 @@ double snr_db(const torch::Tensor& reference, const torch::Tensor& approx) {
   return 10.0 * std::log10(signal / noise);
 }
 
+// The sums run over slices of kSlice elements converted to double one at a
+// time, so a report on a large weight needs a few MiB beside it, not several
+// float64 copies of it (quantize_model reports every layer it converts).
 ErrorReport quantization_error(const torch::Tensor& original, const torch::Tensor& dequantized) {
-  auto [a, b] = as_double(original, dequantized, "quantization_error");
-  ErrorReport r;
-  r.mean_abs = mean_abs_error(a, b);
-  r.mean_relative = mean_relative_error(a, b);
-  r.max_abs = a.numel() ? (a - b).abs().max().item<double>() : 0.0;
-  r.snr_db = snr_db(a, b);
-  const double norm_a = a.norm().item<double>(), norm_b = b.norm().item<double>();
-  const double norm_e = (a - b).norm().item<double>();
+  TORCH_CHECK(original.defined() && dequantized.defined() &&
+                  original.sizes() == dequantized.sizes(),
+              "quantization_error: tensors must have the same shape, got ",
+              original.defined() ? original.sizes() : torch::IntArrayRef{}, " and ",
+              dequantized.defined() ? dequantized.sizes() : torch::IntArrayRef{});
+  constexpr int64_t kSlice = int64_t(1) << 18;
+  const torch::Tensor fa = original.detach().reshape(-1), fb = dequantized.detach().reshape(-1);
+  const int64_t n = fa.numel();
+  double abs_sum = 0, rel_sum = 0, max_abs = 0, a_sq = 0, b_sq = 0, e_sq = 0, ab = 0;
+  for (int64_t first = 0; first < n; first += kSlice) {
+    const int64_t len = std::min(kSlice, n - first);
+    const torch::Tensor a = fa.narrow(0, first, len).to(torch::kFloat64);
+    const torch::Tensor b = fb.narrow(0, first, len).to(torch::kFloat64);
+    const torch::Tensor e = (a - b).abs_();
+    abs_sum += e.sum().item<double>();
+    rel_sum += (e / (a.abs() + 1e-8)).sum().item<double>();
+    max_abs = std::max(max_abs, e.max().item<double>());
+    a_sq += a.square().sum().item<double>();
+    b_sq += b.square().sum().item<double>();
+    e_sq += e.square().sum().item<double>();
+    ab += (a * b).sum().item<double>();
+  }
+  ErrorReport r;  // an empty tensor: NaN means, like torch's mean of nothing
+  r.mean_abs = abs_sum / double(n);
+  r.mean_relative = rel_sum / double(n);
+  r.max_abs = max_abs;
+  r.snr_db = e_sq == 0.0 ? std::numeric_limits<double>::infinity() : 10.0 * std::log10(a_sq / e_sq);
+  const double norm_a = std::sqrt(a_sq), norm_b = std::sqrt(b_sq), norm_e = std::sqrt(e_sq);
   r.relative_percent = norm_e == 0.0 ? 0.0 : 100.0 * norm_e / norm_a;  // inf when w = 0 only
-  r.cosine = norm_a == 0.0 || norm_b == 0.0 ? (norm_a == norm_b ? 1.0 : 0.0)
-                                            : (a * b).sum().item<double>() / (norm_a * norm_b);
+  r.cosine = norm_a == 0.0 || norm_b == 0.0 ? (norm_a == norm_b ? 1.0 : 0.0) : ab / (norm_a * norm_b);
   return r;
 }
 
