@@ -2,9 +2,9 @@
 // the rules of kernels/optimizer_rules.h and the decisions of step_rules.h, so
 // a step gives the CPU's bits. The fused update gives each thread eight (or
 // four) consecutive elements, so that a 256-element quantization block is one
-// warp and its maxima need no barrier; the sums (norms, gradient statistics) follow the CPU's summation
-// order exactly: sixteen lanes per block, blocks in chunks of 256 in double,
-// chunks in order.
+// warp and its maxima need no barrier; the sums (norms, gradient statistics)
+// follow the CPU's summation order exactly: sixteen lanes per block, blocks in
+// chunks of 256 in double, chunks in order.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
