@@ -74,7 +74,8 @@ ErrorReport quantization_error(const torch::Tensor& original, const torch::Tenso
   r.snr_db = e_sq == 0.0 ? std::numeric_limits<double>::infinity() : 10.0 * std::log10(a_sq / e_sq);
   const double norm_a = std::sqrt(a_sq), norm_b = std::sqrt(b_sq), norm_e = std::sqrt(e_sq);
   r.relative_percent = norm_e == 0.0 ? 0.0 : 100.0 * norm_e / norm_a;  // inf when w = 0 only
-  r.cosine = norm_a == 0.0 || norm_b == 0.0 ? (norm_a == norm_b ? 1.0 : 0.0) : ab / (norm_a * norm_b);
+  r.cosine = norm_a == 0.0 || norm_b == 0.0 ? (norm_a == norm_b ? 1.0 : 0.0)
+                                            : ab / (norm_a * norm_b);
   return r;
 }
 
