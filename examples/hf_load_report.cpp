@@ -4,8 +4,8 @@
 // MLP projections are quantized to NF4 while being read.
 //
 //   lowbit-hf-load load <dir> [--nf4] [--dtype float32|bfloat16] [--generate N]
-//   lowbit-hf-load write <dir> llama-3.2-1b|tiny   random bf16 weights in HF layout
-//   lowbit-hf-load random llama-3.2-1b|tiny [load options]
+//   lowbit-hf-load write <dir> llama-3.2-1b|llama-2-7b|tiny   random bf16 weights in HF layout
+//   lowbit-hf-load random llama-3.2-1b|llama-2-7b|tiny [load options]
 //       write into a temporary directory, load it in a fresh process (so the
 //       peak is the load's alone), delete the directory
 #include <spawn.h>
@@ -35,8 +35,8 @@ namespace {
 
 using lowbit::io::LlamaConfig;
 
-// The shape of meta-llama/Llama-3.2-1B (its published config.json), or a
-// tiny one for a quick check.
+// The shapes of meta-llama/Llama-3.2-1B and Llama-2-7b-hf (their published
+// config.json files), or a tiny one for a quick check.
 LlamaConfig shape(const std::string& name) {
   LlamaConfig c;
   auto dims = [&](int64_t vocab, int64_t hidden, int64_t intermediate, int64_t layers,
@@ -58,10 +58,19 @@ LlamaConfig shape(const std::string& name) {
     c.tie_word_embeddings = true;
     c.bos_token_id = 128000;
     c.eos_token_ids = {128001};
+  } else if (name == "llama-2-7b") {
+    dims(32000, 4096, 11008, 32, 32, 32);
+    c.max_position_embeddings = 4096;
+    c.rms_norm_eps = 1e-5;
+    c.rope_theta = 10000;
+    c.tie_word_embeddings = false;
+    c.bos_token_id = 1;
+    c.eos_token_ids = {2};
   } else if (name == "tiny") {
     dims(256, 64, 128, 2, 4, 2);
   } else {
-    throw std::runtime_error("unknown shape '" + name + "'; expected llama-3.2-1b or tiny");
+    throw std::runtime_error("unknown shape '" + name +
+                             "'; expected llama-3.2-1b, llama-2-7b or tiny");
   }
   c.torch_dtype = torch::kBFloat16;
   return c;
@@ -173,8 +182,9 @@ int main(int argc, char** argv) {
     if (args.size() >= 2 && args[0] == "random")
       return random_round_trip(args[1], std::vector<std::string>(args.begin() + 2, args.end()));
     std::cerr << "usage: lowbit-hf-load load <dir> [--nf4] [--dtype float32|bfloat16] "
-                 "[--generate N]\n       lowbit-hf-load write <dir> llama-3.2-1b|tiny\n"
-                 "       lowbit-hf-load random llama-3.2-1b|tiny [load options]\n";
+                 "[--generate N]\n"
+                 "       lowbit-hf-load write <dir> llama-3.2-1b|llama-2-7b|tiny\n"
+                 "       lowbit-hf-load random llama-3.2-1b|llama-2-7b|tiny [load options]\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "lowbit-hf-load: " << lowbit::error_text(e) << "\n";
