@@ -239,6 +239,35 @@ TEST_F(OptimizerKernels, OverflowingBlockIsLeftUnchangedAndCounted) {
     }
 }
 
+// A state that is already corrupt (a NaN absmax, as a rotted file or a bad
+// cast could leave; a NaN 32-bit state) poisons only its own block: the
+// block's new states would not be finite, so it keeps its parameter and
+// states and is counted, and every other block steps.
+TEST_F(OptimizerKernels, NanPlantedInAStateBlockStaysInThatBlock) {
+  const Case& c = cases()[1];
+  for (auto [bname, be] : backends())
+    for (bool quantized : {true, false}) {
+      Operands o = make_operands(c, DType::F32, quantized, 3 * 256, 256, 7);
+      if (quantized)
+        o.absmax1[1] = std::nanf("");
+      else
+        o.state1[256 + 40] = std::nanf("");
+      const Result got = run_update(*be, c, o);
+      const std::string label = bname + (quantized ? " 8-bit" : " 32-bit");
+      EXPECT_EQ(got.rejected, 1u) << label;
+      for (size_t i = 256; i < 512; ++i) {
+        ASSERT_EQ(decode(got.param, DType::F32, i), decode(o.param, DType::F32, i)) << label;
+        if (quantized)
+          ASSERT_EQ(got.codes1[i], o.codes1[i]) << label;
+        else if (i != 256 + 40)
+          ASSERT_EQ(got.state1[i], o.state1[i]) << label;
+      }
+      if (quantized) EXPECT_TRUE(std::isnan(got.absmax1[1])) << label;
+      for (size_t i : {size_t(0), size_t(600)})
+        EXPECT_NE(decode(got.param, DType::F32, i), decode(o.param, DType::F32, i)) << label;
+    }
+}
+
 TEST_F(OptimizerKernels, HalfParametersRoundTripEveryBitPattern) {
   // The kernels' own (vectorised) float16 loads and stores, over all 65536
   // patterns: with lr = 0 and no decay an AdamW step writes p * 1 + (-0) * u
