@@ -179,6 +179,13 @@ QuantizeReport quantize_model(torch::nn::Module& model, const QuantizeConfig& co
     if (format != LinearFormat::None) targets.push_back({item.key(), format});
   }
   for (const Target& t : targets) check_replaceable(model, t.path);
+  for (const Target& t : targets) {
+    const auto* linear = dynamic_cast<torch::nn::LinearImpl*>(
+        &layer_impl(*find_submodule(model, t.path)));
+    TORCH_CHECK(torch::isfinite(linear->weight).all().item<bool>(), "quantize_model: '", t.path,
+                "' has inf or nan in its weight; quantization needs finite weights (nothing ",
+                "was converted)");
+  }
   if (config.strict) {
     check_all_match(include, linear_paths, "QuantizeConfig::include");
     check_all_match(skip, linear_paths, "QuantizeConfig::modules_to_not_convert");

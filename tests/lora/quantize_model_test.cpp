@@ -145,6 +145,17 @@ TEST(QuantizeModel, RefusalsLeaveTheModelUnchanged) {
                "cannot replace 'stack.0': its parent is a torch::nn::Sequential");
   EXPECT_FALSE(is_4bit(*seq, "proj")) << "nothing may change when a target is refused";
   for (const auto& m : net->modules()) EXPECT_EQ(dynamic_cast<Linear4bitImpl*>(m.get()), nullptr);
+  // A non-finite weight in a later layer is found before the first converts.
+  testing::TinyNet poisoned(32, 32, 8);
+  {
+    torch::NoGradGuard no_grad;
+    lora::find_submodule(*poisoned, "lm_head")->as<torch::nn::LinearImpl>()->weight[3][5] =
+        std::nanf("");
+  }
+  expect_error([&] { lora::quantize_model(*poisoned, {}); },
+               "quantize_model: 'lm_head' has inf or nan in its weight");
+  for (const auto& m : poisoned->modules())
+    EXPECT_EQ(dynamic_cast<Linear4bitImpl*>(m.get()), nullptr) << "in_proj must stay float";
   lora::LoraConfig lora_config;
   lora_config.target_modules = {"fc1"};
   lora::apply_lora(*net, lora_config);
