@@ -1,9 +1,9 @@
 // Loads a Hugging Face Llama-family checkpoint and reports what it cost:
 // bytes read, the model's size, seconds and the process's peak resident set
 // (VmHWM), then generates a few tokens greedily. With --nf4 the q/k/v/o and
-// MLP projections are quantized to NF4 while being read.
+// MLP projections are quantized to NF4 (or int8) while being read.
 //
-//   lowbit-hf-load load <dir> [--nf4] [--dtype float32|bfloat16] [--generate N]
+//   lowbit-hf-load load <dir> [--nf4|--int8] [--dtype float32|bfloat16] [--generate N]
 //   lowbit-hf-load write <dir> llama-3.2-1b|llama-2-7b|tiny   random bf16 weights in HF layout
 //   lowbit-hf-load random llama-3.2-1b|llama-2-7b|tiny [load options]
 //       write into a temporary directory, load it in a fresh process (so the
@@ -103,6 +103,9 @@ int load(const std::string& dir, const std::vector<std::string>& args) {
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--nf4") {
       options.quantize = true;
+    } else if (args[i] == "--int8") {
+      options.quantize = true;
+      options.int8 = lowbit::lora::Linear8bitOptions();
     } else if (args[i] == "--dtype" && i + 1 < args.size()) {
       const std::string d = args[++i];
       if (d != "float32" && d != "bfloat16") throw std::runtime_error("--dtype float32|bfloat16");
@@ -181,7 +184,7 @@ int main(int argc, char** argv) {
       return load(args[1], std::vector<std::string>(args.begin() + 2, args.end()));
     if (args.size() >= 2 && args[0] == "random")
       return random_round_trip(args[1], std::vector<std::string>(args.begin() + 2, args.end()));
-    std::cerr << "usage: lowbit-hf-load load <dir> [--nf4] [--dtype float32|bfloat16] "
+    std::cerr << "usage: lowbit-hf-load load <dir> [--nf4|--int8] [--dtype float32|bfloat16] "
                  "[--generate N]\n"
                  "       lowbit-hf-load write <dir> llama-3.2-1b|llama-2-7b|tiny\n"
                  "       lowbit-hf-load random llama-3.2-1b|llama-2-7b|tiny [load options]\n";

@@ -13,6 +13,7 @@
 
 #include "io/hf_checkpoint.h"
 #include "lora/lora_linear.h"
+#include "quant/int8.h"
 #include "lora/module_paths.h"
 #include "nn/linear_like.h"
 
@@ -123,7 +124,13 @@ LlamaForCausalLM load_hf_causal_lm(const std::string& dir, const HfLoadOptions& 
       const torch::Tensor weight = reader.read(path + ".weight", {out, in}, std::nullopt);
       const torch::Tensor b = bias ? reader.read(path + ".bias", {out}, options.dtype) : torch::Tensor();
       ++r.quantized_layers;
-      auto layer = std::make_shared<lora::Linear4bitImpl>(weight, b, options.linear4bit);
+      std::shared_ptr<torch::nn::Module> layer;
+      if (options.int8) {
+        auto [codes, scb] = quant::quantize_int8_rowwise(weight);
+        layer = std::make_shared<lora::Linear8bitImpl>(codes, scb, b, *options.int8);
+      } else {
+        layer = std::make_shared<lora::Linear4bitImpl>(weight, b, options.linear4bit);
+      }
       release_free_heap();
       return layer;
     }

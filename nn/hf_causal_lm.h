@@ -1,7 +1,7 @@
 // Hugging Face Llama-family checkpoints (config.json + safetensors, single or
 // sharded) into a LlamaForCausalLM, reading one tensor at a time from the
-// mapped files; selected linears can be quantized to lora::Linear4bit as they
-// are read, so the full-precision model never exists in memory. And the way
+// mapped files; selected linears can be quantized to lora::Linear4bit (or
+// lora::Linear8bit) as they are read, so the full-precision model never exists in memory. And the way
 // back: a model written in the same layout.
 #pragma once
 
@@ -13,6 +13,7 @@
 #include <torch/types.h>
 
 #include "lora/linear4bit.h"
+#include "lora/linear8bit.h"
 #include "nn/llama.h"
 
 namespace lowbit::nn {
@@ -37,6 +38,10 @@ struct HfLoadOptions {
   // llm_int8_skip_modules): e.g. {"down_proj"} or {"layers.0.self_attn.q_proj"}.
   std::vector<std::string> modules_to_not_convert;
   lora::Linear4bitOptions linear4bit;
+  // When set, the quantized projections become lora::Linear8bit layers
+  // (LLM.int8(): row-wise int8 codes and SCB, bitsandbytes' Linear8bitLt) with
+  // these options instead of Linear4bit ones.
+  std::optional<lora::Linear8bitOptions> int8;
   // Refuse a weight stored in a dtype other than config.json's torch_dtype.
   bool check_dtype = true;
 };

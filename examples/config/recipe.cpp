@@ -210,13 +210,11 @@ void check_recipe(const Recipe& r, const Validator& v,
              "a format of nf4, fp4, int8 or none after the '='");
     }
   }
-  if (r.model.name == "hf_causal_lm" && r.quant.enabled &&
-      (r.quant.type == "int8" || !r.quant.overrides.empty())) {
-    const bool type = r.quant.type == "int8";
-    v.fail(type ? "quant.type" : "quant.overrides",
-           node(type ? "quant.type" : "quant.overrides"),
-           "a Hugging Face checkpoint is quantized to 4 bits while it is read",
-           "quant.type nf4 or fp4 and no quant.overrides with model.name hf_causal_lm");
+  if (r.model.name == "hf_causal_lm" && r.quant.enabled && !r.quant.overrides.empty()) {
+    v.fail("quant.overrides", node("quant.overrides"),
+           "a Hugging Face checkpoint is quantized while it is read, all projections alike",
+           "no quant.overrides with model.name hf_causal_lm (quant.skip keeps layers in full "
+           "precision)");
   }
   for (const char* file : {"adapter_config.json", "adapter_model.safetensors"}) {
     if (!r.model.adapter.empty() && !fs::is_regular_file(fs::path(r.model.adapter) / file)) {

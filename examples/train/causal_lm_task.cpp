@@ -111,14 +111,16 @@ class CausalLmTask : public Task {
       options.quantize = r.quant.enabled;
       options.modules_to_not_convert = r.quant.skip;
       options.linear4bit = linear4bit_options(r.quant, nullptr);
+      if (r.quant.type == "int8")
+        options.int8 = lora::Linear8bitOptions().threshold(r.quant.threshold);
       nn::HfLoadReport report;
       model_ = nn::load_hf_causal_lm(r.model.path, options, &report);
       source_ = r.model.path;
       if (r.quant.enabled) {
         std::ostringstream os;
         os << report.quantized_layers << " projections read into " << r.quant.type
-           << " Linear4bit layers while loading " << report.tensors_read << " tensors ("
-           << report.bytes_read << " bytes on disk)";
+           << (options.int8 ? " Linear8bit" : " Linear4bit") << " layers while loading "
+           << report.tensors_read << " tensors (" << report.bytes_read << " bytes on disk)";
         quantized_ = os.str();
       }
     }

@@ -23,6 +23,7 @@
 #include "examples/train/run_model.h"
 #include "examples/train/trainer.h"
 #include "lora/linear4bit.h"
+#include "lora/linear8bit.h"
 #include "lora/lora_linear.h"
 #include "nn/hf_causal_lm.h"
 #include "quant/safetensors.h"
@@ -339,6 +340,22 @@ TEST_F(HfRun, QuantSkipKeepsProjectionsInFullPrecision) {
   }
   EXPECT_EQ(four_bit, 5);
   EXPECT_EQ(full, 2);
+}
+
+// quant.type int8: the loader reads every projection into an LLM.int8()
+// layer (with quant.threshold), under the adapters.
+TEST_F(HfRun, QuantInt8ReadsProjectionsIntoLinear8bit) {
+  const RunModel built = make_run_model(qlora({"quant.type=int8", "quant.threshold=6.0"}));
+  int64_t int8 = 0;
+  for (const auto& item : built.model->named_modules("", /*include_self=*/false)) {
+    auto* layer = dynamic_cast<lora::LoraLinearImpl*>(item.value().get());
+    if (!layer) continue;
+    auto* base = dynamic_cast<lora::Linear8bitImpl*>(layer->base_layer().get());
+    ASSERT_NE(base, nullptr) << item.key();
+    EXPECT_EQ(base->options().threshold(), 6.0);
+    ++int8;
+  }
+  EXPECT_EQ(int8, 7);
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "io/hf_checkpoint.h"
 #include "lora/apply_lora.h"
 #include "lora/linear4bit.h"
+#include "lora/linear8bit.h"
 #include "lora/peft_io.h"
 #include "nn/generate.h"
 #include "nn/hf_causal_lm.h"
@@ -243,6 +244,47 @@ TEST(Llama, Nf4LogitsMatchTheDequantizedReferenceAndStayNearFp32) {
   EXPECT_GT(error, 1e-3);  // it did quantize
   EXPECT_LT(error, std::sqrt(14.0) * weight_error);
   std::cout << "NF4: weight error " << weight_error << ", logits error " << error << "\n";
+}
+
+// HfLoadOptions::int8: the projections are read straight into LLM.int8()
+// layers (row-wise int8 weights; the inputs quantized row-wise too).
+TEST(Llama, Int8LoadStaysCloserToFp32ThanNf4) {
+  ScratchDir dir;
+  TinyLlamaSpec spec;
+  testing::write_tiny_llama(dir.path(), spec);
+  HfLoadOptions int8;
+  int8.quantize = true;
+  int8.int8 = lora::Linear8bitOptions();
+  HfLoadReport report;
+  LlamaForCausalLM model = load_hf_causal_lm(dir.path(), int8, &report);
+  EXPECT_EQ(report.quantized_layers, 2 * 7);
+  ReferenceLlama reference(dir.path());
+  double weight_error = 0;
+  int64_t layers = 0;
+  for (const auto& item : model->named_modules()) {
+    auto* q = dynamic_cast<lora::Linear8bitImpl*>(item.value().get());
+    if (!q) continue;
+    ++layers;
+    weight_error = std::max(weight_error, relative_rms(q->dequantized_weight(),
+                                                       reference.weights().at(item.key() + ".weight")));
+  }
+  EXPECT_EQ(layers, 14);
+  // Row-wise int8 of Gaussian rows: a step of absmax / 127 (absmax ~3 std for
+  // these rows), an RMS error of step / sqrt(12): about 0.7% of the RMS.
+  EXPECT_LT(weight_error, 0.01);
+  const auto ids = token_ids(20, spec.vocab, 9);
+  const torch::Tensor fp32 = reference.logits(ids);
+  const double error = relative_rms(logits_of(*model, ids), fp32);
+  // Each of the 14 products also quantizes its input row-wise (the same
+  // ~1% relative error at most); independent errors add in quadrature.
+  EXPECT_GT(error, 1e-5);
+  EXPECT_LT(error, std::sqrt(14.0) * (weight_error + 0.01));
+  HfLoadOptions nf4;
+  nf4.quantize = true;
+  const double nf4_error = relative_rms(logits_of(*load_hf_causal_lm(dir.path(), nf4), ids), fp32);
+  EXPECT_LT(error, nf4_error);
+  std::cout << "int8: weight error " << weight_error << ", logits error " << error
+            << " (NF4: " << nf4_error << ")\n";
 }
 
 TEST(Llama, KvCacheMatchesFullRecomputation) {
