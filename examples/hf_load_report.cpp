@@ -1,7 +1,7 @@
 // Loads a Hugging Face Llama-family checkpoint and reports what it cost:
 // bytes read, the model's size, seconds and the process's peak resident set
-// (VmHWM), then generates a few tokens greedily. With --nf4 the q/k/v/o and
-// MLP projections are quantized to NF4 (or int8) while being read.
+// (VmHWM), then generates a few tokens greedily. With --nf4 (--int8) the
+// q/k/v/o and MLP projections are quantized to NF4 (int8) while being read.
 //
 //   lowbit-hf-load load <dir> [--nf4|--int8] [--dtype float32|bfloat16] [--generate N]
 //   lowbit-hf-load write <dir> llama-3.2-1b|llama-2-7b|tiny   random bf16 weights in HF layout
