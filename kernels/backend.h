@@ -380,7 +380,9 @@ class Backend {
                    const char* op) const;
 };
 
-// Which backend to use: "auto" (an OpenCL GPU if one is present, else the CPU),
+// Which backend to use: "auto" (an OpenCL GPU that shares the host's memory,
+// i.e. an integrated one, if present, else the CPU: a discrete GPU only when
+// asked for, see opencl::auto_selectable),
 // "cpu", "opencl" or "cuda"; for OpenCL an optional device index (as listed by
 // opencl_devices()) or a case-insensitive substring of "<platform>/<device>";
 // for CUDA the device index (default 0).

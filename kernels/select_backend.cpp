@@ -135,7 +135,7 @@ std::shared_ptr<Backend> make_backend(const BackendOptions& options) {
   if (options.device_index >= 0 || !options.device_name.empty())
     return opencl_backend_for(pick_device(devices, options));
   for (const auto& d : devices)
-    if (d.is_gpu) return opencl_backend_for(d);
+    if (opencl::auto_selectable(d)) return opencl_backend_for(d);
   return cpu;
 }
 

@@ -101,12 +101,20 @@ std::vector<DeviceInfo> list_devices() {
     for (cl_device_id d : devices) {
       cl_device_type type = 0;
       LOWBIT_CL_CHECK(clGetDeviceInfo(d, CL_DEVICE_TYPE, sizeof(type), &type, nullptr));
+      // Deprecated in OpenCL 2.0 but still answered; a device that does not
+      // answer is treated as discrete.
+      cl_bool unified = CL_FALSE;
+      if (clGetDeviceInfo(d, CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof(unified), &unified, nullptr) !=
+          CL_SUCCESS)
+        unified = CL_FALSE;
       out.push_back({p, d, pname + "/" + device_string(d, CL_DEVICE_NAME),
-                     (type & CL_DEVICE_TYPE_GPU) != 0});
+                     (type & CL_DEVICE_TYPE_GPU) != 0, unified == CL_TRUE});
     }
   }
   return out;
 }
+
+bool auto_selectable(const DeviceInfo& d) { return d.is_gpu && d.host_unified; }
 
 DeviceContext::DeviceContext(const DeviceInfo& info) : info_(info) {
   cl_int err = CL_SUCCESS;

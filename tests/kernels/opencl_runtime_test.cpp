@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "kernels/opencl/cl_runtime.h"
 #include "kernels/opencl/opencl_backend.h"
 #include "tests/kernels/backends.h"
 #include "tests/support/scratch_dir.h"
@@ -48,6 +49,26 @@ class SourceDir {
 
 kernels::opencl::DeviceContext& context_of(kernels::Backend& b) {
   return static_cast<kernels::opencl::OpenClBackend&>(b).context();
+}
+
+// backend "auto" takes an OpenCL GPU only when it shares the host's memory
+// (a discrete GPU would copy every host tensor across PCIe each step); a CPU
+// device such as PoCL's is never taken: auto then means the CPU backend.
+TEST(OpenClRuntime, AutoTakesOnlyAGpuThatSharesHostMemory) {
+  const auto device = [](bool gpu, bool unified) {
+    return kernels::opencl::DeviceInfo{nullptr, nullptr, "test/device", gpu, unified};
+  };
+  EXPECT_TRUE(kernels::opencl::auto_selectable(device(true, true)));
+  EXPECT_FALSE(kernels::opencl::auto_selectable(device(true, false)));
+  EXPECT_FALSE(kernels::opencl::auto_selectable(device(false, true)));
+  bool any = false;
+  for (const auto& d : kernels::opencl::list_devices())
+    any = any || kernels::opencl::auto_selectable(d);
+  const std::string picked = kernels::make_backend({"auto", -1, ""})->name();
+  if (any)
+    EXPECT_NE(picked, "cpu");
+  else
+    EXPECT_EQ(picked, "cpu");
 }
 
 TEST(OpenClRuntime, BuildFailureCarriesTheBuildLog) {
