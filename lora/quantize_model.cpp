@@ -178,8 +178,8 @@ QuantizeReport quantize_model(torch::nn::Module& model, const QuantizeConfig& co
     const LinearFormat format = o >= 0 ? config.overrides[size_t(o)].format : config.format;
     if (format != LinearFormat::None) targets.push_back({item.key(), format});
   }
-  for (const Target& t : targets) check_replaceable(model, t.path);
   for (const Target& t : targets) {
+    check_replaceable(model, t.path);
     const auto* linear = dynamic_cast<torch::nn::LinearImpl*>(
         &layer_impl(*find_submodule(model, t.path)));
     TORCH_CHECK(torch::isfinite(linear->weight).all().item<bool>(), "quantize_model: '", t.path,

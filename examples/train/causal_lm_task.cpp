@@ -111,8 +111,7 @@ class CausalLmTask : public Task {
       options.quantize = r.quant.enabled;
       options.modules_to_not_convert = r.quant.skip;
       options.linear4bit = linear4bit_options(r.quant, nullptr);
-      if (r.quant.type == "int8")
-        options.int8 = lora::Linear8bitOptions().threshold(r.quant.threshold);
+      if (r.quant.type == "int8") options.int8 = int8_options(r.quant, nullptr);
       nn::HfLoadReport report;
       model_ = nn::load_hf_causal_lm(r.model.path, options, &report);
       source_ = r.model.path;

@@ -65,6 +65,11 @@ lora::Linear4bitOptions linear4bit_options(const config::QuantRecipe& quant,
       .backend(backend);
 }
 
+lora::Linear8bitOptions int8_options(const config::QuantRecipe& quant,
+                                     const std::shared_ptr<kernels::Backend>& backend) {
+  return lora::Linear8bitOptions().threshold(quant.threshold).backend(backend);
+}
+
 PreparedModel prepare_model(torch::nn::Module& model, const config::QuantRecipe& quant,
                             const config::LoraRecipe& lora,
                             const std::shared_ptr<kernels::Backend>& backend,
@@ -84,7 +89,7 @@ PreparedModel prepare_model(torch::nn::Module& model, const config::QuantRecipe&
       q.overrides.push_back({split->first, lora::parse_linear_format(split->second)});
     }
     q.four_bit = linear4bit_options(quant, backend);
-    q.int8 = lora::Linear8bitOptions().threshold(quant.threshold).backend(backend);
+    q.int8 = int8_options(quant, backend);
     const lora::QuantizeReport report = lora::quantize_model(model, q);
     d << "\n    quant: " << report.to_string();
     prepared.quantization_table = report.to_table();

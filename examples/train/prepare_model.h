@@ -19,6 +19,7 @@
 #include "kernels/backend.h"
 #include "lora/apply_lora.h"
 #include "lora/linear4bit.h"
+#include "lora/linear8bit.h"
 
 namespace lowbit::train {
 
@@ -33,6 +34,9 @@ struct PreparedModel {
 // The 4-bit layer options a quant section asks for.
 lora::Linear4bitOptions linear4bit_options(const config::QuantRecipe& quant,
                                            const std::shared_ptr<kernels::Backend>& backend);
+// The Linear8bit layers' options of a quant section (quant.type int8).
+lora::Linear8bitOptions int8_options(const config::QuantRecipe& quant,
+                                     const std::shared_ptr<kernels::Backend>& backend);
 
 // `quant.enabled` with a model whose loader already quantized it (a Hugging
 // Face checkpoint read straight into 4-bit layers) is described, not redone:
