@@ -3,9 +3,11 @@
 //                           (in % 32 == 0, aligned); gemv_4bit_generic_kernel otherwise.
 //   m = 1, input gradient   input_grad_gemv_kernel, rows split over blocks, partial sums reduced
 //                           in a fixed order (in % 8 == 0); the cuBLAS route otherwise.
-//   F16/BF16, 2 <= m <= 64  gemm_4bit_wmma_kernel: W decoded tile by tile into shared memory,
-//                           tensor-core (WMMA) products, K split over blocks when the output
-//                           alone cannot fill the GPU (in % 32 == 0, aligned operands).
+//   F16/BF16, 2 <= m <= 64  forward on sm_80+: gemm_4bit_mma_kernel, W decoded in registers
+//                           straight into mma.sync operands (in % 32 == 0, aligned operands).
+//                           Otherwise, and for the input gradient: gemm_4bit_wmma_kernel, W
+//                           decoded tile by tile into shared memory, WMMA products. Both split K
+//                           over blocks when the output alone cannot fill the GPU.
 //   everything else         dequantize_4bit_kernel into a stream-ordered temporary, then cuBLAS.
 // No float atomics anywhere: every split is summed in a fixed order, so results repeat exactly.
 #include "kernels/cuda/gemm_4bit.h"
@@ -19,6 +21,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <type_traits>
@@ -558,6 +561,183 @@ __global__ void __launch_bounds__(kThreads, 2)  // two blocks per SM: the grid a
 }
 
 // ---------------------------------------------------------------------------------------------
+// Small batches, forward, on sm_80 and later: the same numerics with the weight decoded in
+// registers, straight into PTX mma.sync m16n8k16 operands. (WMMA hides its fragment layout, so a
+// decoded weight reaches it only through shared memory and two barriers per K step: the kernel
+// above, 2-3x slower at batch 16-64; docs/PERFORMANCE.md.)
+//
+// In m16n8k16, lane (g, t) = (lane / 4, lane % 4) holds the A elements of rows g and g + 8 and the
+// B elements of column g at the same k pairs of a 16-k slice: t and t + 4 (pair p = elements
+// 2p, 2p + 1). A product sums over k, so the k of a step may be numbered in any order that A and
+// B share. In a step of 128 k, lane t takes the 16 consecutive pairs 16t .. 16t + 15 of memory:
+// pair 16t + j is slice j / 2, pair t + 4 (j % 2). A lane then reads its weight codes with one
+// aligned 16-byte load per weight row (32 codes, inside one quantization block: blocks hold
+// >= 32 elements and 32t is a multiple of 32) and its activations as four 16-byte vectors per row.
+//
+// A warp owns NT n-tiles (8 weight rows each) and all m rows (MT m-tiles); a block 8 warps along
+// N. The weight goes from global memory to registers one step ahead. The activations of a step
+// (16 MT rows x 128 k) are staged once per block in shared memory, double-buffered, loaded into
+// registers two steps ahead: one barrier per step. Rows past m are zeros there; weight rows past out are clamped and never stored.
+
+constexpr int kMmaStepK = 128;
+constexpr int kMmaPitch = 2 * kMmaStepK + 16;  // bytes per staged row: 16 mod 128, see below
+
+// A staged row holds 16 chunks of 16 bytes; lane t reads chunks 4t .. 4t + 3. Chunk c is stored at
+// slot c ^ ((c >> 3) << 1): the four lanes of a row then hit four different 16-byte bank groups,
+// and the 16-byte row offset (pitch 16 mod 128) moves the other row of the same 8-lane phase
+// onto the other four, so a 16-byte read is conflict-free.
+__device__ __forceinline__ int chunk_slot(int c) { return c ^ ((c >> 3) << 1); }
+
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1, __nv_bfloat16) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1, __half) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+template <int NT>
+struct MmaWeights {  // a lane's codes and raw scales for one step
+  uint4 q[NT];
+  RawScale s[NT];
+};
+
+template <typename T, int MT, int NT>
+__global__ void __launch_bounds__(kThreads, 2)
+    gemm_4bit_mma_kernel(const T* __restrict__ a, int m, const Weight4bitDev w,
+                         const T* __restrict__ bias, T* __restrict__ c, float* __restrict__ ws,
+                         int steps_per_split) {
+  constexpr int kRows = 16 * MT;
+  constexpr int kChunks = kRows * 16;                 // 16-byte chunks of a staged step
+  constexpr int kChunksPerThread = kChunks / kThreads;
+  static_assert(kChunks % kThreads == 0, "whole chunks per thread");
+  __shared__ __align__(16) unsigned char a_stage[2][kRows * kMmaPitch];
+  __shared__ Tables tables;
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int g = lane / 4, t = lane % 4;
+  const size_t in = w.in_features, out = w.out_features;
+  const size_t n_warp = (size_t(blockIdx.x) * kWarps + warp) * (NT * 8);
+  const int total_steps = int(in / kMmaStepK);
+  const int s_begin = int(blockIdx.y) * steps_per_split;
+  const int s_end = min(total_steps, s_begin + steps_per_split);
+
+  size_t wflat[NT];  // flat index of the lane's first code in each n-tile's row, at step 0
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) wflat[nt] = min_size(n_warp + nt * 8 + g, out - 1) * in + 32 * t;
+  auto load_w = [&](int s, MmaWeights<NT>& mw) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const size_t f = wflat[nt] + size_t(s) * kMmaStepK;
+      mw.q[nt] = __ldg(reinterpret_cast<const uint4*>(w.packed + f / 2));
+      mw.s[nt] = load_scale(w, f >> w.block_shift);
+    }
+  };
+  uint4 av[kChunksPerThread];  // the next step's activations, on their way to shared memory
+  auto load_a = [&](int s) {
+#pragma unroll
+    for (int j = 0; j < kChunksPerThread; ++j) {
+      const int i = tid + j * kThreads, row = i / 16, chunk = i % 16;
+      av[j] = row < m ? __ldg(reinterpret_cast<const uint4*>(
+                            a + size_t(row) * in + size_t(s) * kMmaStepK + 8 * chunk))
+                      : make_uint4(0, 0, 0, 0);
+    }
+  };
+  auto store_a = [&](unsigned char* stage) {
+#pragma unroll
+    for (int j = 0; j < kChunksPerThread; ++j) {
+      const int i = tid + j * kThreads, row = i / 16, chunk = i % 16;
+      *reinterpret_cast<uint4*>(stage + row * kMmaPitch + 16 * chunk_slot(chunk)) = av[j];
+    }
+  };
+
+  float acc[MT][NT][4] = {};
+  auto compute = [&](const MmaWeights<NT>& mw, const unsigned char* stage) {
+    float scale[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) scale[nt] = finish_scale(w, tables, mw.s[nt]);
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {  // 16-byte chunk 4t + q: slices 2q and 2q + 1
+      uint32_t b[NT][4];  // b[nt][j]: pair 16t + 4q + j of the lane's weight row, rounded to T
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const CodeOffsets co = code_offsets(word(mw.q[nt], q));
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+          b[nt][j] = pack2<T>(__fmul_rn(lookup(tables.value, co.even, j), scale[nt]),
+                              __fmul_rn(lookup(tables.value, co.odd, j), scale[nt]));
+      }
+      const int slot = 16 * chunk_slot(4 * t + q);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const uint4 lo = *reinterpret_cast<const uint4*>(stage + (16 * mt + g) * kMmaPitch + slot);
+        const uint4 hi =
+            *reinterpret_cast<const uint4*>(stage + (16 * mt + g + 8) * kMmaPitch + slot);
+#pragma unroll
+        for (int kk = 0; kk < 2; ++kk) {
+          const uint32_t fa[4] = {word(lo, 2 * kk), word(hi, 2 * kk), word(lo, 2 * kk + 1),
+                                  word(hi, 2 * kk + 1)};
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt)
+            mma_16816(acc[mt][nt], fa, b[nt][2 * kk], b[nt][2 * kk + 1], T{});
+        }
+      }
+    }
+  };
+
+  // Step s computes from a_stage[buf] while step s + 1's weights and step s + 2's activations
+  // are on their way; step s + 1's activations (loaded during step s - 1) are stored after it.
+  MmaWeights<NT> cur, next;
+  if (s_begin < s_end) {
+    load_w(s_begin, cur);
+    load_a(s_begin);
+  }
+  load_tables(w, tables);
+  if (s_begin < s_end) store_a(a_stage[0]);
+  if (s_begin + 1 < s_end) load_a(s_begin + 1);
+  __syncthreads();
+  for (int s = s_begin; s < s_end; ++s) {
+    const int buf = (s - s_begin) & 1;
+    const bool more = s + 1 < s_end;
+    if (more) load_w(s + 1, next);
+    compute(cur, a_stage[buf]);
+    if (more) store_a(a_stage[buf ^ 1]);  // read last in step s - 1, before the barrier
+    if (s + 2 < s_end) load_a(s + 2);
+    __syncthreads();
+    if (more) cur = next;
+  }
+
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = 16 * mt + g + 8 * (e / 2);
+        const size_t col = n_warp + nt * 8 + 2 * t + e % 2;
+        if (row >= m || col >= out) continue;
+        float v = acc[mt][nt][e];
+        if (ws) {
+          ws[(size_t(blockIdx.y) * m + row) * out + col] = v;
+        } else {
+          if (bias) v += to_float(bias[col]);
+          c[size_t(row) * out + col] = from_float<T>(v);
+        }
+      }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Large batches: out[r, j] = W(o0 + r, i0 + j) in T for r < rows, j < cols (row pitch cols), each
 // value rounded once from value * scale. A thread writes 8 consecutive columns; with `vec` (4-byte
 // aligned codes, 16-byte aligned output, cols % 8 == 0) an aligned group of 8 takes one 32-bit
@@ -640,7 +820,9 @@ constexpr int type_index() {
 // static destructor can run after the CUDA runtime has shut down.
 struct DeviceState {
   int sms = 0;
+  int cc_major = 0;                         // compute capability
   int smem_optin = 0;                       // shared memory a block may opt in to (bytes)
+  std::map<const void*, int> resident;      // kernel -> blocks per SM (kThreads, static smem)
   int gemv_max_dynamic[3] = {-1, -1, -1};   // per element type, once the attribute is set
   cublasHandle_t blas = nullptr;
 };
@@ -661,6 +843,8 @@ DeviceState& device_state(const char* op) {
     auto fresh = std::make_unique<DeviceState>();
     check_cuda(cudaDeviceGetAttribute(&fresh->sms, cudaDevAttrMultiProcessorCount, device), op,
                "cudaDeviceGetAttribute(MultiProcessorCount)");
+    check_cuda(cudaDeviceGetAttribute(&fresh->cc_major, cudaDevAttrComputeCapabilityMajor, device),
+               op, "cudaDeviceGetAttribute(ComputeCapabilityMajor)");
     check_cuda(cudaDeviceGetAttribute(&fresh->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
                                       device),
                op, "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
@@ -806,6 +990,45 @@ void run_input_grad_gemv(DeviceState& d, const T* dy, const Weight4bitDev& w, T*
   run_reduce<T>(d, ws.as<float>(), int(splits), in, in, nullptr, dx, stream, op);
 }
 
+// Blocks of `kernel` resident per SM at kThreads threads and no dynamic shared memory (cached).
+int resident_blocks(DeviceState& d, const void* kernel, const char* op) {
+  std::lock_guard<std::mutex> lock(state_mutex());
+  const auto it = d.resident.find(kernel);
+  if (it != d.resident.end()) return it->second;
+  int blocks = 0;
+  check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, 0), op,
+             "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  blocks = std::max(blocks, 1);
+  d.resident.emplace(kernel, blocks);
+  return blocks;
+}
+
+// How the K steps of a tensor-core kernel are split over blocks (blockIdx.y).
+struct KSplit {
+  size_t splits = 1, steps = 1;  // blocks along K, and K steps per block
+};
+
+// Equal blocks run in waves of `slots` (resident blocks on the whole GPU), and a block costs its
+// steps plus about two for its prologue (first loads) and epilogue (partial sums out), so the
+// kernel takes about waves x (steps + 2): the split count that makes that least wins, the
+// smallest on ties. At most K / (16 m) splits: the float partial sums (4 bytes per split and
+// output, written and read again) then stay within half the packed weight's bytes.
+KSplit choose_split(size_t n_blocks, size_t total_steps, size_t slots, size_t k, size_t m) {
+  const size_t most = min_size(total_steps, std::max<size_t>(1, k / (16 * m)));
+  KSplit best{1, total_steps};
+  size_t best_cost = SIZE_MAX;
+  for (size_t splits = 1; splits <= most; ++splits) {
+    const size_t steps = (total_steps + splits - 1) / splits;
+    if ((total_steps + steps - 1) / steps != splits) continue;  // a smaller count does the same
+    const size_t cost = (n_blocks * splits + slots - 1) / slots * (steps + 2);
+    if (cost < best_cost) {
+      best_cost = cost;
+      best = {splits, steps};
+    }
+  }
+  return best;
+}
+
 template <typename T, int MT, bool kInputGrad>
 void launch_wmma(dim3 grid, const T* a, int m, const Weight4bitDev& w, const T* bias, T* c,
                  float* ws, int steps_per_split, cudaStream_t stream, const char* op) {
@@ -822,10 +1045,9 @@ void run_wmma(DeviceState& d, const T* a, size_t m, const Weight4bitDev& w, cons
   const size_t N = kInputGrad ? w.in_features : w.out_features;
   const size_t n_blocks = (N + kTileN - 1) / kTileN;
   const size_t total_steps = (K + kTileK - 1) / kTileK;
-  // Split K until there are about two blocks per SM; no split is left empty.
-  size_t splits = min_size(total_steps, (size_t(2 * d.sms) + n_blocks - 1) / n_blocks);
-  const size_t steps_per_split = (total_steps + splits - 1) / splits;
-  splits = (total_steps + steps_per_split - 1) / steps_per_split;
+  // The kernel's launch bounds give two blocks per SM.
+  const KSplit split = choose_split(n_blocks, total_steps, size_t(2 * d.sms), K, m);
+  const size_t splits = split.splits, steps_per_split = split.steps;
   const dim3 grid{unsigned(n_blocks), unsigned(splits)};
   std::unique_ptr<DeviceScratch> ws;
   if (splits > 1) ws = std::make_unique<DeviceScratch>(splits * m * N * sizeof(float), stream);
@@ -838,6 +1060,40 @@ void run_wmma(DeviceState& d, const T* a, size_t m, const Weight4bitDev& w, cons
   else
     launch_wmma<T, 4, kInputGrad>(grid, a, mi, w, bias, c, wsp, sps, stream, op);
   if (ws) run_reduce<T>(d, wsp, int(splits), m * N, N, bias, c, stream, op);
+}
+
+template <typename T, int MT, int NT>
+void launch_mma(DeviceState& d, const T* x, size_t m, const Weight4bitDev& w, const T* bias, T* y,
+                cudaStream_t stream, const char* op) {
+  const auto kernel = gemm_4bit_mma_kernel<T, MT, NT>;
+  const size_t out = w.out_features, in = w.in_features;
+  const size_t n_blocks = (out + kWarps * NT * 8 - 1) / (kWarps * NT * 8);
+  const size_t slots =
+      size_t(resident_blocks(d, reinterpret_cast<const void*>(kernel), op)) * size_t(d.sms);
+  const KSplit split = choose_split(n_blocks, in / kMmaStepK, slots, in, m);
+  std::unique_ptr<DeviceScratch> ws;
+  if (split.splits > 1)
+    ws = std::make_unique<DeviceScratch>(split.splits * m * out * sizeof(float), stream);
+  float* wsp = ws ? ws->as<float>() : nullptr;
+  kernel<<<dim3{unsigned(n_blocks), unsigned(split.splits)}, kThreads, 0, stream>>>(
+      x, int(m), w, bias, y, wsp, int(split.steps));
+  check_launch(op, "gemm_4bit_mma_kernel");
+  if (ws) run_reduce<T>(d, wsp, int(split.splits), m * out, out, bias, y, stream, op);
+}
+
+// The register-decode tensor-core path (F16 / BF16, 2 <= m <= kMaxFusedM, sm_80+); the caller
+// checked its conditions. n-tiles per warp shrink as m grows, to bound the registers.
+template <typename T>
+void run_mma(DeviceState& d, const T* x, size_t m, const Weight4bitDev& w, const T* bias, T* y,
+             cudaStream_t stream, const char* op) {
+  if (m <= 16)
+    launch_mma<T, 1, 4>(d, x, m, w, bias, y, stream, op);
+  else if (m <= 32)
+    launch_mma<T, 2, 3>(d, x, m, w, bias, y, stream, op);
+  else if (m <= 48)
+    launch_mma<T, 3, 2>(d, x, m, w, bias, y, stream, op);
+  else
+    launch_mma<T, 4, 2>(d, x, m, w, bias, y, stream, op);
 }
 
 template <typename T>
@@ -897,10 +1153,15 @@ void forward(const T* x, size_t m, const Weight4bitDev& w, const T* bias, T* y,
     return;
   }
   if constexpr (!std::is_same_v<T, float>) {
-    if (m <= size_t(kMaxFusedM) && w.in_features % 32 == 0 && aligned(x, 16) &&
-        aligned(w.packed, 16)) {
-      run_wmma<T, false>(d, x, m, w, bias, y, stream, op);
-      return;
+    if (m <= size_t(kMaxFusedM) && w.in_features % 32 == 0 && aligned(x, 16)) {
+      if (d.cc_major >= 8 && w.in_features % kMmaStepK == 0 && aligned(w.packed, 16)) {
+        run_mma<T>(d, x, m, w, bias, y, stream, op);
+        return;
+      }
+      if (aligned(w.packed, 16)) {
+        run_wmma<T, false>(d, x, m, w, bias, y, stream, op);
+        return;
+      }
     }
   }
   run_forward_blas<T>(d, x, m, w, bias, y, stream, op);

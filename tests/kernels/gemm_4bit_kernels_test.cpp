@@ -201,6 +201,10 @@ const std::vector<Case>& cases() {
       {33, 70, 200, 64, Format4::FP4, false, true, DType::F16},
       // Large enough for the CUDA backend's tensor-core and dequantize + GEMM paths.
       {64, 256, 1024, 64, Format4::NF4, true, true, DType::BF16},
+      // CUDA's register-decode kernel: three m-tiles, a partial last n-tile, 32-blocks (a
+      // scale per lane); a deep K split over blocks.
+      {48, 203, 384, 32, Format4::FP4, true, true, DType::F16},
+      {2, 520, 4096, 128, Format4::NF4, true, false, DType::BF16},
       {600, 96, 320, 64, Format4::NF4, true, true, DType::F16},
       {600, 64, 256, 64, Format4::NF4, true, false, DType::F32},
   };
