@@ -10,6 +10,10 @@ if(TARGET lowbit_text)
   list(APPEND installed_libraries lowbit_text)
   list(APPEND header_dirs text)
 endif()
+if(TARGET lowbit_dist)
+  list(APPEND installed_libraries lowbit_dist)
+  list(APPEND header_dirs dist)
+endif()
 install(TARGETS ${installed_libraries} EXPORT lowbitTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}

@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config
-  libtorch-dev libopenblas0-openmp libeigen3-dev libyaml-cpp-dev nlohmann-json3-dev zlib1g-dev
+  libtorch-dev libgloo-dev libopenblas0-openmp libeigen3-dev libyaml-cpp-dev nlohmann-json3-dev zlib1g-dev
   libicu-dev libsentencepiece-dev sentencepiece
   ocl-icd-opencl-dev opencl-headers opencl-clhpp-headers pocl-opencl-icd
   libgtest-dev libgmock-dev libbenchmark-dev

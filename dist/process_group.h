@@ -1,0 +1,57 @@
+// Multi-process training over libtorch's c10d (issue 19): the process group a run gets from the
+// environment torchrun sets, with the collectives lowbit needs and a timeout on each, so that a
+// dead or missing peer ends a run with an error instead of a hang. Gloo on CPU tensors.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+namespace lowbit::dist {
+
+// Where this process sits in a run: RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT, as torchrun
+// (and `lowbit-train --nproc`) set them.
+struct Env {
+  int rank = 0;
+  int world_size = 1;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+};
+
+// Reads Env from the environment. Without RANK and WORLD_SIZE the run is one process. A value
+// that is not an integer in range, or only one of RANK and WORLD_SIZE, throws naming the variable.
+Env env_from_environment();
+
+// A process group of Env::world_size processes. Every call is collective: all ranks make the
+// same calls in the same order with tensors of the same shapes and dtypes.
+class Group {
+ public:
+  // Rendezvous through a TCP store that rank 0 hosts at master_addr:master_port, then Gloo.
+  // Throws if the peers do not all arrive within `timeout`; every collective after that throws
+  // when it does not complete within `timeout` (a peer died or stopped calling).
+  Group(const Env& env, std::chrono::milliseconds timeout);
+  ~Group();
+  Group(const Group&) = delete;
+  Group& operator=(const Group&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+
+  // In place: every tensor becomes the elementwise sum over the ranks. The result is the same
+  // bits on every rank.
+  void all_reduce_sum(std::vector<torch::Tensor>& tensors);
+  // In place: every rank's `tensor` becomes rank `root`'s.
+  void broadcast(torch::Tensor& tensor, int root);
+  // Waits until every rank has arrived.
+  void barrier();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int rank_ = 0, size_ = 1;
+};
+
+}  // namespace lowbit::dist
