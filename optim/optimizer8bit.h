@@ -79,6 +79,10 @@ class Optimizer8bit : public torch::optim::Optimizer {
   NonFiniteStats nonfinite_stats() const;
 
   kernels::Backend& backend() const { return *backend_; }
+  // The state settings of parameter group `group` (before per-parameter overrides).
+  const StateSettings& group_settings(size_t group) const {
+    return settings(param_groups_.at(group).options());
+  }
 
   // Where the backend keeps states apart from the state() tensors (OpenCL, and
   // the step counts on any device) this copies them into state(); save() does

@@ -131,6 +131,13 @@ std::vector<torch::Tensor> load(const std::string& path) {
   return v;
 }
 
+int64_t load_bytes(const std::string& path) {
+  int64_t v = -1;
+  std::ifstream(path + ".bytes") >> v;
+  fs::remove(path + ".bytes");
+  return v;
+}
+
 std::string out_path(const std::string& name) {
   return (fs::temp_directory_path() / (name + "_" + std::to_string(getpid()))).string();
 }
@@ -162,6 +169,7 @@ void trains_like_one_process(const std::string& optimizer) {
   expect_clean(run_workers(0, {one, optimizer, "20"}));
   expect_clean(run_workers(2, {two, optimizer, "20"}));
   const auto p1 = load(one + ".0"), p2a = load(two + ".0"), p2b = load(two + ".1");
+  for (const auto& f : {one + ".0", two + ".0", two + ".1"}) load_bytes(f);
   ASSERT_EQ(p1.size(), p2a.size());
   const double lr = 1e-2;
   for (size_t k = 0; k < p1.size(); ++k) {
@@ -183,6 +191,38 @@ void trains_like_one_process(const std::string& optimizer) {
 TEST(DataParallel, TwoRanksTrainLikeOneProcessWithTheWholeBatch) {
   trains_like_one_process("adamw8bit");
   trains_like_one_process("lamb8bit");
+}
+
+TEST(Zero1, ShardedStatesGiveTheDataParallelBitsInHalfTheStateMemoryPerRank) {
+  const std::string dp = out_path("zero_dp"), zero = out_path("zero_sharded");
+  expect_clean(run_workers(2, {dp, "adamw8bit", "20"}));
+  expect_clean(run_workers(2, {zero, "zero-adamw8bit", "20"}));
+  int64_t sharded_total = 0, largest = 0, whole = 0;
+  for (int r = 0; r < 2; ++r) {
+    const std::string suffix = "." + std::to_string(r);
+    const auto pd = load(dp + suffix), pz = load(zero + suffix);
+    // The same averaged gradients, the same blocks, the same codes: the same bits.
+    for (size_t k = 0; k < pd.size(); ++k)
+      EXPECT_TRUE(torch::equal(pd[k], pz[k])) << "rank " << r << " parameter " << k;
+    whole = load_bytes(dp + suffix);
+    const int64_t mine = load_bytes(zero + suffix);
+    sharded_total += mine;
+    largest = std::max(largest, mine);
+  }
+  std::cout << "state bytes: whole " << whole << ", ZeRO-1 ranks " << sharded_total - largest
+            << " + " << largest << "\n";
+  // The ranks split the blocks by state bytes (their codes and absmax sum to the whole); each shard
+  // adds only its own small per-tensor extras (step counts).
+  EXPECT_NEAR(double(sharded_total), double(whole), 0.02 * double(whole));
+  EXPECT_LE(double(largest), 0.55 * double(whole));
+}
+
+TEST(Zero1, LambIsRefusedUntilItsNormsAreSummedAcrossRanks) {
+  const auto exits = run_workers(2, {out_path("zero_lamb"), "zero-lamb8bit", "2"});
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(exits[r].status, 1) << "rank " << r;
+    EXPECT_NE(exits[r].err.find("trust ratio"), std::string::npos) << exits[r].err;
+  }
 }
 
 TEST(DataParallel, ADeadPeerEndsTheRunWithAnErrorNotAHang) {

@@ -1,19 +1,23 @@
 // One rank of a data-parallel training run, for tests/dist/data_parallel_test.cpp:
 //   lowbit_dist_worker OUT OPTIMIZER STEPS [MODE]
 // Rank r of WORLD_SIZE (from the environment; one process without it) trains a small MLP with
-// OPTIMIZER (adamw8bit or lamb8bit) on a global batch of 32 rows per step, drawn from a fixed
-// seed (the same batch on every rank), using rows [32 r / N, 32 (r + 1) / N): the loss is the
-// mean over those rows and the gradients are averaged over the ranks. Writes the parameters to
-// OUT.<rank> (torch::save). MODE "grads": writes the first step's averaged gradients instead.
-// MODE "die": rank 1 kills itself once the group has started (the others must fail, not hang).
-// MODE "other-model": rank 1 builds a wider model (every rank must refuse to train).
+// OPTIMIZER (adamw8bit or lamb8bit; zero-adamw8bit or zero-lamb8bit for ZeRO-1 states) on a
+// global batch of 32 rows per step, drawn from a fixed seed (the same batch on every rank),
+// using rows [32 r / N, 32 (r + 1) / N): the loss is the mean over those rows and the
+// gradients are averaged over the ranks. Writes the parameters to OUT.<rank> (torch::save) and
+// the optimizer's state bytes to OUT.<rank>.bytes. MODE "grads": writes the first step's
+// averaged gradients instead. MODE "die": rank 1 kills itself once the group has started (the
+// others must fail, not hang). MODE "other-model": rank 1 builds a wider model (every rank
+// must refuse to train).
 #include <torch/torch.h>
 
 #include <csignal>
+#include <fstream>
 #include <iostream>
 #include <string>
 
 #include "dist/data_parallel.h"
+#include "dist/zero.h"
 #include "optim/optim.h"
 
 namespace {
@@ -35,8 +39,21 @@ int run(int argc, char** argv) {
   const int64_t hidden = mode == "other-model" && env.rank == 1 ? 160 : 128;
   torch::nn::Sequential model(torch::nn::Linear(kIn, hidden), torch::nn::Tanh(),
                               torch::nn::Linear(hidden, kClasses));
-  std::unique_ptr<torch::optim::Optimizer> opt;
-  if (optimizer == "adamw8bit")
+  std::unique_ptr<lowbit::optim::Optimizer8bit> opt;
+  std::unique_ptr<lowbit::dist::ZeroOptimizer> zero;
+  if (optimizer == "zero-adamw8bit")
+    zero = std::make_unique<lowbit::dist::ZeroOptimizer>(
+        group, model->parameters(), [](std::vector<torch::Tensor> shards) {
+          return std::make_unique<lowbit::optim::AdamW8bit>(std::move(shards),
+                                                            lowbit::optim::AdamW8bitOptions(1e-2));
+        });
+  else if (optimizer == "zero-lamb8bit")
+    zero = std::make_unique<lowbit::dist::ZeroOptimizer>(
+        group, model->parameters(), [](std::vector<torch::Tensor> shards) {
+          return std::make_unique<lowbit::optim::LAMB8bit>(std::move(shards),
+                                                           lowbit::optim::LAMB8bitOptions(1e-2));
+        });
+  else if (optimizer == "adamw8bit")
     opt = std::make_unique<lowbit::optim::AdamW8bit>(model->parameters(),
                                                      lowbit::optim::AdamW8bitOptions(1e-2));
   else if (optimizer == "lamb8bit")
@@ -51,7 +68,10 @@ int run(int argc, char** argv) {
   for (int step = 0; step < steps; ++step) {
     const auto x = torch::randn({kBatch, kIn}, data);
     const auto y = torch::randint(kClasses, {kBatch}, data);
-    opt->zero_grad();
+    if (zero)
+      zero->zero_grad();
+    else
+      opt->zero_grad();
     const auto loss = torch::nn::functional::cross_entropy(
         model->forward(x.slice(0, begin, end)), y.slice(0, begin, end));
     loss.backward();
@@ -62,9 +82,14 @@ int run(int argc, char** argv) {
       torch::save(grads, out + "." + std::to_string(env.rank));
       return 0;
     }
-    opt->step();
+    if (zero)
+      zero->step();
+    else
+      opt->step();
   }
   torch::save(model->parameters(), out + "." + std::to_string(env.rank));
+  std::ofstream(out + "." + std::to_string(env.rank) + ".bytes")
+      << (zero ? zero->state_bytes() : opt->state_bytes());
   return 0;
 }
 
