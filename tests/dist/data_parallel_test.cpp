@@ -211,8 +211,8 @@ TEST(Zero1, ShardedStatesGiveTheDataParallelBitsInHalfTheStateMemoryPerRank) {
   }
   std::cout << "state bytes: whole " << whole << ", ZeRO-1 ranks " << sharded_total - largest
             << " + " << largest << "\n";
-  // The ranks split the blocks by state bytes (their codes and absmax sum to the whole); each shard
-  // adds only its own small per-tensor extras (step counts).
+  // The ranks split the blocks by state bytes (their codes and absmax sum to the whole);
+  // each shard adds only its own small per-tensor extras (step counts).
   EXPECT_NEAR(double(sharded_total), double(whole), 0.02 * double(whole));
   EXPECT_LE(double(largest), 0.55 * double(whole));
 }
