@@ -23,8 +23,8 @@ void check_same_layout(Group& group, const std::vector<torch::Tensor>& params) {
       f[h] = (v * 7 + int64_t(params[k].dim())) % kPrimes[h];
     }
   }
-  std::vector<torch::Tensor> sums{torch::tensor({f[0], f[1], f[2], f[0] * f[0], f[1] * f[1], f[2] * f[2]},
-                                                torch::kInt64)};
+  std::vector<torch::Tensor> sums{torch::tensor(
+      {f[0], f[1], f[2], f[0] * f[0], f[1] * f[1], f[2] * f[2]}, torch::kInt64)};
   const auto mine = sums[0].clone();
   group.all_reduce_sum(sums);
   const bool same = torch::equal(sums[0], mine * int64_t(group.size()));

@@ -564,7 +564,7 @@ __global__ void __launch_bounds__(kThreads, 2)  // two blocks per SM: the grid a
 // Small batches, forward, on sm_80 and later: the same numerics with the weight decoded in
 // registers, straight into PTX mma.sync m16n8k16 operands. (WMMA hides its fragment layout, so a
 // decoded weight reaches it only through shared memory and two barriers per K step: the kernel
-// above, 2-3x slower at batch 16-64; docs/PERFORMANCE.md.)
+// above, 1.4-1.5x slower at batch 16-64 on an H200; docs/PERFORMANCE.md.)
 //
 // In m16n8k16, lane (g, t) = (lane / 4, lane % 4) holds the A elements of rows g and g + 8 and the
 // B elements of column g at the same k pairs of a 16-k slice: t and t + 4 (pair p = elements
@@ -577,7 +577,8 @@ __global__ void __launch_bounds__(kThreads, 2)  // two blocks per SM: the grid a
 // A warp owns NT n-tiles (8 weight rows each) and all m rows (MT m-tiles); a block 8 warps along
 // N. The weight goes from global memory to registers one step ahead. The activations of a step
 // (16 MT rows x 128 k) are staged once per block in shared memory, double-buffered, loaded into
-// registers two steps ahead: one barrier per step. Rows past m are zeros there; weight rows past out are clamped and never stored.
+// registers two steps ahead: one barrier per step. Rows past m are zeros there; weight rows
+// past out are clamped for loading and never stored.
 
 constexpr int kMmaStepK = 128;
 constexpr int kMmaPitch = 2 * kMmaStepK + 16;  // bytes per staged row: 16 mod 128, see below
@@ -644,7 +645,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       mw.s[nt] = load_scale(w, f >> w.block_shift);
     }
   };
-  uint4 av[kChunksPerThread];  // the next step's activations, on their way to shared memory
+  uint4 av[kChunksPerThread];  // a later step's activations, on their way to shared memory
   auto load_a = [&](int s) {
 #pragma unroll
     for (int j = 0; j < kChunksPerThread; ++j) {

@@ -165,7 +165,8 @@ TEST(DataParallel, TwoRanksAverageToTheWholeBatchGradient) {
 }
 
 void trains_like_one_process(const std::string& optimizer) {
-  const std::string one = out_path("dp_" + optimizer + "1"), two = out_path("dp_" + optimizer + "2");
+  const std::string one = out_path("dp_" + optimizer + "1");
+  const std::string two = out_path("dp_" + optimizer + "2");
   expect_clean(run_workers(0, {one, optimizer, "20"}));
   expect_clean(run_workers(2, {two, optimizer, "20"}));
   const auto p1 = load(one + ".0"), p2a = load(two + ".0"), p2b = load(two + ".1");
