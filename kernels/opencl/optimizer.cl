@@ -243,12 +243,23 @@ __kernel void optimizer_update(lb_optim_args a, ulong n, uint blocksize, __globa
   float p[LB_PER_ITEM], g[LB_PER_ITEM];
   lb_state_t q1[LB_PER_ITEM], q2[LB_PER_ITEM];
   if (whole) {
+#if LB_LANES == 1
+    // A block per item (CPU devices): plain loops, which the compiler
+    // vectorises to the machine's width.
+    for (int k = 0; k < LB_PER_ITEM; ++k) {
+      p[k] = load_elem(param, LB_PARAM_TYPE, begin + k);
+      g[k] = load_elem(grad, LB_PARAM_TYPE, begin + k);
+      q1[k] = ((__global const lb_state_t*)state1)[begin + k];
+      if (LB_TWO_STATES) q2[k] = ((__global const lb_state_t*)state2)[begin + k];
+    }
+#else
     for (int c = 0; c < LB_PER_ITEM; c += 8) {
       load8(param, begin + c, p + c);
       load8(grad, begin + c, g + c);
       load8_state(state1, begin + c, q1 + c);
       if (LB_TWO_STATES) load8_state(state2, begin + c, q2 + c);
     }
+#endif
   } else {
     for (int k = 0; k < LB_PER_ITEM; ++k) {
       const size_t i = k < len ? begin + k : 0;  // in range; past the end not counted
@@ -317,11 +328,19 @@ __kernel void optimizer_update(lb_optim_args a, ulong n, uint blocksize, __globa
   encode_all(table1, bucketed1, zero1, m1, t1, q1);
   if (LB_TWO_STATES) encode_all(table2, bucketed2, zero2, m2, t2, q2);
   if (whole) {
+#if LB_LANES == 1
+    for (int k = 0; k < LB_PER_ITEM; ++k) {
+      store_elem(param, LB_PARAM_TYPE, begin + k, pn[k]);
+      ((__global lb_state_t*)state1)[begin + k] = q1[k];
+      if (LB_TWO_STATES) ((__global lb_state_t*)state2)[begin + k] = q2[k];
+    }
+#else
     for (int c = 0; c < LB_PER_ITEM; c += 8) {
       store8(param, begin + c, pn + c);
       store8_state(state1, begin + c, q1 + c);
       if (LB_TWO_STATES) store8_state(state2, begin + c, q2 + c);
     }
+#endif
   } else {
     for (int k = 0; k < len; ++k) {
       store_elem(param, LB_PARAM_TYPE, begin + k, pn[k]);
