@@ -7,9 +7,16 @@
 // lowbit8_skipblocks (no gradient check), lowbit32 (float32 states),
 // lowbit8_f16 / lowbit8_bf16 (AdamW8bit on a half / bfloat16 parameter),
 // lowbit8_opencl (end to end on the first OpenCL device) and memcpy.
-// LOWBIT_BENCH_SIZES (e.g. "1M,16M") restricts the sizes for a quick run.
+// On the first OpenCL GPU (else the first device) the kernels also run on
+// device-resident buffers, groups "<optimizer>/<size>/opencl_resident":
+// lowbit8 (the fused update; LAMB with its norms pass), gradient_stats (adamw
+// group) and the device's buffer copy as the roofline (op copy).
+// LOWBIT_BENCH_SIZES (e.g. "1M,16M") restricts the sizes for a quick run, and
+// may name 256M, which is not run by default. The GPU rows alone:
+//   LOWBIT_BENCH_SIZES=256M bench_optim --benchmark_filter=opencl_resident
 #include <omp.h>
 
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -22,6 +29,7 @@
 #include "bench/ratio_reporter.h"
 #include "kernels/backend.h"
 #include "optim/optim.h"
+#include "quant/codebook.h"
 
 namespace lowbit::bench {
 namespace {
@@ -166,9 +174,143 @@ void register_group(Family f, int64_t n, const std::string& size, int threads) {
   }
 }
 
+// The hyper-parameters of a step as the optimizers combine them (step 1,
+// the bench's learning rates), for the kernel-level ops.
+kernels::OptimizerArgs resident_args(Family f) {
+  kernels::OptimizerArgs a{};
+  a.gnorm_scale = 1.0f;
+  a.decay = 1.0f;
+  a.m_scale = 1.0f;
+  const auto betas = [&](double b1, double b2) {
+    a.beta1 = float(b1);
+    a.one_minus_beta1 = float(1 - b1);
+    a.beta2 = float(b2);
+    a.one_minus_beta2 = float(1 - b2);
+  };
+  switch (f) {
+    case Family::Adam:
+    case Family::AdamW:
+    case Family::LAMB:
+      betas(0.9, 0.999);
+      a.eps = float(1e-8 * std::sqrt(0.001));
+      a.lr_step = float(-1e-3 * std::sqrt(0.001) / 0.1);
+      if (f == Family::AdamW) a.decay = float(1 - 1e-3 * 0.01);
+      if (f == Family::LAMB) {
+        a.m_scale = float(std::sqrt(0.001) / 0.1);
+        a.lr_step = -1e-3f;
+        a.l2 = 0.01f;
+      }
+      break;
+    case Family::Lion:
+      betas(0.9, 0.99);
+      a.lr_step = -1e-4f;
+      a.decay = float(1 - 1e-4 * 0.01);
+      break;
+    case Family::RMSprop:
+      betas(0.99, 0.0);
+      a.eps = 1e-8f;
+      a.lr_step = -1e-3f;
+      break;
+  }
+  return a;
+}
+
+kernels::OptimizerRule rule_of(Family f) {
+  switch (f) {
+    case Family::LAMB: return kernels::OptimizerRule::LAMB;
+    case Family::Lion: return kernels::OptimizerRule::Lion;
+    case Family::RMSprop: return kernels::OptimizerRule::RMSprop;
+    default: return kernels::OptimizerRule::Adam;
+  }
+}
+
+// A parameter of n float32 values with 8-bit states, every buffer on the
+// device (uploaded once): what a step costs without host transfers.
+struct ResidentProblem {
+  std::unique_ptr<kernels::Buffer> param, grad, state1, absmax1, qmap1, state2, absmax2, qmap2;
+  kernels::OptimizerOperands op;
+
+  ResidentProblem(kernels::Backend& be, Family f, int64_t n) {
+    const Problem host(n);
+    const size_t blocks = kernels::num_blocks(size_t(n), 256);
+    const auto upload = [&](const torch::Tensor& t) {
+      const torch::Tensor c = t.contiguous();
+      auto b = be.allocate(size_t(c.numel()) * c.element_size());
+      be.write(*b, c.data_ptr(), b->bytes());
+      return b;
+    };
+    param = upload(host.param.detach());
+    grad = upload(host.param.grad());
+    const bool two = f == Family::Adam || f == Family::AdamW || f == Family::LAMB;
+    // States start at 0 (absmax 0): the first step, outside the timing, fills them.
+    const auto zero_state = [&](bool is_signed, std::unique_ptr<kernels::Buffer>& s,
+                                std::unique_ptr<kernels::Buffer>& absmax,
+                                std::unique_ptr<kernels::Buffer>& qmap) {
+      const torch::Tensor map = quant::create_dynamic_map(is_signed);
+      const int zero = kernels::zero_index(map.data_ptr<float>(), 256);
+      s = upload(torch::full({n}, zero, torch::kUInt8));
+      absmax = upload(torch::zeros({int64_t(blocks)}));
+      qmap = upload(map);
+    };
+    zero_state(true, state1, absmax1, qmap1);
+    if (two) zero_state(false, state2, absmax2, qmap2);
+    op.rule = rule_of(f);
+    op.n = size_t(n);
+    op.param = param.get();
+    op.grad = grad.get();
+    op.state1 = state1.get();
+    op.absmax1 = absmax1.get();
+    op.qmap1 = qmap1.get();
+    op.state2 = state2.get();
+    op.absmax2 = absmax2.get();
+    op.qmap2 = qmap2.get();
+  }
+};
+
+void register_resident_group(Family f, int64_t n, const std::string& size,
+                             const std::shared_ptr<kernels::Backend>& be) {
+  const std::string group = std::string(family_name(f)) + "/" + size + "/opencl_resident";
+  const auto reg = [&](const std::string& op, std::function<void(benchmark::State&)> fn) {
+    benchmark::RegisterBenchmark((op + "/" + group).c_str(), fn)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime()
+        ->MinTime(0.5);
+  };
+  reg("copy", [n, be](benchmark::State& state) {
+    const size_t bytes = size_t(n) * sizeof(float);
+    const auto src = be->allocate(bytes), dst = be->allocate(bytes);
+    be->copy(*src, *dst, bytes);
+    be->synchronize();
+    for (auto _ : state) {
+      be->copy(*src, *dst, bytes);
+      be->synchronize();
+    }
+    state.counters["bytes"] = 2.0 * double(bytes);
+  });
+  reg("lowbit8", [f, n, be](benchmark::State& state) {
+    ResidentProblem problem(*be, f, n);
+    const kernels::OptimizerArgs args = resident_args(f);
+    const auto step = [&] {
+      if (f == Family::LAMB) be->optimizer_update_norms(problem.op, args);
+      be->optimizer_update(problem.op, args);
+    };
+    step();
+    for (auto _ : state) step();
+    state.counters["bytes"] = lowbit_bytes_per_param(f, 8, false, 4) * double(n);
+  });
+  if (f == Family::AdamW)
+    reg("gradient_stats", [n, be](benchmark::State& state) {
+      ResidentProblem problem(*be, Family::AdamW, n);
+      be->gradient_stats(*problem.op.grad, kernels::DType::F32, size_t(n), 256);
+      for (auto _ : state) be->gradient_stats(*problem.op.grad, kernels::DType::F32, size_t(n), 256);
+      state.counters["bytes"] = 4.0 * double(n);
+    });
+}
+
 Sizes sizes() {
   return sizes_from_env(
-      {{"1M", int64_t(1) << 20}, {"16M", int64_t(16) << 20}, {"64M", int64_t(64) << 20}});
+      {{"1M", int64_t(1) << 20}, {"16M", int64_t(16) << 20}, {"64M", int64_t(64) << 20}},
+      {{"256M", int64_t(256) << 20}});
 }
 
 }  // namespace
@@ -180,11 +322,20 @@ int main(int argc, char** argv) {
   const int all = omp_get_max_threads();
   std::vector<int> thread_counts = {1};
   if (all > 1) thread_counts.push_back(all);
-  for (const auto& [name, n] : sizes())
+  const auto families = {Family::Adam, Family::AdamW, Family::RMSprop, Family::Lion, Family::LAMB};
+  // The first OpenCL GPU, else the first device (index -1).
+  std::shared_ptr<lowbit::kernels::Backend> opencl;
+  if (!lowbit::kernels::opencl_devices().empty()) {
+    opencl = lowbit::kernels::make_backend({"opencl", -1, ""});
+    std::printf("opencl_resident: %s\n", opencl->name().c_str());
+  }
+  for (const auto& [name, n] : sizes()) {
     for (int threads : thread_counts)
-      for (Family f : {Family::Adam, Family::AdamW, Family::RMSprop, Family::Lion, Family::LAMB})
-        register_group(f, n, name, threads);
-  RatioReporter reporter(std::vector<std::string>{"torch", "memcpy"});
+      for (Family f : families) register_group(f, n, name, threads);
+    if (opencl)
+      for (Family f : families) register_resident_group(f, n, name, opencl);
+  }
+  RatioReporter reporter(std::vector<std::string>{"torch", "memcpy", "copy"});
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
   return 0;

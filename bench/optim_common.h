@@ -80,16 +80,17 @@ inline double lowbit_bytes_per_param(Family f, int64_t bits, bool checked, doubl
 }
 
 // Problem sizes by name: `all`, or those LOWBIT_BENCH_SIZES names (e.g.
-// "16M,64M") for a quick run.
+// "16M,64M") for a quick run, which may also name sizes of `on_request`.
 using Sizes = std::vector<std::pair<std::string, int64_t>>;
-inline Sizes sizes_from_env(const Sizes& all) {
+inline Sizes sizes_from_env(const Sizes& all, const Sizes& on_request = {}) {
   const char* only = std::getenv("LOWBIT_BENCH_SIZES");
   if (!only) return all;
   Sizes picked;
   std::stringstream ss(only);
   for (std::string item; std::getline(ss, item, ',');)
-    for (const auto& s : all)
-      if (s.first == item) picked.push_back(s);
+    for (const Sizes* list : {&all, &on_request})
+      for (const auto& s : *list)
+        if (s.first == item) picked.push_back(s);
   return picked;
 }
 

@@ -190,8 +190,9 @@ struct OptimizerOperands {
 // depend on the thread count. CPU and CUDA use the same order and agree bit for
 // bit: per block, sixteen float lanes (lane k takes elements k, k + 16, ...)
 // added in lane order; blocks in chunks of 256, each chunk summed in double in
-// block order; the chunks in double in order. OpenCL sums each block as a
-// work-group tree (agreeing to float rounding), then in double in block order.
+// block order; the chunks in double in order. OpenCL sums the gradient in
+// that order too; its norms sum each block as a work-group tree (agreeing to
+// float rounding), then in double in block order.
 struct UpdateNorms {
   double update_sq = 0;  // sum of u^2 (u: the rule's update direction)
   double param_sq = 0;   // sum of p^2 before the step
@@ -214,8 +215,9 @@ class Backend {
   // ---- memory ----
   virtual std::unique_ptr<Buffer> allocate(size_t bytes) = 0;
   // Memory at `where` used in place, without a copy, where the backend can
-  // address it (CPU: host memory; CUDA: its own device's memory). Returns
-  // nullptr where it cannot: callers then allocate and copy.
+  // address it (CPU: host memory; CUDA: its own device's memory; OpenCL: host
+  // memory on a device that shares it). Returns nullptr where it cannot:
+  // callers then allocate and copy.
   virtual std::unique_ptr<Buffer> wrap(void* data, size_t bytes, Location where);
   // Host <-> buffer copies. On a device the host waits for them, and for the
   // ops queued before them.

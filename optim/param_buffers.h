@@ -1,7 +1,8 @@
 // The kernels-side operands of one parameter on the optimizer's backend. Where
-// the backend reaches the tensors' memory (CPU tensors on the CPU backend, CUDA
-// tensors on their device's CUDA backend) every buffer wraps its tensor: no
-// copies. Otherwise (OpenCL) the states are resident on the device: uploaded
+// the backend reaches the tensors' memory (CPU tensors on the CPU backend or on
+// an OpenCL device that shares host memory, CUDA tensors on their device's CUDA
+// backend) every buffer wraps its tensor: no copies. Otherwise (OpenCL on a
+// discrete device) the states are resident on the device: uploaded
 // when their tensors change (first step, load, an in-place edit) and copied
 // back by download_states(); the parameter and its gradient cross in each
 // step. The step count follows the same rule: the state's own int64 where the

@@ -1,13 +1,22 @@
 #include "kernels/opencl/opencl_backend.h"
 
+#include "kernels/opencl/code_table.h"
+
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace lowbit::kernels::opencl {
 namespace {
 
 cl_mem mem_of(const Buffer& b) { return static_cast<const ClBuffer&>(b).mem(); }
+
+// Wrapped host buffers among the kernel arguments set since the last enqueue
+// on this thread: an op sets its arguments and enqueues on one thread, under
+// the backend's mutex.
+thread_local std::vector<cl_mem> wrapped_args;
 
 // Sets kernel arguments in order; a buffer argument passes its cl_mem, a
 // LocalBytes argument reserves local memory.
@@ -17,11 +26,13 @@ struct LocalBytes {
 
 void set_arg(cl_kernel k, cl_uint i, const Buffer& b) {
   const cl_mem m = mem_of(b);
+  if (static_cast<const ClBuffer&>(b).wraps_host()) wrapped_args.push_back(m);
   LOWBIT_CL_CHECK(clSetKernelArg(k, i, sizeof(cl_mem), &m));
 }
 // A null buffer pointer passes a null cl_mem (an absent optional operand).
 void set_arg(cl_kernel k, cl_uint i, const Buffer* b) {
-  const cl_mem m = b ? mem_of(*b) : nullptr;
+  if (b) return set_arg(k, i, *b);
+  const cl_mem m = nullptr;
   LOWBIT_CL_CHECK(clSetKernelArg(k, i, sizeof(cl_mem), &m));
 }
 void set_arg(cl_kernel k, cl_uint i, const OptimizerArgs& a) {
@@ -53,6 +64,19 @@ std::unique_ptr<Buffer> OpenClBackend::allocate(size_t bytes) {
   return std::make_unique<ClBuffer>(this, std::move(mem), bytes);
 }
 
+std::unique_ptr<Buffer> OpenClBackend::wrap(void* data, size_t bytes, Location where) {
+  // A discrete device would copy the memory on every use: there the library
+  // keeps its own device buffers instead.
+  if (!where.is_host() || !ctx_.info().host_unified || bytes == 0 ||
+      reinterpret_cast<uintptr_t>(data) % 16 != 0)
+    return nullptr;
+  cl_int err = CL_SUCCESS;
+  MemHandle mem(
+      clCreateBuffer(ctx_.context(), CL_MEM_READ_WRITE | CL_MEM_USE_HOST_PTR, bytes, data, &err));
+  LOWBIT_CL_CHECK(err);
+  return std::make_unique<ClBuffer>(this, std::move(mem), bytes, data);
+}
+
 void OpenClBackend::write(Buffer& dst, const void* src, size_t bytes, size_t offset) {
   check_range(dst, bytes, offset, "write", "dst");
   if (bytes == 0) return;
@@ -70,11 +94,13 @@ void OpenClBackend::read(const Buffer& src, void* dst, size_t bytes, size_t offs
 void OpenClBackend::do_copy(const Buffer& src, Buffer& dst, size_t bytes) {
   LOWBIT_CL_CHECK(
       clEnqueueCopyBuffer(ctx_.queue(), mem_of(src), mem_of(dst), 0, 0, bytes, 0, nullptr, nullptr));
+  if (static_cast<const ClBuffer&>(dst).wraps_host()) finish_host_access({mem_of(dst)});
 }
 
 void OpenClBackend::synchronize() { LOWBIT_CL_CHECK(clFinish(ctx_.queue())); }
 
 cl_kernel OpenClBackend::kernel(const char* program, const char* name, const std::string& options) {
+  wrapped_args.clear();  // left behind by an op that failed before its enqueue
   const std::string key = std::string(program) + "/" + name + " " + options;
   auto it = kernels_.find(key);
   if (it != kernels_.end()) return it->second.get();
@@ -97,8 +123,31 @@ size_t OpenClBackend::group_size(cl_kernel k, size_t limit) const {
 }
 
 void OpenClBackend::launch(cl_kernel k, size_t global, size_t local) {
-  LOWBIT_CL_CHECK(clEnqueueNDRangeKernel(ctx_.queue(), k, 1, nullptr, &global,
-                                         local ? &local : nullptr, 0, nullptr, nullptr));
+  enqueue(k, 1, &global, local ? &local : nullptr);
+}
+
+void OpenClBackend::enqueue(cl_kernel k, cl_uint dims, const size_t* global, const size_t* local) {
+  std::vector<cl_mem> wrapped;
+  wrapped.swap(wrapped_args);
+  LOWBIT_CL_CHECK(
+      clEnqueueNDRangeKernel(ctx_.queue(), k, dims, nullptr, global, local, 0, nullptr, nullptr));
+  if (!wrapped.empty()) finish_host_access(wrapped);
+}
+
+// The standard leaves memory used through CL_MEM_USE_HOST_PTR undefined for
+// the host until it is mapped; on a device that shares the host's memory the
+// map costs no copy (PoCL: about 25 us per buffer).
+void OpenClBackend::finish_host_access(const std::vector<cl_mem>& wrapped) {
+  for (cl_mem m : wrapped) {
+    size_t bytes = 0;
+    LOWBIT_CL_CHECK(clGetMemObjectInfo(m, CL_MEM_SIZE, sizeof(bytes), &bytes, nullptr));
+    cl_int err = CL_SUCCESS;
+    void* p = clEnqueueMapBuffer(ctx_.queue(), m, CL_FALSE, CL_MAP_READ, 0, bytes, 0, nullptr,
+                                 nullptr, &err);
+    LOWBIT_CL_CHECK(err);
+    LOWBIT_CL_CHECK(clEnqueueUnmapMemObject(ctx_.queue(), m, p, 0, nullptr, nullptr));
+  }
+  LOWBIT_CL_CHECK(clFinish(ctx_.queue()));
 }
 
 const OpenClBackend::Table4& OpenClBackend::table4(Format4 format) {
@@ -200,8 +249,7 @@ void OpenClBackend::launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, b
   set_arg(kern, 18, c);
   const size_t global[2] = {(n + tile - 1) / tile * tile, (m + tile - 1) / tile * tile};
   const size_t local[2] = {tile, tile};
-  LOWBIT_CL_CHECK(
-      clEnqueueNDRangeKernel(ctx_.queue(), kern, 2, nullptr, global, local, 0, nullptr, nullptr));
+  enqueue(kern, 2, global, local);
 }
 
 void OpenClBackend::do_gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w,
@@ -251,8 +299,7 @@ void OpenClBackend::do_gemm_int8(const Buffer& x, size_t m, const WeightInt8& w,
            cl_int(bias != nullptr), y);
   const size_t global[2] = {(n + tile - 1) / tile * tile, (m + tile - 1) / tile * tile};
   const size_t group[2] = {tile, tile};
-  LOWBIT_CL_CHECK(
-      clEnqueueNDRangeKernel(ctx_.queue(), g, 2, nullptr, global, group, 0, nullptr, nullptr));
+  enqueue(g, 2, global, group);
 }
 
 Buffer& OpenClBackend::scratch(size_t bytes) {
@@ -270,19 +317,71 @@ size_t OpenClBackend::optimizer_group_size(cl_kernel k, int blocksize) const {
   return local;
 }
 
+const OpenClBackend::UpdateKernel& OpenClBackend::update_kernel(const OptimizerOperands& op) {
+  const bool two_states = op.state2 != nullptr;
+  const size_t blocksize = size_t(op.blocksize);
+  const size_t device_max = ctx_.max_work_group_size();
+  // CPU devices (PoCL): a block per item (no barrier, loops the device
+  // compiler vectorises), a few blocks per group. GPUs: 8 elements per item,
+  // several blocks per group of up to 256.
+  size_t lanes = 1, group = 8;
+  const bool eight_per_item = update_layout_ == UpdateLayout::EightPerItem ||
+                              (update_layout_ == UpdateLayout::Auto && ctx_.info().is_gpu);
+  if (eight_per_item) {
+    lanes = std::min(blocksize / 8, device_max);
+    group = std::max(lanes, std::min<size_t>(256, device_max));
+  }
+  const std::string options =
+      "-DLB_RULE=" + std::to_string(int(op.rule)) + " -DLB_PARAM_TYPE=" +
+      std::to_string(int(op.param_type)) + " -DLB_QUANTIZED=" + std::to_string(op.quantized) +
+      " -DLB_TWO_STATES=" + std::to_string(two_states) + " -DLB_LANES=" + std::to_string(lanes) +
+      " -DLB_PER_ITEM=" + std::to_string(blocksize / lanes);
+  auto it = update_kernels_.find(options);
+  if (it != update_kernels_.end()) return it->second;
+  UpdateKernel u;
+  u.kernel = kernel("optimizer", "optimizer_update", options);
+  u.lanes = lanes;
+  u.group = group_size(u.kernel, group);
+  LOWBIT_CHECK(u.group >= lanes, "optimizer_update on ", ctx_.info().label, ": block size ",
+               blocksize, " needs work-groups of ", lanes, " items but the kernel allows ", u.group);
+  return update_kernels_.emplace(options, u).first->second;
+}
+
+void OpenClBackend::set_update_layout(UpdateLayout layout) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  update_layout_ = layout;
+}
+
+const Buffer& OpenClBackend::code_table(const Buffer& qmap) {
+  std::vector<float> code(256);
+  read(qmap, code.data(), 256 * sizeof(float), 0);
+  std::vector<uint32_t> key(256);
+  std::memcpy(key.data(), code.data(), 256 * sizeof(float));
+  std::unique_ptr<Buffer>& slot = code_tables_[key];
+  if (!slot) {
+    const std::vector<uint32_t> table = build_code_table(code.data());
+    slot = allocate(table.size() * sizeof(uint32_t));
+    write(*slot, table.data(), table.size() * sizeof(uint32_t), 0);
+  }
+  return *slot;
+}
+
 size_t OpenClBackend::update(const OptimizerOperands& op, const OptimizerArgs& args) {
   std::lock_guard<std::mutex> lock(mutex_);
-  cl_kernel k = kernel("optimizer", "optimizer_update");
-  const size_t local = optimizer_group_size(k, op.blocksize);
+  // The tables first: they read the codebooks, which waits for the queue.
+  const Buffer* table1 = op.quantized ? &code_table(*op.qmap1) : nullptr;
+  const Buffer* table2 = op.quantized && op.state2 ? &code_table(*op.qmap2) : nullptr;
+  const UpdateKernel& u = update_kernel(op);
+  wrapped_args.clear();
   Buffer& rejected = scratch(sizeof(cl_uint));
   const cl_uint zero = 0;
   LOWBIT_CL_CHECK(clEnqueueFillBuffer(ctx_.queue(), mem_of(rejected), &zero, sizeof(zero), 0,
                                       sizeof(zero), 0, nullptr, nullptr));
-  set_args(k, cl_int(op.rule), args, cl_ulong(op.n), cl_uint(op.blocksize), cl_int(op.quantized),
-           cl_int(op.state2 != nullptr), op.param, cl_int(op.param_type), op.grad, op.state1,
-           op.absmax1, op.qmap1, op.state2, op.absmax2, op.qmap2, rejected,
-           LocalBytes{local * sizeof(float)}, LocalBytes{512 * sizeof(float)});
-  launch(k, num_blocks(op.n, op.blocksize) * local, local);
+  set_args(u.kernel, args, cl_ulong(op.n), cl_uint(op.blocksize), op.param, op.grad, op.state1,
+           op.absmax1, table1, op.state2, op.absmax2, table2, rejected,
+           LocalBytes{u.group * 2 * sizeof(float)});
+  const size_t items = num_blocks(op.n, op.blocksize) * u.lanes;
+  launch(u.kernel, (items + u.group - 1) / u.group * u.group, u.group);
   cl_uint count = 0;
   LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(rejected), CL_TRUE, 0, sizeof(count),
                                       &count, 0, nullptr, nullptr));
@@ -316,19 +415,28 @@ GradientStats OpenClBackend::grad_stats(const Buffer& grad, DType grad_type, siz
                                         int blocksize) {
   std::lock_guard<std::mutex> lock(mutex_);
   cl_kernel k = kernel("optimizer", "gradient_stats");
-  const size_t local = group_size(k, std::min<size_t>(size_t(blocksize), 256));
+  // 16 items per block (the lanes), 16 blocks per group where allowed.
+  const size_t local = group_size(k, 256);
+  LOWBIT_CHECK(local >= 16, "gradient_stats on ", ctx_.info().label,
+               " needs work-groups of 16 items; the kernel allows ", local);
   const size_t nb = num_blocks(n, blocksize);
   Buffer& partial = scratch(nb * sizeof(float));
   set_args(k, grad, cl_int(grad_type), cl_ulong(n), cl_uint(blocksize), partial,
            LocalBytes{local * sizeof(float)});
-  launch(k, nb * local, local);
+  launch(k, (nb * 16 + local - 1) / local * local, local);
   std::vector<float> host(nb);
   LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(partial), CL_TRUE, 0,
                                       nb * sizeof(float), host.data(), 0, nullptr, nullptr));
+  // The blocks in chunks of 256, each summed in double, then the chunks: the
+  // CPU's order, so the sum agrees bit for bit.
   GradientStats stats;
-  for (float s : host) {
-    stats.sum_sq += s;
-    if (!std::isfinite(s)) stats.finite = false;
+  for (size_t first = 0; first < nb; first += 256) {
+    double chunk = 0;
+    for (size_t b = first; b < std::min(nb, first + 256); ++b) {
+      chunk += host[b];
+      if (!std::isfinite(host[b])) stats.finite = false;
+    }
+    stats.sum_sq += chunk;
   }
   return stats;
 }

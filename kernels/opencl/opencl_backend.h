@@ -2,8 +2,11 @@
 // kernels/opencl/*.cl built once per device, ops enqueued on one in-order queue.
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/opencl/cl_runtime.h"
@@ -12,12 +15,15 @@ namespace lowbit::kernels::opencl {
 
 class ClBuffer final : public Buffer {
  public:
-  ClBuffer(const Backend* owner, MemHandle mem, size_t bytes)
-      : Buffer(owner, bytes), mem_(std::move(mem)) {}
+  // `host`: the host memory the buffer uses in place (wrap), null for device memory.
+  ClBuffer(const Backend* owner, MemHandle mem, size_t bytes, void* host = nullptr)
+      : Buffer(owner, bytes), mem_(std::move(mem)), host_(host) {}
   cl_mem mem() const { return mem_.get(); }
+  bool wraps_host() const { return host_ != nullptr; }
 
  private:
   MemHandle mem_;
+  void* host_;
 };
 
 class OpenClBackend final : public Backend {
@@ -26,11 +32,24 @@ class OpenClBackend final : public Backend {
   BackendKind kind() const override { return BackendKind::OpenCL; }
   std::string name() const override { return "opencl:" + ctx_.info().label; }
   std::unique_ptr<Buffer> allocate(size_t bytes) override;
+  // Host memory used in place (CL_MEM_USE_HOST_PTR) on a device that shares
+  // the host's memory (CL_DEVICE_HOST_UNIFIED_MEMORY: PoCL, integrated GPUs),
+  // when it starts on a 16-byte boundary (the kernels' vector accesses);
+  // otherwise nullptr. An op that passes such a buffer to a kernel returns
+  // once the kernel has finished and the memory has been mapped and unmapped,
+  // so the host sees the results in place, as on the CPU backend.
+  std::unique_ptr<Buffer> wrap(void* data, size_t bytes, Location where) override;
   void write(Buffer& dst, const void* src, size_t bytes, size_t offset) override;
   void read(const Buffer& src, void* dst, size_t bytes, size_t offset) override;
   void synchronize() override;
 
   DeviceContext& context() { return ctx_; }
+
+  // How the fused optimizer update spreads a quantization block over
+  // work-items: by the device type (Auto: a block per item on CPU devices, 8
+  // elements per item on GPUs), or forced, so that tests run both on PoCL.
+  enum class UpdateLayout { Auto, BlockPerItem, EightPerItem };
+  void set_update_layout(UpdateLayout layout);
 
  protected:
   void do_copy(const Buffer& src, Buffer& dst, size_t bytes) override;
@@ -72,6 +91,10 @@ class OpenClBackend final : public Backend {
   // Largest power-of-two work-group size <= limit that `k` accepts here.
   size_t group_size(cl_kernel k, size_t limit) const;
   void launch(cl_kernel k, size_t global, size_t local);
+  // clEnqueueNDRangeKernel of `k`, then, if its arguments included wrapped
+  // host memory, the wait and the map/unmap that make the host see it.
+  void enqueue(cl_kernel k, cl_uint dims, const size_t* global, const size_t* local);
+  void finish_host_access(const std::vector<cl_mem>& wrapped);
   // Device copy of a 4-bit format: 15 midpoints + 16 values, and sorted codes.
   struct Table4 {
     std::unique_ptr<Buffer> table;
@@ -81,11 +104,22 @@ class OpenClBackend final : public Backend {
   // A device buffer of at least `bytes` reused by the optimizer ops for their
   // per-block partial sums and counters (grown on demand, under `mutex_`).
   Buffer& scratch(size_t bytes);
-  // Group size of an optimizer kernel for `blocksize`: each work-item holds at
-  // most 16 elements of its block (LB_MAX_PER_ITEM in optimizer.cl). GPUs get
-  // up to 256 items per block; CPU devices (PoCL), where every barrier splits
-  // the work-item loop, as few as that allows (1.5x faster there).
+  // Group size of the norms kernel for `blocksize` (one group per block): GPUs
+  // get up to 256 items per block; CPU devices (PoCL), where every barrier
+  // splits the work-item loop, blocksize / 16.
   size_t optimizer_group_size(cl_kernel k, int blocksize) const;
+  // The fused update built for an operand kind and block size, with its
+  // geometry (work-items per block, group size) chosen from the device's
+  // properties; made once per backend (device).
+  struct UpdateKernel {
+    cl_kernel kernel = nullptr;
+    size_t lanes = 1;
+    size_t group = 1;
+  };
+  const UpdateKernel& update_kernel(const OptimizerOperands& op);
+  // The encoding table (code_table.h) of the codebook in `qmap`, built on the
+  // host once per distinct codebook (the 1 KiB codebook is read each call).
+  const Buffer& code_table(const Buffer& qmap);
 
   size_t update(const OptimizerOperands& op, const OptimizerArgs& args);
   UpdateNorms update_norms(const OptimizerOperands& op, const OptimizerArgs& args);
@@ -101,6 +135,9 @@ class OpenClBackend final : public Backend {
   DeviceContext ctx_;
   std::mutex mutex_;
   std::map<std::string, KernelHandle> kernels_;
+  std::map<std::string, UpdateKernel> update_kernels_;
+  UpdateLayout update_layout_ = UpdateLayout::Auto;
+  std::map<std::vector<uint32_t>, std::unique_ptr<Buffer>> code_tables_;
   Table4 tables_[2];
   std::unique_ptr<Buffer> scratch_;
 };

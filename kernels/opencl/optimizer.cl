@@ -1,26 +1,11 @@
 // Fused optimizer steps: the OpenCL twin of kernels/cpu/optimizer_update.cpp,
-// with the rules of optimizer_rules.h (a prelude). One work-group per block;
-// each work-item keeps its elements of the block in registers between the
-// rule and the requantization, so a block is read and written once.
-
-// Elements of a block per work-item; the host picks the group size to fit.
-#define LB_MAX_PER_ITEM 16
+// with the rules of optimizer_rules.h (a prelude). In the update each
+// work-item keeps its elements of a block in registers between the rule and
+// the requantization, so a block is read and written once; the norms and the
+// gradient statistics take one work-group per block.
 
 // Reductions over the work-group (size: a power of two); every item gets the
 // result. The tree order is fixed, so results are deterministic per device.
-inline float group_max(float v, __local float* scratch) {
-  const size_t lid = get_local_id(0);
-  scratch[lid] = v;
-  barrier(CLK_LOCAL_MEM_FENCE);
-  for (size_t s = get_local_size(0) / 2; s > 0; s /= 2) {
-    if (lid < s) scratch[lid] = fmax(scratch[lid], scratch[lid + s]);
-    barrier(CLK_LOCAL_MEM_FENCE);
-  }
-  v = scratch[0];
-  barrier(CLK_LOCAL_MEM_FENCE);
-  return v;
-}
-
 inline float group_sum(float v, __local float* scratch) {
   const size_t lid = get_local_id(0);
   scratch[lid] = v;
@@ -38,18 +23,6 @@ inline float load_state(__global const void* state, int quantized, __local const
                         float absmax, size_t i) {
   if (quantized) return qmap[((__global const uchar*)state)[i]] * absmax;
   return ((__global const float*)state)[i];
-}
-
-// Codes encode v * (1 / absmax), as the CPU twin (and bitsandbytes); an
-// all-zero block (absmax 0) gets `zero`, the map's code of smallest magnitude.
-inline void store_state(__global void* state, int quantized, __local const float* qmap,
-                        float absmax, uchar zero, size_t i, float v) {
-  if (!quantized)
-    ((__global float*)state)[i] = v;
-  else if (absmax == 0.0f)
-    ((__global uchar*)state)[i] = zero;
-  else
-    ((__global uchar*)state)[i] = (uchar)nearest_code(qmap, v * (1.0f / absmax));
 }
 
 // Both qmaps into local memory (lq[0..255] state1, lq[256..511] state2).
@@ -76,59 +49,311 @@ inline lb_optim_result step_element(int rule, lb_optim_args a, __global const vo
   return lb_rule(rule, a, *p, g, s1, s2);
 }
 
-// state2 may be null (two_states = 0); `rejected` counts blocks left unchanged
-// because a new value was not finite. Local: scratch[group size], lq[512].
-__kernel void optimizer_update(int rule, lb_optim_args a, ulong n, uint blocksize, int quantized,
-                               int two_states, __global void* param, int param_type,
-                               __global const void* grad, __global void* state1,
-                               __global float* absmax1, __global const float* qmap1,
-                               __global void* state2, __global float* absmax2,
-                               __global const float* qmap2, __global uint* rejected,
-                               __local float* scratch, __local float* lq) {
-  const size_t b = get_group_id(0);
-  const size_t lsize = get_local_size(0);
-  const size_t begin = b * blocksize;
-  const size_t end = min((size_t)n, begin + blocksize);
-  load_qmaps(quantized, two_states, qmap1, qmap2, lq);
-  const float old1 = quantized ? absmax1[b] : 0.0f;
-  const float old2 = (quantized && two_states) ? absmax2[b] : 0.0f;
-  float pn[LB_MAX_PER_ITEM], t1[LB_MAX_PER_ITEM], t2[LB_MAX_PER_ITEM];
-  float m1 = 0.0f, m2 = 0.0f, bad = 0.0f;
-  int k = 0;
-  for (size_t i = begin + get_local_id(0); i < end; i += lsize, ++k) {
-    float p;
-    const lb_optim_result r = step_element(rule, a, param, param_type, grad, quantized, two_states,
-                                           state1, state2, lq, old1, old2, i, &p);
-    pn[k] = lb_apply_update(a, p, r.u);
+#ifdef LB_RULE
+// The fused update, built once per (rule, parameter type, state kind, block
+// geometry) with these macros set by the host:
+//   LB_RULE, LB_PARAM_TYPE (LB_F32/F16/BF16), LB_QUANTIZED, LB_TWO_STATES;
+//   LB_LANES work-items per quantization block, each updating LB_PER_ITEM
+//   consecutive elements of it.
+// GPUs take 8 elements per item (a 256-element block is one warp), and a
+// block that lies wholly inside the tensor is read and written 8 elements at
+// a time with vector accesses (every buffer starts on a 16-byte boundary:
+// device allocations are aligned to CL_DEVICE_MEM_BASE_ADDR_ALIGN, wrapped
+// host memory to 16 bytes); the tail block element by element. CPU devices
+// take a whole block per item: no barrier, and loops over the block that
+// their compiler vectorises.
+
+// Offsets in a code table (kernels/opencl/code_table.h), in 32-bit words.
+#define LB_TABLE_MID 256
+#define LB_TABLE_STEPS 512
+#define LB_TABLE_ZERO 513
+#define LB_TABLE_START 514
+#define LB_CODE_MANTISSA_BITS 7
+#define LB_CODE_FIRST_EXPONENT 96
+#define LB_CODE_BUCKETS (1 + 32 * (1 << LB_CODE_MANTISSA_BITS))
+
+// Number of midpoints strictly below r (the nearest code, ties low), as the
+// CPU encoder; NaN (0 * inf, from a subnormal absmax) gets code 0 as there.
+// `bucketed`: the table's steps are 1 (both dynamic maps), so the bucket's
+// start and one comparison decide; otherwise an 8-step binary search. No
+// branch depends on r.
+inline uint encode_code(__global const uint* table, float r, bool bucketed) {
+  __global const float* mid = (__global const float*)(table + LB_TABLE_MID);
+  int pos = 0;
+  if (bucketed) {
+    const uint u = as_uint(r);
+    const int a = (int)((u & 0x7fffffffu) >> (23 - LB_CODE_MANTISSA_BITS)) -
+                  (LB_CODE_FIRST_EXPONENT << LB_CODE_MANTISSA_BITS) + 1;
+    const int bucket = (int)(u >> 31) * LB_CODE_BUCKETS + clamp(a, 0, LB_CODE_BUCKETS - 1);
+    pos = (int)((table[LB_TABLE_START + bucket / 4] >> (8 * (bucket % 4))) & 0xffu);
+    pos += (r > mid[pos]) ? 1 : 0;
+  } else {
+    for (int step = 128; step > 0; step >>= 1) pos += (r > mid[pos + step - 1]) ? step : 0;
+  }
+  return r != r ? 0u : (uint)pos;
+}
+
+// Codes encode v * (1 / m), as the CPU (and bitsandbytes); an all-zero block
+// (m = 0) gets `zero`, the entry of smallest magnitude.
+inline uchar code_of(__global const uint* table, bool bucketed, uint zero, float m, float inv,
+                     float v) {
+  const uint c = encode_code(table, v * inv, bucketed);
+  return (uchar)(m == 0.0f ? zero : c);
+}
+
+// Elements [i, i + 8) of the parameter type (i a multiple of 8).
+inline void load8(__global const void* p, size_t i, float* v) {
+#if LB_PARAM_TYPE == LB_F32
+  __global const float4* q = (__global const float4*)p + i / 4;
+  vstore4(q[0], 0, v);
+  vstore4(q[1], 1, v);
+#elif LB_PARAM_TYPE == LB_F16
+  vstore8(vload_half8(i / 8, (__global const half*)p), 0, v);
+#else
+  const uint8 w = convert_uint8(((__global const ushort8*)p)[i / 8]) << 16;
+  vstore8(as_float8(w), 0, v);
+#endif
+}
+
+inline void store8(__global void* p, size_t i, const float* v) {
+#if LB_PARAM_TYPE == LB_F32
+  __global float4* q = (__global float4*)p + i / 4;
+  q[0] = vload4(0, v);
+  q[1] = vload4(1, v);
+#elif LB_PARAM_TYPE == LB_F16
+  vstore_half8_rte(vload8(0, v), i / 8, (__global half*)p);
+#else
+  ushort8 w;
+  w.s0 = (ushort)lb_bf16_bits(v[0]);
+  w.s1 = (ushort)lb_bf16_bits(v[1]);
+  w.s2 = (ushort)lb_bf16_bits(v[2]);
+  w.s3 = (ushort)lb_bf16_bits(v[3]);
+  w.s4 = (ushort)lb_bf16_bits(v[4]);
+  w.s5 = (ushort)lb_bf16_bits(v[5]);
+  w.s6 = (ushort)lb_bf16_bits(v[6]);
+  w.s7 = (ushort)lb_bf16_bits(v[7]);
+  ((__global ushort8*)p)[i / 8] = w;
+#endif
+}
+
+// A state's stored elements [i, i + 8) (codes or floats), and one element.
+#if LB_QUANTIZED
+typedef uchar lb_state_t;
+#else
+typedef float lb_state_t;
+#endif
+
+inline void load8_state(__global const void* s, size_t i, lb_state_t* v) {
+#if LB_QUANTIZED
+  vstore8(((__global const uchar8*)s)[i / 8], 0, v);
+#else
+  __global const float4* q = (__global const float4*)s + i / 4;
+  vstore4(q[0], 0, v);
+  vstore4(q[1], 1, v);
+#endif
+}
+
+inline void store8_state(__global void* s, size_t i, const lb_state_t* v) {
+#if LB_QUANTIZED
+  ((__global uchar8*)s)[i / 8] = vload8(0, v);
+#else
+  __global float4* q = (__global float4*)s + i / 4;
+  q[0] = vload4(0, v);
+  q[1] = vload4(1, v);
+#endif
+}
+
+inline float decode_state(__global const uint* table, float absmax, lb_state_t v) {
+#if LB_QUANTIZED
+  return as_float(table[v]) * absmax;
+#else
+  return v;
+#endif
+}
+
+inline lb_state_t encode_state(__global const uint* table, bool bucketed, uint zero, float m,
+                               float inv, float v) {
+#if LB_QUANTIZED
+  return code_of(table, bucketed, zero, m, inv, v);
+#else
+  return v;
+#endif
+}
+
+// The rule over the item's elements: new parameters and states.
+inline void step_all(lb_optim_args a, __global const uint* restrict table1, float old1,
+                     __global const uint* restrict table2, float old2, const float* restrict p,
+                     const float* restrict g, const lb_state_t* restrict q1,
+                     const lb_state_t* restrict q2, float* restrict pn, float* restrict t1,
+                     float* restrict t2) {
+  for (int k = 0; k < LB_PER_ITEM; ++k) {
+    const float s2 = LB_TWO_STATES ? decode_state(table2, old2, q2[k]) : 0.0f;
+    const lb_optim_result r =
+        lb_rule(LB_RULE, a, p[k], g[k] * a.gnorm_scale, decode_state(table1, old1, q1[k]), s2);
+    pn[k] = lb_apply_update(a, p[k], r.u);
     t1[k] = r.s1;
     t2[k] = r.s2;
-    if (!isfinite(pn[k]) || !isfinite(r.s1) || (two_states && !isfinite(r.s2))) bad = 1.0f;
-    m1 = fmax(m1, fabs(r.s1));
-    m2 = fmax(m2, fabs(r.s2));
-  }
-  // Every item reaches every barrier: no early return (PoCL, like the
-  // standard, needs barriers in uniform control flow it can see).
-  bad = group_max(bad, scratch);
-  m1 = group_max(m1, scratch);
-  m2 = group_max(m2, scratch);
-  if (bad != 0.0f) {
-    if (get_local_id(0) == 0) atomic_inc(rejected);
-  } else {
-    // The zero codes are searched once per item, and only for all-zero blocks.
-    const uchar zero1 = (quantized && m1 == 0.0f) ? zero_code_of(lq) : 0;
-    const uchar zero2 = (quantized && two_states && m2 == 0.0f) ? zero_code_of(lq + 256) : 0;
-    k = 0;
-    for (size_t i = begin + get_local_id(0); i < end; i += lsize, ++k) {
-      store_elem(param, param_type, i, pn[k]);
-      store_state(state1, quantized, lq, m1, zero1, i, t1[k]);
-      if (two_states) store_state(state2, quantized, lq + 256, m2, zero2, i, t2[k]);
-    }
-    if (quantized && get_local_id(0) == 0) {
-      absmax1[b] = m1;
-      if (two_states) absmax2[b] = m2;
-    }
   }
 }
+
+// The item's new states as stored: codes of v * (1 / m), or the floats.
+inline void encode_all(__global const uint* restrict table, bool bucketed, uint zero, float m,
+                       const float* restrict v, lb_state_t* restrict out) {
+  const float inv = 1.0f / m;
+  if (bucketed) {
+    for (int k = 0; k < LB_PER_ITEM; ++k) out[k] = encode_state(table, true, zero, m, inv, v[k]);
+  } else {
+    for (int k = 0; k < LB_PER_ITEM; ++k) out[k] = encode_state(table, false, zero, m, inv, v[k]);
+  }
+}
+
+// state2 and its table may be null without LB_TWO_STATES; the tables are
+// null for 32-bit states. `rejected` counts blocks left unchanged because a
+// new value was not finite. Local: one float2 per item.
+// The item's elements go through separate simple loops (load, rule, maxima,
+// encode, store) that a CPU device's compiler vectorises; on a GPU they are
+// unrolled into registers.
+__kernel void optimizer_update(lb_optim_args a, ulong n, uint blocksize, __global void* param,
+                               __global const void* grad, __global void* state1,
+                               __global float* absmax1, __global const uint* restrict table1,
+                               __global void* state2, __global float* absmax2,
+                               __global const uint* restrict table2, __global uint* rejected,
+                               __local float2* maxima) {
+  const size_t b = get_global_id(0) / LB_LANES;
+  const size_t lane = get_global_id(0) % LB_LANES;
+  const size_t block_begin = b * blocksize;
+  const size_t begin = block_begin + lane * LB_PER_ITEM;
+  const bool active = block_begin < n;
+  const bool whole = block_begin + blocksize <= n;
+  // Elements of this item inside the tensor.
+  const int len = begin >= n ? 0 : (int)min((size_t)LB_PER_ITEM, (size_t)n - begin);
+  float old1 = 0.0f, old2 = 0.0f;
+  uint zero1 = 0, zero2 = 0;
+  bool bucketed1 = false, bucketed2 = false;
+  if (active && LB_QUANTIZED) {
+    old1 = absmax1[b];
+    zero1 = table1[LB_TABLE_ZERO];
+    bucketed1 = table1[LB_TABLE_STEPS] == 1;
+    if (LB_TWO_STATES) {
+      old2 = absmax2[b];
+      zero2 = table2[LB_TABLE_ZERO];
+      bucketed2 = table2[LB_TABLE_STEPS] == 1;
+    }
+  }
+  float p[LB_PER_ITEM], g[LB_PER_ITEM];
+  lb_state_t q1[LB_PER_ITEM], q2[LB_PER_ITEM];
+  if (whole) {
+#if LB_LANES == 1
+    // A block per item (CPU devices): plain loops, which the compiler
+    // vectorises to the machine's width.
+    for (int k = 0; k < LB_PER_ITEM; ++k) {
+      p[k] = load_elem(param, LB_PARAM_TYPE, begin + k);
+      g[k] = load_elem(grad, LB_PARAM_TYPE, begin + k);
+      q1[k] = ((__global const lb_state_t*)state1)[begin + k];
+      if (LB_TWO_STATES) q2[k] = ((__global const lb_state_t*)state2)[begin + k];
+    }
+#else
+    for (int c = 0; c < LB_PER_ITEM; c += 8) {
+      load8(param, begin + c, p + c);
+      load8(grad, begin + c, g + c);
+      load8_state(state1, begin + c, q1 + c);
+      if (LB_TWO_STATES) load8_state(state2, begin + c, q2 + c);
+    }
+#endif
+  } else {
+    for (int k = 0; k < LB_PER_ITEM; ++k) {
+      const size_t i = k < len ? begin + k : 0;  // in range; past the end not counted
+      p[k] = active ? load_elem(param, LB_PARAM_TYPE, i) : 0.0f;
+      g[k] = active ? load_elem(grad, LB_PARAM_TYPE, i) : 0.0f;
+      q1[k] = active ? ((__global const lb_state_t*)state1)[i] : 0;
+      if (LB_TWO_STATES) q2[k] = active ? ((__global const lb_state_t*)state2)[i] : 0;
+    }
+  }
+  float pn[LB_PER_ITEM], t1[LB_PER_ITEM], t2[LB_PER_ITEM];
+  step_all(a, table1, old1, table2, old2, p, g, q1, q2, pn, t1, t2);
+  // Largest magnitudes as bit patterns: for non-negative floats the integer
+  // order is the float order, and inf / NaN lie above every finite value, so
+  // one integer max per quantity also finds non-finite values.
+  uint mp = 0, mb1 = 0, mb2 = 0;
+  for (int k = 0; k < LB_PER_ITEM; ++k) {
+    const uint live = k < len ? 0x7fffffffu : 0u;
+    mp = max(mp, as_uint(pn[k]) & live);
+    mb1 = max(mb1, as_uint(t1[k]) & live);
+    mb2 = max(mb2, as_uint(t2[k]) & live);
+  }
+  // A non-finite value marks the block through m1 (finite states keep it
+  // finite), so one max covers both. Max is exact in any order.
+  const uint inf_bits = 0x7f800000u;
+#if LB_TWO_STATES
+  const bool bad = mp >= inf_bits || mb1 >= inf_bits || mb2 >= inf_bits;
+#else
+  const bool bad = mp >= inf_bits || mb1 >= inf_bits;
+#endif
+  float m1 = bad ? INFINITY : as_float(mb1);
+  float m2 = mb2 >= inf_bits ? INFINITY : as_float(mb2);
+  const size_t lid = get_local_id(0);
+#if LB_LANES > 32
+  // The block's first lane reduces for all.
+  maxima[lid] = (float2)(m1, m2);
+  barrier(CLK_LOCAL_MEM_FENCE);
+  if (lane == 0) {
+    for (int l = 1; l < LB_LANES; ++l) {
+      const float2 v = maxima[lid + l];
+      m1 = fmax(m1, v.x);
+      m2 = fmax(m2, v.y);
+    }
+    maxima[lid] = (float2)(m1, m2);
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+  const float2 block_max = maxima[lid - lane];
+  m1 = block_max.x;
+  m2 = block_max.y;
+#elif LB_LANES > 1
+  // Every lane reads the block's lanes (one barrier).
+  maxima[lid] = (float2)(m1, m2);
+  barrier(CLK_LOCAL_MEM_FENCE);
+  __local const float2* lanes = maxima + (lid - lane);
+  for (int l = 0; l < LB_LANES; ++l) {
+    const float2 v = lanes[l];
+    m1 = fmax(m1, v.x);
+    m2 = fmax(m2, v.y);
+  }
+#endif
+  if (!active) return;
+  if (isinf(m1)) {
+    if (lane == 0) atomic_inc(rejected);
+    return;
+  }
+  // One loop per state and per search, so that each vectorises.
+  encode_all(table1, bucketed1, zero1, m1, t1, q1);
+  if (LB_TWO_STATES) encode_all(table2, bucketed2, zero2, m2, t2, q2);
+  if (whole) {
+#if LB_LANES == 1
+    for (int k = 0; k < LB_PER_ITEM; ++k) {
+      store_elem(param, LB_PARAM_TYPE, begin + k, pn[k]);
+      ((__global lb_state_t*)state1)[begin + k] = q1[k];
+      if (LB_TWO_STATES) ((__global lb_state_t*)state2)[begin + k] = q2[k];
+    }
+#else
+    for (int c = 0; c < LB_PER_ITEM; c += 8) {
+      store8(param, begin + c, pn + c);
+      store8_state(state1, begin + c, q1 + c);
+      if (LB_TWO_STATES) store8_state(state2, begin + c, q2 + c);
+    }
+#endif
+  } else {
+    for (int k = 0; k < len; ++k) {
+      store_elem(param, LB_PARAM_TYPE, begin + k, pn[k]);
+      ((__global lb_state_t*)state1)[begin + k] = q1[k];
+      if (LB_TWO_STATES) ((__global lb_state_t*)state2)[begin + k] = q2[k];
+    }
+  }
+  if (LB_QUANTIZED && lane == 0) {
+    absmax1[b] = m1;
+    if (LB_TWO_STATES) absmax2[b] = m2;
+  }
+}
+#endif
 
 // partial[2b] = sum of u^2, partial[2b + 1] = sum of p^2 over block b.
 __kernel void optimizer_update_norms(int rule, lb_optim_args a, ulong n, uint blocksize,
@@ -161,17 +386,29 @@ __kernel void optimizer_update_norms(int rule, lb_optim_args a, ulong n, uint bl
   }
 }
 
-// partial[b] = sum of g^2 over block b.
+// partial[b] = sum of g^2 over block b in the CPU's order: sixteen lanes
+// (lane k takes elements k, k + 16, ... of the block), then the lanes in
+// order. One work-item per lane, so neighbouring items read neighbouring
+// elements; a group holds whole blocks (its size a multiple of 16). Local:
+// one float per item.
+#define LB_SUM_LANES 16
 __kernel void gradient_stats(__global const void* grad, int grad_type, ulong n, uint blocksize,
-                             __global float* partial, __local float* scratch) {
-  const size_t b = get_group_id(0);
+                             __global float* partial, __local float* lane_sums) {
+  const size_t b = get_global_id(0) / LB_SUM_LANES;
+  const size_t lane = get_global_id(0) % LB_SUM_LANES;
   const size_t begin = b * blocksize;
   const size_t end = min((size_t)n, begin + blocksize);
   float s = 0.0f;
-  for (size_t i = begin + get_local_id(0); i < end; i += get_local_size(0)) {
+  for (size_t i = begin + lane; i < end; i += LB_SUM_LANES) {
     const float g = load_elem(grad, grad_type, i);
     s += g * g;
   }
-  s = group_sum(s, scratch);
-  if (get_local_id(0) == 0) partial[b] = s;
+  lane_sums[get_local_id(0)] = s;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  if (lane == 0 && begin < n) {
+    __local const float* l = lane_sums + get_local_id(0);
+    float total = 0.0f;
+    for (int k = 0; k < LB_SUM_LANES; ++k) total += l[k];
+    partial[b] = total;
+  }
 }

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "kernels/backend.h"
+#include "kernels/opencl/opencl_backend.h"
 #include "tests/kernels/backends.h"
 #include "tests/kernels/optimizer_reference.h"
 #include "tests/support/expect_error.h"
@@ -156,6 +157,102 @@ TEST_F(OptimizerKernels, EveryBackendAgreesWithTheCpuBitForBit) {
           EXPECT_EQ(a.state2, b.state2) << label;
         }
   }
+}
+
+// Bit for bit at the smallest, the default and the largest block size, on
+// tensors of whole blocks only (the vectorised path of the device kernels)
+// and with a short tail block (their element-wise path), in both work layouts
+// of the OpenCL update (a block per work-item, as on CPU devices; 8 elements
+// per item with the block's maxima reduced in local memory, as on GPUs: 8, 32
+// and 512 items per block here), and with a codebook other than the dynamic
+// maps: entries 0.001 apart, closer than the buckets of the OpenCL encoding
+// table (2^-8 wide in [0.5, 1)), so the kernel searches it instead. Every
+// parameter type at block size 256 (each layout and type is a separate
+// program on the device, so the grid is kept small).
+TEST_F(OptimizerKernels, EveryBackendAgreesWithTheCpuAtEveryBlockSizeAndCodebook) {
+  std::vector<float> fine(256);
+  for (int i = 0; i < 256; ++i)
+    fine[size_t(i)] = i == 0 ? -1.0f : (i == 255 ? 1.0f : 0.5f + float(i) * 1e-3f);
+  const std::vector<std::pair<std::string, const std::vector<float>*>> codebooks = {
+      {"dynamic", nullptr}, {"fine", &fine}};
+  const auto agree = [&](Backend& be, const std::string& bname) {
+    for (int bs : {64, 256, 4096})
+      for (size_t n : {size_t(4 * bs), size_t(2 * bs + 9)})
+        for (const auto& [cname, codebook] : codebooks)
+          for (const Case& c : {cases()[1], cases()[3]})
+            for (DType type : kFloatTypes) {
+              if (bs != 256 && type != DType::F32) continue;
+              const std::string label = bname + "/bs" + std::to_string(bs) + "/n" +
+                                        std::to_string(n) + "/" + cname + "/" + c.name + "/" +
+                                        kernels::dtype_name(type);
+              Operands o = make_operands(c, type, true, n, bs, unsigned(n + bs));
+              if (codebook) o.qmap1 = o.qmap2 = *codebook;
+              const Result a = run_update(kernels::cpu_backend(), c, o);
+              const Result b = run_update(be, c, o);
+              EXPECT_EQ(a.rejected, b.rejected) << label;
+              EXPECT_EQ(a.param, b.param) << label;
+              EXPECT_EQ(a.codes1, b.codes1) << label;
+              EXPECT_EQ(a.codes2, b.codes2) << label;
+              EXPECT_EQ(a.absmax1, b.absmax1) << label;
+              EXPECT_EQ(a.absmax2, b.absmax2) << label;
+            }
+  };
+  using Layout = kernels::opencl::OpenClBackend::UpdateLayout;
+  for (auto [bname, be] : backends()) {
+    if (be == &kernels::cpu_backend()) continue;
+    auto* opencl = dynamic_cast<kernels::opencl::OpenClBackend*>(be);
+    if (!opencl) {
+      agree(*be, bname);
+      continue;
+    }
+    // Both work layouts of the OpenCL update, whatever the device is.
+    opencl->set_update_layout(Layout::BlockPerItem);
+    agree(*be, bname + "/block_per_item");
+    opencl->set_update_layout(Layout::EightPerItem);
+    agree(*be, bname + "/eight_per_item");
+    opencl->set_update_layout(Layout::Auto);
+  }
+}
+
+// On a device that shares host memory, wrapped host memory is updated in
+// place: once the op returns the host reads the CPU backend's bytes straight
+// from its own vectors, with no download.
+TEST_F(OptimizerKernels, WrappedHostMemoryIsUpdatedInPlace) {
+  LOWBIT_REQUIRE_OPENCL(be);
+  const Case& c = cases()[1];
+  Operands o = make_operands(c, DType::F32, true, 3 * 256 + 40, 256, 21);
+  const Result want = run_update(kernels::cpu_backend(), c, o);
+  const auto host = kernels::Location::host();
+  // std::vector's storage is 16-byte aligned (operator new), as wrap needs.
+  auto wrap = [&](auto& v) { return be->wrap(v.data(), v.size() * sizeof(v[0]), host); };
+  auto param = wrap(o.param);
+  if (!param) {
+    std::vector<float> probe(16);
+    EXPECT_EQ(be->wrap(probe.data(), 64, host), nullptr);
+    GTEST_SKIP() << be->name() << " does not share host memory: no zero-copy";
+  }
+  // Memory off the 16-byte grid is not wrapped (the kernels' vector accesses).
+  EXPECT_EQ(be->wrap(o.param.data() + 4, 64, host), nullptr);
+  auto grad = wrap(o.grad), s1 = wrap(o.codes1), a1 = wrap(o.absmax1), q1 = wrap(o.qmap1);
+  auto s2 = wrap(o.codes2), a2 = wrap(o.absmax2), q2 = wrap(o.qmap2);
+  ASSERT_TRUE(grad && s1 && a1 && q1 && s2 && a2 && q2);
+  kernels::OptimizerOperands op;
+  op.rule = c.rule;
+  op.n = o.n();
+  op.param = param.get();
+  op.grad = grad.get();
+  op.state1 = s1.get();
+  op.absmax1 = a1.get();
+  op.qmap1 = q1.get();
+  op.state2 = s2.get();
+  op.absmax2 = a2.get();
+  op.qmap2 = q2.get();
+  EXPECT_EQ(be->optimizer_update(op, make_args(c)), 0u);
+  EXPECT_EQ(o.param, want.param);
+  EXPECT_EQ(o.codes1, want.codes1);
+  EXPECT_EQ(o.codes2, want.codes2);
+  EXPECT_EQ(o.absmax1, want.absmax1);
+  EXPECT_EQ(o.absmax2, want.absmax2);
 }
 
 TEST_F(OptimizerKernels, CudaSumsAgreeWithTheCpuBitForBit) {
@@ -338,6 +435,18 @@ TEST_F(OptimizerKernels, GradientStatsSumsAndDetectsNonFinite) {
       const auto stats = be->gradient_stats(*buf, type, n, 256);
       EXPECT_TRUE(stats.finite) << bname;
       EXPECT_NEAR(stats.sum_sq, ref, 1e-5 * ref) << bname;  // float block sums, as above
+    }
+  // Every backend sums in the CPU's order (backend.h): the same double, here
+  // over 301 blocks of 64 (two chunks of 256 blocks, a tail of 37 elements).
+  std::vector<float> g2(300 * 64 + 37);
+  for (auto& v : g2) v = normal(rng);
+  for (auto [bname, be] : backends())
+    for (DType type : kFloatTypes) {
+      const auto bytes = encode(g2, type);
+      const auto sum = [&](Backend& on) {
+        return on.gradient_stats(*upload(on, bytes), type, g2.size(), 64).sum_sq;
+      };
+      EXPECT_EQ(sum(*be), sum(kernels::cpu_backend())) << bname;
     }
   for (auto [bname, be] : backends())
     for (float bad : {NAN, INFINITY, -INFINITY, 1e20f}) {

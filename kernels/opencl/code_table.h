@@ -1,0 +1,35 @@
+// The table optimizer.cl encodes 8-bit states with, built on the host from a
+// 256-entry codebook: the nearest code found from |r|'s exponent and top
+// mantissa bits plus (for both dynamic maps) one comparison, instead of an
+// 8-step binary search. Internal to kernels/opencl.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace lowbit::kernels::opencl {
+
+// Layout in 32-bit words, mirrored by the LB_TABLE_* macros of optimizer.cl:
+//   [0, 256)    the codebook (float bits)
+//   [256, 512)  its 255 midpoints (code_midpoint), then +inf
+//   512         steps: the most midpoints one bucket spans
+//   513         zero: the entry of smallest magnitude (all-zero blocks)
+//   from 514    start[2][kCodeBuckets], four 8-bit counts per word (entry e
+//               in bits 8 * (e % 4) of word 514 + e / 4, so that the kernel
+//               reads them with 32-bit loads): per sign and bucket of |r|,
+//               the number of midpoints below the bucket's lowest value.
+// Bucket of |r|: 0 below 2^-31, then exponent and kCodeMantissaBits mantissa
+// bits (32 binades), clamped to the last bucket from 2 up.
+constexpr int kCodeMantissaBits = 7;
+constexpr int kCodeFirstExponent = 96;
+constexpr int kCodeBuckets = 1 + 32 * (1 << kCodeMantissaBits);
+constexpr int kCodeTableWords = 514 + (2 * kCodeBuckets + 3) / 4;
+
+// The table of `code` (256 ascending floats). Where steps is 1 (both dynamic
+// maps) the kernel's code of r is start + (r > the next midpoint), which equals
+// the number of all midpoints below r (the CPU encoder's rule): the count only
+// grows with r, and start and start + steps bound it over a bucket. Other
+// codebooks are searched.
+std::vector<uint32_t> build_code_table(const float* code);
+
+}  // namespace lowbit::kernels::opencl
