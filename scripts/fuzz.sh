@@ -34,6 +34,14 @@ fi
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
 export OMP_NUM_THREADS=1
+# The targets write each input to a scratch file: on tmpfs, so a disk busy
+# with other work cannot stall a close() past the 10 s timeout (it did once).
+# libFuzzer ends with _Exit, so the scratch files go with this directory.
+scratch_root=/tmp
+[ -d /dev/shm ] && [ -w /dev/shm ] && scratch_root=/dev/shm
+TMPDIR=$(mktemp -d "$scratch_root/lowbit-fuzz.XXXXXX")
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 mkdir -p build-fuzz/findings build-fuzz/logs
 failed=0
 printf '%-22s %12s  %s\n' target executions result
