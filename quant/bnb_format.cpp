@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
+#include <limits>
 #include <sstream>
 
 namespace lowbit::quant {
@@ -148,9 +150,16 @@ std::pair<torch::Tensor, QuantState> from_bnb_4bit(const StateDict& sd, const st
   state.dtype = parse_dtype(field(j, "dtype", what), what, "dtype");
   const json& shape = field(j, "shape", what);
   TORCH_CHECK(shape.is_array(), what, ": quant state 'shape' must be a list");
+  // The element count bounds every size computed from it ((n + 1) / 2 bytes,
+  // n + blocksize - 1 for the blocks), so it stays far below int64's limit.
+  constexpr int64_t kMaxNumel = std::numeric_limits<int64_t>::max() / 4;
+  int64_t numel = 1;
   for (const json& d : shape) {
     const int64_t v = parse_int(d, what, "shape");
     TORCH_CHECK(v >= 0, what, ": quant state shape has a negative size ", v);
+    TORCH_CHECK(v == 0 || numel <= kMaxNumel / v, what, ": quant state shape ", shape.dump(),
+                " is too large; its element count overflows");
+    numel *= v;
     state.shape.push_back(v);
   }
   const int64_t n = state.numel();
@@ -168,8 +177,10 @@ std::pair<torch::Tensor, QuantState> from_bnb_4bit(const StateDict& sd, const st
     TORCH_CHECK(parse_dtype(field(j, "nested_dtype", what), what, "nested_dtype") == torch::kFloat32,
                 what, ": nested_dtype must be float32");
     const json& off = field(j, "nested_offset", what);
-    TORCH_CHECK(off.is_number(), what, ": quant state 'nested_offset' must be a number");
-    state.offset = off.get<float>();
+    TORCH_CHECK(off.is_number() && std::fabs(off.get<double>()) <= std::numeric_limits<float>::max(),
+                what, ": quant state 'nested_offset' must be a finite float32 number, got ",
+                off.dump());
+    state.offset = float(off.get<double>());
     ns->shape = {blocks};
     ns->dtype = torch::kFloat32;
     ns->absmax = entry(sd, w + ".nested_absmax", what, torch::kFloat32, ns->num_blocks()).contiguous();

@@ -2,36 +2,46 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
 namespace lowbit::data {
 namespace {
 
-// The whole (decompressed) file. gzread passes plain files through unchanged.
-std::vector<uint8_t> read_gz(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  TORCH_CHECK(f != nullptr, "cannot open '", path, "' (is the dataset package installed?)");
-  std::unique_ptr<gzFile_s, int (*)(gzFile)> guard(f, gzclose);
-  std::vector<uint8_t> out;
-  std::vector<uint8_t> chunk(1 << 20);
-  for (;;) {
-    const int got = gzread(f, chunk.data(), unsigned(chunk.size()));
+// An IDX file holds at most this many data bytes (Fashion-MNIST's largest
+// holds 47 MB): the header's dimensions alone must not decide how much a
+// reader allocates, nor overflow the product that counts the bytes.
+constexpr uint64_t kMaxDataBytes = uint64_t(1) << 32;
+
+using GzFile = std::unique_ptr<gzFile_s, int (*)(gzFile)>;
+
+// Up to `size` (decompressed) bytes; fewer only at the end of the file.
+// gzread passes plain files through unchanged.
+size_t read_some(gzFile f, uint8_t* out, size_t size, const std::string& path) {
+  size_t done = 0;
+  while (done < size) {
+    const unsigned want = unsigned(std::min<size_t>(size - done, 1u << 20));
+    const int got = gzread(f, out + done, want);
     if (got < 0) {
       int err = 0;
       const char* msg = gzerror(f, &err);
       TORCH_CHECK(false, "'", path, "' is not a valid gzip file: ", msg);
     }
     if (got == 0) break;
-    out.insert(out.end(), chunk.begin(), chunk.begin() + got);
+    done += size_t(got);
   }
+  return done;
+}
+
+// Throws unless the stream ended cleanly (not a gzip stream cut short).
+void check_clean_end(gzFile f, const std::string& path) {
   int err = 0;
   gzerror(f, &err);
   // zlib reports a gzip stream that stops before its end as Z_BUF_ERROR.
   TORCH_CHECK(err != Z_BUF_ERROR, "'", path,
               "' is truncated or corrupt: its gzip stream ends early");
   TORCH_CHECK(err == Z_OK, "'", path, "' is truncated or corrupt");
-  return out;
 }
 
 uint32_t be32(const uint8_t* p) {
@@ -41,29 +51,43 @@ uint32_t be32(const uint8_t* p) {
 }  // namespace
 
 torch::Tensor read_idx_u8(const std::string& path) {
-  const std::vector<uint8_t> bytes = read_gz(path);
-  TORCH_CHECK(bytes.size() >= 4, "'", path, "' is too short for an IDX header (", bytes.size(),
-              " bytes)");
-  TORCH_CHECK(bytes[0] == 0 && bytes[1] == 0, "'", path, "' does not start with the IDX magic");
-  TORCH_CHECK(bytes[2] == 0x08, "'", path, "' holds IDX type 0x", std::hex, int(bytes[2]),
+  GzFile f(gzopen(path.c_str(), "rb"), gzclose);
+  TORCH_CHECK(f != nullptr, "cannot open '", path, "' (is the dataset package installed?)");
+  uint8_t header[4 + 4 * 4];
+  const size_t got = read_some(f.get(), header, 4, path);
+  TORCH_CHECK(got == 4, "'", path, "' is too short for an IDX header (", got, " bytes)");
+  TORCH_CHECK(header[0] == 0 && header[1] == 0, "'", path, "' does not start with the IDX magic");
+  TORCH_CHECK(header[2] == 0x08, "'", path, "' holds IDX type 0x", std::hex, int(header[2]),
               "; expected 0x08 (unsigned byte)");
-  const int ndim = bytes[3];
+  const int ndim = header[3];
   TORCH_CHECK(ndim >= 1 && ndim <= 4, "'", path, "' declares ", ndim,
               " dimensions; expected 1 to 4");
-  const size_t header = 4 + 4 * size_t(ndim);
-  TORCH_CHECK(bytes.size() >= header, "'", path, "' is truncated inside its header");
+  TORCH_CHECK(read_some(f.get(), header + 4, 4 * size_t(ndim), path) == 4 * size_t(ndim), "'",
+              path, "' is truncated inside its header");
   std::vector<int64_t> shape;
-  size_t count = 1;
+  uint64_t count = 1;
   for (int d = 0; d < ndim; ++d) {
-    const uint32_t dim = be32(&bytes[4 + 4 * size_t(d)]);
+    const uint32_t dim = be32(&header[4 + 4 * size_t(d)]);
     TORCH_CHECK(dim > 0 && dim <= (1u << 28), "'", path, "' dimension ", d, " is ", dim);
+    TORCH_CHECK(count <= kMaxDataBytes / dim, "'", path, "' has dimensions whose product exceeds ",
+                kMaxDataBytes, " bytes; the header is corrupt");
     shape.push_back(int64_t(dim));
     count *= dim;
   }
-  TORCH_CHECK(bytes.size() - header == count, "'", path, "' holds ", bytes.size() - header,
-              " data bytes; its header promises ", count);
-  return torch::from_blob(const_cast<uint8_t*>(bytes.data() + header), shape, torch::kUInt8)
-      .clone();
+  // The data is read in pieces, so memory follows the bytes really present;
+  // one byte past the promise is enough to tell trailing bytes.
+  std::vector<uint8_t> data;
+  for (;;) {
+    const size_t before = data.size();
+    data.resize(before + std::min<uint64_t>(count + 1 - before, 1u << 20));
+    const size_t got_data = read_some(f.get(), data.data() + before, data.size() - before, path);
+    data.resize(before + got_data);
+    if (got_data == 0 || data.size() > count) break;
+  }
+  if (data.size() <= count) check_clean_end(f.get(), path);
+  TORCH_CHECK(data.size() == count, "'", path, "' holds ", data.size() > count ? "more than " : "",
+              data.size() > count ? count : data.size(), " data bytes; its header promises ", count);
+  return torch::from_blob(data.data(), shape, torch::kUInt8).clone();
 }
 
 ImageSet load_fashion_mnist(const std::string& dir, const std::string& split, int64_t limit) {

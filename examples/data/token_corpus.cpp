@@ -57,7 +57,8 @@ std::vector<TextRecord> read_jsonl(const std::string& path, const RecordFormat& 
     nlohmann::json record;
     try {
       record = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
+      // Not only parse_error: a number beyond double's range is out_of_range.
       TORCH_CHECK(false, where, ": not valid JSON (", e.what(), ")");
     }
     TORCH_CHECK(record.is_object(), where, ": expected a JSON object, got ", record.type_name());

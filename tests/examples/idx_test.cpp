@@ -102,6 +102,26 @@ TEST(Idx, RefusesDamagedFilesByName) {
   refused("missing.gz", "cannot open");
 }
 
+// Found while writing tests/fuzz/idx_fuzz: four dimensions of 2^28 multiply
+// to 2^112, which wrapped to 0 in 64 bits, so a header without data passed
+// the size check and only libtorch's shape check stopped it, with a message
+// naming no file. The product is now bounded before it is formed, and the
+// data is read piecewise, so a header alone never decides what is allocated.
+TEST(Idx, DimensionsWhoseProductOverflowsAreRefused) {
+  ScratchDir dir;
+  const uint32_t big = 1u << 28;
+  dir.write("wrapped.idx", idx_header({big, big, big, big}));
+  const std::string m = message_of([&] { read_idx_u8(dir.file("wrapped.idx")); });
+  EXPECT_NE(m.find(dir.file("wrapped.idx")), std::string::npos) << m;
+  EXPECT_NE(m.find("dimensions whose product exceeds 4294967296 bytes"), std::string::npos) << m;
+  // A header that promises 256 MiB over a 3-byte body: refused for what is
+  // there, without reserving what was promised.
+  dir.write("promise.idx", idx_header({big}) + "abc");
+  EXPECT_NE(message_of([&] { read_idx_u8(dir.file("promise.idx")); })
+                .find("holds 3 data bytes; its header promises 268435456"),
+            std::string::npos);
+}
+
 TEST(Idx, RefusesImagesAndLabelsThatDisagree) {
   ScratchDir dir;
   write_gzip(dir.file("train-images-idx3-ubyte.gz"),

@@ -57,6 +57,10 @@ TEST(TokenCorpus, JsonlErrorsNameFileLineAndKey) {
   expect_error_all([&] { write_and_read("{\"body\": \"x\"}\n"); },
                    {path + ":1", "\"text\"", "\"prompt\"", "\"response\""});
   expect_error_all([&] { write_and_read("[1, 2]\n"); }, {path + ":1", "JSON object", "array"});
+  // Found by tests/fuzz/jsonl_fuzz: nlohmann refuses a number beyond double's
+  // range with out_of_range, not parse_error, and that escaped unnamed.
+  expect_error_all([&] { write_and_read("{\"text\": \"a\", \"n\": 8e888}\n"); },
+                   {path + ":1", "not valid JSON", "number overflow"});
   expect_error_all([&] { write_and_read("\n\n"); }, {path, "no records"});
   expect_error_all([&] { read_jsonl(dir.file("missing.jsonl")); },
                    {dir.file("missing.jsonl"), "cannot open"});

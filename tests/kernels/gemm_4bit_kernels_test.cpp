@@ -290,7 +290,10 @@ TEST(Matmul4bit, CasesCoverBothCpuGemvPaths) {
 
 TEST(Matmul4bit, BadArgumentsAreRefused) {
   std::shared_ptr<Backend> holder;
-  for (auto [bname, be] : testing::test_backends(holder)) {
+  for (const auto& named : testing::test_backends(holder)) {
+    // Lambdas below capture it: a structured binding cannot be captured
+    // before C++20 (clang refuses; the sanitizer build uses clang).
+    auto* be = named.second;
     const RandomWeight w = random_weight(8, 64, 64, Format4::NF4, true, 3);
     DeviceWeight dw = to_device(*be, w);
     auto x = be->allocate(4 * 64 * 4);

@@ -22,6 +22,7 @@ torch::Tensor json_bytes(const std::string& s) {
 }
 
 using lowbit::testing::expect_error;
+using lowbit::testing::expect_error_all;
 
 TEST(BnbFormat, KeysAndJsonFollowBitsandbytes) {
   torch::manual_seed(0);
@@ -130,6 +131,27 @@ TEST(BnbFormat, MalformedEntriesAreRefused) {
   StateDict both = good;
   both["m.weight.quant_state.bitsandbytes__fp4"] = good.at(qs);
   expect_error([&] { from_bnb_4bit(both, "m.", "f"); }, "both nf4 and fp4");
+}
+
+// Found while writing tests/fuzz/bnb_quant_state_fuzz: sizes in the JSON are
+// checked before any arithmetic on them (the element count's product
+// overflowed int64, undefined behaviour that UBSan reports), and an offset
+// beyond float32's range is refused rather than converted (undefined too).
+TEST(BnbFormat, QuantStateSizesThatOverflowAreRefused) {
+  torch::manual_seed(3);
+  auto [packed, state] = quantize_4bit(torch::randn({64, 8}));
+  StateDict sd = to_bnb_4bit(packed, state, "m.");
+  const std::string qs = "m.weight.quant_state.bitsandbytes__nf4";
+  const std::string head = R"({"quant_type": "nf4", "blocksize": 64, "dtype": "float32", )";
+  sd[qs] = json_bytes(head + R"("shape": [4294967296, 4294967296]})");
+  expect_error_all([&] { from_bnb_4bit(sd, "m.", "f.safetensors"); },
+                   {"f.safetensors", "shape [4294967296,4294967296] is too large"});
+  sd[qs] = json_bytes(head + R"("shape": [9223372036854775807]})");
+  expect_error([&] { from_bnb_4bit(sd, "m.", "f.safetensors"); }, "its element count overflows");
+  sd[qs] = json_bytes(head + R"("shape": [64, 8], "nested_blocksize": 256, )" +
+                      R"("nested_dtype": "float32", "nested_offset": 1e300})");
+  expect_error_all([&] { from_bnb_4bit(sd, "m.", "f.safetensors"); },
+                   {"f.safetensors", "'nested_offset' must be a finite float32 number, got 1e+300"});
 }
 
 }  // namespace

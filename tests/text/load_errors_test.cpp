@@ -59,6 +59,12 @@ TEST(LoadErrors, BadJson) {
   lowbit::testing::expect_error_all<Error>([&] { load_tokenizer(dir.file("tokenizer.json")); },
                                            {dir.file("tokenizer.json"), "not valid JSON", "byte"});
   expect_refused(json::array({1, 2}), {"top-level value", "JSON object"});
+  // The same reader's bug that tests/fuzz/jsonl_fuzz found in JSONL: nlohmann
+  // refuses a number beyond double's range with out_of_range, not
+  // parse_error, and that escaped as a bare nlohmann exception.
+  dir.write("tokenizer.json", "{\"version\": 1e999}");
+  lowbit::testing::expect_error_all<Error>([&] { load_tokenizer(dir.file("tokenizer.json")); },
+                                           {dir.file("tokenizer.json"), "not valid JSON", "number overflow"});
 }
 
 TEST(LoadErrors, UnsupportedModelType) {

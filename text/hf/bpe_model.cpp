@@ -103,8 +103,14 @@ void BpeModel::read_merges(const JsonField& merges) {
     } else {
       merged += right;
     }
+    // The parts are looked up before the merged token, so a missing part is
+    // the one named (in one statement the order was the compiler's choice:
+    // GCC and clang named different tokens).
+    const auto left_id = id_of(left, i);
+    const auto right_id = id_of(right, i);
+    const auto merged_id = id_of(merged, i);
     // Repeated pairs: the later entry wins, as when the Rust library collects them into a map.
-    merges_[pair_key(id_of(left, i), id_of(right, i))] = {rank++, id_of(merged, i)};
+    merges_[pair_key(left_id, right_id)] = {rank++, merged_id};
   }
 }
 

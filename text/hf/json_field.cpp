@@ -105,6 +105,9 @@ nlohmann::json read_json_file(const std::string& path) {
     return nlohmann::json::parse(bytes);
   } catch (const nlohmann::json::parse_error& e) {
     throw_error(path, ": is not valid JSON (stopped at byte ", e.byte, ": ", e.what(), ")");
+  } catch (const nlohmann::json::exception& e) {
+    // A number beyond double's range is refused as out_of_range, not parse_error.
+    throw_error(path, ": is not valid JSON (", e.what(), ")");
   }
 }
 
