@@ -7,10 +7,10 @@
 
 #include "kernels/cpu/codebook_cache.h"
 
-namespace lowbit::kernels::cpu {
+LOWBIT_CPU_ISA_BEGIN
 namespace {
 
-#ifdef __AVX512VBMI__
+#if LOWBIT_CPU_AVX512
 // After the byte-plane lookups, two rounds of in-lane unpacking leave float r
 // of 128-bit lane L holding byte position 16L + 4r + j (j = 0..3). Feeding the
 // codes through this permutation first puts element 16r + 4L + j there, so
@@ -37,9 +37,14 @@ Decoder8::Decoder8(const float* code) {
 
 const Decoder8& Decoder8::for_code(const float* code) { return for_codebook<Decoder8>(code); }
 
+void decode_scaled_8bit(const float* code, const uint8_t* codes, float absmax, float* out,
+                        size_t n) {
+  Decoder8::for_code(code).decode_scaled(codes, absmax, out, n);
+}
+
 void Decoder8::decode_scaled(const uint8_t* codes, float absmax, float* out, size_t n) const {
   size_t i = 0;
-#ifdef __AVX512VBMI__
+#if LOWBIT_CPU_AVX512
   const __m512i order = element_order();
   const __m512 m = _mm512_set1_ps(absmax);
   __m512i table[4][4];
@@ -68,4 +73,4 @@ void Decoder8::decode_scaled(const uint8_t* codes, float absmax, float* out, siz
   for (; i < n; ++i) out[i] = code_[codes[i]] * absmax;
 }
 
-}  // namespace lowbit::kernels::cpu
+LOWBIT_CPU_ISA_END
