@@ -69,6 +69,14 @@ void Decoder8::decode_scaled(const uint8_t* codes, float absmax, float* out, siz
     for (int r = 0; r < 4; ++r)
       _mm512_storeu_ps(out + i + 16 * r, _mm512_mul_ps(_mm512_castsi512_ps(f[r]), m));
   }
+#elif LOWBIT_CPU_AVX2
+  // No byte permutes: eight codebook entries per gather, the same products.
+  const __m256 m = _mm256_set1_ps(absmax);
+  for (; i + 8 <= n; i += 8) {
+    const __m256i c =
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_i32gather_ps(code_.data(), c, 4), m));
+  }
 #endif
   for (; i < n; ++i) out[i] = code_[codes[i]] * absmax;
 }
