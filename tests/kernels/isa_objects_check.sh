@@ -6,11 +6,18 @@
 # template instantiation shared with baseline code) could be the copy the
 # linker keeps for every caller and crash a CPU without AVX.
 # Usage: isa_objects_check.sh <path namespace: generic|avx2|avx512> <objects...>
+# (an argument may hold several objects separated by ';', as CMake's
+# $<TARGET_OBJECTS> gives them to add_test).
 set -euo pipefail
 ns=$1
 shift
+objects=()
+for arg in "$@"; do
+  IFS=';' read -ra part <<< "$arg"
+  objects+=("${part[@]}")
+done
 status=0
-for obj in "$@"; do
+for obj in "${objects[@]}"; do
   bad=$(objdump -d --no-show-raw-insn -C "$obj" | awk -v ns="$ns" '
     /^[0-9a-f]+ <.*>:$/ { name = $0; allowed = (ns != "generic") && index(name, ns "::") > 0; next }
     !allowed && $2 ~ /^(v[a-z]|k(mov|and|or|not|shift|test|unpck))/ { print name; allowed = 1 }')
@@ -20,5 +27,5 @@ for obj in "$@"; do
     status=1
   fi
 done
-[ "$status" = 0 ] && echo "$# objects of the $ns path: AVX code only inside its namespace"
+[ "$status" = 0 ] && echo "${#objects[@]} objects of the $ns path: AVX code only inside its namespace"
 exit $status
