@@ -17,7 +17,7 @@
 
 #include "bench/linear_common.h"
 #include "bench/ratio_reporter.h"
-#include "kernels/cpu/matmul_int8.h"
+#include "kernels/cpu/isa_kernels.h"
 #include "lora/linear8bit.h"
 
 namespace lowbit::bench {
@@ -109,7 +109,8 @@ void register_all(int threads) {
 }
 
 void print_weight_bytes() {
-  std::printf("int8 core: %s\n", kernels::cpu::int8_core_name(kernels::cpu::int8_cores().back()));
+  std::printf("int8 core: %s\n",
+              kernels::cpu::int8_core_name(kernels::cpu::active_kernels().int8_cores().back()));
   std::printf("weight bytes per parameter (int8 = codes + SCB; the cache adds float32):\n");
   for (const Shape& s : kShapes) {
     const double n = double(s.in) * double(s.out);

@@ -7,15 +7,19 @@
 // (e.g. a library counterpart and memcpy) print one table each. With
 // --benchmark_repetitions the ratios are of the medians (add
 // --benchmark_enable_random_interleaving=true on a noisy machine, so that
-// drift hits every op alike).
+// drift hits every op alike). The context lines name the instruction-set path
+// the CPU kernels ran (kernels/cpu_isa.h; LOWBIT_CPU_ISA chooses another).
 #pragma once
 
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
 #include <map>
+#include <ostream>
 #include <string>
 #include <vector>
+
+#include "kernels/cpu_isa.h"
 
 namespace lowbit::bench {
 
@@ -35,6 +39,18 @@ class RatioReporter : public benchmark::ConsoleReporter {
   template <typename R>
   static bool failed(const R& r, long) {
     return r.error_occurred;
+  }
+
+  bool ReportContext(const Context& context) override {
+    const bool ok = ConsoleReporter::ReportContext(context);
+    std::string runnable;
+    for (kernels::CpuIsa isa : kernels::cpu_isas())
+      runnable += std::string(runnable.empty() ? "" : ", ") + kernels::cpu_isa_name(isa);
+    // Beside the library's own context lines (Google Benchmark writes them to
+    // the error stream).
+    GetErrorStream() << "lowbit CPU kernels: " << kernels::cpu_isa_name(kernels::cpu_isa())
+                     << " path (this CPU runs: " << runnable << ")\n";
+    return ok;
   }
 
   void ReportRuns(const std::vector<Run>& runs) override {

@@ -1,6 +1,7 @@
 #include "kernels/dtype.h"
 
 #include "kernels/cpu/x86_intrinsics.h"
+#include "kernels/cpu_isa.h"
 
 namespace lowbit::kernels {
 
@@ -21,22 +22,26 @@ const char* dtype_name(DType t) {
 // where f16_to_float keeps a signalling half's bits as they are and
 // float_to_f16 writes 0x7e00. NaN lanes are rare (the optimizers reject
 // them): those groups are redone with the scalar rule.
-void f16_to_float_n(const uint16_t* in, float* out, size_t n) {
+#if defined(__x86_64__)
+namespace {
+
+// The AVX-512 forms, run when the CPU kernels run their AVX-512 path
+// (kernels/cpu_isa.h); they return how many values they converted.
+__attribute__((target("avx512f,f16c"))) size_t f16_to_float_avx512(const uint16_t* in, float* out,
+                                                                   size_t n) {
   size_t i = 0;
-#ifdef __AVX512F__
   for (; i + 16 <= n; i += 16) {
     const __m512 f = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + i)));
     _mm512_storeu_ps(out + i, f);
     if (_mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q) != 0)
       for (size_t j = i; j < i + 16; ++j) out[j] = f16_to_float(in[j]);
   }
-#endif
-  for (; i < n; ++i) out[i] = f16_to_float(in[i]);
+  return i;
 }
 
-void float_to_f16_n(const float* in, uint16_t* out, size_t n) {
+__attribute__((target("avx512f,f16c"))) size_t float_to_f16_avx512(const float* in, uint16_t* out,
+                                                                   size_t n) {
   size_t i = 0;
-#ifdef __AVX512F__
   for (; i + 16 <= n; i += 16) {
     const __m512 f = _mm512_loadu_ps(in + i);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i),
@@ -44,6 +49,24 @@ void float_to_f16_n(const float* in, uint16_t* out, size_t n) {
     if (_mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q) != 0)
       for (size_t j = i; j < i + 16; ++j) out[j] = float_to_f16(in[j]);
   }
+  return i;
+}
+
+}  // namespace
+#endif
+
+void f16_to_float_n(const uint16_t* in, float* out, size_t n) {
+  size_t i = 0;
+#if defined(__x86_64__)
+  if (cpu_isa() == CpuIsa::Avx512) i = f16_to_float_avx512(in, out, n);
+#endif
+  for (; i < n; ++i) out[i] = f16_to_float(in[i]);
+}
+
+void float_to_f16_n(const float* in, uint16_t* out, size_t n) {
+  size_t i = 0;
+#if defined(__x86_64__)
+  if (cpu_isa() == CpuIsa::Avx512) i = float_to_f16_avx512(in, out, n);
 #endif
   for (; i < n; ++i) out[i] = float_to_f16(in[i]);
 }

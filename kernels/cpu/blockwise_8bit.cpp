@@ -7,7 +7,7 @@
 #include "kernels/cpu/element_io.h"
 #include "kernels/cpu/encoder8.h"
 
-namespace lowbit::kernels::cpu {
+LOWBIT_CPU_ISA_BEGIN
 namespace {
 
 constexpr size_t kChunk = 256;  // values converted per step, through a stack buffer
@@ -88,4 +88,4 @@ void dequantize_blockwise(const uint8_t* codes, const float* absmax, const float
   });
 }
 
-}  // namespace lowbit::kernels::cpu
+LOWBIT_CPU_ISA_END

@@ -5,9 +5,7 @@
 #include <cstring>
 #include <new>
 
-#include "kernels/cpu/cpu_kernels.h"
-#include "kernels/cpu/matmul_4bit.h"
-#include "kernels/cpu/matmul_int8.h"
+#include "kernels/cpu/isa_kernels.h"
 
 namespace lowbit::kernels::cpu {
 namespace {
@@ -59,27 +57,27 @@ void CpuBackend::do_copy(const Buffer& src, Buffer& dst, size_t bytes) {
 void CpuBackend::do_quantize_blockwise(const Buffer& x, DType x_type, size_t n, int blocksize,
                                        const Buffer& code, Buffer& absmax, Buffer& codes,
                                        const StochasticRounding& rounding) {
-  cpu::quantize_blockwise(as<void>(x), x_type, n, blocksize, as<float>(code), as<float>(absmax),
-                          as<uint8_t>(codes), rounding);
+  active_kernels().quantize_blockwise(as<void>(x), x_type, n, blocksize, as<float>(code),
+                                      as<float>(absmax), as<uint8_t>(codes), rounding);
 }
 
 void CpuBackend::do_dequantize_blockwise(const Buffer& codes, const Buffer& absmax,
                                          const Buffer& code, size_t n, int blocksize, Buffer& out,
                                          DType out_type, float offset) {
-  cpu::dequantize_blockwise(as<uint8_t>(codes), as<float>(absmax), as<float>(code), n, blocksize,
-                            as<void>(out), out_type, offset);
+  active_kernels().dequantize_blockwise(as<uint8_t>(codes), as<float>(absmax), as<float>(code), n,
+                                        blocksize, as<void>(out), out_type, offset);
 }
 
 void CpuBackend::do_quantize_4bit(const Buffer& x, DType x_type, size_t n, int blocksize,
                                   Format4 format, Buffer& absmax, Buffer& packed) {
-  cpu::quantize_4bit(as<void>(x), x_type, n, blocksize, format, as<float>(absmax),
-                     as<uint8_t>(packed));
+  active_kernels().quantize_4bit(as<void>(x), x_type, n, blocksize, format, as<float>(absmax),
+                                 as<uint8_t>(packed));
 }
 
 void CpuBackend::do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n,
                                     int blocksize, Format4 format, Buffer& out, DType out_type) {
-  cpu::dequantize_4bit(as<uint8_t>(packed), as<float>(absmax), n, blocksize, format, as<void>(out),
-                       out_type);
+  active_kernels().dequantize_4bit(as<uint8_t>(packed), as<float>(absmax), n, blocksize, format,
+                                   as<void>(out), out_type);
 }
 
 // ---- 4-bit matmul ----
@@ -111,39 +109,41 @@ const void* host_or_null(const Buffer* b) { return b ? CpuBackend::host(*b) : nu
 
 void CpuBackend::do_gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Buffer* bias,
                               Buffer& y, DType dtype) {
-  cpu::gemm_4bit(as<void>(x), m, view_of(w), host_or_null(bias), as<void>(y), dtype);
+  active_kernels().gemm_4bit(as<void>(x), m, view_of(w), host_or_null(bias), as<void>(y), dtype);
 }
 
 void CpuBackend::do_gemv_4bit(const Buffer& x, const Weight4bit& w, const Buffer* bias, Buffer& y,
                               DType dtype) {
-  cpu::gemv_4bit(as<void>(x), view_of(w), host_or_null(bias), as<void>(y), dtype);
+  active_kernels().gemv_4bit(as<void>(x), view_of(w), host_or_null(bias), as<void>(y), dtype);
 }
 
 void CpuBackend::do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w,
                                          Buffer& dx, DType dtype) {
-  cpu::gemm_4bit_input_grad(as<void>(dy), m, view_of(w), as<void>(dx), dtype);
+  active_kernels().gemm_4bit_input_grad(as<void>(dy), m, view_of(w), as<void>(dx), dtype);
 }
 
 void CpuBackend::do_gemm_int8(const Buffer& x, size_t m, const WeightInt8& w, const Buffer* bias,
                               Buffer& y) {
   const WeightInt8View v{as<int8_t>(*w.codes), as<float>(*w.scale), as<int32_t>(*w.row_sums),
                          w.out_features, w.in_features};
-  cpu::gemm_int8(as<float>(x), m, v, static_cast<const float*>(host_or_null(bias)), as<float>(y));
+  active_kernels().gemm_int8(as<float>(x), m, v, static_cast<const float*>(host_or_null(bias)),
+                             as<float>(y));
 }
 
 void CpuBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
                                    Buffer& slots, size_t slot, bool /*sum: always computed*/) {
-  const GradientStats stats = cpu::gradient_stats(as<void>(grad), grad_type, n, blocksize);
+  const GradientStats stats =
+      active_kernels().gradient_stats(as<void>(grad), grad_type, n, blocksize);
   StepSlot& s = as<StepSlot>(slots)[slot];
   s.grad_sq = stats.sum_sq;
   s.grad_nonfinite = stats.finite ? 0 : 1;
 }
 
-void CpuBackend::do_optimizer_update_norms(const OptimizerOperands& op, Buffer& slots,
-                                           size_t slot, const Buffer& flags) {
+void CpuBackend::do_optimizer_update_norms(const OptimizerOperands& op, Buffer& slots, size_t slot,
+                                           const Buffer& flags) {
   if (as<StepFlags>(flags)->found_inf) return;
   StepSlot& s = as<StepSlot>(slots)[slot];
-  const UpdateNorms norms = cpu::optimizer_update_norms(op, s.args);
+  const UpdateNorms norms = active_kernels().optimizer_update_norms(op, s.args);
   s.update_sq = norms.update_sq;
   s.param_sq = norms.param_sq;
 }
@@ -152,7 +152,7 @@ void CpuBackend::do_optimizer_update(const OptimizerOperands& op, const Buffer& 
                                      size_t slot, Buffer& flags) {
   StepFlags& f = *as<StepFlags>(flags);
   if (f.found_inf) return;
-  f.skipped_blocks += cpu::optimizer_update(op, as<StepSlot>(slots)[slot].args);
+  f.skipped_blocks += active_kernels().optimizer_update(op, as<StepSlot>(slots)[slot].args);
 }
 
 }  // namespace lowbit::kernels::cpu

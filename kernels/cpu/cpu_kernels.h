@@ -1,17 +1,25 @@
 // The CPU implementation of the kernels contract on raw host pointers: OpenMP
 // over blocks (a block never splits across threads), inner loops written for
 // the compiler's vectoriser, no allocation. Semantics: kernels/backend.h.
+// Everything but copy is built once per instruction-set path
+// (kernels/cpu/isa_region.h); CpuBackend calls the chosen path through
+// kernels/cpu/isa_kernels.h.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/isa_region.h"
 
 namespace lowbit::kernels::cpu {
 
 // memcpy split across the OpenMP threads (the CPU roofline).
 void copy(const uint8_t* src, uint8_t* dst, size_t bytes);
+
+}  // namespace lowbit::kernels::cpu
+
+LOWBIT_CPU_ISA_BEGIN
 
 void quantize_blockwise(const void* x, DType x_type, size_t n, int blocksize, const float* code,
                         float* absmax, uint8_t* codes, const StochasticRounding& rounding);
@@ -30,4 +38,4 @@ size_t optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args);
 UpdateNorms optimizer_update_norms(const OptimizerOperands& op, const OptimizerArgs& args);
 GradientStats gradient_stats(const void* grad, DType grad_type, size_t n, int blocksize);
 
-}  // namespace lowbit::kernels::cpu
+LOWBIT_CPU_ISA_END

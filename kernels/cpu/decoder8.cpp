@@ -7,10 +7,10 @@
 
 #include "kernels/cpu/codebook_cache.h"
 
-namespace lowbit::kernels::cpu {
+LOWBIT_CPU_ISA_BEGIN
 namespace {
 
-#ifdef __AVX512VBMI__
+#if LOWBIT_CPU_AVX512
 // After the byte-plane lookups, two rounds of in-lane unpacking leave float r
 // of 128-bit lane L holding byte position 16L + 4r + j (j = 0..3). Feeding the
 // codes through this permutation first puts element 16r + 4L + j there, so
@@ -37,9 +37,14 @@ Decoder8::Decoder8(const float* code) {
 
 const Decoder8& Decoder8::for_code(const float* code) { return for_codebook<Decoder8>(code); }
 
+void decode_scaled_8bit(const float* code, const uint8_t* codes, float absmax, float* out,
+                        size_t n) {
+  Decoder8::for_code(code).decode_scaled(codes, absmax, out, n);
+}
+
 void Decoder8::decode_scaled(const uint8_t* codes, float absmax, float* out, size_t n) const {
   size_t i = 0;
-#ifdef __AVX512VBMI__
+#if LOWBIT_CPU_AVX512
   const __m512i order = element_order();
   const __m512 m = _mm512_set1_ps(absmax);
   __m512i table[4][4];
@@ -64,8 +69,16 @@ void Decoder8::decode_scaled(const uint8_t* codes, float absmax, float* out, siz
     for (int r = 0; r < 4; ++r)
       _mm512_storeu_ps(out + i + 16 * r, _mm512_mul_ps(_mm512_castsi512_ps(f[r]), m));
   }
+#elif LOWBIT_CPU_AVX2
+  // No byte permutes: eight codebook entries per gather, the same products.
+  const __m256 m = _mm256_set1_ps(absmax);
+  for (; i + 8 <= n; i += 8) {
+    const __m256i c =
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_i32gather_ps(code_.data(), c, 4), m));
+  }
 #endif
   for (; i < n; ++i) out[i] = code_[codes[i]] * absmax;
 }
 
-}  // namespace lowbit::kernels::cpu
+LOWBIT_CPU_ISA_END

@@ -2,13 +2,16 @@
 // same products as the scalar loop. With AVX512-VBMI the 256 codebook floats
 // are held as four byte planes and 64 codes are looked up per step with byte
 // permutes (vpermi2b) instead of gathers, which cost ~1 cycle per element.
+// The AVX2 path gathers eight entries at a time.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
 
-namespace lowbit::kernels::cpu {
+#include "kernels/cpu/isa_region.h"
+
+LOWBIT_CPU_ISA_BEGIN
 
 class Decoder8 {
  public:
@@ -25,4 +28,9 @@ class Decoder8 {
   alignas(64) uint8_t planes_[4][256];
 };
 
-}  // namespace lowbit::kernels::cpu
+// Decoder8::for_code(code).decode_scaled(codes, absmax, out, n), for the tests
+// (see encode_scaled_8bit).
+void decode_scaled_8bit(const float* code, const uint8_t* codes, float absmax, float* out,
+                        size_t n);
+
+LOWBIT_CPU_ISA_END

@@ -8,10 +8,11 @@
 #include <cstdint>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/isa_region.h"
 #include "kernels/dtype.h"
 #include "kernels/shared_math.h"
 
-namespace lowbit::kernels::cpu {
+LOWBIT_CPU_ISA_BEGIN
 
 struct F32 {
   using Storage = float;
@@ -74,4 +75,4 @@ inline float element_uniform(const StochasticRounding& r, size_t i) {
   return lb_uniform(lb_u32(r.seed), lb_u32(r.seed >> 32), lb_u32(i), lb_u32(uint64_t(i) >> 32));
 }
 
-}  // namespace lowbit::kernels::cpu
+LOWBIT_CPU_ISA_END

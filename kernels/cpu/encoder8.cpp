@@ -9,7 +9,7 @@
 #include "kernels/codebook.h"
 #include "kernels/cpu/codebook_cache.h"
 
-namespace lowbit::kernels::cpu {
+LOWBIT_CPU_ISA_BEGIN
 namespace {
 
 float key_to_float(uint32_t key) {
@@ -179,54 +179,148 @@ int Encoder8::encode_search(float r) const {
   return pos;
 }
 
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#if LOWBIT_CPU_AVX2
+namespace {
+
+// The lane operations of encode_pieces: 16 lanes with AVX-512 (masks in mask
+// registers), 8 with AVX2 (masks as all-ones lanes, 16-entry tables as two
+// 8-entry permutes and a blend on index bit 3). Both read an index's low 4
+// bits only, so the loop is written once.
+#if LOWBIT_CPU_AVX512
+struct Lanes {
+  static constexpr size_t kCount = 16;
+  using F = __m512;
+  using I = __m512i;
+  using M = __mmask16;
+  struct Table {
+    I v;
+  };
+  static Table table(const void* p) { return {_mm512_loadu_si512(p)}; }
+  static I lookup(const Table& t, I index) { return _mm512_permutexvar_epi32(index, t.v); }
+  static F load(const float* p) { return _mm512_loadu_ps(p); }
+  static F set(float v) { return _mm512_set1_ps(v); }
+  static I set(int32_t v) { return _mm512_set1_epi32(v); }
+  static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static I bits(F a) { return _mm512_castps_si512(a); }
+  static F floats(I a) { return _mm512_castsi512_ps(a); }
+  static I and_(I a, I b) { return _mm512_and_si512(a, b); }
+  static I add(I a, I b) { return _mm512_add_epi32(a, b); }
+  static I shift_right_24(I a) { return _mm512_srli_epi32(a, 24); }
+  static I max_unsigned(I a, I b) { return _mm512_max_epu32(a, b); }
+  static I max_signed(I a, I b) { return _mm512_max_epi32(a, b); }
+  static I truncate(F a) { return _mm512_cvttps_epi32(a); }
+  static M negative(I a) { return _mm512_movepi32_mask(a); }
+  static M greater(I a, I b) { return _mm512_cmpgt_epi32_mask(a, b); }
+  // t - floor(t) < w
+  static M fraction_below(F t, F w) {
+    return _mm512_cmp_ps_mask(_mm512_reduce_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC), w,
+                              _CMP_LT_OQ);
+  }
+  static I add_where(M m, I a, I b) { return _mm512_mask_add_epi32(a, m, a, b); }
+  static I sub_where(M m, I otherwise, I a, I b) { return _mm512_mask_sub_epi32(otherwise, m, a, b); }
+  static I zero_where(M m, I a) { return _mm512_maskz_mov_epi32(_knot_mask16(m), a); }
+  static void store_bytes(uint8_t* p, I a) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(a));
+  }
+  static unsigned lanes(M m) { return m; }
+};
+#else
+struct Lanes {
+  static constexpr size_t kCount = 8;
+  using F = __m256;
+  using I = __m256i;
+  using M = __m256i;
+  struct Table {
+    I low, high;  // entries 0-7 and 8-15
+  };
+  static Table table(const void* p) {
+    const auto* v = static_cast<const __m256i*>(p);
+    return {_mm256_loadu_si256(v), _mm256_loadu_si256(v + 1)};
+  }
+  static I lookup(const Table& t, I index) {
+    const __m256 high = _mm256_castsi256_ps(_mm256_slli_epi32(index, 28));  // bit 3 as the sign
+    return _mm256_castps_si256(
+        _mm256_blendv_ps(_mm256_castsi256_ps(_mm256_permutevar8x32_epi32(t.low, index)),
+                         _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(t.high, index)), high));
+  }
+  static F load(const float* p) { return _mm256_loadu_ps(p); }
+  static F set(float v) { return _mm256_set1_ps(v); }
+  static I set(int32_t v) { return _mm256_set1_epi32(v); }
+  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  static I bits(F a) { return _mm256_castps_si256(a); }
+  static F floats(I a) { return _mm256_castsi256_ps(a); }
+  static I and_(I a, I b) { return _mm256_and_si256(a, b); }
+  static I add(I a, I b) { return _mm256_add_epi32(a, b); }
+  static I shift_right_24(I a) { return _mm256_srli_epi32(a, 24); }
+  static I max_unsigned(I a, I b) { return _mm256_max_epu32(a, b); }
+  static I max_signed(I a, I b) { return _mm256_max_epi32(a, b); }
+  static I truncate(F a) { return _mm256_cvttps_epi32(a); }
+  static M negative(I a) { return _mm256_srai_epi32(a, 31); }
+  static M greater(I a, I b) { return _mm256_cmpgt_epi32(a, b); }
+  // t - floor(t) < w (the subtraction is exact)
+  static M fraction_below(F t, F w) {
+    return _mm256_castps_si256(_mm256_cmp_ps(_mm256_sub_ps(t, _mm256_floor_ps(t)), w, _CMP_LT_OQ));
+  }
+  static I add_where(M m, I a, I b) { return _mm256_add_epi32(a, _mm256_and_si256(m, b)); }
+  static I sub_where(M m, I otherwise, I a, I b) {
+    return _mm256_blendv_epi8(otherwise, _mm256_sub_epi32(a, b), m);
+  }
+  static I zero_where(M m, I a) { return _mm256_andnot_si256(m, a); }
+  static void store_bytes(uint8_t* p, I a) {  // codes are 0..255: the saturating packs keep them
+    const __m128i words =
+        _mm_packus_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(words, words));
+  }
+  static unsigned lanes(M m) { return unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(m))); }
+};
+#endif
+
+}  // namespace
+
 template <bool kNegatives>
 size_t Encoder8::encode_pieces(const float* x, float scale, uint8_t* codes, size_t n) const {
+  using L = Lanes;
   const Pieces& pc = *pieces_;
-  const auto table = [](const auto& a) {
-    return _mm512_loadu_si512(reinterpret_cast<const void*>(a.data()));
-  };
-  const __m512i first = table(pc.first);
-  const __m512i above1 = table(pc.threshold1);
-  const __m512i above2 = table(pc.threshold2);
-  const __m512 slope = _mm512_loadu_ps(pc.slope.data());
-  const __m512 offset = _mm512_loadu_ps(pc.offset.data());
-  const __m512 m = _mm512_set1_ps(scale);
-  const __m512 window = _mm512_set1_ps(kWindow);
-  const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
-  const __m512i lowest = _mm512_set1_epi32(kFirstExponent / 2);
-  const __m512i one = _mm512_set1_epi32(1);
-  const __m512i zero = _mm512_set1_epi32(pc.zero);
+  const L::Table first = L::table(pc.first.data());
+  const L::Table above1 = L::table(pc.threshold1.data());
+  const L::Table above2 = L::table(pc.threshold2.data());
+  const L::Table slope = L::table(pc.slope.data());
+  const L::Table offset = L::table(pc.offset.data());
+  const L::F m = L::set(scale);
+  const L::F window = L::set(kWindow);
+  const L::I magnitude = L::set(int32_t(0x7fffffff));
+  const L::I lowest = L::set(int32_t(kFirstExponent / 2));
+  const L::I one = L::set(int32_t(1));
+  const L::I zero = L::set(int32_t(pc.zero));
   size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512i r = _mm512_castps_si512(_mm512_mul_ps(_mm512_loadu_ps(x + i), m));
-    const __mmask16 negative = _mm512_movepi32_mask(r);
-    const __m512i y = _mm512_and_si512(r, magnitude);
+  for (; i + L::kCount <= n; i += L::kCount) {
+    const L::I r = L::bits(L::mul(L::load(x + i), m));
+    const L::M negative = L::negative(r);
+    const L::I y = L::and_(r, magnitude);
     // Exponent / 2, at least 48: its low 4 bits select the span (48 = 3 * 16).
-    const __m512i span = _mm512_max_epu32(_mm512_srli_epi32(y, 24), lowest);
+    const L::I span = L::max_unsigned(L::shift_right_24(y), lowest);
     // Negative r also passes a threshold it equals: compare y + 1 ulp. (Without
     // negative entries the code of a negative r is 0 whatever the piece.)
-    const __m512i y_cmp = kNegatives ? _mm512_mask_add_epi32(y, negative, y, one) : y;
-    __m512i piece = _mm512_permutexvar_epi32(span, first);
-    const __mmask16 past1 = _mm512_cmpgt_epi32_mask(y_cmp, _mm512_permutexvar_epi32(span, above1));
-    const __mmask16 past2 = _mm512_cmpgt_epi32_mask(y_cmp, _mm512_permutexvar_epi32(span, above2));
-    piece = _mm512_mask_add_epi32(piece, past1, piece, one);
-    piece = _mm512_mask_add_epi32(piece, past2, piece, one);
-    const __m512 t = _mm512_fmadd_ps(_mm512_castsi512_ps(y), _mm512_permutexvar_ps(piece, slope),
-                                     _mm512_permutexvar_ps(piece, offset));
-    const __mmask16 ambiguous = _mm512_cmp_ps_mask(
-        _mm512_reduce_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC), window, _CMP_LT_OQ);
-    const __m512i magnitude_code = _mm512_cvttps_epi32(t);
-    __m512i code;
+    const L::I y_cmp = kNegatives ? L::add_where(negative, y, one) : y;
+    L::I piece = L::lookup(first, span);
+    piece = L::add_where(L::greater(y_cmp, L::lookup(above1, span)), piece, one);
+    piece = L::add_where(L::greater(y_cmp, L::lookup(above2, span)), piece, one);
+    const L::F t = L::fma(L::floats(y), L::floats(L::lookup(slope, piece)),
+                          L::floats(L::lookup(offset, piece)));
+    const L::M ambiguous = L::fraction_below(t, window);
+    const L::I magnitude_code = L::truncate(t);
+    L::I code;
     if constexpr (kNegatives) {
-      code = _mm512_add_epi32(zero, magnitude_code);
-      code = _mm512_mask_sub_epi32(code, negative, zero, magnitude_code);
-      code = _mm512_max_epi32(code, _mm512_setzero_si512());
+      code = L::add(zero, magnitude_code);
+      code = L::sub_where(negative, code, zero, magnitude_code);
+      code = L::max_signed(code, L::set(int32_t(0)));
     } else {
-      code = _mm512_maskz_mov_epi32(_knot_mask16(negative), magnitude_code);
+      code = L::zero_where(negative, magnitude_code);
     }
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + i), _mm512_cvtepi32_epi8(code));
-    for (unsigned lanes = ambiguous; lanes != 0; lanes &= lanes - 1) {
+    L::store_bytes(codes + i, code);
+    for (unsigned lanes = L::lanes(ambiguous); lanes != 0; lanes &= lanes - 1) {
       const size_t l = i + size_t(__builtin_ctz(lanes));
       codes[l] = uint8_t(encode(x[l] * scale));
     }
@@ -237,7 +331,7 @@ size_t Encoder8::encode_pieces(const float* x, float scale, uint8_t* codes, size
 
 void Encoder8::encode_scaled(const float* x, float scale, uint8_t* codes, size_t n) const {
   size_t i = 0;
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#if LOWBIT_CPU_AVX2
   if (pieces_) {
     i = pieces_->zero > 0 ? encode_pieces<true>(x, scale, codes, n)
                           : encode_pieces<false>(x, scale, codes, n);
@@ -248,4 +342,8 @@ void Encoder8::encode_scaled(const float* x, float scale, uint8_t* codes, size_t
 
 const Encoder8& Encoder8::for_code(const float* code) { return for_codebook<Encoder8>(code); }
 
-}  // namespace lowbit::kernels::cpu
+void encode_scaled_8bit(const float* code, const float* x, float scale, uint8_t* codes, size_t n) {
+  Encoder8::for_code(code).encode_scaled(x, scale, codes, n);
+}
+
+LOWBIT_CPU_ISA_END

@@ -15,9 +15,10 @@
 #include <optional>
 #include <vector>
 
+#include "kernels/cpu/isa_region.h"
 #include "kernels/dtype.h"
 
-namespace lowbit::kernels::cpu {
+LOWBIT_CPU_ISA_BEGIN
 
 class Encoder8 {
  public:
@@ -34,13 +35,13 @@ class Encoder8 {
   }
 
   // codes[i] = encode(x[i] * scale) for i < n (|x[i] * scale| <= 1, finite):
-  // the same results, 16 values per step with AVX-512 where the build enables it.
+  // the same results, 16 values per step on the AVX-512 path.
   void encode_scaled(const float* x, float scale, uint8_t* codes, size_t n) const;
 
   const float* midpoints() const { return mid_.data(); }
 
   // True if encode_scaled has its table-free vector form for this codebook
-  // (the build still needs AVX-512 to use it).
+  // (only the AVX-512 path uses it).
   bool piecewise() const { return pieces_.has_value(); }
 
  private:
@@ -80,4 +81,8 @@ class Encoder8 {
   std::optional<Pieces> pieces_;
 };
 
-}  // namespace lowbit::kernels::cpu
+// Encoder8::for_code(code).encode_scaled(x, scale, codes, n): the entry point
+// tests reach every path's encoder through (kernels/cpu/isa_kernels.h).
+void encode_scaled_8bit(const float* code, const float* x, float scale, uint8_t* codes, size_t n);
+
+LOWBIT_CPU_ISA_END

@@ -6,14 +6,12 @@
 // are handed out as threads free up.
 #include "kernels/cpu/matmul_4bit.h"  // first: its immintrin.h include is guarded (GCC bug 105593)
 
-#define EIGEN_DONT_PARALLELIZE  // threads come from the OpenMP loop over tiles
-#include <Eigen/Core>
-
 #include <vector>
 
+#include "kernels/cpu/eigen_path.h"
 #include "kernels/cpu/element_io.h"
 
-namespace lowbit::kernels::cpu {
+LOWBIT_CPU_ISA_BEGIN
 namespace {
 
 constexpr size_t kTileOut = 128;
@@ -130,4 +128,4 @@ void gemm_4bit_input_grad(const void* dy, size_t m, const Weight4bitView& w, voi
   });
 }
 
-}  // namespace lowbit::kernels::cpu
+LOWBIT_CPU_ISA_END

@@ -20,7 +20,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/element_io.h"
 
-namespace lowbit::kernels::cpu {
+LOWBIT_CPU_ISA_BEGIN
 namespace {
 
 constexpr size_t kBlockOut = 64;
@@ -34,7 +34,7 @@ int32_t dot_ref(const int8_t* x, const int8_t* w, size_t k) {
   return s;
 }
 
-#if defined(__AVX2__)
+#if LOWBIT_CPU_AVX2
 // Bytes sign-extended to int16, multiplied and summed in pairs into int32
 // (vpmaddwd: |products| <= 2 * 127 * 128, no saturation). 16 inputs a step;
 // 2 x 4 tiles use 8 accumulators of AVX2's 16 registers.
@@ -66,7 +66,7 @@ struct Avx2Core {
 };
 #endif
 
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#if LOWBIT_CPU_AVX512
 // vpdpbusd multiplies unsigned bytes by signed bytes, four per int32 lane, 64
 // inputs a step. x is loaded as x + 128 (bit 7 flipped), which adds 128 *
 // sum_k w[j, k] to every accumulator: the driver subtracts the weight's row
@@ -167,15 +167,16 @@ template <class Store>
 void run(Int8Core core, const int8_t* x, size_t m, const WeightInt8View& w, const Store& store) {
   switch (core) {
     case Int8Core::Ref: return run_ref(x, m, w, store);
-#if defined(__AVX2__)
+#if LOWBIT_CPU_AVX2
     case Int8Core::Avx2: return run_simd<Avx2Core>(x, m, w, store);
 #endif
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#if LOWBIT_CPU_AVX512
     case Int8Core::Vnni: return run_simd<VnniCore>(x, m, w, store);
 #endif
     default: break;
   }
-  LOWBIT_CHECK(false, "gemm_int8: the ", int8_core_name(core), " core is not built for this CPU");
+  LOWBIT_CHECK(false, "gemm_int8: the ", int8_core_name(core), " core is not in the ",
+              cpu_isa_name(LOWBIT_CPU_ISA_ENUM), " path");
 }
 
 // The int32 results themselves.
@@ -201,21 +202,12 @@ struct StoreFloat {
 
 }  // namespace
 
-const char* int8_core_name(Int8Core core) {
-  switch (core) {
-    case Int8Core::Ref: return "scalar";
-    case Int8Core::Avx2: return "avx2";
-    case Int8Core::Vnni: return "avx512-vnni";
-  }
-  return "unknown";
-}
-
 std::vector<Int8Core> int8_cores() {
   std::vector<Int8Core> cores = {Int8Core::Ref};
-#if defined(__AVX2__)
+#if LOWBIT_CPU_AVX2
   cores.push_back(Int8Core::Avx2);
 #endif
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#if LOWBIT_CPU_AVX512
   cores.push_back(Int8Core::Vnni);
 #endif
   return cores;
@@ -254,8 +246,8 @@ void gemm_int8_s32(Int8Core core, const int8_t* x_codes, size_t m, const WeightI
   run(core, x_codes, m, w, StoreAcc{acc, w.out_features});
 }
 
-void gemm_int8(Int8Core core, const float* x, size_t m, const WeightInt8View& w, const float* bias,
-               float* y) {
+void gemm_int8_core(Int8Core core, const float* x, size_t m, const WeightInt8View& w,
+                    const float* bias, float* y) {
   // Per call, reused by the calling thread (the team reads them).
   thread_local std::vector<int8_t> codes;
   thread_local std::vector<float> row_factor;
@@ -267,7 +259,7 @@ void gemm_int8(Int8Core core, const float* x, size_t m, const WeightInt8View& w,
 }
 
 void gemm_int8(const float* x, size_t m, const WeightInt8View& w, const float* bias, float* y) {
-  gemm_int8(int8_cores().back(), x, m, w, bias, y);
+  gemm_int8_core(int8_cores().back(), x, m, w, bias, y);
 }
 
-}  // namespace lowbit::kernels::cpu
+LOWBIT_CPU_ISA_END

@@ -9,18 +9,18 @@
 #include "kernels/cpu/matmul_4bit.h"
 #include "kernels/cpu/element_io.h"
 
-namespace lowbit::kernels::cpu {
+LOWBIT_CPU_ISA_BEGIN
 namespace {
 
-#if defined(__AVX512F__)
+#if LOWBIT_CPU_AVX512
 constexpr size_t kLanes = 16;
-#elif defined(__AVX2__)
+#elif LOWBIT_CPU_AVX2
 constexpr size_t kLanes = 8;
 #else
 constexpr size_t kLanes = 0;
 #endif
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if LOWBIT_CPU_AVX2
 
 constexpr size_t kGroup = 2 * kLanes;  // values per step: L packed bytes
 
@@ -34,7 +34,7 @@ void deinterleave(const typename T::Storage* x, size_t n, float* xp) {
     }
 }
 
-#if defined(__AVX512F__)
+#if LOWBIT_CPU_AVX512
 using VecF = __m512;
 inline VecF vzero() { return _mm512_setzero_ps(); }
 inline VecF vload(const float* p) { return _mm512_loadu_ps(p); }
@@ -137,7 +137,7 @@ bool gemv_4bit_vectorised(size_t in_features) {
 }
 
 void gemv_4bit(const void* x, const Weight4bitView& w, const void* bias, void* y, DType dtype) {
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if LOWBIT_CPU_AVX2
   if (gemv_4bit_vectorised(w.in_features)) {
     dispatch_float(dtype, [&](auto tag) {
       using T = decltype(tag);
@@ -151,4 +151,4 @@ void gemv_4bit(const void* x, const Weight4bitView& w, const void* bias, void* y
   gemm_4bit(x, 1, w, bias, y, dtype);
 }
 
-}  // namespace lowbit::kernels::cpu
+LOWBIT_CPU_ISA_END

@@ -6,9 +6,10 @@
 
 #include <cstddef>
 
+#include "kernels/cpu/isa_region.h"
 #include "kernels/cpu/weight4bit_view.h"
 
-namespace lowbit::kernels::cpu {
+LOWBIT_CPU_ISA_BEGIN
 
 // y[m, out] = x[m, in] * W^T (+ bias); x, bias, y of `dtype` (F32 or BF16).
 void gemm_4bit(const void* x, size_t m, const Weight4bitView& w, const void* bias, void* y,
@@ -22,4 +23,4 @@ void gemm_4bit_input_grad(const void* dy, size_t m, const Weight4bitView& w, voi
 // (otherwise it runs the tiled gemm path with m = 1); tests use it to cover both.
 bool gemv_4bit_vectorised(size_t in_features);
 
-}  // namespace lowbit::kernels::cpu
+LOWBIT_CPU_ISA_END

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cpu/isa_region.h"
+
 namespace lowbit::kernels::cpu {
 
 // A host view of kernels::WeightInt8.
@@ -23,8 +25,13 @@ struct WeightInt8View {
 enum class Int8Core { Ref, Avx2, Vnni };
 
 const char* int8_core_name(Int8Core core);
-// The cores this build has, `Ref` first; the last is the fastest, which
-// gemm_int8 uses.
+
+}  // namespace lowbit::kernels::cpu
+
+LOWBIT_CPU_ISA_BEGIN
+
+// The cores this instruction-set path has, `Ref` first; the last is the
+// fastest, which gemm_int8 uses.
 std::vector<Int8Core> int8_cores();
 
 // codes[r, :] = round-half-even(x[r, :] * (127 / absmax[r])); absmax[r] =
@@ -38,8 +45,8 @@ void gemm_int8_s32(Int8Core core, const int8_t* x_codes, size_t m, const WeightI
 
 // y[m, out] = x[m, in] * W^T (+ bias) as Backend::gemm_int8 defines it, with
 // `core`, or the fastest core built.
-void gemm_int8(Int8Core core, const float* x, size_t m, const WeightInt8View& w, const float* bias,
-               float* y);
+void gemm_int8_core(Int8Core core, const float* x, size_t m, const WeightInt8View& w,
+                    const float* bias, float* y);
 void gemm_int8(const float* x, size_t m, const WeightInt8View& w, const float* bias, float* y);
 
-}  // namespace lowbit::kernels::cpu
+LOWBIT_CPU_ISA_END

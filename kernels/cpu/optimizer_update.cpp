@@ -15,7 +15,7 @@
 #include "kernels/cpu/encoder8.h"
 #include "kernels/rule_dispatch.h"
 
-namespace lowbit::kernels::cpu {
+LOWBIT_CPU_ISA_BEGIN
 namespace {
 
 constexpr size_t kMaxBlock = size_t(kMaxBlocksize);
@@ -322,4 +322,4 @@ GradientStats gradient_stats(const void* grad, DType grad_type, size_t n, int bl
   return stats;
 }
 
-}  // namespace lowbit::kernels::cpu
+LOWBIT_CPU_ISA_END

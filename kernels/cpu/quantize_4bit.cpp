@@ -7,7 +7,7 @@
 
 #include <limits>
 
-namespace lowbit::kernels::cpu {
+LOWBIT_CPU_ISA_BEGIN
 namespace {
 
 // Elements encoded per inner chunk: small enough to live in registers/L1, a
@@ -18,7 +18,7 @@ template <typename T>
 void quantize_typed(const typename T::Storage* x, size_t n, int blocksize,
                     const Format4Table& table, float* absmax, uint8_t* packed) {
   const int32_t zero = table.zero_code, negative_zero = table.negative_zero_code;
-#ifdef __AVX512F__
+#if LOWBIT_CPU_AVX512
   alignas(64) float mid16[16];
   alignas(64) int32_t code16[16];
   for (int k = 0; k < 16; ++k) {
@@ -40,7 +40,7 @@ void quantize_typed(const typename T::Storage* x, size_t n, int blocksize,
       // Nearest code = number of midpoints strictly below r (ties go low);
       // a negative r that rounds to zero takes the format's -0 code.
       int32_t q[kChunk];
-#ifdef __AVX512F__
+#if LOWBIT_CPU_AVX512
       // 16 values per step: a four-step binary search over the midpoints
       // held in a register (the 16th entry is +inf, never passed), then the
       // code by a register permute.
@@ -114,4 +114,4 @@ void dequantize_4bit(const uint8_t* packed, const float* absmax, size_t n, int b
   });
 }
 
-}  // namespace lowbit::kernels::cpu
+LOWBIT_CPU_ISA_END

@@ -11,6 +11,7 @@
 #include "kernels/cpu/x86_intrinsics.h"
 
 #include "kernels/backend.h"
+#include "kernels/cpu/isa_region.h"
 
 namespace lowbit::kernels::cpu {
 
@@ -36,6 +37,10 @@ struct Weight4bitView {
   }
 };
 
+}  // namespace lowbit::kernels::cpu
+
+LOWBIT_CPU_ISA_BEGIN
+
 // Writes dequantized W[f, f + len) (flat indices) to out. Each element is
 // value[code] * scale: the same float product dequantize_4bit computes.
 inline void decode_run(const Weight4bitView& w, size_t f, size_t len, float* out) {
@@ -50,7 +55,7 @@ inline void decode_run(const Weight4bitView& w, size_t f, size_t len, float* out
     const uint8_t* p = w.packed + ((f + i) >> 1);
     const size_t pairs = (seg - i) / 2;
     size_t j = 0;
-#if defined(__AVX512F__)
+#if LOWBIT_CPU_AVX512
     // 16 bytes -> 32 values: nibbles interleaved high-first into byte lanes,
     // widened to 32-bit indices, looked up in the 16-entry table in a register.
     const __m512 table = _mm512_load_ps(lut);
@@ -76,4 +81,4 @@ inline void decode_run(const Weight4bitView& w, size_t f, size_t len, float* out
   }
 }
 
-}  // namespace lowbit::kernels::cpu
+LOWBIT_CPU_ISA_END

@@ -1,5 +1,6 @@
-// The CPU's 8-bit encoder, vectorised (Encoder8::encode_scaled, AVX-512 where
-// the build enables it) and scalar (encode), against its definition: the code
+// The CPU's 8-bit encoder, vectorised (Encoder8::encode_scaled of every
+// instruction-set path this CPU runs: AVX-512 has its own) and scalar
+// (encode), against its definition: the code
 // is the number of midpoints strictly below the value, counted here by a plain
 // loop. quantize_kernels_test checks whole blocks against a double-precision
 // nearest-code reference. The vector path computes codes from a piecewise-linear
@@ -15,9 +16,13 @@
 
 #include "kernels/codebook.h"
 #include "kernels/cpu/encoder8.h"
+#include "kernels/cpu/isa_kernels.h"
 
 namespace lowbit {
 namespace {
+
+using kernels::CpuIsa;
+using kernels::cpu::IsaKernels;
 
 // Midpoints of `map` strictly below r.
 int midpoints_below(const std::array<float, 256>& map, float r) {
@@ -50,25 +55,30 @@ TEST(Encoder8, ScaledBlockEncodingEqualsScalarEncoding) {
       std::vector<float> scaled(x.size());
       for (size_t i = 0; i < x.size(); ++i) scaled[i] = x[i] * absmax;
       const float scale = 1.0f / absmax;
-      std::vector<uint8_t> codes(x.size());
-      enc.encode_scaled(scaled.data(), scale, codes.data(), x.size());
-      for (size_t i = 0; i < x.size(); ++i) {
-        const float r = scaled[i] * scale;
-        ASSERT_EQ(int(codes[i]), enc.encode(r))
-            << (is_signed ? "signed" : "unsigned") << " x=" << scaled[i] << " scale=" << scale;
-        ASSERT_EQ(int(codes[i]), midpoints_below(map, r))
-            << (is_signed ? "signed" : "unsigned") << " x=" << scaled[i] << " scale=" << scale;
+      for (CpuIsa isa : kernels::cpu_isas()) {
+        std::vector<uint8_t> codes(x.size());
+        kernels::cpu::isa_kernels(isa).encode_scaled_8bit(map.data(), scaled.data(), scale,
+                                                          codes.data(), x.size());
+        for (size_t i = 0; i < x.size(); ++i) {
+          const float r = scaled[i] * scale;
+          ASSERT_EQ(int(codes[i]), enc.encode(r))
+              << kernels::cpu_isa_name(isa) << (is_signed ? " signed" : " unsigned")
+              << " x=" << scaled[i] << " scale=" << scale;
+          ASSERT_EQ(int(codes[i]), midpoints_below(map, r))
+              << kernels::cpu_isa_name(isa) << (is_signed ? " signed" : " unsigned")
+              << " x=" << scaled[i] << " scale=" << scale;
+        }
       }
     }
   }
 }
 
-// encode_scaled (scale 1) against the definition (midpoints strictly below,
+// A path's encode_scaled (scale 1) against the definition (midpoints strictly below,
 // counted by a binary search over the test's own midpoints) for every float of
 // magnitude <= 1 whose bit pattern is a multiple of `stride`, both signs, plus
 // the float neighbourhoods of every midpoint and power of ten (where the
 // vector path's pieces meet); returns the number of differences.
-size_t sweep_differences(const kernels::cpu::Encoder8& enc, const float* map, uint32_t stride) {
+size_t sweep_differences(const IsaKernels& path, const float* map, uint32_t stride) {
   std::vector<float> x;
   for (uint32_t bits = 0; bits <= 0x3f800000u; bits += stride) {
     float f;
@@ -86,7 +96,7 @@ size_t sweep_differences(const kernels::cpu::Encoder8& enc, const float* map, ui
     for (int k = 0; k < 600 && f <= 1.0f; ++k, f = std::nextafter(f, 2.0f)) x.insert(x.end(), {f, -f});
   }
   std::vector<uint8_t> codes(x.size());
-  enc.encode_scaled(x.data(), 1.0f, codes.data(), x.size());
+  path.encode_scaled_8bit(map, x.data(), 1.0f, codes.data(), x.size());
   size_t differences = 0;
   for (size_t i = 0; i < x.size(); ++i) {
     const auto below = std::lower_bound(mids.begin(), mids.end(), x[i]) - mids.begin();
@@ -100,7 +110,9 @@ TEST(Encoder8, VectorPathEqualsTheDefinitionOnADenseSweep) {
     const auto map = kernels::dynamic_map(is_signed);
     const kernels::cpu::Encoder8 enc(map.data());
     EXPECT_TRUE(enc.piecewise()) << (is_signed ? "signed" : "unsigned");
-    EXPECT_EQ(sweep_differences(enc, map.data(), 61), 0u) << (is_signed ? "signed" : "unsigned");
+    for (CpuIsa isa : kernels::cpu_isas())
+      EXPECT_EQ(sweep_differences(kernels::cpu::isa_kernels(isa), map.data(), 61), 0u)
+          << kernels::cpu_isa_name(isa) << (is_signed ? " signed" : " unsigned");
   }
 }
 
@@ -119,7 +131,9 @@ TEST(Encoder8, VectorPathToleratesOtherRoundingsOfTheMap) {
   }
   const kernels::cpu::Encoder8 enc(map.data());
   EXPECT_TRUE(enc.piecewise());
-  EXPECT_EQ(sweep_differences(enc, map.data(), 127), 0u);
+  for (CpuIsa isa : kernels::cpu_isas())
+    EXPECT_EQ(sweep_differences(kernels::cpu::isa_kernels(isa), map.data(), 127), 0u)
+        << kernels::cpu_isa_name(isa);
 }
 
 // Codebooks without the structure fall back to the scalar search, still exact;
@@ -129,7 +143,9 @@ TEST(Encoder8, OtherCodebooksAreEncodedExactly) {
   for (int i = 0; i < 256; ++i) linear[size_t(i)] = float(i - 127) / 128.0f;
   const kernels::cpu::Encoder8 linear_enc(linear.data());
   EXPECT_TRUE(linear_enc.piecewise());
-  EXPECT_EQ(sweep_differences(linear_enc, linear.data(), 127), 0u);
+  for (CpuIsa isa : kernels::cpu_isas())
+    EXPECT_EQ(sweep_differences(kernels::cpu::isa_kernels(isa), linear.data(), 127), 0u)
+        << kernels::cpu_isa_name(isa);
 
   std::array<float, 256> quantiles{};  // irregular spacing: no pieces
   std::mt19937 rng(5);
@@ -138,7 +154,9 @@ TEST(Encoder8, OtherCodebooksAreEncodedExactly) {
   std::sort(quantiles.begin(), quantiles.end());
   const kernels::cpu::Encoder8 quantile_enc(quantiles.data());
   EXPECT_FALSE(quantile_enc.piecewise());
-  EXPECT_EQ(sweep_differences(quantile_enc, quantiles.data(), 127), 0u);
+  for (CpuIsa isa : kernels::cpu_isas())
+    EXPECT_EQ(sweep_differences(kernels::cpu::isa_kernels(isa), quantiles.data(), 127), 0u)
+        << kernels::cpu_isa_name(isa);
 }
 
 }  // namespace

@@ -14,7 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "kernels/backend.h"
-#include "kernels/cpu/matmul_int8.h"
+#include "kernels/cpu/isa_kernels.h"
 #include "tests/kernels/backends.h"
 #include "tests/support/expect_error.h"
 
@@ -22,12 +22,31 @@ namespace lowbit {
 namespace {
 
 using kernels::cpu::int8_core_name;
-using kernels::cpu::int8_cores;
 using kernels::cpu::Int8Core;
+using kernels::cpu::IsaKernels;
 using kernels::cpu::WeightInt8View;
 using testing::download;
 using testing::expect_error;
 using testing::upload;
+
+// One integer core as an instruction-set path built it.
+struct PathCore {
+  const IsaKernels* path;
+  Int8Core core;
+  std::string name() const {
+    return std::string(kernels::cpu_isa_name(path->isa)) + "/" + int8_core_name(core);
+  }
+};
+
+// Every core of every path this CPU runs.
+std::vector<PathCore> path_cores() {
+  std::vector<PathCore> out;
+  for (kernels::CpuIsa isa : kernels::cpu_isas()) {
+    const IsaKernels& path = kernels::cpu::isa_kernels(isa);
+    for (Int8Core core : path.int8_cores()) out.push_back({&path, core});
+  }
+  return out;
+}
 
 std::vector<int8_t> random_codes(size_t n, std::mt19937& rng) {
   std::uniform_int_distribution<int> code(-127, 127);
@@ -73,12 +92,12 @@ TEST(GemmInt8Kernels, EveryCoreGivesTheExactIntegerSums) {
     const auto sums = row_sums(w, s.out, s.in);
     const WeightInt8View view{w.data(), nullptr, sums.data(), s.out, s.in};
     const auto expected = reference_sums(x, w, s.m, s.out, s.in);
-    for (Int8Core core : int8_cores()) {
+    for (const PathCore& c : path_cores()) {
       std::vector<int32_t> acc(s.m * s.out, -1);
-      kernels::cpu::gemm_int8_s32(core, x.data(), s.m, view, acc.data());
+      c.path->gemm_int8_s32(c.core, x.data(), s.m, view, acc.data());
       size_t wrong = 0;
       for (size_t i = 0; i < acc.size(); ++i) wrong += int64_t(acc[i]) != expected[i];
-      EXPECT_EQ(wrong, 0u) << int8_core_name(core) << " m" << s.m << " W[" << s.out << "x" << s.in
+      EXPECT_EQ(wrong, 0u) << c.name() << " m" << s.m << " W[" << s.out << "x" << s.in
                            << "]";
     }
   }
@@ -95,11 +114,11 @@ TEST(GemmInt8Kernels, ExtremeCodesStayExact) {
   const auto sums = row_sums(w, out, in);
   const WeightInt8View view{w.data(), nullptr, sums.data(), out, in};
   const auto expected = reference_sums(x, w, m, out, in);
-  for (Int8Core core : int8_cores()) {
+  for (const PathCore& c : path_cores()) {
     std::vector<int32_t> acc(m * out);
-    kernels::cpu::gemm_int8_s32(core, x.data(), m, view, acc.data());
+    c.path->gemm_int8_s32(c.core, x.data(), m, view, acc.data());
     for (size_t i = 0; i < acc.size(); ++i)
-      ASSERT_EQ(int64_t(acc[i]), expected[i]) << int8_core_name(core) << " output " << i;
+      ASSERT_EQ(int64_t(acc[i]), expected[i]) << c.name() << " output " << i;
   }
 }
 
@@ -223,11 +242,12 @@ TEST(GemmInt8Kernels, EveryCoreComputesTheSameFloats) {
   const auto sums = row_sums(w, out, in);
   const WeightInt8View view{w.data(), scale.data(), sums.data(), out, in};
   std::vector<float> ref(m * out);
-  kernels::cpu::gemm_int8(Int8Core::Ref, x.data(), m, view, bias.data(), ref.data());
-  for (Int8Core core : int8_cores()) {
+  kernels::cpu::isa_kernels(kernels::CpuIsa::Generic)
+      .gemm_int8_core(Int8Core::Ref, x.data(), m, view, bias.data(), ref.data());
+  for (const PathCore& c : path_cores()) {
     std::vector<float> y(m * out);
-    kernels::cpu::gemm_int8(core, x.data(), m, view, bias.data(), y.data());
-    EXPECT_EQ(y, ref) << int8_core_name(core);
+    c.path->gemm_int8_core(c.core, x.data(), m, view, bias.data(), y.data());
+    EXPECT_EQ(y, ref) << c.name();
   }
 }
 

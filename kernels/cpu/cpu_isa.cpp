@@ -1,0 +1,119 @@
+// Picks the CPU kernels' instruction-set path once per process (see
+// kernels/cpu_isa.h): the paths built (LOWBIT_CPU_X86_PATHS: the AVX2 and
+// AVX-512 ones), filtered by what the CPU and the OS support.
+#include "kernels/cpu_isa.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "kernels/cpu/isa_kernels.h"
+#include "kernels/error.h"
+
+namespace lowbit::kernels {
+namespace cpu {
+#if LOWBIT_CPU_X86_PATHS
+inline namespace avx2 {
+const IsaKernels& path_kernels();
+}
+inline namespace avx512 {
+const IsaKernels& path_kernels();
+}
+#endif
+
+const char* int8_core_name(Int8Core core) {
+  switch (core) {
+    case Int8Core::Ref: return "scalar";
+    case Int8Core::Avx2: return "avx2";
+    case Int8Core::Vnni: return "avx512-vnni";
+  }
+  return "unknown";
+}
+
+const IsaKernels& isa_kernels(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::Generic: return generic::path_kernels();
+#if LOWBIT_CPU_X86_PATHS
+    case CpuIsa::Avx2: return avx2::path_kernels();
+    case CpuIsa::Avx512: return avx512::path_kernels();
+#else
+    default: break;
+#endif
+  }
+  fail("lowbit: the ", cpu_isa_name(isa), " CPU path is not built");
+}
+
+const IsaKernels& active_kernels() {
+  static const IsaKernels& table = isa_kernels(cpu_isa());
+  return table;
+}
+
+}  // namespace cpu
+
+namespace {
+
+// Whether this CPU (and the OS, which must save the wider registers: libgcc's
+// checks read XCR0) runs the instructions the path is compiled with
+// (kernels/cpu/isa_region.h).
+bool cpu_runs(CpuIsa isa) {
+#if LOWBIT_CPU_X86_PATHS
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi") &&
+                    __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt");
+  switch (isa) {
+    case CpuIsa::Generic: return true;
+    case CpuIsa::Avx2: return avx2;
+    case CpuIsa::Avx512:
+      return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512vnni") &&
+             __builtin_cpu_supports("avx512vbmi");
+  }
+  return false;
+#else
+  return isa == CpuIsa::Generic;
+#endif
+}
+
+constexpr CpuIsa kAll[] = {CpuIsa::Generic, CpuIsa::Avx2, CpuIsa::Avx512};
+
+}  // namespace
+
+const char* cpu_isa_name(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::Generic: return "generic";
+    case CpuIsa::Avx2: return "avx2";
+    case CpuIsa::Avx512: return "avx512";
+  }
+  return "unknown";
+}
+
+std::vector<CpuIsa> cpu_isas() {
+  std::vector<CpuIsa> out;
+  for (CpuIsa isa : kAll)
+    if (cpu_runs(isa)) out.push_back(isa);
+  return out;
+}
+
+CpuIsa cpu_isa_for(const char* request) {
+  const std::vector<CpuIsa> runnable = cpu_isas();
+  if (request == nullptr || *request == '\0') return runnable.back();
+  const std::string want(request);
+  for (CpuIsa isa : kAll) {
+    if (want != cpu_isa_name(isa)) continue;
+    CpuIsa chosen = CpuIsa::Generic;
+    for (CpuIsa r : runnable)
+      if (int(r) <= int(isa)) chosen = r;
+    return chosen;
+  }
+  fail("lowbit: LOWBIT_CPU_ISA=", want,
+       " names no CPU kernel path: use avx512, avx2 or generic (or unset it for the best this "
+       "CPU runs)");
+}
+
+CpuIsa cpu_isa() {
+  static const CpuIsa isa = cpu_isa_for(std::getenv("LOWBIT_CPU_ISA"));
+  return isa;
+}
+
+}  // namespace lowbit::kernels

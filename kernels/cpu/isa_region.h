@@ -1,0 +1,51 @@
+// The instruction-set region of a CPU kernel source. kernels/CMakeLists.txt
+// compiles each hot kernel source once per path, defining LOWBIT_CPU_ISA_AVX2
+// or LOWBIT_CPU_ISA_AVX512 (neither: the generic x86-64 path). Code between
+// LOWBIT_CPU_ISA_BEGIN and LOWBIT_CPU_ISA_END lands in an inline namespace of
+// the path (cpu::avx512::..., so the copies never meet at link time) and is
+// compiled for the path's instructions by `#pragma GCC target`, not by -m
+// flags: headers included before the region (the standard library, the
+// kernels contract) stay baseline code, so no inline function or template
+// instantiation built for AVX-512 can be merged into the generic path's calls.
+// Includes therefore go above the region, never inside it. In C++ the pragma
+// does not define __AVX2__ and friends, hence LOWBIT_CPU_AVX2/AVX512 for #if.
+#pragma once
+
+#include "kernels/cpu_isa.h"
+
+#if defined(LOWBIT_CPU_ISA_AVX512)
+// x86-64-v4 plus VNNI (int8 dot products) and VBMI (byte permutes of the 8-bit
+// decoder): Ice Lake, Sapphire Rapids, Zen 4 and later.
+#define LOWBIT_CPU_AVX512 1
+#define LOWBIT_CPU_AVX2 1
+#define LOWBIT_CPU_ISA_NS avx512
+#define LOWBIT_CPU_ISA_ENUM ::lowbit::kernels::CpuIsa::Avx512
+// (_Pragma takes one string literal: the list cannot be split.)
+#define LOWBIT_CPU_TARGET_PUSH \
+  _Pragma("GCC push_options") \
+  _Pragma("GCC target(\"avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt,avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx512vnni,avx512vbmi\")")
+#define LOWBIT_CPU_TARGET_POP _Pragma("GCC pop_options")
+#elif defined(LOWBIT_CPU_ISA_AVX2)
+// x86-64-v3: Haswell, Zen 1 and later.
+#define LOWBIT_CPU_AVX512 0
+#define LOWBIT_CPU_AVX2 1
+#define LOWBIT_CPU_ISA_NS avx2
+#define LOWBIT_CPU_ISA_ENUM ::lowbit::kernels::CpuIsa::Avx2
+#define LOWBIT_CPU_TARGET_PUSH \
+  _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt\")")
+#define LOWBIT_CPU_TARGET_POP _Pragma("GCC pop_options")
+#else
+#define LOWBIT_CPU_AVX512 0
+#define LOWBIT_CPU_AVX2 0
+#define LOWBIT_CPU_ISA_NS generic
+#define LOWBIT_CPU_ISA_ENUM ::lowbit::kernels::CpuIsa::Generic
+#define LOWBIT_CPU_TARGET_PUSH
+#define LOWBIT_CPU_TARGET_POP
+#endif
+
+#define LOWBIT_CPU_ISA_BEGIN \
+  LOWBIT_CPU_TARGET_PUSH namespace lowbit::kernels::cpu { inline namespace LOWBIT_CPU_ISA_NS {
+#define LOWBIT_CPU_ISA_END \
+  }                        \
+  }                        \
+  LOWBIT_CPU_TARGET_POP
