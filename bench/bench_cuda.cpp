@@ -33,6 +33,7 @@
 #include "bench/ratio_reporter.h"
 #include "lora/apply_lora.h"
 #include "lora/quantize_model.h"
+#include "nn/linear_like.h"
 #include "quant/quantize.h"
 
 namespace lowbit::bench {
@@ -162,16 +163,18 @@ void register_linear(int64_t out, int64_t in, int64_t m, torch::ScalarType dtype
 // quantize_model and apply_lora find them by path.
 struct BlockImpl : torch::nn::Module {
   BlockImpl(int64_t width, int64_t hidden, int64_t heads) : heads(heads) {
+    // Registered only (no typed members holding them): quantize_model and apply_lora replace
+    // them in the registry, and forward() calls them there.
     const auto lin = [&](const char* name, int64_t in, int64_t out) {
-      return register_module(name, torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)));
+      register_module(name, torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)));
     };
-    q_proj = lin("q_proj", width, width);
-    k_proj = lin("k_proj", width, width);
-    v_proj = lin("v_proj", width, width);
-    o_proj = lin("o_proj", width, width);
-    gate_proj = lin("gate_proj", width, hidden);
-    up_proj = lin("up_proj", width, hidden);
-    down_proj = lin("down_proj", hidden, width);
+    lin("q_proj", width, width);
+    lin("k_proj", width, width);
+    lin("v_proj", width, width);
+    lin("o_proj", width, width);
+    lin("gate_proj", width, hidden);
+    lin("up_proj", width, hidden);
+    lin("down_proj", hidden, width);
     norm1 = register_parameter("norm1", torch::ones({width}));
     norm2 = register_parameter("norm2", torch::ones({width}));
   }
@@ -193,17 +196,10 @@ struct BlockImpl : torch::nn::Module {
     h = torch::silu(modules_call("gate_proj", h)) * modules_call("up_proj", h);
     return x + modules_call("down_proj", h);
   }
-  // The child `name` called through the module registry (quantize_model and
-  // apply_lora replace children there).
   torch::Tensor modules_call(const std::string& name, const torch::Tensor& x) {
-    auto child = named_children()[name];
-    if (auto* l = child->as<torch::nn::LinearImpl>()) return l->forward(x);
-    if (auto* q = child->as<lora::Linear4bitImpl>()) return q->forward(x);
-    return child->as<lora::LoraLinearImpl>()->forward(x);
+    return lowbit::nn::forward_linear(*this, name, x);
   }
   int64_t heads;
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr},
-      gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
   torch::Tensor norm1, norm2;
 };
 TORCH_MODULE(Block);

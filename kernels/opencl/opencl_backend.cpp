@@ -323,28 +323,39 @@ const OpenClBackend::UpdateKernel& OpenClBackend::update_kernel(const OptimizerO
   const size_t device_max = ctx_.max_work_group_size();
   // CPU devices (PoCL): a block per item (no barrier, loops the device
   // compiler vectorises), a few blocks per group. GPUs: 8 elements per item,
-  // several blocks per group of up to 256.
+  // several blocks per group of up to 256 (a 4096-block: 256 items of 16).
   size_t lanes = 1, group = 8;
   const bool eight_per_item = update_layout_ == UpdateLayout::EightPerItem ||
                               (update_layout_ == UpdateLayout::Auto && ctx_.info().is_gpu);
   if (eight_per_item) {
-    lanes = std::min(blocksize / 8, device_max);
+    // At most 256 lanes (more elements per item for larger blocks): the tests then run the
+    // 16-per-item form on any device.
+    lanes = std::min({blocksize / 8, device_max, size_t(256)});
     group = std::max(lanes, std::min<size_t>(256, device_max));
   }
-  const std::string options =
-      "-DLB_RULE=" + std::to_string(int(op.rule)) + " -DLB_PARAM_TYPE=" +
-      std::to_string(int(op.param_type)) + " -DLB_QUANTIZED=" + std::to_string(op.quantized) +
-      " -DLB_TWO_STATES=" + std::to_string(two_states) + " -DLB_LANES=" + std::to_string(lanes) +
-      " -DLB_PER_ITEM=" + std::to_string(blocksize / lanes);
-  auto it = update_kernels_.find(options);
+  const auto options_for = [&](size_t l) {
+    return "-DLB_RULE=" + std::to_string(int(op.rule)) + " -DLB_PARAM_TYPE=" +
+           std::to_string(int(op.param_type)) + " -DLB_QUANTIZED=" +
+           std::to_string(op.quantized) + " -DLB_TWO_STATES=" + std::to_string(two_states) +
+           " -DLB_LANES=" + std::to_string(l) + " -DLB_PER_ITEM=" + std::to_string(blocksize / l);
+  };
+  const std::string key = options_for(lanes);
+  auto it = update_kernels_.find(key);
   if (it != update_kernels_.end()) return it->second;
+  // A compiled kernel may allow fewer items per group than a block has lanes (NVIDIA: 256 for
+  // the 512 lanes of a 4096-block): halve the lanes, doubling each item's elements, until a
+  // block fits (one lane per block, the CPU layout, always does).
   UpdateKernel u;
-  u.kernel = kernel("optimizer", "optimizer_update", options);
-  u.lanes = lanes;
-  u.group = group_size(u.kernel, group);
+  for (;;) {
+    u.kernel = kernel("optimizer", "optimizer_update", options_for(lanes));
+    u.lanes = lanes;
+    u.group = group_size(u.kernel, group);
+    if (u.group >= lanes || lanes == 1) break;
+    lanes /= 2;
+  }
   LOWBIT_CHECK(u.group >= lanes, "optimizer_update on ", ctx_.info().label, ": block size ",
                blocksize, " needs work-groups of ", lanes, " items but the kernel allows ", u.group);
-  return update_kernels_.emplace(options, u).first->second;
+  return update_kernels_.emplace(key, u).first->second;
 }
 
 void OpenClBackend::set_update_layout(UpdateLayout layout) {
