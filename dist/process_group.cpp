@@ -75,6 +75,7 @@ Group::Group(const Env& env, std::chrono::milliseconds timeout)
   impl_->timeout = timeout;
   impl_->where = "rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
                  " (store " + env.master_addr + ":" + std::to_string(env.master_port) + ")";
+  if (env.world_size == 1) return;  // alone: every collective is the identity, no store, no port
   try {
     c10d::TCPStoreOptions store_options;
     store_options.port = std::uint16_t(env.master_port);
@@ -97,6 +98,7 @@ Group::Group(const Env& env, std::chrono::milliseconds timeout)
 Group::~Group() = default;
 
 void Group::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
+  if (!impl_->pg) return;
   c10d::AllreduceOptions options;
   options.reduceOp = c10d::ReduceOp::SUM;
   options.timeout = impl_->timeout;
@@ -106,6 +108,7 @@ void Group::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
 void Group::broadcast(torch::Tensor& tensor, int root) {
   LOWBIT_CHECK(root >= 0 && root < size_, "dist: broadcast root ", root,
                " is outside [0, ", size_, ")");
+  if (!impl_->pg) return;
   std::vector<torch::Tensor> tensors{tensor};
   c10d::BroadcastOptions options;
   options.rootRank = root;
@@ -114,6 +117,7 @@ void Group::broadcast(torch::Tensor& tensor, int root) {
 }
 
 void Group::barrier() {
+  if (!impl_->pg) return;
   c10d::BarrierOptions options;
   options.timeout = impl_->timeout;
   impl_->run("barrier", impl_->pg->barrier(options));

@@ -29,7 +29,8 @@ Env env_from_environment();
 // same calls in the same order with tensors of the same shapes and dtypes.
 class Group {
  public:
-  // Rendezvous through a TCP store that rank 0 hosts at master_addr:master_port, then Gloo.
+  // Rendezvous through a TCP store that rank 0 hosts at master_addr:master_port, then Gloo. A
+  // group of one opens no store or port: its collectives leave the tensors as they are.
   // Throws if the peers do not all arrive within `timeout`; every collective after that throws
   // when it does not complete within `timeout` (a peer died or stopped calling).
   Group(const Env& env, std::chrono::milliseconds timeout);
