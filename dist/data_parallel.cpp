@@ -79,9 +79,11 @@ void broadcast_parameters(Group& group, const std::vector<torch::Tensor>& params
   check_same_layout(group, params);
   torch::NoGradGuard no_grad;
   for (const auto& p : params) {
+    // A contiguous parameter receives in place (detach() shares its memory); only another
+    // layout goes through a contiguous copy and back.
     auto data = p.detach().contiguous();
     group.broadcast(data, root);
-    if (!data.is_same(p)) p.detach().copy_(data);
+    if (!p.is_contiguous()) p.detach().copy_(data);
   }
 }
 

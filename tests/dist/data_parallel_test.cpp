@@ -226,6 +226,23 @@ TEST(Zero1, LambIsRefusedUntilItsNormsAreSummedAcrossRanks) {
   }
 }
 
+TEST(DataParallel, BroadcastParametersGivesEveryRankRankZerosInitialisation) {
+  // Reference: one process initialised from rank 0's seed, no collective at all.
+  const std::string one = out_path("bc1"), two = out_path("bc2");
+  expect_clean(run_workers(0, {one, "adamw8bit", "0"}));
+  expect_clean(run_workers(2, {two, "adamw8bit", "0", "broadcast"}));
+  const auto want = load(one + ".0");
+  load_bytes(one + ".0");
+  for (int r = 0; r < 2; ++r) {
+    const std::string path = two + "." + std::to_string(r);
+    const auto got = load(path);
+    load_bytes(path);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t k = 0; k < want.size(); ++k)
+      EXPECT_TRUE(torch::equal(got[k], want[k])) << "rank " << r << " parameter " << k;
+  }
+}
+
 TEST(DataParallel, ADeadPeerEndsTheRunWithAnErrorNotAHang) {
   const std::string out = out_path("dp_die");
   const auto exits = run_workers(2, {out, "adamw8bit", "5", "die"});

@@ -7,8 +7,9 @@
 // gradients are averaged over the ranks. Writes the parameters to OUT.<rank> (torch::save) and
 // the optimizer's state bytes to OUT.<rank>.bytes. MODE "grads": writes the first step's
 // averaged gradients instead. MODE "die": rank 1 kills itself once the group has started (the
-// others must fail, not hang). MODE "other-model": rank 1 builds a wider model (every rank
-// must refuse to train).
+// others must fail, not hang). MODE "broadcast": rank r seeds its initialisation with 7 + r and
+// then takes rank 0's by broadcast_parameters. MODE "other-model": rank 1 builds a wider model
+// (every rank must refuse to train).
 #include <torch/torch.h>
 
 #include <csignal>
@@ -35,7 +36,8 @@ int run(int argc, char** argv) {
   lowbit::dist::Group group(env, std::chrono::seconds(10));
   if (mode == "die" && env.rank == 1) std::raise(SIGKILL);
 
-  torch::manual_seed(7);
+  // MODE "broadcast": each rank initialises from its own seed, then takes rank 0's values.
+  torch::manual_seed(mode == "broadcast" ? 7 + env.rank : 7);
   const int64_t hidden = mode == "other-model" && env.rank == 1 ? 160 : 128;
   torch::nn::Sequential model(torch::nn::Linear(kIn, hidden), torch::nn::Tanh(),
                               torch::nn::Linear(hidden, kClasses));
@@ -62,6 +64,7 @@ int run(int argc, char** argv) {
   else
     throw std::invalid_argument("unknown optimizer '" + optimizer + "'");
 
+  if (mode == "broadcast") lowbit::dist::broadcast_parameters(group, model->parameters());
   const int64_t begin = kBatch * env.rank / env.world_size;
   const int64_t end = kBatch * (env.rank + 1) / env.world_size;
   torch::Generator data = at::detail::createCPUGenerator(1234);
