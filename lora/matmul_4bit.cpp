@@ -217,10 +217,18 @@ torch::Tensor matmul_4bit(const torch::Tensor& x, const c10::intrusive_ptr<Kerne
               "matmul_4bit: bias has shape ", bias.defined() ? bias.sizes() : torch::IntArrayRef{},
               "; expected [", weight->out_features(), "]");
   const torch::Tensor x2 = x.reshape({-1, x.size(-1)}).contiguous();
-  // libtorch 1.13's Function::apply records every tensor input's device, which
-  // an undefined tensor lacks: "no bias" travels as an empty tensor instead.
-  const torch::Tensor b = bias.defined() ? bias.contiguous() : torch::empty({0}, x.options());
-  torch::Tensor y = Matmul4bitFunction::apply(x2, b, weight);
+  torch::Tensor y;
+  if (torch::autograd::GradMode::is_enabled() &&
+      (x2.requires_grad() || (bias.defined() && bias.requires_grad()))) {
+    // libtorch 1.13's Function::apply records every tensor input's device, which
+    // an undefined tensor lacks: "no bias" travels as an empty tensor instead.
+    const torch::Tensor b = bias.defined() ? bias.contiguous() : torch::empty({0}, x.options());
+    y = Matmul4bitFunction::apply(x2, b, weight);
+  } else {
+    // Nothing to differentiate (inference, or a frozen first layer): no graph node, no saved
+    // context. On a GPU at batch 1 the host's few microseconds are part of every call.
+    y = weight->forward(x2, bias.defined() ? bias.contiguous() : torch::Tensor());
+  }
   std::vector<int64_t> sizes = x.sizes().vec();
   sizes.back() = y.size(1);
   return y.view(sizes);

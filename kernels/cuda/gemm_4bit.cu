@@ -8,7 +8,8 @@
 //                           Otherwise, and for the input gradient: gemm_4bit_wmma_kernel, W
 //                           decoded tile by tile into shared memory, WMMA products. Both split K
 //                           over blocks when the output alone cannot fill the GPU.
-//   everything else         dequantize_4bit_kernel into a stream-ordered temporary, then cuBLAS.
+//   everything else         the weight dequantized into a stream-ordered temporary (whole rows:
+//                           dequantize_4bit_flat_kernel at copy speed), then cuBLAS.
 // No float atomics anywhere: every split is summed in a fixed order, so results repeat exactly.
 #include "kernels/cuda/gemm_4bit.h"
 
@@ -188,7 +189,13 @@ __device__ __forceinline__ float weight_at(const Weight4bitDev& w, const Tables&
 // run of 32 chunks; their sums are added in a fixed order. Per chunk the products with the
 // unscaled code values are summed first and scaled once (as the CPU gemv does per block).
 
-constexpr int kGemvRows = 4;
+// Rows per warp and the occupancy the kernel is compiled for. Two rows at four 256-thread blocks
+// per SM (64 registers) against four rows at two blocks (96 registers), the H200, bf16 / fp16,
+// batch 1, one run: 4096x4096 16.6 / 19.0 us against 18.6 / 20.3; 14336x4096 28.2 / 30.4
+// against 33.5 / 30.9; 4096x14336 31.4 / 30.4 against 34.4 / 33.2 (four rows at three or four
+// blocks per SM, or eight rows at one, were slower still).
+constexpr int kGemvRows = 2;
+constexpr int kGemvBlocksPerSm = 4;
 
 // x lives in shared memory as 16-byte vectors. Lane l reads vector g of chunk c0 + l while its
 // neighbours do the same; unswizzled, those vectors are 32 * sizeof(T) bytes apart and collide
@@ -248,7 +255,7 @@ __device__ __forceinline__ void accumulate_chunk(const Weight4bitDev& w, const T
 // Block: kWarps / ksplit row groups of kGemvRows rows. Dynamic shared memory: x, in * sizeof(T)
 // rounded up to whole 128-byte lines (the swizzle permutes vectors within a line).
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kGemvBlocksPerSm)
     gemv_4bit_kernel(const T* __restrict__ x, const Weight4bitDev w, const T* __restrict__ bias,
                      T* __restrict__ y, int ksplit) {
   extern __shared__ uint4 xs[];
@@ -746,6 +753,26 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 constexpr int kDequantCols = 8;
 
+// The 8 elements of packed word `word` (elements 8k .. 8k+7 of its block, scale s) rounded to T
+// and stored at dst (16-byte aligned for 16-bit T, 32-byte for float).
+template <typename T>
+__device__ __forceinline__ void store_decoded8(const Tables& t, uint32_t word, float s, T* dst) {
+  const CodeOffsets co = code_offsets(word);
+  float v[8];
+#pragma unroll
+  for (int b = 0; b < 4; ++b) {
+    v[2 * b] = __fmul_rn(lookup(t.value, co.even, b), s);
+    v[2 * b + 1] = __fmul_rn(lookup(t.value, co.odd, b), s);
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    reinterpret_cast<float4*>(dst)[0] = make_float4(v[0], v[1], v[2], v[3]);
+    reinterpret_cast<float4*>(dst)[1] = make_float4(v[4], v[5], v[6], v[7]);
+  } else {
+    *reinterpret_cast<uint4*>(dst) = make_uint4(pack2<T>(v[0], v[1]), pack2<T>(v[2], v[3]),
+                                                pack2<T>(v[4], v[5]), pack2<T>(v[6], v[7]));
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     dequantize_4bit_kernel(const Weight4bitDev w, size_t o0, size_t rows, size_t i0, size_t cols,
@@ -759,25 +786,48 @@ __global__ void __launch_bounds__(kThreads)
     const size_t f = (o0 + r) * w.in_features + i0 + j;
     T* dst = out + r * cols + j;
     if (vec && (f & 7) == 0 && j + kDequantCols <= cols) {
-      const CodeOffsets co =
-          code_offsets(__ldg(reinterpret_cast<const uint32_t*>(w.packed + f / 2)));
-      const float s = finish_scale(w, tables, load_scale(w, f >> w.block_shift));
-      float v[8];
-#pragma unroll
-      for (int b = 0; b < 4; ++b) {
-        v[2 * b] = __fmul_rn(lookup(tables.value, co.even, b), s);
-        v[2 * b + 1] = __fmul_rn(lookup(tables.value, co.odd, b), s);
-      }
-      if constexpr (std::is_same_v<T, float>) {
-        reinterpret_cast<float4*>(dst)[0] = make_float4(v[0], v[1], v[2], v[3]);
-        reinterpret_cast<float4*>(dst)[1] = make_float4(v[4], v[5], v[6], v[7]);
-      } else {
-        *reinterpret_cast<uint4*>(dst) = make_uint4(pack2<T>(v[0], v[1]), pack2<T>(v[2], v[3]),
-                                                    pack2<T>(v[4], v[5]), pack2<T>(v[6], v[7]));
-      }
+      const uint32_t word = __ldg(reinterpret_cast<const uint32_t*>(w.packed + f / 2));
+      store_decoded8(tables, word, finish_scale(w, tables, load_scale(w, f >> w.block_shift)),
+                     dst);
     } else {
       const size_t n = min_size(kDequantCols, cols - j);
       for (size_t e = 0; e < n; ++e) dst[e] = from_float<T>(weight_at(w, tables, f + e));
+    }
+  }
+}
+
+// The same values for a run of whole rows, which is one contiguous range of the flat weight:
+// out[e] = W at flat index first + e, for e < count, with first and count multiples of 8 (and
+// the codes 4-byte, out 16-byte aligned). Persistent blocks load the tables once and stride over
+// 8-element words, kDequantWords of them in flight per thread (their code and scale loads are
+// issued before any is decoded); a warp reads 128 contiguous bytes and writes 512 (16-bit T).
+constexpr int kDequantWords = 4;
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    dequantize_4bit_flat_kernel(const Weight4bitDev w, size_t first, size_t count,
+                                T* __restrict__ out) {
+  __shared__ Tables tables;
+  load_tables(w, tables);
+  __syncthreads();
+  const uint32_t* words = reinterpret_cast<const uint32_t*>(w.packed + first / 2);
+  const size_t nwords = count / 8, stride = size_t(gridDim.x) * kThreads;
+  for (size_t u0 = size_t(blockIdx.x) * kThreads + threadIdx.x; u0 < nwords;
+       u0 += stride * kDequantWords) {
+    uint32_t q[kDequantWords];
+    RawScale s[kDequantWords];
+#pragma unroll
+    for (int k = 0; k < kDequantWords; ++k) {
+      const size_t u = u0 + size_t(k) * stride;
+      if (u < nwords) {
+        q[k] = __ldg(words + u);
+        s[k] = load_scale(w, (first + 8 * u) >> w.block_shift);
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kDequantWords; ++k) {
+      const size_t u = u0 + size_t(k) * stride;
+      if (u < nwords) store_decoded8(tables, q[k], finish_scale(w, tables, s[k]), out + 8 * u);
     }
   }
 }
@@ -1098,8 +1148,18 @@ void run_mma(DeviceState& d, const T* x, size_t m, const Weight4bitDev& w, const
 }
 
 template <typename T>
-void run_dequantize(const Weight4bitDev& w, size_t o0, size_t rows, size_t i0,
-                    size_t cols, T* out, cudaStream_t stream, const char* op) {
+void run_dequantize(const DeviceState& d, const Weight4bitDev& w, size_t o0, size_t rows,
+                    size_t i0, size_t cols, T* out, cudaStream_t stream, const char* op) {
+  const size_t in = w.in_features;
+  if (i0 == 0 && cols == in && (o0 * in) % 8 == 0 && (rows * in) % 8 == 0 &&
+      aligned(w.packed, 4) && aligned(out, 16)) {
+    const size_t threads = (rows * in / 8 + kDequantWords - 1) / kDequantWords;
+    const unsigned blocks = unsigned(
+        min_size((threads + kThreads - 1) / kThreads, size_t(d.sms) * (2048 / kThreads)));
+    dequantize_4bit_flat_kernel<T><<<blocks, kThreads, 0, stream>>>(w, o0 * in, rows * in, out);
+    check_launch(op, "dequantize_4bit_flat_kernel");
+    return;
+  }
   const bool vec = aligned(w.packed, 4) && aligned(out, 16) && cols % kDequantCols == 0;
   const size_t per_block = size_t(kThreads) * kDequantCols;
   const dim3 grid{unsigned((cols + per_block - 1) / per_block), unsigned(min_size(rows, 65535))};
@@ -1120,7 +1180,7 @@ void run_forward_blas(DeviceState& d, const T* x, size_t m, const Weight4bitDev&
   }
   for (size_t o0 = 0; o0 < out; o0 += band) {
     const size_t rows = min_size(band, out - o0);
-    run_dequantize<T>(w, o0, rows, 0, in, wd.as<T>(), stream, op);
+    run_dequantize<T>(d, w, o0, rows, 0, in, wd.as<T>(), stream, op);
     // Column-major: y^T[out, m] (band rows) = Wd^T-as-stored (Wd [rows, in] row-major) * x^T.
     blas_gemm<T>(d, stream, op, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(m), int(in), wd.as<T>(),
                  int(in), x, int(in), bias ? 1.0f : 0.0f, y + o0, int(out));
@@ -1137,7 +1197,7 @@ void run_input_grad_blas(DeviceState& d, const T* dy, size_t m, const Weight4bit
   DeviceScratch wd(band * out * sizeof(T), stream);
   for (size_t i0 = 0; i0 < in; i0 += band) {
     const size_t cols = min_size(band, in - i0);
-    run_dequantize<T>(w, 0, out, i0, cols, wd.as<T>(), stream, op);
+    run_dequantize<T>(d, w, 0, out, i0, cols, wd.as<T>(), stream, op);
     // Column-major: dx^T[in, m] (band rows) = Wd-as-stored ([out, cols] row-major) * dy^T.
     blas_gemm<T>(d, stream, op, CUBLAS_OP_N, CUBLAS_OP_N, int(cols), int(m), int(out), wd.as<T>(),
                  int(cols), dy, int(out), 0.0f, dx + i0, int(in));

@@ -135,6 +135,11 @@ DeviceContext::DeviceContext(const DeviceInfo& info) : info_(info) {
       clGetDeviceInfo(info.device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof(fp), &fp, nullptr));
   if (fp & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT)
     base_options_ += " -cl-fp32-correctly-rounded-divide-sqrt";
+  // OpenCL 1.2: a device without double precision reports no double configuration.
+  cl_device_fp_config dp = 0;
+  fp64_ = clGetDeviceInfo(info.device, CL_DEVICE_DOUBLE_FP_CONFIG, sizeof(dp), &dp, nullptr) ==
+              CL_SUCCESS &&
+          dp != 0;
 }
 
 cl_program DeviceContext::program(const std::string& name, const std::string& options) {

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "kernels/backend.h"
@@ -124,6 +125,10 @@ class OpenClBackend final : public Backend {
   size_t update(const OptimizerOperands& op, const OptimizerArgs& args);
   UpdateNorms update_norms(const OptimizerOperands& op, const OptimizerArgs& args);
   GradientStats grad_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize);
+  // The per-block partial sums in `partial` (`width` floats per block, nb blocks) added in the
+  // CPU's order (chunks of 256 blocks in double, then the chunks). Returns the sum of the first
+  // floats, and of the second (width 2) or the count of non-finite first floats (width 1).
+  std::pair<double, double> sum_partials(const Buffer& partial, size_t nb, unsigned width);
 
   // 4-bit matmul plumbing (gemm_4bit.cl).
   void set_weight_args(cl_kernel k, cl_uint first, const Weight4bit& w);
@@ -140,6 +145,7 @@ class OpenClBackend final : public Backend {
   std::map<std::vector<uint32_t>, std::unique_ptr<Buffer>> code_tables_;
   Table4 tables_[2];
   std::unique_ptr<Buffer> scratch_;
+  std::unique_ptr<Buffer> chunk_scratch_;  // sum_partials' per-chunk sums
 };
 
 }  // namespace lowbit::kernels::opencl
