@@ -307,16 +307,6 @@ Buffer& OpenClBackend::scratch(size_t bytes) {
   return *scratch_;
 }
 
-size_t OpenClBackend::optimizer_group_size(cl_kernel k, int blocksize) const {
-  const size_t wanted = ctx_.info().is_gpu ? std::min<size_t>(size_t(blocksize), 256)
-                                           : std::max<size_t>(size_t(blocksize) / 16, 1);
-  const size_t local = group_size(k, wanted);
-  LOWBIT_CHECK(size_t(blocksize) <= 16 * local, "optimizer kernels on ", ctx_.info().label,
-               ": block size ", blocksize, " needs work-groups of ", blocksize / 16,
-               " items but the device allows ", local);
-  return local;
-}
-
 const OpenClBackend::UpdateKernel& OpenClBackend::update_kernel(const OptimizerOperands& op) {
   const bool two_states = op.state2 != nullptr;
   const size_t blocksize = size_t(op.blocksize);
@@ -347,9 +337,11 @@ const OpenClBackend::UpdateKernel& OpenClBackend::update_kernel(const OptimizerO
   // block fits (one lane per block, the CPU layout, always does).
   UpdateKernel u;
   for (;;) {
-    u.kernel = kernel("optimizer", "optimizer_update", options_for(lanes));
+    const std::string options = options_for(lanes);
+    u.kernel = kernel("optimizer", "optimizer_update", options);
+    u.norms = kernel("optimizer", "optimizer_update_norms_fused", options);
     u.lanes = lanes;
-    u.group = group_size(u.kernel, group);
+    u.group = std::min(group_size(u.kernel, group), group_size(u.norms, group));
     if (u.group >= lanes || lanes == 1) break;
     lanes /= 2;
   }
@@ -401,15 +393,17 @@ size_t OpenClBackend::update(const OptimizerOperands& op, const OptimizerArgs& a
 
 UpdateNorms OpenClBackend::update_norms(const OptimizerOperands& op, const OptimizerArgs& args) {
   std::lock_guard<std::mutex> lock(mutex_);
-  cl_kernel k = kernel("optimizer", "optimizer_update_norms");
-  const size_t local = optimizer_group_size(k, op.blocksize);
+  const Buffer* table1 = op.quantized ? &code_table(*op.qmap1) : nullptr;
+  const Buffer* table2 = op.quantized && op.state2 ? &code_table(*op.qmap2) : nullptr;
+  const UpdateKernel& u = update_kernel(op);
+  wrapped_args.clear();
   const size_t nb = num_blocks(op.n, op.blocksize);
   Buffer& partial = scratch(2 * nb * sizeof(float));
-  set_args(k, cl_int(op.rule), args, cl_ulong(op.n), cl_uint(op.blocksize), cl_int(op.quantized),
-           cl_int(op.state2 != nullptr), op.param, cl_int(op.param_type), op.grad, op.state1,
-           op.absmax1, op.qmap1, op.state2, op.absmax2, op.qmap2, partial,
-           LocalBytes{local * sizeof(float)}, LocalBytes{512 * sizeof(float)});
-  launch(k, nb * local, local);
+  set_args(u.norms, args, cl_ulong(op.n), cl_uint(op.blocksize), op.param, op.grad, op.state1,
+           op.absmax1, table1, op.state2, op.absmax2, table2, partial,
+           LocalBytes{u.group * 2 * sizeof(float)});
+  const size_t items = nb * u.lanes;
+  launch(u.norms, (items + u.group - 1) / u.group * u.group, u.group);
   const std::pair<double, double> sums = sum_partials(partial, nb, 2);
   UpdateNorms norms;
   norms.update_sq = sums.first;

@@ -105,15 +105,12 @@ class OpenClBackend final : public Backend {
   // A device buffer of at least `bytes` reused by the optimizer ops for their
   // per-block partial sums and counters (grown on demand, under `mutex_`).
   Buffer& scratch(size_t bytes);
-  // Group size of the norms kernel for `blocksize` (one group per block): GPUs
-  // get up to 256 items per block; CPU devices (PoCL), where every barrier
-  // splits the work-item loop, blocksize / 16.
-  size_t optimizer_group_size(cl_kernel k, int blocksize) const;
   // The fused update built for an operand kind and block size, with its
   // geometry (work-items per block, group size) chosen from the device's
   // properties; made once per backend (device).
   struct UpdateKernel {
     cl_kernel kernel = nullptr;
+    cl_kernel norms = nullptr;  // optimizer_update_norms_fused, same geometry
     size_t lanes = 1;
     size_t group = 1;
   };

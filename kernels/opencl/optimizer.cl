@@ -1,53 +1,9 @@
 // Fused optimizer steps: the OpenCL twin of kernels/cpu/optimizer_update.cpp,
 // with the rules of optimizer_rules.h (a prelude). In the update each
 // work-item keeps its elements of a block in registers between the rule and
-// the requantization, so a block is read and written once; the norms and the
-// gradient statistics take one work-group per block.
-
-// Reductions over the work-group (size: a power of two); every item gets the
-// result. The tree order is fixed, so results are deterministic per device.
-inline float group_sum(float v, __local float* scratch) {
-  const size_t lid = get_local_id(0);
-  scratch[lid] = v;
-  barrier(CLK_LOCAL_MEM_FENCE);
-  for (size_t s = get_local_size(0) / 2; s > 0; s /= 2) {
-    if (lid < s) scratch[lid] = scratch[lid] + scratch[lid + s];
-    barrier(CLK_LOCAL_MEM_FENCE);
-  }
-  v = scratch[0];
-  barrier(CLK_LOCAL_MEM_FENCE);
-  return v;
-}
-
-inline float load_state(__global const void* state, int quantized, __local const float* qmap,
-                        float absmax, size_t i) {
-  if (quantized) return qmap[((__global const uchar*)state)[i]] * absmax;
-  return ((__global const float*)state)[i];
-}
-
-// Both qmaps into local memory (lq[0..255] state1, lq[256..511] state2).
-inline void load_qmaps(int quantized, int two_states, __global const float* qmap1,
-                       __global const float* qmap2, __local float* lq) {
-  if (!quantized) return;
-  for (size_t i = get_local_id(0); i < 256; i += get_local_size(0)) {
-    lq[i] = qmap1[i];
-    if (two_states) lq[256 + i] = qmap2[i];
-  }
-  barrier(CLK_LOCAL_MEM_FENCE);
-}
-
-// The rule for element i: old states from the buffers, new ones returned.
-inline lb_optim_result step_element(int rule, lb_optim_args a, __global const void* param,
-                                    int param_type, __global const void* grad, int quantized,
-                                    int two_states, __global const void* state1,
-                                    __global const void* state2, __local const float* lq,
-                                    float absmax1, float absmax2, size_t i, float* p) {
-  *p = load_elem(param, param_type, i);
-  const float g = load_elem(grad, param_type, i) * a.gnorm_scale;
-  const float s1 = load_state(state1, quantized, lq, absmax1, i);
-  const float s2 = two_states ? load_state(state2, quantized, lq + 256, absmax2, i) : 0.0f;
-  return lb_rule(rule, a, *p, g, s1, s2);
-}
+// the requantization, so a block is read and written once; the norm pass
+// (LAMB, LARS) reads in the same geometry, and the gradient statistics take
+// sixteen items per block.
 
 #ifdef LB_RULE
 // The fused update, built once per (rule, parameter type, state kind, block
@@ -180,6 +136,41 @@ inline lb_state_t encode_state(__global const uint* table, bool bucketed, uint z
 #endif
 }
 
+// The item's elements [begin, begin + LB_PER_ITEM) of the parameter, gradient and stored
+// states (`len` of them inside the tensor; zeros for an inactive item).
+inline void load_item(__global const void* param, __global const void* grad,
+                      __global const void* state1, __global const void* state2, size_t begin,
+                      int len, bool active, bool whole, float* restrict p, float* restrict g,
+                      lb_state_t* restrict q1, lb_state_t* restrict q2) {
+  if (whole) {
+#if LB_LANES == 1
+    // A block per item (CPU devices): plain loops, which the compiler
+    // vectorises to the machine's width.
+    for (int k = 0; k < LB_PER_ITEM; ++k) {
+      p[k] = load_elem(param, LB_PARAM_TYPE, begin + k);
+      g[k] = load_elem(grad, LB_PARAM_TYPE, begin + k);
+      q1[k] = ((__global const lb_state_t*)state1)[begin + k];
+      if (LB_TWO_STATES) q2[k] = ((__global const lb_state_t*)state2)[begin + k];
+    }
+#else
+    for (int c = 0; c < LB_PER_ITEM; c += 8) {
+      load8(param, begin + c, p + c);
+      load8(grad, begin + c, g + c);
+      load8_state(state1, begin + c, q1 + c);
+      if (LB_TWO_STATES) load8_state(state2, begin + c, q2 + c);
+    }
+#endif
+  } else {
+    for (int k = 0; k < LB_PER_ITEM; ++k) {
+      const size_t i = k < len ? begin + k : 0;  // in range; past the end not counted
+      p[k] = active ? load_elem(param, LB_PARAM_TYPE, i) : 0.0f;
+      g[k] = active ? load_elem(grad, LB_PARAM_TYPE, i) : 0.0f;
+      q1[k] = active ? ((__global const lb_state_t*)state1)[i] : 0;
+      if (LB_TWO_STATES) q2[k] = active ? ((__global const lb_state_t*)state2)[i] : 0;
+    }
+  }
+}
+
 // The rule over the item's elements: new parameters and states.
 inline void step_all(lb_optim_args a, __global const uint* restrict table1, float old1,
                      __global const uint* restrict table2, float old2, const float* restrict p,
@@ -242,33 +233,7 @@ __kernel void optimizer_update(lb_optim_args a, ulong n, uint blocksize, __globa
   }
   float p[LB_PER_ITEM], g[LB_PER_ITEM];
   lb_state_t q1[LB_PER_ITEM], q2[LB_PER_ITEM];
-  if (whole) {
-#if LB_LANES == 1
-    // A block per item (CPU devices): plain loops, which the compiler
-    // vectorises to the machine's width.
-    for (int k = 0; k < LB_PER_ITEM; ++k) {
-      p[k] = load_elem(param, LB_PARAM_TYPE, begin + k);
-      g[k] = load_elem(grad, LB_PARAM_TYPE, begin + k);
-      q1[k] = ((__global const lb_state_t*)state1)[begin + k];
-      if (LB_TWO_STATES) q2[k] = ((__global const lb_state_t*)state2)[begin + k];
-    }
-#else
-    for (int c = 0; c < LB_PER_ITEM; c += 8) {
-      load8(param, begin + c, p + c);
-      load8(grad, begin + c, g + c);
-      load8_state(state1, begin + c, q1 + c);
-      if (LB_TWO_STATES) load8_state(state2, begin + c, q2 + c);
-    }
-#endif
-  } else {
-    for (int k = 0; k < LB_PER_ITEM; ++k) {
-      const size_t i = k < len ? begin + k : 0;  // in range; past the end not counted
-      p[k] = active ? load_elem(param, LB_PARAM_TYPE, i) : 0.0f;
-      g[k] = active ? load_elem(grad, LB_PARAM_TYPE, i) : 0.0f;
-      q1[k] = active ? ((__global const lb_state_t*)state1)[i] : 0;
-      if (LB_TWO_STATES) q2[k] = active ? ((__global const lb_state_t*)state2)[i] : 0;
-    }
-  }
+  load_item(param, grad, state1, state2, begin, len, active, whole, p, g, q1, q2);
   float pn[LB_PER_ITEM], t1[LB_PER_ITEM], t2[LB_PER_ITEM];
   step_all(a, table1, old1, table2, old2, p, g, q1, q2, pn, t1, t2);
   // Largest magnitudes as bit patterns: for non-negative floats the integer
@@ -353,38 +318,53 @@ __kernel void optimizer_update(lb_optim_args a, ulong n, uint blocksize, __globa
     if (LB_TWO_STATES) absmax2[b] = m2;
   }
 }
-#endif
 
-// partial[2b] = sum of u^2, partial[2b + 1] = sum of p^2 over block b.
-__kernel void optimizer_update_norms(int rule, lb_optim_args a, ulong n, uint blocksize,
-                                     int quantized, int two_states, __global const void* param,
-                                     int param_type, __global const void* grad,
-                                     __global const void* state1, __global const float* absmax1,
-                                     __global const float* qmap1, __global const void* state2,
-                                     __global const float* absmax2, __global const float* qmap2,
-                                     __global float* partial, __local float* scratch,
-                                     __local float* lq) {
-  const size_t b = get_group_id(0);
-  const size_t begin = b * blocksize;
-  const size_t end = min((size_t)n, begin + blocksize);
-  load_qmaps(quantized, two_states, qmap1, qmap2, lq);
-  const float old1 = quantized ? absmax1[b] : 0.0f;
-  const float old2 = (quantized && two_states) ? absmax2[b] : 0.0f;
+// The norm pass of LAMB / LARS in the update's geometry (same items, same loads, the code
+// tables instead of codebooks in local memory): partial[2b] = sum of u^2, partial[2b + 1] = sum
+// of p^2 over block b. Writes nothing else. Local: one float2 per item.
+__kernel void optimizer_update_norms_fused(
+    lb_optim_args a, ulong n, uint blocksize, __global const void* param,
+    __global const void* grad, __global const void* state1, __global const float* absmax1,
+    __global const uint* restrict table1, __global const void* state2,
+    __global const float* absmax2, __global const uint* restrict table2,
+    __global float* partial, __local float2* sums) {
+  const size_t b = get_global_id(0) / LB_LANES;
+  const size_t lane = get_global_id(0) % LB_LANES;
+  const size_t block_begin = b * blocksize;
+  const size_t begin = block_begin + lane * LB_PER_ITEM;
+  const bool active = block_begin < n;
+  const bool whole = block_begin + blocksize <= n;
+  const int len = begin >= n ? 0 : (int)min((size_t)LB_PER_ITEM, (size_t)n - begin);
+  const float old1 = active && LB_QUANTIZED ? absmax1[b] : 0.0f;
+  const float old2 = active && LB_QUANTIZED && LB_TWO_STATES ? absmax2[b] : 0.0f;
+  float p[LB_PER_ITEM], g[LB_PER_ITEM];
+  lb_state_t q1[LB_PER_ITEM], q2[LB_PER_ITEM];
+  load_item(param, grad, state1, state2, begin, len, active, whole, p, g, q1, q2);
   float u_sq = 0.0f, p_sq = 0.0f;
-  for (size_t i = begin + get_local_id(0); i < end; i += get_local_size(0)) {
-    float p;
-    const float u = step_element(rule, a, param, param_type, grad, quantized, two_states, state1,
-                                 state2, lq, old1, old2, i, &p).u;
-    u_sq += u * u;
-    p_sq += p * p;
+  for (int k = 0; k < LB_PER_ITEM; ++k) {
+    const float s2 = LB_TWO_STATES ? decode_state(table2, old2, q2[k]) : 0.0f;
+    const float u =
+        lb_rule(LB_RULE, a, p[k], g[k] * a.gnorm_scale, decode_state(table1, old1, q1[k]), s2).u;
+    const bool live = k < len;
+    u_sq += live ? u * u : 0.0f;
+    p_sq += live ? p[k] * p[k] : 0.0f;
   }
-  u_sq = group_sum(u_sq, scratch);
-  p_sq = group_sum(p_sq, scratch);
-  if (get_local_id(0) == 0) {
-    partial[2 * b] = u_sq;
-    partial[2 * b + 1] = p_sq;
+#if LB_LANES > 1
+  // The block's first lane adds the lanes in order.
+  const size_t lid = get_local_id(0);
+  sums[lid] = (float2)(u_sq, p_sq);
+  barrier(CLK_LOCAL_MEM_FENCE);
+  if (lane != 0) return;
+  for (int l = 1; l < LB_LANES; ++l) {
+    u_sq += sums[lid + l].x;
+    p_sq += sums[lid + l].y;
   }
+#endif
+  if (!active) return;
+  partial[2 * b] = u_sq;
+  partial[2 * b + 1] = p_sq;
 }
+#endif
 
 // partial[b] = sum of g^2 over block b in the CPU's order: sixteen lanes
 // (lane k takes elements k, k + 16, ... of the block), then the lanes in
