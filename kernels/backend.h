@@ -401,6 +401,14 @@ Backend& cpu_backend();
 // so each device's context, programs and handles are created once per process.
 std::shared_ptr<Backend> make_backend(const BackendOptions& options = {});
 
+// make_backend's choice with the reason for it, one line for a run's header
+// (e.g. "auto: no OpenCL GPU shares host memory (found: ...)").
+struct BackendChoice {
+  std::shared_ptr<Backend> backend;
+  std::string reason;
+};
+BackendChoice choose_backend(const BackendOptions& options = {});
+
 // The backend that runs ops on memory at `where`: the CPU for host memory, the
 // CUDA backend of that device for CUDA memory (an error naming what is
 // missing when this build or machine has no CUDA).

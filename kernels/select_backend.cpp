@@ -123,20 +123,37 @@ std::shared_ptr<Backend> backend_for(Location where) {
   return cuda_backend(where.index);
 }
 
-std::shared_ptr<Backend> make_backend(const BackendOptions& options) {
+BackendChoice choose_backend(const BackendOptions& options) {
   const std::string kind = lower(options.kind);
-  const std::shared_ptr<Backend> cpu = shared_cpu();
-  if (kind == "cpu") return cpu;
-  if (kind == "opencl") return opencl_backend_for(pick_device(opencl::list_devices(), options));
-  if (kind == "cuda") return cuda_backend(std::max(options.device_index, 0));
+  if (kind == "cpu") return {shared_cpu(), "asked for (backend: cpu)"};
+  if (kind == "opencl") {
+    const auto devices = opencl::list_devices();
+    const opencl::DeviceInfo& d = pick_device(devices, options);
+    return {opencl_backend_for(d), "asked for (backend: opencl): " + d.label};
+  }
+  if (kind == "cuda") return {cuda_backend(std::max(options.device_index, 0)), "asked for (backend: cuda)"};
   LOWBIT_CHECK(kind == "auto", "backend '", options.kind,
                "' is not supported; expected one of: auto, cpu, opencl, cuda");
   const auto devices = opencl::list_devices();
-  if (options.device_index >= 0 || !options.device_name.empty())
-    return opencl_backend_for(pick_device(devices, options));
+  if (options.device_index >= 0 || !options.device_name.empty()) {
+    const opencl::DeviceInfo& d = pick_device(devices, options);
+    return {opencl_backend_for(d), "auto with an OpenCL device named: " + d.label};
+  }
   for (const auto& d : devices)
-    if (opencl::auto_selectable(d)) return opencl_backend_for(d);
-  return cpu;
+    if (opencl::auto_selectable(d))
+      return {opencl_backend_for(d),
+              "auto: " + d.label + " is a GPU that shares host memory (zero-copy)"};
+  if (devices.empty()) return {shared_cpu(), "auto: no OpenCL device found"};
+  std::string found;
+  for (const auto& d : devices) found += (found.empty() ? "" : ", ") + d.label;
+  return {shared_cpu(),
+          "auto: no OpenCL GPU shares host memory, and host tensors would cross to a discrete "
+          "GPU or another CPU runtime every step (backend: opencl forces it; found: " +
+              found + ")"};
+}
+
+std::shared_ptr<Backend> make_backend(const BackendOptions& options) {
+  return choose_backend(options).backend;
 }
 
 std::vector<std::string> opencl_devices() {

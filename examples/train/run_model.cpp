@@ -16,11 +16,14 @@ RunModel make_run_model(const config::Recipe& r) {
   m.device = r.device == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
   if (m.device.is_cuda()) {
     m.backend_name = kernels::backend_for(kernels::Location::cuda(m.device.index()))->name();
+    m.backend_reason = "the model trains on " + m.device.str();
   } else {
     kernels::BackendOptions backend_options;
     backend_options.kind = r.backend;
-    m.backend = kernels::make_backend(backend_options);
+    kernels::BackendChoice choice = kernels::choose_backend(backend_options);
+    m.backend = std::move(choice.backend);
     m.backend_name = m.backend->name();
+    m.backend_reason = std::move(choice.reason);
   }
   // The model comes on the device: quant and LoRA prepare it there, and the
   // optimizer is built after, over the parameters where they will train.

@@ -23,6 +23,7 @@ struct RunModel {
   // 4-bit layers take the CUDA backend of their tensors' device.
   std::shared_ptr<kernels::Backend> backend;
   std::string backend_name;  // what runs the kernels, for headers
+  std::string backend_reason;  // why that backend, for headers
   std::unique_ptr<Task> task;
   std::shared_ptr<torch::nn::Module> model;  // task->module()
   PreparedModel prepared;

@@ -256,7 +256,8 @@ void Run::print_header(const std::optional<Checkpoint>& checkpoint) const {
        << "\n  optimizer: " << built_.description << "\n  steps: " << total_ << " ("
        << r_.train.batch_size << " x " << r_.train.grad_accum << " per step), schedule "
        << r_.schedule.name << "\n  threads: " << torch::get_num_threads() << ", backend "
-       << built_model_.backend_name << "\n  run directory: " << r_.checkpoint.dir << "\n";
+       << built_model_.backend_name << " (" << built_model_.backend_reason
+       << ")\n  run directory: " << r_.checkpoint.dir << "\n";
   if (!prepared_.quantization_table.empty())
     out_ << "  quantization (" << quantization_path() << "):\n" << prepared_.quantization_table;
   if (checkpoint) {

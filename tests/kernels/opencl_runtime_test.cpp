@@ -64,11 +64,18 @@ TEST(OpenClRuntime, AutoTakesOnlyAGpuThatSharesHostMemory) {
   bool any = false;
   for (const auto& d : kernels::opencl::list_devices())
     any = any || kernels::opencl::auto_selectable(d);
-  const std::string picked = kernels::make_backend({"auto", -1, ""})->name();
+  const kernels::BackendChoice choice = kernels::choose_backend({"auto", -1, ""});
+  const std::string picked = choice.backend->name();
   if (any)
     EXPECT_NE(picked, "cpu");
   else
     EXPECT_EQ(picked, "cpu");
+  // The reason names the rule that decided, and the devices it passed over.
+  EXPECT_EQ(choice.reason.rfind("auto: ", 0), 0u) << choice.reason;
+  if (!any)
+    for (const auto& d : kernels::opencl::list_devices())
+      EXPECT_NE(choice.reason.find(d.label), std::string::npos) << choice.reason;
+  EXPECT_EQ(kernels::choose_backend({"cpu", -1, ""}).reason, "asked for (backend: cpu)");
 }
 
 TEST(OpenClRuntime, BuildFailureCarriesTheBuildLog) {
