@@ -136,7 +136,8 @@ void expect_clean(const std::vector<Exit>& exits) {
     ASSERT_EQ(exits[r].status, 0) << "rank " << r << ": " << exits[r].err;
 }
 
-std::vector<double> drift_from_one_process(const std::string& two, const std::string& one) {
+std::vector<double> drift_from_one_process(const std::string& two, const std::string& one,
+                                           std::vector<torch::Tensor>* two_params) {
   const std::string path1 = out_path("one_" + one), path2 = out_path("two_" + two);
   expect_clean(run_workers(0, {path1, one, "20"}));
   expect_clean(run_workers(2, {path2, two, "20"}));
@@ -151,6 +152,7 @@ std::vector<double> drift_from_one_process(const std::string& two, const std::st
     std::cout << two << " parameter " << k << ": mean |2 ranks - 1 process| = " << drifts.back()
               << " lr\n";
   }
+  if (two_params) *two_params = p2a;
   return drifts;
 }
 

@@ -33,7 +33,9 @@ void expect_clean(const std::vector<Exit>& exits);
 
 // Trains 20 steps with the worker's optimizer `two` on 2 ranks and `one` in one process, the
 // same batches, and returns each parameter's mean |2 ranks - 1 process| in units of the
-// worker's learning rate (printed too). Expects both ranks to end with the same bits.
-std::vector<double> drift_from_one_process(const std::string& two, const std::string& one);
+// worker's learning rate (printed too). Expects both ranks to end with the same bits, which
+// go to `two_params` when given.
+std::vector<double> drift_from_one_process(const std::string& two, const std::string& one,
+                                           std::vector<torch::Tensor>* two_params = nullptr);
 
 }  // namespace lowbit::dist::testing
