@@ -26,12 +26,12 @@ std::optional<long> integer_variable(const char* name, long lo, long hi) {
   return v;
 }
 
+}  // namespace
+
 std::string message_of(const std::exception& e) {
   if (const auto* c10 = dynamic_cast<const c10::Error*>(&e)) return c10->what_without_backtrace();
   return e.what();
 }
-
-}  // namespace
 
 Env env_from_environment() {
   Env env;
@@ -121,6 +121,22 @@ void Group::barrier() {
   c10d::BarrierOptions options;
   options.timeout = impl_->timeout;
   impl_->run("barrier", impl_->pg->barrier(options));
+}
+
+void Group::send(const torch::Tensor& tensor, int peer) {
+  LOWBIT_CHECK(peer >= 0 && peer < size_ && peer != rank_, "dist: send to rank ", peer,
+               " from rank ", rank_, " of ", size_);
+  LOWBIT_CHECK(tensor.is_contiguous(), "dist: send needs a contiguous tensor");
+  std::vector<torch::Tensor> tensors{tensor};
+  impl_->run("send", impl_->pg->send(tensors, peer, /*tag=*/0));
+}
+
+void Group::recv(torch::Tensor& tensor, int peer) {
+  LOWBIT_CHECK(peer >= 0 && peer < size_ && peer != rank_, "dist: receive from rank ", peer,
+               " on rank ", rank_, " of ", size_);
+  LOWBIT_CHECK(tensor.is_contiguous(), "dist: recv needs a contiguous tensor");
+  std::vector<torch::Tensor> tensors{tensor};
+  impl_->run("receive", impl_->pg->recv(tensors, peer, /*tag=*/0));
 }
 
 }  // namespace lowbit::dist

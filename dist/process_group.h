@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,9 @@ struct Env {
 // Reads Env from the environment. Without RANK and WORLD_SIZE the run is one process. A value
 // that is not an integer in range, or only one of RANK and WORLD_SIZE, throws naming the variable.
 Env env_from_environment();
+
+// The text of an exception, without libtorch's backtrace.
+std::string message_of(const std::exception& e);
 
 // A process group of Env::world_size processes. Every call is collective: all ranks make the
 // same calls in the same order with tensors of the same shapes and dtypes.
@@ -48,6 +52,12 @@ class Group {
   void broadcast(torch::Tensor& tensor, int root);
   // Waits until every rank has arrived.
   void barrier();
+
+  // Point to point, not collective: `tensor` (contiguous) goes to rank `peer`, which receives it
+  // into a tensor of the same size and dtype. Messages between two ranks arrive in the order
+  // they are sent. Both throw, like the collectives, after the timeout.
+  void send(const torch::Tensor& tensor, int peer);
+  void recv(torch::Tensor& tensor, int peer);
 
  private:
   struct Impl;

@@ -231,7 +231,8 @@ kernels::StepFlags Optimizer8bit::read_flags() const {
 // One step as the backend decides it (kernels/backend.h): gradient checks,
 // prepare (skip decision, step counts, percentile clipping), norms and their
 // scale where a rule needs them, then the fused updates. On CUDA every call
-// below is queued on the current stream; only the Raise policy reads back.
+// below is queued on the current stream; only the Raise policy and a
+// WholeTensorSums (sharded parameters) read back.
 torch::Tensor Optimizer8bit::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
   torch::Tensor loss;
@@ -240,7 +241,11 @@ torch::Tensor Optimizer8bit::step(LossClosure closure) {
     loss = closure();
   }
   std::vector<Work> work = prepare();
-  if (work.empty()) return loss;
+  if (work.empty()) {
+    exchange_sums(work, /*update=*/false);
+    exchange_sums(work, /*update=*/true);
+    return loss;
+  }
   ensure_step_buffers(work.size());
   kernels::Backend& be = *backend_;
   // One read of each gradient: its squared norm (percentile clipping) and
@@ -266,13 +271,13 @@ torch::Tensor Optimizer8bit::step(LossClosure closure) {
     items.push_back(w.item);
     if (kernels::lb_needs_norms(w.item.hparams)) scaled.push_back(w.item);
   }
+  exchange_sums(work, /*update=*/false);
   be.optimizer_prepare(items, policy_ != NonFinitePolicy::SkipBlocks, *slots_, *flags_);
-  if (!scaled.empty()) {
-    for (const Work& w : work)
-      if (kernels::lb_needs_norms(w.item.hparams))
-        be.optimizer_update_norms(w.op, *slots_, w.item.slot, *flags_);
-    be.optimizer_scale(scaled, *slots_, *flags_);
-  }
+  for (const Work& w : work)
+    if (kernels::lb_needs_norms(w.item.hparams))
+      be.optimizer_update_norms(w.op, *slots_, w.item.slot, *flags_);
+  exchange_sums(work, /*update=*/true);
+  if (!scaled.empty()) be.optimizer_scale(scaled, *slots_, *flags_);
   const bool raise = policy_ == NonFinitePolicy::Raise;
   const int64_t skipped_before = raise ? int64_t(read_flags().skipped_blocks) : 0;
   for (Work& w : work) {
@@ -292,6 +297,62 @@ torch::Tensor Optimizer8bit::step(LossClosure closure) {
 NonFiniteStats Optimizer8bit::nonfinite_stats() const {
   const kernels::StepFlags f = read_flags();
   return {int64_t(f.skipped_steps), int64_t(f.skipped_blocks)};
+}
+
+void Optimizer8bit::set_nonfinite_stats(const NonFiniteStats& stats) {
+  TORCH_CHECK(stats.skipped_steps >= 0 && stats.skipped_blocks >= 0, name_,
+              ": set_nonfinite_stats: counters must not be negative (got ", stats.skipped_steps,
+              " skipped steps, ", stats.skipped_blocks, " skipped blocks)");
+  kernels::StepFlags f = read_flags();
+  f.skipped_steps = uint64_t(stats.skipped_steps);
+  f.skipped_blocks = uint64_t(stats.skipped_blocks);
+  backend_->write(*flags_, &f, sizeof(f));
+}
+
+void Optimizer8bit::exchange_sums(const std::vector<Work>& work, bool update) {
+  if (!whole_sums_) return;
+  std::vector<torch::Tensor> parts;
+  std::vector<size_t> picked;
+  for (const Work& w : work)
+    if (update ? kernels::lb_needs_norms(w.item.hparams) : w.item.hparams.percentile < 100) {
+      parts.push_back(w.param);
+      picked.push_back(w.item.slot);
+    }
+  std::vector<kernels::StepSlot> s(picked.empty() ? 0 : work.size());
+  if (!picked.empty()) backend_->read(*slots_, s.data(), s.size() * sizeof(kernels::StepSlot));
+  std::vector<double> first, param_sq;
+  for (size_t slot : picked) {
+    first.push_back(update ? s[slot].update_sq : s[slot].grad_sq);
+    param_sq.push_back(s[slot].param_sq);
+  }
+  if (update)
+    whole_sums_->update(parts, first, param_sq);
+  else
+    whole_sums_->gradient(parts, first);
+  TORCH_CHECK(first.size() == picked.size() && param_sq.size() == picked.size(), name_,
+              ": WholeTensorSums changed the number of sums (", picked.size(), " parameters)");
+  for (size_t i = 0; i < picked.size(); ++i) {
+    kernels::StepSlot& slot = s[picked[i]];
+    (update ? slot.update_sq : slot.grad_sq) = first[i];
+    if (update) slot.param_sq = param_sq[i];
+  }
+  if (!picked.empty()) backend_->write(*slots_, s.data(), s.size() * sizeof(kernels::StepSlot));
+}
+
+const QuantizedParamState* Optimizer8bit::param_state(size_t group, size_t index) const {
+  const torch::Tensor& p = param_groups_.at(group).params().at(index);
+  const auto it = state_.find(state_key(p));
+  return it == state_.end() ? nullptr : static_cast<const QuantizedParamState*>(it->second.get());
+}
+
+void Optimizer8bit::set_param_state(size_t group, size_t index,
+                                    std::unique_ptr<QuantizedParamState> state) {
+  TORCH_CHECK(state, name_, ": set_param_state: no state given");
+  const StateKey key = state_key(param_groups_.at(group).params().at(index));
+  state_[key] = std::move(state);
+  // A device copy made from the state this one replaces.
+  buffers_.erase(key);
+  adopt_loaded_state(group, index);
 }
 
 int64_t Optimizer8bit::state_bytes() const {
@@ -332,51 +393,51 @@ void Optimizer8bit::load_extras(torch::serialize::InputArchive& archive) {
 }
 
 void Optimizer8bit::adopt_loaded_states() {
-  for (size_t g = 0; g < param_groups_.size(); ++g) {
-    const auto& options = param_groups_[g].options();
-    const auto& params = param_groups_[g].params();
-    for (size_t i = 0; i < params.size(); ++i) {
-      const torch::Tensor& p = params[i];
-      const StateKey key = state_key(p);
-      const auto it = state_.find(key);
-      if (it == state_.end()) continue;
-      auto& s = static_cast<QuantizedParamState&>(*it->second);
-      const std::string where = name_ + ": the loaded state of " + describe(g, i, p);
-      const StateSettings settings = effective_settings(key, options);
-      const bool quantized = settings.quantizes(p.numel());
-      const int64_t blocks = settings.blocks(p.numel());
-      const auto check = [&](const torch::Tensor& values, const torch::Tensor& absmax,
-                             const char* name) {
-        TORCH_CHECK(values.defined(), where, " has no ", name);
-        TORCH_CHECK(values.numel() == p.numel(), where, ": ", name, " has ", values.numel(),
-                    " elements; expected ", p.numel());
-        TORCH_CHECK(values.scalar_type() == (quantized ? torch::kUInt8 : torch::kFloat32), where,
-                    ": ", name, " has dtype ", values.scalar_type(), " but this optimizer uses ",
-                    quantized ? "8-bit" : "32-bit",
-                    " states for it (optim_bits, min_8bit_size, "
-                    "override_config must match the run that saved it)");
-        if (quantized)
-          TORCH_CHECK(absmax.defined() && absmax.scalar_type() == torch::kFloat32 &&
-                          absmax.numel() == blocks,
-                      where, ": the absmax of ", name, " must be ", blocks,
-                      " float32 values (block_size ", settings.block_size, ")");
-      };
-      check(s.state1(), s.absmax1(), "state1");
-      if (has_state2(options)) check(s.state2(), s.absmax2(), "state2");
-      TORCH_CHECK(s.step() >= 0, where, ": step is ", s.step());
-      TORCH_CHECK(!s.gnorm_vec().defined() || (s.gnorm_vec().numel() == kGnormHistory &&
-                                               s.gnorm_vec().scalar_type() == torch::kFloat32),
-                  where, ": gnorm_vec must be ", kGnormHistory, " float32 values");
-      const auto adopt = [&](const torch::Tensor& t) {
-        return t.defined() ? t.to(device_).contiguous() : t;
-      };
-      s.state1(adopt(s.state1()));
-      s.state2(adopt(s.state2()));
-      s.absmax1(adopt(s.absmax1()));
-      s.absmax2(adopt(s.absmax2()));
-      s.gnorm_vec(adopt(s.gnorm_vec()));
-    }
-  }
+  for (size_t g = 0; g < param_groups_.size(); ++g)
+    for (size_t i = 0; i < param_groups_[g].params().size(); ++i) adopt_loaded_state(g, i);
+}
+
+void Optimizer8bit::adopt_loaded_state(size_t g, size_t i) {
+  const auto& options = param_groups_[g].options();
+  const torch::Tensor& p = param_groups_[g].params()[i];
+  const StateKey key = state_key(p);
+  const auto it = state_.find(key);
+  if (it == state_.end()) return;
+  auto& s = static_cast<QuantizedParamState&>(*it->second);
+  const std::string where = name_ + ": the loaded state of " + describe(g, i, p);
+  const StateSettings settings = effective_settings(key, options);
+  const bool quantized = settings.quantizes(p.numel());
+  const int64_t blocks = settings.blocks(p.numel());
+  const auto check = [&](const torch::Tensor& values, const torch::Tensor& absmax,
+                         const char* name) {
+    TORCH_CHECK(values.defined(), where, " has no ", name);
+    TORCH_CHECK(values.numel() == p.numel(), where, ": ", name, " has ", values.numel(),
+                " elements; expected ", p.numel());
+    TORCH_CHECK(values.scalar_type() == (quantized ? torch::kUInt8 : torch::kFloat32), where, ": ",
+                name, " has dtype ", values.scalar_type(), " but this optimizer uses ",
+                quantized ? "8-bit" : "32-bit",
+                " states for it (optim_bits, min_8bit_size, "
+                "override_config must match the run that saved it)");
+    if (quantized)
+      TORCH_CHECK(
+          absmax.defined() && absmax.scalar_type() == torch::kFloat32 && absmax.numel() == blocks,
+          where, ": the absmax of ", name, " must be ", blocks, " float32 values (block_size ",
+          settings.block_size, ")");
+  };
+  check(s.state1(), s.absmax1(), "state1");
+  if (has_state2(options)) check(s.state2(), s.absmax2(), "state2");
+  TORCH_CHECK(s.step() >= 0, where, ": step is ", s.step());
+  TORCH_CHECK(!s.gnorm_vec().defined() || (s.gnorm_vec().numel() == kGnormHistory &&
+                                           s.gnorm_vec().scalar_type() == torch::kFloat32),
+              where, ": gnorm_vec must be ", kGnormHistory, " float32 values");
+  const auto adopt = [&](const torch::Tensor& t) {
+    return t.defined() ? t.to(device_).contiguous() : t;
+  };
+  s.state1(adopt(s.state1()));
+  s.state2(adopt(s.state2()));
+  s.absmax1(adopt(s.absmax1()));
+  s.absmax2(adopt(s.absmax2()));
+  s.gnorm_vec(adopt(s.gnorm_vec()));
 }
 
 }  // namespace lowbit::optim

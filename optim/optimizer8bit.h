@@ -50,6 +50,25 @@ struct NonFiniteStats {
   int64_t skipped_blocks = 0;
 };
 
+// Sums over whole tensors for an optimizer whose parameters are parts of larger tensors
+// (dist::ZeroOptimizer's shards). step() decides percentile clipping from a gradient's squared
+// norm, and LAMB's trust ratio and max_unorm from the squared norms of the update and the
+// parameter; for a part those sums must be the whole tensor's, or the decision would change
+// with the sharding. step() hands each part's sums to this and decides with the sums it gives
+// back. Both calls happen once per step, in this order, even when no parameter has a gradient,
+// so an implementation may be collective.
+class WholeTensorSums {
+ public:
+  virtual ~WholeTensorSums() = default;
+  // grad_sq[i]: the sum of g^2 over parts[i] (the parameters with percentile clipping);
+  // replace it with the sum over the whole tensor parts[i] belongs to.
+  virtual void gradient(const std::vector<torch::Tensor>& parts, std::vector<double>& grad_sq) = 0;
+  // update_sq[i], param_sq[i]: the sums of u^2 and p^2 over parts[i] (the parameters whose rule
+  // needs norms: LAMB, max_unorm); replace them likewise.
+  virtual void update(const std::vector<torch::Tensor>& parts, std::vector<double>& update_sq,
+                      std::vector<double>& param_sq) = 0;
+};
+
 // Per-parameter state layout, overriding the parameter's group: the role of
 // bitsandbytes' GlobalOptimManager.override_config (e.g. keep an embedding's
 // states at 32 bits). Set before the parameter's first step.
@@ -72,11 +91,25 @@ class Optimizer8bit : public torch::optim::Optimizer {
   int64_t state_bytes() const;
   int64_t state_bytes(const torch::Tensor& param) const;
 
+  // nullptr (the default): every parameter is a whole tensor, and step() reads no sum back.
+  void set_whole_tensor_sums(std::shared_ptr<WholeTensorSums> sums) {
+    whole_sums_ = std::move(sums);
+  }
+
   void set_nonfinite_policy(NonFinitePolicy policy) { policy_ = policy; }
   NonFinitePolicy nonfinite_policy() const { return policy_; }
   // The counters live with the states; on a device this waits for the steps
   // queued so far.
   NonFiniteStats nonfinite_stats() const;
+  // Sets the counters (dist::ZeroOptimizer restores a checkpoint's, which are the ranks' sums).
+  void set_nonfinite_stats(const NonFiniteStats& stats);
+
+  // The state of parameter `index` of group `group`, or nullptr before its first step. On a
+  // device, call sync_state() first.
+  const QuantizedParamState* param_state(size_t group, size_t index) const;
+  // Makes `state` that parameter's state, checked against the parameter as load() checks a
+  // loaded one (throws naming the parameter and what was expected) and moved to its device.
+  void set_param_state(size_t group, size_t index, std::unique_ptr<QuantizedParamState> state);
 
   kernels::Backend& backend() const { return *backend_; }
   // The state settings of parameter group `group` (before per-parameter overrides).
@@ -137,12 +170,18 @@ class Optimizer8bit : public torch::optim::Optimizer {
   // Throws naming the parameter unless each loaded state fits it; moves the
   // states to the parameters' device.
   void adopt_loaded_states();
+  void adopt_loaded_state(size_t group, size_t index);
+  // Under whole_sums_, replaces the parts' sums in the step slots by the whole tensors': the
+  // gradient's (percentile clipping) before optimizer_prepare, or with `update` the update's
+  // and the parameter's (LAMB, max_unorm) before optimizer_scale. A no-op without whole_sums_.
+  void exchange_sums(const std::vector<Work>& work, bool update);
 
   std::string name_;
   std::shared_ptr<kernels::Backend> backend_;
   // Where the parameters (and so the states) live.
   torch::Device device_ = torch::kCPU;
   NonFinitePolicy policy_ = NonFinitePolicy::SkipStep;
+  std::shared_ptr<WholeTensorSums> whole_sums_;
   std::unordered_map<StateKey, ParamOverride> overrides_;
   mutable std::unordered_map<StateKey, std::unique_ptr<ParamBuffers>> buffers_;
   // [0] unsigned, [1] signed dynamic map, on the backend, and their entries

@@ -1,151 +1,21 @@
 // Data-parallel training over Gloo (issue 19): real processes of lowbit_dist_worker on localhost,
 // against one process with the whole batch.
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <chrono>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <optional>
-#include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "dist/process_group.h"
-
-extern char** environ;
+#include "tests/dist/workers.h"
 
 namespace {
 
-namespace fs = std::filesystem;
 using lowbit::dist::Env;
-
-// A TCP port that was free a moment ago (the store's server binds it next).
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-                  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-  close(fd);
-  if (!ok) throw std::runtime_error("no free TCP port");
-  return ntohs(addr.sin_port);
-}
-
-struct Exit {
-  int status = -1;  // exit code, or -1 when killed or timed out
-  double seconds = 0;
-  std::string err;  // stderr
-};
-
-// Runs `world` workers (none of RANK / WORLD_SIZE when world == 0: one plain process) and waits
-// for all, killing any still running after `limit`.
-std::vector<Exit> run_workers(int world, const std::vector<std::string>& args,
-                              std::chrono::seconds limit = std::chrono::seconds(60)) {
-  const std::string port = std::to_string(free_port());
-  const int n = std::max(world, 1);
-  std::vector<pid_t> pids(n);
-  std::vector<std::string> err_files(n);
-  const auto start = std::chrono::steady_clock::now();
-  for (int r = 0; r < n; ++r) {
-    std::vector<std::string> env_strings;
-    for (char** e = environ; *e; ++e) {
-      const std::string kv = *e;
-      if (kv.rfind("RANK=", 0) && kv.rfind("WORLD_SIZE=", 0) && kv.rfind("MASTER_", 0))
-        env_strings.push_back(kv);
-    }
-    if (world > 0) {
-      env_strings.push_back("RANK=" + std::to_string(r));
-      env_strings.push_back("WORLD_SIZE=" + std::to_string(world));
-      env_strings.push_back("MASTER_ADDR=127.0.0.1");
-      env_strings.push_back("MASTER_PORT=" + port);
-    }
-    env_strings.push_back("OMP_NUM_THREADS=1");
-    std::vector<char*> envp;
-    for (auto& s : env_strings) envp.push_back(s.data());
-    envp.push_back(nullptr);
-    std::vector<std::string> argv_strings{LOWBIT_DIST_WORKER};
-    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& s : argv_strings) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    err_files[r] = (fs::temp_directory_path() / ("lowbit_dist_err_" + std::to_string(getpid()) +
-                                                 "_" + std::to_string(r)))
-                       .string();
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 2, err_files[r].c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (posix_spawn(&pids[r], argv[0], &actions, nullptr, argv.data(), envp.data()) != 0)
-      throw std::runtime_error("cannot start " + argv_strings[0]);
-    posix_spawn_file_actions_destroy(&actions);
-  }
-  std::vector<Exit> exits(n);
-  std::vector<bool> done(n, false);
-  for (int left = n; left > 0;) {
-    for (int r = 0; r < n; ++r) {
-      if (done[r]) continue;
-      int status = 0;
-      if (waitpid(pids[r], &status, WNOHANG) == pids[r]) {
-        done[r] = true;
-        --left;
-        exits[r].status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-        exits[r].seconds =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      }
-    }
-    if (std::chrono::steady_clock::now() - start > limit) {
-      for (int r = 0; r < n; ++r)
-        if (!done[r]) kill(pids[r], SIGKILL);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  for (int r = 0; r < n; ++r) {
-    std::ifstream f(err_files[r]);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    exits[r].err = ss.str();
-    fs::remove(err_files[r]);
-  }
-  return exits;
-}
-
-std::vector<torch::Tensor> load(const std::string& path) {
-  std::vector<torch::Tensor> v;
-  torch::load(v, path);
-  fs::remove(path);
-  return v;
-}
-
-int64_t load_bytes(const std::string& path) {
-  int64_t v = -1;
-  std::ifstream(path + ".bytes") >> v;
-  fs::remove(path + ".bytes");
-  return v;
-}
-
-std::string out_path(const std::string& name) {
-  return (fs::temp_directory_path() / (name + "_" + std::to_string(getpid()))).string();
-}
-
-void expect_clean(const std::vector<Exit>& exits) {
-  for (size_t r = 0; r < exits.size(); ++r)
-    ASSERT_EQ(exits[r].status, 0) << "rank " << r << ": " << exits[r].err;
-}
+using namespace lowbit::dist::testing;
 
 TEST(DataParallel, TwoRanksAverageToTheWholeBatchGradient) {
   const std::string one = out_path("dp_grads1"), two = out_path("dp_grads2");
@@ -165,16 +35,8 @@ TEST(DataParallel, TwoRanksAverageToTheWholeBatchGradient) {
 }
 
 void trains_like_one_process(const std::string& optimizer) {
-  const std::string one = out_path("dp_" + optimizer + "1");
-  const std::string two = out_path("dp_" + optimizer + "2");
-  expect_clean(run_workers(0, {one, optimizer, "20"}));
-  expect_clean(run_workers(2, {two, optimizer, "20"}));
-  const auto p1 = load(one + ".0"), p2a = load(two + ".0"), p2b = load(two + ".1");
-  for (const auto& f : {one + ".0", two + ".0", two + ".1"}) load_bytes(f);
-  ASSERT_EQ(p1.size(), p2a.size());
-  const double lr = 1e-2;
-  for (size_t k = 0; k < p1.size(); ++k) {
-    EXPECT_TRUE(torch::equal(p2a[k], p2b[k])) << optimizer << " parameter " << k;
+  const auto drifts = drift_from_one_process(optimizer, optimizer);
+  for (size_t k = 0; k < drifts.size(); ++k) {
     // The gradients differ from one process's by float rounding (~1e-7 relative, test above).
     // That moves a state's 8-bit code only where the state lies within that distance of a code
     // boundary (about 1e-7 / 1e-2 of the elements per step for the dynamic code's gaps), and
@@ -182,48 +44,13 @@ void trains_like_one_process(const std::string& optimizer) {
     // drift of at most 1e-5 x 20 x 2 lr = 4e-4 lr (bound: 1e-3 lr; measured ~1e-7 lr, as
     // flips are rarer still). A rank training on the wrong rows, or on its own
     // gradient alone, moves every element by O(lr).
-    const double mean_drift = (p2a[k] - p1[k]).abs().mean().item<double>();
-    std::cout << optimizer << " parameter " << k << ": mean |2 ranks - 1 process| = "
-              << mean_drift / lr << " lr\n";
-    EXPECT_LE(mean_drift, 1e-3 * lr) << optimizer << " parameter " << k;
+    EXPECT_LE(drifts[k], 1e-3) << optimizer << " parameter " << k;
   }
 }
 
 TEST(DataParallel, TwoRanksTrainLikeOneProcessWithTheWholeBatch) {
   trains_like_one_process("adamw8bit");
   trains_like_one_process("lamb8bit");
-}
-
-TEST(Zero1, ShardedStatesGiveTheDataParallelBitsInHalfTheStateMemoryPerRank) {
-  const std::string dp = out_path("zero_dp"), zero = out_path("zero_sharded");
-  expect_clean(run_workers(2, {dp, "adamw8bit", "20"}));
-  expect_clean(run_workers(2, {zero, "zero-adamw8bit", "20"}));
-  int64_t sharded_total = 0, largest = 0, whole = 0;
-  for (int r = 0; r < 2; ++r) {
-    const std::string suffix = "." + std::to_string(r);
-    const auto pd = load(dp + suffix), pz = load(zero + suffix);
-    // The same averaged gradients, the same blocks, the same codes: the same bits.
-    for (size_t k = 0; k < pd.size(); ++k)
-      EXPECT_TRUE(torch::equal(pd[k], pz[k])) << "rank " << r << " parameter " << k;
-    whole = load_bytes(dp + suffix);
-    const int64_t mine = load_bytes(zero + suffix);
-    sharded_total += mine;
-    largest = std::max(largest, mine);
-  }
-  std::cout << "state bytes: whole " << whole << ", ZeRO-1 ranks " << sharded_total - largest
-            << " + " << largest << "\n";
-  // The ranks split the blocks by state bytes (their codes and absmax sum to the whole);
-  // each shard adds only its own small per-tensor extras (step counts).
-  EXPECT_NEAR(double(sharded_total), double(whole), 0.02 * double(whole));
-  EXPECT_LE(double(largest), 0.55 * double(whole));
-}
-
-TEST(Zero1, LambIsRefusedUntilItsNormsAreSummedAcrossRanks) {
-  const auto exits = run_workers(2, {out_path("zero_lamb"), "zero-lamb8bit", "2"});
-  for (int r = 0; r < 2; ++r) {
-    EXPECT_EQ(exits[r].status, 1) << "rank " << r;
-    EXPECT_NE(exits[r].err.find("trust ratio"), std::string::npos) << exits[r].err;
-  }
 }
 
 TEST(DataParallel, BroadcastParametersGivesEveryRankRankZerosInitialisation) {

@@ -1,20 +1,31 @@
-// One rank of a data-parallel training run, for tests/dist/data_parallel_test.cpp:
-//   lowbit_dist_worker OUT OPTIMIZER STEPS [MODE]
+// One rank of a data-parallel training run, for tests/dist/*_test.cpp:
+//   lowbit_dist_worker OUT OPTIMIZER STEPS [MODE] [KEY=VALUE...]
 // Rank r of WORLD_SIZE (from the environment; one process without it) trains a small MLP with
-// OPTIMIZER (adamw8bit or lamb8bit; zero-adamw8bit or zero-lamb8bit for ZeRO-1 states) on a
-// global batch of 32 rows per step, drawn from a fixed seed (the same batch on every rank),
-// using rows [32 r / N, 32 (r + 1) / N): the loss is the mean over those rows and the
-// gradients are averaged over the ranks. Writes the parameters to OUT.<rank> (torch::save) and
-// the optimizer's state bytes to OUT.<rank>.bytes. MODE "grads": writes the first step's
-// averaged gradients instead. MODE "die": rank 1 kills itself once the group has started (the
-// others must fail, not hang). MODE "broadcast": rank r seeds its initialisation with 7 + r and
-// then takes rank 0's by broadcast_parameters. MODE "other-model": rank 1 builds a wider model
-// (every rank must refuse to train).
+// OPTIMIZER on a global batch of 32 rows per step, drawn from a fixed seed (the same batch on
+// every rank), using rows [32 r / N, 32 (r + 1) / N): the loss is the mean over those rows and
+// the gradients are averaged over the ranks. OPTIMIZER is adamw8bit or lamb8bit, prefixed
+// "zero-" for ZeRO-1 states, suffixed "-clip" for percentile clipping (5th percentile) and/or
+// "-unorm" for max_unorm 0.5 (e.g. zero-adamw8bit-clip-unorm). Writes the parameters to
+// OUT.<rank> (torch::save) and the optimizer's state bytes to OUT.<rank>.bytes.
+// MODE "grads": writes the first step's averaged gradients instead. MODE "die": rank 1 kills
+// itself once the group has started (the others must fail, not hang). MODE "broadcast": rank r
+// seeds its initialisation with 7 + r and then takes rank 0's by broadcast_parameters. MODE
+// "other-model": rank 1 builds a wider model (every rank must refuse to train). MODE
+// "other-recipe": with a ZeRO optimizer, rank 1 adds percentile clipping (every rank must refuse).
+// Settings: hidden=H (the hidden width, 128); save=1 (after the steps, rank 0 writes the
+// parameters to OUT.params and the optimizer writes its state dict to OUT.ckpt: ZeroOptimizer's
+// save, or torch::save of the single-process optimizer); resume=PREFIX and from=K (before
+// training, load PREFIX.params and PREFIX.ckpt, skip the first K batches and train steps K to
+// STEPS - 1; the state dict just loaded is written back to OUT.reloaded, as save=1 writes it);
+// fsize=N (with save=1: the state dict's file may grow to N bytes, so its save fails).
+#include <sys/resource.h>
+
 #include <torch/torch.h>
 
 #include <csignal>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <string>
 
 #include "dist/data_parallel.h"
@@ -24,53 +35,123 @@
 namespace {
 
 constexpr int64_t kBatch = 32, kIn = 64, kClasses = 10;
+constexpr double kLr = 1e-2;
+
+bool ends_with(const std::string& s, const std::string& end) {
+  return s.size() >= end.size() && s.compare(s.size() - end.size(), end.size(), end) == 0;
+}
+
+// An optimizer from its name in the usage above, over `params`.
+std::unique_ptr<lowbit::optim::Optimizer8bit> make_optimizer(std::string name,
+                                                             std::vector<torch::Tensor> params) {
+  lowbit::optim::StateSettings settings;
+  for (bool more = true; more;) {
+    more = false;
+    if (ends_with(name, "-clip")) {
+      settings.percentile_clipping = 5;
+      name.resize(name.size() - 5);
+      more = true;
+    }
+    if (ends_with(name, "-unorm")) {
+      settings.max_unorm = 0.5;
+      name.resize(name.size() - 6);
+      more = true;
+    }
+  }
+  if (name == "adamw8bit") {
+    lowbit::optim::AdamW8bitOptions options(kLr);
+    options.state_settings() = settings;
+    return std::make_unique<lowbit::optim::AdamW8bit>(std::move(params), options);
+  }
+  if (name == "lamb8bit") {
+    lowbit::optim::LAMB8bitOptions options(kLr);
+    options.state_settings() = settings;
+    return std::make_unique<lowbit::optim::LAMB8bit>(std::move(params), options);
+  }
+  throw std::invalid_argument("unknown optimizer '" + name + "'");
+}
 
 int run(int argc, char** argv) {
   if (argc < 4) {
-    std::cerr << "usage: lowbit_dist_worker OUT OPTIMIZER STEPS [grads|die|other-model]\n";
+    std::cerr << "usage: lowbit_dist_worker OUT OPTIMIZER STEPS [MODE] [KEY=VALUE...]\n";
     return 2;
   }
-  const std::string out = argv[1], optimizer = argv[2], mode = argc > 4 ? argv[4] : "";
+  const std::string out = argv[1], optimizer = argv[2];
   const int steps = std::stoi(argv[3]);
+  std::string mode;
+  std::map<std::string, std::string> settings;
+  for (int i = 4; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const auto eq = arg.find('=');
+    if (eq == std::string::npos)
+      mode = arg;
+    else
+      settings[arg.substr(0, eq)] = arg.substr(eq + 1);
+  }
+  const auto setting = [&](const std::string& key, const std::string& otherwise) {
+    const auto it = settings.find(key);
+    return it == settings.end() ? otherwise : it->second;
+  };
   const lowbit::dist::Env env = lowbit::dist::env_from_environment();
   lowbit::dist::Group group(env, std::chrono::seconds(10));
   if (mode == "die" && env.rank == 1) std::raise(SIGKILL);
 
   // MODE "broadcast": each rank initialises from its own seed, then takes rank 0's values.
   torch::manual_seed(mode == "broadcast" ? 7 + env.rank : 7);
-  const int64_t hidden = mode == "other-model" && env.rank == 1 ? 160 : 128;
+  const int64_t hidden =
+      mode == "other-model" && env.rank == 1 ? 160 : std::stoll(setting("hidden", "128"));
   torch::nn::Sequential model(torch::nn::Linear(kIn, hidden), torch::nn::Tanh(),
                               torch::nn::Linear(hidden, kClasses));
   std::unique_ptr<lowbit::optim::Optimizer8bit> opt;
   std::unique_ptr<lowbit::dist::ZeroOptimizer> zero;
-  if (optimizer == "zero-adamw8bit")
+  if (optimizer.rfind("zero-", 0) == 0) {
+    // MODE "other-recipe": rank 1 adds percentile clipping (every rank must refuse).
+    const std::string local =
+        optimizer.substr(5) + (mode == "other-recipe" && env.rank == 1 ? "-clip" : "");
     zero = std::make_unique<lowbit::dist::ZeroOptimizer>(
-        group, model->parameters(), [](std::vector<torch::Tensor> shards) {
-          return std::make_unique<lowbit::optim::AdamW8bit>(std::move(shards),
-                                                            lowbit::optim::AdamW8bitOptions(1e-2));
+        group, model->parameters(), [local](std::vector<torch::Tensor> tensors) {
+          return make_optimizer(local, std::move(tensors));
         });
-  else if (optimizer == "zero-lamb8bit")
-    zero = std::make_unique<lowbit::dist::ZeroOptimizer>(
-        group, model->parameters(), [](std::vector<torch::Tensor> shards) {
-          return std::make_unique<lowbit::optim::LAMB8bit>(std::move(shards),
-                                                           lowbit::optim::LAMB8bitOptions(1e-2));
-        });
-  else if (optimizer == "adamw8bit")
-    opt = std::make_unique<lowbit::optim::AdamW8bit>(model->parameters(),
-                                                     lowbit::optim::AdamW8bitOptions(1e-2));
-  else if (optimizer == "lamb8bit")
-    opt = std::make_unique<lowbit::optim::LAMB8bit>(model->parameters(),
-                                                    lowbit::optim::LAMB8bitOptions(1e-2));
-  else
-    throw std::invalid_argument("unknown optimizer '" + optimizer + "'");
+  } else {
+    opt = make_optimizer(optimizer, model->parameters());
+  }
+  // The optimizer's state dict, as each kind writes it.
+  const auto save_optimizer = [&](const std::string& path) {
+    if (zero)
+      zero->save(path);
+    else if (env.rank == 0)
+      torch::save(*opt, path);
+  };
 
   if (mode == "broadcast") lowbit::dist::broadcast_parameters(group, model->parameters());
+  int first = 0;
+  if (settings.count("resume")) {
+    const std::string from = settings["resume"];
+    std::vector<torch::Tensor> saved;
+    torch::load(saved, from + ".params");
+    torch::NoGradGuard no_grad;
+    auto params = model->parameters();
+    if (saved.size() != params.size())
+      throw std::runtime_error(from + ".params holds " + std::to_string(saved.size()) +
+                               " tensors; the model has " + std::to_string(params.size()));
+    // A tensor of another shape (hidden=H differs from the saved run's) stays as it is, so
+    // that the optimizer's load is the one to refuse the checkpoint.
+    for (size_t k = 0; k < params.size(); ++k)
+      if (saved[k].sizes() == params[k].sizes()) params[k].copy_(saved[k]);
+    if (zero)
+      zero->load(from + ".ckpt");
+    else
+      torch::load(*opt, from + ".ckpt");
+    save_optimizer(out + ".reloaded");
+    first = std::stoi(setting("from", "0"));
+  }
   const int64_t begin = kBatch * env.rank / env.world_size;
   const int64_t end = kBatch * (env.rank + 1) / env.world_size;
   torch::Generator data = at::detail::createCPUGenerator(1234);
   for (int step = 0; step < steps; ++step) {
     const auto x = torch::randn({kBatch, kIn}, data);
     const auto y = torch::randint(kClasses, {kBatch}, data);
+    if (step < first) continue;  // resumed: this batch was trained on before the checkpoint
     if (zero)
       zero->zero_grad();
     else
@@ -89,6 +170,17 @@ int run(int argc, char** argv) {
       zero->step();
     else
       opt->step();
+  }
+  if (setting("save", "0") == "1") {
+    if (env.rank == 0) torch::save(model->parameters(), out + ".params");
+    if (settings.count("fsize")) {
+      // Files may grow to `fsize` bytes: a longer write fails (EFBIG) as on a full disk.
+      std::signal(SIGXFSZ, SIG_IGN);
+      const rlim_t limit = std::stoul(settings["fsize"]);
+      const rlimit fsize{limit, limit};
+      setrlimit(RLIMIT_FSIZE, &fsize);
+    }
+    save_optimizer(out + ".ckpt");
   }
   torch::save(model->parameters(), out + "." + std::to_string(env.rank));
   std::ofstream(out + "." + std::to_string(env.rank) + ".bytes")
