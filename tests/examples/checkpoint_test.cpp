@@ -141,6 +141,25 @@ TEST(Checkpoint, CorruptFilesAreRefusedByName) {
   }
 }
 
+// checkpoint_fuzz's finding: an empty payload (whose data pointer is null)
+// reached memcpy in the checksum, undefined behaviour that UBSan reports.
+// Payloads that pass their checksum but are no archive are refused by name.
+TEST(Checkpoint, ChecksummedPayloadsThatAreNoArchiveAreRefusedByName) {
+  ScratchDir dir;
+  for (const std::string payload : {std::string(), std::string("PK\x03\x04 not a zip", 15)}) {
+    dir.write("sealed.ckpt", lowbit::train::seal_checkpoint_payload(payload));
+    const std::string path = dir.file("sealed.ckpt");
+    try {
+      Checkpoint c(path);
+      ADD_FAILURE() << "a payload of " << payload.size() << " bytes was accepted";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(path + ": its payload cannot be read"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 TEST(Checkpoint, FailedSaveKeepsThePreviousFile) {
   ScratchDir dir;
   Trained s(1);
