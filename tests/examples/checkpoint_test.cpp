@@ -146,7 +146,7 @@ TEST(Checkpoint, CorruptFilesAreRefusedByName) {
 // Payloads that pass their checksum but are no archive are refused by name.
 TEST(Checkpoint, ChecksummedPayloadsThatAreNoArchiveAreRefusedByName) {
   ScratchDir dir;
-  for (const std::string payload : {std::string(), std::string("PK\x03\x04 not a zip", 15)}) {
+  for (const std::string& payload : {std::string(), std::string("PK\x03\x04 not a zip", 15)}) {
     dir.write("sealed.ckpt", lowbit::train::seal_checkpoint_payload(payload));
     const std::string path = dir.file("sealed.ckpt");
     try {
@@ -157,6 +157,37 @@ TEST(Checkpoint, ChecksummedPayloadsThatAreNoArchiveAreRefusedByName) {
                 std::string::npos)
           << e.what();
     }
+  }
+}
+
+// checkpoint_fuzz's second finding: libtorch's unpickler sized a string by
+// its 4-byte length before reading it, so a length changed to 1.8 GB in a
+// 20 KB file (behind a valid checksum) made the reader allocate 1.8 GB. The
+// pickle's lengths are now checked against the bytes present first.
+TEST(Checkpoint, ALengthFieldCannotMakeTheReaderAllocate) {
+  ScratchDir dir;
+  Trained s(1);
+  s.step(0);
+  const std::string path = checkpoint_path(dir.path(), 1);
+  save_checkpoint(path, *s.model, s.adam, {1, 1, torch::zeros({1}, torch::kUInt8), "", {}});
+  torch::serialize::InputArchive outer;
+  outer.load_from(path);
+  torch::Tensor payload;
+  outer.read("payload", payload);
+  std::string bytes(reinterpret_cast<const char*>(payload.data_ptr<uint8_t>()),
+                    size_t(payload.numel()));
+  // BINUNICODE "model" in data.pkl (stored uncompressed in the zip).
+  const size_t at = bytes.find(std::string("X\x05\x00\x00\x00model", 10));
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at + 1, 4, std::string("\x00\x00\x00\x70", 4));  // 0x70000000 bytes
+  dir.write("long.ckpt", lowbit::train::seal_checkpoint_payload(bytes));
+  try {
+    Checkpoint c(dir.file("long.ckpt"));
+    ADD_FAILURE() << "a string longer than its file was accepted";
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    EXPECT_NE(what.find(dir.file("long.ckpt")), std::string::npos) << what;
+    EXPECT_NE(what.find("pickle ends inside a value"), std::string::npos) << what;
   }
 }
 
