@@ -8,8 +8,8 @@
 #include <regex>
 #include <sstream>
 
-#include <caffe2/serialize/in_memory_adapter.h>
 #include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/read_adapter_interface.h>
 #include <torch/serialize/output-archive.h>
 
 #include "examples/error_text.h"
@@ -178,6 +178,27 @@ void check_pickle_lengths(const unsigned char* p, size_t n) {
   }
 }
 
+// A payload read in memory with bounds checked. libtorch's MemoryReadAdapter
+// (behind InputArchive::load_from(data, size)) copies from data + pos
+// unchecked, and the zip reader asks for positions taken from the zip's own
+// headers: a payload with a changed offset read out of bounds
+// (checkpoint_fuzz's third finding). A read past the end returns 0 bytes,
+// which the zip reader reports as an error.
+class BoundedReader final : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  BoundedReader(const unsigned char* data, size_t size) : data_(data), size_(size) {}
+  size_t size() const override { return size_; }
+  size_t read(uint64_t pos, void* buf, size_t n, const char* = "") const override {
+    if (pos > size_ || n > size_ - pos) return 0;
+    if (n > 0) std::memcpy(buf, data_ + pos, n);
+    return n;
+  }
+
+ private:
+  const unsigned char* data_;
+  size_t size_;
+};
+
 // Reads `reader`'s data.pkl and checks it (check_pickle_lengths); the
 // callers add the file's name to the message.
 void check_archive_pickle(caffe2::serialize::PyTorchStreamReader& reader) {
@@ -214,11 +235,13 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
               "(the file changed on disk after it was saved)");
   torch::serialize::InputArchive inner;
   try {
-    caffe2::serialize::PyTorchStreamReader reader(std::make_shared<caffe2::serialize::MemoryReadAdapter>(
-        payload.data_ptr<unsigned char>(), off_t(payload.numel())));
+    const auto bytes = std::make_shared<BoundedReader>(payload.data_ptr<unsigned char>(),
+                                                       size_t(payload.numel()));
+    caffe2::serialize::PyTorchStreamReader reader(bytes);
     check_archive_pickle(reader);
-    inner.load_from(reinterpret_cast<const char*>(payload.data_ptr<unsigned char>()),
-                    size_t(payload.numel()));
+    inner.load_from(
+        [&](uint64_t pos, void* buf, size_t n) { return bytes->read(pos, buf, n); },
+        [&] { return bytes->size(); });
   } catch (const std::exception& e) {
     TORCH_CHECK(false, path, ": its payload cannot be read: ", error_text(e));
   }
