@@ -191,6 +191,26 @@ TEST(Checkpoint, ALengthFieldCannotMakeTheReaderAllocate) {
   }
 }
 
+// checkpoint_fuzz's fourth finding: errors of the optimizer's load() (here
+// an Adam state restored into SGD; there a changed version string) named no
+// file.
+TEST(Checkpoint, OptimizerStateErrorsNameTheFile) {
+  ScratchDir dir;
+  Trained s(1);
+  s.step(0);
+  const std::string path = checkpoint_path(dir.path(), 1);
+  save_checkpoint(path, *s.model, s.adam, {1, 1, torch::zeros({1}, torch::kUInt8), "", {}});
+  torch::optim::SGD sgd(s.model->parameters(), torch::optim::SGDOptions(0.1));
+  try {
+    Checkpoint(path).restore(*s.model, sgd);
+    ADD_FAILURE() << "an Adam state loaded into SGD";
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    EXPECT_NE(what.find(path + ": its optimizer state cannot be loaded"), std::string::npos)
+        << what;
+  }
+}
+
 TEST(Checkpoint, FailedSaveKeepsThePreviousFile) {
   ScratchDir dir;
   Trained s(1);
