@@ -233,7 +233,10 @@ class Backend {
   // absmax[b] = max |x| over block b (blocks of `blocksize`, the last may be
   // short); codes[i] = position of the nearest codebook entry to x[i]/absmax[b]
   // (a value exactly halfway takes the lower entry); an all-zero block gets the
-  // entry of smallest magnitude.
+  // entry of smallest magnitude. Non-finite input (kernels/shared_math.h,
+  // lb_absmax_scales): absmax is NaN for a block holding a NaN, else inf for
+  // one holding an inf, and such a block stores the zero code throughout, so
+  // it dequantizes to NaN in every element; the same bits on every backend.
   void quantize_blockwise(const Buffer& x, DType x_type, size_t n, int blocksize,
                           const Buffer& code, Buffer& absmax, Buffer& codes,
                           const StochasticRounding& rounding = {});

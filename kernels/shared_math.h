@@ -63,6 +63,19 @@ LB_FN lb_u32 lb_bf16_bits(float f) {
   return u >> 16;
 }
 
+/* The absmax rule of the quantizers (8-bit blockwise, NF4, FP4), the same on
+ * every backend: a block's absmax is its largest |x|, NaN when it holds a NaN
+ * and +inf when it holds an inf (and no NaN). lb_absmax_max(m, |x|) is the
+ * reduction step; NaN wins whatever the order of the reduction, so CPU lanes,
+ * OpenCL work-group trees and CUDA's bit-pattern maximum agree. */
+LB_FN float lb_absmax_max(float m, float a) { return (a > m || a != a) ? a : m; }
+
+/* Whether a block's codes encode x / absmax. An all-zero block (absmax 0) and
+ * a non-finite one (absmax inf or NaN) store the format's zero code
+ * throughout instead: the first dequantizes to 0, the second to
+ * 0 * absmax = NaN in every element, on every backend. */
+LB_FN int lb_absmax_scales(float m) { return m > 0.0f && m <= 3.40282347e38f; }
+
 #ifndef __OPENCL_VERSION__
 }  // namespace lowbit::kernels
 #endif

@@ -147,8 +147,11 @@ void apply_metadata(const quant::SafetensorsFile& file, const std::string& path,
       TORCH_CHECK(false, path, ": layer '", layer_path, "' has format '", name,
                   "', which this version does not know; expected nf4, fp4 or int8");
     }
+    // A plain copy to capture (C++17 lambdas cannot capture a structured
+    // binding; GCC allows it as an extension, clang refuses it).
+    const std::string& wanted = layer_path;
     auto f = std::find_if(layers.begin(), layers.end(),
-                          [&](const FileLayer& l) { return l.path == layer_path; });
+                          [&](const FileLayer& l) { return l.path == wanted; });
     TORCH_CHECK(f != layers.end(), path, ": metadata lists layer '", layer_path, "' as ", name,
                 ", but the file holds no quantized weight for it");
     TORCH_CHECK(f->format == format, path, ": metadata lists layer '", layer_path, "' as ", name,
@@ -273,10 +276,10 @@ void load_quantized_model(torch::nn::Module& model, const std::string& path,
                 "' matches no parameter or buffer of the model");
     TORCH_CHECK(it->second.sizes() == tensor.sizes(), path, ": tensor '", key, "' has shape ",
                 tensor.sizes(), "; the model's is ", it->second.sizes());
-    actions.push_back([target = it->second, tensor] {
+    actions.push_back([target = it->second, stored = tensor] {
       torch::NoGradGuard no_grad;
       torch::Tensor t = target;
-      t.copy_(tensor);
+      t.copy_(stored);
     });
     consumed.insert(key);
   }

@@ -32,6 +32,8 @@ fi
 # Leaks are findings too (what libtorch allocates once stays reachable, so
 # LeakSanitizer does not report it).
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
+# ... except libtorch's own (tests/fuzz/lsan.supp says which and why).
+export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/tests/fuzz/lsan.supp}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
 export OMP_NUM_THREADS=1
 # The targets write each input to a scratch file: on tmpfs, so a disk busy

@@ -57,6 +57,11 @@ class Checkpoint {
   TrainerState state_;
 };
 
+// The bytes of a checkpoint file (format 2) holding `payload` (a serialized
+// archive) with its checksum: what save_checkpoint writes. The checkpoint fuzz
+// target seals fuzzed payloads with it to reach the parser behind the checksum.
+std::string seal_checkpoint_payload(std::string payload);
+
 // Step numbers of the checkpoints in `dir`, ascending.
 std::vector<int64_t> list_checkpoints(const std::string& dir);
 

@@ -34,7 +34,7 @@ void quantize_typed(const typename T::Storage* x, size_t n, int blocksize, const
   for_each_block(n, blocksize, [&](size_t b, size_t begin, size_t end) {
     const float m = block_absmax<T>(x, begin, end);
     absmax[b] = m;
-    if (m == 0.0f) {
+    if (!lb_absmax_scales(m)) {
       std::memset(codes + begin, zero, end - begin);
     } else if (rounding.enabled) {
       for (size_t i = begin; i < end; ++i)

@@ -50,6 +50,17 @@
 #define EIGEN_VECTORIZE_AVX512
 #define EIGEN_VECTORIZE_AVX512DQ
 #endif
+// Eigen takes its buffers' alignment from the same macros (__AVX__,
+// __AVX512F__), so without these it aligns them to 16 bytes while the path's
+// packets store 32 or 64 bytes aligned: ThreadSanitizer's allocator turned
+// that into a SEGV in gemm_pack_lhs on every run (scripts/tsan.sh).
+#if LOWBIT_CPU_AVX512
+#define EIGEN_MAX_ALIGN_BYTES 64
+#define EIGEN_MAX_STATIC_ALIGN_BYTES 64
+#elif LOWBIT_CPU_AVX2
+#define EIGEN_MAX_ALIGN_BYTES 32
+#define EIGEN_MAX_STATIC_ALIGN_BYTES 32
+#endif
 
 #define LOWBIT_CPU_EIGEN_NAME(ns) lowbit_eigen_##ns
 #define LOWBIT_CPU_EIGEN(ns) LOWBIT_CPU_EIGEN_NAME(ns)

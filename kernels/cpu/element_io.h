@@ -53,21 +53,20 @@ void for_each_block(size_t n, int blocksize, Fn&& fn) {
   }
 }
 
-// max |x| over [begin, end). Sixteen independent lanes so the loop vectorises
-// without reassociating a single reduction (inputs are finite by contract).
+// max |x| over [begin, end), NaN if a NaN is there (lb_absmax_max: the rule
+// of every backend). Sixteen independent lanes so the loop vectorises without
+// reassociating a single reduction.
 template <typename T>
 float block_absmax(const typename T::Storage* x, size_t begin, size_t end) {
   constexpr size_t kLanes = 16;
   float lane[kLanes] = {};
   size_t i = begin;
   for (; i + kLanes <= end; i += kLanes)
-    for (size_t j = 0; j < kLanes; ++j) {
-      const float a = std::fabs(T::load(x[i + j]));
-      lane[j] = lane[j] < a ? a : lane[j];
-    }
+    for (size_t j = 0; j < kLanes; ++j)
+      lane[j] = lb_absmax_max(lane[j], std::fabs(T::load(x[i + j])));
   float m = 0.0f;
-  for (; i < end; ++i) m = std::max(m, std::fabs(T::load(x[i])));
-  for (size_t j = 0; j < kLanes; ++j) m = std::max(m, lane[j]);
+  for (; i < end; ++i) m = lb_absmax_max(m, std::fabs(T::load(x[i])));
+  for (size_t j = 0; j < kLanes; ++j) m = lb_absmax_max(m, lane[j]);
   return m;
 }
 

@@ -33,9 +33,10 @@ void quantize_typed(const typename T::Storage* x, size_t n, int blocksize,
     absmax[b] = m;
     for (size_t c0 = begin; c0 < end; c0 += kChunk) {
       const size_t len = std::min(kChunk, end - c0);
-      // r = x / m; 0 past the end (the padding nibble) and in an all-zero block.
+      // r = x / m; 0 past the end (the padding nibble) and in an all-zero or
+      // non-finite block (lb_absmax_scales).
       float r[kChunk] = {};
-      if (m != 0.0f)
+      if (lb_absmax_scales(m))
         for (size_t i = 0; i < len; ++i) r[i] = T::load(x[c0 + i]) / m;
       // Nearest code = number of midpoints strictly below r (ties go low);
       // a negative r that rounds to zero takes the format's -0 code.

@@ -34,7 +34,8 @@ __device__ __forceinline__ int stochastic_code(const float* code, float r, float
 
 // Runs body(i, v, mf) for every quantization block of x: blocksize / 8
 // threads share a block, each holding eight elements v = x[i, i + 8) (zeros
-// past n); mf is the block's max |x|, already stored in absmax. Every thread
+// past n); mf is the block's max |x|, already stored in absmax (NaN when the
+// block holds one: a NaN's magnitude bits exceed inf's, lb_absmax_max's rule). Every thread
 // of the CUDA block takes part in the reduction, active or not.
 template <typename T, typename Body>
 __device__ __forceinline__ void for_each_block(const typename T::Storage* x, size_t n,
@@ -71,7 +72,7 @@ __global__ void __launch_bounds__(512)
     uint8_t c[8];
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
-      if (mf == 0.0f) {
+      if (!lb_absmax_scales(mf)) {
         c[k] = uint8_t(table.zero);
       } else {
         const float r = v[k] / mf;
@@ -139,12 +140,14 @@ __global__ void __launch_bounds__(512)
     quantize_4bit_kernel(const typename T::Storage* x, size_t n, int blocksize, Format4Args f,
                          float* absmax, uint8_t* packed) {
   for_each_block<T>(x, n, blocksize, absmax, [&](size_t i, const float (&v)[8], float mf) {
-    // Past n (the padding nibble) and in an all-zero block, r = 0.
+    // Past n (the padding nibble) and in an all-zero or non-finite block
+    // (lb_absmax_scales), r = 0.
+    const bool scales = lb_absmax_scales(mf);
     uint32_t bytes[4];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      const float r0 = mf != 0.0f ? v[2 * k] / mf : 0.0f;
-      const float r1 = mf != 0.0f ? v[2 * k + 1] / mf : 0.0f;
+      const float r0 = scales ? v[2 * k] / mf : 0.0f;
+      const float r1 = scales ? v[2 * k + 1] / mf : 0.0f;
       bytes[k] = encode_4bit(f, r0) << 4 | encode_4bit(f, r1);
     }
     uint8_t* out = packed + i / 2;

@@ -2,17 +2,19 @@
 // kernels/cpu/blockwise_8bit.cpp and quantize_4bit.cpp. Same rules, same bits.
 #pragma OPENCL FP_CONTRACT OFF
 
-// max |x| over one block, reduced across the work-group (size: power of two).
+// max |x| over one block, reduced across the work-group (size: power of two);
+// NaN if the block holds one (lb_absmax_max; fmax would drop it).
 inline float group_absmax(__global const void* x, int type, size_t begin, size_t end,
                           __local float* scratch) {
   const size_t lid = get_local_id(0);
   const size_t lsize = get_local_size(0);
   float m = 0.0f;
-  for (size_t i = begin + lid; i < end; i += lsize) m = fmax(m, fabs(load_elem(x, type, i)));
+  for (size_t i = begin + lid; i < end; i += lsize)
+    m = lb_absmax_max(m, fabs(load_elem(x, type, i)));
   scratch[lid] = m;
   barrier(CLK_LOCAL_MEM_FENCE);
   for (size_t s = lsize / 2; s > 0; s /= 2) {
-    if (lid < s) scratch[lid] = fmax(scratch[lid], scratch[lid + s]);
+    if (lid < s) scratch[lid] = lb_absmax_max(scratch[lid], scratch[lid + s]);
     barrier(CLK_LOCAL_MEM_FENCE);
   }
   m = scratch[0];
@@ -41,7 +43,7 @@ __kernel void quantize_blockwise(__global const void* x, int x_type, ulong n, ui
   const size_t end = min((size_t)n, begin + blocksize);
   const float m = group_absmax(x, x_type, begin, end, scratch);
   if (lid == 0) absmax[b] = m;
-  if (m == 0.0f) {
+  if (!lb_absmax_scales(m)) {
     const uchar zero = zero_code_of(lcode);
     for (size_t i = begin + lid; i < end; i += lsize) codes[i] = zero;
     return;
@@ -88,8 +90,9 @@ __kernel void quantize_4bit(__global const void* x, int x_type, ulong n, uint bl
   const float m = group_absmax(x, x_type, begin, end, scratch);
   if (lid == 0) absmax[b] = m;
   for (size_t i = begin + 2 * lid; i < end; i += 2 * lsize) {
-    const float r0 = m != 0.0f ? load_elem(x, x_type, i) / m : 0.0f;
-    const float r1 = (i + 1 < end && m != 0.0f) ? load_elem(x, x_type, i + 1) / m : 0.0f;
+    const int scales = lb_absmax_scales(m);
+    const float r0 = scales ? load_elem(x, x_type, i) / m : 0.0f;
+    const float r1 = (i + 1 < end && scales) ? load_elem(x, x_type, i + 1) / m : 0.0f;
     const uchar hi = encode_4bit(r0, table, sorted_code, zero_code, negative_zero_code);
     const uchar lo = encode_4bit(r1, table, sorted_code, zero_code, negative_zero_code);
     packed[i / 2] = (uchar)(hi << 4 | lo);

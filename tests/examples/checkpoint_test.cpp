@@ -141,6 +141,76 @@ TEST(Checkpoint, CorruptFilesAreRefusedByName) {
   }
 }
 
+// checkpoint_fuzz's finding: an empty payload (whose data pointer is null)
+// reached memcpy in the checksum, undefined behaviour that UBSan reports.
+// Payloads that pass their checksum but are no archive are refused by name.
+TEST(Checkpoint, ChecksummedPayloadsThatAreNoArchiveAreRefusedByName) {
+  ScratchDir dir;
+  for (const std::string& payload : {std::string(), std::string("PK\x03\x04 not a zip", 15)}) {
+    dir.write("sealed.ckpt", lowbit::train::seal_checkpoint_payload(payload));
+    const std::string path = dir.file("sealed.ckpt");
+    try {
+      Checkpoint c(path);
+      ADD_FAILURE() << "a payload of " << payload.size() << " bytes was accepted";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(path + ": its payload cannot be read"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+// checkpoint_fuzz's second finding: libtorch's unpickler sized a string by
+// its 4-byte length before reading it, so a length changed to 1.8 GB in a
+// 20 KB file (behind a valid checksum) made the reader allocate 1.8 GB. The
+// pickle's lengths are now checked against the bytes present first.
+TEST(Checkpoint, ALengthFieldCannotMakeTheReaderAllocate) {
+  ScratchDir dir;
+  Trained s(1);
+  s.step(0);
+  const std::string path = checkpoint_path(dir.path(), 1);
+  save_checkpoint(path, *s.model, s.adam, {1, 1, torch::zeros({1}, torch::kUInt8), "", {}});
+  torch::serialize::InputArchive outer;
+  outer.load_from(path);
+  torch::Tensor payload;
+  outer.read("payload", payload);
+  std::string bytes(reinterpret_cast<const char*>(payload.data_ptr<uint8_t>()),
+                    size_t(payload.numel()));
+  // BINUNICODE "model" in data.pkl (stored uncompressed in the zip).
+  const size_t at = bytes.find(std::string("X\x05\x00\x00\x00model", 10));
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at + 1, 4, std::string("\x00\x00\x00\x70", 4));  // 0x70000000 bytes
+  dir.write("long.ckpt", lowbit::train::seal_checkpoint_payload(bytes));
+  try {
+    Checkpoint c(dir.file("long.ckpt"));
+    ADD_FAILURE() << "a string longer than its file was accepted";
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    EXPECT_NE(what.find(dir.file("long.ckpt")), std::string::npos) << what;
+    EXPECT_NE(what.find("pickle ends inside a value"), std::string::npos) << what;
+  }
+}
+
+// checkpoint_fuzz's fourth finding: errors of the optimizer's load() (here
+// an Adam state restored into SGD; there a changed version string) named no
+// file.
+TEST(Checkpoint, OptimizerStateErrorsNameTheFile) {
+  ScratchDir dir;
+  Trained s(1);
+  s.step(0);
+  const std::string path = checkpoint_path(dir.path(), 1);
+  save_checkpoint(path, *s.model, s.adam, {1, 1, torch::zeros({1}, torch::kUInt8), "", {}});
+  torch::optim::SGD sgd(s.model->parameters(), torch::optim::SGDOptions(0.1));
+  try {
+    Checkpoint(path).restore(*s.model, sgd);
+    ADD_FAILURE() << "an Adam state loaded into SGD";
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    EXPECT_NE(what.find(path + ": its optimizer state cannot be loaded"), std::string::npos)
+        << what;
+  }
+}
+
 TEST(Checkpoint, FailedSaveKeepsThePreviousFile) {
   ScratchDir dir;
   Trained s(1);
