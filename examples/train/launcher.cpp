@@ -164,7 +164,9 @@ int launch_local_ranks(int nproc, const std::vector<std::string>& args, std::ost
   int running = nproc;
   while (running > 0) {
     if (forwarded_signal != 0) {
-      ::kill(-group, forwarded_signal);
+      // To the ranks alone: a program a rank runs (the KJV's `bible` reader) is not to stop.
+      for (const Rank& k : ranks)
+        if (k.running) ::kill(k.pid, forwarded_signal);
       forwarded_signal = 0;
     }
     bool reaped = false;

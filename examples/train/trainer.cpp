@@ -350,8 +350,9 @@ void Run::train() {
     const bool epoch_end =
         r_.train.epochs > 0 &&
         state_.micro_batch / per_epoch_ > (state_.micro_batch - r_.train.grad_accum) / per_epoch_;
-    if (main() &&
-        (step == total_ || (r_.train.eval_every > 0 ? step % r_.train.eval_every == 0 : epoch_end))) {
+    const bool eval_due =
+        step == total_ || (r_.train.eval_every > 0 ? step % r_.train.eval_every == 0 : epoch_end);
+    if (main() && eval_due) {
       evaluate(step);
     }
     const bool stop = ranks_ ? stop_agreed_ : options_.stop != nullptr && *options_.stop != 0;
@@ -514,8 +515,8 @@ RunResult Run::finish() {
            << double(result_.rank_optimizer_state_bytes[k]) / (1 << 20) << " MiB"
            << (k + 1 < result_.rank_peak_rss_mib.size() ? ";" : ")");
   }
-  out_ << ", wall " << format_duration(seconds_since(start_)) << "\n  metrics " << r_.log.metrics << ", plot "
-       << r_.log.plot;
+  out_ << ", wall " << format_duration(seconds_since(start_)) << "\n  metrics " << r_.log.metrics
+       << ", plot " << r_.log.plot;
   if (!result_.interrupted) {
     out_ << ", model " << model_path();
     if (prepared_.adapters) out_ << ", PEFT adapter " << adapter_path();
