@@ -146,7 +146,7 @@ Arguments parse(int argc, char** argv) {
       throw lowbit::config::RecipeError("more than one recipe given: '" + a.recipe + "' and '" +
                                         arg + "'");
     }
-    for (int k = first; k <= i; ++k) a.forwarded.push_back(argv[k]);
+    for (int k = first; k <= i && k < argc; ++k) a.forwarded.push_back(argv[k]);
   }
   if (!a.prompts.empty() && !a.generate)
     throw lowbit::config::RecipeError("--prompt goes with --generate");

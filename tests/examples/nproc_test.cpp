@@ -238,6 +238,24 @@ log: {progress: none}
   EXPECT_LT(max_parameter_difference(recipe, one + "/model.pt", many + "/model.pt"), 1e-4);
 }
 
+TEST(LowbitTrainNproc, ArgumentErrorsStopBeforeAnyRankStarts) {
+  ScratchDir dir;
+  const auto expect_refused = [&](const std::vector<std::string>& args, const std::string& text,
+                                  const std::vector<std::string>& env = {}) {
+    const std::string log = dir.file("refused.log");
+    fs::remove(log);
+    EXPECT_EQ(wait_for(start(args, log, env), std::chrono::seconds(60)), 2);
+    const std::string output = read_text(log);
+    EXPECT_NE(output.find(text), std::string::npos) << output;
+    EXPECT_EQ(output.find("ranks 0-"), std::string::npos) << output;  // nothing launched
+  };
+  expect_refused({"--nproc", "0"}, "--nproc: '0' is not a number of processes in [1, 1024]");
+  expect_refused({"--nproc"}, "--nproc needs a number of processes");
+  expect_refused({"--nproc", "2", "--print-recipe"}, "--nproc goes with training");
+  expect_refused({"--nproc=2"}, "--nproc launches the ranks itself, and RANK or WORLD_SIZE is set",
+                 {"RANK=0", "WORLD_SIZE=2"});
+}
+
 // In one process, without Gloo: two ranks' weighted losses of a micro-batch are different
 // rows and average to the batch's loss, when the rows split evenly (GPT windows, 8 over 2) and
 // when they do not (7 images over 2: 3 and 4).
