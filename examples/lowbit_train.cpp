@@ -3,16 +3,21 @@
 // with --set overrides, checkpoints and resume; renders metrics plots.
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "examples/config/recipe.h"
 #include "examples/config/schema.h"
 #include "examples/train/finished_run.h"
+#include "examples/train/launcher.h"
+#include "examples/train/ranks.h"
 #include "examples/train/svg_plot.h"
 #include "examples/train/trainer.h"
 
@@ -31,6 +36,7 @@ void on_interrupt(int) {
 
 const char* kUsage = R"(usage:
   lowbit-train [RECIPE.yaml] [--set KEY=VALUE]... [--print-recipe]
+  lowbit-train [RECIPE.yaml] [--set KEY=VALUE]... --nproc N
   lowbit-train RECIPE.yaml [--set KEY=VALUE]... --generate [--prompt TEXT]...
   lowbit-train RECIPE.yaml [--set KEY=VALUE]... --merge [OUT_DIR]
   lowbit-train --plot METRICS.jsonl [OUT.svg]
@@ -49,6 +55,12 @@ language model. --generate prints continuations of the --prompt texts
 the model in Hugging Face layout to OUT_DIR (default checkpoint.dir/merged;
 also --merge=OUT_DIR): config.json, model.safetensors with LoRA adapters
 folded into the dequantized base, and the tokenizer files.
+--nproc N trains with N processes on this machine (data parallel over
+Gloo: each takes its share of every batch, train.batch_size stays the
+global batch; distributed.zero shards the 8-bit optimizer states). A run
+over several machines starts this program on each with RANK, WORLD_SIZE,
+MASTER_ADDR and MASTER_PORT set, as torchrun does. Rank 0 alone prints
+and writes the run's files.
 --plot renders a metrics file as SVG (default: next to it, .svg).
 --list-keys prints every recipe key with its type, default and meaning.
 )";
@@ -62,6 +74,8 @@ struct Arguments {
   std::vector<std::string> prompts;
   bool merge = false;
   std::string merge_dir;  // empty: the run's merged/
+  int nproc = 0;          // --nproc: local ranks to launch (0: none given)
+  std::vector<std::string> forwarded;  // the arguments without --nproc, for the ranks
 };
 
 bool is_recipe_file(const std::string& arg) {
@@ -80,10 +94,29 @@ std::optional<std::string> option_value(const std::string& name, const char* wha
   return std::string(argv[++i]);
 }
 
+// "lowbit-train", or "lowbit-train (rank R of N)" in a run of several processes, so that an
+// error says which rank stopped.
+std::string who() {
+  const char* rank = std::getenv("RANK");
+  const char* world = std::getenv("WORLD_SIZE");
+  if (!rank || !world || std::string(world) == "1") return "lowbit-train";
+  return std::string("lowbit-train (rank ") + rank + " of " + world + ")";
+}
+
 Arguments parse(int argc, char** argv) {
   Arguments a;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
+    if (const auto n = option_value("--nproc", "a number of processes", i, argc, argv)) {
+      char* end = nullptr;
+      const long v = std::strtol(n->c_str(), &end, 10);
+      if (n->empty() || *end != '\0' || v < 1 || v > 1024)
+        throw lowbit::config::RecipeError("--nproc: '" + *n +
+                                          "' is not a number of processes in [1, 1024]");
+      a.nproc = int(v);
+      continue;
+    }
+    const int first = i;
     if (const auto value = option_value("--set", "KEY=VALUE", i, argc, argv)) {
       a.overrides.push_back(*value);
     } else if (const auto prompt = option_value("--prompt", "TEXT", i, argc, argv)) {
@@ -113,6 +146,7 @@ Arguments parse(int argc, char** argv) {
       throw lowbit::config::RecipeError("more than one recipe given: '" + a.recipe + "' and '" +
                                         arg + "'");
     }
+    for (int k = first; k <= i && k < argc; ++k) a.forwarded.push_back(argv[k]);
   }
   if (!a.prompts.empty() && !a.generate)
     throw lowbit::config::RecipeError("--prompt goes with --generate");
@@ -121,6 +155,13 @@ Arguments parse(int argc, char** argv) {
                                       " needs the RECIPE.yaml of the run");
   if (a.generate && a.merge)
     throw lowbit::config::RecipeError("--generate and --merge are separate commands; give one");
+  if (a.nproc > 0 && (a.generate || a.merge || a.print_recipe || !a.plot.empty()))
+    throw lowbit::config::RecipeError("--nproc goes with training, not with --generate, --merge, "
+                                      "--print-recipe or --plot");
+  if (a.nproc > 0 && (std::getenv("RANK") || std::getenv("WORLD_SIZE")))
+    throw lowbit::config::RecipeError(
+        "--nproc launches the ranks itself, and RANK or WORLD_SIZE is set already: unset them, "
+        "or start the ranks yourself without --nproc");
   return a;
 }
 
@@ -168,19 +209,25 @@ int main(int argc, char** argv) {
       train::merge_run(recipe, args.merge_dir, std::cout);
       return 0;
     }
+    if (args.nproc > 1) return train::launch_local_ranks(args.nproc, args.forwarded, std::cerr);
     std::signal(SIGINT, on_interrupt);
     train::RunOptions options;
-    options.terminal = ::isatty(STDOUT_FILENO) != 0;
+    options.ranks =
+        train::Ranks::from_environment(std::chrono::seconds(recipe.distributed.timeout));
+    // Ranks other than 0 print nothing but their errors (on stderr).
+    std::ostringstream quiet;
+    if (options.ranks && options.ranks->rank() != 0) options.out = &quiet;
+    options.terminal = ::isatty(STDOUT_FILENO) != 0 && options.out == &std::cout;
     options.stop = &stop_requested;
     return train::run_training(recipe, options).interrupted ? 130 : 0;
   } catch (const config::RecipeError& e) {
-    std::cerr << "lowbit-train: " << e.what() << "\n";
+    std::cerr << who() << ": " << e.what() << "\n";
     return 2;
   } catch (const c10::Error& e) {
-    std::cerr << "lowbit-train: " << e.msg() << "\n";
+    std::cerr << who() << ": " << e.msg() << "\n";
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "lowbit-train: " << e.what() << "\n";
+    std::cerr << who() << ": " << e.what() << "\n";
     return 1;
   }
 }

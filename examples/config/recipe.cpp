@@ -119,6 +119,8 @@ void fill_sections(Recipe& r) {
 
   r.device = get<std::string>(v, "device");  // resolve_device settles auto
   r.backend = get<std::string>(v, "backend");
+  r.distributed.zero = get<bool>(v, "distributed.zero");
+  r.distributed.timeout = get<int64_t>(v, "distributed.timeout");
   r.checkpoint.dir = get<std::string>(v, "checkpoint.dir");
   r.checkpoint.every = get<int64_t>(v, "checkpoint.every");
   r.checkpoint.keep = get<int64_t>(v, "checkpoint.keep");

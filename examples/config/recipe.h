@@ -102,6 +102,13 @@ struct GenerateRecipe {
   double temperature = 0.0, top_p = 1.0;  // temperature 0: greedy
 };
 
+// Several processes (lowbit-train --nproc, or RANK and WORLD_SIZE set): a
+// process alone ignores it.
+struct DistributedRecipe {
+  bool zero = false;     // ZeRO-1: optimizer states sharded over the processes
+  int64_t timeout = 300;  // seconds start-up and each collective may wait
+};
+
 struct CheckpointRecipe {
   std::string dir;  // resolved: runs/<recipe name> when left empty
   int64_t every = 0, keep = 3;
@@ -128,6 +135,7 @@ struct Recipe {
   // default), so a saved recipe still means "the best this machine has".
   std::string device;
   std::string backend;  // auto | cpu | opencl (CPU runs; a CUDA run uses the CUDA backend)
+  DistributedRecipe distributed;
   CheckpointRecipe checkpoint;
   LogRecipe log;
   GenerateRecipe generate;

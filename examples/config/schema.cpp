@@ -250,6 +250,14 @@ std::vector<KeySpec> build() {
                   "kernels backend of a CPU run (auto: OpenCL GPU, else CPU); a CUDA run uses "
                   "the CUDA backend"),
               {"auto", "cpu", "opencl"}),
+      // distributed (several processes: lowbit-train --nproc, or RANK and WORLD_SIZE set)
+      key("distributed.zero", Kind::Bool, "false",
+          "with several processes: ZeRO-1, each process keeps the optimizer states of its share "
+          "of the blocks (adam8bit, adamw8bit, lion8bit, rmsprop8bit; writes no checkpoints)"),
+      range(key("distributed.timeout", Kind::Int, "300",
+                "with several processes: seconds the start-up and each collective wait for the "
+                "others before the run stops with an error"),
+            1, 86400),
       // checkpoint
       key("checkpoint.dir", Kind::String, "\"\"", "run directory (empty: runs/<recipe name>)"),
       range(key("checkpoint.every", Kind::Int, "0", "save every N steps (0: at the end only)"), 0,

@@ -1,5 +1,7 @@
 #include "examples/train/causal_lm_task.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -92,15 +94,26 @@ io::LlamaConfig fresh_config(const config::ModelRecipe& m, const text::Tokenizer
 
 class CausalLmTask : public Task {
  public:
-  CausalLmTask(const config::Recipe& r, torch::Device device)
-      : r_(r), device_(device), block_(r.model.block_size) {
+  CausalLmTask(const config::Recipe& r, torch::Device device, DataShard shard)
+      : r_(r), device_(device), shard_(shard), block_(r.model.block_size) {
     std::vector<data::TextRecord> records = read_records(r.data);
     records_ = int64_t(records.size());
     const data::RecordSplit split = data::split_records(records, r.data.valid_fraction);
     const std::string export_dir = (fs::path(r.checkpoint.dir) / "hf").string();
     if (r.model.name == "llama") {
-      tokenizer_file_ = train_tokenizer(split.train, r.model.vocab_size, r.checkpoint.dir);
-      tokenizer_ = text::load_tokenizer(tokenizer_file_);
+      if (shard.rank == 0) {
+        tokenizer_file_ = train_tokenizer(split.train, r.model.vocab_size, r.checkpoint.dir);
+        tokenizer_ = text::load_tokenizer(tokenizer_file_);
+      } else {
+        // The other ranks train the same tokenizer (deterministic) in a folder of their own:
+        // only rank 0 writes into the run directory.
+        const fs::path scratch = fs::temp_directory_path() /
+                                 ("lowbit-tokenizer-rank" + std::to_string(shard.rank) + "-" +
+                                  std::to_string(::getpid()));
+        tokenizer_ = text::load_tokenizer(
+            train_tokenizer(split.train, r.model.vocab_size, scratch.string()));
+        fs::remove_all(scratch);
+      }
       model_ = nn::LlamaForCausalLM(fresh_config(r.model, *tokenizer_));
       model_->to(model_dtype(r.model));
       source_ = "a fresh Llama-shaped model";
@@ -147,7 +160,16 @@ class CausalLmTask : public Task {
   int64_t batches_per_epoch() const override { return per_epoch_; }
 
   torch::Tensor loss(int64_t index) override {
-    return token_loss(train_batches_->batch(index), at::Reduction::Mean);
+    const data::PackedBatch b = train_batches_->batch(index);
+    if (shard_.ranks == 1) return token_loss(b, at::Reduction::Mean);
+    // The whole batch's mean is its loss sum over its learned tokens: this rank's sum over
+    // that same count, times the ranks, averages to it.
+    const int64_t n = b.input.size(0), begin = shard_.begin(n), end = shard_.end(n);
+    if (begin == end) return {};
+    const double learned =
+        double(std::max<int64_t>(b.labels.ne(data::kIgnore).sum().item<int64_t>(), 1));
+    const data::PackedBatch mine{b.input.slice(0, begin, end), b.labels.slice(0, begin, end)};
+    return token_loss(mine, at::Reduction::Sum) * (double(shard_.ranks) / learned);
   }
 
   Evaluation evaluate() override {
@@ -240,6 +262,7 @@ class CausalLmTask : public Task {
 
   const config::Recipe& r_;
   torch::Device device_;
+  DataShard shard_;
   int64_t block_;
   int64_t records_ = 0, per_epoch_ = 1, eval_windows_ = 0;
   std::unique_ptr<text::Tokenizer> tokenizer_;
@@ -251,8 +274,9 @@ class CausalLmTask : public Task {
 
 }  // namespace
 
-std::unique_ptr<Task> make_causal_lm_task(const config::Recipe& recipe, torch::Device device) {
-  return std::make_unique<CausalLmTask>(recipe, device);
+std::unique_ptr<Task> make_causal_lm_task(const config::Recipe& recipe, torch::Device device,
+                                          DataShard shard) {
+  return std::make_unique<CausalLmTask>(recipe, device, shard);
 }
 
 }  // namespace lowbit::train

@@ -16,6 +16,7 @@
 
 namespace lowbit::train {
 
-std::unique_ptr<Task> make_causal_lm_task(const config::Recipe& recipe, torch::Device device);
+std::unique_ptr<Task> make_causal_lm_task(const config::Recipe& recipe, torch::Device device,
+                                          DataShard shard = {});
 
 }  // namespace lowbit::train

@@ -10,7 +10,7 @@
 namespace lowbit::train {
 namespace fs = std::filesystem;
 
-RunModel make_run_model(const config::Recipe& r) {
+RunModel make_run_model(const config::Recipe& r, DataShard shard) {
   RunModel m;
   if (r.train.threads > 0) torch::set_num_threads(int(r.train.threads));
   m.device = r.device == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
@@ -27,7 +27,7 @@ RunModel make_run_model(const config::Recipe& r) {
   }
   // The model comes on the device: quant and LoRA prepare it there, and the
   // optimizer is built after, over the parameters where they will train.
-  m.task = make_task(r, m.device);
+  m.task = make_task(r, m.device, shard);
   m.model = m.task->module();
   if (!r.model.init.empty()) load_model(r.model.init, *m.model);
   m.prepared = prepare_model(*m.model, r.quant, r.lora, m.backend, m.task->quantized_on_load(),

@@ -29,8 +29,9 @@ struct RunModel {
   PreparedModel prepared;
 };
 
-// Sets train.threads, then builds as described above.
-RunModel make_run_model(const config::Recipe& recipe);
+// Sets train.threads, then builds as described above; `shard` is the share of
+// each training batch this process computes (make_task).
+RunModel make_run_model(const config::Recipe& recipe, DataShard shard = {});
 
 // Where a finished run leaves its model: <checkpoint.dir>/model.pt.
 std::string final_model_path(const config::Recipe& recipe);

@@ -16,11 +16,24 @@
 namespace lowbit::train {
 namespace {
 
+// Rows [begin, end) of a batch of n for `shard`, and the weight of their mean
+// loss: rows · ranks / n, so that the mean over the ranks of the weighted
+// shard losses is the batch's mean loss (1 for a process alone).
+struct ShardRows {
+  int64_t begin, end;
+  double weight;
+};
+ShardRows shard_rows(const DataShard& shard, int64_t n) {
+  const int64_t begin = shard.begin(n), end = shard.end(n);
+  return {begin, end, double(end - begin) * double(shard.ranks) / double(n)};
+}
+
 class ImageTask : public Task {
  public:
-  ImageTask(const config::Recipe& r, torch::Device device)
+  ImageTask(const config::Recipe& r, torch::Device device, DataShard shard)
       : model_(build_model(r.model)),
         device_(device),
+        shard_(shard),
         batch_size_(r.train.batch_size),
         batches_(normalised_train(r), r.train.batch_size, uint64_t(r.train.seed)) {
     model_.ptr()->to(device_);
@@ -35,7 +48,12 @@ class ImageTask : public Task {
 
   torch::Tensor loss(int64_t index) override {
     const auto [images, labels] = batches_.batch(index);
-    return torch::cross_entropy_loss(model_.forward(images.to(device_)), labels.to(device_));
+    const ShardRows rows = shard_rows(shard_, images.size(0));
+    if (rows.begin == rows.end) return {};
+    const torch::Tensor loss =
+        torch::cross_entropy_loss(model_.forward(images.slice(0, rows.begin, rows.end).to(device_)),
+                                  labels.slice(0, rows.begin, rows.end).to(device_));
+    return shard_.ranks == 1 ? loss : loss * rows.weight;
   }
 
   Evaluation evaluate() override {
@@ -73,6 +91,7 @@ class ImageTask : public Task {
 
   torch::nn::AnyModule model_;
   torch::Device device_;
+  DataShard shard_;
   int64_t batch_size_;
   float mean_ = 0.0f, std_ = 1.0f;
   int64_t train_count_ = 0;
@@ -82,9 +101,10 @@ class ImageTask : public Task {
 
 class TextTask : public Task {
  public:
-  TextTask(const config::Recipe& r, torch::Device device)
+  TextTask(const config::Recipe& r, torch::Device device, DataShard shard)
       : model_(build_model(r.model)),
         device_(device),
+        shard_(shard),
         batch_size_(r.train.batch_size),
         block_(r.model.block_size),
         seed_(uint64_t(r.train.seed)) {
@@ -114,7 +134,11 @@ class TextTask : public Task {
 
   torch::Tensor loss(int64_t index) override {
     const data::TextBatch b = data::sample_windows(text_.train, batch_size_, block_, seed_, index);
-    return lm_loss(b.input.to(device_), b.target.to(device_));
+    const ShardRows rows = shard_rows(shard_, b.input.size(0));
+    if (rows.begin == rows.end) return {};
+    const torch::Tensor loss = lm_loss(b.input.slice(0, rows.begin, rows.end).to(device_),
+                                       b.target.slice(0, rows.begin, rows.end).to(device_));
+    return shard_.ranks == 1 ? loss : loss * rows.weight;
   }
 
   Evaluation evaluate() override {
@@ -145,6 +169,7 @@ class TextTask : public Task {
 
   torch::nn::AnyModule model_;
   torch::Device device_;
+  DataShard shard_;
   int64_t batch_size_, block_;
   uint64_t seed_;
   int64_t documents_ = 0, per_epoch_ = 1;
@@ -161,19 +186,21 @@ void Task::save_hf(const std::string& dir) {
                             "(model.name hf_causal_lm or llama) can be");
 }
 
-std::unique_ptr<Task> make_task(const config::Recipe& recipe, torch::Device device) {
+std::unique_ptr<Task> make_task(const config::Recipe& recipe, torch::Device device,
+                                DataShard shard) {
   torch::manual_seed(uint64_t(recipe.train.seed));
   if (recipe.model.name == "hf_causal_lm" || recipe.model.name == "llama") {
 #ifdef LOWBIT_WITH_TEXT
-    return make_causal_lm_task(recipe, device);
+    return make_causal_lm_task(recipe, device, shard);
 #else
     throw config::RecipeError("model.name: " + recipe.model.name +
                               " needs the tokenizers, and this build has none (ICU was not "
                               "found: install libicu-dev and rebuild)");
 #endif
   }
-  if (recipe.data.name == "fashion_mnist") return std::make_unique<ImageTask>(recipe, device);
-  return std::make_unique<TextTask>(recipe, device);
+  if (recipe.data.name == "fashion_mnist")
+    return std::make_unique<ImageTask>(recipe, device, shard);
+  return std::make_unique<TextTask>(recipe, device, shard);
 }
 
 }  // namespace lowbit::train

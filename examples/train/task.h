@@ -18,6 +18,15 @@
 
 namespace lowbit::train {
 
+// The share of every training micro-batch this process computes in a data-parallel run of
+// `ranks` processes: rows [n rank / ranks, n (rank + 1) / ranks) of a batch of n rows, so the
+// ranks together take the batch one process takes, each row once.
+struct DataShard {
+  int rank = 0, ranks = 1;
+  int64_t begin(int64_t n) const { return n * rank / ranks; }
+  int64_t end(int64_t n) const { return n * (rank + 1) / ranks; }
+};
+
 struct Evaluation {
   double loss = 0.0;               // mean cross-entropy per example (image) or token (text)
   std::optional<double> accuracy;  // image tasks: share of test images classified right
@@ -32,7 +41,11 @@ class Task {
   virtual std::shared_ptr<torch::nn::Module> module() const = 0;
   virtual int64_t batches_per_epoch() const = 0;
   // Training loss of micro-batch `index` (a pure function of the seed and the
-  // index, so the data position of a run is its micro-batch counter).
+  // index, so the data position of a run is its micro-batch counter). With a
+  // DataShard of several ranks: the loss of this rank's rows, weighted so that
+  // the mean over the ranks is the whole batch's loss (and so the mean of the
+  // ranks' gradients the whole batch's gradient); undefined when this rank
+  // has no rows (a last batch smaller than the ranks).
   virtual torch::Tensor loss(int64_t index) = 0;
   // Runs in eval mode without gradients, then restores training mode.
   virtual Evaluation evaluate() = 0;
@@ -59,6 +72,7 @@ class Task {
 // so a seed gives the same initial weights on every device) and moves it and
 // the evaluation data to `device`; training batches are drawn on the CPU and
 // moved there one at a time.
-std::unique_ptr<Task> make_task(const config::Recipe& recipe, torch::Device device);
+std::unique_ptr<Task> make_task(const config::Recipe& recipe, torch::Device device,
+                                DataShard shard = {});
 
 }  // namespace lowbit::train

@@ -74,13 +74,15 @@ double load_average() {
 const std::vector<std::string> kResumableChanges = {
     "checkpoint",       "log",     "train.steps", "train.epochs",    "train.threads",
     "train.eval_every", "backend", "device",      "data.path",       "data.eval_limit",
-    "generate"};
+    "generate",         "distributed"};
 
 // The checkpoint to resume from per checkpoint.resume, or none for a fresh run.
-std::optional<Checkpoint> find_resume(const config::Recipe& r, std::ostream& out) {
+// Only rank 0 (`main`) deletes the checkpoints of an earlier run.
+std::optional<Checkpoint> find_resume(const config::Recipe& r, bool main, std::ostream& out) {
   const std::string& dir = r.checkpoint.dir;
   const std::string& resume = r.checkpoint.resume;
   if (resume == "never") {
+    if (!main) return std::nullopt;
     const std::vector<int64_t> old = list_checkpoints(dir);
     for (int64_t step : old) fs::remove(checkpoint_path(dir, step));
     if (!old.empty()) {
@@ -151,9 +153,20 @@ class Run {
   std::string quantization_path() const {
     return (fs::path(r_.checkpoint.dir) / "quantization.txt").string();
   }
+  // Rank 0 of a multi-process run, or a process alone: the one that logs and writes files.
+  bool main() const { return !ranks_ || ranks_->rank() == 0; }
+  void log(const nlohmann::json& record) {
+    if (metrics_) metrics_->write(record);
+  }
+  // Multi-process runs: the parameters of rank 0 on every rank, and ZeRO-1 when asked.
+  void start_ranks();
+  // Every rank's `value`, by rank (the value itself for a process alone).
+  template <typename T>
+  std::vector<T> by_rank(T value);
 
   const config::Recipe& r_;
   const RunOptions& options_;
+  const std::shared_ptr<Ranks> ranks_;
   std::ostream& out_;
   const Clock::time_point start_ = Clock::now();
   RunModel built_model_;
@@ -162,6 +175,8 @@ class Run {
   const std::shared_ptr<torch::nn::Module>& model_;
   const PreparedModel& prepared_;
   BuiltOptimizer built_;
+  std::unique_ptr<ShardedOptimizer> zero_;  // distributed.zero with several ranks
+  bool stop_agreed_ = false;  // several ranks: any rank asked to stop (Ctrl-C) this step
   std::vector<double> base_lr_;
   int64_t per_epoch_ = 1, total_ = 0;
   std::optional<Schedule> schedule_;
@@ -179,8 +194,10 @@ class Run {
 Run::Run(const config::Recipe& r, const RunOptions& options)
     : r_(r),
       options_(options),
+      ranks_(options.ranks),
       out_(*options.out),
-      built_model_(make_run_model(r)),
+      built_model_(make_run_model(
+          r, ranks_ ? DataShard{ranks_->rank(), ranks_->size()} : DataShard{})),
       device_(built_model_.device),
       task_(built_model_.task),
       model_(built_model_.model),
@@ -204,12 +221,56 @@ Run::Run(const config::Recipe& r, const RunOptions& options)
   result_.total_steps = total_;
 }
 
+void Run::start_ranks() {
+  if (!ranks_) return;
+  TORCH_CHECK(device_.is_cpu(), "several processes train on the CPU (Gloo); this run's device is ",
+              device_.str(), ": set device: cpu");
+  // A resumed run reads the same checkpoint on every rank; a fresh one takes rank 0's
+  // initialisation (the same seed gives the same weights anyway).
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : model_->parameters()) tensors.push_back(p);
+  for (const auto& b : model_->buffers()) tensors.push_back(b);
+  ranks_->broadcast_parameters(tensors);
+  if (!r_.distributed.zero) return;
+  if (!r_.optimizer.fp32_params.empty())
+    throw config::RecipeError("optimizer.fp32_params: distributed.zero shards the states by "
+                              "blocks, not by parameter names; leave fp32_params empty or set "
+                              "distributed.zero: false");
+  const int64_t block_size = r_.optimizer.block_size.value_or(256);
+  const int64_t min_8bit_size = r_.optimizer.min_8bit_size.value_or(4096);
+  zero_ = ranks_->shard_optimizer(
+      prepared_.trainable,
+      [this](std::vector<torch::Tensor> shards) {
+        const std::vector<std::string> names(shards.size());
+        return make_optimizer(r_.optimizer, shards, names, built_model_.backend).optimizer;
+      },
+      block_size, min_8bit_size);
+}
+
+template <typename T>
+std::vector<T> Run::by_rank(T value) {
+  if (!ranks_) return {value};
+  std::vector<double> slots(size_t(ranks_->size()), 0.0);
+  slots[size_t(ranks_->rank())] = double(value);
+  ranks_->sum(slots);
+  return std::vector<T>(slots.begin(), slots.end());
+}
+
 bool Run::resume() {
-  fs::create_directories(r_.checkpoint.dir);
-  remove_stale_temp_files(r_.checkpoint.dir);
-  if (!prepared_.quantization_table.empty())
-    quant::write_file_atomically(quantization_path(), prepared_.quantization_table);
-  std::optional<Checkpoint> checkpoint = find_resume(r_, out_);
+  if (main()) {
+    fs::create_directories(r_.checkpoint.dir);
+    remove_stale_temp_files(r_.checkpoint.dir);
+    if (!prepared_.quantization_table.empty())
+      quant::write_file_atomically(quantization_path(), prepared_.quantization_table);
+  }
+  std::optional<Checkpoint> checkpoint = find_resume(r_, main(), out_);
+  if (checkpoint && ranks_ && r_.distributed.zero) {
+    throw config::RecipeError(
+        "checkpoint.resume: " + checkpoint->path() +
+        " would be resumed, and a distributed.zero run cannot resume yet (its sharded "
+        "optimizer states are not saved); set checkpoint.resume: never, another "
+        "checkpoint.dir, or distributed.zero: false");
+  }
   if (checkpoint) {
     check_same_recipe(*checkpoint, r_);
     checkpoint->restore(*model_, *built_.optimizer);
@@ -222,6 +283,15 @@ bool Run::resume() {
       cuda_generator_->set_state(checkpoint->state().cuda_rng_state);
     }
   }
+  if (ranks_) {
+    ranks_->check_same(
+        "the checkpoint to resume from",
+        fingerprint(std::to_string(state_.step) + "/" + std::to_string(state_.micro_batch)),
+        "rank " + std::to_string(ranks_->rank()) + " resumes " +
+            (checkpoint ? checkpoint->path() : std::string("no checkpoint")) +
+            "; checkpoint.dir must be a folder every rank reads (one filesystem)");
+    start_ranks();
+  }
   result_.start_step = result_.end_step = state_.step;
   if (state_.step >= total_) {
     out_ << checkpoint->path() << " already holds the run's last step (" << state_.step << " of "
@@ -229,6 +299,7 @@ bool Run::resume() {
          << "checkpoint.resume=never to start over\n";
     return false;
   }
+  if (!main()) return true;
   metrics_.emplace(r_.log.metrics, checkpoint ? state_.step : -1);
   print_header(checkpoint);
   print_samples(checkpoint ? "samples at step " + std::to_string(state_.step)
@@ -242,7 +313,7 @@ void Run::print_samples(const std::string& title) {
   out_ << "  " << title << ":\n";
   for (size_t i = 0; i < samples.size(); ++i) {
     out_ << "    [" << r_.generate.prompts[i] << "] -> " << samples[i] << "\n";
-    metrics_->write({{"type", "sample"},
+    log({{"type", "sample"},
                      {"step", state_.step},
                      {"prompt", r_.generate.prompts[i]},
                      {"text", samples[i]}});
@@ -258,6 +329,12 @@ void Run::print_header(const std::optional<Checkpoint>& checkpoint) const {
        << r_.schedule.name << "\n  threads: " << torch::get_num_threads() << ", backend "
        << built_model_.backend_name << " (" << built_model_.backend_reason
        << ")\n  run directory: " << r_.checkpoint.dir << "\n";
+  if (ranks_) {
+    out_ << "  processes: " << ranks_->size() << " (data parallel over Gloo, rows "
+         << DataShard{0, ranks_->size()}.end(r_.train.batch_size) << " of "
+         << r_.train.batch_size << " per micro-batch on rank 0"
+         << (zero_ ? "; ZeRO-1: optimizer states sharded, no checkpoints" : "") << ")\n";
+  }
   if (!prepared_.quantization_table.empty())
     out_ << "  quantization (" << quantization_path() << "):\n" << prepared_.quantization_table;
   if (checkpoint) {
@@ -274,11 +351,15 @@ void Run::train() {
     const bool epoch_end =
         r_.train.epochs > 0 &&
         state_.micro_batch / per_epoch_ > (state_.micro_batch - r_.train.grad_accum) / per_epoch_;
-    if (step == total_ || (r_.train.eval_every > 0 ? step % r_.train.eval_every == 0 : epoch_end)) {
+    const bool eval_due =
+        step == total_ || (r_.train.eval_every > 0 ? step % r_.train.eval_every == 0 : epoch_end);
+    if (main() && eval_due) {
       evaluate(step);
     }
-    const bool stop = options_.stop != nullptr && *options_.stop != 0;
-    if (step == total_ || stop || (r_.checkpoint.every > 0 && step % r_.checkpoint.every == 0)) {
+    const bool stop = ranks_ ? stop_agreed_ : options_.stop != nullptr && *options_.stop != 0;
+    // Rank 0 holds every optimizer state unless they are sharded (ZeRO-1: no checkpoints yet).
+    if (main() && !zero_ &&
+        (step == total_ || stop || (r_.checkpoint.every > 0 && step % r_.checkpoint.every == 0))) {
       state_.rng_state = generator_.get_state();
       if (cuda_generator_) state_.cuda_rng_state = cuda_generator_->get_state();
       built_.move_states(torch::kCPU);  // files hold CPU tensors (a no-op on a CPU run)
@@ -287,8 +368,10 @@ void Run::train() {
       prune_checkpoints(r_.checkpoint.dir, r_.checkpoint.keep);
     }
     if (stop) {
-      progress_->message("interrupted: checkpoint of step " + std::to_string(step) +
-                         " saved in " + r_.checkpoint.dir);
+      progress_->message(zero_ ? "interrupted at step " + std::to_string(step) +
+                                     " (distributed.zero: no checkpoint)"
+                               : "interrupted: checkpoint of step " + std::to_string(step) +
+                                     " saved in " + r_.checkpoint.dir);
       result_.interrupted = true;
       break;
     }
@@ -307,15 +390,30 @@ void Run::step(int64_t step) {
   double loss_sum = 0.0;
   for (int64_t a = 0; a < r_.train.grad_accum; ++a) {
     const torch::Tensor loss = task_->loss(state_.micro_batch++);
+    if (!loss.defined()) continue;  // this rank has no rows of a small last batch
     (loss / double(r_.train.grad_accum)).backward();
     loss_sum += loss.item<double>();
+  }
+  if (ranks_) {
+    // The shard losses are weighted to average to the batch's loss; one all-reduce also
+    // settles whether any rank was asked to stop, so that all stop after the same step.
+    std::vector<double> values = {loss_sum, options_.stop && *options_.stop ? 1.0 : 0.0};
+    ranks_->sum(values);
+    loss_sum = values[0] / double(ranks_->size());
+    stop_agreed_ = values[1] > 0.0;
+    ranks_->average_gradients(prepared_.trainable);
   }
   const double loss = loss_sum / double(r_.train.grad_accum);
   TORCH_CHECK(std::isfinite(loss), "step ", step, ": the training loss is ", loss,
               "; lower optimizer.lr or set train.grad_clip");
   const double grad_norm = clip_gradients(prepared_.trainable, r_.train.grad_clip);
   const Stopwatch update_watch;
-  built_.optimizer->step();
+  if (zero_) {
+    zero_->set_lr(base_lr_[0] * lr_factor);
+    zero_->step();
+  } else {
+    built_.optimizer->step();
+  }
   // A GPU queues the update and returns: wait, so update_s times the kernels.
   if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
   const double update = update_watch.wall_seconds(), update_cpu = update_watch.cpu_seconds();
@@ -326,7 +424,7 @@ void Run::step(int64_t step) {
   times_.update_cpu += update_cpu;
   state_.step = step;
   const double lr = base_lr_[0] * lr_factor;
-  metrics_->write({{"type", "train"},
+  log({{"type", "train"},
                    {"step", step},
                    {"epoch", double(state_.micro_batch) / double(per_epoch_)},
                    {"loss", loss},
@@ -346,7 +444,7 @@ void Run::evaluate(int64_t step) {
   if (e.accuracy) record["accuracy"] = *e.accuracy;
   if (e.perplexity) record["perplexity"] = *e.perplexity;
   record["eval_s"] = seconds_since(eval_start);
-  metrics_->write(record);
+  log(record);
   progress_->message("step " + std::to_string(step) + " eval: " + describe(e));
   if (step == total_) result_.final_evaluation = e;
 }
@@ -359,8 +457,13 @@ RunResult Run::finish() {
   result_.mean_update_seconds = times_.update_wall * per_step;
   result_.mean_step_cpu_seconds = times_.cpu * per_step;
   result_.mean_update_cpu_seconds = times_.update_cpu * per_step;
-  result_.optimizer_state_bytes = built_.state_bytes();
+  result_.optimizer_state_bytes = zero_ ? zero_->state_bytes() : built_.state_bytes();
   result_.peak_rss_mib = peak_rss_mib();
+  if (ranks_) {
+    result_.rank_peak_rss_mib = by_rank(result_.peak_rss_mib);
+    result_.rank_optimizer_state_bytes = by_rank(result_.optimizer_state_bytes);
+  }
+  if (!main()) return result_;
   std::vector<std::string> exports;
   if (!result_.interrupted) {
     save_model(model_path(), *model_);
@@ -376,10 +479,16 @@ RunResult Run::finish() {
                               {"mean_update_cpu_s", result_.mean_update_cpu_seconds},
                               {"load_average", load_average()},
                               {"optimizer_state_bytes", result_.optimizer_state_bytes},
-                              {"nonfinite_skipped_steps", built_.skipped_steps()},
+                              {"nonfinite_skipped_steps",
+                               zero_ ? zero_->skipped_steps() : built_.skipped_steps()},
                               {"peak_rss_mib", result_.peak_rss_mib},
                               {"wall_s", seconds_since(start_)},
                               {"optimizer", built_.description}};
+    if (ranks_) {
+      summary["processes"] = ranks_->size();
+      summary["rank_peak_rss_mib"] = result_.rank_peak_rss_mib;
+      summary["rank_optimizer_state_bytes"] = result_.rank_optimizer_state_bytes;
+    }
     if (result_.final_evaluation) {
       summary["eval_loss"] = result_.final_evaluation->loss;
       if (result_.final_evaluation->accuracy) {
@@ -389,7 +498,7 @@ RunResult Run::finish() {
         summary["eval_perplexity"] = *result_.final_evaluation->perplexity;
       }
     }
-    metrics_->write(summary);
+    log(summary);
   }
   write_plot(r_.log.metrics, r_.log.plot, r_.name + " (" + r_.optimizer.name + ")");
 
@@ -399,9 +508,16 @@ RunResult Run::finish() {
   out_ << "\n  " << 1e3 * result_.mean_step_seconds << " ms/step (optimizer "
        << 1e3 * result_.mean_update_seconds << " ms; CPU " << 1e3 * result_.mean_step_cpu_seconds
        << " ms/step), optimizer state " << double(result_.optimizer_state_bytes) / (1 << 20)
-       << " MiB, peak RSS " << result_.peak_rss_mib << " MiB, wall "
-       << format_duration(seconds_since(start_)) << "\n  metrics " << r_.log.metrics << ", plot "
-       << r_.log.plot;
+       << " MiB, peak RSS " << result_.peak_rss_mib << " MiB";
+  if (ranks_) {
+    out_ << " (by rank:";
+    for (size_t k = 0; k < result_.rank_peak_rss_mib.size(); ++k)
+      out_ << " " << result_.rank_peak_rss_mib[k] << " MiB, state "
+           << double(result_.rank_optimizer_state_bytes[k]) / (1 << 20) << " MiB"
+           << (k + 1 < result_.rank_peak_rss_mib.size() ? ";" : ")");
+  }
+  out_ << ", wall " << format_duration(seconds_since(start_)) << "\n  metrics " << r_.log.metrics
+       << ", plot " << r_.log.plot;
   if (!result_.interrupted) {
     out_ << ", model " << model_path();
     if (prepared_.adapters) out_ << ", PEFT adapter " << adapter_path();
@@ -415,6 +531,20 @@ RunResult Run::finish() {
 }  // namespace
 
 RunResult run_training(const config::Recipe& recipe, const RunOptions& options) {
+  if (options.ranks) {
+    // Before anything that reads data or builds a model: ranks that read different recipes
+    // would otherwise fail later on a shape, or train on without a word.
+    options.ranks->check_same(
+        "the resolved recipe", fingerprint(config::to_yaml(recipe)),
+        "start every rank with the same recipe and --set overrides (lowbit-train RECIPE "
+        "--print-recipe prints what a rank resolved)");
+    if (recipe.train.batch_size < options.ranks->size()) {
+      throw config::RecipeError("train.batch_size: " + std::to_string(recipe.train.batch_size) +
+                                " is below the run's " + std::to_string(options.ranks->size()) +
+                                " processes; allowed: at least one example per process (the "
+                                "batch size is the global batch, shared by the processes)");
+    }
+  }
   Run run(recipe, options);
   if (!run.resume()) return run.result();
   run.train();

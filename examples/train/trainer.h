@@ -7,10 +7,13 @@
 #include <csignal>
 #include <cstdint>
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <ostream>
+#include <vector>
 
 #include "examples/config/recipe.h"
+#include "examples/train/ranks.h"
 #include "examples/train/task.h"
 
 namespace lowbit::train {
@@ -21,6 +24,11 @@ struct RunOptions {
   // Set (e.g. by a SIGINT handler) to stop after the current step with a
   // checkpoint.
   const volatile std::sig_atomic_t* stop = nullptr;
+  // A rank of a multi-process run (data parallel): each takes its DataShard
+  // of every micro-batch, the gradients are averaged before the update, and
+  // rank 0 alone evaluates, logs and writes files (give the others a quiet
+  // `out`). nullptr: one process.
+  std::shared_ptr<Ranks> ranks;
 };
 
 struct RunResult {
@@ -35,6 +43,9 @@ struct RunResult {
   double mean_update_cpu_seconds = 0.0;
   int64_t optimizer_state_bytes = 0;
   double peak_rss_mib = 0.0;  // this process's high-water mark
+  // Multi-process runs: every rank's peak RSS and optimizer state bytes, by rank.
+  std::vector<double> rank_peak_rss_mib;
+  std::vector<int64_t> rank_optimizer_state_bytes;
 };
 
 RunResult run_training(const config::Recipe& recipe, const RunOptions& options = {});

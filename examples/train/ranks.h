@@ -1,0 +1,73 @@
+// The processes of a data-parallel run as the trainer sees them (issue 19): which rank this
+// process is, the collectives a step needs, and ZeRO-1 for lowbit's 8-bit optimizers. Built on
+// lowbit_dist's Gloo process group where this build has it; a build without Gloo runs one
+// process and refuses to start as a rank of several.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/optim/optimizer.h>
+#include <torch/types.h>
+
+namespace lowbit::train {
+
+// ZeRO-1 over the ranks: each rank updates the elements whose optimizer states it owns and
+// the others receive them (dist::ZeroOptimizer).
+class ShardedOptimizer {
+ public:
+  virtual ~ShardedOptimizer() = default;
+  virtual void set_lr(double lr) = 0;
+  // After the gradients are averaged: the update, the same parameters on every rank.
+  virtual void step() = 0;
+  virtual int64_t state_bytes() const = 0;  // this rank's
+  virtual int64_t skipped_steps() const = 0;
+};
+
+class Ranks {
+ public:
+  // The rank's optimizer over 1-D views of its share of the parameters.
+  using Factory =
+      std::function<std::unique_ptr<torch::optim::Optimizer>(std::vector<torch::Tensor>)>;
+
+  // A process of a multi-process run when WORLD_SIZE is set above 1 (with RANK, MASTER_ADDR,
+  // MASTER_PORT, as torchrun and `lowbit-train --nproc` set them): joins the others, waiting
+  // at most `timeout` for them and for each collective after. nullptr for a run of one
+  // process, which opens no store or port.
+  static std::unique_ptr<Ranks> from_environment(std::chrono::seconds timeout);
+
+  ~Ranks();
+  Ranks(const Ranks&) = delete;
+  Ranks& operator=(const Ranks&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+
+  // Throws, on every rank alike, when some rank's `fingerprint` of `what` differs from rank
+  // 0's; the message names those ranks and ends with `advice`.
+  void check_same(const std::string& what, uint64_t fingerprint, const std::string& advice);
+  // Each value becomes its sum over the ranks.
+  void sum(std::vector<double>& values);
+  void broadcast_parameters(const std::vector<torch::Tensor>& params);
+  void average_gradients(const std::vector<torch::Tensor>& params);
+  // `make` must return one of lowbit's 8-bit optimizers whose block_size and min_8bit_size are
+  // the ones given.
+  std::unique_ptr<ShardedOptimizer> shard_optimizer(const std::vector<torch::Tensor>& params,
+                                                    const Factory& make, int64_t block_size,
+                                                    int64_t min_8bit_size);
+
+ private:
+  Ranks() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int rank_ = 0, size_ = 1;
+};
+
+// FNV-1a over the bytes of `text`: a fingerprint for Ranks::check_same.
+uint64_t fingerprint(const std::string& text);
+
+}  // namespace lowbit::train
