@@ -2,9 +2,7 @@
 // exit status 2 and one message; --print-recipe and --plot; and runs killed
 // with SIGKILL at random moments, resumed each time, end bit-identical to a
 // run that was never interrupted.
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,8 +25,8 @@
 #include "examples/train/metrics_log.h"
 #include "tests/examples/saved_weights.h"
 #include "tests/support/scratch_dir.h"
+#include "tests/support/spawn.h"
 
-extern char** environ;
 
 namespace lowbit::train {
 namespace {
@@ -43,20 +41,9 @@ struct Finished {
 
 // Starts lowbit-train with `args`, stdout and stderr into `log`.
 pid_t start(const std::vector<std::string>& args, const std::string& log) {
-  std::vector<std::string> all = {LOWBIT_TRAIN_EXE};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t files;
-  posix_spawn_file_actions_init(&files);
-  posix_spawn_file_actions_addopen(&files, STDOUT_FILENO, log.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&files, STDOUT_FILENO, STDERR_FILENO);
-  pid_t pid = -1;
-  EXPECT_EQ(posix_spawn(&pid, argv[0], &files, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&files);
-  return pid;
+  std::vector<std::string> command = {LOWBIT_TRAIN_EXE};
+  command.insert(command.end(), args.begin(), args.end());
+  return lowbit::testing::spawn_logged(std::move(command), log);
 }
 
 int wait_for(pid_t pid) {

@@ -3,10 +3,8 @@
 // hand from the environment (torchrun style) refuse to train on different recipes; a rank
 // killed or stopped ends the run with an error that names it, within the timeout.
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,8 +29,8 @@
 #include "examples/train/task.h"
 #include "tests/examples/saved_weights.h"
 #include "tests/support/scratch_dir.h"
+#include "tests/support/spawn.h"
 
-extern char** environ;
 
 namespace lowbit::train {
 namespace {
@@ -45,25 +43,9 @@ using lowbit::testing::ScratchDir;
 // stderr into `log`.
 pid_t start(const std::vector<std::string>& args, const std::string& log,
             const std::vector<std::string>& env = {}) {
-  std::vector<std::string> all = {LOWBIT_TRAIN_EXE};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> env_text = env;
-  for (char** e = environ; *e; ++e) env_text.push_back(*e);
-  std::vector<char*> envp;
-  for (std::string& e : env_text) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t files;
-  posix_spawn_file_actions_init(&files);
-  posix_spawn_file_actions_addopen(&files, STDOUT_FILENO, log.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&files, STDOUT_FILENO, STDERR_FILENO);
-  pid_t pid = -1;
-  EXPECT_EQ(posix_spawn(&pid, argv[0], &files, nullptr, argv.data(), envp.data()), 0);
-  posix_spawn_file_actions_destroy(&files);
-  return pid;
+  std::vector<std::string> command = {LOWBIT_TRAIN_EXE};
+  command.insert(command.end(), args.begin(), args.end());
+  return lowbit::testing::spawn_logged(std::move(command), log, env);
 }
 
 // The exit status (128 + signal when killed); -1 when still running after `limit` (then it is
