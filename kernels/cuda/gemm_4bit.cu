@@ -754,7 +754,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 constexpr int kDequantCols = 8;
 
 // The 8 elements of packed word `word` (elements 8k .. 8k+7 of its block, scale s) rounded to T
-// and stored at dst (16-byte aligned for 16-bit T, 32-byte for float).
+// and stored at dst (16-byte aligned).
 template <typename T>
 __device__ __forceinline__ void store_decoded8(const Tables& t, uint32_t word, float s, T* dst) {
   const CodeOffsets co = code_offsets(word);
