@@ -411,22 +411,13 @@ void ZeroOptimizer::save(const std::string& path) const {
   try {
     torch::serialize::OutputArchive archive;
     save(archive);
-    if (group_.rank() == 0)
-      quant::write_file_atomically(path, [&](const quant::ByteSink& sink) {
-        // libtorch's writer calls back again from its destructor, so an error thrown through
-        // it would end the process: the first one is kept, and thrown once the writer is done.
-        std::exception_ptr failed;
-        archive.save_to([&](const void* data, size_t size) {
-          if (failed) return size;
-          try {
-            sink(static_cast<const char*>(data), size);
-          } catch (...) {
-            failed = std::current_exception();
-          }
-          return size;
-        });
-        if (failed) std::rethrow_exception(failed);
-      });
+    if (group_.rank() == 0) {
+      // Serialized first, written after: libtorch's streaming writer calls back again from its
+      // destructor, so an error thrown through it would end the process.
+      std::ostringstream bytes;
+      archive.save_to(bytes);
+      quant::write_file_atomically(path, bytes.str());
+    }
   } catch (const std::exception& e) {
     error = "dist: ZeroOptimizer: saving " + path + ": " + message_of(e);
   }
