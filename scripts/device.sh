@@ -4,7 +4,10 @@
 # the CUDA backend, runs every test with CUDA and NVIDIA's OpenCL required,
 # then the GPU benchmarks. Logs and benchmark JSON go to $OUT (default
 # build-cuda/out); the last lines printed are the summary.
-#   scripts/device.sh [all|build|test|bench]   (default: all)
+#   scripts/device.sh [all|build|test|bench|cpu]   (default: all)
+# cpu (not part of all): the host's CPU figures, on all its cores: bench_optim at
+# 64M on the AVX-512 and the AVX2 path (torch's fused AdamW in the same run), and
+# the KJV recipe widened to 1.6M parameters on 1, 2, 4 and 8 Gloo processes.
 # LOWBIT_DEBS: a folder of Debian packages to unpack first, for machines that
 # cannot install them (made with `apt-get download dataset-fashion-mnist
 # bible-kjv bible-kjv-text fortunes fortunes-min fortune-mod librecode0`: the
@@ -59,6 +62,32 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   note "bench_cuda: rc $? ($(cat "$out/gpu.txt"))"
   # The ratio tables are what the console output ends with.
   sed -n '/^op  *group/,$p' "$out/bench_cuda.txt"
+fi
+
+if [ "$what" = cpu ]; then
+  for isa in avx512 avx2; do
+    LOWBIT_CPU_ISA=$isa LOWBIT_BENCH_SIZES=64M "$build/bench/bench_optim" \
+      --benchmark_filter='^(memcpy|torch|torch_fused|lowbit8|lowbit8_skipblocks)/[a-z]+/64M/threads' \
+      > "$out/bench_optim_$isa.txt" 2>&1
+    note "bench_optim ($isa path): rc $?"
+    sed -n '/^op  *group/,$p' "$out/bench_optim_$isa.txt"
+  done
+  train="$build/examples/lowbit-train"
+  if compgen -G "$build/dist/liblowbit_dist.*" > /dev/null; then
+    cores=$(nproc)
+    for np in 1 2 4 8; do
+      args=(configs/kjv_gpt_adamw8bit.yaml --set device=cpu --set model.n_embd=256 --set model.n_layer=4
+            --set train.batch_size=64 --set train.steps=60 --set train.eval_every=1000
+            --set data.eval_limit=20 --set checkpoint.resume=never --set log.progress=none
+            --set "checkpoint.dir=$out/nproc$np" --set "train.threads=$(( cores / np ))")
+      [ "$np" -gt 1 ] && args+=(--nproc "$np")
+      "$train" "${args[@]}" > "$out/nproc$np.txt" 2>&1
+      note "lowbit-train, $np process(es) x $(( cores / np )) threads: rc $?: $(grep -m1 'ms/step' "$out/nproc$np.txt")"
+      grep -A2 'ms/step' "$out/nproc$np.txt"
+    done
+  else
+    note "lowbit-train: built without --nproc (no Gloo headers)"
+  fi
 fi
 
 printf '%s\n' "${summary[@]}"

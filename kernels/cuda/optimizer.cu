@@ -128,18 +128,19 @@ struct StepOperands {
     s1.template load_n<N, kChecked>(b, i, end, v1);
     if constexpr (kTwoStates) s2.template load_n<N, kChecked>(b, i, end, v2);
   }
-  // Elements [i, i + N) of block b as loaded, before decoding (checked).
+  // Elements [i, i + N) of block b as loaded, before decoding (kChecked: as
+  // cuda::load_n).
   template <int N>
   struct Fetched {
     float p[N], g[N];
     typename StateView<kQuantized>::template Stored<N> s1, s2;
   };
-  template <int N, typename I>
+  template <int N, bool kChecked = true, typename I>
   __device__ __forceinline__ void fetch(I b, I i, I end, Fetched<N>& f) const {
-    load_n<T, N>(param, i, end, f.p);
-    load_n<T, N>(grad, i, end, f.g);
-    s1.template fetch<N, true>(b, i, end, f.s1);
-    if constexpr (kTwoStates) s2.template fetch<N, true>(b, i, end, f.s2);
+    load_n<T, N, kChecked>(param, i, end, f.p);
+    load_n<T, N, kChecked>(grad, i, end, f.g);
+    s1.template fetch<N, kChecked>(b, i, end, f.s1);
+    if constexpr (kTwoStates) s2.template fetch<N, kChecked>(b, i, end, f.s2);
   }
   // Writes the new parameter and states of [i, i + N) (block maxima m1, m2).
   template <int N, bool kChecked, typename I>
@@ -221,56 +222,66 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocks)
 // k + 16, ... in turn), the lanes added in order from 0; then thread 0 adds
 // the chunk's blocks in double in order. Four threads share a block, each
 // holding four neighbouring lanes, so that a warp reads whole 64-byte runs of
-// eight blocks at once. `fetch(b, e, count, f)` loads elements [e, e + count)
-// (count <= 4; none when 0) of block b into an F, and `add(f, count, x, y)`
-// adds their terms to x[0..count) and y[0..count): a thread first issues the
-// loads of kQuads quads, then adds them in order. With kCountNonFinite, y
-// instead counts the blocks whose float sum x is not finite (the CPU's
-// gradient check).
+// eight blocks at once. `fetch(b, e, count, f, unchecked)` loads elements
+// [e, e + count) (count <= 4; none when 0) of block b into an F, and
+// `add(f, count, x, y)` adds their terms to x[0..count) and y[0..count): a
+// thread first issues the loads of kQuads quads, then adds them in order.
+// With kCountNonFinite, y instead counts the blocks whose float sum x is not
+// finite (the CPU's gradient check). A chunk of whole blocks on 16-byte
+// aligned operands (`aligned`; every chunk but maybe the last) is read with
+// unchecked loads (`unchecked` a std::true_type) and constant counts: fewer
+// instructions for LAMB's norms pass, which is bound by issuing them.
 constexpr int kQuad = 4;                            // lanes per thread
 constexpr int kThreadsPerBlock = kLanes / kQuad;    // threads per block
 constexpr int kBlocksAtOnce = kSumThreads / kThreadsPerBlock;
 constexpr int kUnroll = 4;  // quads per thread in flight
 
 template <bool kCountNonFinite, typename F, int kQuads = kUnroll, typename Fetch, typename Add>
-__device__ __forceinline__ void chunk_sums(size_t n, int blocksize, const Fetch& fetch,
-                                           const Add& add, double* partials) {
+__device__ __forceinline__ void chunk_sums(size_t n, int blocksize, bool aligned,
+                                           const Fetch& fetch, const Add& add, double* partials) {
   __shared__ float xs[kBlocksPerChunk], ys[kBlocksPerChunk];
   const size_t nb = blocks_of(n, blocksize);
   const size_t chunk_first = size_t(blockIdx.x) * kBlocksPerChunk;
   const int t = int(threadIdx.x) % kThreadsPerBlock, slot = int(threadIdx.x) / kThreadsPerBlock;
-  for (int round = 0; round < kBlocksPerChunk; round += kBlocksAtOnce) {
-    const size_t b = chunk_first + size_t(round + slot);
-    float xl[kQuad] = {}, yl[kQuad] = {};
-    if (b < nb) {
-      const size_t begin = b * size_t(blocksize);
-      const size_t len = min(n, begin + size_t(blocksize)) - begin;
-      for (size_t j0 = size_t(t * kQuad); j0 < len; j0 += kLanes * kQuads) {
-        F f[kQuads];
-        int count[kQuads];
+  const auto rounds = [&](auto whole) {
+    constexpr bool kWhole = decltype(whole)::value;
+    for (int round = 0; round < kBlocksPerChunk; round += kBlocksAtOnce) {
+      const size_t b = chunk_first + size_t(round + slot);
+      float xl[kQuad] = {}, yl[kQuad] = {};
+      if (kWhole || b < nb) {
+        const size_t begin = b * size_t(blocksize);
+        const size_t len = kWhole ? size_t(blocksize) : min(n, begin + size_t(blocksize)) - begin;
+        for (size_t j0 = size_t(t * kQuad); j0 < len; j0 += kLanes * kQuads) {
+          F f[kQuads];
+          int count[kQuads];
 #pragma unroll
-        for (int u = 0; u < kQuads; ++u) {
-          const size_t j = j0 + size_t(u * kLanes);
-          const size_t left = j < len ? len - j : 0;
-          count[u] = left < size_t(kQuad) ? int(left) : kQuad;
-          fetch(b, begin + j, count[u], f[u]);
+          for (int u = 0; u < kQuads; ++u) {
+            const size_t j = j0 + size_t(u * kLanes);
+            const size_t left = j < len ? len - j : 0;
+            count[u] = kWhole || left >= size_t(kQuad) ? kQuad : int(left);
+            fetch(b, begin + j, count[u], f[u], whole);
+          }
+#pragma unroll
+          for (int u = 0; u < kQuads; ++u) add(f[u], count[u], xl, yl);
         }
+      }
+      // Lane k = 4 * (thread k / 4) + register k % 4, added in lane order.
+      float x = 0.0f, y = 0.0f;
 #pragma unroll
-        for (int u = 0; u < kQuads; ++u) add(f[u], count[u], xl, yl);
+      for (int k = 0; k < kLanes; ++k) {
+        x += __shfl_sync(0xffffffffu, xl[k % kQuad], k / kQuad, kThreadsPerBlock);
+        y += __shfl_sync(0xffffffffu, yl[k % kQuad], k / kQuad, kThreadsPerBlock);
+      }
+      if (t == 0) {
+        xs[round + slot] = x;
+        ys[round + slot] = kCountNonFinite ? (magnitude_bits(x) >= kNonFinite ? 1.0f : 0.0f) : y;
       }
     }
-    // Lane k = 4 * (thread k / 4) + register k % 4, added in lane order.
-    float x = 0.0f, y = 0.0f;
-#pragma unroll
-    for (int k = 0; k < kLanes; ++k) {
-      x += __shfl_sync(0xffffffffu, xl[k % kQuad], k / kQuad, kThreadsPerBlock);
-      y += __shfl_sync(0xffffffffu, yl[k % kQuad], k / kQuad, kThreadsPerBlock);
-    }
-    if (t == 0) {
-      xs[round + slot] = x;
-      ys[round + slot] = kCountNonFinite ? (magnitude_bits(x) >= kNonFinite ? 1.0f : 0.0f) : y;
-    }
-  }
+  };
+  if (aligned && chunk_first + kBlocksPerChunk <= n / size_t(blocksize))
+    rounds(std::true_type{});
+  else
+    rounds(std::false_type{});
   __syncthreads();
   if (threadIdx.x == 0) {
     const size_t count = min(size_t(kBlocksPerChunk), nb - chunk_first);
@@ -292,15 +303,17 @@ constexpr int kNormsUnroll = 2;
 
 template <typename T, typename Rule, bool kQuantized, bool kTwoStates>
 __global__ void __launch_bounds__(kSumThreads, 4)
-    norms_kernel(OptimizerPointers op, const StepSlot* slot, const StepFlags* flags,
+    norms_kernel(OptimizerPointers op, bool aligned, const StepSlot* slot, const StepFlags* flags,
                  double* partials) {
   if (flags->found_inf) return;
   const StepOperands<T, kQuantized, kTwoStates> ops(op, load_tables<kQuantized, kTwoStates>(op));
   const lb_optim_args a = slot->args;
   using F = typename StepOperands<T, kQuantized, kTwoStates>::template Fetched<kQuad>;
   chunk_sums<false, F, kNormsUnroll>(
-      op.n, op.blocksize,
-      [&](size_t b, size_t e, int count, F& f) { ops.fetch(b, e, e + size_t(count), f); },
+      op.n, op.blocksize, aligned,
+      [&](size_t b, size_t e, int count, F& f, auto unchecked) {
+        ops.template fetch<kQuad, !decltype(unchecked)::value>(b, e, e + size_t(count), f);
+      },
       [&](const F& f, int count, float (&u_sq)[kQuad], float (&p_sq)[kQuad]) {
         float s1[kQuad], s2[kQuad] = {};
         ops.s1.decode(f.s1, s1);
@@ -358,15 +371,17 @@ __device__ __forceinline__ bool sums_needed(const uint32_t* check) {
 
 template <typename T>
 __global__ void __launch_bounds__(kSumThreads)
-    grad_sum_kernel(const typename T::Storage* grad, size_t n, int blocksize, double* partials,
-                    const uint32_t* check) {
+    grad_sum_kernel(const typename T::Storage* grad, size_t n, int blocksize, bool aligned,
+                    double* partials, const uint32_t* check) {
   if (!sums_needed(check)) return;
   struct F {
     float g[kQuad];
   };
   chunk_sums<true, F>(
-      n, blocksize,
-      [&](size_t, size_t e, int count, F& f) { load_n<T, kQuad>(grad, e, e + size_t(count), f.g); },
+      n, blocksize, aligned,
+      [&](size_t, size_t e, int count, F& f, auto unchecked) {
+        load_n<T, kQuad, !decltype(unchecked)::value>(grad, e, e + size_t(count), f.g);
+      },
       [&](const F& f, int count, float (&sq)[kQuad], float(&)[kQuad]) {
 #pragma unroll
         for (int k = 0; k < kQuad; ++k)
@@ -475,6 +490,14 @@ void dispatch_step(const OptimizerPointers& op, Fn&& fn) {
   });
 }
 
+// Whether every operand of a step starts on a 16-byte boundary.
+bool operands_aligned(const OptimizerPointers& op) {
+  const uintptr_t addresses =
+      reinterpret_cast<uintptr_t>(op.param) | reinterpret_cast<uintptr_t>(op.grad) |
+      reinterpret_cast<uintptr_t>(op.state1) | reinterpret_cast<uintptr_t>(op.state2);
+  return addresses % 16 == 0;
+}
+
 }  // namespace
 
 size_t sum_chunks(size_t n, int blocksize) {
@@ -484,11 +507,7 @@ size_t sum_chunks(size_t n, int blocksize) {
 void optimizer_update(const OptimizerPointers& op, const StepSlot* slot, StepFlags* flags,
                       const Launch& l) {
   const size_t nb = blocks_of(op.n, op.blocksize);
-  const uintptr_t addresses = reinterpret_cast<uintptr_t>(op.param) |
-                              reinterpret_cast<uintptr_t>(op.grad) |
-                              reinterpret_cast<uintptr_t>(op.state1) |
-                              reinterpret_cast<uintptr_t>(op.state2);
-  const bool aligned = addresses % 16 == 0;
+  const bool aligned = operands_aligned(op);
   // The common case (blocks of up to 2048 elements, indices below 2^32):
   // eight elements per thread, 32-bit indices, 256-thread blocks; anything
   // else four elements per thread, 1024 threads and 64-bit indices.
@@ -535,7 +554,7 @@ void optimizer_update_norms(const OptimizerPointers& op, StepSlot* slot, const S
       using R = decltype(rule);
       constexpr bool q = decltype(quantized)::value, two = decltype(two_states)::value;
       norms_kernel<T, R, q, two><<<unsigned(chunks), kSumThreads, table_bytes(op), l.stream>>>(
-          op, slot, flags, partials);
+          op, operands_aligned(op), slot, flags, partials);
     });
     LOWBIT_CUDA_LAUNCHED("optimizer_update_norms");
   }
@@ -568,7 +587,8 @@ void gradient_stats(const void* grad, DType grad_type, size_t n, int blocksize, 
     dispatch_float(grad_type, [&](auto type) {
       using T = decltype(type);
       grad_sum_kernel<T><<<unsigned(chunks), kSumThreads, 0, l.stream>>>(
-          static_cast<const typename T::Storage*>(grad), n, blocksize, partials, check);
+          static_cast<const typename T::Storage*>(grad), n, blocksize,
+          reinterpret_cast<uintptr_t>(grad) % 16 == 0, partials, check);
     });
     LOWBIT_CUDA_LAUNCHED("gradient_stats");
   }
