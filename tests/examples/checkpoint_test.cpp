@@ -11,7 +11,9 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -209,6 +211,118 @@ TEST(Checkpoint, OptimizerStateErrorsNameTheFile) {
     EXPECT_NE(what.find(path + ": its optimizer state cannot be loaded"), std::string::npos)
         << what;
   }
+}
+
+// A tensor over `t`'s storage with the view `sizes`, `strides`, `offset`,
+// unchecked: what libtorch 1.13's unpickler makes of a pickle naming that
+// view (as_strided would refuse one past the storage).
+torch::Tensor with_view(const torch::Tensor& t, std::vector<int64_t> sizes,
+                        std::vector<int64_t> strides, int64_t offset) {
+  torch::Tensor v = torch::empty({0}, t.options());
+  v.unsafeGetTensorImpl()->set_storage_keep_dtype(t.storage());
+  v.unsafeGetTensorImpl()->set_storage_offset(offset);
+  v.unsafeGetTensorImpl()->set_sizes_and_strides(sizes, strides);
+  return v;
+}
+
+std::string bytes_of(torch::serialize::OutputArchive& archive) {
+  std::ostringstream out;
+  archive.save_to(out);
+  return out.str();
+}
+
+// A checkpoint payload of `model` (weights, `optimizer`, trainer section)
+// whose tensor `replaced` (a weight, or the trainer's "rng_state") is
+// `tensor` instead.
+std::string payload_with(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                         const std::string& replaced, const torch::Tensor& tensor) {
+  torch::serialize::OutputArchive inner, weights, optimizer_archive, trainer;
+  for (const auto& p : model.named_parameters()) {
+    weights.write(p.key(), p.key() == replaced ? tensor : p.value().detach());
+  }
+  inner.write("model", weights);
+  optimizer.save(optimizer_archive);
+  inner.write("optimizer", optimizer_archive);
+  trainer.write("step", torch::tensor(int64_t(1)));
+  trainer.write("micro_batch", torch::tensor(int64_t(1)));
+  trainer.write("rng_state", replaced == "rng_state" ? tensor : torch::zeros({4}, torch::kUInt8));
+  trainer.write("recipe", c10::IValue(std::string()));
+  inner.write("trainer", trainer);
+  return bytes_of(inner);
+}
+
+// checkpoint_fuzz's fifth finding: libtorch 1.13's unpickler gives a tensor
+// the sizes, strides and storage offset its pickle names without checking
+// them against its storage. The fuzzer's file gave the payload a size past
+// its storage, and checksumming it read past the end (SEGV under ASan).
+// Every tensor of an archive is now checked before any is used, in the file
+// and in the payload, whichever section holds it.
+TEST(Checkpoint, TensorViewsPastTheirStorageAreRefusedByName) {
+  ScratchDir dir;
+  const std::string known = std::string(LOWBIT_SOURCE_DIR) +
+                            "/tests/fuzz/known/checkpoint_fuzz-payload-view-past-storage";
+  try {
+    Checkpoint c(known);
+    ADD_FAILURE() << "a payload larger than its storage was accepted";
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    EXPECT_NE(what.find(known + ": tensor 'payload' (Byte of sizes ["), std::string::npos) << what;
+    EXPECT_NE(what.find("reaches past the end of its storage of"), std::string::npos) << what;
+  }
+
+  Trained s(1);  // fc0.bias: 8 floats
+  s.step(0);
+  const torch::Tensor nine = torch::arange(9, torch::kFloat32);  // a storage of 36 bytes
+  const int64_t max = std::numeric_limits<int64_t>::max();
+  struct Bad {
+    const char* key;  // which tensor gets the view, and the key the message names
+    std::vector<int64_t> sizes, strides;
+    int64_t offset;
+    const char* why;
+  };
+  const Bad bad[] = {
+      // The last element one past the storage: off by one.
+      {"fc0.bias", {8}, {1}, 2, "reaches past the end of its storage of 36 bytes"},
+      {"fc0.bias", {8}, {2}, 0, "reaches past the end of its storage of 36 bytes"},
+      {"fc0.bias", {2, 4}, {6, 1}, 0, "reaches past the end of its storage of 36 bytes"},
+      {"fc0.bias", {8}, {1}, 9, "reaches past the end of its storage of 36 bytes"},
+      // Sums that wrap 64 bits when formed naively.
+      {"fc0.bias", {3}, {max / 2 + 1}, 0, "reaches past the end of its storage"},
+      {"fc0.bias", {8}, {max}, 0, "reaches past the end of its storage"},
+      {"fc0.bias", {8}, {1}, -1, "has a negative storage offset"},
+      // Beyond the model's weights: the trainer section of the payload.
+      {"rng_state", {8}, {1}, 2, "reaches past the end of its storage of 36 bytes"},
+  };
+  for (const Bad& b : bad) {
+    const std::string path = dir.file("view.ckpt");
+    dir.write("view.ckpt",
+              seal_checkpoint_payload(payload_with(*s.model, s.adam, b.key,
+                                                   with_view(nine, b.sizes, b.strides, b.offset))));
+    const std::string key =
+        std::string(b.key == std::string("rng_state") ? "trainer/" : "model/") + b.key;
+    try {
+      Checkpoint c(path);
+      ADD_FAILURE() << key << " with a view past its storage was accepted (offset " << b.offset
+                    << ")";
+    } catch (const c10::Error& e) {
+      const std::string what = e.what_without_backtrace();
+      EXPECT_NE(what.find(path + ": tensor '" + key + "'"), std::string::npos) << what;
+      EXPECT_NE(what.find(b.why), std::string::npos) << what;
+    }
+  }
+
+  // Views inside their storage load, and read what they name: the last
+  // element the last one of the storage, a size-0 view anywhere.
+  Trained other(2);
+  const std::string path = dir.file("inside.ckpt");
+  dir.write("inside.ckpt", seal_checkpoint_payload(payload_with(*s.model, s.adam, "fc0.bias",
+                                                                with_view(nine, {8}, {1}, 1))));
+  Checkpoint(path).restore(*other.model, other.adam);
+  EXPECT_TRUE(other.model->named_parameters()["fc0.bias"].equal(nine.slice(0, 1, 9)));
+  dir.write("empty.ckpt",
+            seal_checkpoint_payload(payload_with(*s.model, s.adam, "rng_state",
+                                                 with_view(nine, {0, 4}, {100, 1}, 50))));
+  EXPECT_EQ(Checkpoint(dir.file("empty.ckpt")).state().rng_state.numel(), 0);
 }
 
 TEST(Checkpoint, FailedSaveKeepsThePreviousFile) {
