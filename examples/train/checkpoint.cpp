@@ -102,14 +102,16 @@ int64_t read_int(torch::serialize::InputArchive& archive, const std::string& key
   return t.item<int64_t>();
 }
 
-// Checks every tensor against the model first, then copies: a mismatch
-// leaves the model untouched.
-void copy_weights(torch::serialize::InputArchive& archive, torch::nn::Module& model,
-                  const std::string& path) {
+// Pairs each of the model's tensors with its stored value, every one
+// checked first (present, same shape and dtype, no extra ones), so that a
+// mismatch throws before anything of the model changes.
+using WeightCopies = std::vector<std::pair<torch::Tensor, torch::Tensor>>;
+WeightCopies checked_weights(torch::serialize::InputArchive& archive, torch::nn::Module& model,
+                             const std::string& path) {
   std::map<std::string, torch::Tensor> targets;
   for (const auto& p : model.named_parameters()) targets[p.key()] = p.value();
   for (const auto& b : model.named_buffers()) targets[b.key()] = b.value();
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;
+  WeightCopies copies;
   for (const auto& [name, target] : targets) {
     torch::Tensor stored;
     TORCH_CHECK(archive.try_read(name, stored), path, ": has no tensor '", name,
@@ -123,8 +125,12 @@ void copy_weights(torch::serialize::InputArchive& archive, torch::nn::Module& mo
     TORCH_CHECK(targets.count(key), path, ": holds tensor '", key,
                 "', which the model does not have (was it written for another model or recipe?)");
   }
+  return copies;
+}
+
+void copy_weights(const WeightCopies& copies) {
   torch::NoGradGuard no_grad;
-  for (auto& [target, stored] : copies) target.copy_(stored);
+  for (const auto& [target, stored] : copies) target.copy_(stored);
 }
 
 // Walks the opcodes of an archive's pickle (data.pkl) as libtorch's
@@ -345,6 +351,42 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
 
 }  // namespace
 
+namespace {
+
+// Loads `archive` into `optimizer`, or throws leaving it as it was.
+// libtorch's load() replaces the states one parameter group after another,
+// and a lowbit optimizer checks the states it took only after replacing
+// them, so a load that throws midway leaves a mix. The optimizer's own
+// state, saved first, is then loaded back, into an emptied state map
+// (load() adds and replaces states, it removes none).
+void load_or_keep(torch::optim::Optimizer& optimizer, torch::serialize::InputArchive& archive,
+                  const std::string& path) {
+  torch::serialize::OutputArchive before;
+  optimizer.save(before);
+  const std::string saved = serialized(before);
+  std::string why;
+  try {
+    optimizer.load(archive);
+    return;
+  } catch (const std::exception& e) {
+    // libtorch's and lowbit's load() do not know the file (checkpoint_fuzz's
+    // fourth finding: a changed version string failed an assert naming none).
+    why = error_text(e);
+  }
+  try {
+    optimizer.state().clear();
+    torch::serialize::InputArchive previous;
+    previous.load_from(saved.data(), saved.size());
+    optimizer.load(previous);
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, path, ": its optimizer state cannot be loaded: ", why,
+                "; and putting the optimizer's previous state back failed too: ", error_text(e));
+  }
+  TORCH_CHECK(false, path, ": its optimizer state cannot be loaded: ", why);
+}
+
+}  // namespace
+
 std::string checkpoint_path(const std::string& dir, int64_t step) {
   std::ostringstream name;
   name << "step-" << std::setw(8) << std::setfill('0') << step << ".ckpt";
@@ -383,14 +425,13 @@ void Checkpoint::restore(torch::nn::Module& model, torch::optim::Optimizer& opti
   TORCH_CHECK(
       archive_.try_read("model", weights) && archive_.try_read("optimizer", optimizer_archive),
       path_, ": lacks the model or optimizer section");
-  copy_weights(weights, model, path_);
-  // libtorch's and lowbit's load() do not know the file (checkpoint_fuzz's
-  // fourth finding: a changed version string failed an assert naming none).
-  try {
-    optimizer.load(optimizer_archive);
-  } catch (const std::exception& e) {
-    TORCH_CHECK(false, path_, ": its optimizer state cannot be loaded: ", error_text(e));
-  }
+  // Everything that can refuse the file comes before the weights change:
+  // their checks, then the optimizer's load(), which leaves the optimizer as
+  // it was when it throws. The copies come last (they fail only when the
+  // device does).
+  const WeightCopies copies = checked_weights(weights, model, path_);
+  load_or_keep(optimizer, optimizer_archive, path_);
+  copy_weights(copies);
 }
 
 std::vector<int64_t> list_checkpoints(const std::string& dir) {
@@ -436,7 +477,7 @@ void save_model(const std::string& path, torch::nn::Module& model) {
 void load_model(const std::string& path, torch::nn::Module& model) {
   torch::serialize::InputArchive archive = open_archive(path), weights;
   TORCH_CHECK(archive.try_read("model", weights), path, ": lacks the model section");
-  copy_weights(weights, model, path);
+  copy_weights(checked_weights(weights, model, path));
 }
 
 }  // namespace lowbit::train
