@@ -349,10 +349,6 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
   return inner;
 }
 
-}  // namespace
-
-namespace {
-
 // Loads `archive` into `optimizer`, or throws leaving it as it was.
 // libtorch's load() replaces the states one parameter group after another,
 // and a lowbit optimizer checks the states it took only after replacing
