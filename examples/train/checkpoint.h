@@ -48,7 +48,8 @@ class Checkpoint {
   // Copies the weights into `model`, on whatever device it is (every tensor
   // must exist with the same shape and dtype, and no extra ones), and loads
   // the optimizer's state (lowbit's optimizers move it to their parameters'
-  // device; torch::optim's stays on the CPU).
+  // device; torch::optim's stays on the CPU). All or nothing: when it throws
+  // (naming the file), the model and the optimizer are as they were.
   void restore(torch::nn::Module& model, torch::optim::Optimizer& optimizer);
 
  private:

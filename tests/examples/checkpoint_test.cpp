@@ -11,7 +11,9 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -21,6 +23,7 @@
 
 #include "examples/models/mlp.h"
 #include "examples/train/checkpoint.h"
+#include "optim/adam8bit.h"
 #include "tests/support/scratch_dir.h"
 
 namespace lowbit::train {
@@ -208,6 +211,251 @@ TEST(Checkpoint, OptimizerStateErrorsNameTheFile) {
     const std::string what = e.what_without_backtrace();
     EXPECT_NE(what.find(path + ": its optimizer state cannot be loaded"), std::string::npos)
         << what;
+  }
+}
+
+// A tensor over `t`'s storage with the view `sizes`, `strides`, `offset`,
+// unchecked: what libtorch 1.13's unpickler makes of a pickle naming that
+// view (as_strided would refuse one past the storage).
+torch::Tensor with_view(const torch::Tensor& t, std::vector<int64_t> sizes,
+                        std::vector<int64_t> strides, int64_t offset) {
+  torch::Tensor v = torch::empty({0}, t.options());
+  v.unsafeGetTensorImpl()->set_storage_keep_dtype(t.storage());
+  v.unsafeGetTensorImpl()->set_storage_offset(offset);
+  v.unsafeGetTensorImpl()->set_sizes_and_strides(sizes, strides);
+  return v;
+}
+
+std::string bytes_of(torch::serialize::OutputArchive& archive) {
+  std::ostringstream out;
+  archive.save_to(out);
+  return out.str();
+}
+
+// A checkpoint payload of `model` (weights, `optimizer`, trainer section)
+// whose tensor `replaced` (a weight, or the trainer's "rng_state") is
+// `tensor` instead.
+std::string payload_with(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                         const std::string& replaced, const torch::Tensor& tensor) {
+  torch::serialize::OutputArchive inner, weights, optimizer_archive, trainer;
+  for (const auto& p : model.named_parameters()) {
+    weights.write(p.key(), p.key() == replaced ? tensor : p.value().detach());
+  }
+  inner.write("model", weights);
+  optimizer.save(optimizer_archive);
+  inner.write("optimizer", optimizer_archive);
+  trainer.write("step", torch::tensor(int64_t(1)));
+  trainer.write("micro_batch", torch::tensor(int64_t(1)));
+  trainer.write("rng_state", replaced == "rng_state" ? tensor : torch::zeros({4}, torch::kUInt8));
+  trainer.write("recipe", c10::IValue(std::string()));
+  inner.write("trainer", trainer);
+  return bytes_of(inner);
+}
+
+// checkpoint_fuzz's fifth finding: libtorch 1.13's unpickler gives a tensor
+// the sizes, strides and storage offset its pickle names without checking
+// them against its storage. The fuzzer's file gave the payload a size past
+// its storage, and checksumming it read past the end (SEGV under ASan).
+// Every tensor of an archive is now checked before any is used, in the file
+// and in the payload, whichever section holds it.
+TEST(Checkpoint, TensorViewsPastTheirStorageAreRefusedByName) {
+  ScratchDir dir;
+  const std::string known = std::string(LOWBIT_SOURCE_DIR) +
+                            "/tests/fuzz/known/checkpoint_fuzz-payload-view-past-storage";
+  try {
+    Checkpoint c(known);
+    ADD_FAILURE() << "a payload larger than its storage was accepted";
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    EXPECT_NE(what.find(known + ": tensor 'payload' (Byte of sizes ["), std::string::npos) << what;
+    EXPECT_NE(what.find("reaches past the end of its storage of"), std::string::npos) << what;
+  }
+
+  Trained s(1);  // fc0.bias: 8 floats
+  s.step(0);
+  const torch::Tensor nine = torch::arange(9, torch::kFloat32);  // a storage of 36 bytes
+  const int64_t max = std::numeric_limits<int64_t>::max();
+  struct Bad {
+    const char* key;  // which tensor gets the view, and the key the message names
+    std::vector<int64_t> sizes, strides;
+    int64_t offset;
+    const char* why;
+  };
+  const Bad bad[] = {
+      // The last element one past the storage: off by one.
+      {"fc0.bias", {8}, {1}, 2, "reaches past the end of its storage of 36 bytes"},
+      {"fc0.bias", {8}, {2}, 0, "reaches past the end of its storage of 36 bytes"},
+      {"fc0.bias", {2, 4}, {6, 1}, 0, "reaches past the end of its storage of 36 bytes"},
+      {"fc0.bias", {8}, {1}, 9, "reaches past the end of its storage of 36 bytes"},
+      // Sums that wrap 64 bits when formed naively.
+      {"fc0.bias", {3}, {max / 2 + 1}, 0, "reaches past the end of its storage"},
+      {"fc0.bias", {8}, {max}, 0, "reaches past the end of its storage"},
+      {"fc0.bias", {8}, {1}, -1, "has a negative storage offset"},
+      // Beyond the model's weights: the trainer section of the payload.
+      {"rng_state", {8}, {1}, 2, "reaches past the end of its storage of 36 bytes"},
+  };
+  for (const Bad& b : bad) {
+    const std::string path = dir.file("view.ckpt");
+    dir.write("view.ckpt",
+              seal_checkpoint_payload(payload_with(*s.model, s.adam, b.key,
+                                                   with_view(nine, b.sizes, b.strides, b.offset))));
+    const std::string key =
+        std::string(b.key == std::string("rng_state") ? "trainer/" : "model/") + b.key;
+    try {
+      Checkpoint c(path);
+      ADD_FAILURE() << key << " with a view past its storage was accepted (offset " << b.offset
+                    << ")";
+    } catch (const c10::Error& e) {
+      const std::string what = e.what_without_backtrace();
+      EXPECT_NE(what.find(path + ": tensor '" + key + "'"), std::string::npos) << what;
+      EXPECT_NE(what.find(b.why), std::string::npos) << what;
+    }
+  }
+
+  // Views inside their storage load, and read what they name: the last
+  // element the last one of the storage, a size-0 view anywhere.
+  Trained other(2);
+  const std::string path = dir.file("inside.ckpt");
+  dir.write("inside.ckpt", seal_checkpoint_payload(payload_with(*s.model, s.adam, "fc0.bias",
+                                                                with_view(nine, {8}, {1}, 1))));
+  Checkpoint(path).restore(*other.model, other.adam);
+  EXPECT_TRUE(other.model->named_parameters()["fc0.bias"].equal(nine.slice(0, 1, 9)));
+  dir.write("empty.ckpt",
+            seal_checkpoint_payload(payload_with(*s.model, s.adam, "rng_state",
+                                                 with_view(nine, {0, 4}, {100, 1}, 50))));
+  EXPECT_EQ(Checkpoint(dir.file("empty.ckpt")).state().rng_state.numel(), 0);
+}
+
+// The state tensors of parameter `index` of group `group`: Adam's moments
+// and step, or an 8-bit optimizer's codes, absmax and step.
+std::vector<torch::Tensor> optimizer_state(torch::optim::Optimizer& optimizer, size_t group,
+                                           size_t index) {
+  if (auto* lowbit = dynamic_cast<optim::Optimizer8bit*>(&optimizer)) {
+    const optim::QuantizedParamState* s = lowbit->param_state(group, index);
+    if (!s) return {};
+    return {s->state1(), s->state2(), s->absmax1(), s->absmax2(), torch::tensor(s->step())};
+  }
+  const torch::Tensor& p = optimizer.param_groups()[group].params()[index];
+  const auto it = optimizer.state().find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+  if (it == optimizer.state().end()) return {};
+  const auto& s = static_cast<const torch::optim::AdamParamState&>(*it->second);
+  return {s.exp_avg(), s.exp_avg_sq(), torch::tensor(s.step())};
+}
+
+// `a` and `b` (twins: same parameters, same steps) hold equal states, bit for bit.
+void expect_same_states(torch::optim::Optimizer& a, torch::optim::Optimizer& b) {
+  ASSERT_EQ(a.param_groups().size(), b.param_groups().size());
+  for (size_t g = 0; g < a.param_groups().size(); ++g) {
+    ASSERT_EQ(a.param_groups()[g].params().size(), b.param_groups()[g].params().size());
+    EXPECT_EQ(a.param_groups()[g].options().get_lr(), b.param_groups()[g].options().get_lr());
+    for (size_t i = 0; i < a.param_groups()[g].params().size(); ++i) {
+      const auto sa = optimizer_state(a, g, i), sb = optimizer_state(b, g, i);
+      ASSERT_EQ(sa.size(), sb.size()) << "group " << g << " parameter " << i;
+      for (size_t k = 0; k < sa.size(); ++k) {
+        ASSERT_EQ(sa[k].defined(), sb[k].defined());
+        if (sa[k].defined()) {
+          EXPECT_TRUE(torch::equal(sa[k], sb[k])) << g << "/" << i << "/" << k;
+        }
+      }
+    }
+  }
+}
+
+// A run's model and an optimizer made by `make` over it, stepped `steps`
+// times on batches from `seed` (seeded: twins step identically).
+template <typename Make>
+struct TrainingRun {
+  models::MlpClassifier model;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  TrainingRun(uint64_t init, const Make& make)
+      : model(Trained::seeded(init, 64)), optimizer(make(*model)) {}
+  void step(uint64_t seed) {
+    torch::manual_seed(seed);
+    optimizer->zero_grad();
+    torch::cross_entropy_loss(model->forward(torch::randn({16, 4})),
+                              torch::randint(3, {16}, torch::kInt64))
+        .backward();
+    optimizer->step();
+  }
+};
+
+// Restores `file` into `run` and expects it to throw naming the file and
+// leave `run` bit-identical to `twin` (which never saw the file): weights,
+// optimizer states and learning rates, and the next step too.
+template <typename R>
+void expect_refused_and_unchanged(const std::string& file, R& run, R& twin) {
+  try {
+    Checkpoint(file).restore(*run.model, *run.optimizer);
+    ADD_FAILURE() << "a checkpoint whose optimizer state does not fit was restored";
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    EXPECT_NE(what.find(file + ": its optimizer state cannot be loaded"), std::string::npos)
+        << what;
+  }
+  expect_bitwise_equal(*run.model, *twin.model);
+  expect_same_states(*run.optimizer, *twin.optimizer);
+  run.step(50);
+  twin.step(50);
+  expect_bitwise_equal(*run.model, *twin.model);
+  expect_same_states(*run.optimizer, *twin.optimizer);
+}
+
+// A restore that throws changes nothing, even where the optimizer's load()
+// fails midway: libtorch's after replacing the first parameter group's
+// states, lowbit's after replacing all states, options and counters. Before,
+// the weights were copied first and the optimizer was left with a mix.
+TEST(Checkpoint, AFailedRestoreLeavesModelAndOptimizerAsTheyWere) {
+  ScratchDir dir;
+  const auto save = [&](auto& run, const std::string& name) {
+    for (uint64_t i = 0; i < 3; ++i) run.step(i);
+    save_checkpoint(dir.file(name), *run.model, *run.optimizer,
+                    {3, 3, torch::zeros({1}, torch::kUInt8), "", {}});
+    return dir.file(name);
+  };
+  {
+    // libtorch's Adam: saved with two groups of two; restored into groups of
+    // two and one, so load() replaces group 0's states, then throws on group 1.
+    const auto groups = [](double lr, bool with_head_bias) {
+      return [=](models::MlpClassifierImpl& m) {
+        std::vector<torch::Tensor> head{m.named_parameters()["head.weight"]};
+        if (with_head_bias) head.push_back(m.named_parameters()["head.bias"]);
+        return std::make_unique<torch::optim::Adam>(
+            std::vector<torch::optim::OptimizerParamGroup>{
+                torch::optim::OptimizerParamGroup(
+                    {m.named_parameters()["fc0.weight"], m.named_parameters()["fc0.bias"]}),
+                torch::optim::OptimizerParamGroup(head)},
+            torch::optim::AdamOptions(lr));
+      };
+    };
+    TrainingRun saved(1, groups(1e-2, true));
+    const std::string file = save(saved, "adam.ckpt");
+    TrainingRun run(2, groups(2e-2, false)), twin(2, groups(2e-2, false));
+    for (uint64_t i = 10; i < 12; ++i) {
+      run.step(i);
+      twin.step(i);
+    }
+    expect_refused_and_unchanged(file, run, twin);
+  }
+  {
+    // lowbit's AdamW8bit: fc0.weight's states saved at 8 bits, restored into
+    // an optimizer that keeps them at 32 (override_config): load() replaces
+    // every state, the options and the counters, then refuses that state.
+    const auto adamw = [](double lr, bool fc0_at_32_bits) {
+      return [=](models::MlpClassifierImpl& m) {
+        auto o = std::make_unique<optim::AdamW8bit>(
+            m.parameters(), optim::AdamW8bitOptions(lr).min_8bit_size(256).block_size(64));
+        if (fc0_at_32_bits) o->override_config(m.named_parameters()["fc0.weight"], {32, {}, {}});
+        return o;
+      };
+    };
+    TrainingRun saved(1, adamw(1e-2, false));
+    const std::string file = save(saved, "adamw8bit.ckpt");
+    TrainingRun run(2, adamw(2e-2, true)), twin(2, adamw(2e-2, true));
+    for (uint64_t i = 10; i < 12; ++i) {
+      run.step(i);
+      twin.step(i);
+    }
+    expect_refused_and_unchanged(file, run, twin);
   }
 }
 
