@@ -311,6 +311,26 @@ TEST(LowbitTrainNproc, ZeroOneTrainsLambWithWholeTensorNorms) {
   for (size_t i = 0; i < b.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-4 * std::abs(a[i])) << i;
 }
 
+// fp32_params picks parameters by name, and ZeRO-1 cuts the states by blocks: refused on every
+// rank with the key and what to change, before any step.
+TEST(LowbitTrainNproc, ZeroOneRefusesFp32Params) {
+  ScratchDir dir;
+  std::string yaml = kGptRecipe;
+  yaml.replace(yaml.find("min_8bit_size: 256}"), std::string("min_8bit_size: 256}").size(),
+               "min_8bit_size: 256, fp32_params: [\".\"]}");
+  dir.write("recipe.yaml", yaml);
+  const Finished f = run_program(dir.file("run.log"),
+                                 {dir.file("recipe.yaml"), "--set",
+                                  "checkpoint.dir=" + dir.file("run"), "--set",
+                                  "distributed.zero=true", "--nproc", "2"});
+  EXPECT_NE(f.status, 0) << f.output;
+  EXPECT_NE(f.output.find("optimizer.fp32_params: distributed.zero shards the states by blocks"),
+            std::string::npos)
+      << f.output;
+  EXPECT_FALSE(fs::exists(dir.file("run") + "/metrics.jsonl"));  // refused before training
+  EXPECT_FALSE(fs::exists(dir.file("run") + "/model.pt"));
+}
+
 // Batches of 7 over 3 ranks split 2 + 2 + 3, and each epoch's last batch of 100 % 7 = 2
 // images leaves rank 0 with none: the weights of the shard losses keep the batch's mean.
 // torch's AdamW (fp32 states), so the runs differ by float rounding only.
