@@ -253,7 +253,8 @@ std::vector<KeySpec> build() {
       // distributed (several processes: lowbit-train --nproc, or RANK and WORLD_SIZE set)
       key("distributed.zero", Kind::Bool, "false",
           "with several processes: ZeRO-1, each process keeps the optimizer states of its share "
-          "of the blocks (adam8bit, adamw8bit, lion8bit, rmsprop8bit; writes no checkpoints)"),
+          "of the blocks (8-bit optimizers, not with fp32_params; checkpoints resume on any "
+          "number of processes)"),
       range(key("distributed.timeout", Kind::Int, "300",
                 "with several processes: seconds the start-up and each collective wait for the "
                 "others before the run stops with an error"),

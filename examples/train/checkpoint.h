@@ -10,12 +10,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
 #include <torch/types.h>
 
 namespace lowbit::train {
@@ -34,6 +36,12 @@ std::string checkpoint_path(const std::string& dir, int64_t step);
 
 void save_checkpoint(const std::string& path, torch::nn::Module& model,
                      torch::optim::Optimizer& optimizer, const TrainerState& state);
+// The same file, with the optimizer's state already written to `optimizer_state`: a sharded
+// optimizer (ZeRO-1) gathers its one logical state dict on rank 0 first, in the format the
+// single-process optimizer writes, so the file resumes on any number of processes.
+void save_checkpoint(const std::string& path, torch::nn::Module& model,
+                     torch::serialize::OutputArchive& optimizer_state,
+                     const TrainerState& state);
 
 // A parsed checkpoint, checked against a model before anything is changed.
 class Checkpoint {
@@ -51,6 +59,11 @@ class Checkpoint {
   // device; torch::optim's stays on the CPU). All or nothing: when it throws
   // (naming the file), the model and the optimizer are as they were.
   void restore(torch::nn::Module& model, torch::optim::Optimizer& optimizer);
+  // restore() in two parts, for an optimizer that is built after the weights are in place
+  // (ZeRO-1 shards the states of the restored parameters): the weights alone, then the
+  // optimizer's state dict handed to `load`. Errors from `load` name the file.
+  void restore_model(torch::nn::Module& model);
+  void load_optimizer(const std::function<void(torch::serialize::InputArchive&)>& load);
 
  private:
   std::string path_;

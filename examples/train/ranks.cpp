@@ -31,15 +31,17 @@ class Zero : public ShardedOptimizer {
  public:
   Zero(dist::Group& group, const std::vector<torch::Tensor>& params, const Ranks::Factory& make,
        int64_t block_size, int64_t min_8bit_size)
+      // `make` by value: save() and load() build the whole optimizer with it long after this
+      // constructor's caller has gone.
       : zero_(group, params,
-              [&make](std::vector<torch::Tensor> shards) {
+              [make](std::vector<torch::Tensor> shards) {
                 std::unique_ptr<torch::optim::Optimizer> built = make(std::move(shards));
                 auto* eight_bit = dynamic_cast<optim::Optimizer8bit*>(built.get());
                 if (!eight_bit)
                   throw config::RecipeError(
                       "distributed.zero: shards the states of lowbit's 8-bit optimizers "
-                      "(optimizer.name adam8bit, adamw8bit, lion8bit or rmsprop8bit); set "
-                      "distributed.zero: false for this optimizer");
+                      "(optimizer.name adam8bit, adamw8bit, lion8bit, lamb8bit or "
+                      "rmsprop8bit); set distributed.zero: false for this optimizer");
                 built.release();
                 return std::unique_ptr<optim::Optimizer8bit>(eight_bit);
               },
@@ -52,6 +54,8 @@ class Zero : public ShardedOptimizer {
   void step() override { zero_.step(); }
   int64_t state_bytes() const override { return zero_.state_bytes(); }
   int64_t skipped_steps() const override { return zero_.skipped_steps(); }
+  void save(torch::serialize::OutputArchive& archive) const override { zero_.save(archive); }
+  void load(torch::serialize::InputArchive& archive) override { zero_.load(archive); }
 
  private:
   dist::ZeroOptimizer zero_;

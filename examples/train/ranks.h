@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <torch/optim/optimizer.h>
+#include <torch/serialize/archive.h>
 #include <torch/types.h>
 
 namespace lowbit::train {
@@ -26,6 +27,12 @@ class ShardedOptimizer {
   virtual void step() = 0;
   virtual int64_t state_bytes() const = 0;  // this rank's
   virtual int64_t skipped_steps() const = 0;
+  // Collective: gathers the one logical state dict, in the single-process optimizer's format,
+  // into rank 0's `archive` (the other ranks' stay empty).
+  virtual void save(torch::serialize::OutputArchive& archive) const = 0;
+  // Collective: every rank passes the same state dict (saved on any number of ranks, or by the
+  // single-process optimizer) and keeps its own shards; throws on every rank if any fails.
+  virtual void load(torch::serialize::InputArchive& archive) = 0;
 };
 
 class Ranks {

@@ -11,8 +11,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <sstream>
+#include <stdexcept>
 
 #include "examples/train/checkpoint.h"
 #include "examples/train/grad_clip.h"
@@ -160,6 +162,11 @@ class Run {
   }
   // Multi-process runs: the parameters of rank 0 on every rank, and ZeRO-1 when asked.
   void start_ranks();
+  // Whether the optimizer states are sharded over the ranks (ZeRO-1), before start_ranks().
+  bool sharded() const { return ranks_ && r_.distributed.zero; }
+  // The checkpoint of `step`, written by rank 0. Collective under ZeRO-1: every rank takes part
+  // in gathering the optimizer's one logical state dict.
+  void write_checkpoint(int64_t step);
   // Every rank's `value`, by rank (the value itself for a process alone).
   template <typename T>
   std::vector<T> by_rank(T value);
@@ -264,17 +271,16 @@ bool Run::resume() {
       quant::write_file_atomically(quantization_path(), prepared_.quantization_table);
   }
   std::optional<Checkpoint> checkpoint = find_resume(r_, main(), out_);
-  if (checkpoint && ranks_ && r_.distributed.zero) {
-    throw config::RecipeError(
-        "checkpoint.resume: " + checkpoint->path() +
-        " would be resumed, and a distributed.zero run cannot resume yet (its sharded "
-        "optimizer states are not saved); set checkpoint.resume: never, another "
-        "checkpoint.dir, or distributed.zero: false");
-  }
   if (checkpoint) {
     check_same_recipe(*checkpoint, r_);
-    checkpoint->restore(*model_, *built_.optimizer);
-    built_.move_states(device_);
+    // ZeRO-1 shards the states of the restored parameters: its optimizer, built in
+    // start_ranks(), loads them after.
+    if (sharded()) {
+      checkpoint->restore_model(*model_);
+    } else {
+      checkpoint->restore(*model_, *built_.optimizer);
+      built_.move_states(device_);
+    }
     state_.step = checkpoint->state().step;
     state_.micro_batch = checkpoint->state().micro_batch;
     generator_.set_state(checkpoint->state().rng_state);
@@ -291,6 +297,10 @@ bool Run::resume() {
             (checkpoint ? checkpoint->path() : std::string("no checkpoint")) +
             "; checkpoint.dir must be a folder every rank reads (one filesystem)");
     start_ranks();
+    // The file holds one logical state dict, whether one process or any number of ranks
+    // wrote it: each rank keeps its own shards of it.
+    if (checkpoint && zero_)
+      checkpoint->load_optimizer([this](torch::serialize::InputArchive& a) { zero_->load(a); });
   }
   result_.start_step = result_.end_step = state_.step;
   if (state_.step >= total_) {
@@ -333,7 +343,7 @@ void Run::print_header(const std::optional<Checkpoint>& checkpoint) const {
     out_ << "  processes: " << ranks_->size() << " (data parallel over Gloo, rows "
          << DataShard{0, ranks_->size()}.end(r_.train.batch_size) << " of "
          << r_.train.batch_size << " per micro-batch on rank 0"
-         << (zero_ ? "; ZeRO-1: optimizer states sharded, no checkpoints" : "") << ")\n";
+         << (zero_ ? "; ZeRO-1: optimizer states sharded" : "") << ")\n";
   }
   if (!prepared_.quantization_table.empty())
     out_ << "  quantization (" << quantization_path() << "):\n" << prepared_.quantization_table;
@@ -356,27 +366,50 @@ void Run::train() {
     if (main() && eval_due) {
       evaluate(step);
     }
+    // Every rank agrees on `stop`, so under ZeRO-1 all of them join the save.
     const bool stop = ranks_ ? stop_agreed_ : options_.stop != nullptr && *options_.stop != 0;
-    // Rank 0 holds every optimizer state unless they are sharded (ZeRO-1: no checkpoints yet).
-    if (main() && !zero_ &&
-        (step == total_ || stop || (r_.checkpoint.every > 0 && step % r_.checkpoint.every == 0))) {
-      state_.rng_state = generator_.get_state();
-      if (cuda_generator_) state_.cuda_rng_state = cuda_generator_->get_state();
-      built_.move_states(torch::kCPU);  // files hold CPU tensors (a no-op on a CPU run)
-      save_checkpoint(checkpoint_path(r_.checkpoint.dir, step), *model_, *built_.optimizer, state_);
-      built_.move_states(device_);
-      prune_checkpoints(r_.checkpoint.dir, r_.checkpoint.keep);
-    }
+    if (step == total_ || stop || (r_.checkpoint.every > 0 && step % r_.checkpoint.every == 0))
+      write_checkpoint(step);
     if (stop) {
-      progress_->message(zero_ ? "interrupted at step " + std::to_string(step) +
-                                     " (distributed.zero: no checkpoint)"
-                               : "interrupted: checkpoint of step " + std::to_string(step) +
-                                     " saved in " + r_.checkpoint.dir);
+      progress_->message("interrupted: checkpoint of step " + std::to_string(step) +
+                         " saved in " + r_.checkpoint.dir);
       result_.interrupted = true;
       break;
     }
   }
   progress_->finish();
+}
+
+void Run::write_checkpoint(int64_t step) {
+  const std::string path = checkpoint_path(r_.checkpoint.dir, step);
+  torch::serialize::OutputArchive optimizer_state;
+  if (zero_) zero_->save(optimizer_state);
+  std::exception_ptr failure;
+  if (main()) {
+    try {
+      state_.rng_state = generator_.get_state();
+      if (cuda_generator_) state_.cuda_rng_state = cuda_generator_->get_state();
+      if (!zero_) {
+        built_.move_states(torch::kCPU);  // files hold CPU tensors (a no-op on a CPU run)
+        built_.optimizer->save(optimizer_state);
+        built_.move_states(device_);
+      }
+      save_checkpoint(path, *model_, optimizer_state, state_);
+      prune_checkpoints(r_.checkpoint.dir, r_.checkpoint.keep);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  }
+  // A failed save (a full disk) stops every rank now, rather than after distributed.timeout
+  // in the next step's all-reduce; the previous checkpoints stay as they were.
+  if (ranks_) {
+    std::vector<double> failed = {failure ? 1.0 : 0.0};
+    ranks_->sum(failed);
+    if (failed[0] > 0.0 && !failure)
+      throw std::runtime_error("rank 0 could not write " + path + " (see its error); the run "
+                               "stops, and resumes from the previous checkpoint");
+  }
+  if (failure) std::rethrow_exception(failure);
 }
 
 void Run::step(int64_t step) {
