@@ -15,7 +15,6 @@
 // LOWBIT_BENCH_SIZES (e.g. "16M,64M") restricts the optimizer sizes.
 #include <cuda_runtime_api.h>
 
-#include <ATen/ops/_fused_adamw.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -88,17 +87,15 @@ void register_optimizer(Family f, int64_t n, const std::string& size) {
     time_on_gpu(state, [&] { dst.copy_(src); });
     state.counters["bytes"] = 8.0 * double(n);
   }, ms);
+#ifdef LOWBIT_BENCH_TORCH_FUSED
   if (f == Family::AdamW)
     reg("torch_fused/" + group, [n](benchmark::State& state) {
       Problem problem(n, torch::kFloat32, kCuda);
-      const std::vector<torch::Tensor> p{problem.param.detach()}, g{problem.param.grad()};
-      const std::vector<torch::Tensor> m{torch::zeros_like(p[0])}, v{torch::zeros_like(p[0])};
-      const std::vector<torch::Tensor> steps{torch::zeros({1}, torch::TensorOptions(kCuda))};
-      time_on_gpu(state, [&] {
-        at::_fused_adamw_(p, g, m, v, {}, steps, 1e-3, 0.9, 0.999, 1e-2, 1e-8, false, false);
-      });
+      TorchFusedAdam fused(Family::AdamW, problem.param);
+      time_on_gpu(state, [&] { fused.step(); });
       state.counters["bytes"] = 28.0 * double(n);  // p, m, v read and written, g read
     }, ms);
+#endif
   const auto lowbit = [&](const std::string& op, int64_t bits, optim::NonFinitePolicy policy) {
     reg(op + "/" + group, [f, n, bits, policy](benchmark::State& state) {
       Problem problem(n, torch::kFloat32, kCuda);

@@ -8,7 +8,8 @@
 // lowbit8_f16 / lowbit8_bf16 (AdamW8bit on a half / bfloat16 parameter),
 // torch_fused (Adam and AdamW: torch's fused CPU kernel, at::_fused_adam_ /
 // at::_fused_adamw_, what torch.optim.AdamW(fused=True) runs; libtorch 2.4+,
-// so Debian's 1.13 has no such row), lowbit8_opencl (end to end on the first OpenCL device) and memcpy.
+// so Debian's 1.13 has no such row), lowbit8_opencl (end to end on the first
+// OpenCL device) and memcpy.
 // On the first OpenCL GPU (else the first device) the kernels also run on
 // device-resident buffers, groups "<optimizer>/<size>/opencl_resident":
 // lowbit8 (the fused update; LAMB with its norms pass), gradient_stats (adamw
@@ -26,14 +27,6 @@
 #include <vector>
 
 #include <torch/torch.h>
-#include <torch/version.h>
-
-// torch's fused CPU Adam/AdamW kernels arrived in 2.4.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-#define LOWBIT_BENCH_TORCH_FUSED 1
-#include <ATen/ops/_fused_adam.h>
-#include <ATen/ops/_fused_adamw.h>
-#endif
 
 #include "bench/optim_common.h"
 #include "bench/ratio_reporter.h"
@@ -157,18 +150,9 @@ void register_group(Family f, int64_t n, const std::string& size, int threads) {
     reg("torch_fused", [f, n, threads](benchmark::State& state) {
       set_threads(threads);
       Problem problem(n);
-      const std::vector<torch::Tensor> p{problem.param.detach()}, g{problem.param.grad()};
-      const std::vector<torch::Tensor> m{torch::zeros_like(p[0])}, v{torch::zeros_like(p[0])};
-      const std::vector<torch::Tensor> steps{torch::zeros({1})};
-      // The hyper-parameters of torch_step's AdamW / Adam (lr 1e-3, decay 1e-2 for AdamW).
-      const auto step = [&] {
-        if (f == Family::AdamW)
-          at::_fused_adamw_(p, g, m, v, {}, steps, 1e-3, 0.9, 0.999, 1e-2, 1e-8, false, false);
-        else
-          at::_fused_adam_(p, g, m, v, {}, steps, 1e-3, 0.9, 0.999, 0.0, 1e-8, false, false);
-      };
-      step();
-      for (auto _ : state) step();
+      TorchFusedAdam fused(f, problem.param);
+      fused.step();  // states touched outside the timing
+      for (auto _ : state) fused.step();
       state.counters["bytes"] = 28.0 * double(n);  // p, m, v read and written, g read
     });
 #endif
