@@ -24,6 +24,7 @@
 #include "examples/models/mlp.h"
 #include "examples/train/checkpoint.h"
 #include "optim/adam8bit.h"
+#include "optim/state_key.h"
 #include "tests/support/scratch_dir.h"
 
 namespace lowbit::train {
@@ -336,7 +337,7 @@ std::vector<torch::Tensor> optimizer_state(torch::optim::Optimizer& optimizer, s
     return {s->state1(), s->state2(), s->absmax1(), s->absmax2(), torch::tensor(s->step())};
   }
   const torch::Tensor& p = optimizer.param_groups()[group].params()[index];
-  const auto it = optimizer.state().find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+  const auto it = optimizer.state().find(optim::state_key(p));
   if (it == optimizer.state().end()) return {};
   const auto& s = static_cast<const torch::optim::AdamParamState&>(*it->second);
   return {s.exp_avg(), s.exp_avg_sq(), torch::tensor(s.step())};
