@@ -4,10 +4,13 @@
 # the CUDA backend, runs every test with CUDA and NVIDIA's OpenCL required,
 # then the GPU benchmarks. Logs and benchmark JSON go to $OUT (default
 # build-cuda/out); the last lines printed are the summary.
-#   scripts/device.sh [all|build|test|bench|cpu]   (default: all)
+#   scripts/device.sh [all|build|test|bench|cpu|nproc]   (default: all)
 # cpu (not part of all): the host's CPU figures, on all its cores: bench_optim at
-# 64M on the AVX-512 and the AVX2 path (torch's fused AdamW in the same run), and
-# the KJV recipe widened to 1.6M parameters on 1, 2, 4 and 8 Gloo processes.
+# 64M on the AVX-512 and the AVX2 path (torch's fused AdamW in the same run), then
+# nproc: the KJV recipe widened to 3.2M parameters on 1, 2, 4 and 8 Gloo processes
+# (and 2, 4, 8 with ZeRO-1), cores / N threads each.
+# LOWBIT_CMAKE_ARGS: extra configure arguments (e.g. -DLOWBIT_GLOO_INCLUDE_DIR=...
+# where the Python wheel's libtorch ships no Gloo headers).
 # LOWBIT_DEBS: a folder of Debian packages to unpack first, for machines that
 # cannot install them (made with `apt-get download dataset-fashion-mnist
 # bible-kjv bible-kjv-text fortunes fortunes-min fortune-mod librecode0`: the
@@ -35,7 +38,7 @@ if [ "$what" = all ] || [ "$what" = build ]; then
   torch_cmake=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "share", "cmake"))')
   start=$(date +%s)
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_cmake" \
-    -DLOWBIT_CUDA=ON -DLOWBIT_BUILD_TESTS=ON > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
+    -DLOWBIT_CUDA=ON -DLOWBIT_BUILD_TESTS=ON ${LOWBIT_CMAKE_ARGS:-} > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
   # -k 0: a failing target does not stop the others (their tests still run).
   if ! cmake --build "$build" -j"$(nproc)" -- -k 0 > "$out/build.log" 2>&1; then
     grep -B2 -A12 -m5 'error' "$out/build.log" | head -60
@@ -72,18 +75,25 @@ if [ "$what" = cpu ]; then
     note "bench_optim ($isa path): rc $?"
     sed -n '/^op  *group/,$p' "$out/bench_optim_$isa.txt"
   done
+fi
+
+if [ "$what" = cpu ] || [ "$what" = nproc ]; then
   train="$build/examples/lowbit-train"
   if compgen -G "$build/dist/liblowbit_dist.*" > /dev/null; then
     cores=$(nproc)
-    for np in 1 2 4 8; do
+    for run in 1 2 4 8 2z 4z 8z; do
+      np=${run%z}
       args=(configs/kjv_gpt_adamw8bit.yaml --set device=cpu --set model.n_embd=256 --set model.n_layer=4
             --set train.batch_size=64 --set train.steps=60 --set train.eval_every=1000
             --set data.eval_limit=20 --set checkpoint.resume=never --set log.progress=none
-            --set "checkpoint.dir=$out/nproc$np" --set "train.threads=$(( cores / np ))")
+            --set "checkpoint.dir=$out/nproc$run" --set "train.threads=$(( cores / np ))")
       [ "$np" -gt 1 ] && args+=(--nproc "$np")
-      "$train" "${args[@]}" > "$out/nproc$np.txt" 2>&1
-      note "lowbit-train, $np process(es) x $(( cores / np )) threads: rc $?: $(grep -m1 'ms/step' "$out/nproc$np.txt")"
-      grep -A2 'ms/step' "$out/nproc$np.txt"
+      [ "$run" != "$np" ] && args+=(--set distributed.zero=true)
+      "$train" "${args[@]}" > "$out/nproc$run.txt" 2>&1
+      rc=$?
+      zero=; [ "$run" != "$np" ] && zero=", ZeRO-1"
+      note "lowbit-train, $np process(es) x $(( cores / np )) threads$zero: rc $rc: $(grep -m1 'ms/step' "$out/nproc$run.txt")"
+      grep -m1 'done at step' "$out/nproc$run.txt"
     done
   else
     note "lowbit-train: built without --nproc (no Gloo headers)"

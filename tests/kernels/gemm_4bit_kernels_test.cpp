@@ -207,6 +207,8 @@ const std::vector<Case>& cases() {
       {2, 520, 4096, 128, Format4::NF4, true, false, DType::BF16},
       {600, 96, 320, 64, Format4::NF4, true, true, DType::F16},
       {600, 64, 256, 64, Format4::NF4, true, false, DType::F32},
+      // Past the fused kernels (m > 64): CUDA dequantizes W, then cuBLAS; FP4 with a bias.
+      {100, 520, 256, 64, Format4::FP4, true, true, DType::BF16},
   };
   return all;
 }
