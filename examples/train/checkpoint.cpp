@@ -9,11 +9,12 @@
 #include <sstream>
 #include <unordered_set>
 
-#include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/file_adapter.h>
 #include <caffe2/serialize/read_adapter_interface.h>
 #include <torch/serialize/output-archive.h>
 
 #include "examples/error_text.h"
+#include "examples/train/archive_check.h"
 #include "quant/atomic_file.h"
 
 namespace lowbit::train {
@@ -133,58 +134,6 @@ void copy_weights(const WeightCopies& copies) {
   for (const auto& [target, stored] : copies) target.copy_(stored);
 }
 
-// Walks the opcodes of an archive's pickle (data.pkl) as libtorch's
-// Unpickler reads them and refuses a length or memo index that promises more
-// than the pickle holds: the Unpickler sizes a string by its 4- or 8-byte
-// length before reading it, and grows its memo table to a 4-byte index, so a
-// few changed bytes made it allocate gigabytes (checkpoint_fuzz's second
-// finding). Stops at an opcode the Unpickler does not read (it throws there).
-void check_pickle_lengths(const unsigned char* p, size_t n) {
-  size_t i = 0, memo = 0;
-  const auto take = [&](size_t bytes) {
-    TORCH_CHECK(bytes <= n - i, "its pickle ends inside a value (a length field changed?)");
-    const size_t at = i;
-    i += bytes;
-    return at;
-  };
-  const auto little = [&](size_t bytes) {
-    const size_t at = take(bytes);
-    uint64_t v = 0;
-    for (size_t k = 0; k < bytes; ++k) v |= uint64_t(p[at + k]) << (8 * k);
-    return v;
-  };
-  while (i < n) {
-    switch (p[i++]) {
-      case 0x80: case 'K': case 'h': take(1); break;                       // PROTO BININT1 BINGET
-      case 'M': take(2); break;                                            // BININT2
-      case 'J': case 'j': take(4); break;                                  // BININT LONG_BINGET
-      case 'G': take(8); break;                                            // BINFLOAT
-      case 0x8a: take(size_t(little(1))); break;                           // LONG1
-      case 'X': take(size_t(little(4))); break;                            // BINUNICODE
-      case 0x8d: {                                                         // BINUNICODE8
-        const uint64_t length = little(8);
-        take(length > n ? n + 1 : size_t(length));
-      } break;
-      case 'q': case 'r': {                                                // BINPUT LONG_BINPUT
-        // libtorch's pickler numbers memo entries 0, 1, 2, ...
-        const uint64_t id = little(p[i - 1] == 'q' ? 1 : 4);
-        TORCH_CHECK(id <= memo, "its pickle stores memo entry ", id, " after ", memo, " entries");
-        memo += id == memo;
-      } break;
-      case 'c':                                                            // GLOBAL
-        for (int line = 0; line < 2; ++line)
-          while (p[take(1)] != '\n') {
-          }
-        break;
-      case ']': case ')': case '(': case 0x88: case 0x89: case 'N': case 't': case 0x85:
-      case 0x86: case 0x87: case '}': case 'e': case 'a': case 'l': case 'd': case 'u':
-      case 0x81: case 'b': case 'R': case 'Q': case 's': break;           // no argument
-      case '.': return;                                                    // STOP
-      default: return;
-    }
-  }
-}
-
 // A payload read in memory with bounds checked. libtorch's MemoryReadAdapter
 // (behind InputArchive::load_from(data, size)) copies from data + pos
 // unchecked, and the zip reader asks for positions taken from the zip's own
@@ -298,21 +247,12 @@ void check_tensors_inside_storage(torch::serialize::InputArchive& archive,
   }
 }
 
-// Reads `reader`'s data.pkl and checks it (check_pickle_lengths); the
-// callers add the file's name to the message.
-void check_archive_pickle(caffe2::serialize::PyTorchStreamReader& reader) {
-  TORCH_CHECK(reader.hasRecord("data.pkl"), "not a torch archive (no data.pkl)");
-  const auto [data, size] = reader.getRecord("data.pkl");
-  check_pickle_lengths(static_cast<const unsigned char*>(data.get()), size);
-}
-
 // The archive of format 1 inside `path`, its checksum verified (format 2).
 torch::serialize::InputArchive open_archive(const std::string& path) {
   TORCH_CHECK(fs::is_regular_file(path), path, ": no such file");
   torch::serialize::InputArchive archive;
   try {
-    caffe2::serialize::PyTorchStreamReader reader(path);
-    check_archive_pickle(reader);
+    check_torch_archive(std::make_shared<caffe2::serialize::FileAdapter>(path));
     archive.load_from(path);
   } catch (const std::exception& e) {
     TORCH_CHECK(false, path, ": cannot be read (truncated or corrupt?): ", error_text(e));
@@ -337,8 +277,7 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
   try {
     const auto bytes = std::make_shared<BoundedReader>(payload.data_ptr<unsigned char>(),
                                                        size_t(payload.numel()));
-    caffe2::serialize::PyTorchStreamReader reader(bytes);
-    check_archive_pickle(reader);
+    check_torch_archive(bytes);
     inner.load_from(
         [&](uint64_t pos, void* buf, size_t n) { return bytes->read(pos, buf, n); },
         [&] { return bytes->size(); });

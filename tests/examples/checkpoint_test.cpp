@@ -326,6 +326,109 @@ TEST(Checkpoint, TensorViewsPastTheirStorageAreRefusedByName) {
   EXPECT_EQ(Checkpoint(dir.file("empty.ckpt")).state().rng_state.numel(), 0);
 }
 
+// The payload (the serialized archive behind the checksum) of checkpoint `path`.
+std::string payload_of(const std::string& path) {
+  torch::serialize::InputArchive outer;
+  outer.load_from(path);
+  torch::Tensor payload;
+  outer.read("payload", payload);
+  return std::string(reinterpret_cast<const char*>(payload.data_ptr<uint8_t>()),
+                     size_t(payload.numel()));
+}
+
+// `zip` with its one occurrence of `from` replaced by `to` (as long, so no
+// offset moves; libtorch's zip reader does not check CRCs).
+std::string replaced_once(std::string zip, const std::string& from, const std::string& to) {
+  EXPECT_EQ(from.size(), to.size());
+  const size_t at = zip.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  EXPECT_EQ(zip.find(from, at + 1), std::string::npos) << from;
+  if (at != std::string::npos) zip.replace(at, from.size(), to);
+  return zip;
+}
+
+// Expects `file` to be refused with a message naming it and holding `what`.
+void expect_refused(const std::string& file, const std::string& what) {
+  try {
+    Checkpoint c(file);
+    ADD_FAILURE() << file << " was accepted; expected: " << what;
+  } catch (const c10::Error& e) {
+    const std::string message = e.what_without_backtrace();
+    EXPECT_NE(message.find(file), std::string::npos) << message;
+    EXPECT_NE(message.find(what), std::string::npos) << message;
+  }
+}
+
+// checkpoint_fuzz's sixth finding: libtorch imports an archive's TorchScript
+// class source (code/__torch__/*.py) while it unpickles the archive, and its
+// parser crashed (SEGV in ScriptTypeParser::parseClassConstant) on a line
+// the fuzzer changed ("  __buffers  =__[]"). Every code/ record is now read
+// against the lines OutputArchive writes before libtorch sees it, in the
+// file's archive and in the payload's.
+TEST(Checkpoint, ChangedClassSourceIsRefusedByName) {
+  const std::string known = std::string(LOWBIT_SOURCE_DIR) +
+                            "/tests/fuzz/known/checkpoint_fuzz-torchscript-class-parser";
+  expect_refused(known,
+                 "record 'archive/code/__torch__/___torch_mangle_6.py' line 3 "
+                 "('  __buffers  =__[]') is not class source as OutputArchive writes it");
+
+  // A linear layer's checkpoint: its weights' class is short enough to be
+  // stored uncompressed in the payload:
+  //   class Module(Module):
+  //     __parameters__ = ["weight", "bias", ]
+  //     __buffers__ = []
+  //     weight : Tensor
+  //     bias : Tensor
+  ScratchDir dir;
+  torch::manual_seed(1);
+  torch::nn::Linear linear(4, 3);
+  torch::optim::Adam adam(linear->parameters(), torch::optim::AdamOptions(1e-2));
+  linear->forward(torch::randn({2, 4})).sum().backward();
+  adam.step();
+  const std::string path = checkpoint_path(dir.path(), 1);
+  save_checkpoint(path, *linear, adam, {1, 1, torch::zeros({1}, torch::kUInt8), "", {}});
+  std::ifstream in(path, std::ios::binary);
+  const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string payload = payload_of(path);
+  // One line at a time changed into what libtorch's importer would read as
+  // something else, each as long as the line it replaces.
+  struct Change {
+    std::string from, to, refused;  // `refused`: the line as the message quotes it
+  };
+  const Change changes[] = {
+      // The fuzzer's change.
+      {"bias\", ]\n  __buffers__ = []", "bias\", ]\n  __buffers  =__[]",
+       "line 3 ('  __buffers  =__[]')"},
+      {"  bias : Tensor\n", "  bias = Ten(1)\n", "line 5 ('  bias = Ten(1)')"},  // a call
+      {"  bias : Tensor\n", "  bia: Final[T]\n", "line 5 ('  bia: Final[T]')"},
+      {"  bias : Tensor\n", "  b : Final[]=1\n", "line 5 ('  b : Final[]=1')"},  // a constant
+      {"  bias : Tensor\n", "  def f(): pass\n", "line 5 ('  def f(): pass')"},  // a method
+      {"  bias : Tensor\n", "  bias : Te\\sor\n", "line 5 ('  bias : Te\\sor')"},
+      {"  bias : Tensor\n", "  bias : Li[[]]\n", "line 5 ('  bias : Li[[]]')"},
+      {"  bias : Tensor\n", "\n bias : Tensor\n", "line 5 ('')"},  // a blank line
+      {"  bias : Tensor\n", "  bias : Tensor(", "does not end its last line"},
+      {"[\"weight\", \"bias\", ]", "[\"we\\ght\", \"bias\", ]",
+       "line 2 ('  __parameters__ = [\"we\\ght\", \"bias\", ]')"},
+  };
+  for (const Change& c : changes) {
+    dir.write("changed.ckpt", seal_checkpoint_payload(replaced_once(payload, c.from, c.to)));
+    expect_refused(dir.file("changed.ckpt"),
+                   "its payload cannot be read: record 'archive/code/__torch__/");
+    expect_refused(dir.file("changed.ckpt"), ".py' " + c.refused);
+  }
+  // The file's own archive (which no checksum covers) the same way.
+  dir.write("outer.ckpt", replaced_once(file, "  format : str\n", "  format = str\n"));
+  expect_refused(dir.file("outer.ckpt"),
+                 ": cannot be read (truncated or corrupt?): record 'archive/code/__torch__.py' "
+                 "line 4 ('  format = str') is not class source as OutputArchive writes it");
+  // What this libtorch wrote passes the checks and restores.
+  torch::manual_seed(2);
+  torch::nn::Linear other(4, 3);
+  torch::optim::Adam other_adam(other->parameters(), torch::optim::AdamOptions(1e-2));
+  Checkpoint(path).restore(*other, other_adam);
+  expect_bitwise_equal(*linear, *other);
+}
+
 // The state tensors of parameter `index` of group `group`: Adam's moments
 // and step, or an 8-bit optimizer's codes, absmax and step.
 std::vector<torch::Tensor> optimizer_state(torch::optim::Optimizer& optimizer, size_t group,
