@@ -54,9 +54,14 @@ std::vector<unsigned char> read_at(const ReadAdapterInterface& in, uint64_t pos,
 }
 
 constexpr uint64_t kEndSignature = 0x06054b50, kZip64LocatorSignature = 0x07064b50,
-                   kZip64EndSignature = 0x06064b50, kEntrySignature = 0x02014b50;
-constexpr uint64_t kEndSize = 22, kZip64LocatorSize = 20, kZip64EndSize = 56, kEntrySize = 46;
+                   kZip64EndSignature = 0x06064b50, kEntrySignature = 0x02014b50,
+                   kLocalSignature = 0x04034b50;
+constexpr uint64_t kEndSize = 22, kZip64LocatorSize = 20, kZip64EndSize = 56, kEntrySize = 46,
+                   kLocalHeaderSize = 30;
 constexpr uint64_t kZip64Marker = 0xffffffff;  // a 32-bit field whose value is in the zip64 extra
+// Deflate codes a 258-byte match in 2 bits at best, so a deflated record
+// expands at most 1032 times.
+constexpr uint64_t kDeflateMaxRatio = 1032;
 
 struct ZipRecord {
   std::string name;
@@ -153,6 +158,32 @@ std::vector<ZipRecord> zip_records(const ReadAdapterInterface& in) {
     p += entry_size;
   }
   return records;
+}
+
+// libtorch's reader allocates a record's uncompressed size (from the
+// central directory) before reading it: each record must lie inside the
+// archive and claim no more than its bytes can hold.
+void check_record_sizes(const ReadAdapterInterface& in, const ZipRecord& r) {
+  const std::string name = printable(r.name);
+  TORCH_CHECK(r.method == 0 || r.method == 8, "record '", name, "' is compressed with method ",
+              r.method, "; expected stored (0) or deflate (8)");
+  const auto local = read_at(in, r.local_offset, kLocalHeaderSize, "record '" + name + "'");
+  TORCH_CHECK(little_endian(local.data(), 4) == kLocalSignature, "record '", name,
+              "' has no local header at offset ", r.local_offset);
+  const uint64_t data = r.local_offset + kLocalHeaderSize + little_endian(&local[26], 2) +
+                        little_endian(&local[28], 2);
+  const uint64_t size = in.size();
+  TORCH_CHECK(data <= size && r.compressed <= size - data, "record '", name, "' (", r.compressed,
+              " bytes at ", data, ") lies past the end of the archive (", size, " bytes)");
+  if (r.method == 0) {
+    TORCH_CHECK(r.uncompressed == r.compressed, "record '", name, "' is stored in ", r.compressed,
+                " bytes but claims ", r.uncompressed, "; expected as many");
+  } else {
+    TORCH_CHECK(r.uncompressed / kDeflateMaxRatio <= r.compressed &&
+                    (r.uncompressed == 0 || r.compressed > 0),
+                "record '", name, "' claims ", r.uncompressed, " bytes from ", r.compressed,
+                " deflated ones; deflate expands at most ", kDeflateMaxRatio, " times");
+  }
 }
 
 // ---- Record names ----
@@ -410,6 +441,7 @@ void check_torch_archive(const std::shared_ptr<caffe2::serialize::ReadAdapterInt
     const std::string_view rest = std::string_view(r.name).substr(folder.size());
     kinds.push_back(record_kind(rest, name));
     has_data = has_data || rest == "data.pkl";
+    check_record_sizes(*archive, r);
   }
   TORCH_CHECK(has_data, "it is not a torch archive (no data.pkl)");
   caffe2::serialize::PyTorchStreamReader reader(archive);

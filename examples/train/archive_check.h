@@ -15,6 +15,8 @@ namespace lowbit::train {
 // file's name) unless every record of `archive`
 // - is one that OutputArchive writes (data.pkl, data/<n>, constants.pkl,
 //   code/**.py and their .debug_pkl, the version records), named once,
+// - lies inside the archive and claims no more uncompressed bytes than its
+//   compressed ones can hold (stored: as many; deflate: 1032 times as many),
 // - if a pickle, holds no length or memo index past its own bytes,
 // - if class source, consists of the lines OutputArchive's classes print as.
 void check_torch_archive(const std::shared_ptr<caffe2::serialize::ReadAdapterInterface>& archive);

@@ -429,6 +429,81 @@ TEST(Checkpoint, ChangedClassSourceIsRefusedByName) {
   expect_bitwise_equal(*linear, *other);
 }
 
+// Offset of the central-directory entry of record `name` in `zip`: the
+// last one (a checkpoint file holds its payload's zip before its own
+// central directory).
+size_t central_entry(const std::string& zip, const std::string& name) {
+  const std::string signature("PK\x01\x02", 4);
+  for (size_t at = zip.rfind(signature); at != std::string::npos && at > 0;
+       at = zip.rfind(signature, at - 1)) {
+    const size_t name_size = uint8_t(zip[at + 28]) | size_t(uint8_t(zip[at + 29])) << 8;
+    if (name_size == name.size() && zip.compare(at + 46, name.size(), name) == 0) return at;
+  }
+  ADD_FAILURE() << "no central directory entry for " << name;
+  return 0;
+}
+
+void put_le32(std::string& zip, size_t at, uint32_t value) {
+  for (int k = 0; k < 4; ++k) zip[at + size_t(k)] = char((value >> (8 * k)) & 0xff);
+}
+
+// libtorch's zip reader allocates a record's buffer by the uncompressed size
+// the central directory claims, before reading it: a deflated record of 108
+// bytes claiming 3.75 GiB made it allocate that much, then fail. Each
+// record's sizes are now checked against the bytes present first.
+TEST(Checkpoint, ZipRecordSizesAreCheckedBeforeLibtorchReadsThem) {
+  ScratchDir dir;
+  Trained s(1);
+  s.step(0);
+  const std::string path = checkpoint_path(dir.path(), 1);
+  save_checkpoint(path, *s.model, s.adam, {1, 1, torch::zeros({1}, torch::kUInt8), "", {}});
+  const std::string payload = payload_of(path);
+  // Central directory fields: method at +10, compressed size at +20,
+  // uncompressed at +24. The payload's top-level class source is deflated
+  // (libtorch compresses code records over 200 bytes).
+  const std::string code = "archive/code/__torch__.py";
+  const size_t entry = central_entry(payload, code);
+  ASSERT_EQ(payload[entry + 10], 8) << "expected " << code << " deflated";
+  const auto compressed = uint32_t(uint8_t(payload[entry + 20])) |
+                          uint32_t(uint8_t(payload[entry + 21])) << 8;
+  struct Change {
+    size_t field;
+    uint32_t value;
+    std::string why;
+  };
+  const Change changes[] = {
+      {24, 0xf0000000u,
+       "claims 4026531840 bytes from " + std::to_string(compressed) + " deflated ones"},
+      {24, compressed * 1032 + 1032, "deflate expands at most 1032 times"},
+      {20, 0x7fffff00u, "(2147483392 bytes at "},  // past the end of the payload
+      {10, 12, "is compressed with method 12; expected stored (0) or deflate (8)"},
+  };
+  for (const Change& c : changes) {
+    std::string changed = payload;
+    if (c.field == 10) {
+      changed[entry + 10] = char(c.value);
+    } else {
+      put_le32(changed, entry + c.field, c.value);
+    }
+    dir.write("sizes.ckpt", seal_checkpoint_payload(changed));
+    expect_refused(dir.file("sizes.ckpt"),
+                   "its payload cannot be read: record '" + code + "' ");
+    expect_refused(dir.file("sizes.ckpt"), c.why);
+  }
+  // A stored record claiming more than it holds, in the file's own archive.
+  std::ifstream in(path, std::ios::binary);
+  std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  put_le32(file, central_entry(file, "archive/data.pkl") + 24, 0x70000000u);
+  dir.write("stored.ckpt", file);
+  expect_refused(dir.file("stored.ckpt"), "record 'archive/data.pkl' is stored in ");
+  // At the bound itself, the size check passes and libtorch's own reader
+  // refuses the record (its inflated bytes are fewer than claimed).
+  std::string at_bound = payload;
+  put_le32(at_bound, entry + 24, compressed * 1032);
+  dir.write("bound.ckpt", seal_checkpoint_payload(at_bound));
+  expect_refused(dir.file("bound.ckpt"), "its payload cannot be read");
+}
+
 // The state tensors of parameter `index` of group `group`: Adam's moments
 // and step, or an 8-bit optimizer's codes, absmax and step.
 std::vector<torch::Tensor> optimizer_state(torch::optim::Optimizer& optimizer, size_t group,
