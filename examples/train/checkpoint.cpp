@@ -129,9 +129,48 @@ WeightCopies checked_weights(torch::serialize::InputArchive& archive, torch::nn:
   return copies;
 }
 
+// Copies each stored value into its target, or throws leaving every target
+// as it was. The values are first moved to their targets' devices and dtypes
+// (where a GPU model needs memory, it is taken before the model changes);
+// a copy that fails then (the device fails, a target copy_ cannot write) is
+// undone from host copies of the targets written before it, taken as they
+// are written. A copy_ that throws has written nothing of its target
+// (libtorch checks before it writes).
 void copy_weights(const WeightCopies& copies) {
   torch::NoGradGuard no_grad;
-  for (const auto& [target, stored] : copies) target.copy_(stored);
+  std::vector<torch::Tensor> staged;
+  staged.reserve(copies.size());
+  for (const auto& [target, stored] : copies) {
+    staged.push_back(stored.to(target.device(), target.scalar_type()));
+  }
+  std::vector<torch::Tensor> previous;
+  previous.reserve(copies.size());
+  try {
+    for (size_t k = 0; k < copies.size(); ++k) {
+      torch::Tensor backup = copies[k].first.to(torch::kCPU, /*non_blocking=*/false, /*copy=*/true);
+      copies[k].first.copy_(staged[k]);
+      previous.push_back(std::move(backup));
+    }
+  } catch (const std::exception& e) {
+    const std::string why = error_text(e);
+    try {
+      for (size_t k = 0; k < previous.size(); ++k) copies[k].first.copy_(previous[k]);
+    } catch (const std::exception& again) {
+      TORCH_CHECK(false, "copying the weights into the model failed (", why,
+                  "), and so did putting back the ", previous.size(),
+                  " tensors copied before: ", error_text(again));
+    }
+    TORCH_CHECK(false, "copying the weights into the model failed (", why, ")");
+  }
+}
+
+// copy_weights, its errors naming the file.
+void copy_weights(const WeightCopies& copies, const std::string& path) {
+  try {
+    copy_weights(copies);
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, path, ": ", error_text(e), "; the model is as it was");
+  }
 }
 
 // A payload read in memory with bounds checked. libtorch's MemoryReadAdapter
@@ -288,17 +327,29 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
   return inner;
 }
 
-// Loads `archive` into `optimizer`, or throws leaving it as it was.
-// libtorch's load() replaces the states one parameter group after another,
-// and a lowbit optimizer checks the states it took only after replacing
-// them, so a load that throws midway leaves a mix. The optimizer's own
-// state, saved first, is then loaded back, into an emptied state map
-// (load() adds and replaces states, it removes none).
-void load_or_keep(torch::optim::Optimizer& optimizer, torch::serialize::InputArchive& archive,
-                  const std::string& path) {
+// The optimizer's state as its save() writes it, to put back with put_back.
+std::string saved_state(torch::optim::Optimizer& optimizer) {
   torch::serialize::OutputArchive before;
   optimizer.save(before);
-  const std::string saved = serialized(before);
+  return serialized(before);
+}
+
+// Loads `saved` (saved_state) into `optimizer`: into an emptied state map,
+// since load() adds and replaces states but removes none.
+void put_back(torch::optim::Optimizer& optimizer, const std::string& saved) {
+  optimizer.state().clear();
+  torch::serialize::InputArchive previous;
+  previous.load_from(saved.data(), saved.size());
+  optimizer.load(previous);
+}
+
+// Loads `archive` into `optimizer`, or throws leaving it as `saved` (its
+// saved_state) holds it. libtorch's load() replaces the states one parameter
+// group after another, and a lowbit optimizer checks the states it took only
+// after replacing them, so a load that throws midway leaves a mix, which
+// put_back undoes.
+void load_or_keep(torch::optim::Optimizer& optimizer, torch::serialize::InputArchive& archive,
+                  const std::string& path, const std::string& saved) {
   std::string why;
   try {
     optimizer.load(archive);
@@ -309,10 +360,7 @@ void load_or_keep(torch::optim::Optimizer& optimizer, torch::serialize::InputArc
     why = error_text(e);
   }
   try {
-    optimizer.state().clear();
-    torch::serialize::InputArchive previous;
-    previous.load_from(saved.data(), saved.size());
-    optimizer.load(previous);
+    put_back(optimizer, saved);
   } catch (const std::exception& e) {
     TORCH_CHECK(false, path, ": its optimizer state cannot be loaded: ", why,
                 "; and putting the optimizer's previous state back failed too: ", error_text(e));
@@ -369,17 +417,29 @@ void Checkpoint::restore(torch::nn::Module& model, torch::optim::Optimizer& opti
       path_, ": lacks the model or optimizer section");
   // Everything that can refuse the file comes before the weights change:
   // their checks, then the optimizer's load(), which leaves the optimizer as
-  // it was when it throws. The copies come last (they fail only when the
-  // device does).
+  // it was when it throws. The copies come last, all or nothing; when they
+  // fail (the device does), the optimizer's previous state is put back too.
   const WeightCopies copies = checked_weights(weights, model, path_);
-  load_or_keep(optimizer, optimizer_archive, path_);
-  copy_weights(copies);
+  const std::string saved = saved_state(optimizer);
+  load_or_keep(optimizer, optimizer_archive, path_, saved);
+  try {
+    copy_weights(copies);
+  } catch (const std::exception& e) {
+    const std::string why = error_text(e);
+    try {
+      put_back(optimizer, saved);
+    } catch (const std::exception& again) {
+      TORCH_CHECK(false, path_, ": ", why, "; the model is as it was, but putting the ",
+                  "optimizer's previous state back failed: ", error_text(again));
+    }
+    TORCH_CHECK(false, path_, ": ", why, "; the model and the optimizer are as they were");
+  }
 }
 
 void Checkpoint::restore_model(torch::nn::Module& model) {
   torch::serialize::InputArchive weights;
   TORCH_CHECK(archive_.try_read("model", weights), path_, ": lacks the model section");
-  copy_weights(checked_weights(weights, model, path_));
+  copy_weights(checked_weights(weights, model, path_), path_);
 }
 
 void Checkpoint::load_optimizer(const std::function<void(torch::serialize::InputArchive&)>& load) {
@@ -438,7 +498,7 @@ void save_model(const std::string& path, torch::nn::Module& model) {
 void load_model(const std::string& path, torch::nn::Module& model) {
   torch::serialize::InputArchive archive = open_archive(path), weights;
   TORCH_CHECK(archive.try_read("model", weights), path, ": lacks the model section");
-  copy_weights(checked_weights(weights, model, path));
+  copy_weights(checked_weights(weights, model, path), path);
 }
 
 }  // namespace lowbit::train

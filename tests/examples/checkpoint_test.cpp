@@ -637,6 +637,71 @@ TEST(Checkpoint, AFailedRestoreLeavesModelAndOptimizerAsTheyWere) {
   }
 }
 
+// A linear layer and, last by name, a buffer that copy_ refuses to write:
+// an expanded view, whose 4 elements share one. Restoring into it fails after
+// the layer's weights were copied, as a device failing midway would.
+struct UnwritableLastImpl : torch::nn::Module {
+  torch::nn::Linear fc{nullptr};
+  explicit UnwritableLastImpl(uint64_t seed) {
+    torch::manual_seed(seed);
+    fc = register_module("fc", torch::nn::Linear(4, 3));
+    register_buffer("zz", torch::zeros({1}).expand({4}));
+  }
+};
+TORCH_MODULE(UnwritableLast);
+
+// A weight copy failing at the very end of restore() used to leave the
+// model half copied and the optimizer loaded: the copies are now undone, and
+// the optimizer's previous state put back.
+TEST(Checkpoint, AWeightCopyFailingMidwayLeavesModelAndOptimizerAsTheyWere) {
+  ScratchDir dir;
+  struct Run {
+    UnwritableLast model;
+    torch::optim::Adam adam;
+    explicit Run(uint64_t seed)
+        : model(seed), adam(model->parameters(), torch::optim::AdamOptions(1e-2)) {}
+    void step(uint64_t seed) {
+      torch::manual_seed(seed);
+      adam.zero_grad();
+      model->fc->forward(torch::randn({8, 4})).square().mean().backward();
+      adam.step();
+    }
+  };
+  Run saved(1), run(2), twin(2);
+  for (uint64_t i = 0; i < 3; ++i) {
+    saved.step(i);
+    run.step(10 + i);
+    twin.step(10 + i);
+  }
+  const std::string path = checkpoint_path(dir.path(), 3);
+  save_checkpoint(path, *saved.model, saved.adam, {3, 3, torch::zeros({1}, torch::kUInt8), "", {}});
+  for (const bool whole : {true, false}) {
+    try {
+      if (whole) {
+        Checkpoint(path).restore(*run.model, run.adam);
+      } else {
+        Checkpoint(path).restore_model(*run.model);
+      }
+      ADD_FAILURE() << "restoring into an unwritable buffer succeeded";
+    } catch (const c10::Error& e) {
+      const std::string what = e.what_without_backtrace();
+      EXPECT_NE(what.find(path + ": copying the weights into the model failed ("),
+                std::string::npos)
+          << what;
+      EXPECT_NE(what.find(whole ? "; the model and the optimizer are as they were"
+                                : "; the model is as it was"),
+                std::string::npos)
+          << what;
+    }
+    expect_bitwise_equal(*run.model, *twin.model);
+    expect_same_states(run.adam, twin.adam);
+  }
+  run.step(50);
+  twin.step(50);
+  expect_bitwise_equal(*run.model, *twin.model);
+  expect_same_states(run.adam, twin.adam);
+}
+
 TEST(Checkpoint, FailedSaveKeepsThePreviousFile) {
   ScratchDir dir;
   Trained s(1);
