@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 #include <string_view>
@@ -246,14 +247,48 @@ RecordKind record_kind(std::string_view rest, const std::string& name) {
 
 // ---- Pickles ----
 
+// A tensor storage a pickle names (its persistent id): the record key, and
+// the bytes libtorch's Unpickler gives the storage (element count times the
+// element size of its type, whatever the record holds).
+struct StorageRef {
+  std::string key;
+  uint64_t numel, element_size;
+};
+
+// The element size of torch.<type>Storage; 1 for a type not listed (a lower
+// bound for every dtype).
+uint64_t storage_element_size(std::string_view type) {
+  static const std::pair<std::string_view, uint64_t> kSizes[] = {
+      {"FloatStorage", 4},   {"DoubleStorage", 8},       {"HalfStorage", 2},
+      {"BFloat16Storage", 2}, {"LongStorage", 8},        {"IntStorage", 4},
+      {"ShortStorage", 2},   {"ComplexFloatStorage", 8}, {"ComplexDoubleStorage", 16}};
+  for (const auto& [name, bytes] : kSizes) {
+    if (type == name) return bytes;
+  }
+  return 1;
+}
+
 // Walks the opcodes of a pickle as libtorch's Unpickler reads them and
 // refuses a length or memo index that promises more than the pickle holds:
 // the Unpickler sizes a string by its 4- or 8-byte length before reading it,
 // and grows its memo table to a 4-byte index, so a few changed bytes made it
-// allocate gigabytes (checkpoint_fuzz's second finding). Stops at an opcode
-// the Unpickler does not read (it throws there).
-void check_pickle_lengths(const unsigned char* p, size_t n, const std::string& name) {
-  size_t i = 0, memo = 0;
+// allocate gigabytes (checkpoint_fuzz's second finding). It also keeps the
+// stack and memo far enough to read each storage's persistent id
+// (('storage', torch.<T>Storage, key, device, numel), often through memo
+// gets) into `storages`: the Unpickler sizes a storage by that numel, not by
+// its record (checkpoint_fuzz's seventh finding). Stops at an opcode the
+// Unpickler does not read, or a stack it would find empty (it throws there).
+void check_pickle_lengths(const unsigned char* p, size_t n, const std::string& name,
+                          std::vector<StorageRef>& storages) {
+  // What the walk needs of a stack entry; text views into the pickle (a
+  // memo get copies no string).
+  struct Item {
+    enum Kind { kOther, kMark, kString, kGlobal, kInt, kStorage } kind = kOther;
+    std::string_view text;
+    uint64_t number = 0;
+  };
+  std::vector<Item> stack, memo;
+  size_t i = 0;
   const auto take = [&](size_t bytes) {
     TORCH_CHECK(bytes <= n - i, "record '", name,
                 "': the pickle ends inside a value (a length field changed?)");
@@ -262,36 +297,104 @@ void check_pickle_lengths(const unsigned char* p, size_t n, const std::string& n
     return at;
   };
   const auto little = [&](size_t bytes) { return little_endian(p + take(bytes), int(bytes)); };
+  const auto text = [&](size_t length) {
+    const size_t at = take(length);
+    return std::string_view(reinterpret_cast<const char*>(p + at), length);
+  };
+  const auto pop = [&](size_t count) {
+    if (stack.size() < count) return false;
+    stack.resize(stack.size() - count);
+    return true;
+  };
+  // Pops down to the topmost mark; the items above it, or false.
+  const auto pop_mark = [&](std::vector<Item>* items) {
+    size_t m = stack.size();
+    while (m > 0 && stack[m - 1].kind != Item::kMark) --m;
+    if (m == 0) return false;
+    if (items) items->assign(stack.begin() + std::ptrdiff_t(m), stack.end());
+    stack.resize(m - 1);
+    return true;
+  };
+  const auto push = [&](Item::Kind kind, std::string_view t = {}, uint64_t number = 0) {
+    stack.push_back({kind, t, number});
+  };
   while (i < n) {
-    switch (p[i++]) {
-      case 0x80: case 'K': case 'h': take(1); break;                       // PROTO BININT1 BINGET
-      case 'M': take(2); break;                                            // BININT2
-      case 'J': case 'j': take(4); break;                                  // BININT LONG_BINGET
-      case 'G': take(8); break;                                            // BINFLOAT
-      case 0x8a: take(size_t(little(1))); break;                           // LONG1
-      case 'X': take(size_t(little(4))); break;                            // BINUNICODE
-      case 0x8d: {                                                         // BINUNICODE8
+    const unsigned char op = p[i++];
+    bool ok = true;
+    switch (op) {
+      case 0x80: take(1); break;                                             // PROTO
+      case 'K': push(Item::kInt, {}, little(1)); break;                      // BININT1
+      case 'M': push(Item::kInt, {}, little(2)); break;                      // BININT2
+      case 'J': {                                                            // BININT
+        const uint64_t v = little(4);
+        push(v < 0x80000000u ? Item::kInt : Item::kOther, {}, v);
+      } break;
+      case 0x8a: {                                                           // LONG1
+        const size_t length = size_t(little(1));
+        const uint64_t v = length <= 8 ? little_endian(p + take(length), int(length)) : (take(length), 0);
+        const bool positive = length <= 8 && (length == 0 || (p[i - 1] & 0x80) == 0);
+        push(positive ? Item::kInt : Item::kOther, {}, v);
+      } break;
+      case 'G': take(8); push(Item::kOther); break;                          // BINFLOAT
+      case 'X': push(Item::kString, text(size_t(little(4)))); break;         // BINUNICODE
+      case 0x8d: {                                                           // BINUNICODE8
         const uint64_t length = little(8);
-        take(length > n ? n + 1 : size_t(length));
+        push(Item::kString, text(length > n ? n + 1 : size_t(length)));
       } break;
-      case 'q': case 'r': {                                                // BINPUT LONG_BINPUT
+      case 'h': case 'j': {                                                  // BINGET LONG_BINGET
+        const uint64_t id = little(op == 'h' ? 1 : 4);
+        stack.push_back(id < memo.size() ? memo[id] : Item{});
+      } break;
+      case 'q': case 'r': {                                                  // BINPUT LONG_BINPUT
         // libtorch's pickler numbers memo entries 0, 1, 2, ...
-        const uint64_t id = little(p[i - 1] == 'q' ? 1 : 4);
-        TORCH_CHECK(id <= memo, "record '", name, "': the pickle stores memo entry ", id,
-                    " after ", memo, " entries");
-        memo += id == memo;
+        const uint64_t id = little(op == 'q' ? 1 : 4);
+        TORCH_CHECK(id <= memo.size(), "record '", name, "': the pickle stores memo entry ", id,
+                    " after ", memo.size(), " entries");
+        const Item top = stack.empty() ? Item{} : stack.back();
+        if (id == memo.size()) {
+          memo.push_back(top);
+        } else {
+          memo[id] = top;
+        }
       } break;
-      case 'c':                                                            // GLOBAL
+      case 'c': {                                                            // GLOBAL
+        const size_t at = i;
         for (int line = 0; line < 2; ++line)
           while (p[take(1)] != '\n') {
           }
+        push(Item::kGlobal, std::string_view(reinterpret_cast<const char*>(p + at), i - at));
+      } break;
+      case ']': case ')': case '}': case 'N': case 0x88: case 0x89:
+        push(Item::kOther);                                                  // empty list ... bools
         break;
-      case ']': case ')': case '(': case 0x88: case 0x89: case 'N': case 't': case 0x85:
-      case 0x86: case 0x87: case '}': case 'e': case 'a': case 'l': case 'd': case 'u':
-      case 0x81: case 'b': case 'R': case 'Q': case 's': break;           // no argument
-      case '.': return;                                                    // STOP
+      case '(': push(Item::kMark); break;                                    // MARK
+      case 't': {                                                            // TUPLE
+        std::vector<Item> items;
+        ok = pop_mark(&items);
+        if (ok && items.size() == 5 && items[0].kind == Item::kString &&
+            items[0].text == "storage" && items[1].kind == Item::kGlobal &&
+            starts_with(items[1].text, "torch\n") && items[2].kind == Item::kString &&
+            items[4].kind == Item::kInt) {
+          std::string_view type = items[1].text.substr(6);
+          type.remove_suffix(1);  // the name's newline
+          storages.push_back({std::string(items[2].text), items[4].number,
+                              storage_element_size(type)});
+        }
+        push(Item::kOther);
+      } break;
+      case 0x85: ok = pop(1); push(Item::kOther); break;                     // TUPLE1
+      case 0x86: ok = pop(2); push(Item::kOther); break;                     // TUPLE2
+      case 0x87: ok = pop(3); push(Item::kOther); break;                     // TUPLE3
+      case 'l': case 'd': ok = pop_mark(nullptr); push(Item::kOther); break; // LIST DICT
+      case 'e': case 'u': ok = pop_mark(nullptr); break;                     // APPENDS SETITEMS
+      case 'a': case 'b': ok = pop(1); break;                                // APPEND BUILD
+      case 's': ok = pop(2); break;                                          // SETITEM
+      case 'R': case 0x81: ok = pop(2); push(Item::kOther); break;           // REDUCE NEWOBJ
+      case 'Q': ok = pop(1); push(Item::kOther); break;                      // BINPERSID
+      case '.': return;                                                      // STOP
       default: return;
     }
+    if (!ok) return;
   }
 }
 
@@ -428,6 +531,7 @@ void check_torch_archive(const std::shared_ptr<caffe2::serialize::ReadAdapterInt
   // names up ignoring case: every record in that folder, no two names alike.
   const std::string folder = records.front().name.substr(0, records.front().name.find('/') + 1);
   std::set<std::string> seen;
+  std::map<std::string, uint64_t> record_sizes;  // by lower-case name
   std::vector<RecordKind> kinds;
   bool has_data = false;
   for (const ZipRecord& r : records) {
@@ -438,6 +542,7 @@ void check_torch_archive(const std::shared_ptr<caffe2::serialize::ReadAdapterInt
     for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
     TORCH_CHECK(seen.insert(lower).second, "record '", name,
                 "' is there twice (names are compared ignoring case)");
+    record_sizes[lower] = r.uncompressed;
     const std::string_view rest = std::string_view(r.name).substr(folder.size());
     kinds.push_back(record_kind(rest, name));
     has_data = has_data || rest == "data.pkl";
@@ -451,7 +556,21 @@ void check_torch_archive(const std::shared_ptr<caffe2::serialize::ReadAdapterInt
     const auto [data, size] = reader.getRecord(rest);
     const auto* bytes = static_cast<const unsigned char*>(data.get());
     if (kinds[k] == RecordKind::kPickle) {
-      check_pickle_lengths(bytes, size, printable(records[k].name));
+      std::vector<StorageRef> storages;
+      check_pickle_lengths(bytes, size, printable(records[k].name), storages);
+      // data.pkl's storages are data/<key>, constants.pkl's constants/<key>.
+      const std::string dir = rest == "constants.pkl" ? "constants/" : "data/";
+      for (const StorageRef& s : storages) {
+        std::string lower = folder + dir + s.key;
+        for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+        const auto record = record_sizes.find(lower);
+        TORCH_CHECK(record != record_sizes.end(), "record '", printable(records[k].name),
+                    "' names a storage in '", printable(dir + s.key), "', which the archive lacks");
+        TORCH_CHECK(s.numel <= record->second / s.element_size, "record '",
+                    printable(records[k].name), "' gives storage '", printable(dir + s.key), "' ",
+                    s.numel, " elements of ", s.element_size, " bytes, but that record holds ",
+                    record->second, " bytes");
+      }
     } else {
       check_class_source({reinterpret_cast<const char*>(bytes), size}, printable(records[k].name));
     }

@@ -17,7 +17,8 @@ namespace lowbit::train {
 //   code/**.py and their .debug_pkl, the version records), named once,
 // - lies inside the archive and claims no more uncompressed bytes than its
 //   compressed ones can hold (stored: as many; deflate: 1032 times as many),
-// - if a pickle, holds no length or memo index past its own bytes,
+// - if a pickle, holds no length or memo index past its own bytes, and
+//   gives no storage more bytes than its record holds,
 // - if class source, consists of the lines OutputArchive's classes print as.
 void check_torch_archive(const std::shared_ptr<caffe2::serialize::ReadAdapterInterface>& archive);
 

@@ -429,6 +429,32 @@ TEST(Checkpoint, ChangedClassSourceIsRefusedByName) {
   expect_bitwise_equal(*linear, *other);
 }
 
+// checkpoint_fuzz's seventh finding: libtorch 1.13's unpickler sizes a
+// storage by the element count its pickle names, whatever its record holds.
+// The fuzzer pointed the weight's storage (512 floats) at data/5, a record of
+// 8 bytes: the storage claimed 2048 bytes over an 8-byte allocation, passed
+// the view check, and copying the weight read past the allocation (SEGV
+// under ASan). Each storage is now checked against its record first.
+TEST(Checkpoint, AStorageLargerThanItsRecordIsRefusedByName) {
+  const std::string known = std::string(LOWBIT_SOURCE_DIR) +
+                            "/tests/fuzz/known/checkpoint_fuzz-storage-larger-than-its-record";
+  const std::string why =
+      "record 'archive/data.pkl' gives storage 'data/5' 512 elements of 4 bytes, but that record "
+      "holds 8 bytes";
+  expect_refused(known, why);
+  std::ifstream in(known, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ScratchDir dir;
+  dir.write("sealed.ckpt", seal_checkpoint_payload(bytes));
+  expect_refused(dir.file("sealed.ckpt"), "its payload cannot be read: " + why);
+  // A storage naming a record the archive lacks.
+  dir.write("lacks.ckpt", seal_checkpoint_payload(replaced_once(
+                              bytes, std::string("X\x01\x00\x00\x00" "5q\x07", 8),
+                              std::string("X\x01\x00\x00\x00" "9q\x07", 8))));
+  expect_refused(dir.file("lacks.ckpt"),
+                 "record 'archive/data.pkl' names a storage in 'data/9', which the archive lacks");
+}
+
 // Offset of the central-directory entry of record `name` in `zip`: the
 // last one (a checkpoint file holds its payload's zip before its own
 // central directory).
