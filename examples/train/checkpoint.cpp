@@ -9,11 +9,12 @@
 #include <sstream>
 #include <unordered_set>
 
-#include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/file_adapter.h>
 #include <caffe2/serialize/read_adapter_interface.h>
 #include <torch/serialize/output-archive.h>
 
 #include "examples/error_text.h"
+#include "examples/train/archive_check.h"
 #include "quant/atomic_file.h"
 
 namespace lowbit::train {
@@ -128,60 +129,47 @@ WeightCopies checked_weights(torch::serialize::InputArchive& archive, torch::nn:
   return copies;
 }
 
+// Copies each stored value into its target, or throws leaving every target
+// as it was. The values are first moved to their targets' devices and dtypes
+// (where a GPU model needs memory, it is taken before the model changes);
+// a copy that fails then (the device fails, a target copy_ cannot write) is
+// undone from host copies of the targets written before it, taken as they
+// are written. A copy_ that throws has written nothing of its target
+// (libtorch checks before it writes).
 void copy_weights(const WeightCopies& copies) {
   torch::NoGradGuard no_grad;
-  for (const auto& [target, stored] : copies) target.copy_(stored);
+  std::vector<torch::Tensor> staged;
+  staged.reserve(copies.size());
+  for (const auto& [target, stored] : copies) {
+    staged.push_back(stored.to(target.device(), target.scalar_type()));
+  }
+  std::vector<torch::Tensor> previous;
+  previous.reserve(copies.size());
+  try {
+    for (size_t k = 0; k < copies.size(); ++k) {
+      torch::Tensor backup = copies[k].first.to(torch::kCPU, /*non_blocking=*/false, /*copy=*/true);
+      copies[k].first.copy_(staged[k]);
+      previous.push_back(std::move(backup));
+    }
+  } catch (const std::exception& e) {
+    const std::string why = error_text(e);
+    try {
+      for (size_t k = 0; k < previous.size(); ++k) copies[k].first.copy_(previous[k]);
+    } catch (const std::exception& again) {
+      TORCH_CHECK(false, "copying the weights into the model failed (", why,
+                  "), and so did putting back the ", previous.size(),
+                  " tensors copied before: ", error_text(again));
+    }
+    TORCH_CHECK(false, "copying the weights into the model failed (", why, ")");
+  }
 }
 
-// Walks the opcodes of an archive's pickle (data.pkl) as libtorch's
-// Unpickler reads them and refuses a length or memo index that promises more
-// than the pickle holds: the Unpickler sizes a string by its 4- or 8-byte
-// length before reading it, and grows its memo table to a 4-byte index, so a
-// few changed bytes made it allocate gigabytes (checkpoint_fuzz's second
-// finding). Stops at an opcode the Unpickler does not read (it throws there).
-void check_pickle_lengths(const unsigned char* p, size_t n) {
-  size_t i = 0, memo = 0;
-  const auto take = [&](size_t bytes) {
-    TORCH_CHECK(bytes <= n - i, "its pickle ends inside a value (a length field changed?)");
-    const size_t at = i;
-    i += bytes;
-    return at;
-  };
-  const auto little = [&](size_t bytes) {
-    const size_t at = take(bytes);
-    uint64_t v = 0;
-    for (size_t k = 0; k < bytes; ++k) v |= uint64_t(p[at + k]) << (8 * k);
-    return v;
-  };
-  while (i < n) {
-    switch (p[i++]) {
-      case 0x80: case 'K': case 'h': take(1); break;                       // PROTO BININT1 BINGET
-      case 'M': take(2); break;                                            // BININT2
-      case 'J': case 'j': take(4); break;                                  // BININT LONG_BINGET
-      case 'G': take(8); break;                                            // BINFLOAT
-      case 0x8a: take(size_t(little(1))); break;                           // LONG1
-      case 'X': take(size_t(little(4))); break;                            // BINUNICODE
-      case 0x8d: {                                                         // BINUNICODE8
-        const uint64_t length = little(8);
-        take(length > n ? n + 1 : size_t(length));
-      } break;
-      case 'q': case 'r': {                                                // BINPUT LONG_BINPUT
-        // libtorch's pickler numbers memo entries 0, 1, 2, ...
-        const uint64_t id = little(p[i - 1] == 'q' ? 1 : 4);
-        TORCH_CHECK(id <= memo, "its pickle stores memo entry ", id, " after ", memo, " entries");
-        memo += id == memo;
-      } break;
-      case 'c':                                                            // GLOBAL
-        for (int line = 0; line < 2; ++line)
-          while (p[take(1)] != '\n') {
-          }
-        break;
-      case ']': case ')': case '(': case 0x88: case 0x89: case 'N': case 't': case 0x85:
-      case 0x86: case 0x87: case '}': case 'e': case 'a': case 'l': case 'd': case 'u':
-      case 0x81: case 'b': case 'R': case 'Q': case 's': break;           // no argument
-      case '.': return;                                                    // STOP
-      default: return;
-    }
+// copy_weights, its errors naming the file.
+void copy_weights(const WeightCopies& copies, const std::string& path) {
+  try {
+    copy_weights(copies);
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, path, ": ", error_text(e), "; the model is as it was");
   }
 }
 
@@ -298,21 +286,12 @@ void check_tensors_inside_storage(torch::serialize::InputArchive& archive,
   }
 }
 
-// Reads `reader`'s data.pkl and checks it (check_pickle_lengths); the
-// callers add the file's name to the message.
-void check_archive_pickle(caffe2::serialize::PyTorchStreamReader& reader) {
-  TORCH_CHECK(reader.hasRecord("data.pkl"), "not a torch archive (no data.pkl)");
-  const auto [data, size] = reader.getRecord("data.pkl");
-  check_pickle_lengths(static_cast<const unsigned char*>(data.get()), size);
-}
-
 // The archive of format 1 inside `path`, its checksum verified (format 2).
 torch::serialize::InputArchive open_archive(const std::string& path) {
   TORCH_CHECK(fs::is_regular_file(path), path, ": no such file");
   torch::serialize::InputArchive archive;
   try {
-    caffe2::serialize::PyTorchStreamReader reader(path);
-    check_archive_pickle(reader);
+    check_torch_archive(std::make_shared<caffe2::serialize::FileAdapter>(path));
     archive.load_from(path);
   } catch (const std::exception& e) {
     TORCH_CHECK(false, path, ": cannot be read (truncated or corrupt?): ", error_text(e));
@@ -337,8 +316,7 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
   try {
     const auto bytes = std::make_shared<BoundedReader>(payload.data_ptr<unsigned char>(),
                                                        size_t(payload.numel()));
-    caffe2::serialize::PyTorchStreamReader reader(bytes);
-    check_archive_pickle(reader);
+    check_torch_archive(bytes);
     inner.load_from(
         [&](uint64_t pos, void* buf, size_t n) { return bytes->read(pos, buf, n); },
         [&] { return bytes->size(); });
@@ -349,17 +327,29 @@ torch::serialize::InputArchive open_archive(const std::string& path) {
   return inner;
 }
 
-// Loads `archive` into `optimizer`, or throws leaving it as it was.
-// libtorch's load() replaces the states one parameter group after another,
-// and a lowbit optimizer checks the states it took only after replacing
-// them, so a load that throws midway leaves a mix. The optimizer's own
-// state, saved first, is then loaded back, into an emptied state map
-// (load() adds and replaces states, it removes none).
-void load_or_keep(torch::optim::Optimizer& optimizer, torch::serialize::InputArchive& archive,
-                  const std::string& path) {
+// The optimizer's state as its save() writes it, to put back with put_back.
+std::string saved_state(torch::optim::Optimizer& optimizer) {
   torch::serialize::OutputArchive before;
   optimizer.save(before);
-  const std::string saved = serialized(before);
+  return serialized(before);
+}
+
+// Loads `saved` (saved_state) into `optimizer`: into an emptied state map,
+// since load() adds and replaces states but removes none.
+void put_back(torch::optim::Optimizer& optimizer, const std::string& saved) {
+  optimizer.state().clear();
+  torch::serialize::InputArchive previous;
+  previous.load_from(saved.data(), saved.size());
+  optimizer.load(previous);
+}
+
+// Loads `archive` into `optimizer`, or throws leaving it as `saved` (its
+// saved_state) holds it. libtorch's load() replaces the states one parameter
+// group after another, and a lowbit optimizer checks the states it took only
+// after replacing them, so a load that throws midway leaves a mix, which
+// put_back undoes.
+void load_or_keep(torch::optim::Optimizer& optimizer, torch::serialize::InputArchive& archive,
+                  const std::string& path, const std::string& saved) {
   std::string why;
   try {
     optimizer.load(archive);
@@ -370,10 +360,7 @@ void load_or_keep(torch::optim::Optimizer& optimizer, torch::serialize::InputArc
     why = error_text(e);
   }
   try {
-    optimizer.state().clear();
-    torch::serialize::InputArchive previous;
-    previous.load_from(saved.data(), saved.size());
-    optimizer.load(previous);
+    put_back(optimizer, saved);
   } catch (const std::exception& e) {
     TORCH_CHECK(false, path, ": its optimizer state cannot be loaded: ", why,
                 "; and putting the optimizer's previous state back failed too: ", error_text(e));
@@ -430,17 +417,29 @@ void Checkpoint::restore(torch::nn::Module& model, torch::optim::Optimizer& opti
       path_, ": lacks the model or optimizer section");
   // Everything that can refuse the file comes before the weights change:
   // their checks, then the optimizer's load(), which leaves the optimizer as
-  // it was when it throws. The copies come last (they fail only when the
-  // device does).
+  // it was when it throws. The copies come last, all or nothing; when they
+  // fail (the device does), the optimizer's previous state is put back too.
   const WeightCopies copies = checked_weights(weights, model, path_);
-  load_or_keep(optimizer, optimizer_archive, path_);
-  copy_weights(copies);
+  const std::string saved = saved_state(optimizer);
+  load_or_keep(optimizer, optimizer_archive, path_, saved);
+  try {
+    copy_weights(copies);
+  } catch (const std::exception& e) {
+    const std::string why = error_text(e);
+    try {
+      put_back(optimizer, saved);
+    } catch (const std::exception& again) {
+      TORCH_CHECK(false, path_, ": ", why, "; the model is as it was, but putting the ",
+                  "optimizer's previous state back failed: ", error_text(again));
+    }
+    TORCH_CHECK(false, path_, ": ", why, "; the model and the optimizer are as they were");
+  }
 }
 
 void Checkpoint::restore_model(torch::nn::Module& model) {
   torch::serialize::InputArchive weights;
   TORCH_CHECK(archive_.try_read("model", weights), path_, ": lacks the model section");
-  copy_weights(checked_weights(weights, model, path_));
+  copy_weights(checked_weights(weights, model, path_), path_);
 }
 
 void Checkpoint::load_optimizer(const std::function<void(torch::serialize::InputArchive&)>& load) {
@@ -499,7 +498,7 @@ void save_model(const std::string& path, torch::nn::Module& model) {
 void load_model(const std::string& path, torch::nn::Module& model) {
   torch::serialize::InputArchive archive = open_archive(path), weights;
   TORCH_CHECK(archive.try_read("model", weights), path, ": lacks the model section");
-  copy_weights(checked_weights(weights, model, path));
+  copy_weights(checked_weights(weights, model, path), path);
 }
 
 }  // namespace lowbit::train

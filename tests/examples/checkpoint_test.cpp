@@ -327,6 +327,210 @@ TEST(Checkpoint, TensorViewsPastTheirStorageAreRefusedByName) {
   EXPECT_EQ(Checkpoint(dir.file("empty.ckpt")).state().rng_state.numel(), 0);
 }
 
+// The payload (the serialized archive behind the checksum) of checkpoint `path`.
+std::string payload_of(const std::string& path) {
+  torch::serialize::InputArchive outer;
+  outer.load_from(path);
+  torch::Tensor payload;
+  outer.read("payload", payload);
+  return std::string(reinterpret_cast<const char*>(payload.data_ptr<uint8_t>()),
+                     size_t(payload.numel()));
+}
+
+// `zip` with its one occurrence of `from` replaced by `to` (as long, so no
+// offset moves; libtorch's zip reader does not check CRCs).
+std::string replaced_once(std::string zip, const std::string& from, const std::string& to) {
+  EXPECT_EQ(from.size(), to.size());
+  const size_t at = zip.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  EXPECT_EQ(zip.find(from, at + 1), std::string::npos) << from;
+  if (at != std::string::npos) zip.replace(at, from.size(), to);
+  return zip;
+}
+
+// Expects `file` to be refused with a message naming it and holding `what`.
+void expect_refused(const std::string& file, const std::string& what) {
+  try {
+    Checkpoint c(file);
+    ADD_FAILURE() << file << " was accepted; expected: " << what;
+  } catch (const c10::Error& e) {
+    const std::string message = e.what_without_backtrace();
+    EXPECT_NE(message.find(file), std::string::npos) << message;
+    EXPECT_NE(message.find(what), std::string::npos) << message;
+  }
+}
+
+// checkpoint_fuzz's sixth finding: libtorch imports an archive's TorchScript
+// class source (code/__torch__/*.py) while it unpickles the archive, and its
+// parser crashed (SEGV in ScriptTypeParser::parseClassConstant) on a line
+// the fuzzer changed ("  __buffers  =__[]"). Every code/ record is now read
+// against the lines OutputArchive writes before libtorch sees it, in the
+// file's archive and in the payload's.
+TEST(Checkpoint, ChangedClassSourceIsRefusedByName) {
+  const std::string known = std::string(LOWBIT_SOURCE_DIR) +
+                            "/tests/fuzz/known/checkpoint_fuzz-torchscript-class-parser";
+  expect_refused(known,
+                 "record 'archive/code/__torch__/___torch_mangle_6.py' line 3 "
+                 "('  __buffers  =__[]') is not class source as OutputArchive writes it");
+
+  // A linear layer's checkpoint: its weights' class is short enough to be
+  // stored uncompressed in the payload:
+  //   class Module(Module):
+  //     __parameters__ = ["weight", "bias", ]
+  //     __buffers__ = []
+  //     weight : Tensor
+  //     bias : Tensor
+  ScratchDir dir;
+  torch::manual_seed(1);
+  torch::nn::Linear linear(4, 3);
+  torch::optim::Adam adam(linear->parameters(), torch::optim::AdamOptions(1e-2));
+  linear->forward(torch::randn({2, 4})).sum().backward();
+  adam.step();
+  const std::string path = checkpoint_path(dir.path(), 1);
+  save_checkpoint(path, *linear, adam, {1, 1, torch::zeros({1}, torch::kUInt8), "", {}});
+  std::ifstream in(path, std::ios::binary);
+  const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string payload = payload_of(path);
+  // One line at a time changed into what libtorch's importer would read as
+  // something else, each as long as the line it replaces.
+  struct Change {
+    std::string from, to, refused;  // `refused`: the line as the message quotes it
+  };
+  const Change changes[] = {
+      // The fuzzer's change.
+      {"bias\", ]\n  __buffers__ = []", "bias\", ]\n  __buffers  =__[]",
+       "line 3 ('  __buffers  =__[]')"},
+      {"  bias : Tensor\n", "  bias = Ten(1)\n", "line 5 ('  bias = Ten(1)')"},  // a call
+      {"  bias : Tensor\n", "  bia: Final[T]\n", "line 5 ('  bia: Final[T]')"},
+      {"  bias : Tensor\n", "  b : Final[]=1\n", "line 5 ('  b : Final[]=1')"},  // a constant
+      {"  bias : Tensor\n", "  def f(): pass\n", "line 5 ('  def f(): pass')"},  // a method
+      {"  bias : Tensor\n", "  bias : Te\\sor\n", "line 5 ('  bias : Te\\sor')"},
+      {"  bias : Tensor\n", "  bias : Li[[]]\n", "line 5 ('  bias : Li[[]]')"},
+      {"  bias : Tensor\n", "\n bias : Tensor\n", "line 5 ('')"},  // a blank line
+      {"  bias : Tensor\n", "  bias : Tensor(", "does not end its last line"},
+      {"[\"weight\", \"bias\", ]", "[\"we\\ght\", \"bias\", ]",
+       "line 2 ('  __parameters__ = [\"we\\ght\", \"bias\", ]')"},
+  };
+  for (const Change& c : changes) {
+    dir.write("changed.ckpt", seal_checkpoint_payload(replaced_once(payload, c.from, c.to)));
+    expect_refused(dir.file("changed.ckpt"),
+                   "its payload cannot be read: record 'archive/code/__torch__/");
+    expect_refused(dir.file("changed.ckpt"), ".py' " + c.refused);
+  }
+  // The file's own archive (which no checksum covers) the same way.
+  dir.write("outer.ckpt", replaced_once(file, "  format : str\n", "  format = str\n"));
+  expect_refused(dir.file("outer.ckpt"),
+                 ": cannot be read (truncated or corrupt?): record 'archive/code/__torch__.py' "
+                 "line 4 ('  format = str') is not class source as OutputArchive writes it");
+  // What this libtorch wrote passes the checks and restores.
+  torch::manual_seed(2);
+  torch::nn::Linear other(4, 3);
+  torch::optim::Adam other_adam(other->parameters(), torch::optim::AdamOptions(1e-2));
+  Checkpoint(path).restore(*other, other_adam);
+  expect_bitwise_equal(*linear, *other);
+}
+
+// checkpoint_fuzz's seventh finding: libtorch 1.13's unpickler sizes a
+// storage by the element count its pickle names, whatever its record holds.
+// The fuzzer pointed the weight's storage (512 floats) at data/5, a record of
+// 8 bytes: the storage claimed 2048 bytes over an 8-byte allocation, passed
+// the view check, and copying the weight read past the allocation (SEGV
+// under ASan). Each storage is now checked against its record first.
+TEST(Checkpoint, AStorageLargerThanItsRecordIsRefusedByName) {
+  const std::string known = std::string(LOWBIT_SOURCE_DIR) +
+                            "/tests/fuzz/known/checkpoint_fuzz-storage-larger-than-its-record";
+  const std::string why =
+      "record 'archive/data.pkl' gives storage 'data/5' 512 elements of 4 bytes, but that record "
+      "holds 8 bytes";
+  expect_refused(known, why);
+  std::ifstream in(known, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ScratchDir dir;
+  dir.write("sealed.ckpt", seal_checkpoint_payload(bytes));
+  expect_refused(dir.file("sealed.ckpt"), "its payload cannot be read: " + why);
+  // A storage naming a record the archive lacks.
+  dir.write("lacks.ckpt", seal_checkpoint_payload(replaced_once(
+                              bytes, std::string("X\x01\x00\x00\x00" "5q\x07", 8),
+                              std::string("X\x01\x00\x00\x00" "9q\x07", 8))));
+  expect_refused(dir.file("lacks.ckpt"),
+                 "record 'archive/data.pkl' names a storage in 'data/9', which the archive lacks");
+}
+
+// Offset of the central-directory entry of record `name` in `zip`: the
+// last one (a checkpoint file holds its payload's zip before its own
+// central directory).
+size_t central_entry(const std::string& zip, const std::string& name) {
+  const std::string signature("PK\x01\x02", 4);
+  for (size_t at = zip.rfind(signature); at != std::string::npos && at > 0;
+       at = zip.rfind(signature, at - 1)) {
+    const size_t name_size = uint8_t(zip[at + 28]) | size_t(uint8_t(zip[at + 29])) << 8;
+    if (name_size == name.size() && zip.compare(at + 46, name.size(), name) == 0) return at;
+  }
+  ADD_FAILURE() << "no central directory entry for " << name;
+  return 0;
+}
+
+void put_le32(std::string& zip, size_t at, uint32_t value) {
+  for (int k = 0; k < 4; ++k) zip[at + size_t(k)] = char((value >> (8 * k)) & 0xff);
+}
+
+// libtorch's zip reader allocates a record's buffer by the uncompressed size
+// the central directory claims, before reading it: a deflated record of 108
+// bytes claiming 3.75 GiB made it allocate that much, then fail. Each
+// record's sizes are now checked against the bytes present first.
+TEST(Checkpoint, ZipRecordSizesAreCheckedBeforeLibtorchReadsThem) {
+  ScratchDir dir;
+  Trained s(1);
+  s.step(0);
+  const std::string path = checkpoint_path(dir.path(), 1);
+  save_checkpoint(path, *s.model, s.adam, {1, 1, torch::zeros({1}, torch::kUInt8), "", {}});
+  const std::string payload = payload_of(path);
+  // Central directory fields: method at +10, compressed size at +20,
+  // uncompressed at +24. The payload's top-level class source is deflated
+  // (libtorch compresses code records over 200 bytes).
+  const std::string code = "archive/code/__torch__.py";
+  const size_t entry = central_entry(payload, code);
+  ASSERT_EQ(payload[entry + 10], 8) << "expected " << code << " deflated";
+  const auto compressed = uint32_t(uint8_t(payload[entry + 20])) |
+                          uint32_t(uint8_t(payload[entry + 21])) << 8;
+  struct Change {
+    size_t field;
+    uint32_t value;
+    std::string why;
+  };
+  const Change changes[] = {
+      {24, 0xf0000000u,
+       "claims 4026531840 bytes from " + std::to_string(compressed) + " deflated ones"},
+      {24, compressed * 1032 + 1032, "deflate expands at most 1032 times"},
+      {20, 0x7fffff00u, "(2147483392 bytes at "},  // past the end of the payload
+      {10, 12, "is compressed with method 12; expected stored (0) or deflate (8)"},
+  };
+  for (const Change& c : changes) {
+    std::string changed = payload;
+    if (c.field == 10) {
+      changed[entry + 10] = char(c.value);
+    } else {
+      put_le32(changed, entry + c.field, c.value);
+    }
+    dir.write("sizes.ckpt", seal_checkpoint_payload(changed));
+    expect_refused(dir.file("sizes.ckpt"),
+                   "its payload cannot be read: record '" + code + "' ");
+    expect_refused(dir.file("sizes.ckpt"), c.why);
+  }
+  // A stored record claiming more than it holds, in the file's own archive.
+  std::ifstream in(path, std::ios::binary);
+  std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  put_le32(file, central_entry(file, "archive/data.pkl") + 24, 0x70000000u);
+  dir.write("stored.ckpt", file);
+  expect_refused(dir.file("stored.ckpt"), "record 'archive/data.pkl' is stored in ");
+  // At the bound itself, the size check passes and libtorch's own reader
+  // refuses the record (its inflated bytes are fewer than claimed).
+  std::string at_bound = payload;
+  put_le32(at_bound, entry + 24, compressed * 1032);
+  dir.write("bound.ckpt", seal_checkpoint_payload(at_bound));
+  expect_refused(dir.file("bound.ckpt"), "its payload cannot be read");
+}
+
 // The state tensors of parameter `index` of group `group`: Adam's moments
 // and step, or an 8-bit optimizer's codes, absmax and step.
 std::vector<torch::Tensor> optimizer_state(torch::optim::Optimizer& optimizer, size_t group,
@@ -458,6 +662,71 @@ TEST(Checkpoint, AFailedRestoreLeavesModelAndOptimizerAsTheyWere) {
     }
     expect_refused_and_unchanged(file, run, twin);
   }
+}
+
+// A linear layer and, last by name, a buffer that copy_ refuses to write:
+// an expanded view, whose 4 elements share one. Restoring into it fails after
+// the layer's weights were copied, as a device failing midway would.
+struct UnwritableLastImpl : torch::nn::Module {
+  torch::nn::Linear fc{nullptr};
+  explicit UnwritableLastImpl(uint64_t seed) {
+    torch::manual_seed(seed);
+    fc = register_module("fc", torch::nn::Linear(4, 3));
+    register_buffer("zz", torch::zeros({1}).expand({4}));
+  }
+};
+TORCH_MODULE(UnwritableLast);
+
+// A weight copy failing at the very end of restore() used to leave the
+// model half copied and the optimizer loaded: the copies are now undone, and
+// the optimizer's previous state put back.
+TEST(Checkpoint, AWeightCopyFailingMidwayLeavesModelAndOptimizerAsTheyWere) {
+  ScratchDir dir;
+  struct Run {
+    UnwritableLast model;
+    torch::optim::Adam adam;
+    explicit Run(uint64_t seed)
+        : model(seed), adam(model->parameters(), torch::optim::AdamOptions(1e-2)) {}
+    void step(uint64_t seed) {
+      torch::manual_seed(seed);
+      adam.zero_grad();
+      model->fc->forward(torch::randn({8, 4})).square().mean().backward();
+      adam.step();
+    }
+  };
+  Run saved(1), run(2), twin(2);
+  for (uint64_t i = 0; i < 3; ++i) {
+    saved.step(i);
+    run.step(10 + i);
+    twin.step(10 + i);
+  }
+  const std::string path = checkpoint_path(dir.path(), 3);
+  save_checkpoint(path, *saved.model, saved.adam, {3, 3, torch::zeros({1}, torch::kUInt8), "", {}});
+  for (const bool whole : {true, false}) {
+    try {
+      if (whole) {
+        Checkpoint(path).restore(*run.model, run.adam);
+      } else {
+        Checkpoint(path).restore_model(*run.model);
+      }
+      ADD_FAILURE() << "restoring into an unwritable buffer succeeded";
+    } catch (const c10::Error& e) {
+      const std::string what = e.what_without_backtrace();
+      EXPECT_NE(what.find(path + ": copying the weights into the model failed ("),
+                std::string::npos)
+          << what;
+      EXPECT_NE(what.find(whole ? "; the model and the optimizer are as they were"
+                                : "; the model is as it was"),
+                std::string::npos)
+          << what;
+    }
+    expect_bitwise_equal(*run.model, *twin.model);
+    expect_same_states(run.adam, twin.adam);
+  }
+  run.step(50);
+  twin.step(50);
+  expect_bitwise_equal(*run.model, *twin.model);
+  expect_same_states(run.adam, twin.adam);
 }
 
 TEST(Checkpoint, FailedSaveKeepsThePreviousFile) {
