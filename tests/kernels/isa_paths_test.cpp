@@ -293,6 +293,8 @@ TEST(IsaPaths, OverrideIsClampedToTheCpuAndUnknownValuesAreRefused) {
   EXPECT_EQ(kernels::cpu_isa_for("neon"), CpuIsa::Neon);
   EXPECT_EQ(kernels::cpu_isa_for("avx512"), CpuIsa::Generic);
   EXPECT_EQ(kernels::cpu_isa_for("avx2"), CpuIsa::Generic);
+  // The name the benchmark header prints for the path that runs by default.
+  EXPECT_STREQ(kernels::cpu_isa_name(kernels::cpu_isa_for(nullptr)), "neon");
 #else
   EXPECT_FALSE(runs(CpuIsa::Neon));
   EXPECT_EQ(kernels::cpu_isa_for("neon"), CpuIsa::Generic);
