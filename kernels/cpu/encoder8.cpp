@@ -260,7 +260,9 @@ struct Lanes {
   // t - floor(t) < w (the subtraction is exact)
   static M fraction_below(F t, F w) { return vcltq_f32(vsubq_f32(t, vrndmq_f32(t)), w); }
   static I add_where(M m, I a, I b) { return vaddq_s32(a, vandq_s32(vreinterpretq_s32_u32(m), b)); }
-  static I sub_where(M m, I otherwise, I a, I b) { return vbslq_s32(m, vsubq_s32(a, b), otherwise); }
+  static I sub_where(M m, I otherwise, I a, I b) {
+    return vbslq_s32(m, vsubq_s32(a, b), otherwise);
+  }
   static I zero_where(M m, I a) { return vbicq_s32(a, vreinterpretq_s32_u32(m)); }
   static void store_bytes(uint8_t* p, I a) {  // codes are 0..255: narrowing keeps them
     const uint16x4_t words = vmovn_u32(vreinterpretq_u32_s32(a));

@@ -14,6 +14,10 @@
 
 #if LOWBIT_CPU_NEON
 
+// Byte k of an entry is its k-th least significant byte only on little-endian
+// targets (aarch64 Linux; big-endian aarch64_be is not supported).
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the NEON path assumes little-endian");
+
 LOWBIT_CPU_ISA_BEGIN
 
 // Bytes k of 16 little-endian 32-bit entries (plane[k][e] = byte k of entry e)
@@ -34,7 +38,8 @@ inline void join_planes(const uint8x16_t plane[4], uint32x4_t out[4]) {
 class PlaneTable16 {
  public:
   // ld4 splits 64 bytes four ways (byte 4e + k to plane k): the planes.
-  explicit PlaneTable16(const void* entries) : plane_(vld4q_u8(static_cast<const uint8_t*>(entries))) {}
+  explicit PlaneTable16(const void* entries)
+      : plane_(vld4q_u8(static_cast<const uint8_t*>(entries))) {}
 
   // out[4] = entries[index[0..15]], in order.
   void lookup(uint8x16_t index, uint32x4_t out[4]) const {

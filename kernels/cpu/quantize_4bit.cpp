@@ -81,8 +81,8 @@ void quantize_typed(const typename T::Storage* x, size_t n, int blocksize,
         const uint32x4_t c = codes.lookup(pos);
         const uint32x4_t negative_zero_lanes =
             vandq_u32(vceqq_u32(c, vdupq_n_u32(uint32_t(zero))), vcltq_f32(v, vdupq_n_f32(0.0f)));
-        vst1q_s32(q + i, vreinterpretq_s32_u32(
-                             vbslq_u32(negative_zero_lanes, vdupq_n_u32(uint32_t(negative_zero)), c)));
+        const uint32x4_t minus_zero = vdupq_n_u32(uint32_t(negative_zero));
+        vst1q_s32(q + i, vreinterpretq_s32_u32(vbslq_u32(negative_zero_lanes, minus_zero, c)));
       }
 #else
       for (size_t i = 0; i < kChunk; ++i) {
