@@ -1,16 +1,19 @@
 // Which instruction-set path the CPU kernels run. The hot CPU kernels are
-// built once per path (generic x86-64, AVX2+FMA, AVX-512) and one is chosen at
-// the first call: the best this CPU supports, or the environment's
-// LOWBIT_CPU_ISA=avx512|avx2|generic (clamped to what the CPU supports).
+// built once per path (x86-64: generic, AVX2+FMA, AVX-512; aarch64: generic,
+// NEON) and one is chosen at the first call: the best this CPU supports, or
+// the environment's LOWBIT_CPU_ISA=avx512|avx2|neon|generic (clamped to what
+// the CPU supports; a path of the other architecture selects generic).
 #pragma once
 
 #include <vector>
 
 namespace lowbit::kernels {
 
-enum class CpuIsa { Generic, Avx2, Avx512 };
+// Ordered within each architecture: a later path runs everything an earlier
+// one of the same architecture needs.
+enum class CpuIsa { Generic, Avx2, Avx512, Neon };
 
-// "generic", "avx2" or "avx512".
+// "generic", "avx2", "avx512" or "neon".
 const char* cpu_isa_name(CpuIsa isa);
 
 // The paths this build and this CPU can run, Generic first.

@@ -1,6 +1,6 @@
 #include "kernels/dtype.h"
 
-#include "kernels/cpu/x86_intrinsics.h"
+#include "kernels/cpu/simd_intrinsics.h"
 #include "kernels/cpu_isa.h"
 
 namespace lowbit::kernels {

@@ -1,5 +1,6 @@
-// Backend selection: the CPU singleton, one shared OpenCL backend per device,
-// and (in builds with CUDA) one CUDA backend per device.
+// Backend selection: the CPU singleton, (in builds with OpenCL) one shared
+// OpenCL backend per device, and (in builds with CUDA) one CUDA backend per
+// device.
 #include <algorithm>
 #include <atomic>
 #include <cctype>
@@ -9,7 +10,9 @@
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
+#ifdef LOWBIT_WITH_OPENCL
 #include "kernels/opencl/opencl_backend.h"
+#endif
 #ifdef LOWBIT_WITH_CUDA
 #include "kernels/cuda/cuda_backend.h"
 #endif
@@ -17,11 +20,18 @@
 namespace lowbit::kernels {
 namespace {
 
+#ifndef LOWBIT_WITH_OPENCL
+constexpr const char* kNoOpenCl =
+    "lowbit: backend 'opencl' was asked for, but this build of lowbit has no OpenCL backend "
+    "(configure with -DLOWBIT_OPENCL=ON and the OpenCL headers and loader installed)";
+#endif
+
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
   return s;
 }
 
+#ifdef LOWBIT_WITH_OPENCL
 std::string describe(const std::vector<opencl::DeviceInfo>& devices) {
   if (devices.empty()) return "no OpenCL devices are visible (is an ICD such as pocl-opencl-icd installed?)";
   std::ostringstream os;
@@ -56,6 +66,7 @@ std::shared_ptr<Backend> opencl_backend_for(const opencl::DeviceInfo& device) {
   if (!slot) slot = std::make_shared<opencl::OpenClBackend>(device);
   return slot;
 }
+#endif
 
 }  // namespace
 
@@ -127,13 +138,18 @@ BackendChoice choose_backend(const BackendOptions& options) {
   const std::string kind = lower(options.kind);
   if (kind == "cpu") return {shared_cpu(), "asked for (backend: cpu)"};
   if (kind == "opencl") {
+#ifdef LOWBIT_WITH_OPENCL
     const auto devices = opencl::list_devices();
     const opencl::DeviceInfo& d = pick_device(devices, options);
     return {opencl_backend_for(d), "asked for (backend: opencl): " + d.label};
+#else
+    fail(kNoOpenCl);
+#endif
   }
   if (kind == "cuda") return {cuda_backend(std::max(options.device_index, 0)), "asked for (backend: cuda)"};
   LOWBIT_CHECK(kind == "auto", "backend '", options.kind,
                "' is not supported; expected one of: auto, cpu, opencl, cuda");
+#ifdef LOWBIT_WITH_OPENCL
   const auto devices = opencl::list_devices();
   if (options.device_index >= 0 || !options.device_name.empty()) {
     const opencl::DeviceInfo& d = pick_device(devices, options);
@@ -150,6 +166,11 @@ BackendChoice choose_backend(const BackendOptions& options) {
           "auto: no OpenCL GPU shares host memory, and host tensors would cross to a discrete "
           "GPU or another CPU runtime every step (backend: opencl forces it; found: " +
               found + ")"};
+#else
+  LOWBIT_CHECK(options.device_index < 0 && options.device_name.empty(), kNoOpenCl,
+               " (an OpenCL device was named)");
+  return {shared_cpu(), "auto: this build has no OpenCL backend"};
+#endif
 }
 
 std::shared_ptr<Backend> make_backend(const BackendOptions& options) {
@@ -158,7 +179,9 @@ std::shared_ptr<Backend> make_backend(const BackendOptions& options) {
 
 std::vector<std::string> opencl_devices() {
   std::vector<std::string> out;
+#ifdef LOWBIT_WITH_OPENCL
   for (const auto& d : opencl::list_devices()) out.push_back(d.label);
+#endif
   return out;
 }
 

@@ -1,6 +1,7 @@
 // Picks the CPU kernels' instruction-set path once per process (see
 // kernels/cpu_isa.h): the paths built (LOWBIT_CPU_X86_PATHS: the AVX2 and
-// AVX-512 ones), filtered by what the CPU and the OS support.
+// AVX-512 ones; LOWBIT_CPU_NEON_PATH: NEON), filtered by what the CPU and the
+// OS support.
 #include "kernels/cpu_isa.h"
 
 #include <cstdlib>
@@ -16,6 +17,11 @@ inline namespace avx2 {
 const IsaKernels& path_kernels();
 }
 inline namespace avx512 {
+const IsaKernels& path_kernels();
+}
+#endif
+#if LOWBIT_CPU_NEON_PATH
+inline namespace neon {
 const IsaKernels& path_kernels();
 }
 #endif
@@ -35,9 +41,11 @@ const IsaKernels& isa_kernels(CpuIsa isa) {
 #if LOWBIT_CPU_X86_PATHS
     case CpuIsa::Avx2: return avx2::path_kernels();
     case CpuIsa::Avx512: return avx512::path_kernels();
-#else
-    default: break;
 #endif
+#if LOWBIT_CPU_NEON_PATH
+    case CpuIsa::Neon: return neon::path_kernels();
+#endif
+    default: break;
   }
   fail("lowbit: the ", cpu_isa_name(isa), " CPU path is not built");
 }
@@ -75,14 +83,27 @@ bool cpu_runs(CpuIsa isa) {
              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
              __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512vnni") &&
              __builtin_cpu_supports("avx512vbmi");
+    case CpuIsa::Neon: return false;
   }
   return false;
+#elif LOWBIT_CPU_NEON_PATH
+  // Advanced SIMD is mandatory in AArch64: every CPU runs the NEON path.
+  return isa == CpuIsa::Generic || isa == CpuIsa::Neon;
 #else
   return isa == CpuIsa::Generic;
 #endif
 }
 
-constexpr CpuIsa kAll[] = {CpuIsa::Generic, CpuIsa::Avx2, CpuIsa::Avx512};
+constexpr CpuIsa kAll[] = {CpuIsa::Generic, CpuIsa::Avx2, CpuIsa::Avx512, CpuIsa::Neon};
+
+// Whether a CPU that runs `isa` runs `lower` too: the generic path, or a
+// path of the same architecture that comes no later.
+bool includes(CpuIsa isa, CpuIsa lower) {
+  if (lower == CpuIsa::Generic) return true;
+  const bool x86 = isa == CpuIsa::Avx2 || isa == CpuIsa::Avx512;
+  const bool lower_x86 = lower == CpuIsa::Avx2 || lower == CpuIsa::Avx512;
+  return x86 == lower_x86 && int(lower) <= int(isa);
+}
 
 }  // namespace
 
@@ -91,6 +112,7 @@ const char* cpu_isa_name(CpuIsa isa) {
     case CpuIsa::Generic: return "generic";
     case CpuIsa::Avx2: return "avx2";
     case CpuIsa::Avx512: return "avx512";
+    case CpuIsa::Neon: return "neon";
   }
   return "unknown";
 }
@@ -110,12 +132,12 @@ CpuIsa cpu_isa_for(const char* request) {
     if (want != cpu_isa_name(isa)) continue;
     CpuIsa chosen = CpuIsa::Generic;
     for (CpuIsa r : runnable)
-      if (int(r) <= int(isa)) chosen = r;
+      if (includes(isa, r)) chosen = r;
     return chosen;
   }
   fail("lowbit: LOWBIT_CPU_ISA=", want,
-       " names no CPU kernel path: use avx512, avx2 or generic (or unset it for the best this "
-       "CPU runs)");
+       " names no CPU kernel path: use avx512, avx2, neon or generic (or unset it for the best "
+       "this CPU runs)");
 }
 
 CpuIsa cpu_isa() {

@@ -1,11 +1,12 @@
 #include "kernels/cpu/decoder8.h"
 
-#include "kernels/cpu/x86_intrinsics.h"
+#include "kernels/cpu/simd_intrinsics.h"
 
 #include <algorithm>
 #include <cstring>
 
 #include "kernels/cpu/codebook_cache.h"
+#include "kernels/cpu/neon_tables.h"
 
 LOWBIT_CPU_ISA_BEGIN
 namespace {
@@ -76,6 +77,32 @@ void Decoder8::decode_scaled(const uint8_t* codes, float absmax, float* out, siz
     const __m256i c =
         _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
     _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_i32gather_ps(code_.data(), c, 4), m));
+  }
+#elif LOWBIT_CPU_NEON
+  // The byte planes as four 64-byte tables each: tbl looks codes 0-63 up and
+  // zeroes the rest, then tbx on code - 64, - 128, - 192 fills the other
+  // quarters (an index past 63 leaves a lane as it is). 16 codes per step.
+  uint8x16x4_t table[4][4];
+  for (int k = 0; k < 4; ++k)
+    for (int q = 0; q < 4; ++q) table[k][q] = vld1q_u8_x4(&planes_[k][64 * q]);
+  const float32x4_t m = vdupq_n_f32(absmax);
+  const uint8x16_t quarter = vdupq_n_u8(64);
+  for (; i + 16 <= n; i += 16) {
+    const uint8x16_t c0 = vld1q_u8(codes + i);
+    const uint8x16_t c1 = vsubq_u8(c0, quarter);
+    const uint8x16_t c2 = vsubq_u8(c1, quarter);
+    const uint8x16_t c3 = vsubq_u8(c2, quarter);
+    uint8x16_t plane[4];
+    for (int k = 0; k < 4; ++k) {
+      uint8x16_t b = vqtbl4q_u8(table[k][0], c0);
+      b = vqtbx4q_u8(b, table[k][1], c1);
+      b = vqtbx4q_u8(b, table[k][2], c2);
+      plane[k] = vqtbx4q_u8(b, table[k][3], c3);
+    }
+    uint32x4_t f[4];
+    join_planes(plane, f);
+    for (int r = 0; r < 4; ++r)
+      vst1q_f32(out + i + 4 * r, vmulq_f32(vreinterpretq_f32_u32(f[r]), m));
   }
 #endif
   for (; i < n; ++i) out[i] = code_[codes[i]] * absmax;

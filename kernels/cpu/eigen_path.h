@@ -30,7 +30,7 @@
 #include <omp.h>
 
 #include "kernels/cpu/isa_region.h"
-#include "kernels/cpu/x86_intrinsics.h"
+#include "kernels/cpu/simd_intrinsics.h"
 
 #ifdef Eigen
 #error "kernels/cpu/eigen_path.h must be the translation unit's only Eigen include"

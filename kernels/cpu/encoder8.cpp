@@ -1,6 +1,6 @@
 #include "kernels/cpu/encoder8.h"
 
-#include "kernels/cpu/x86_intrinsics.h"
+#include "kernels/cpu/simd_intrinsics.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,6 +8,7 @@
 
 #include "kernels/codebook.h"
 #include "kernels/cpu/codebook_cache.h"
+#include "kernels/cpu/neon_tables.h"
 
 LOWBIT_CPU_ISA_BEGIN
 namespace {
@@ -179,13 +180,14 @@ int Encoder8::encode_search(float r) const {
   return pos;
 }
 
-#if LOWBIT_CPU_AVX2
+#if LOWBIT_CPU_AVX2 || LOWBIT_CPU_NEON
 namespace {
 
 // The lane operations of encode_pieces: 16 lanes with AVX-512 (masks in mask
 // registers), 8 with AVX2 (masks as all-ones lanes, 16-entry tables as two
-// 8-entry permutes and a blend on index bit 3). Both read an index's low 4
-// bits only, so the loop is written once.
+// 8-entry permutes and a blend on index bit 3), 4 with NEON (masks as
+// all-ones lanes, 16-entry tables as 64-byte table lookups). All read an
+// index's low 4 bits only, so the loop is written once.
 #if LOWBIT_CPU_AVX512
 struct Lanes {
   static constexpr size_t kCount = 16;
@@ -224,6 +226,53 @@ struct Lanes {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(a));
   }
   static unsigned lanes(M m) { return m; }
+};
+#elif LOWBIT_CPU_NEON
+struct Lanes {
+  static constexpr size_t kCount = 4;
+  using F = float32x4_t;
+  using I = int32x4_t;
+  using M = uint32x4_t;
+  using Table = LaneTable16;
+  static Table table(const void* p) { return Table(p); }
+  static I lookup(const Table& t, I index) {
+    return vreinterpretq_s32_u32(t.lookup(vreinterpretq_u32_s32(index)));
+  }
+  static F load(const float* p) { return vld1q_f32(p); }
+  static F set(float v) { return vdupq_n_f32(v); }
+  static I set(int32_t v) { return vdupq_n_s32(v); }
+  static F mul(F a, F b) { return vmulq_f32(a, b); }
+  static F fma(F a, F b, F c) { return vfmaq_f32(c, a, b); }  // c + a * b, one rounding
+  static I bits(F a) { return vreinterpretq_s32_f32(a); }
+  static F floats(I a) { return vreinterpretq_f32_s32(a); }
+  static I and_(I a, I b) { return vandq_s32(a, b); }
+  static I add(I a, I b) { return vaddq_s32(a, b); }
+  static I shift_right_24(I a) {
+    return vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(a), 24));
+  }
+  static I max_unsigned(I a, I b) {
+    return vreinterpretq_s32_u32(vmaxq_u32(vreinterpretq_u32_s32(a), vreinterpretq_u32_s32(b)));
+  }
+  static I max_signed(I a, I b) { return vmaxq_s32(a, b); }
+  static I truncate(F a) { return vcvtq_s32_f32(a); }  // toward zero, as cvttps
+  static M negative(I a) { return vreinterpretq_u32_s32(vshrq_n_s32(a, 31)); }
+  static M greater(I a, I b) { return vcgtq_s32(a, b); }
+  // t - floor(t) < w (the subtraction is exact)
+  static M fraction_below(F t, F w) { return vcltq_f32(vsubq_f32(t, vrndmq_f32(t)), w); }
+  static I add_where(M m, I a, I b) { return vaddq_s32(a, vandq_s32(vreinterpretq_s32_u32(m), b)); }
+  static I sub_where(M m, I otherwise, I a, I b) {
+    return vbslq_s32(m, vsubq_s32(a, b), otherwise);
+  }
+  static I zero_where(M m, I a) { return vbicq_s32(a, vreinterpretq_s32_u32(m)); }
+  static void store_bytes(uint8_t* p, I a) {  // codes are 0..255: narrowing keeps them
+    const uint16x4_t words = vmovn_u32(vreinterpretq_u32_s32(a));
+    const uint8x8_t bytes = vmovn_u16(vcombine_u16(words, words));
+    vst1_lane_u32(reinterpret_cast<uint32_t*>(p), vreinterpret_u32_u8(bytes), 0);
+  }
+  static unsigned lanes(M m) {
+    const uint32_t bit[4] = {1, 2, 4, 8};
+    return vaddvq_u32(vandq_u32(m, vld1q_u32(bit)));
+  }
 };
 #else
 struct Lanes {
@@ -331,7 +380,7 @@ size_t Encoder8::encode_pieces(const float* x, float scale, uint8_t* codes, size
 
 void Encoder8::encode_scaled(const float* x, float scale, uint8_t* codes, size_t n) const {
   size_t i = 0;
-#if LOWBIT_CPU_AVX2
+#if LOWBIT_CPU_AVX2 || LOWBIT_CPU_NEON
   if (pieces_) {
     i = pieces_->zero > 0 ? encode_pieces<true>(x, scale, codes, n)
                           : encode_pieces<false>(x, scale, codes, n);

@@ -35,13 +35,13 @@ class Encoder8 {
   }
 
   // codes[i] = encode(x[i] * scale) for i < n (|x[i] * scale| <= 1, finite):
-  // the same results, 16 values per step on the AVX-512 path.
+  // the same results, 4 to 16 values per step on the vector paths.
   void encode_scaled(const float* x, float scale, uint8_t* codes, size_t n) const;
 
   const float* midpoints() const { return mid_.data(); }
 
   // True if encode_scaled has its table-free vector form for this codebook
-  // (only the AVX-512 path uses it).
+  // (the AVX2, AVX-512 and NEON paths use it).
   bool piecewise() const { return pieces_.has_value(); }
 
  private:
@@ -75,7 +75,7 @@ class Encoder8 {
     std::array<float, 16> slope{}, offset{};
   };
   std::optional<Pieces> make_pieces() const;
-  // encode_scaled's AVX-512 loop over whole groups of 16; returns how many.
+  // encode_scaled's vector loop over whole groups of lanes; returns how many.
   template <bool kNegatives>
   size_t encode_pieces(const float* x, float scale, uint8_t* codes, size_t n) const;
   std::optional<Pieces> pieces_;

@@ -8,7 +8,7 @@
 // MR x NR multiply-adds, and the lanes are summed once at the end. Threads
 // take blocks of kBlockOut rows of W (256 KiB at 4096 inputs, which stays in
 // L2 while every row of x passes over it), so W is read from memory once.
-#include "kernels/cpu/x86_intrinsics.h"  // first: GCC bug 105593 guard
+#include "kernels/cpu/simd_intrinsics.h"  // first: GCC bug 105593 guard
 
 #include "kernels/cpu/matmul_int8.h"
 

@@ -1,6 +1,7 @@
 // y = W x for one token: memory-bound, so the loop reads each packed byte once
 // and decodes 2·L codes per step with an in-register 16-entry table (AVX-512
-// permutexvar, L = 16; AVX2 two permutevar8x32 + blend, L = 8). x is
+// permutexvar, L = 16; AVX2 two permutevar8x32 + blend, L = 8; NEON byte-plane
+// table lookups, L = 16 as four 4-lane vectors). x is
 // rearranged once per call so that the even and the odd elements of every
 // group of 2·L sit in two contiguous vectors, matching the high and the low
 // nibbles of L bytes. Products are summed per block and scaled once per block.
@@ -8,6 +9,7 @@
 
 #include "kernels/cpu/matmul_4bit.h"
 #include "kernels/cpu/element_io.h"
+#include "kernels/cpu/neon_tables.h"
 
 LOWBIT_CPU_ISA_BEGIN
 namespace {
@@ -16,11 +18,13 @@ namespace {
 constexpr size_t kLanes = 16;
 #elif LOWBIT_CPU_AVX2
 constexpr size_t kLanes = 8;
+#elif LOWBIT_CPU_NEON
+constexpr size_t kLanes = 16;
 #else
 constexpr size_t kLanes = 0;
 #endif
 
-#if LOWBIT_CPU_AVX2
+#if LOWBIT_CPU_AVX2 || LOWBIT_CPU_NEON
 
 constexpr size_t kGroup = 2 * kLanes;  // values per step: L packed bytes
 
@@ -55,7 +59,7 @@ struct Table {
     odd = _mm512_permutexvar_ps(b, values);
   }
 };
-#else
+#elif LOWBIT_CPU_AVX2
 using VecF = __m256;
 inline VecF vzero() { return _mm256_setzero_ps(); }
 inline VecF vload(const float* p) { return _mm256_loadu_ps(p); }
@@ -83,6 +87,45 @@ struct Table {
     const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
     even = lookup(_mm256_srli_epi32(b, 4));
     odd = lookup(b);
+  }
+};
+#elif LOWBIT_CPU_NEON
+// 16 lanes as four NEON vectors: one 16-byte load of codes feeds 32 values.
+struct VecF {
+  float32x4_t v[4];
+};
+inline VecF vzero() { return {{vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)}}; }
+inline VecF vload(const float* p) {
+  return {{vld1q_f32(p), vld1q_f32(p + 4), vld1q_f32(p + 8), vld1q_f32(p + 12)}};
+}
+inline VecF vfma(VecF a, VecF b, VecF c) {
+  for (int q = 0; q < 4; ++q) c.v[q] = vfmaq_f32(c.v[q], a.v[q], b.v[q]);
+  return c;
+}
+inline VecF vadd(VecF a, VecF b) {
+  for (int q = 0; q < 4; ++q) a.v[q] = vaddq_f32(a.v[q], b.v[q]);
+  return a;
+}
+inline VecF vset(float s) {
+  const float32x4_t v = vdupq_n_f32(s);
+  return {{v, v, v, v}};
+}
+inline float vsum(VecF a) {
+  return vaddvq_f32(vaddq_f32(vaddq_f32(a.v[0], a.v[1]), vaddq_f32(a.v[2], a.v[3])));
+}
+
+struct Table {
+  PlaneTable16 values;
+  explicit Table(const float* v) : values(v) {}
+  void decode(const uint8_t* p, VecF& even, VecF& odd) const {
+    const uint8x16_t b = vld1q_u8(p);
+    uint32x4_t e[4], o[4];
+    values.lookup(vshrq_n_u8(b, 4), e);
+    values.lookup(vandq_u8(b, vdupq_n_u8(15)), o);
+    for (int q = 0; q < 4; ++q) {
+      even.v[q] = vreinterpretq_f32_u32(e[q]);
+      odd.v[q] = vreinterpretq_f32_u32(o[q]);
+    }
   }
 };
 #endif
@@ -137,7 +180,7 @@ bool gemv_4bit_vectorised(size_t in_features) {
 }
 
 void gemv_4bit(const void* x, const Weight4bitView& w, const void* bias, void* y, DType dtype) {
-#if LOWBIT_CPU_AVX2
+#if LOWBIT_CPU_AVX2 || LOWBIT_CPU_NEON
   if (gemv_4bit_vectorised(w.in_features)) {
     dispatch_float(dtype, [&](auto tag) {
       using T = decltype(tag);

@@ -1,11 +1,14 @@
 // NF4 / FP4 blockwise quantization, two codes per byte (element 2j in the high
-// nibble), following bitsandbytes' packing.
-#include "kernels/cpu/x86_intrinsics.h"
+// nibble), following bitsandbytes' packing. The AVX-512 and NEON paths
+// search the 16 midpoints held in registers, several values per step.
+#include "kernels/cpu/simd_intrinsics.h"
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/element_io.h"
+#include "kernels/cpu/neon_tables.h"
 
 #include <limits>
+#include <type_traits>
 
 LOWBIT_CPU_ISA_BEGIN
 namespace {
@@ -18,15 +21,19 @@ template <typename T>
 void quantize_typed(const typename T::Storage* x, size_t n, int blocksize,
                     const Format4Table& table, float* absmax, uint8_t* packed) {
   const int32_t zero = table.zero_code, negative_zero = table.negative_zero_code;
-#if LOWBIT_CPU_AVX512
+#if LOWBIT_CPU_AVX512 || LOWBIT_CPU_NEON
   alignas(64) float mid16[16];
   alignas(64) int32_t code16[16];
   for (int k = 0; k < 16; ++k) {
     mid16[k] = k < 15 ? table.midpoint[size_t(k)] : std::numeric_limits<float>::infinity();
     code16[k] = table.sorted_code[size_t(k)];
   }
+#endif
+#if LOWBIT_CPU_AVX512
   const __m512 midpoints = _mm512_load_ps(mid16);
   const __m512i codes = _mm512_load_si512(code16);
+#elif LOWBIT_CPU_NEON
+  const LaneTable16 midpoints(mid16), codes(code16);
 #endif
   for_each_block(n, blocksize, [&, zero, negative_zero](size_t b, size_t begin, size_t end) {
     const float m = block_absmax<T>(x, begin, end);
@@ -61,6 +68,22 @@ void quantize_typed(const typename T::Storage* x, size_t n, int blocksize,
         _mm512_storeu_si512(q + i, _mm512_mask_mov_epi32(c, negative_zero_lanes,
                                                          _mm512_set1_epi32(negative_zero)));
       }
+#elif LOWBIT_CPU_NEON
+      // The same search, 4 values per step, the tables looked up by bytes.
+      for (size_t i = 0; i < kChunk; i += 4) {
+        const float32x4_t v = vld1q_f32(r + i);
+        uint32x4_t pos = vdupq_n_u32(0);
+        for (uint32_t step = 8; step > 0; step >>= 1) {
+          const uint32x4_t probe = vaddq_u32(pos, vdupq_n_u32(step - 1));
+          const uint32x4_t above = vcgtq_f32(v, vreinterpretq_f32_u32(midpoints.lookup(probe)));
+          pos = vaddq_u32(pos, vandq_u32(above, vdupq_n_u32(step)));
+        }
+        const uint32x4_t c = codes.lookup(pos);
+        const uint32x4_t negative_zero_lanes =
+            vandq_u32(vceqq_u32(c, vdupq_n_u32(uint32_t(zero))), vcltq_f32(v, vdupq_n_f32(0.0f)));
+        const uint32x4_t minus_zero = vdupq_n_u32(uint32_t(negative_zero));
+        vst1q_s32(q + i, vreinterpretq_s32_u32(vbslq_u32(negative_zero_lanes, minus_zero, c)));
+      }
 #else
       for (size_t i = 0; i < kChunk; ++i) {
         int pos = 0;
@@ -86,7 +109,15 @@ void dequantize_typed(const uint8_t* packed, const float* absmax, size_t n, int 
     const size_t pairs = (end - begin) / 2;
     const uint8_t* p = packed + begin / 2;
     typename T::Storage* o = out + begin;
-    for (size_t j = 0; j < pairs; ++j) {
+    size_t j = 0;
+#if LOWBIT_CPU_NEON
+    if constexpr (std::is_same_v<T, F32>) {
+      const PlaneTable16 values(table.value.data());
+      const float32x4_t scale = vdupq_n_f32(absmax[b]);
+      for (; j + 16 <= pairs; j += 16) decode_nibbles_scaled(values, p + j, scale, o + 2 * j);
+    }
+#endif
+    for (; j < pairs; ++j) {
       o[2 * j] = lut[p[j] >> 4];
       o[2 * j + 1] = lut[p[j] & 15];
     }

@@ -8,10 +8,11 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/cpu/x86_intrinsics.h"
+#include "kernels/cpu/simd_intrinsics.h"
 
 #include "kernels/backend.h"
 #include "kernels/cpu/isa_region.h"
+#include "kernels/cpu/neon_tables.h"
 
 namespace lowbit::kernels::cpu {
 
@@ -69,6 +70,12 @@ inline void decode_run(const Weight4bitView& w, size_t f, size_t len, float* out
       _mm512_storeu_ps(out + i + 2 * j, _mm512_permutexvar_ps(i0, table));
       _mm512_storeu_ps(out + i + 2 * j + 16, _mm512_permutexvar_ps(i1, table));
     }
+#elif LOWBIT_CPU_NEON
+    // 16 bytes -> 32 values: the unscaled values by byte-plane lookups, then
+    // times s (the products lut holds).
+    const PlaneTable16 values(w.value);
+    const float32x4_t scale = vdupq_n_f32(s);
+    for (; j + 16 <= pairs; j += 16) decode_nibbles_scaled(values, p + j, scale, out + i + 2 * j);
 #endif
     for (; j < pairs; ++j) {
       out[i + 2 * j] = lut[p[j] >> 4];

@@ -282,10 +282,26 @@ TEST(IsaPaths, OverrideIsClampedToTheCpuAndUnknownValuesAreRefused) {
   EXPECT_EQ(kernels::cpu_isa_for(nullptr), runnable.back());
   EXPECT_EQ(kernels::cpu_isa_for(""), runnable.back());
   EXPECT_EQ(kernels::cpu_isa_for("generic"), CpuIsa::Generic);
+  const auto runs = [&](CpuIsa isa) {
+    return std::find(runnable.begin(), runnable.end(), isa) != runnable.end();
+  };
+#if defined(__aarch64__)
+  // NEON is aarch64's baseline; the x86 paths clamp to the generic one.
+  EXPECT_TRUE(runs(CpuIsa::Neon));
+  EXPECT_FALSE(runs(CpuIsa::Avx2));
+  EXPECT_EQ(runnable.back(), CpuIsa::Neon);
+  EXPECT_EQ(kernels::cpu_isa_for("neon"), CpuIsa::Neon);
+  EXPECT_EQ(kernels::cpu_isa_for("avx512"), CpuIsa::Generic);
+  EXPECT_EQ(kernels::cpu_isa_for("avx2"), CpuIsa::Generic);
+  // The name the benchmark header prints for the path that runs by default.
+  EXPECT_STREQ(kernels::cpu_isa_name(kernels::cpu_isa_for(nullptr)), "neon");
+#else
+  EXPECT_FALSE(runs(CpuIsa::Neon));
+  EXPECT_EQ(kernels::cpu_isa_for("neon"), CpuIsa::Generic);
   EXPECT_EQ(kernels::cpu_isa_for("avx512"), runnable.back());
   // avx2 where the CPU has it, else the generic path.
-  const bool has_avx2 = runnable.size() > 1;
-  EXPECT_EQ(kernels::cpu_isa_for("avx2"), has_avx2 ? CpuIsa::Avx2 : CpuIsa::Generic);
+  EXPECT_EQ(kernels::cpu_isa_for("avx2"), runs(CpuIsa::Avx2) ? CpuIsa::Avx2 : CpuIsa::Generic);
+#endif
   testing::expect_error<kernels::Error>([] { kernels::cpu_isa_for("avx1024"); },
                                         "LOWBIT_CPU_ISA=avx1024 names no CPU kernel path");
   // What runs is what the environment asks for.
