@@ -6,6 +6,7 @@
 # limit or a 10 s input) leaves its input in build-fuzz/findings/ and makes
 # the script exit 1. New inputs that grew coverage go to build-fuzz/corpus/,
 # never into the committed corpus.
+# Targets run FUZZ_JOBS at a time (default: one per core).
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,16 +46,26 @@ TMPDIR=$(mktemp -d "$scratch_root/lowbit-fuzz.XXXXXX")
 export TMPDIR
 trap 'rm -rf "$TMPDIR"' EXIT
 mkdir -p build-fuzz/findings build-fuzz/logs
+# One target per core at a time (FUZZ_JOBS): each libFuzzer process is one thread.
+jobs="${FUZZ_JOBS:-$(nproc)}"
+fuzz_one() {
+  local t=$1 status=0
+  mkdir -p "build-fuzz/corpus/$t"
+  "build-fuzz/tests/fuzz/$t" -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+    -timeout=10 -print_final_stats=1 -artifact_prefix="build-fuzz/findings/$t-" \
+    "build-fuzz/corpus/$t" "tests/fuzz/corpus/$t" >"build-fuzz/logs/$t.log" 2>&1 || status=$?
+  echo "$status" >"build-fuzz/logs/$t.status"
+}
+for t in "${targets[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+  fuzz_one "$t" &
+done
+wait
 failed=0
 printf '%-22s %12s  %s\n' target executions result
 for t in "${targets[@]}"; do
-  work="build-fuzz/corpus/$t"
-  mkdir -p "$work"
   log="build-fuzz/logs/$t.log"
-  status=0
-  "build-fuzz/tests/fuzz/$t" -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=1024 \
-    -timeout=10 -print_final_stats=1 -artifact_prefix="build-fuzz/findings/$t-" \
-    "$work" "tests/fuzz/corpus/$t" >"$log" 2>&1 || status=$?
+  status=$(cat "build-fuzz/logs/$t.status")
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   if [ "$status" -eq 0 ]; then
     result="no finding"
