@@ -154,3 +154,12 @@ write("tokenizer_fuzz", "sentencepiece_style.json", tokenizer(
     decoder={"type": "Sequence", "decoders": [
         {"type": "Replace", "pattern": {"String": space}, "content": " "}, {"type": "ByteFallback"},
         {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}))
+write("tokenizer_config_fuzz", "strings.json", json.dumps(
+    {"bos_token": "<s>", "eos_token": "</s>", "pad_token": None, "add_bos_token": True,
+     "add_eos_token": False, "model_max_length": 2048}, indent=2))
+write("tokenizer_config_fuzz", "added_tokens.json", json.dumps(
+    {"bos_token": {"__type": "AddedToken", "content": "<s>", "lstrip": False, "normalized": True,
+                   "rstrip": False, "single_word": False},
+     "eos_token": {"__type": "AddedToken", "content": "</s>", "lstrip": False, "normalized": True,
+                   "rstrip": False, "single_word": False},
+     "pad_token": "<pad>", "add_eos_token": True}))
