@@ -392,3 +392,36 @@ __kernel void gradient_stats(__global const void* grad, int grad_type, ulong n, 
     partial[b] = total;
   }
 }
+
+// gradient_stats for CPU devices: a block per work-item, its sixteen lanes
+// as one float16 of running sums (lane k in component k: the same sums in the
+// same order), a row of sixteen elements per step. The strided lanes of the
+// kernel above, one item each, do not vectorise there.
+inline float16 load16(__global const void* p, int type, size_t i) {
+  if (type == LB_F32) return vload16(0, (__global const float*)p + i);
+  if (type == LB_F16) return vload_half16(0, (__global const half*)p + i);
+  return as_float16(convert_uint16(vload16(0, (__global const ushort*)p + i)) << 16);
+}
+
+__kernel void gradient_stats_by_block(__global const void* grad, int grad_type, ulong n,
+                                      uint blocksize, __global float* partial) {
+  const size_t b = get_global_id(0);
+  const size_t begin = b * blocksize;
+  if (begin >= n) return;
+  const size_t end = min((size_t)n, begin + blocksize);
+  float16 lanes = (float16)(0.0f);
+  size_t i = begin;
+  for (; i + LB_SUM_LANES <= end; i += LB_SUM_LANES) {
+    const float16 g = load16(grad, grad_type, i);
+    lanes += g * g;
+  }
+  float tail[LB_SUM_LANES];
+  vstore16(lanes, 0, tail);
+  for (int l = 0; i + l < end; ++l) {
+    const float g = load_elem(grad, grad_type, i + l);
+    tail[l] += g * g;
+  }
+  float total = 0.0f;
+  for (int l = 0; l < LB_SUM_LANES; ++l) total += tail[l];
+  partial[b] = total;
+}

@@ -217,6 +217,63 @@ TEST_F(OptimizerKernels, EveryBackendAgreesWithTheCpuAtEveryBlockSizeAndCodebook
   }
 }
 
+// Codes of values on and a few ulps around every midpoint of both dynamic
+// maps, where the CPU's piecewise-linear vector encoders leave the value to
+// their exact search and the OpenCL update decides with its bucket table's
+// one comparison: bit for bit with the CPU in both OpenCL layouts. Adam with
+// beta1 = beta2 = 0 makes state1 = s * g and state2 = (s * g)^2 (s the
+// clipping factor); each block leads with g = 1 / s, so both absmax are 1
+// and the states land on the targets within an ulp or two.
+TEST_F(OptimizerKernels, EveryBackendEncodesValuesAroundMidpointsAsTheCpu) {
+  const Case c{"adam_no_momentum", OptimizerRule::Adam, true, 1e-3, 0.0, 0.0, 1e-8, 0, true, 1, 1};
+  const float s = float(testing::kGnormScale);
+  std::vector<float> targets;  // state1 values, or (negative) square roots of state2's
+  for (bool is_signed : {true, false}) {
+    const std::vector<float> q = testing::dynamic_map(is_signed);
+    for (int i = 0; i < 255; ++i) {
+      float v = (q[size_t(i)] + q[size_t(i) + 1]) * 0.5f;
+      for (int d = 0; d < 3; ++d) v = std::nextafter(v, -2.0f);
+      for (int d = 0; d < 7; ++d, v = std::nextafter(v, 2.0f)) {
+        if (is_signed) {
+          targets.push_back(v);
+        } else if (v > 0.0f) {
+          targets.push_back(-std::sqrt(v));
+        }
+      }
+    }
+  }
+  std::vector<float> g;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (g.size() % 256 == 0) g.push_back(1.0f / s);
+    g.push_back(targets[i] / s);
+  }
+  Operands o = make_operands(c, DType::F32, true, g.size(), 256, 5);
+  o.grad = testing::encode(g, DType::F32);
+  const Result a = run_update(kernels::cpu_backend(), c, o);
+  const auto agree = [&](Backend& be, const std::string& label) {
+    const Result b = run_update(be, c, o);
+    EXPECT_EQ(a.codes1, b.codes1) << label;
+    EXPECT_EQ(a.codes2, b.codes2) << label;
+    EXPECT_EQ(a.absmax1, b.absmax1) << label;
+    EXPECT_EQ(a.absmax2, b.absmax2) << label;
+  };
+  for (auto [bname, be] : backends()) {
+    if (be == &kernels::cpu_backend()) continue;
+#ifdef LOWBIT_WITH_OPENCL
+    using Layout = kernels::opencl::OpenClBackend::UpdateLayout;
+    if (auto* opencl = dynamic_cast<kernels::opencl::OpenClBackend*>(be)) {
+      opencl->set_update_layout(Layout::BlockPerItem);
+      agree(*be, bname + "/block_per_item");
+      opencl->set_update_layout(Layout::EightPerItem);
+      agree(*be, bname + "/eight_per_item");
+      opencl->set_update_layout(Layout::Auto);
+      continue;
+    }
+#endif
+    agree(*be, bname);
+  }
+}
+
 // On a device that shares host memory, wrapped host memory is updated in
 // place: once the op returns the host reads the CPU backend's bytes straight
 // from its own vectors, with no download.
