@@ -325,6 +325,13 @@ class Backend {
   // flags.skipped_blocks. Nothing when flags.found_inf.
   void optimizer_update(const OptimizerOperands& op, const Buffer& slots, size_t slot,
                         Buffer& flags);
+  // Builds and allocates what optimizer_update (and, with `norms`,
+  // optimizer_update_norms) will need for operands of this kind, so that a
+  // step fails here, before optimizer_prepare changes anything, rather than
+  // between two parameters' updates. The OpenCL backend builds each kernel
+  // variant (rule, dtype, 8/32-bit, one or two states, block size) at its
+  // first use; the CPU and CUDA backends build nothing lazily (a no-op).
+  virtual void ready_optimizer_update(const OptimizerOperands& /*op*/, bool /*norms*/) {}
 
   // The same ops for one parameter with host-side arguments and results (tests,
   // benchmarks): they allocate a slot and flags, and wait for the result.

@@ -176,7 +176,7 @@ void Optimizer8bit::check_device(const torch::Tensor& p, size_t group, size_t in
               " on ", grad.device(), "; expected the parameter's shape on its device");
 }
 
-std::vector<Optimizer8bit::Work> Optimizer8bit::prepare() {
+std::vector<Optimizer8bit::Work> Optimizer8bit::prepare(std::vector<StateKey>& created) {
   check_groups();
   std::vector<Work> work;
   for (size_t g = 0; g < param_groups_.size(); ++g) {
@@ -195,11 +195,19 @@ std::vector<Optimizer8bit::Work> Optimizer8bit::prepare() {
       w.grad = p.grad().contiguous();
       const StateKey key = state_key(p);
       const StateSettings settings = effective_settings(key, options);
+      if (state_.find(key) == state_.end()) created.push_back(key);
       QuantizedParamState& state = state_for(key, p, settings, g, i);
       auto& buffers = buffers_[key];
       if (!buffers) buffers = std::make_unique<ParamBuffers>(*backend_);
       w.buffers = buffers.get();
-      w.op = w.buffers->bind(w.value, w.grad, state);
+      try {
+        w.op = w.buffers->bind(w.value, w.grad, state);
+      } catch (const std::exception& e) {
+        TORCH_CHECK(false, name_, ": cannot place the operands of ", describe(g, i, p), " on ",
+                    backend_->name(), ": ", e.what(),
+                    "\nNothing was changed: parameters, states and step counts are as before "
+                    "this step");
+      }
       w.op.rule = rule();
       w.op.param_type = quant::kernel_dtype(p.scalar_type(), "parameter");
       w.op.blocksize = int(settings.block_size);
@@ -215,6 +223,13 @@ std::vector<Optimizer8bit::Work> Optimizer8bit::prepare() {
     }
   }
   return work;
+}
+
+void Optimizer8bit::forget_states(const std::vector<StateKey>& created) {
+  for (const StateKey& key : created) {
+    state_.erase(key);
+    buffers_.erase(key);
+  }
 }
 
 void Optimizer8bit::ensure_step_buffers(size_t count) {
@@ -233,65 +248,126 @@ kernels::StepFlags Optimizer8bit::read_flags() const {
 // scale where a rule needs them, then the fused updates. On CUDA every call
 // below is queued on the current stream; only the Raise policy and a
 // WholeTensorSums (sharded parameters) read back.
+//
+// Faults: everything that can fail without a broken device (a state that
+// cannot be allocated, a kernel that does not build) fails before
+// optimizer_prepare, and then nothing has changed: the states this step
+// created are dropped. From optimizer_prepare on, step counts, states and
+// parameters change in place (on the CPU, on OpenCL with host memory, on
+// CUDA), so a failure there (a lost device) cannot be undone without a copy of
+// every state per step; the optimizer then refuses to step until load().
 torch::Tensor Optimizer8bit::step(LossClosure closure) {
+  TORCH_CHECK(broken_.empty(), name_, ": an earlier step failed midway (", broken_,
+              "), so the optimizer's states, step counts and the parameters no longer match; "
+              "restore the model and the optimizer from a checkpoint (load()) before stepping "
+              "again");
   torch::NoGradGuard no_grad;
   torch::Tensor loss;
   if (closure) {
     at::AutoGradMode enable_grad(true);
     loss = closure();
   }
-  std::vector<Work> work = prepare();
-  if (work.empty()) {
-    exchange_sums(work, /*update=*/false);
-    exchange_sums(work, /*update=*/true);
-    return loss;
-  }
-  ensure_step_buffers(work.size());
-  kernels::Backend& be = *backend_;
-  // One read of each gradient: its squared norm (percentile clipping) and
-  // whether it is finite, for every parameter before any is updated.
-  for (Work& w : work) {
-    if (policy_ == NonFinitePolicy::SkipBlocks && w.item.hparams.percentile == 100) continue;
-    be.gradient_stats(*w.op.grad, w.op.param_type, w.op.n, w.op.blocksize, *slots_, w.item.slot,
-                      /*sum=*/w.item.hparams.percentile < 100);
-    w.item.checked = true;
-  }
-  if (policy_ == NonFinitePolicy::Raise)
-    for (const Work& w : work) {
-      kernels::StepSlot slot;
-      be.read(*slots_, &slot, sizeof(slot), w.item.slot * sizeof(slot));
-      TORCH_CHECK(!slot.grad_nonfinite, name_, ": the gradient of ",
-                  describe(w.group, w.index, w.param),
-                  " holds NaN or infinite values (or values whose squares overflow float32); "
-                  "nothing was updated. set_nonfinite_policy(NonFinitePolicy::SkipStep) skips "
-                  "such steps instead");
-    }
+  // Until optimizer_prepare nothing but the states this step creates changes;
+  // a failure drops them again.
+  std::vector<StateKey> created;
+  std::vector<Work> work;
   std::vector<kernels::StepItem> items, scaled;
-  for (const Work& w : work) {
-    items.push_back(w.item);
-    if (kernels::lb_needs_norms(w.item.hparams)) scaled.push_back(w.item);
+  kernels::Backend& be = *backend_;
+  try {
+    work = prepare(created);
+    if (work.empty()) {
+      exchange_sums(work, /*update=*/false);
+      exchange_sums(work, /*update=*/true);
+      return loss;
+    }
+    ensure_step_buffers(work.size());
+    ready_updates(work);
+    // One read of each gradient: its squared norm (percentile clipping) and
+    // whether it is finite, for every parameter before any is updated.
+    for (Work& w : work) {
+      if (policy_ == NonFinitePolicy::SkipBlocks && w.item.hparams.percentile == 100) continue;
+      be.gradient_stats(*w.op.grad, w.op.param_type, w.op.n, w.op.blocksize, *slots_,
+                        w.item.slot, /*sum=*/w.item.hparams.percentile < 100);
+      w.item.checked = true;
+    }
+    if (policy_ == NonFinitePolicy::Raise)
+      for (const Work& w : work) {
+        kernels::StepSlot slot;
+        be.read(*slots_, &slot, sizeof(slot), w.item.slot * sizeof(slot));
+        TORCH_CHECK(!slot.grad_nonfinite, name_, ": the gradient of ",
+                    describe(w.group, w.index, w.param),
+                    " holds NaN or infinite values (or values whose squares overflow float32); "
+                    "nothing was updated. set_nonfinite_policy(NonFinitePolicy::SkipStep) skips "
+                    "such steps instead");
+      }
+    for (const Work& w : work) {
+      items.push_back(w.item);
+      if (kernels::lb_needs_norms(w.item.hparams)) scaled.push_back(w.item);
+    }
+    exchange_sums(work, /*update=*/false);
+  } catch (...) {
+    forget_states(created);
+    throw;
   }
-  exchange_sums(work, /*update=*/false);
-  be.optimizer_prepare(items, policy_ != NonFinitePolicy::SkipBlocks, *slots_, *flags_);
-  for (const Work& w : work)
-    if (kernels::lb_needs_norms(w.item.hparams))
-      be.optimizer_update_norms(w.op, *slots_, w.item.slot, *flags_);
-  exchange_sums(work, /*update=*/true);
-  if (!scaled.empty()) be.optimizer_scale(scaled, *slots_, *flags_);
   const bool raise = policy_ == NonFinitePolicy::Raise;
-  const int64_t skipped_before = raise ? int64_t(read_flags().skipped_blocks) : 0;
-  for (Work& w : work) {
-    be.optimizer_update(w.op, *slots_, w.item.slot, *flags_);
-    w.buffers->finish(w.value);
-    if (!w.value.is_same(w.param)) w.param.copy_(w.value);
-    if (!raise) continue;
-    const int64_t now = int64_t(read_flags().skipped_blocks);
-    TORCH_CHECK(now == skipped_before, name_, ": ", now - skipped_before, " block(s) of ",
-                describe(w.group, w.index, w.param),
-                " would have become NaN or infinite (the gradient is finite but the update "
-                "overflows float32) and were left unchanged; the rest of the step was applied");
+  const Work* overflowed = nullptr;
+  int64_t overflowed_blocks = 0;
+  const Work* current = nullptr;  // the parameter being updated, for the error
+  try {
+    be.optimizer_prepare(items, policy_ != NonFinitePolicy::SkipBlocks, *slots_, *flags_);
+    for (const Work& w : work)
+      if (kernels::lb_needs_norms(w.item.hparams))
+        be.optimizer_update_norms(w.op, *slots_, w.item.slot, *flags_);
+    exchange_sums(work, /*update=*/true);
+    if (!scaled.empty()) be.optimizer_scale(scaled, *slots_, *flags_);
+    int64_t skipped = raise ? int64_t(read_flags().skipped_blocks) : 0;
+    for (Work& w : work) {
+      current = &w;
+      be.optimizer_update(w.op, *slots_, w.item.slot, *flags_);
+      w.buffers->finish(w.value);
+      if (!w.value.is_same(w.param)) w.param.copy_(w.value);
+      if (!raise) continue;
+      const int64_t now = int64_t(read_flags().skipped_blocks);
+      if (now != skipped && !overflowed) {
+        overflowed = &w;
+        overflowed_blocks = now - skipped;
+      }
+      skipped = now;
+    }
+  } catch (const std::exception& e) {
+    std::ostringstream where;
+    if (current)
+      where << "while updating " << describe(current->group, current->index, current->param);
+    else
+      where << "after the step counts began to change, before any parameter was updated";
+    broken_ = where.str();
+    TORCH_CHECK(false, name_, ": the step failed ", broken_, " on ", be.name(), ": ", e.what(),
+                "\nThe optimizer's state is now inconsistent (step counts advanced; parameters "
+                "and states updated up to that point, not after it). Restore the model and the "
+                "optimizer from a checkpoint (load()); until then step() refuses to run");
   }
+  // Raised once the whole step is applied, so the states stay consistent.
+  TORCH_CHECK(!overflowed, name_, ": ", overflowed_blocks, " block(s) of ",
+              describe(overflowed->group, overflowed->index, overflowed->param),
+              " would have become NaN or infinite (the gradient is finite but the update "
+              "overflows float32) and were left unchanged; the rest of the step was applied");
   return loss;
+}
+
+// Every kernel and buffer the updates will need, before the first change, so
+// that a kernel that does not build (or a scratch buffer that cannot be
+// allocated) fails the step while nothing has changed.
+void Optimizer8bit::ready_updates(const std::vector<Work>& work) {
+  for (const Work& w : work) {
+    try {
+      backend_->ready_optimizer_update(w.op, kernels::lb_needs_norms(w.item.hparams));
+    } catch (const std::exception& e) {
+      TORCH_CHECK(false, name_, ": cannot prepare the update of ",
+                  describe(w.group, w.index, w.param), " on ", backend_->name(), ": ", e.what(),
+                  "\nNothing was changed: parameters, states and step counts are as before "
+                  "this step");
+    }
+  }
 }
 
 NonFiniteStats Optimizer8bit::nonfinite_stats() const {
@@ -390,6 +466,7 @@ void Optimizer8bit::load_extras(torch::serialize::InputArchive& archive) {
   // Device copies were made from the states that load() replaced.
   buffers_.clear();
   adopt_loaded_states();
+  broken_.clear();
 }
 
 void Optimizer8bit::adopt_loaded_states() {

@@ -153,7 +153,14 @@ class Optimizer8bit : public torch::optim::Optimizer {
 
  private:
   struct Work;
-  std::vector<Work> prepare();
+  // The step's operands; the keys of the states it created go to `created`.
+  std::vector<Work> prepare(std::vector<StateKey>& created);
+  // Undoes a step that failed before it changed anything: drops the states it
+  // created (and their buffers), so the next step starts as a first one.
+  void forget_states(const std::vector<StateKey>& created);
+  // Has the backend build and allocate what the updates of `work` need
+  // (Backend::ready_optimizer_update); throws naming the parameter.
+  void ready_updates(const std::vector<Work>& work);
   // Throws unless `p` (and its gradient) is where the backend works.
   void check_device(const torch::Tensor& p, size_t group, size_t index) const;
   // The per-step buffers on the backend: `count` slots and the flags.
@@ -193,6 +200,10 @@ class Optimizer8bit : public torch::optim::Optimizer {
   // are host memory: `host_flags_`, wrapped.
   std::unique_ptr<kernels::Buffer> slots_, flags_;
   kernels::StepFlags host_flags_{};
+  // Empty, or why the states no longer match the parameters: a step failed
+  // after optimizer_prepare had begun changing step counts, states and
+  // parameters. step() refuses to run until load() replaces the states.
+  std::string broken_;
 };
 
 template <typename Options>

@@ -13,6 +13,9 @@ namespace {
 
 cl_mem mem_of(const Buffer& b) { return static_cast<const ClBuffer&>(b).mem(); }
 
+// Blocks per chunk of the partial sums (the CPU's sum_blocks).
+constexpr size_t kBlocksPerChunk = 256;
+
 // Wrapped host buffers among the kernel arguments set since the last enqueue
 // on this thread: an op sets its arguments and enqueues on one thread, under
 // the backend's mutex.
@@ -60,7 +63,9 @@ std::unique_ptr<Buffer> OpenClBackend::allocate(size_t bytes) {
   cl_int err = CL_SUCCESS;
   MemHandle mem(clCreateBuffer(ctx_.context(), CL_MEM_READ_WRITE, std::max<size_t>(bytes, 1),
                                nullptr, &err));
-  LOWBIT_CL_CHECK(err);
+  if (err != CL_SUCCESS)
+    fail("lowbit: allocating ", bytes, " bytes on OpenCL device ", ctx_.info().label,
+         " failed with ", cl_error_name(err), " (", err, ")");
   return std::make_unique<ClBuffer>(this, std::move(mem), bytes);
 }
 
@@ -73,7 +78,9 @@ std::unique_ptr<Buffer> OpenClBackend::wrap(void* data, size_t bytes, Location w
   cl_int err = CL_SUCCESS;
   MemHandle mem(
       clCreateBuffer(ctx_.context(), CL_MEM_READ_WRITE | CL_MEM_USE_HOST_PTR, bytes, data, &err));
-  LOWBIT_CL_CHECK(err);
+  if (err != CL_SUCCESS)
+    fail("lowbit: using ", bytes, " bytes of host memory on OpenCL device ", ctx_.info().label,
+         " failed with ", cl_error_name(err), " (", err, ")");
   return std::make_unique<ClBuffer>(this, std::move(mem), bytes, data);
 }
 
@@ -307,6 +314,12 @@ Buffer& OpenClBackend::scratch(size_t bytes) {
   return *scratch_;
 }
 
+Buffer& OpenClBackend::chunk_scratch(size_t bytes) {
+  if (!chunk_scratch_ || chunk_scratch_->bytes() < bytes)
+    chunk_scratch_ = allocate(std::max<size_t>(bytes, 4096));
+  return *chunk_scratch_;
+}
+
 const OpenClBackend::UpdateKernel& OpenClBackend::update_kernel(const OptimizerOperands& op) {
   const bool two_states = op.state2 != nullptr;
   const size_t blocksize = size_t(op.blocksize);
@@ -367,6 +380,24 @@ const Buffer& OpenClBackend::code_table(const Buffer& qmap) {
     write(*slot, table.data(), table.size() * sizeof(uint32_t), 0);
   }
   return *slot;
+}
+
+void OpenClBackend::ready_optimizer_update(const OptimizerOperands& op, bool norms) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (op.quantized) {
+    code_table(*op.qmap1);
+    if (op.state2) code_table(*op.qmap2);
+  }
+  update_kernel(op);
+  const size_t nb = num_blocks(op.n, op.blocksize);
+  // update() counts rejected blocks in the scratch; update_norms() keeps two
+  // floats per block there and sums them with sum_block_chunks.
+  scratch(norms ? 2 * nb * sizeof(float) : sizeof(cl_uint));
+  if (norms && ctx_.has_fp64()) {
+    const size_t chunks = (nb + kBlocksPerChunk - 1) / kBlocksPerChunk;
+    chunk_scratch(2 * chunks * sizeof(double));
+    kernel("reduce", "sum_block_chunks");
+  }
 }
 
 size_t OpenClBackend::update(const OptimizerOperands& op, const OptimizerArgs& args) {
@@ -441,19 +472,17 @@ GradientStats OpenClBackend::grad_stats(const Buffer& grad, DType grad_type, siz
 
 std::pair<double, double> OpenClBackend::sum_partials(const Buffer& partial, size_t nb,
                                                       unsigned width) {
-  constexpr size_t kBlocksPerChunk = 256;  // the CPU's sum_blocks
   const size_t chunks = (nb + kBlocksPerChunk - 1) / kBlocksPerChunk;
   std::vector<double> chunk_sums(2 * chunks);
   if (ctx_.has_fp64()) {
     // The chunks on the device: the host reads 16 bytes per 256 blocks, not 4-8 per block (at
     // 256M parameters, 64 KiB instead of 4-8 MiB, and no million-iteration loop).
-    if (!chunk_scratch_ || chunk_scratch_->bytes() < chunk_sums.size() * sizeof(double))
-      chunk_scratch_ = allocate(std::max<size_t>(chunk_sums.size() * sizeof(double), 4096));
+    Buffer& chunk_sums_buffer = chunk_scratch(chunk_sums.size() * sizeof(double));
     cl_kernel k = kernel("reduce", "sum_block_chunks");
-    set_args(k, partial, cl_ulong(nb), cl_uint(width), *chunk_scratch_);
+    set_args(k, partial, cl_ulong(nb), cl_uint(width), chunk_sums_buffer);
     const size_t local = group_size(k, 64);
     launch(k, (chunks + local - 1) / local * local, local);
-    LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(*chunk_scratch_), CL_TRUE, 0,
+    LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(chunk_sums_buffer), CL_TRUE, 0,
                                         chunk_sums.size() * sizeof(double), chunk_sums.data(), 0,
                                         nullptr, nullptr));
   } else {

@@ -43,6 +43,9 @@ class OpenClBackend final : public Backend {
   void write(Buffer& dst, const void* src, size_t bytes, size_t offset) override;
   void read(const Buffer& src, void* dst, size_t bytes, size_t offset) override;
   void synchronize() override;
+  // Builds the update kernel variant and the code tables of `op`, and grows
+  // the scratch buffers the update (and its norms) will use.
+  void ready_optimizer_update(const OptimizerOperands& op, bool norms) override;
 
   DeviceContext& context() { return ctx_; }
 
@@ -105,6 +108,8 @@ class OpenClBackend final : public Backend {
   // A device buffer of at least `bytes` reused by the optimizer ops for their
   // per-block partial sums and counters (grown on demand, under `mutex_`).
   Buffer& scratch(size_t bytes);
+  // sum_partials' per-chunk sums, grown likewise.
+  Buffer& chunk_scratch(size_t bytes);
   // The fused update built for an operand kind and block size, with its
   // geometry (work-items per block, group size) chosen from the device's
   // properties; made once per backend (device).
@@ -142,7 +147,7 @@ class OpenClBackend final : public Backend {
   std::map<std::vector<uint32_t>, std::unique_ptr<Buffer>> code_tables_;
   Table4 tables_[2];
   std::unique_ptr<Buffer> scratch_;
-  std::unique_ptr<Buffer> chunk_scratch_;  // sum_partials' per-chunk sums
+  std::unique_ptr<Buffer> chunk_scratch_;
 };
 
 }  // namespace lowbit::kernels::opencl

@@ -310,6 +310,28 @@ TEST(Behaviour, NonFiniteGradientRaisesWhenAsked) {
   EXPECT_TRUE(torch::equal(params[0].detach(), before));
 }
 
+// A finite gradient whose update overflows float32 (3e38 moved by lr 1e38):
+// under Raise the step is applied to every other block and parameter (step
+// counts and states stay consistent), then raises naming the parameter.
+TEST(Behaviour, AnUpdateThatOverflowsRaisesAfterTheWholeStep) {
+  auto big = torch::full({256}, 3e38f).set_requires_grad(true);
+  auto small = param({256}, 4);
+  const auto big_before = big.detach().clone(), small_before = small.detach().clone();
+  optim::AdamW8bit opt({big, small}, optim::AdamW8bitOptions(1e38).weight_decay(0));
+  opt.set_nonfinite_policy(optim::NonFinitePolicy::Raise);
+  big.mutable_grad() = torch::full({256}, -1.0f);
+  small.mutable_grad() = torch::randn({256}) * 0.01;
+  expect_error([&] { opt.step(); }, {"AdamW8bit", "1 block(s) of parameter 0 of group 0",
+                                     "would have become NaN or infinite",
+                                     "the rest of the step was applied"});
+  EXPECT_TRUE(torch::equal(big.detach(), big_before));
+  EXPECT_FALSE(torch::equal(small.detach(), small_before));
+  EXPECT_TRUE(torch::isfinite(small.detach()).all().item<bool>());
+  EXPECT_EQ(opt.nonfinite_stats().skipped_blocks, 1);
+  EXPECT_EQ(state_of(opt, big).step(), 1);
+  EXPECT_EQ(state_of(opt, small).step(), 1);
+}
+
 TEST(Behaviour, SkipBlocksLeavesOnlyTheAffectedBlock) {
   auto p = param({1024}, 3);
   const auto before = p.detach().clone();

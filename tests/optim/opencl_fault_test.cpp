@@ -1,0 +1,343 @@
+// Faults an optimizer step meets on the OpenCL backend: a kernel that does not
+// build, an allocation that fails, a device lost during the updates. They are
+// injected without a hook in the library: this executable defines
+// clBuildProgram, clCreateBuffer and clEnqueueNDRangeKernel, which the
+// statically linked backend calls instead of the ICD loader's; they fail when
+// a test asks and otherwise forward to the loader's (dlsym(RTLD_NEXT)). Each
+// test checks that its calls went through here.
+#include <gtest/gtest.h>
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "kernels/opencl/cl_runtime.h"
+#include "kernels/opencl/opencl_backend.h"
+#include "optim/optim.h"
+#include "tests/kernels/backends.h"
+#include "tests/optim/optim_test_util.h"
+#include "tests/support/expect_error.h"
+
+namespace {
+
+// One injected call: `seen` counts the calls that reached this executable;
+// the call numbered `fail_at` (counting from 1) fails, none while it is 0.
+struct Injection {
+  int seen = 0;
+  int fail_at = 0;
+  int failed = 0;
+  // Fails the `k`-th call from now on.
+  void arm(int k) { fail_at = seen + k; }
+  void disarm() { fail_at = 0; }
+  bool fails_now() {
+    ++seen;
+    if (fail_at == 0 || seen != fail_at) return false;
+    ++failed;
+    return true;
+  }
+};
+
+Injection builds, buffers, updates;
+// How many failed buffers wrapped host memory (CL_MEM_USE_HOST_PTR): the
+// parameters', gradients' and states' tensors on a device that shares it.
+int failed_host_buffers = 0;
+
+template <typename Fn>
+Fn loader_function(const char* name) {
+  void* f = dlsym(RTLD_NEXT, name);
+  if (!f) std::abort();  // no ICD loader linked: the build is broken
+  return reinterpret_cast<Fn>(f);
+}
+
+std::string kernel_name(cl_kernel k) {
+  char name[128] = {0};
+  clGetKernelInfo(k, CL_KERNEL_FUNCTION_NAME, sizeof(name) - 1, name, nullptr);
+  return name;
+}
+
+}  // namespace
+
+extern "C" {
+
+CL_API_ENTRY cl_int CL_API_CALL clBuildProgram(cl_program program, cl_uint num_devices,
+                                               const cl_device_id* device_list,
+                                               const char* options,
+                                               void(CL_CALLBACK* pfn_notify)(cl_program, void*),
+                                               void* user_data) {
+  using Fn = decltype(&clBuildProgram);
+  static const Fn real = loader_function<Fn>("clBuildProgram");
+  if (builds.fails_now()) return CL_BUILD_PROGRAM_FAILURE;
+  return real(program, num_devices, device_list, options, pfn_notify, user_data);
+}
+
+CL_API_ENTRY cl_mem CL_API_CALL clCreateBuffer(cl_context context, cl_mem_flags flags, size_t size,
+                                               void* host_ptr, cl_int* errcode_ret) {
+  using Fn = decltype(&clCreateBuffer);
+  static const Fn real = loader_function<Fn>("clCreateBuffer");
+  if (buffers.fails_now()) {
+    if (flags & CL_MEM_USE_HOST_PTR) ++failed_host_buffers;
+    if (errcode_ret) *errcode_ret = CL_MEM_OBJECT_ALLOCATION_FAILURE;
+    return nullptr;
+  }
+  return real(context, flags, size, host_ptr, errcode_ret);
+}
+
+// Only the fused update kernels count, so a test can fail the k-th
+// parameter's update whatever ran before it.
+CL_API_ENTRY cl_int CL_API_CALL clEnqueueNDRangeKernel(
+    cl_command_queue queue, cl_kernel kernel, cl_uint work_dim, const size_t* global_work_offset,
+    const size_t* global_work_size, const size_t* local_work_size, cl_uint num_events,
+    const cl_event* wait_list, cl_event* event) {
+  using Fn = decltype(&clEnqueueNDRangeKernel);
+  static const Fn real = loader_function<Fn>("clEnqueueNDRangeKernel");
+  if (kernel_name(kernel) == "optimizer_update" && updates.fails_now()) return CL_OUT_OF_RESOURCES;
+  return real(queue, kernel, work_dim, global_work_offset, global_work_size, local_work_size,
+              num_events, wait_list, event);
+}
+
+}  // extern "C"
+
+namespace lowbit {
+namespace {
+
+using testing::Kind;
+
+// A backend of its own on the first OpenCL device (not the process-wide
+// shared one), so every kernel variant a test needs is built in that test.
+std::shared_ptr<kernels::Backend> fresh_opencl() {
+  auto shared = testing::opencl_or_null();
+  if (!shared) return nullptr;
+  const auto& info = static_cast<kernels::opencl::OpenClBackend&>(*shared).context().info();
+  return std::make_shared<kernels::opencl::OpenClBackend>(info);
+}
+
+// AdamW8bit's parameters: 8-bit states (float32 5120 elements and bfloat16
+// 4200), 32-bit states (37 elements, below min_8bit_size).
+std::vector<torch::Tensor> make_params() {
+  torch::manual_seed(11);
+  std::vector<torch::Tensor> params = {torch::randn({64, 80}) * 0.1, torch::randn({37}) * 0.1,
+                                       (torch::randn({4200}) * 0.1).to(torch::kBFloat16)};
+  for (auto& p : params) p.set_requires_grad(true);
+  return params;
+}
+
+std::vector<torch::Tensor> clone(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : params) out.push_back(p.detach().clone().set_requires_grad(true));
+  return out;
+}
+
+// Gradients of step `t` in the parameters' dtypes; `frozen` parameters get none.
+void set_grads(const std::vector<torch::Tensor>& params, int t, std::vector<size_t> frozen = {}) {
+  torch::manual_seed(1000 + t);
+  for (size_t i = 0; i < params.size(); ++i) {
+    torch::Tensor g = (torch::randn(params[i].sizes()) * 0.01).to(params[i].scalar_type());
+    if (std::find(frozen.begin(), frozen.end(), i) != frozen.end()) g = torch::Tensor();
+    params[i].mutable_grad() = g;
+  }
+}
+
+// An error's first line (libtorch appends where it was raised).
+std::string first_line(const std::string& message) {
+  return message.substr(0, message.find('\n'));
+}
+
+bool same_bits(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.defined() != b.defined()) return false;
+  if (!a.defined()) return true;
+  const torch::Tensor x = a.detach().cpu().contiguous(), y = b.detach().cpu().contiguous();
+  return x.scalar_type() == y.scalar_type() && x.sizes() == y.sizes() &&
+         std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0;
+}
+
+// Parameters, states (codes, absmax, gradient-norm history), step counts and
+// the non-finite counters of `a` bit for bit those of `b`.
+void expect_identical(optim::Optimizer8bit& a, const std::vector<torch::Tensor>& pa,
+                      optim::Optimizer8bit& b, const std::vector<torch::Tensor>& pb,
+                      const std::string& when) {
+  a.sync_state();
+  b.sync_state();
+  for (size_t i = 0; i < pa.size(); ++i) {
+    const std::string what = when + ", parameter " + std::to_string(i);
+    EXPECT_TRUE(same_bits(pa[i], pb[i])) << what;
+    const optim::QuantizedParamState* sa = a.param_state(0, i);
+    const optim::QuantizedParamState* sb = b.param_state(0, i);
+    ASSERT_EQ(sa == nullptr, sb == nullptr) << what << ": a state exists in one only";
+    if (!sa) continue;
+    EXPECT_EQ(sa->step(), sb->step()) << what;
+    EXPECT_TRUE(same_bits(sa->state1(), sb->state1())) << what << ": state1";
+    EXPECT_TRUE(same_bits(sa->absmax1(), sb->absmax1())) << what << ": absmax1";
+    EXPECT_TRUE(same_bits(sa->state2(), sb->state2())) << what << ": state2";
+    EXPECT_TRUE(same_bits(sa->absmax2(), sb->absmax2())) << what << ": absmax2";
+    EXPECT_TRUE(same_bits(sa->gnorm_vec(), sb->gnorm_vec())) << what << ": gnorm_vec";
+  }
+  EXPECT_EQ(a.nonfinite_stats().skipped_steps, b.nonfinite_stats().skipped_steps) << when;
+  EXPECT_EQ(a.nonfinite_stats().skipped_blocks, b.nonfinite_stats().skipped_blocks) << when;
+}
+
+std::unique_ptr<optim::Optimizer8bit> make_adamw(const std::vector<torch::Tensor>& params,
+                                                 std::shared_ptr<kernels::Backend> backend) {
+  testing::Setup s;
+  s.percentile_clipping = 50;  // a gradient-norm history in the states too
+  return testing::make_optimizer(Kind::AdamW, params, s, std::move(backend));
+}
+
+// The case: the step's second kernel variant does not build. Before
+// the fix, the first parameter was updated and every step count advanced.
+TEST(OpenClFaults, AKernelThatDoesNotBuildInTheFirstStepChangesNothing) {
+  auto backend = fresh_opencl();
+  if (!backend) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
+  auto pa = make_params(), pb = clone(pa);
+  auto a = make_adamw(pa, backend), twin = make_adamw(pb, backend);
+  set_grads(pa, 0);
+  set_grads(pb, 0);
+  const int seen_before = builds.seen;
+  builds.arm(2);
+  const std::string message = testing::message_of([&] { a->step(); });
+  builds.disarm();
+  EXPECT_EQ(builds.failed, 1);
+  EXPECT_EQ(builds.seen - seen_before, 2) << "clBuildProgram did not reach the injector";
+  std::printf("%s\n", first_line(message).c_str());
+  for (const char* needle :
+       {"AdamW8bit: cannot prepare the update of parameter 1 of group 0", "opencl:",
+        "building OpenCL program 'optimizer'", "CL_BUILD_PROGRAM_FAILURE", "Nothing was changed"})
+    EXPECT_NE(message.find(needle), std::string::npos) << needle << " not in: " << message;
+  expect_identical(*a, pa, *twin, pb, "after the failed step");
+  // The same step again, now building: exactly the twin's first step.
+  a->step();
+  twin->step();
+  expect_identical(*a, pa, *twin, pb, "after the first step");
+}
+
+// A later step that needs a new variant: a bfloat16 parameter frozen in the
+// first step (no gradient) gets one in the second.
+TEST(OpenClFaults, AKernelThatDoesNotBuildInALaterStepChangesNothing) {
+  auto backend = fresh_opencl();
+  if (!backend) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
+  auto pa = make_params(), pb = clone(pa);
+  auto a = make_adamw(pa, backend), twin = make_adamw(pb, backend);
+  set_grads(pa, 0, {2});
+  set_grads(pb, 0, {2});
+  a->step();
+  twin->step();
+  set_grads(pa, 1);
+  set_grads(pb, 1);
+  const int seen_before = builds.seen;
+  builds.arm(1);
+  const std::string message = testing::message_of([&] { a->step(); });
+  builds.disarm();
+  EXPECT_EQ(builds.seen - seen_before, 1) << "clBuildProgram did not reach the injector";
+  std::printf("%s\n", first_line(message).c_str());
+  for (const char* needle : {"cannot prepare the update of parameter 2 of group 0",
+                             "CL_BUILD_PROGRAM_FAILURE", "Nothing was changed"})
+    EXPECT_NE(message.find(needle), std::string::npos) << needle << " not in: " << message;
+  expect_identical(*a, pa, *twin, pb, "after the failed second step");
+  a->step();
+  twin->step();
+  expect_identical(*a, pa, *twin, pb, "after the second step");
+}
+
+// Every allocation of the first step in turn (the parameters', gradients' and
+// states' buffers, the step buffers, code tables, scratch), until a step
+// passes without reaching the failing one: each failure leaves no state behind,
+// and the step that follows is exactly a fresh twin's first. A backend per
+// run, since the backend keeps its code tables and scratch once made.
+TEST(OpenClFaults, AnAllocationThatFailsInTheFirstStepChangesNothing) {
+  if (!fresh_opencl()) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
+  int tried = 0;
+  std::map<std::string, int> raised_by;  // the messages' heads
+  for (int k = 1;; ++k) {
+    SCOPED_TRACE("failing allocation " + std::to_string(k));
+    auto backend = fresh_opencl();
+    auto pa = make_params(), pb = clone(pa);
+    auto a = make_adamw(pa, backend), twin = make_adamw(pb, backend);
+    set_grads(pa, 0);
+    set_grads(pb, 0);
+    const int failed_before = buffers.failed;
+    buffers.arm(k);
+    const std::string message = testing::message_of([&] { a->step(); });
+    buffers.disarm();
+    if (buffers.failed == failed_before) {
+      EXPECT_EQ(message, "(no exception)");
+      break;
+    }
+    ++tried;
+    EXPECT_NE(message.find("CL_MEM_OBJECT_ALLOCATION_FAILURE"), std::string::npos) << message;
+    ++raised_by[message.substr(0, std::min(message.find(" on "), message.find(" (shape")))];
+    expect_identical(*a, pa, *twin, pb, "after the failed step");
+    a->step();
+    twin->step();
+    expect_identical(*a, pa, *twin, pb, "after the first step");
+    ASSERT_LT(k, 200) << "the step never passed";
+  }
+  std::printf("allocations failed in turn: %d, of them host memory wrapped for tensors: %d\n",
+              tried, failed_host_buffers);
+  for (const auto& [head, count] : raised_by) std::printf("  %2d x %s\n", count, head.c_str());
+  // Three parameters: each one's value, gradient and two states at least.
+  EXPECT_GE(failed_host_buffers, 3 * 4);
+}
+
+// A device lost in the middle of the updates cannot be undone (the kernels
+// update parameters and states in place, and the step counts have advanced):
+// the step names the parameter and says so, the optimizer refuses to step
+// again, and restoring a checkpoint resumes exactly as an undisturbed run.
+TEST(OpenClFaults, ADeviceLostDuringTheUpdatesStopsTheOptimizerUntilLoad) {
+  auto backend = fresh_opencl();
+  if (!backend) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
+  auto pa = make_params(), pb = clone(pa);
+  auto a = make_adamw(pa, backend), twin = make_adamw(pb, backend);
+  set_grads(pa, 0);
+  set_grads(pb, 0);
+  a->step();
+  twin->step();
+  const std::string checkpoint = testing::save_to_string(*a);
+  const std::vector<torch::Tensor> weights = clone(pa);
+
+  set_grads(pa, 1);
+  set_grads(pb, 1);
+  const int seen_before = updates.seen;
+  updates.arm(2);
+  const std::string message = testing::message_of([&] { a->step(); });
+  updates.disarm();
+  EXPECT_EQ(updates.seen - seen_before, 2) << "clEnqueueNDRangeKernel did not reach the injector";
+  std::printf("%s\n", first_line(message).c_str());
+  for (const char* needle :
+       {"AdamW8bit: the step failed while updating parameter 1 of group 0", "CL_OUT_OF_RESOURCES",
+        "state is now inconsistent", "from a checkpoint (load())"})
+    EXPECT_NE(message.find(needle), std::string::npos) << needle << " not in: " << message;
+  // What the message says: parameter 0 stepped, 1 and 2 did not, and every
+  // step count advanced.
+  a->sync_state();
+  EXPECT_FALSE(same_bits(pa[0], weights[0]));
+  EXPECT_TRUE(same_bits(pa[1], weights[1]));
+  EXPECT_TRUE(same_bits(pa[2], weights[2]));
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_EQ(a->param_state(0, i)->step(), 2);
+
+  testing::expect_error_all([&] { a->step(); },
+                            {"AdamW8bit: an earlier step failed midway (while updating parameter 1 "
+                             "of group 0",
+                             "restore the model and the optimizer from a checkpoint (load())"});
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_EQ(a->param_state(0, i)->step(), 2);
+
+  // Restored from the checkpoint, the step is the twin's.
+  {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < pa.size(); ++i) pa[i].copy_(weights[i]);
+  }
+  testing::load_from_string(*a, checkpoint);
+  a->step();
+  twin->step();
+  expect_identical(*a, pa, *twin, pb, "after the restored step");
+}
+
+}  // namespace
+}  // namespace lowbit
