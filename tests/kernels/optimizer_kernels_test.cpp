@@ -107,6 +107,26 @@ class OptimizerKernels : public ::testing::Test {
   std::vector<std::pair<std::string, Backend*>> backends() {
     return testing::test_backends(opencl_);
   }
+  // agree(backend, label) for every backend but the CPU; OpenCL's in both
+  // work layouts of its update, whatever the device is.
+  template <typename Agree>
+  void for_each_other_backend(Agree&& agree) {
+    for (auto [bname, be] : backends()) {
+      if (be == &kernels::cpu_backend()) continue;
+#ifdef LOWBIT_WITH_OPENCL
+      using Layout = kernels::opencl::OpenClBackend::UpdateLayout;
+      if (auto* opencl = dynamic_cast<kernels::opencl::OpenClBackend*>(be)) {
+        opencl->set_update_layout(Layout::BlockPerItem);
+        agree(*be, bname + "/block_per_item");
+        opencl->set_update_layout(Layout::EightPerItem);
+        agree(*be, bname + "/eight_per_item");
+        opencl->set_update_layout(Layout::Auto);
+        continue;
+      }
+#endif
+      agree(*be, bname);
+    }
+  }
   std::shared_ptr<Backend> opencl_;
 };
 
@@ -199,22 +219,7 @@ TEST_F(OptimizerKernels, EveryBackendAgreesWithTheCpuAtEveryBlockSizeAndCodebook
               EXPECT_EQ(a.absmax2, b.absmax2) << label;
             }
   };
-  for (auto [bname, be] : backends()) {
-    if (be == &kernels::cpu_backend()) continue;
-#ifdef LOWBIT_WITH_OPENCL
-    using Layout = kernels::opencl::OpenClBackend::UpdateLayout;
-    if (auto* opencl = dynamic_cast<kernels::opencl::OpenClBackend*>(be)) {
-      // Both work layouts of the OpenCL update, whatever the device is.
-      opencl->set_update_layout(Layout::BlockPerItem);
-      agree(*be, bname + "/block_per_item");
-      opencl->set_update_layout(Layout::EightPerItem);
-      agree(*be, bname + "/eight_per_item");
-      opencl->set_update_layout(Layout::Auto);
-      continue;
-    }
-#endif
-    agree(*be, bname);
-  }
+  for_each_other_backend(agree);
 }
 
 // Codes of values on and a few ulps around every midpoint of both dynamic
@@ -257,21 +262,7 @@ TEST_F(OptimizerKernels, EveryBackendEncodesValuesAroundMidpointsAsTheCpu) {
     EXPECT_EQ(a.absmax1, b.absmax1) << label;
     EXPECT_EQ(a.absmax2, b.absmax2) << label;
   };
-  for (auto [bname, be] : backends()) {
-    if (be == &kernels::cpu_backend()) continue;
-#ifdef LOWBIT_WITH_OPENCL
-    using Layout = kernels::opencl::OpenClBackend::UpdateLayout;
-    if (auto* opencl = dynamic_cast<kernels::opencl::OpenClBackend*>(be)) {
-      opencl->set_update_layout(Layout::BlockPerItem);
-      agree(*be, bname + "/block_per_item");
-      opencl->set_update_layout(Layout::EightPerItem);
-      agree(*be, bname + "/eight_per_item");
-      opencl->set_update_layout(Layout::Auto);
-      continue;
-    }
-#endif
-    agree(*be, bname);
-  }
+  for_each_other_backend(agree);
 }
 
 // On a device that shares host memory, wrapped host memory is updated in
