@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
-#include <regex>
+#include <cstring>
 
 namespace lowbit::lora {
 namespace {
@@ -67,8 +67,13 @@ void refuse_unsupported(const json& j, const std::string& what) {
 }  // namespace
 
 std::string regex_escape(const std::string& name) {
-  static const std::regex special(R"([.^$|()\[\]{}*+?\\])");
-  return std::regex_replace(name, special, R"(\$&)");
+  std::string out;
+  out.reserve(name.size());
+  for (const char c : name) {
+    if (c != '\0' && std::strchr(".^$|()[]{}*+?\\", c) != nullptr) out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
 }
 
 json adapter_config_to_json(const LoraConfig& config) {

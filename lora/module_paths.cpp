@@ -13,8 +13,8 @@ PathPatterns::PathPatterns(const std::vector<std::string>& patterns, const std::
   for (const std::string& p : patterns) {
     TORCH_CHECK(!p.empty(), what, ": an empty pattern would match nothing; remove it");
     try {
-      regexes_.emplace_back(p, std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
+      regexes_.emplace_back(p);
+    } catch (const std::invalid_argument& e) {
       TORCH_CHECK(false, what, ": '", p, "' is not a valid regular expression (", e.what(), ")");
     }
   }
@@ -22,10 +22,10 @@ PathPatterns::PathPatterns(const std::vector<std::string>& patterns, const std::
 
 int PathPatterns::first_match(const std::string& path) const {
   for (size_t i = 0; i < regexes_.size(); ++i) {
-    const std::regex& re = regexes_[i];
-    if (std::regex_match(path, re)) return int(i);
+    const PathRegex& re = regexes_[i];
+    if (re.full_match(path)) return int(i);
     for (size_t dot = path.find('.'); dot != std::string::npos; dot = path.find('.', dot + 1))
-      if (std::regex_match(path.begin() + std::ptrdiff_t(dot) + 1, path.end(), re)) return int(i);
+      if (re.full_match(std::string_view(path).substr(dot + 1))) return int(i);
   }
   return -1;
 }

@@ -4,15 +4,17 @@
 #pragma once
 
 #include <memory>
-#include <regex>
 #include <string>
 #include <vector>
 
 #include <torch/nn/module.h>
 
+#include "lora/path_regex.h"
+
 namespace lowbit::lora {
 
-// Patterns are ECMAScript regular expressions. A pattern matches a path when
+// Patterns are regular expressions in Python's re syntax (see PathRegex,
+// which matches in linear time). A pattern matches a path when
 // it matches the whole path or a whole dot-separated suffix of it, so "fc1"
 // selects "blocks.0.mlp.fc1" (PEFT's target_modules rule for plain names) and
 // "blocks\.0\..*" selects everything under blocks.0 (PEFT's regex rule).
@@ -29,7 +31,7 @@ class PathPatterns {
 
  private:
   std::vector<std::string> patterns_;
-  std::vector<std::regex> regexes_;
+  std::vector<PathRegex> regexes_;
 };
 
 // The submodule at `path` (non-empty) under `root`; throws naming the first

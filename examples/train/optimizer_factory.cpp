@@ -1,6 +1,5 @@
 #include "examples/train/optimizer_factory.h"
 
-#include <regex>
 #include <sstream>
 #include <tuple>
 #include <type_traits>
@@ -11,6 +10,7 @@
 #include <torch/optim/rmsprop.h>
 #include <torch/optim/sgd.h>
 
+#include "lora/path_regex.h"
 #include "optim/optim.h"
 
 namespace lowbit::train {
@@ -137,12 +137,19 @@ BuiltOptimizer eight_bit(const char* name, Options o, const config::OptimizerRec
   optimizer->set_nonfinite_policy(policy_of(r.nonfinite.empty() ? "skip_step" : r.nonfinite));
   // bitsandbytes' GlobalOptimManager.override_config: these parameters keep
   // 32-bit states whatever their size.
-  std::vector<std::regex> fp32;
-  for (const std::string& pattern : r.fp32_params) fp32.emplace_back(pattern);
+  std::vector<lora::PathRegex> fp32;
+  for (const std::string& pattern : r.fp32_params) {
+    try {
+      fp32.emplace_back(pattern);
+    } catch (const std::invalid_argument& e) {
+      TORCH_CHECK(false, "optimizer.fp32_params: '", pattern, "' is not a valid regular expression (",
+                  e.what(), ")");
+    }
+  }
   int kept = 0;
   for (size_t i = 0; i < params.size(); ++i) {
-    for (const std::regex& re : fp32) {
-      if (std::regex_search(names[i], re)) {
+    for (const lora::PathRegex& re : fp32) {
+      if (re.search(names[i])) {
         optim::ParamOverride o32;
         o32.optim_bits = 32;
         optimizer->override_config(params[i], o32);

@@ -11,7 +11,6 @@
 //   LOWBIT_FUZZ_WRITE_SEEDS=tests/fuzz/corpus/checkpoint_fuzz build-fuzz/tests/fuzz/checkpoint_fuzz
 #include <cstdlib>
 #include <fstream>
-#include <iterator>
 #include <memory>
 #include <string>
 
@@ -60,11 +59,6 @@ void resume(const std::string& path) {
     run.step(1);
   } catch (const std::exception&) {
   }
-}
-
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // Writes the seeds: a checkpoint after two steps (file and payload), and the
