@@ -6,7 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/expect_error.h"
 #include "tests/text/tokenizer_files.h"
+#include "text/error.h"
 #include "text/hf/json_field.h"
 #include "text/hf/pre_tokenizers.h"
 
@@ -63,6 +65,19 @@ TEST(PreTokenizers, Llama3Pattern) {
   EXPECT_EQ(pre_tokenize(split(kLlama3, "Isolated"), kMixed),
             (Pieces{"Hello", ",", " World", "!", " ", "123", "45", " don", "'t", "\n\n", " ", " x"}));
   EXPECT_EQ(pre_tokenize(split(kLlama3, "Isolated"), "WE'LL"), (Pieces{"WE", "'LL"}));
+}
+
+// A pattern whose backtracking grows exponentially with the text stops at
+// ICU's step limit with an error naming it, instead of running for hours
+// (40 letters already take longer than 20 s without the limit). A megabyte
+// of spaces under Llama 3's pattern, whose \s*[\r\n]+ backtracks over the
+// whole run, stays well inside the limit, which grows with the text.
+TEST(PreTokenizers, BacktrackingHasAStepLimitThatGrowsWithTheText) {
+  lowbit::testing::expect_error_all<Error>(
+      [&] { pre_tokenize(split("(a|aa)*b", "Isolated"), std::string(40, 'a')); },
+      {"(a|aa)*b", "step limit", "40 bytes"});
+  const std::string spaces(1 << 20, ' ');
+  EXPECT_EQ(pre_tokenize(split(kLlama3, "Isolated"), spaces + "x"), (Pieces{spaces.substr(1), " x"}));
 }
 
 TEST(PreTokenizers, WordClassIsOnigurumas) {

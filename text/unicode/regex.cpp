@@ -36,6 +36,10 @@ std::string to_icu_syntax(const std::string& pattern) {
   return out;
 }
 
+// The step budget of a find_all on an empty text, in ICU's ticks (about a
+// quarter of a second of backtracking on a 2-core Xeon VM).
+constexpr int32_t kBaseTicks = 1000;
+
 }  // namespace
 
 struct Regex::Compiled {
@@ -67,6 +71,13 @@ std::vector<Span> Regex::find_all(std::string_view text) const {
   // No cap on the backtracking stack: a long run of spaces under \s+(?!\S)
   // would otherwise overflow ICU's default 8 MB and fail the encode.
   if (U_SUCCESS(status)) matcher->setStackLimit(0, status);
+  // A cap on the backtracking work instead, so that a tokenizer.json whose
+  // pattern nests quantifiers, such as (a|aa)*b, fails the encode in a
+  // fraction of a second rather than running for hours. ICU counts it in
+  // ticks of 10,000 steps over all the matcher's finds; Llama 3's and GPT-2's
+  // patterns take about one tick per 3,700 characters of the KJV text or of a
+  // run of spaces, so a tick per 64 characters leaves 50 times that.
+  if (U_SUCCESS(status)) matcher->setTimeLimit(kBaseTicks + utf16.length() / 64, status);
   if (U_FAILURE(status))
     throw_error("ICU cannot run the regular expression \"", pattern_, "\" (", u_errorName(status), ")");
 
@@ -90,6 +101,10 @@ std::vector<Span> Regex::find_all(std::string_view text) const {
     if (start == end && !matches.empty() && matches.back().end == begin) continue;
     matches.push_back({begin, byte_offset(end)});
   }
+  if (status == U_REGEX_TIME_OUT)
+    throw_error("the regular expression \"", pattern_, "\" backtracked past its step limit on a text of ",
+                text.size(), " bytes (a pattern with nested quantifiers, such as (a*)*, can take time "
+                "exponential in the text's length)");
   if (U_FAILURE(status))
     throw_error("the regular expression \"", pattern_, "\" failed on the text (ICU: ",
                 u_errorName(status), ")");
