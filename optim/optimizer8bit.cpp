@@ -12,6 +12,16 @@ namespace {
 
 constexpr int64_t kGnormHistory = kernels::kGnormHistory;  // bitsandbytes' window
 
+// Closes the error of a step that failed before anything changed.
+constexpr char kNothingChanged[] =
+    "\nNothing was changed: parameters, states and step counts are as before this step";
+
+// An exception's message without libtorch's backtrace.
+std::string reason_of(const std::exception& e) {
+  if (const auto* c = dynamic_cast<const c10::Error*>(&e)) return c->what_without_backtrace();
+  return e.what();
+}
+
 // Which dynamic map a state uses: signed for first moments and momentum
 // buffers, unsigned for non-negative second moments (Adam's v, RMSprop's
 // square average: twice the resolution of the signed map on [0, 1]).
@@ -196,17 +206,21 @@ std::vector<Optimizer8bit::Work> Optimizer8bit::prepare(std::vector<StateKey>& c
       const StateKey key = state_key(p);
       const StateSettings settings = effective_settings(key, options);
       if (state_.find(key) == state_.end()) created.push_back(key);
-      QuantizedParamState& state = state_for(key, p, settings, g, i);
+      QuantizedParamState* state = nullptr;
+      try {
+        state = &state_for(key, p, settings, g, i);
+      } catch (const std::exception& e) {
+        TORCH_CHECK(false, name_, ": cannot create the states of ", describe(g, i, p), " on ",
+                    device_, ": ", reason_of(e), kNothingChanged);
+      }
       auto& buffers = buffers_[key];
       if (!buffers) buffers = std::make_unique<ParamBuffers>(*backend_);
       w.buffers = buffers.get();
       try {
-        w.op = w.buffers->bind(w.value, w.grad, state);
+        w.op = w.buffers->bind(w.value, w.grad, *state);
       } catch (const std::exception& e) {
         TORCH_CHECK(false, name_, ": cannot place the operands of ", describe(g, i, p), " on ",
-                    backend_->name(), ": ", e.what(),
-                    "\nNothing was changed: parameters, states and step counts are as before "
-                    "this step");
+                    backend_->name(), ": ", reason_of(e), kNothingChanged);
       }
       w.op.rule = rule();
       w.op.param_type = quant::kernel_dtype(p.scalar_type(), "parameter");
@@ -363,9 +377,8 @@ void Optimizer8bit::ready_updates(const std::vector<Work>& work) {
       backend_->ready_optimizer_update(w.op, kernels::lb_needs_norms(w.item.hparams));
     } catch (const std::exception& e) {
       TORCH_CHECK(false, name_, ": cannot prepare the update of ",
-                  describe(w.group, w.index, w.param), " on ", backend_->name(), ": ", e.what(),
-                  "\nNothing was changed: parameters, states and step counts are as before "
-                  "this step");
+                  describe(w.group, w.index, w.param), " on ", backend_->name(), ": ",
+                  reason_of(e), kNothingChanged);
     }
   }
 }
