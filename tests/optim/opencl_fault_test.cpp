@@ -115,27 +115,46 @@ using namespace testing::faults;
 
 // A backend of its own on the first OpenCL device (not the process-wide
 // shared one), so every kernel variant a test needs is built in that test.
-std::shared_ptr<kernels::Backend> fresh_opencl() {
+// `discrete`: told that the device does not share the host's memory, the
+// backend keeps its own device buffers and copies parameters, gradients and
+// states in and out, as on a discrete GPU.
+std::shared_ptr<kernels::Backend> fresh_opencl(bool discrete) {
   auto shared = testing::opencl_or_null();
   if (!shared) return nullptr;
-  const auto& info = static_cast<kernels::opencl::OpenClBackend&>(*shared).context().info();
+  kernels::opencl::DeviceInfo info =
+      static_cast<kernels::opencl::OpenClBackend&>(*shared).context().info();
+  if (discrete) info.host_unified = false;
   return std::make_shared<kernels::opencl::OpenClBackend>(info);
 }
 
+// Every test runs twice on the device (PoCL in CI): with the tensors' host
+// memory used in place (zero-copy, as PoCL and integrated GPUs are used),
+// and through device buffers (as a discrete GPU is used).
+class OpenClFaults : public ::testing::TestWithParam<bool> {
+ protected:
+  bool discrete() const { return GetParam(); }
+  std::shared_ptr<kernels::Backend> fresh() const { return fresh_opencl(discrete()); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Memory, OpenClFaults, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "DeviceBuffers" : "ZeroCopy";
+                         });
+
 // The case: the step's second kernel variant does not build. Before
 // the fix, the first parameter was updated and every step count advanced.
-TEST(OpenClFaults, AKernelThatDoesNotBuildInTheFirstStepChangesNothing) {
-  auto backend = fresh_opencl();
+TEST_P(OpenClFaults, AKernelThatDoesNotBuildInTheFirstStepChangesNothing) {
+  auto backend = fresh();
   if (!backend) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
   auto pa = make_params(), pb = clone(pa);
   auto a = make_adamw(pa, backend), twin = make_adamw(pb, backend);
   set_grads(pa, 0);
   set_grads(pb, 0);
-  const int seen_before = builds.seen;
+  const int seen_before = builds.seen, failed_before = builds.failed;
   builds.arm(2);
   const std::string message = testing::message_of([&] { a->step(); });
   builds.disarm();
-  EXPECT_EQ(builds.failed, 1);
+  EXPECT_EQ(builds.failed - failed_before, 1);
   EXPECT_EQ(builds.seen - seen_before, 2) << "clBuildProgram did not reach the injector";
   std::printf("%s\n", first_line(message).c_str());
   for (const char* needle :
@@ -151,8 +170,8 @@ TEST(OpenClFaults, AKernelThatDoesNotBuildInTheFirstStepChangesNothing) {
 
 // A later step that needs a new variant: a bfloat16 parameter frozen in the
 // first step (no gradient) gets one in the second.
-TEST(OpenClFaults, AKernelThatDoesNotBuildInALaterStepChangesNothing) {
-  auto backend = fresh_opencl();
+TEST_P(OpenClFaults, AKernelThatDoesNotBuildInALaterStepChangesNothing) {
+  auto backend = fresh();
   if (!backend) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
   auto pa = make_params(), pb = clone(pa);
   auto a = make_adamw(pa, backend), twin = make_adamw(pb, backend);
@@ -182,13 +201,14 @@ TEST(OpenClFaults, AKernelThatDoesNotBuildInALaterStepChangesNothing) {
 // passes without reaching the failing one: each failure leaves no state behind,
 // and the step that follows is exactly a fresh twin's first. A backend per
 // run, since the backend keeps its code tables and scratch once made.
-TEST(OpenClFaults, AnAllocationThatFailsInTheFirstStepChangesNothing) {
-  if (!fresh_opencl()) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
+TEST_P(OpenClFaults, AnAllocationThatFailsInTheFirstStepChangesNothing) {
+  if (!fresh()) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
+  const int host_before = failed_host_buffers;
   int tried = 0;
   std::map<std::string, int> raised_by;  // the messages' heads
   for (int k = 1;; ++k) {
     SCOPED_TRACE("failing allocation " + std::to_string(k));
-    auto backend = fresh_opencl();
+    auto backend = fresh();
     auto pa = make_params(), pb = clone(pa);
     auto a = make_adamw(pa, backend), twin = make_adamw(pb, backend);
     set_grads(pa, 0);
@@ -210,19 +230,26 @@ TEST(OpenClFaults, AnAllocationThatFailsInTheFirstStepChangesNothing) {
     expect_identical(*a, pa, *twin, pb, "after the first step");
     ASSERT_LT(k, 200) << "the step never passed";
   }
+  const int host = failed_host_buffers - host_before;
   std::printf("allocations failed in turn: %d, of them host memory wrapped for tensors: %d\n",
-              tried, failed_host_buffers);
+              tried, host);
   for (const auto& [head, count] : raised_by) std::printf("  %2d x %s\n", count, head.c_str());
-  // Three parameters: each one's value, gradient and two states at least.
-  EXPECT_GE(failed_host_buffers, 3 * 4);
+  // Three parameters: each one's value, gradient and two states at least,
+  // wrapped in place or in device buffers of their own.
+  if (discrete()) {
+    EXPECT_EQ(host, 0);
+    EXPECT_GE(tried, 3 * 4);
+  } else {
+    EXPECT_GE(host, 3 * 4);
+  }
 }
 
 // A device lost in the middle of the updates cannot be undone (the kernels
 // update parameters and states in place, and the step counts have advanced):
 // the step names the parameter and says so, the optimizer refuses to step
 // again, and restoring a checkpoint resumes exactly as an undisturbed run.
-TEST(OpenClFaults, ADeviceLostDuringTheUpdatesStopsTheOptimizerUntilLoad) {
-  auto backend = fresh_opencl();
+TEST_P(OpenClFaults, ADeviceLostDuringTheUpdatesStopsTheOptimizerUntilLoad) {
+  auto backend = fresh();
   if (!backend) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
   auto pa = make_params(), pb = clone(pa);
   auto a = make_adamw(pa, backend), twin = make_adamw(pb, backend);
