@@ -398,9 +398,10 @@ void save_checkpoint(const std::string& path, torch::nn::Module& model,
   quant::write_file_atomically(path, sealed(archive));
 }
 
-Checkpoint::Checkpoint(const std::string& path) : path_(path), archive_(open_archive(path)) {
+Checkpoint::Checkpoint(const std::string& path)
+    : path_(path), archive_(std::make_unique<torch::serialize::InputArchive>(open_archive(path))) {
   torch::serialize::InputArchive trainer;
-  TORCH_CHECK(archive_.try_read("trainer", trainer), path, ": is a model file, not a checkpoint");
+  TORCH_CHECK(archive_->try_read("trainer", trainer), path, ": is a model file, not a checkpoint");
   state_.step = read_int(trainer, "step", path);
   state_.micro_batch = read_int(trainer, "micro_batch", path);
   TORCH_CHECK(trainer.try_read("rng_state", state_.rng_state), path, ": lacks the RNG state");
@@ -413,7 +414,7 @@ Checkpoint::Checkpoint(const std::string& path) : path_(path), archive_(open_arc
 void Checkpoint::restore(torch::nn::Module& model, torch::optim::Optimizer& optimizer) {
   torch::serialize::InputArchive weights, optimizer_archive;
   TORCH_CHECK(
-      archive_.try_read("model", weights) && archive_.try_read("optimizer", optimizer_archive),
+      archive_->try_read("model", weights) && archive_->try_read("optimizer", optimizer_archive),
       path_, ": lacks the model or optimizer section");
   // Everything that can refuse the file comes before the weights change:
   // their checks, then the optimizer's load(), which leaves the optimizer as
@@ -438,13 +439,13 @@ void Checkpoint::restore(torch::nn::Module& model, torch::optim::Optimizer& opti
 
 void Checkpoint::restore_model(torch::nn::Module& model) {
   torch::serialize::InputArchive weights;
-  TORCH_CHECK(archive_.try_read("model", weights), path_, ": lacks the model section");
+  TORCH_CHECK(archive_->try_read("model", weights), path_, ": lacks the model section");
   copy_weights(checked_weights(weights, model, path_), path_);
 }
 
 void Checkpoint::load_optimizer(const std::function<void(torch::serialize::InputArchive&)>& load) {
   torch::serialize::InputArchive optimizer_archive;
-  TORCH_CHECK(archive_.try_read("optimizer", optimizer_archive), path_,
+  TORCH_CHECK(archive_->try_read("optimizer", optimizer_archive), path_,
               ": lacks the optimizer section");
   // libtorch's and lowbit's load() do not know the file (checkpoint_fuzz's
   // fourth finding: a changed version string failed an assert naming none).

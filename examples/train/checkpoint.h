@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -67,7 +68,10 @@ class Checkpoint {
 
  private:
   std::string path_;
-  torch::serialize::InputArchive archive_;
+  // Held by pointer: the archive's deleted copy constructor takes a non-const
+  // reference, which makes std::optional<Checkpoint> fail to compile with
+  // clang 14 and libstdc++ 12.
+  std::unique_ptr<torch::serialize::InputArchive> archive_;
   TrainerState state_;
 };
 

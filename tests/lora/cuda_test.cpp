@@ -217,7 +217,9 @@ TEST(CudaQLoRA, MixedDevicesAreRefusedClearly) {
   layer->to(cuda_device());
   testing::expect_error([&] { layer->forward(torch::randn({2, 64})); },
                         "but the 4-bit weight is on cuda:0");
-  const auto [packed, state] = quant::quantize_4bit(torch::randn({64}).to(cuda_device()));
+  const auto quantized = quant::quantize_4bit(torch::randn({64}).to(cuda_device()));
+  const torch::Tensor& packed = quantized.first;
+  const quant::QuantState& state = quantized.second;
   quant::QuantState on_cpu = state.to(torch::kCPU);
   testing::expect_error([&] { quant::dequantize_4bit(packed, on_cpu); }, "move them together");
 }

@@ -236,7 +236,9 @@ TEST(Linear4bit, RebuildsFromItsBitsandbytesStateDict) {
 TEST(Matmul4bit, FunctionalFormMatchesTheLayer) {
   torch::manual_seed(6);
   const torch::Tensor w = torch::randn({24, 96});
-  auto [packed, state] = quant::quantize_4bit(w);
+  const auto quantized = quant::quantize_4bit(w);
+  const torch::Tensor& packed = quantized.first;
+  const quant::QuantState& state = quantized.second;
   const torch::Tensor x = torch::randn({4, 96});
   const torch::Tensor bias = torch::randn({24});
   expect_within(lora::matmul_4bit(x, packed, state, bias),

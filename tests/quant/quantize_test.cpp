@@ -186,7 +186,10 @@ TEST(Quantize, BadInputIsRefusedClearly) {
   expect_error([] { parse_format("int3"); }, "expected one of: dynamic, dynamic_unsigned, nf4, fp4");
   expect_error([] { quantize_4bit(torch::Tensor()); }, "undefined");
 
-  auto [packed, state] = quantize_4bit(torch::randn({100}));
+  // Named variables, not a structured binding: clang before 16 cannot capture one.
+  const auto quantized = quantize_4bit(torch::randn({100}));
+  const torch::Tensor& packed = quantized.first;
+  const QuantState& state = quantized.second;
   QuantState wrong = state;
   wrong.shape = {101, 2};
   expect_error([&] { dequantize_4bit(packed, wrong); }, "needs 101");
