@@ -6,6 +6,11 @@
 # input replayed through its target. Builds in build-fuzz/ with clang, the
 # tree scripts/fuzz.sh uses (LOWBIT_FUZZ=ON implies
 # LOWBIT_SANITIZE=address,undefined). Any sanitizer report fails the run.
+# LOWBIT_SANITIZE_ALL=1 (not in CI: about 25 more minutes of build on 2
+# cores): also the whole torch-level suite, lowbit_tests, lowbit_example_tests
+# (running the sanitized lowbit-train), lowbit_dist_tests and
+# lowbit_nproc_tests where Gloo is built, less the tests that load a
+# SentencePiece model (load_module.cpp says why they cannot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cxx="${CXX:-clang++}"
@@ -15,7 +20,15 @@ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release \
   "-DCMAKE_CXX_FLAGS_RELEASE=-O1 -gline-tables-only -DNDEBUG" -DCMAKE_CXX_COMPILER="$cxx" \
   -DLOWBIT_FUZZ=ON -DLOWBIT_BUILD_TESTS=ON -DLOWBIT_BUILD_BENCH=OFF -DLOWBIT_CUDA=OFF >/dev/null
 targets=(lowbit_kernel_tests lowbit_fuzz_regression_tests lowbit_fuzz)
-[ -n "$(cmake --build build-fuzz --target help | grep -w lowbit_text_tests)" ] && targets+=(lowbit_text_tests)
+# grep reads all of the list (with -q, pipefail would see cmake's SIGPIPE).
+has_target() { cmake --build build-fuzz --target help | grep -w "$1" >/dev/null; }
+if has_target lowbit_text_tests; then targets+=(lowbit_text_tests); fi
+if [ "${LOWBIT_SANITIZE_ALL:-0}" = 1 ]; then
+  targets+=(lowbit_tests lowbit_example_tests)
+  for t in lowbit_dist_tests lowbit_nproc_tests; do
+    if has_target $t; then targets+=($t); fi
+  done
+fi
 cmake --build build-fuzz --target "${targets[@]}" -j"$(nproc)"
 
 # PoCL and the ICD loader are not instrumented and keep allocations until
@@ -30,6 +43,13 @@ build-fuzz/tests/fuzz/lowbit_fuzz_regression_tests
 # runtime refuses (google/sanitizers#611): those tests run in the normal suite.
 [ ! -x build-fuzz/tests/lowbit_text_tests ] ||
   build-fuzz/tests/lowbit_text_tests --gtest_filter='-SentencePieceModel.*'
+if [ "${LOWBIT_SANITIZE_ALL:-0}" = 1 ]; then
+  build-fuzz/tests/lowbit_tests
+  build-fuzz/tests/lowbit_example_tests --gtest_filter='-HfRun.*:Trainer.TwentyStepsOfEveryRecipe'
+  for t in lowbit_dist_tests lowbit_nproc_tests; do
+    [ ! -x "build-fuzz/tests/$t" ] || "build-fuzz/tests/$t"
+  done
+fi
 for dir in tests/fuzz/corpus/*/; do
   t=$(basename "$dir")
   echo "sanitize: replaying $(ls "$dir" | wc -l) inputs through $t"

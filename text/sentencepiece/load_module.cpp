@@ -9,6 +9,17 @@
 
 #include "text/error.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define LOWBIT_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LOWBIT_SANITIZED 1
+#endif
+#endif
+#ifndef LOWBIT_SANITIZED
+#define LOWBIT_SANITIZED 0
+#endif
+
 namespace lowbit::text::sentencepiece_module {
 namespace {
 
@@ -16,6 +27,12 @@ const Api* load_api(std::string& failures) {
 #ifndef LOWBIT_SENTENCEPIECE_MODULE_PATHS
   failures = "lowbit was built without SentencePiece (install libsentencepiece-dev and pkg-config, "
              "then configure again)";
+  return nullptr;
+#elif LOWBIT_SANITIZED
+  // ASan's runtime aborts the process on dlopen(RTLD_DEEPBIND)
+  // (google/sanitizers#611), and without it the two protobufs clash.
+  failures = "SentencePiece models cannot be loaded in a build with AddressSanitizer: its runtime "
+             "refuses the RTLD_DEEPBIND that keeps SentencePiece's protobuf apart from libtorch's";
   return nullptr;
 #else
   std::vector<std::string> paths = {LOWBIT_SENTENCEPIECE_MODULE_PATHS};
