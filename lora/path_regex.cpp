@@ -478,6 +478,11 @@ class Compiler {
 }  // namespace
 
 PathRegex::PathRegex(std::string_view pattern) {
+  // Each literal costs a 32-byte set while parsing, before the program's
+  // size is known: a bound on the text keeps that bounded too.
+  if (pattern.size() > kMaxPattern)
+    throw std::invalid_argument("a pattern of " + std::to_string(pattern.size()) +
+                                " characters (at most " + std::to_string(kMaxPattern) + ")");
   Node root = Parser(pattern, sets_).parse();
   Compiler(program_).compile(root);
 }

@@ -38,8 +38,9 @@ class PathRegex {
   // Whether it matches somewhere in `text` (Python's re.search).
   bool search(std::string_view text) const;
 
-  // The longest program a pattern may compile to, and the largest count of
-  // a {n,m} quantifier (RE2's limit).
+  // The longest pattern, the longest program it may compile to, and the
+  // largest count of a {n,m} quantifier (RE2's limit).
+  static constexpr size_t kMaxPattern = 65536;
   static constexpr size_t kMaxProgram = 50000;
   static constexpr int kMaxRepeat = 1000;
 

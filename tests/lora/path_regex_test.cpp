@@ -165,6 +165,7 @@ TEST(PathRegex, RefusesWhatItCannotRunByName) {
       {"(?%a)", "unknown extension (?%"},
       {"(?P<>a)", "missing group name"},
       {std::string(300, '(') + std::string(300, ')'), "groups nested deeper than 200"},
+      {std::string(70000, 'a'), "a pattern of 70000 characters (at most 65536)"},
   };
   for (const auto& [pattern, message] : cases)
     EXPECT_NE(error_of(pattern).find(message), std::string::npos)
