@@ -47,7 +47,8 @@ export TMPDIR
 trap 'rm -rf "$TMPDIR"' EXIT
 mkdir -p build-fuzz/findings build-fuzz/logs
 # One target per core at a time (FUZZ_JOBS): each libFuzzer process is one thread.
-jobs="${FUZZ_JOBS:-$(nproc)}"
+# (nproc honours OMP_NUM_THREADS, exported as 1 above: ask without it.)
+jobs="${FUZZ_JOBS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}"
 fuzz_one() {
   local t=$1 status=0
   mkdir -p "build-fuzz/corpus/$t"
