@@ -1,8 +1,6 @@
 #include "lora/path_regex.h"
 
 #include <cstring>
-#include <limits>
-#include <memory>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -487,11 +485,18 @@ PathRegex::PathRegex(std::string_view pattern) {
   Compiler(program_).compile(root);
 }
 
-// One match's scratch: the text, and the outcome of each lookahead at each
-// position once it has been run (so nested lookaheads stay polynomial).
+// One match's scratch: the text; the outcome of each lookahead at each
+// position once it has been run (so nested lookaheads stay polynomial); and
+// one mark per instruction, which every run of the match shares. A run
+// visits only its own program's instructions (a lookahead's sub-program is
+// jumped over by the program around it), and each run stamps its marks from
+// a range of its own, so a lookahead costs what its states cost, not a pass
+// over the whole program.
 struct PathRegex::Run {
   std::string_view text;
   std::unordered_map<uint64_t, bool> looks;
+  std::vector<uint64_t> marked;
+  uint64_t next_stamp = 1;
 };
 
 // Follows every thread of the program from `entry` at `begin` together. With
@@ -500,8 +505,10 @@ struct PathRegex::Run {
 bool PathRegex::run(Run& r, uint32_t entry, size_t begin, bool anywhere, bool to_end) const {
   const std::string_view text = r.text;
   const size_t n = text.size();
-  constexpr size_t kUnmarked = std::numeric_limits<size_t>::max();
-  std::vector<size_t> marked(program_.size(), kUnmarked);  // the position a state was last added at
+  // A state is added at most once per position: its mark is this run's stamp for it.
+  const uint64_t stamp = r.next_stamp;
+  r.next_stamp += n + 1;
+  std::vector<uint64_t>& marked = r.marked;
   std::vector<uint32_t> current, next, stack;
   bool matched = false;
   const auto word_at = [&](size_t i) { return i < n && is_word(static_cast<unsigned char>(text[i])); };
@@ -512,8 +519,8 @@ bool PathRegex::run(Run& r, uint32_t entry, size_t begin, bool anywhere, bool to
     while (!stack.empty()) {
       const uint32_t pc = stack.back();
       stack.pop_back();
-      if (marked[pc] == pos) continue;
-      marked[pc] = pos;
+      if (marked[pc] == stamp + pos) continue;
+      marked[pc] = stamp + pos;
       const Inst& inst = program_[pc];
       switch (inst.op) {
         case Op::kByte: list.push_back(pc); break;
@@ -562,12 +569,12 @@ bool PathRegex::run(Run& r, uint32_t entry, size_t begin, bool anywhere, bool to
 }
 
 bool PathRegex::full_match(std::string_view text) const {
-  Run r{text, {}};
+  Run r{text, {}, std::vector<uint64_t>(program_.size(), 0)};
   return run(r, 0, 0, false, true);
 }
 
 bool PathRegex::search(std::string_view text) const {
-  Run r{text, {}};
+  Run r{text, {}, std::vector<uint64_t>(program_.size(), 0)};
   return run(r, 0, 0, true, false);
 }
 

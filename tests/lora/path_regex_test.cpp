@@ -137,6 +137,13 @@ TEST(PathRegex, PatternsThatStallBacktrackingRunInOnePass) {
     EXPECT_FALSE(re.search(text + "!")) << c.pattern;
     EXPECT_EQ(re.search(text + "b"), c.found_before_a_b) << c.pattern;
   }
+  // 2000 lookaheads in a loop: each is run once per position, over its own
+  // few states (not over the whole program of 6000 instructions).
+  std::string looks = "(?:";
+  for (int i = 0; i < 2000; ++i) looks += "(?=.)";
+  const PathRegex many(looks + ".)*");
+  EXPECT_TRUE(many.full_match(text));
+  EXPECT_FALSE(many.full_match(text + "\n"));
 }
 
 TEST(PathRegex, RefusesWhatItCannotRunByName) {
