@@ -5,10 +5,7 @@
 // optimizer as it was.
 #include <gtest/gtest.h>
 
-#include <atomic>
-#include <cstdio>
 #include <cstring>
-#include <map>
 #include <string>
 
 #include <c10/core/CPUAllocator.h>
@@ -25,9 +22,9 @@ using namespace testing::faults;
 
 // libtorch 2.3 made allocate() non-const and added copy_data().
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
-#define LOWBIT_ALLOCATE_CONST
+#define LOWBIT_TORCH_ALLOCATOR_2_3 1
 #else
-#define LOWBIT_ALLOCATE_CONST const
+#define LOWBIT_TORCH_ALLOCATOR_2_3 0
 #endif
 
 class FailingCpuAllocator final : public c10::Allocator {
@@ -42,24 +39,22 @@ class FailingCpuAllocator final : public c10::Allocator {
     return *allocator;
   }
 
-  // Fails the `k`-th allocation from now on.
-  void arm(int k) { fail_at_ = seen_ + k; }
-  void disarm() { fail_at_ = 0; }
-  int seen() const { return seen_; }
-  int failed() const { return failed_; }
+  // Every allocation through libtorch's CPU allocator (mutable: allocate()
+  // is const before libtorch 2.3).
+  mutable Injection calls;
 
-  c10::DataPtr allocate(size_t bytes) LOWBIT_ALLOCATE_CONST override {
-    const int call = ++seen_;
-    if (fail_at_ != 0 && call == fail_at_) {
-      ++failed_;
-      // The default allocator's words when posix_memalign fails.
-      TORCH_CHECK(false, "DefaultCPUAllocator: not enough memory: you tried to allocate ", bytes,
-                  " bytes (injected by the test)");
-    }
+#if LOWBIT_TORCH_ALLOCATOR_2_3
+  c10::DataPtr allocate(size_t bytes) override {
+#else
+  c10::DataPtr allocate(size_t bytes) const override {
+#endif
+    // The default allocator's words when posix_memalign fails.
+    TORCH_CHECK(!calls.fails_now(), "DefaultCPUAllocator: not enough memory: you tried to allocate ",
+                bytes, " bytes (injected by the test)");
     return real_->allocate(bytes);
   }
   c10::DeleterFnPtr raw_deleter() const override { return real_->raw_deleter(); }
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#if LOWBIT_TORCH_ALLOCATOR_2_3
   void copy_data(void* dest, const void* src, size_t count) const override {
     std::memcpy(dest, src, count);
   }
@@ -69,9 +64,6 @@ class FailingCpuAllocator final : public c10::Allocator {
   explicit FailingCpuAllocator(c10::Allocator* real) : real_(real) {}
 
   c10::Allocator* real_;
-  mutable std::atomic<int> seen_{0};
-  std::atomic<int> fail_at_{0};
-  mutable std::atomic<int> failed_{0};
 };
 
 // Every host allocation of the first step in turn (the states' tensors and
@@ -80,34 +72,15 @@ class FailingCpuAllocator final : public c10::Allocator {
 // no state behind, and the step that follows is exactly a fresh twin's first.
 TEST(AllocationFaults, AHostAllocationThatFailsInTheFirstStepChangesNothing) {
   FailingCpuAllocator& allocator = FailingCpuAllocator::installed();
-  int tried = 0;
-  std::map<std::string, int> raised_by;  // the messages' heads
-  for (int k = 1;; ++k) {
-    SCOPED_TRACE("failing allocation " + std::to_string(k));
-    auto pa = make_params(), pb = clone(pa);
-    auto a = make_adamw(pa, nullptr), twin = make_adamw(pb, nullptr);
-    set_grads(pa, 0);
-    set_grads(pb, 0);
-    const int failed_before = allocator.failed();
-    allocator.arm(k);
-    const std::string message = testing::message_of([&] { a->step(); });
-    allocator.disarm();
-    if (allocator.failed() == failed_before) {
-      EXPECT_EQ(message, "(no exception)");
-      break;
-    }
-    ++tried;
-    for (const char* needle : {"AdamW8bit: ", "not enough memory", "Nothing was changed"})
-      EXPECT_NE(message.find(needle), std::string::npos) << needle << " not in: " << message;
-    ++raised_by[first_line(message).substr(0, first_line(message).find(": DefaultCPUAllocator"))];
-    expect_identical(*a, pa, *twin, pb, "after the failed step");
-    a->step();
-    twin->step();
-    expect_identical(*a, pa, *twin, pb, "after the first step");
-    ASSERT_LT(k, 400) << "the step never passed";
-  }
-  std::printf("host allocations failed in turn: %d\n", tried);
-  for (const auto& [head, count] : raised_by) std::printf("  %2d x %s\n", count, head.c_str());
+  const int tried = fail_each_call_in_turn(
+      allocator.calls, [] { return std::shared_ptr<kernels::Backend>(); },
+      [](const std::string& message) {
+        for (const char* needle : {"AdamW8bit: ", "not enough memory", "Nothing was changed"})
+          EXPECT_NE(message.find(needle), std::string::npos) << needle << " not in: " << message;
+      },
+      [](const std::string& message) {
+        return first_line(message).substr(0, first_line(message).find(": DefaultCPUAllocator"));
+      });
   // Three parameters, each with two states (8-bit ones with their absmax).
   EXPECT_GE(tried, 3 * 2);
 }
@@ -119,14 +92,14 @@ TEST(AllocationFaults, StepsAfterTheFirstAllocateNoHostMemory) {
   auto params = make_params();
   auto opt = make_adamw(params, nullptr);
   set_grads(params, 0);
-  const int before_first = allocator.seen();
+  const int before_first = allocator.calls.seen;
   opt->step();
-  EXPECT_GT(allocator.seen(), before_first) << "the allocator was not reached";
+  EXPECT_GT(allocator.calls.seen, before_first) << "the allocator was not reached";
   for (int t = 1; t < 4; ++t) {
     set_grads(params, t);
-    const int before = allocator.seen();
+    const int before = allocator.calls.seen;
     opt->step();
-    EXPECT_EQ(allocator.seen(), before) << "step " << t;
+    EXPECT_EQ(allocator.calls.seen, before) << "step " << t;
   }
 }
 

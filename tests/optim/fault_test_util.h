@@ -1,11 +1,15 @@
 // Shared by the fault tests (an OpenCL device failing, a host allocation
-// failing): a small AdamW8bit problem with 8-bit and 32-bit states in two
-// dtypes, and the bit-for-bit comparison of an optimizer that met a fault
-// with a twin that did not.
+// failing): the counter of an injected call, a small AdamW8bit problem with
+// 8-bit and 32-bit states in two dtypes, the bit-for-bit comparison of an
+// optimizer that met a fault with a twin that did not, and the loop that
+// fails every call of a first step in turn.
 #pragma once
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,8 +19,26 @@
 
 #include "optim/optim.h"
 #include "tests/optim/optim_test_util.h"
+#include "tests/support/expect_error.h"
 
 namespace lowbit::testing::faults {
+
+// One injected call: `seen` counts the calls that reached the injector;
+// the call numbered `fail_at` (counting from 1) fails, none while it is 0.
+struct Injection {
+  int seen = 0;
+  int fail_at = 0;
+  int failed = 0;
+  // Fails the `k`-th call from now on.
+  void arm(int k) { fail_at = seen + k; }
+  void disarm() { fail_at = 0; }
+  bool fails_now() {
+    ++seen;
+    if (fail_at == 0 || seen != fail_at) return false;
+    ++failed;
+    return true;
+  }
+};
 
 // AdamW8bit's parameters: 8-bit states (float32 5120 elements and bfloat16
 // 4200), 32-bit states (37 elements, below min_8bit_size).
@@ -88,6 +110,51 @@ inline std::unique_ptr<optim::Optimizer8bit> make_adamw(
   testing::Setup s;
   s.percentile_clipping = 50;  // a gradient-norm history in the states too
   return make_optimizer(Kind::AdamW, params, s, std::move(backend));
+}
+
+// A first AdamW8bit step with the k-th call `calls` sees failing, for k = 1,
+// 2, ... until a step passes without reaching it. After each failure the
+// optimizer must be bit for bit a twin's that never stepped, and its next
+// step the twin's first. `backend()` makes each run's backend (a fresh one
+// per run: backends keep what they made; nullptr is the CPU); `check` sees
+// each failure's message. Prints the failures by `head(message)` and
+// returns how many there were.
+inline int fail_each_call_in_turn(Injection& calls,
+                                  const std::function<std::shared_ptr<kernels::Backend>()>& backend,
+                                  const std::function<void(const std::string&)>& check,
+                                  const std::function<std::string(const std::string&)>& head) {
+  int tried = 0;
+  std::map<std::string, int> raised_by;
+  for (int k = 1;; ++k) {
+    SCOPED_TRACE("failing call " + std::to_string(k));
+    auto run_backend = backend();
+    auto pa = make_params(), pb = clone(pa);
+    auto a = make_adamw(pa, run_backend), twin = make_adamw(pb, run_backend);
+    set_grads(pa, 0);
+    set_grads(pb, 0);
+    const int failed_before = calls.failed;
+    calls.arm(k);
+    const std::string message = message_of([&] { a->step(); });
+    calls.disarm();
+    if (calls.failed == failed_before) {
+      EXPECT_EQ(message, "(no exception)");
+      break;
+    }
+    ++tried;
+    check(message);
+    ++raised_by[head(message)];
+    expect_identical(*a, pa, *twin, pb, "after the failed step");
+    a->step();
+    twin->step();
+    expect_identical(*a, pa, *twin, pb, "after the first step");
+    if (k >= 200) {
+      ADD_FAILURE() << "the step never passed";
+      break;
+    }
+  }
+  std::printf("calls failed in turn: %d\n", tried);
+  for (const auto& [text, count] : raised_by) std::printf("  %2d x %s\n", count, text.c_str());
+  return tried;
 }
 
 }  // namespace lowbit::testing::faults

@@ -13,7 +13,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,22 +29,7 @@
 
 namespace {
 
-// One injected call: `seen` counts the calls that reached this executable;
-// the call numbered `fail_at` (counting from 1) fails, none while it is 0.
-struct Injection {
-  int seen = 0;
-  int fail_at = 0;
-  int failed = 0;
-  // Fails the `k`-th call from now on.
-  void arm(int k) { fail_at = seen + k; }
-  void disarm() { fail_at = 0; }
-  bool fails_now() {
-    ++seen;
-    if (fail_at == 0 || seen != fail_at) return false;
-    ++failed;
-    return true;
-  }
-};
+using lowbit::testing::faults::Injection;
 
 Injection builds, buffers, updates;
 // How many failed buffers wrapped host memory (CL_MEM_USE_HOST_PTR): the
@@ -204,36 +188,16 @@ TEST_P(OpenClFaults, AKernelThatDoesNotBuildInALaterStepChangesNothing) {
 TEST_P(OpenClFaults, AnAllocationThatFailsInTheFirstStepChangesNothing) {
   if (!fresh()) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
   const int host_before = failed_host_buffers;
-  int tried = 0;
-  std::map<std::string, int> raised_by;  // the messages' heads
-  for (int k = 1;; ++k) {
-    SCOPED_TRACE("failing allocation " + std::to_string(k));
-    auto backend = fresh();
-    auto pa = make_params(), pb = clone(pa);
-    auto a = make_adamw(pa, backend), twin = make_adamw(pb, backend);
-    set_grads(pa, 0);
-    set_grads(pb, 0);
-    const int failed_before = buffers.failed;
-    buffers.arm(k);
-    const std::string message = testing::message_of([&] { a->step(); });
-    buffers.disarm();
-    if (buffers.failed == failed_before) {
-      EXPECT_EQ(message, "(no exception)");
-      break;
-    }
-    ++tried;
-    EXPECT_NE(message.find("CL_MEM_OBJECT_ALLOCATION_FAILURE"), std::string::npos) << message;
-    ++raised_by[message.substr(0, std::min(message.find(" on "), message.find(" (shape")))];
-    expect_identical(*a, pa, *twin, pb, "after the failed step");
-    a->step();
-    twin->step();
-    expect_identical(*a, pa, *twin, pb, "after the first step");
-    ASSERT_LT(k, 200) << "the step never passed";
-  }
+  const int tried = fail_each_call_in_turn(
+      buffers, [&] { return fresh(); },
+      [](const std::string& message) {
+        EXPECT_NE(message.find("CL_MEM_OBJECT_ALLOCATION_FAILURE"), std::string::npos) << message;
+      },
+      [](const std::string& message) {
+        return message.substr(0, std::min(message.find(" on "), message.find(" (shape")));
+      });
   const int host = failed_host_buffers - host_before;
-  std::printf("allocations failed in turn: %d, of them host memory wrapped for tensors: %d\n",
-              tried, host);
-  for (const auto& [head, count] : raised_by) std::printf("  %2d x %s\n", count, head.c_str());
+  std::printf("of them host memory wrapped for tensors: %d\n", host);
   // Three parameters: each one's value, gradient and two states at least,
   // wrapped in place or in device buffers of their own.
   if (discrete()) {

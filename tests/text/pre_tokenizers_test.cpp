@@ -68,8 +68,9 @@ TEST(PreTokenizers, Llama3Pattern) {
 }
 
 // A pattern whose backtracking grows exponentially with the text stops at
-// ICU's step limit with an error naming it, instead of running for hours
-// (40 letters already take longer than 20 s without the limit). A megabyte
+// ICU's step limit with an error naming it, instead of running on (without
+// the limit 40 letters take longer than 20 s, each letter more 1.6 times as
+// long). A megabyte
 // of spaces under Llama 3's pattern, whose \s*[\r\n]+ backtracks over the
 // whole run, stays well inside the limit, which grows with the text.
 TEST(PreTokenizers, BacktrackingHasAStepLimitThatGrowsWithTheText) {
