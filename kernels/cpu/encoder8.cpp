@@ -324,6 +324,101 @@ struct Lanes {
   }
   static unsigned lanes(M m) { return unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(m))); }
 };
+
+// AVX2 has no 16-entry permute: each of the five lookups above is two vpermd
+// and a vblendvps (three uops on Intel cores), and the loop is bound by the
+// three vector ports. Most groups of an optimizer state have every |r| at or
+// above 2^-15 (r is scaled by its block's largest value): spans 8-15 only,
+// whose thresholds fit one vpermd each (it reads an index's low 3 bits). The
+// first piece of a span is one vpshufb on a byte table (it reads the low 4
+// bits of each byte; the upper bytes of a span index are 0 and pick first[0],
+// which is 0), and the piece tables select their upper half with an and/xor
+// instead of a blend. The sign is applied with vpsignd, the fraction taken
+// against the truncated t, and two groups share one pack and store. Same
+// codes as the general loop (t >= 0, where truncation is floor), in about 35
+// vector uops per 8 lanes against 58: 0.75 against 1.45 ns per value on one
+// Xeon core with AVX-512 (this VM, run on its AVX2 path; 2048-value blocks
+// in L1).
+class HotGroups {
+ public:
+  HotGroups(const int32_t* first, const int32_t* above1, const int32_t* above2,
+            const float* slope, const float* offset)
+      : first_(_mm256_broadcastsi128_si256(bytes_of(first))),
+        above1_(load(above1 + 8)),
+        above2_(load(above2 + 8)),
+        slope_low_(load(slope)),
+        slope_flip_(_mm256_xor_si256(slope_low_, load(slope + 8))),
+        offset_low_(load(offset)),
+        offset_flip_(_mm256_xor_si256(offset_low_, load(offset + 8))) {}
+
+  // Codes of x[0..16) * scale into codes[0..16), their ambiguous lanes into
+  // `ambiguous` (bit l: lane l); false, with nothing written, if some |r| is
+  // below 2^-15. Two groups per call: one pack and store for both.
+  template <bool kNegatives>
+  bool encode16(const float* x, __m256 scale, __m256i zero, __m256 window, uint8_t* codes,
+                unsigned& ambiguous) const {
+    const __m256i r0 = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x), scale));
+    const __m256i r1 = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x + 8), scale));
+    const __m256i y0 = _mm256_and_si256(r0, _mm256_set1_epi32(0x7fffffff));
+    const __m256i y1 = _mm256_and_si256(r1, _mm256_set1_epi32(0x7fffffff));
+    // y - 2^-15 as bits is negative where y is below (both are below 2^31).
+    const __m256i limit = _mm256_set1_epi32(kHotLimit);
+    const __m256i below = _mm256_or_si256(_mm256_sub_epi32(y0, limit), _mm256_sub_epi32(y1, limit));
+    if (_mm256_movemask_ps(_mm256_castsi256_ps(below)) != 0) return false;
+    unsigned ambiguous0, ambiguous1;
+    const __m256i code0 = code<kNegatives>(r0, y0, zero, window, ambiguous0);
+    const __m256i code1 = code<kNegatives>(r1, y1, zero, window, ambiguous1);
+    ambiguous = ambiguous0 | (ambiguous1 << 8);
+    // Codes are 0..255: the saturating packs keep them. The packs work per
+    // 128-bit lane, leaving codes 0-3 of code0 in dword 0, 0-3 of code1 in
+    // dword 1, 4-7 of code0 in dword 4, 4-7 of code1 in dword 5.
+    const __m256i words = _mm256_packus_epi32(code0, code1);
+    const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(words, words),
+                                                      _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes), _mm256_castsi256_si128(bytes));
+    return true;
+  }
+
+ private:
+  template <bool kNegatives>
+  __m256i code(__m256i r, __m256i y, __m256i zero, __m256 window, unsigned& ambiguous) const {
+    const __m256i span = _mm256_srli_epi32(y, 24);  // 56..63: span 8..15
+    // Negative r also passes a threshold it equals (see the general loop).
+    const __m256i y_cmp = kNegatives ? _mm256_add_epi32(y, _mm256_srli_epi32(r, 31)) : y;
+    __m256i piece = _mm256_shuffle_epi8(first_, span);
+    piece = _mm256_sub_epi32(
+        piece, _mm256_cmpgt_epi32(y_cmp, _mm256_permutevar8x32_epi32(above1_, span)));
+    piece = _mm256_sub_epi32(
+        piece, _mm256_cmpgt_epi32(y_cmp, _mm256_permutevar8x32_epi32(above2_, span)));
+    const __m256i upper = _mm256_srai_epi32(_mm256_slli_epi32(piece, 28), 31);  // bit 3
+    const __m256 t = _mm256_fmadd_ps(_mm256_castsi256_ps(y),
+                                     lookup(slope_low_, slope_flip_, piece, upper),
+                                     lookup(offset_low_, offset_flip_, piece, upper));
+    const __m256i magnitude_code = _mm256_cvttps_epi32(t);
+    const __m256 fraction = _mm256_sub_ps(t, _mm256_cvtepi32_ps(magnitude_code));
+    ambiguous = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(fraction, window, _CMP_LT_OQ)));
+    // zero +/- m, clamped at 0 (without negative entries zero is 0: every
+    // negative r gets code 0). vpsignd zeroes lanes whose r bits are 0, +0.0,
+    // where m is 0 too.
+    return _mm256_max_epi32(_mm256_add_epi32(zero, _mm256_sign_epi32(magnitude_code, r)),
+                            _mm256_setzero_si256());
+  }
+
+  static constexpr int32_t kHotLimit = 0x38000000;  // 2^-15: exponent field 112 (span 8)
+  static __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+  static __m128i bytes_of(const int32_t* v) {  // 16 values 0..15 to bytes
+    const auto* q = reinterpret_cast<const __m128i*>(v);
+    return _mm_packus_epi16(_mm_packus_epi32(_mm_loadu_si128(q), _mm_loadu_si128(q + 1)),
+                            _mm_packus_epi32(_mm_loadu_si128(q + 2), _mm_loadu_si128(q + 3)));
+  }
+  static __m256 lookup(__m256i low, __m256i flip, __m256i index, __m256i upper) {
+    return _mm256_castsi256_ps(_mm256_xor_si256(
+        _mm256_permutevar8x32_epi32(low, index),
+        _mm256_and_si256(upper, _mm256_permutevar8x32_epi32(flip, index))));
+  }
+
+  __m256i first_, above1_, above2_, slope_low_, slope_flip_, offset_low_, offset_flip_;
+};
 #endif
 
 }  // namespace
@@ -343,8 +438,20 @@ size_t Encoder8::encode_pieces(const float* x, float scale, uint8_t* codes, size
   const L::I lowest = L::set(int32_t(kFirstExponent / 2));
   const L::I one = L::set(int32_t(1));
   const L::I zero = L::set(int32_t(pc.zero));
+#if LOWBIT_CPU_AVX2 && !LOWBIT_CPU_AVX512
+  const HotGroups hot(pc.first.data(), pc.threshold1.data(), pc.threshold2.data(),
+                      pc.slope.data(), pc.offset.data());
+#endif
   size_t i = 0;
   for (; i + L::kCount <= n; i += L::kCount) {
+#if LOWBIT_CPU_AVX2 && !LOWBIT_CPU_AVX512
+    unsigned hot_ambiguous = 0;
+    if (i + 16 <= n && hot.encode16<kNegatives>(x + i, m, zero, window, codes + i, hot_ambiguous)) {
+      encode_lanes(hot_ambiguous, x + i, scale, codes + i);
+      i += 8;
+      continue;
+    }
+#endif
     const L::I r = L::bits(L::mul(L::load(x + i), m));
     const L::M negative = L::negative(r);
     const L::I y = L::and_(r, magnitude);
@@ -369,10 +476,7 @@ size_t Encoder8::encode_pieces(const float* x, float scale, uint8_t* codes, size
       code = L::zero_where(negative, magnitude_code);
     }
     L::store_bytes(codes + i, code);
-    for (unsigned lanes = L::lanes(ambiguous); lanes != 0; lanes &= lanes - 1) {
-      const size_t l = i + size_t(__builtin_ctz(lanes));
-      codes[l] = uint8_t(encode(x[l] * scale));
-    }
+    encode_lanes(L::lanes(ambiguous), x + i, scale, codes + i);
   }
   return i;
 }

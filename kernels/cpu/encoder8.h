@@ -3,10 +3,11 @@
 // exponent, 8 mantissa bits: 0.4% relative width); a table gives, per bucket,
 // how many midpoints lie below it. When no bucket holds two midpoints (true
 // for both dynamic maps) the position is table[bucket] + (r > next midpoint):
-// two loads and a compare instead of an 8-step binary search. Vector
-// (AVX-512): the code as a piecewise-linear function of |r|, no table loads
-// per value (see Pieces). Results are identical to counting the midpoints
-// strictly below r.
+// two loads and a compare instead of an 8-step binary search. Vector paths
+// (AVX-512, AVX2, NEON): the code as a piecewise-linear function of |r|, no
+// table loads per value (see Pieces); AVX2 has a shorter road for groups
+// whose values are all at least 2^-15 (HotGroups in encoder8.cpp). Results
+// are identical to counting the midpoints strictly below r.
 #pragma once
 
 #include <array>
@@ -78,6 +79,13 @@ class Encoder8 {
   // encode_scaled's vector loop over whole groups of lanes; returns how many.
   template <bool kNegatives>
   size_t encode_pieces(const float* x, float scale, uint8_t* codes, size_t n) const;
+  // codes[l] = encode(x[l] * scale) for the lanes l set in `lanes`.
+  void encode_lanes(unsigned lanes, const float* x, float scale, uint8_t* codes) const {
+    for (; lanes != 0; lanes &= lanes - 1) {
+      const unsigned l = unsigned(__builtin_ctz(lanes));
+      codes[l] = uint8_t(encode(x[l] * scale));
+    }
+  }
   std::optional<Pieces> pieces_;
 };
 
