@@ -139,8 +139,8 @@ std::optional<Encoder8::Pieces> Encoder8::make_pieces() const {
   // piece holds its smallest value; the thresholds are the piece tops inside
   // it, which |r| must exceed (exceed or reach, for negative r).
   for (int b = 0; b < kSpans; ++b) {
-    const float low = b == 0 ? 0.0f : std::ldexp(1.0f, 2 * b - 31);
-    const float high = std::ldexp(1.0f, 2 * b - 29);
+    const float low = b == 0 ? 0.0f : std::ldexp(1.0f, kFirstExponent - 127 + 2 * b);
+    const float high = std::ldexp(1.0f, kFirstExponent - 127 + 2 * b + 2);
     std::vector<int32_t> inside;
     int first = 0;
     for (size_t p = 0; p + 1 < pieces.size(); ++p) {
@@ -184,10 +184,9 @@ int Encoder8::encode_search(float r) const {
 namespace {
 
 // The lane operations of encode_pieces: 16 lanes with AVX-512 (masks in mask
-// registers), 8 with AVX2 (masks as all-ones lanes, 16-entry tables as two
-// 8-entry permutes and a blend on index bit 3), 4 with NEON (masks as
-// all-ones lanes, 16-entry tables as 64-byte table lookups). All read an
-// index's low 4 bits only, so the loop is written once.
+// registers), 4 with NEON (masks as all-ones lanes, 16-entry tables as
+// 64-byte table lookups). Both read an index's low 4 bits only, so the loop
+// is written once. AVX2 has its own loop (Avx2Pieces).
 #if LOWBIT_CPU_AVX512
 struct Lanes {
   static constexpr size_t kCount = 16;
@@ -274,89 +273,37 @@ struct Lanes {
     return vaddvq_u32(vandq_u32(m, vld1q_u32(bit)));
   }
 };
-#else
-struct Lanes {
-  static constexpr size_t kCount = 8;
-  using F = __m256;
-  using I = __m256i;
-  using M = __m256i;
-  struct Table {
-    I low, high;  // entries 0-7 and 8-15
-  };
-  static Table table(const void* p) {
-    const auto* v = static_cast<const __m256i*>(p);
-    return {_mm256_loadu_si256(v), _mm256_loadu_si256(v + 1)};
-  }
-  static I lookup(const Table& t, I index) {
-    const __m256 high = _mm256_castsi256_ps(_mm256_slli_epi32(index, 28));  // bit 3 as the sign
-    return _mm256_castps_si256(
-        _mm256_blendv_ps(_mm256_castsi256_ps(_mm256_permutevar8x32_epi32(t.low, index)),
-                         _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(t.high, index)), high));
-  }
-  static F load(const float* p) { return _mm256_loadu_ps(p); }
-  static F set(float v) { return _mm256_set1_ps(v); }
-  static I set(int32_t v) { return _mm256_set1_epi32(v); }
-  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
-  static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
-  static I bits(F a) { return _mm256_castps_si256(a); }
-  static F floats(I a) { return _mm256_castsi256_ps(a); }
-  static I and_(I a, I b) { return _mm256_and_si256(a, b); }
-  static I add(I a, I b) { return _mm256_add_epi32(a, b); }
-  static I shift_right_24(I a) { return _mm256_srli_epi32(a, 24); }
-  static I max_unsigned(I a, I b) { return _mm256_max_epu32(a, b); }
-  static I max_signed(I a, I b) { return _mm256_max_epi32(a, b); }
-  static I truncate(F a) { return _mm256_cvttps_epi32(a); }
-  static M negative(I a) { return _mm256_srai_epi32(a, 31); }
-  static M greater(I a, I b) { return _mm256_cmpgt_epi32(a, b); }
-  // t - floor(t) < w (the subtraction is exact)
-  static M fraction_below(F t, F w) {
-    return _mm256_castps_si256(_mm256_cmp_ps(_mm256_sub_ps(t, _mm256_floor_ps(t)), w, _CMP_LT_OQ));
-  }
-  static I add_where(M m, I a, I b) { return _mm256_add_epi32(a, _mm256_and_si256(m, b)); }
-  static I sub_where(M m, I otherwise, I a, I b) {
-    return _mm256_blendv_epi8(otherwise, _mm256_sub_epi32(a, b), m);
-  }
-  static I zero_where(M m, I a) { return _mm256_andnot_si256(m, a); }
-  static void store_bytes(uint8_t* p, I a) {  // codes are 0..255: the saturating packs keep them
-    const __m128i words =
-        _mm_packus_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(words, words));
-  }
-  static unsigned lanes(M m) { return unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(m))); }
-};
+#endif
 
-// AVX2 has no 16-entry permute: each of the five lookups above is two vpermd
-// and a vblendvps (three uops on Intel cores), and the loop is bound by the
-// three vector ports. Most groups of an optimizer state have every |r| at or
-// above 2^-15 (r is scaled by its block's largest value): spans 8-15 only,
-// whose thresholds fit one vpermd each (it reads an index's low 3 bits). The
-// first piece of a span is one vpshufb on a byte table (it reads the low 4
-// bits of each byte; the upper bytes of a span index are 0 and pick first[0],
-// which is 0), and the piece tables select their upper half with an and/xor
-// instead of a blend. The sign is applied with vpsignd, the fraction taken
-// against the truncated t, and two groups share one pack and store. Same
-// codes as the general loop (t >= 0, where truncation is floor), in about 35
-// vector uops per 8 lanes against 58: 0.75 against 1.45 ns per value on one
-// Xeon core with AVX-512 (this VM, run on its AVX2 path; 2048-value blocks
-// in L1).
-class HotGroups {
+#if LOWBIT_CPU_AVX2 && !LOWBIT_CPU_AVX512
+// AVX2 has no 16-entry permute, so the Lanes loop would look each table up
+// with two vpermd and a vblendvps (three uops on Intel cores): 58 vector uops
+// per 8 values, bound by the three vector ports. Instead: the first piece of
+// a span is one vpshufb on a byte table (it reads the low 4 bits of each
+// byte; the upper bytes of a span index are 0 and pick first[0], which is
+// 0); 16-entry tables select their upper half with an and/xor on index bit 3
+// instead of a blend; the sign goes on with vpsignd, the fraction is taken
+// against the truncated t (t >= 0, where truncation is floor); two groups of
+// 8 share one pack and store. Most groups of an optimizer state have every
+// |r| at or above 2^-15 (r is scaled by its block's largest value): spans
+// 8-15 only, whose thresholds are one vpermd each (it reads an index's low 3
+// bits). About 35 vector uops per 8 values on that road, 43 on the other:
+// 0.75 against 1.45 ns per value (signed map) on one core of this project's
+// AVX-512 Xeon VM run on this path, 2048-value blocks in L1.
+class Avx2Pieces {
  public:
-  HotGroups(const int32_t* first, const int32_t* above1, const int32_t* above2,
-            const float* slope, const float* offset)
-      : first_(_mm256_broadcastsi128_si256(bytes_of(first))),
-        above1_(load(above1 + 8)),
-        above2_(load(above2 + 8)),
-        slope_low_(load(slope)),
-        slope_flip_(_mm256_xor_si256(slope_low_, load(slope + 8))),
-        offset_low_(load(offset)),
-        offset_flip_(_mm256_xor_si256(offset_low_, load(offset + 8))) {}
+  explicit Avx2Pieces(const Encoder8::Pieces& pc)
+      : first_(_mm256_broadcastsi128_si256(bytes_of(pc.first))),
+        above1_(pc.threshold1.data()),
+        above2_(pc.threshold2.data()),
+        slope_(pc.slope.data()),
+        offset_(pc.offset.data()),
+        zero_(_mm256_set1_epi32(pc.zero)) {}
 
-  // Codes of x[0..16) * scale into codes[0..16), their ambiguous lanes into
-  // `ambiguous` (bit l: lane l); false, with nothing written, if some |r| is
-  // below 2^-15. Two groups per call: one pack and store for both.
+  // codes[0..16) = the codes of x[0..16) * scale, but for the lanes returned
+  // (bit l: value l), whose t is too close to an integer to decide.
   template <bool kNegatives>
-  bool encode16(const float* x, __m256 scale, __m256i zero, __m256 window, uint8_t* codes,
-                unsigned& ambiguous) const {
+  unsigned encode16(const float* x, __m256 scale, uint8_t* codes) const {
     const __m256i r0 = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x), scale));
     const __m256i r1 = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x + 8), scale));
     const __m256i y0 = _mm256_and_si256(r0, _mm256_set1_epi32(0x7fffffff));
@@ -364,11 +311,12 @@ class HotGroups {
     // y - 2^-15 as bits is negative where y is below (both are below 2^31).
     const __m256i limit = _mm256_set1_epi32(kHotLimit);
     const __m256i below = _mm256_or_si256(_mm256_sub_epi32(y0, limit), _mm256_sub_epi32(y1, limit));
-    if (_mm256_movemask_ps(_mm256_castsi256_ps(below)) != 0) return false;
+    const bool hot = _mm256_movemask_ps(_mm256_castsi256_ps(below)) == 0;
     unsigned ambiguous0, ambiguous1;
-    const __m256i code0 = code<kNegatives>(r0, y0, zero, window, ambiguous0);
-    const __m256i code1 = code<kNegatives>(r1, y1, zero, window, ambiguous1);
-    ambiguous = ambiguous0 | (ambiguous1 << 8);
+    const __m256i code0 = hot ? code<kNegatives, true>(r0, y0, ambiguous0)
+                              : code<kNegatives, false>(r0, y0, ambiguous0);
+    const __m256i code1 = hot ? code<kNegatives, true>(r1, y1, ambiguous1)
+                              : code<kNegatives, false>(r1, y1, ambiguous1);
     // Codes are 0..255: the saturating packs keep them. The packs work per
     // 128-bit lane, leaving codes 0-3 of code0 in dword 0, 0-3 of code1 in
     // dword 1, 4-7 of code0 in dword 4, 4-7 of code1 in dword 5.
@@ -376,53 +324,87 @@ class HotGroups {
     const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(words, words),
                                                       _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(codes), _mm256_castsi256_si128(bytes));
-    return true;
+    return ambiguous0 | (ambiguous1 << 8);
   }
 
  private:
-  template <bool kNegatives>
-  __m256i code(__m256i r, __m256i y, __m256i zero, __m256 window, unsigned& ambiguous) const {
-    const __m256i span = _mm256_srli_epi32(y, 24);  // 56..63: span 8..15
-    // Negative r also passes a threshold it equals (see the general loop).
+  // A 16-entry table of 32-bit entries: entries 0-7, 8-15, and their xor.
+  struct Table {
+    explicit Table(const void* entries)
+        : low(_mm256_loadu_si256(static_cast<const __m256i*>(entries))),
+          high(_mm256_loadu_si256(static_cast<const __m256i*>(entries) + 1)),
+          flip(_mm256_xor_si256(low, high)) {}
+    // Entries at index bits 0-3; `upper` is all ones in the lanes whose bit 3 is set.
+    __m256i operator()(__m256i index, __m256i upper) const {
+      return _mm256_xor_si256(_mm256_permutevar8x32_epi32(low, index),
+                              _mm256_and_si256(upper, _mm256_permutevar8x32_epi32(flip, index)));
+    }
+    __m256i low, high, flip;
+  };
+
+  static __m256i bit3(__m256i index) { return _mm256_srai_epi32(_mm256_slli_epi32(index, 28), 31); }
+
+  // The codes of one group (r = x * scale as bits, y = |r|), as the Lanes
+  // loop computes them; kHot: every y is at least 2^-15 (spans 8-15).
+  template <bool kNegatives, bool kHot>
+  __m256i code(__m256i r, __m256i y, unsigned& ambiguous) const {
+    __m256i span = _mm256_srli_epi32(y, 24);  // exponent / 2
+    if constexpr (!kHot) span = _mm256_max_epu32(span, _mm256_set1_epi32(kFirstExponent / 2));
+    // Negative r also passes a threshold it equals (see the Lanes loop).
     const __m256i y_cmp = kNegatives ? _mm256_add_epi32(y, _mm256_srli_epi32(r, 31)) : y;
+    __m256i above1, above2;
+    if constexpr (kHot) {  // spans 8-15
+      above1 = _mm256_permutevar8x32_epi32(above1_.high, span);
+      above2 = _mm256_permutevar8x32_epi32(above2_.high, span);
+    } else {
+      const __m256i upper = bit3(span);
+      above1 = above1_(span, upper);
+      above2 = above2_(span, upper);
+    }
     __m256i piece = _mm256_shuffle_epi8(first_, span);
-    piece = _mm256_sub_epi32(
-        piece, _mm256_cmpgt_epi32(y_cmp, _mm256_permutevar8x32_epi32(above1_, span)));
-    piece = _mm256_sub_epi32(
-        piece, _mm256_cmpgt_epi32(y_cmp, _mm256_permutevar8x32_epi32(above2_, span)));
-    const __m256i upper = _mm256_srai_epi32(_mm256_slli_epi32(piece, 28), 31);  // bit 3
+    piece = _mm256_sub_epi32(piece, _mm256_cmpgt_epi32(y_cmp, above1));
+    piece = _mm256_sub_epi32(piece, _mm256_cmpgt_epi32(y_cmp, above2));
+    const __m256i upper = bit3(piece);
     const __m256 t = _mm256_fmadd_ps(_mm256_castsi256_ps(y),
-                                     lookup(slope_low_, slope_flip_, piece, upper),
-                                     lookup(offset_low_, offset_flip_, piece, upper));
+                                     _mm256_castsi256_ps(slope_(piece, upper)),
+                                     _mm256_castsi256_ps(offset_(piece, upper)));
     const __m256i magnitude_code = _mm256_cvttps_epi32(t);
     const __m256 fraction = _mm256_sub_ps(t, _mm256_cvtepi32_ps(magnitude_code));
-    ambiguous = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(fraction, window, _CMP_LT_OQ)));
+    ambiguous =
+        unsigned(_mm256_movemask_ps(_mm256_cmp_ps(fraction, _mm256_set1_ps(kWindow), _CMP_LT_OQ)));
     // zero +/- m, clamped at 0 (without negative entries zero is 0: every
     // negative r gets code 0). vpsignd zeroes lanes whose r bits are 0, +0.0,
     // where m is 0 too.
-    return _mm256_max_epi32(_mm256_add_epi32(zero, _mm256_sign_epi32(magnitude_code, r)),
+    return _mm256_max_epi32(_mm256_add_epi32(zero_, _mm256_sign_epi32(magnitude_code, r)),
                             _mm256_setzero_si256());
   }
 
   static constexpr int32_t kHotLimit = 0x38000000;  // 2^-15: exponent field 112 (span 8)
-  static __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
-  static __m128i bytes_of(const int32_t* v) {  // 16 values 0..15 to bytes
-    const auto* q = reinterpret_cast<const __m128i*>(v);
+  static __m128i bytes_of(const std::array<int32_t, 16>& v) {  // values 0..15 to bytes
+    const auto* q = reinterpret_cast<const __m128i*>(v.data());
     return _mm_packus_epi16(_mm_packus_epi32(_mm_loadu_si128(q), _mm_loadu_si128(q + 1)),
                             _mm_packus_epi32(_mm_loadu_si128(q + 2), _mm_loadu_si128(q + 3)));
   }
-  static __m256 lookup(__m256i low, __m256i flip, __m256i index, __m256i upper) {
-    return _mm256_castsi256_ps(_mm256_xor_si256(
-        _mm256_permutevar8x32_epi32(low, index),
-        _mm256_and_si256(upper, _mm256_permutevar8x32_epi32(flip, index))));
-  }
 
-  __m256i first_, above1_, above2_, slope_low_, slope_flip_, offset_low_, offset_flip_;
+  __m256i first_;
+  Table above1_, above2_, slope_, offset_;
+  __m256i zero_;
 };
 #endif
 
 }  // namespace
 
+#if LOWBIT_CPU_AVX2 && !LOWBIT_CPU_AVX512
+template <bool kNegatives>
+size_t Encoder8::encode_pieces(const float* x, float scale, uint8_t* codes, size_t n) const {
+  const Avx2Pieces pieces(*pieces_);
+  const __m256 m = _mm256_set1_ps(scale);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    encode_lanes(pieces.encode16<kNegatives>(x + i, m, codes + i), x + i, scale, codes + i);
+  return i;
+}
+#else
 template <bool kNegatives>
 size_t Encoder8::encode_pieces(const float* x, float scale, uint8_t* codes, size_t n) const {
   using L = Lanes;
@@ -438,20 +420,8 @@ size_t Encoder8::encode_pieces(const float* x, float scale, uint8_t* codes, size
   const L::I lowest = L::set(int32_t(kFirstExponent / 2));
   const L::I one = L::set(int32_t(1));
   const L::I zero = L::set(int32_t(pc.zero));
-#if LOWBIT_CPU_AVX2 && !LOWBIT_CPU_AVX512
-  const HotGroups hot(pc.first.data(), pc.threshold1.data(), pc.threshold2.data(),
-                      pc.slope.data(), pc.offset.data());
-#endif
   size_t i = 0;
   for (; i + L::kCount <= n; i += L::kCount) {
-#if LOWBIT_CPU_AVX2 && !LOWBIT_CPU_AVX512
-    unsigned hot_ambiguous = 0;
-    if (i + 16 <= n && hot.encode16<kNegatives>(x + i, m, zero, window, codes + i, hot_ambiguous)) {
-      encode_lanes(hot_ambiguous, x + i, scale, codes + i);
-      i += 8;
-      continue;
-    }
-#endif
     const L::I r = L::bits(L::mul(L::load(x + i), m));
     const L::M negative = L::negative(r);
     const L::I y = L::and_(r, magnitude);
@@ -480,6 +450,7 @@ size_t Encoder8::encode_pieces(const float* x, float scale, uint8_t* codes, size
   }
   return i;
 }
+#endif
 #endif
 
 void Encoder8::encode_scaled(const float* x, float scale, uint8_t* codes, size_t n) const {

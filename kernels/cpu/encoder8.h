@@ -41,23 +41,6 @@ class Encoder8 {
 
   const float* midpoints() const { return mid_.data(); }
 
-  // True if encode_scaled has its table-free vector form for this codebook
-  // (the AVX2, AVX-512 and NEON paths use it).
-  bool piecewise() const { return pieces_.has_value(); }
-
- private:
-  static constexpr int kShift = 15;  // 32 - 17 bucket bits
-  static uint32_t order_key(float r) {
-    const uint32_t u = float_bits(r);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  }
-  static uint32_t bucket(float r) { return order_key(r) >> kShift; }
-  int encode_search(float r) const;
-
-  std::array<float, 256> code_;
-  std::array<float, 256> mid_;  // 255 midpoints and +inf, so mid_[255] never passes
-  std::vector<uint8_t> start_;  // per bucket: midpoints below its smallest float
-  bool fast_;
   // The vector path's description of the codebook (built by make_pieces in
   // encoder8.cpp, absent when the codebook does not fit it). For a codebook
   // with an exact 0.0 entry whose negative entries mirror positive ones (both
@@ -75,6 +58,24 @@ class Encoder8 {
     std::array<int32_t, 16> threshold1{}, threshold2{};  // float bits; INT32_MAX: none
     std::array<float, 16> slope{}, offset{};
   };
+
+  // True if encode_scaled has its table-free vector form for this codebook
+  // (the AVX2, AVX-512 and NEON paths use it).
+  bool piecewise() const { return pieces_.has_value(); }
+
+ private:
+  static constexpr int kShift = 15;  // 32 - 17 bucket bits
+  static uint32_t order_key(float r) {
+    const uint32_t u = float_bits(r);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  }
+  static uint32_t bucket(float r) { return order_key(r) >> kShift; }
+  int encode_search(float r) const;
+
+  std::array<float, 256> code_;
+  std::array<float, 256> mid_;  // 255 midpoints and +inf, so mid_[255] never passes
+  std::vector<uint8_t> start_;  // per bucket: midpoints below its smallest float
+  bool fast_;
   std::optional<Pieces> make_pieces() const;
   // encode_scaled's vector loop over whole groups of lanes; returns how many.
   template <bool kNegatives>
