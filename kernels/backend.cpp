@@ -1,5 +1,7 @@
 #include "kernels/backend.h"
 
+#include <cstring>
+#include <exception>
 #include <vector>
 
 namespace lowbit::kernels {
@@ -347,33 +349,64 @@ void Backend::do_optimizer_prepare(const std::vector<StepItem>& items, bool skip
   read(slots, s.data(), s.size() * sizeof(StepSlot));
   StepFlags f;
   read(flags, &f, sizeof(f));
+  const StepFlags old_flags = f;
+  // Every read first, then the writes; a write that fails (a device out of
+  // resources) has the ones before it undone, so that the step can fail
+  // with nothing changed instead of with some step counts advanced.
+  struct Write {
+    Buffer* buffer;
+    std::vector<uint8_t> old, now;
+  };
+  std::vector<Write> writes;
+  const auto change = [&](Buffer& b, const void* old, const void* now, size_t bytes) {
+    const auto* o = static_cast<const uint8_t*>(old);
+    const auto* n = static_cast<const uint8_t*>(now);
+    writes.push_back({&b, std::vector<uint8_t>(o, o + bytes), std::vector<uint8_t>(n, n + bytes)});
+  };
   f.found_inf = 0;
   if (skip_nonfinite)
     for (const StepItem& item : items)
       if (item.checked && s[item.slot].grad_nonfinite) f.found_inf = 1;
   if (f.found_inf) {
     ++f.skipped_steps;
-    write(flags, &f, sizeof(f));
-    return;
-  }
-  for (const StepItem& item : items) {
-    StepSlot& slot = s[item.slot];
-    int64_t step = 0;
-    read(*item.step, &step, sizeof(step));
-    ++step;
-    write(*item.step, &step, sizeof(step));
-    slot.args = lb_step_args(item.hparams, step, 1.0);
-    // Under SkipBlocks a non-finite gradient must not enter the history.
-    if (item.hparams.percentile < 100 && item.checked && !slot.grad_nonfinite) {
-      float history[kGnormHistory];
-      read(*item.history, history, sizeof(history));
-      slot.args.gnorm_scale = float(
-          lb_percentile_scale(history, step, slot.grad_sq, item.hparams.percentile));
-      write(*item.history, history, sizeof(history));
+  } else {
+    const std::vector<StepSlot> old_slots = s;
+    for (const StepItem& item : items) {
+      StepSlot& slot = s[item.slot];
+      int64_t step = 0;
+      read(*item.step, &step, sizeof(step));
+      const int64_t next = step + 1;
+      change(*item.step, &step, &next, sizeof(step));
+      slot.args = lb_step_args(item.hparams, next, 1.0);
+      // Under SkipBlocks a non-finite gradient must not enter the history.
+      if (item.hparams.percentile < 100 && item.checked && !slot.grad_nonfinite) {
+        float history[kGnormHistory], old_history[kGnormHistory];
+        read(*item.history, history, sizeof(history));
+        std::memcpy(old_history, history, sizeof(history));
+        slot.args.gnorm_scale = float(
+            lb_percentile_scale(history, next, slot.grad_sq, item.hparams.percentile));
+        change(*item.history, old_history, history, sizeof(history));
+      }
     }
+    change(slots, old_slots.data(), s.data(), s.size() * sizeof(StepSlot));
   }
-  write(slots, s.data(), s.size() * sizeof(StepSlot));
-  write(flags, &f, sizeof(f));
+  change(flags, &old_flags, &f, sizeof(f));
+  size_t done = 0;
+  try {
+    for (; done < writes.size(); ++done)
+      write(*writes[done].buffer, writes[done].now.data(), writes[done].now.size());
+  } catch (const std::exception& e) {
+    const std::exception_ptr first = std::current_exception();
+    try {
+      while (done > 0) {
+        --done;
+        write(*writes[done].buffer, writes[done].old.data(), writes[done].old.size());
+      }
+    } catch (...) {
+      std::rethrow_exception(first);  // not undone: the first error, as it came
+    }
+    throw NothingChanged(e.what());
+  }
 }
 
 void Backend::do_optimizer_scale(const std::vector<StepItem>& items, Buffer& slots,

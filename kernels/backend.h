@@ -305,6 +305,8 @@ class Backend {
   // per item: step += 1; args = lb_step_args(hparams, step, 1) with
   // gnorm_scale = percentile clipping's scale (history updated) when
   // hparams.percentile < 100 and the gradient was checked and finite.
+  // Throws NothingChanged if it failed and undid its changes (the host-side
+  // form writes one buffer after another; a device backend runs one kernel).
   void optimizer_prepare(const std::vector<StepItem>& items, bool skip_nonfinite, Buffer& slots,
                          Buffer& flags);
   // slots[slot].update_sq / param_sq for the step slots[slot].args describes

@@ -13,6 +13,13 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// An Error from an op that changes several buffers and, failing midway, put
+// back what it had changed: its buffers are as before the call.
+class NothingChanged : public Error {
+ public:
+  using Error::Error;
+};
+
 // LOWBIT_CHECK(cond, parts...) throws Error with the parts streamed together.
 template <typename... Parts>
 [[noreturn]] void fail(const Parts&... parts) {

@@ -300,8 +300,14 @@ torch::Tensor Optimizer8bit::step(LossClosure closure) {
     // whether it is finite, for every parameter before any is updated.
     for (Work& w : work) {
       if (policy_ == NonFinitePolicy::SkipBlocks && w.item.hparams.percentile == 100) continue;
-      be.gradient_stats(*w.op.grad, w.op.param_type, w.op.n, w.op.blocksize, *slots_,
-                        w.item.slot, /*sum=*/w.item.hparams.percentile < 100);
+      try {
+        be.gradient_stats(*w.op.grad, w.op.param_type, w.op.n, w.op.blocksize, *slots_,
+                          w.item.slot, /*sum=*/w.item.hparams.percentile < 100);
+      } catch (const std::exception& e) {
+        TORCH_CHECK(false, name_, ": cannot check the gradient of ",
+                    describe(w.group, w.index, w.param), " on ", be.name(), ": ", reason_of(e),
+                    kNothingChanged);
+      }
       w.item.checked = true;
     }
     if (policy_ == NonFinitePolicy::Raise)
@@ -327,8 +333,10 @@ torch::Tensor Optimizer8bit::step(LossClosure closure) {
   const Work* overflowed = nullptr;
   int64_t overflowed_blocks = 0;
   const Work* current = nullptr;  // the parameter being updated, for the error
+  bool prepared = false;
   try {
     be.optimizer_prepare(items, policy_ != NonFinitePolicy::SkipBlocks, *slots_, *flags_);
+    prepared = true;
     for (const Work& w : work)
       if (kernels::lb_needs_norms(w.item.hparams))
         be.optimizer_update_norms(w.op, *slots_, w.item.slot, *flags_);
@@ -349,6 +357,12 @@ torch::Tensor Optimizer8bit::step(LossClosure closure) {
       skipped = now;
     }
   } catch (const std::exception& e) {
+    // optimizer_prepare failed but put back what it had changed.
+    if (!prepared && dynamic_cast<const kernels::NothingChanged*>(&e)) {
+      forget_states(created);
+      TORCH_CHECK(false, name_, ": the step could not begin on ", be.name(), ": ", e.what(),
+                  kNothingChanged);
+    }
     std::ostringstream where;
     if (current)
       where << "while updating " << describe(current->group, current->index, current->param);

@@ -1,10 +1,11 @@
 // Faults an optimizer step meets on the OpenCL backend: a kernel that does not
-// build, an allocation that fails, a device lost during the updates. They are
-// injected without a hook in the library: this executable defines
-// clBuildProgram, clCreateBuffer and clEnqueueNDRangeKernel, which the
-// statically linked backend calls instead of the ICD loader's; they fail when
-// a test asks and otherwise forward to the loader's (dlsym(RTLD_NEXT)). Each
-// test checks that its calls went through here.
+// build, an allocation that fails, a copy to or from the device that fails, a
+// device lost during the updates. They are injected without a hook in the
+// library: this executable defines clBuildProgram, clCreateBuffer,
+// clEnqueueWriteBuffer, clEnqueueReadBuffer and clEnqueueNDRangeKernel, which
+// the statically linked backend calls instead of the ICD loader's; they fail
+// when a test asks and otherwise forward to the loader's (dlsym(RTLD_NEXT)).
+// Each test checks that its calls went through here.
 #include <gtest/gtest.h>
 
 #include <dlfcn.h>
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,7 +33,15 @@ namespace {
 
 using lowbit::testing::faults::Injection;
 
-Injection builds, buffers, updates;
+Injection builds, buffers, updates, writes, update_reads;
+// Set by the first fused update kernel since a test cleared it: update_reads
+// counts only the reads from then on (per parameter its rejected-block
+// count, through device buffers the parameter copied out, and a later
+// parameter's code table), so a test can fail the reads of the updates
+// whatever read before them.
+bool updates_began = false;
+// The size of the read update_reads failed last.
+size_t failed_read_bytes = 0;
 // How many failed buffers wrapped host memory (CL_MEM_USE_HOST_PTR): the
 // parameters', gradients' and states' tensors on a device that shares it.
 int failed_host_buffers = 0;
@@ -84,9 +94,35 @@ CL_API_ENTRY cl_int CL_API_CALL clEnqueueNDRangeKernel(
     const cl_event* wait_list, cl_event* event) {
   using Fn = decltype(&clEnqueueNDRangeKernel);
   static const Fn real = loader_function<Fn>("clEnqueueNDRangeKernel");
-  if (kernel_name(kernel) == "optimizer_update" && updates.fails_now()) return CL_OUT_OF_RESOURCES;
+  if (kernel_name(kernel) == "optimizer_update") {
+    updates_began = true;
+    if (updates.fails_now()) return CL_OUT_OF_RESOURCES;
+  }
   return real(queue, kernel, work_dim, global_work_offset, global_work_size, local_work_size,
               num_events, wait_list, event);
+}
+
+CL_API_ENTRY cl_int CL_API_CALL clEnqueueWriteBuffer(cl_command_queue queue, cl_mem buffer,
+                                                     cl_bool blocking, size_t offset, size_t size,
+                                                     const void* ptr, cl_uint num_events,
+                                                     const cl_event* wait_list, cl_event* event) {
+  using Fn = decltype(&clEnqueueWriteBuffer);
+  static const Fn real = loader_function<Fn>("clEnqueueWriteBuffer");
+  if (writes.fails_now()) return CL_OUT_OF_RESOURCES;
+  return real(queue, buffer, blocking, offset, size, ptr, num_events, wait_list, event);
+}
+
+CL_API_ENTRY cl_int CL_API_CALL clEnqueueReadBuffer(cl_command_queue queue, cl_mem buffer,
+                                                    cl_bool blocking, size_t offset, size_t size,
+                                                    void* ptr, cl_uint num_events,
+                                                    const cl_event* wait_list, cl_event* event) {
+  using Fn = decltype(&clEnqueueReadBuffer);
+  static const Fn real = loader_function<Fn>("clEnqueueReadBuffer");
+  if (updates_began && update_reads.fails_now()) {
+    failed_read_bytes = size;
+    return CL_OUT_OF_RESOURCES;
+  }
+  return real(queue, buffer, blocking, offset, size, ptr, num_events, wait_list, event);
 }
 
 }  // extern "C"
@@ -118,6 +154,14 @@ class OpenClFaults : public ::testing::TestWithParam<bool> {
  protected:
   bool discrete() const { return GetParam(); }
   std::shared_ptr<kernels::Backend> fresh() const { return fresh_opencl(discrete()); }
+  // Whether tensors' host memory is used in place: in the first mode, on a
+  // device that shares the host's memory (PoCL; not a discrete GPU, where
+  // both modes keep device buffers).
+  bool in_place() const {
+    auto backend = fresh();
+    return backend &&
+           static_cast<kernels::opencl::OpenClBackend&>(*backend).context().info().host_unified;
+  }
 };
 
 INSTANTIATE_TEST_SUITE_P(Memory, OpenClFaults, ::testing::Values(false, true),
@@ -200,21 +244,43 @@ TEST_P(OpenClFaults, AnAllocationThatFailsInTheFirstStepChangesNothing) {
   std::printf("of them host memory wrapped for tensors: %d\n", host);
   // Three parameters: each one's value, gradient and two states at least,
   // wrapped in place or in device buffers of their own.
-  if (discrete()) {
+  if (in_place()) {
+    EXPECT_GE(host, 3 * 4);
+  } else {
     EXPECT_EQ(host, 0);
     EXPECT_GE(tried, 3 * 4);
-  } else {
-    EXPECT_GE(host, 3 * 4);
   }
 }
 
-// A device lost in the middle of the updates cannot be undone (the kernels
-// update parameters and states in place, and the step counts have advanced):
-// the step names the parameter and says so, the optimizer refuses to step
-// again, and restoring a checkpoint resumes exactly as an undisturbed run.
-TEST_P(OpenClFaults, ADeviceLostDuringTheUpdatesStopsTheOptimizerUntilLoad) {
-  auto backend = fresh();
-  if (!backend) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
+// Every copy into the device of the first step in turn (parameters and
+// gradients through device buffers, step counts, code tables, scratch): the
+// copies come before anything changes, so each failure leaves nothing behind
+// and the step that follows is exactly a fresh twin's first.
+TEST_P(OpenClFaults, ACopyToTheDeviceThatFailsInTheFirstStepChangesNothing) {
+  if (!fresh()) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
+  const int tried = fail_each_call_in_turn(
+      writes, [&] { return fresh(); },
+      [](const std::string& message) {
+        for (const char* needle : {"clEnqueueWriteBuffer", "CL_OUT_OF_RESOURCES", "Nothing was changed"})
+          EXPECT_NE(message.find(needle), std::string::npos) << needle << " not in: " << message;
+      },
+      [](const std::string& message) {
+        return message.substr(0, std::min(message.find(" on "), message.find(" (shape")));
+      });
+  // Through device buffers: at least each parameter's value and gradient.
+  EXPECT_GE(tried, in_place() ? 1 : 3 * 2);
+}
+
+// A step whose k-th call of `calls` (armed just before it) fails once the
+// updates have begun. Returns false if the step passed (it made fewer
+// calls). Otherwise: the error names the parameter j being updated and says
+// the state is inconsistent; the parameters before j stepped, those after it
+// did not, and j did exactly when `j_stepped` says; every step count
+// advanced; step() refuses; and with the model and optimizer restored from
+// the checkpoint taken before, the step is an undisturbed twin's.
+bool expect_stops_until_load(const std::shared_ptr<kernels::Backend>& backend, Injection& calls,
+                             int k, const std::string& error,
+                             const std::function<bool(const std::string&)>& j_stepped) {
   auto pa = make_params(), pb = clone(pa);
   auto a = make_adamw(pa, backend), twin = make_adamw(pb, backend);
   set_grads(pa, 0);
@@ -226,27 +292,38 @@ TEST_P(OpenClFaults, ADeviceLostDuringTheUpdatesStopsTheOptimizerUntilLoad) {
 
   set_grads(pa, 1);
   set_grads(pb, 1);
-  const int seen_before = updates.seen;
-  updates.arm(2);
+  const int failed_before = calls.failed;
+  updates_began = false;
+  calls.arm(k);
   const std::string message = testing::message_of([&] { a->step(); });
-  updates.disarm();
-  EXPECT_EQ(updates.seen - seen_before, 2) << "clEnqueueNDRangeKernel did not reach the injector";
+  calls.disarm();
+  if (calls.failed == failed_before) {
+    EXPECT_EQ(message, "(no exception)");
+    return false;
+  }
   std::printf("%s\n", first_line(message).c_str());
-  for (const char* needle :
-       {"AdamW8bit: the step failed while updating parameter 1 of group 0", "CL_OUT_OF_RESOURCES",
-        "state is now inconsistent", "from a checkpoint (load())"})
+  const std::string updating = "the step failed while updating parameter ";
+  const size_t at = message.find(updating);
+  if (at == std::string::npos) {
+    ADD_FAILURE() << "no parameter named in: " << message;
+    return true;
+  }
+  const size_t j = size_t(std::stoul(message.substr(at + updating.size())));
+  for (const char* needle : {"AdamW8bit: ", "of group 0", "state is now inconsistent",
+                             "from a checkpoint (load())"})
     EXPECT_NE(message.find(needle), std::string::npos) << needle << " not in: " << message;
-  // What the message says: parameter 0 stepped, 1 and 2 did not, and every
-  // step count advanced.
+  EXPECT_NE(message.find(error), std::string::npos) << error << " not in: " << message;
+  // What the message says: the parameters before j stepped, those after it
+  // did not, and every step count advanced.
   a->sync_state();
-  EXPECT_FALSE(same_bits(pa[0], weights[0]));
-  EXPECT_TRUE(same_bits(pa[1], weights[1]));
-  EXPECT_TRUE(same_bits(pa[2], weights[2]));
-  for (size_t i = 0; i < pa.size(); ++i) EXPECT_EQ(a->param_state(0, i)->step(), 2);
-
+  for (size_t i = 0; i < pa.size(); ++i) {
+    const bool stepped = i < j || (i == j && j_stepped(message));
+    EXPECT_EQ(same_bits(pa[i], weights[i]), !stepped) << "parameter " << i << " of " << j;
+    EXPECT_EQ(a->param_state(0, i)->step(), 2);
+  }
   testing::expect_error_all([&] { a->step(); },
-                            {"AdamW8bit: an earlier step failed midway (while updating parameter 1 "
-                             "of group 0",
+                            {"AdamW8bit: an earlier step failed midway (while updating parameter " +
+                                 std::to_string(j) + " of group 0",
                              "restore the model and the optimizer from a checkpoint (load())"});
   for (size_t i = 0; i < pa.size(); ++i) EXPECT_EQ(a->param_state(0, i)->step(), 2);
 
@@ -259,6 +336,51 @@ TEST_P(OpenClFaults, ADeviceLostDuringTheUpdatesStopsTheOptimizerUntilLoad) {
   a->step();
   twin->step();
   expect_identical(*a, pa, *twin, pb, "after the restored step");
+  return true;
+}
+
+// A device lost in the middle of the updates cannot be undone (the kernels
+// update parameters and states in place, and the step counts have advanced):
+// the step names the parameter and says so, the optimizer refuses to step
+// again, and restoring a checkpoint resumes exactly as an undisturbed run.
+// Here the second parameter's update kernel fails: it did not run.
+TEST_P(OpenClFaults, ADeviceLostDuringTheUpdatesStopsTheOptimizerUntilLoad) {
+  auto backend = fresh();
+  if (!backend) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
+  const int seen_before = updates.seen;
+  EXPECT_TRUE(expect_stops_until_load(backend, updates, 2, "CL_OUT_OF_RESOURCES",
+                                      [](const std::string& message) {
+                                        EXPECT_NE(message.find("parameter 1 of"), std::string::npos);
+                                        return false;
+                                      }));
+  EXPECT_GE(updates.seen - seen_before, 2) << "clEnqueueNDRangeKernel did not reach the injector";
+}
+
+// The same for each read of the updates in turn: a parameter's count of
+// rejected blocks or, through device buffers, its value copied out, after its
+// kernel ran (it was updated in place where the device uses the host's
+// memory, and on the device only otherwise), or the code table a later
+// parameter's update reads before its kernel (not updated).
+TEST_P(OpenClFaults, ACopyFromTheDeviceThatFailsDuringTheUpdatesStopsTheOptimizerUntilLoad) {
+  if (!fresh()) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
+  const bool in_place = this->in_place();
+  int tried = 0, counts = 0;
+  for (int k = 1; k <= 50; ++k) {
+    SCOPED_TRACE("failing read " + std::to_string(k));
+    // The count is the one 4-byte read (a code table is 1 KB, the
+    // parameters' values 148 bytes and more).
+    if (!expect_stops_until_load(fresh(), update_reads, k, "clEnqueueReadBuffer",
+                                 [&](const std::string&) {
+                                   return in_place && failed_read_bytes == sizeof(cl_uint);
+                                 }))
+      break;
+    ++tried;
+    if (failed_read_bytes == sizeof(cl_uint)) ++counts;
+  }
+  std::printf("reads failed in turn: %d, of them rejected-block counts: %d\n", tried, counts);
+  // Each of the three parameters' counts, and through device buffers their values.
+  EXPECT_EQ(counts, 3);
+  EXPECT_GE(tried, in_place ? 3 : 3 * 2);
 }
 
 }  // namespace
