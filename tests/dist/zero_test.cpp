@@ -99,13 +99,19 @@ void matches_one_process(const std::string& optimizer) {
   std::vector<torch::Tensor> zero;
   const auto drifts = drift_from_one_process("zero-" + optimizer, optimizer, &zero);
   ASSERT_EQ(drifts.size(), 4u);
-  for (size_t k = 0; k < drifts.size(); ++k) {
-    // The tolerance of data parallelism against one process (data_parallel_test.cpp: 1e-3 lr
-    // over 20 steps, from gradients that differ by float rounding), as the states are the same
-    // blocks. Norms of the shards instead (a trust ratio, clip or cap per half tensor) moved
-    // the first weight by 1.7e-3 lr (max_unorm) to 7e-2 lr (clipping) when this was written.
-    EXPECT_LE(drifts[k], 1e-3) << optimizer << " parameter " << k;
-  }
+  // The tolerance of data parallelism against one process (data_parallel_test.cpp: 1e-3 lr
+  // over 20 steps, from gradients that differ by float rounding), as the states are the same
+  // blocks. Norms of the shards instead (a trust ratio, clip or cap per half tensor) moved
+  // the first weight by 1.7e-3 lr (max_unorm) to 7e-2 lr (clipping) when this was written.
+  // Clipping at the 5th percentile rescales every step by a ratio of gradient norms, which
+  // passes the rounding differences of the one-process and two-rank gradients on to every
+  // value, some across a code boundary of the 8-bit states: adamw8bit-clip drifted 4.6e-6 lr
+  // on the 2-core VM, 2.2e-4 on the GPU machine's idle 16-core host (the same in three runs,
+  // libtorch 2.11's threaded matmuls) and 3.2e-3 there under a full parallel ctest. Its
+  // bound, 1e-2, stays 7x below the per-shard clipping's drift.
+  const double bound = optimizer.find("clip") != std::string::npos ? 1e-2 : 1e-3;
+  for (size_t k = 0; k < drifts.size(); ++k)
+    EXPECT_LE(drifts[k], bound) << optimizer << " parameter " << k;
   // Against data parallelism with whole states, the same averaged gradients: the global norms
   // add two double partial sums where whole states add the blocks' sums in one order, ~1e-16
   // relative, which the float scale of a step rounds away but for a ~1e-9 chance per step.
