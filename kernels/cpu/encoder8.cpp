@@ -288,7 +288,7 @@ struct Lanes {
 // |r| at or above 2^-15 (r is scaled by its block's largest value): spans
 // 8-15 only, whose thresholds are one vpermd each (it reads an index's low 3
 // bits). About 35 vector uops per 8 values on that road, 43 on the other:
-// 0.75 against 1.45 ns per value (signed map) on one core of this project's
+// 0.70 against 1.45 ns per value (signed map) on one core of this project's
 // AVX-512 Xeon VM run on this path, 2048-value blocks in L1.
 class Avx2Pieces {
  public:

@@ -6,7 +6,7 @@
 // two loads and a compare instead of an 8-step binary search. Vector paths
 // (AVX-512, AVX2, NEON): the code as a piecewise-linear function of |r|, no
 // table loads per value (see Pieces); AVX2 has a shorter road for groups
-// whose values are all at least 2^-15 (HotGroups in encoder8.cpp). Results
+// whose values are all at least 2^-15 (Avx2Pieces in encoder8.cpp). Results
 // are identical to counting the midpoints strictly below r.
 #pragma once
 
