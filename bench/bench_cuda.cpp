@@ -8,6 +8,8 @@
 //   "linear/<out>x<in>/m<m>/<dtype>": Linear4bit NF4 with double quantization
 //     (forward) against torch's CUDA linear in the same dtype; the weights of
 //     several layers rotate so that neither reads from L2;
+//     The OpenCL backend's gemv_4bit / gemm_4bit on the same GPU (NVIDIA's
+//     OpenCL) join these groups as opencl_nf4 (kernel level, device buffers);
 //   "qlora_step/<shape>": a training step (forward, backward, AdamW8bit on the
 //     adapters) of a Llama-shaped stack with LoRA on every projection, NF4
 //     base against a bf16 base; counters: tokens/s and peak memory.
@@ -18,11 +20,13 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -30,6 +34,7 @@
 
 #include "bench/optim_common.h"
 #include "bench/ratio_reporter.h"
+#include "kernels/backend.h"
 #include "lora/apply_lora.h"
 #include "lora/quantize_model.h"
 #include "nn/linear_like.h"
@@ -153,6 +158,84 @@ void register_linear(int64_t out, int64_t in, int64_t m, torch::ScalarType dtype
   }, us);
 }
 
+// ---- the OpenCL backend's 4-bit matmul on the same GPU ----
+
+// The OpenCL device whose name holds LOWBIT_BENCH_OPENCL_DEVICE (default
+// "NVIDIA"), or null.
+kernels::Backend* opencl_gpu() {
+  static const std::shared_ptr<kernels::Backend> backend = []() -> std::shared_ptr<kernels::Backend> {
+    const char* chosen = std::getenv("LOWBIT_BENCH_OPENCL_DEVICE");
+    const std::string name = chosen ? chosen : "NVIDIA";
+    for (const std::string& device : kernels::opencl_devices())
+      if (device.find(name) != std::string::npos) return kernels::make_backend({"opencl", -1, name});
+    return nullptr;
+  }();
+  return backend.get();
+}
+
+// gemv_4bit (m = 1) or gemm_4bit on device-resident buffers: NF4, block 64,
+// double quantization (nested blocks of 256), random codes; the layers rotate
+// as lowbit_nf4's do. OpenCL has no CUDA events here: the wall time of 8 calls
+// queued back to back and one wait, per call.
+void register_opencl_linear(int64_t out, int64_t in, int64_t m, torch::ScalarType dtype) {
+  const std::string group = "linear/" + std::to_string(out) + "x" + std::to_string(in) + "/m" +
+                            std::to_string(m) + "/" + (dtype == torch::kFloat16 ? "f16" : "bf16");
+  reg("opencl_nf4/" + group, [=](benchmark::State& state) {
+    kernels::Backend& be = *opencl_gpu();
+    const auto type = dtype == torch::kFloat16 ? kernels::DType::F16 : kernels::DType::BF16;
+    const size_t n = size_t(out) * size_t(in), blocks = kernels::num_blocks(n, 64);
+    std::mt19937 rng(1);
+    const auto random_bytes = [&](size_t count) {
+      std::vector<uint8_t> v(count);
+      for (auto& b : v) b = uint8_t(rng());
+      return v;
+    };
+    const auto upload = [&](const void* data, size_t bytes) {
+      std::unique_ptr<kernels::Buffer> buffer = be.allocate(bytes);
+      be.write(*buffer, data, bytes);
+      return buffer;
+    };
+    const auto map = kernels::dynamic_map(true);
+    const auto nested_code = upload(map.data(), map.size() * 4);
+    const std::vector<float> nested(kernels::num_blocks(blocks, 256), 0.01f);
+    const auto nested_absmax = upload(nested.data(), nested.size() * 4);
+    const std::vector<uint8_t> packed = random_bytes(kernels::packed_4bit_bytes(n));
+    const std::vector<uint8_t> absmax = random_bytes(blocks);
+    std::vector<std::unique_ptr<kernels::Buffer>> buffers;
+    std::vector<kernels::Weight4bit> layers;
+    for (int64_t c = copies_for(out * in / 2); c > 0; --c) {
+      buffers.push_back(upload(packed.data(), packed.size()));
+      buffers.push_back(upload(absmax.data(), absmax.size()));
+      kernels::Weight4bit w;
+      w.packed = buffers[buffers.size() - 2].get();
+      w.absmax = buffers.back().get();
+      w.out_features = size_t(out);
+      w.in_features = size_t(in);
+      w.nested_absmax = nested_absmax.get();
+      w.nested_code = nested_code.get();
+      layers.push_back(w);
+    }
+    // Activations: normal values as 16-bit floats (torch converts them).
+    const torch::Tensor xt = torch::randn({m, in}).to(dtype);
+    const auto x = upload(xt.data_ptr(), size_t(xt.nbytes()));
+    const auto y = be.allocate(size_t(m * out) * 2);
+    size_t k = 0;
+    const auto call = [&] {
+      const kernels::Weight4bit& w = layers[k++ % layers.size()];
+      if (m == 1) be.gemv_4bit(*x, w, nullptr, *y, type);
+      else be.gemm_4bit(*x, size_t(m), w, nullptr, *y, type);
+    };
+    call();
+    be.synchronize();
+    for (auto _ : state) {
+      const auto start = std::chrono::steady_clock::now();
+      for (int r = 0; r < 8; ++r) call();
+      be.synchronize();
+      state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 8);
+    }
+  }, benchmark::kMicrosecond);
+}
+
 // ---- a QLoRA training step ----
 
 // One Llama-shaped decoder block: RMSNorm, causal self-attention (q, k, v, o),
@@ -270,7 +353,10 @@ int main(int argc, char** argv) {
   for (auto dtype : {torch::kFloat16, torch::kBFloat16})
     for (const auto& [out, in] : std::vector<std::pair<int64_t, int64_t>>{
              {4096, 4096}, {14336, 4096}, {4096, 14336}})
-      for (int64_t m : {1, 16, 64, 512}) register_linear(out, in, m, dtype);
+      for (int64_t m : {1, 16, 64, 512}) {
+        register_linear(out, in, m, dtype);
+        if (opencl_gpu()) register_opencl_linear(out, in, m, dtype);
+      }
   for (bool nf4 : {false, true}) register_qlora_step(nf4);
   RatioReporter reporter(std::vector<std::string>{"torch_fused", "copy", "torch_linear", "bf16_base"});
   benchmark::RunSpecifiedBenchmarks(&reporter);

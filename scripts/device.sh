@@ -4,7 +4,10 @@
 # the CUDA backend, runs every test with CUDA and NVIDIA's OpenCL required,
 # then the GPU benchmarks. Logs and benchmark JSON go to $OUT (default
 # build-cuda/out); the last lines printed are the summary.
-#   scripts/device.sh [all|build|test|bench|cpu|nproc]   (default: all)
+#   scripts/device.sh [all|build|test|bench|opencl|cpu|nproc]   (default: all)
+# opencl (not part of all): NVIDIA's OpenCL on the GPU, bench_quantize at 256M
+# values and the OpenCL 4-bit matmul rows of bench_cuda beside torch's linear
+# (LOWBIT_BENCH_DTYPE: bf16, the default, or f16).
 # cpu (not part of all): the host's CPU figures, on all its cores: bench_optim at
 # 64M on the AVX-512 and the AVX2 path (torch's fused AdamW in the same run), then
 # nproc: the KJV recipe widened to 3.2M parameters on 1, 2, 4 and 8 Gloo processes
@@ -65,6 +68,20 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   note "bench_cuda: rc $? ($(cat "$out/gpu.txt"))"
   # The ratio tables are what the console output ends with.
   sed -n '/^op  *group/,$p' "$out/bench_cuda.txt"
+fi
+
+if [ "$what" = opencl ]; then
+  # NVIDIA's OpenCL on the GPU: the quantizers against its device copy at 256M values, and the
+  # 4-bit matmul (kernel level, device buffers) against torch's cuBLAS linear in one run.
+  nvidia=$("$build/bench/bench_quantize" --benchmark_filter='^$' 2>/dev/null | grep -m1 NVIDIA | cut -d' ' -f1)
+  LOWBIT_BENCH_N=$((256 << 20)) "$build/bench/bench_quantize" --benchmark_filter="/${nvidia:-none}\$" \
+    > "$out/bench_quantize_opencl.txt" 2>&1
+  note "bench_quantize on $nvidia: rc $?"
+  sed -n '/^op  *group/,$p' "$out/bench_quantize_opencl.txt"
+  "$build/bench/bench_cuda" --benchmark_filter="^(torch_linear|opencl_nf4)/linear/.*/${LOWBIT_BENCH_DTYPE:-bf16}\$" \
+    > "$out/bench_cuda_opencl.txt" 2>&1
+  note "bench_cuda, OpenCL 4-bit matmul rows: rc $?"
+  sed -n '/^op  *group/,$p' "$out/bench_cuda_opencl.txt"
 fi
 
 if [ "$what" = cpu ]; then

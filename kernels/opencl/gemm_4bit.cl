@@ -32,35 +32,62 @@ inline float weight_at(WEIGHT_PARAMS, size_t f) {
   return table[15 + code] * block_scale(WEIGHT_ARGS, f >> block_shift);
 }
 
-// y[o] = sum_k W(o, k) x[k] (+ bias[o]): one work-group per output row.
-// Work-items stride over whole packed bytes (adjacent items, adjacent
-// bytes), decoding both nibbles with one load and one block scale: the two
-// elements of a byte share a block (blocks hold an even number of elements).
-__kernel void gemv_4bit(__global const void* x, int dtype, ulong in_features, WEIGHT_PARAMS,
-                        __global const void* bias, int has_bias, __global void* y,
-                        __local float* scratch) {
-  const size_t o = get_group_id(0);
+// y[o] = sum_k W(o, k) x[k] (+ bias[o]): LB_GEMV_ROW_ITEMS work-items per
+// output row, the rest of the work-group on the next rows. Where rows hold a
+// multiple of 32 elements, each item takes 32-element chunks of its row (16
+// bytes, one load; one block, one scale: blocks hold a multiple of 32), the
+// row's items neighbouring chunks, and multiplies the chunk's sum of
+// code value x activation by the scale once. Other rows go byte by byte. The
+// 16 code values sit in local memory (distinct entries, distinct banks).
+// Local: one float per item, and 16 floats.
+#define LB_GEMV_ROW_ITEMS 32
+__kernel void gemv_4bit(__global const void* x, int dtype, ulong in_features, ulong out_features,
+                        WEIGHT_PARAMS, __global const void* bias, int has_bias,
+                        __global void* y, __local float* partial, __local float* value) {
   const size_t lid = get_local_id(0);
-  const size_t lsize = get_local_size(0);
-  const size_t f0 = o * in_features, f1 = f0 + in_features;
-  float sum = 0.0f;
-  for (size_t j = f0 / 2 + lid; 2 * j < f1; j += lsize) {
-    const uchar p = packed[j];
-    const float s = block_scale(WEIGHT_ARGS, (2 * j) >> block_shift);
-    if (2 * j >= f0) sum += table[15 + (p >> 4)] * s * load_elem(x, dtype, 2 * j - f0);
-    if (2 * j + 1 < f1) sum += table[15 + (p & 15)] * s * load_elem(x, dtype, 2 * j + 1 - f0);
-  }
-  scratch[lid] = sum;
+  if (lid < 16) value[lid] = table[15 + lid];
   barrier(CLK_LOCAL_MEM_FENCE);
-  for (size_t s = lsize / 2; s > 0; s /= 2) {
-    if (lid < s) scratch[lid] += scratch[lid + s];
-    barrier(CLK_LOCAL_MEM_FENCE);
+  const size_t o = get_group_id(0) * (get_local_size(0) / LB_GEMV_ROW_ITEMS) +
+                   lid / LB_GEMV_ROW_ITEMS;
+  const size_t t = lid % LB_GEMV_ROW_ITEMS;
+  float sum = 0.0f;
+  if (o < out_features) {
+    const size_t f0 = o * in_features, f1 = f0 + in_features;
+    if (in_features % 32 == 0) {
+      __global const uint4* words = (__global const uint4*)packed + f0 / 32;
+      for (size_t c = t; 32 * c < in_features; c += LB_GEMV_ROW_ITEMS) {
+        const uint4 w = words[c];
+        float xv[32];
+        for (int k = 0; k < 32; k += 8) load8_elem(x, dtype, 32 * c + k, xv + k);
+        const uint wv[4] = {w.x, w.y, w.z, w.w};
+        float chunk = 0.0f;
+        for (int q = 0; q < 4; ++q)
+          for (int j = 0; j < 4; ++j) {
+            // Byte j of word q holds elements 8q + 2j (high nibble) and 8q + 2j + 1.
+            const uint byte = (wv[q] >> (8 * j)) & 0xffu;
+            chunk += value[byte >> 4] * xv[8 * q + 2 * j];
+            chunk += value[byte & 15u] * xv[8 * q + 2 * j + 1];
+          }
+        sum += chunk * block_scale(WEIGHT_ARGS, (f0 + 32 * c) >> block_shift);
+      }
+    } else {
+      // Whole packed bytes, both nibbles with one load and one block scale
+      // (the two elements of a byte share a block: blocks hold an even number).
+      for (size_t j = f0 / 2 + t; 2 * j < f1; j += LB_GEMV_ROW_ITEMS) {
+        const uchar p = packed[j];
+        const float s = block_scale(WEIGHT_ARGS, (2 * j) >> block_shift);
+        if (2 * j >= f0) sum += value[p >> 4] * s * load_elem(x, dtype, 2 * j - f0);
+        if (2 * j + 1 < f1) sum += value[p & 15] * s * load_elem(x, dtype, 2 * j + 1 - f0);
+      }
+    }
   }
-  if (lid == 0) {
-    float v = scratch[0];
-    if (has_bias) v += load_elem(bias, dtype, o);
-    store_elem(y, dtype, o, v);
-  }
+  partial[lid] = sum;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  if (t != 0 || o >= out_features) return;
+  float v = 0.0f;
+  for (int k = 0; k < LB_GEMV_ROW_ITEMS; ++k) v += partial[lid + k];
+  if (has_bias) v += load_elem(bias, dtype, o);
+  store_elem(y, dtype, o, v);
 }
 
 // c[M, N] = a[M, K] * B (+ bias[N]), B(k, n) = W(n, k) when `transposed`

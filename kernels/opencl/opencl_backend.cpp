@@ -175,22 +175,24 @@ void OpenClBackend::do_quantize_blockwise(const Buffer& x, DType x_type, size_t 
                                           const Buffer& code, Buffer& absmax, Buffer& codes,
                                           const StochasticRounding& rounding) {
   std::lock_guard<std::mutex> lock(mutex_);
-  cl_kernel k = kernel("quantize", "quantize_blockwise");
-  const size_t local = group_size(k, std::min<size_t>(size_t(blocksize), 256));
-  set_args(k, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), code, absmax, codes,
+  // The table first: it reads the codebook, which waits for the queue.
+  const Buffer& table = code_table(code);
+  const BlockKernel& q = quantize_kernel("quantize_blockwise", blocksize);
+  set_args(q.kernel, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), table, absmax, codes,
            cl_int(rounding.enabled), cl_uint(rounding.seed), cl_uint(rounding.seed >> 32),
-           LocalBytes{local * sizeof(float)}, LocalBytes{256 * sizeof(float)});
-  launch(k, num_blocks(n, blocksize) * local, local);
+           LocalBytes{q.group * sizeof(cl_uint)});
+  launch_blocks(q, q.kernel, n, blocksize);
 }
 
 void OpenClBackend::do_dequantize_blockwise(const Buffer& codes, const Buffer& absmax,
                                             const Buffer& code, size_t n, int blocksize,
                                             Buffer& out, DType out_type, float offset) {
   std::lock_guard<std::mutex> lock(mutex_);
-  cl_kernel k = kernel("quantize", "dequantize_blockwise");
-  set_args(k, codes, absmax, code, cl_ulong(n), cl_uint(blocksize), out, cl_int(out_type),
-           offset);
-  launch(k, n, 0);
+  const size_t per_item = dequantize_per_item();
+  cl_kernel k = kernel("quantize", "dequantize_blockwise", dequantize_options());
+  set_args(k, codes, absmax, code, cl_ulong(n), cl_uint(log2_exact(size_t(blocksize))), out,
+           cl_int(out_type), offset);
+  launch(k, (n + per_item - 1) / per_item, 0);
 }
 
 void OpenClBackend::do_quantize_4bit(const Buffer& x, DType x_type, size_t n, int blocksize,
@@ -198,12 +200,13 @@ void OpenClBackend::do_quantize_4bit(const Buffer& x, DType x_type, size_t n, in
   std::lock_guard<std::mutex> lock(mutex_);
   const Table4& t = table4(format);
   const Format4Table& f = format4_table(format);
-  cl_kernel k = kernel("quantize", "quantize_4bit");
-  const size_t local = group_size(k, std::min<size_t>(size_t(blocksize) / 2, 256));
-  set_args(k, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), *t.table, *t.sorted_code,
-           cl_uchar(f.zero_code), cl_uchar(f.negative_zero_code), absmax, packed,
-           LocalBytes{local * sizeof(float)});
-  launch(k, num_blocks(n, blocksize) * local, local);
+  cl_ulong sorted = 0;
+  for (int k = 0; k < 16; ++k) sorted |= cl_ulong(f.sorted_code[size_t(k)]) << (4 * k);
+  const BlockKernel& q = quantize_kernel("quantize_4bit", blocksize);
+  set_args(q.kernel, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), *t.table, sorted,
+           cl_uint(f.zero_code), cl_uint(f.negative_zero_code), absmax, packed,
+           LocalBytes{q.group * sizeof(cl_uint)});
+  launch_blocks(q, q.kernel, n, blocksize);
 }
 
 void OpenClBackend::do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n,
@@ -211,9 +214,36 @@ void OpenClBackend::do_dequantize_4bit(const Buffer& packed, const Buffer& absma
                                        DType out_type) {
   std::lock_guard<std::mutex> lock(mutex_);
   const Table4& t = table4(format);
-  cl_kernel k = kernel("quantize", "dequantize_4bit");
-  set_args(k, packed, absmax, cl_ulong(n), cl_uint(blocksize), *t.table, out, cl_int(out_type));
-  launch(k, packed_4bit_bytes(n), 0);
+  const size_t per_item = dequantize_per_item();
+  cl_kernel k = kernel("quantize", "dequantize_4bit", dequantize_options());
+  set_args(k, packed, absmax, cl_ulong(n), cl_uint(log2_exact(size_t(blocksize))), *t.table, out,
+           cl_int(out_type));
+  launch(k, (n + per_item - 1) / per_item, 0);
+}
+
+size_t OpenClBackend::dequantize_per_item() const { return ctx_.info().is_gpu ? 16 : 1; }
+
+std::string OpenClBackend::dequantize_options() const {
+  return "-DLB_DEQUANT_PER_ITEM=" + std::to_string(dequantize_per_item());
+}
+
+const OpenClBackend::BlockKernel& OpenClBackend::quantize_kernel(const char* name, int blocksize) {
+  const std::string key = std::string(name) + "/" + std::to_string(blocksize) + "/" +
+                          std::to_string(int(block_layout_));
+  auto it = quantize_kernels_.find(key);
+  if (it != quantize_kernels_.end()) return it->second;
+  BlockKernel q;
+  static_cast<BlockGeometry&>(q) =
+      block_geometry(name, size_t(blocksize), [&](const std::string& options, size_t group) {
+        q.kernel = kernel("quantize", name, options);
+        return group_size(q.kernel, group);
+      });
+  return quantize_kernels_.emplace(key, q).first->second;
+}
+
+void OpenClBackend::launch_blocks(const BlockGeometry& g, cl_kernel k, size_t n, int blocksize) {
+  const size_t items = num_blocks(n, blocksize) * g.lanes;
+  launch(k, (items + g.group - 1) / g.group * g.group, g.group);
 }
 
 // ---- 4-bit matmul ----
@@ -269,14 +299,20 @@ void OpenClBackend::do_gemv_4bit(const Buffer& x, const Weight4bit& w, const Buf
                                  Buffer& y, DType dtype) {
   std::lock_guard<std::mutex> lock(mutex_);
   cl_kernel k = kernel("gemm_4bit", "gemv_4bit", gemm_options());
-  const size_t local = group_size(k, 256);
-  set_args(k, x, cl_int(dtype), cl_ulong(w.in_features));
-  set_weight_args(k, 3, w);
-  set_arg(k, 12, bias);
-  set_arg(k, 13, cl_int(bias != nullptr));
-  set_arg(k, 14, y);
-  set_arg(k, 15, LocalBytes{local * sizeof(float)});
-  launch(k, w.out_features * local, local);
+  // LB_GEMV_ROW_ITEMS (32) items per row, up to 8 rows per group.
+  constexpr size_t kRowItems = 32;
+  const size_t local = group_size(k, 8 * kRowItems);
+  LOWBIT_CHECK(local >= kRowItems, "gemv_4bit on ", ctx_.info().label, " needs work-groups of ",
+               kRowItems, " items; the kernel allows ", local);
+  const size_t rows = local / kRowItems;
+  set_args(k, x, cl_int(dtype), cl_ulong(w.in_features), cl_ulong(w.out_features));
+  set_weight_args(k, 4, w);
+  set_arg(k, 13, bias);
+  set_arg(k, 14, cl_int(bias != nullptr));
+  set_arg(k, 15, y);
+  set_arg(k, 16, LocalBytes{local * sizeof(float)});
+  set_arg(k, 17, LocalBytes{16 * sizeof(float)});
+  launch(k, (w.out_features + rows - 1) / rows * local, local);
 }
 
 void OpenClBackend::do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w,
@@ -320,52 +356,60 @@ Buffer& OpenClBackend::chunk_scratch(size_t bytes) {
   return *chunk_scratch_;
 }
 
-const OpenClBackend::UpdateKernel& OpenClBackend::update_kernel(const OptimizerOperands& op) {
-  const bool two_states = op.state2 != nullptr;
-  const size_t blocksize = size_t(op.blocksize);
+OpenClBackend::BlockGeometry OpenClBackend::block_geometry(
+    const char* op, size_t blocksize,
+    const std::function<size_t(const std::string&, size_t)>& build) {
   const size_t device_max = ctx_.max_work_group_size();
   // CPU devices (PoCL): a block per item (no barrier, loops the device
   // compiler vectorises), a few blocks per group. GPUs: 8 elements per item,
   // several blocks per group of up to 256 (a 4096-block: 256 items of 16).
   size_t lanes = 1, group = 8;
-  const bool eight_per_item = update_layout_ == UpdateLayout::EightPerItem ||
-                              (update_layout_ == UpdateLayout::Auto && ctx_.info().is_gpu);
+  const bool eight_per_item = block_layout_ == BlockLayout::EightPerItem ||
+                              (block_layout_ == BlockLayout::Auto && ctx_.info().is_gpu);
   if (eight_per_item) {
     // At most 256 lanes (more elements per item for larger blocks): the tests then run the
     // 16-per-item form on any device.
     lanes = std::min({blocksize / 8, device_max, size_t(256)});
     group = std::max(lanes, std::min<size_t>(256, device_max));
   }
-  const auto options_for = [&](size_t l) {
-    return "-DLB_RULE=" + std::to_string(int(op.rule)) + " -DLB_PARAM_TYPE=" +
-           std::to_string(int(op.param_type)) + " -DLB_QUANTIZED=" +
-           std::to_string(op.quantized) + " -DLB_TWO_STATES=" + std::to_string(two_states) +
-           " -DLB_LANES=" + std::to_string(l) + " -DLB_PER_ITEM=" + std::to_string(blocksize / l);
-  };
-  const std::string key = options_for(lanes);
-  auto it = update_kernels_.find(key);
-  if (it != update_kernels_.end()) return it->second;
   // A compiled kernel may allow fewer items per group than a block has lanes (NVIDIA: 256 for
-  // the 512 lanes of a 4096-block): halve the lanes, doubling each item's elements, until a
-  // block fits (one lane per block, the CPU layout, always does).
-  UpdateKernel u;
+  // the 512 lanes of a 4096-block): halve the lanes until a block fits (one lane per block,
+  // the CPU layout, always does).
   for (;;) {
-    const std::string options = options_for(lanes);
-    u.kernel = kernel("optimizer", "optimizer_update", options);
-    u.norms = kernel("optimizer", "optimizer_update_norms_fused", options);
-    u.lanes = lanes;
-    u.group = std::min(group_size(u.kernel, group), group_size(u.norms, group));
-    if (u.group >= lanes || lanes == 1) break;
+    BlockGeometry g;
+    g.lanes = lanes;
+    g.group = build(" -DLB_LANES=" + std::to_string(lanes) +
+                        " -DLB_PER_ITEM=" + std::to_string(blocksize / lanes),
+                    group);
+    if (g.group >= lanes) return g;
+    LOWBIT_CHECK(lanes > 1, op, " on ", ctx_.info().label, ": block size ", blocksize,
+                 " needs work-groups of ", lanes, " items but the kernel allows ", g.group);
     lanes /= 2;
   }
-  LOWBIT_CHECK(u.group >= lanes, "optimizer_update on ", ctx_.info().label, ": block size ",
-               blocksize, " needs work-groups of ", lanes, " items but the kernel allows ", u.group);
+}
+
+const OpenClBackend::UpdateKernel& OpenClBackend::update_kernel(const OptimizerOperands& op) {
+  const std::string rule = "-DLB_RULE=" + std::to_string(int(op.rule)) + " -DLB_PARAM_TYPE=" +
+                           std::to_string(int(op.param_type)) + " -DLB_QUANTIZED=" +
+                           std::to_string(op.quantized) +
+                           " -DLB_TWO_STATES=" + std::to_string(op.state2 != nullptr);
+  const std::string key =
+      rule + "/" + std::to_string(op.blocksize) + "/" + std::to_string(int(block_layout_));
+  auto it = update_kernels_.find(key);
+  if (it != update_kernels_.end()) return it->second;
+  UpdateKernel u;
+  static_cast<BlockGeometry&>(u) = block_geometry(
+      "optimizer_update", size_t(op.blocksize), [&](const std::string& options, size_t group) {
+        u.kernel = kernel("optimizer", "optimizer_update", rule + options);
+        u.norms = kernel("optimizer", "optimizer_update_norms_fused", rule + options);
+        return std::min(group_size(u.kernel, group), group_size(u.norms, group));
+      });
   return update_kernels_.emplace(key, u).first->second;
 }
 
-void OpenClBackend::set_update_layout(UpdateLayout layout) {
+void OpenClBackend::set_block_layout(BlockLayout layout) {
   std::lock_guard<std::mutex> lock(mutex_);
-  update_layout_ = layout;
+  block_layout_ = layout;
 }
 
 const Buffer& OpenClBackend::code_table(const Buffer& qmap) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -49,11 +50,12 @@ class OpenClBackend final : public Backend {
 
   DeviceContext& context() { return ctx_; }
 
-  // How the fused optimizer update spreads a quantization block over
-  // work-items: by the device type (Auto: a block per item on CPU devices, 8
-  // elements per item on GPUs), or forced, so that tests run both on PoCL.
-  enum class UpdateLayout { Auto, BlockPerItem, EightPerItem };
-  void set_update_layout(UpdateLayout layout);
+  // How the kernels that work block by block (the fused optimizer update, the
+  // quantizers) spread a quantization block over work-items: by the device
+  // type (Auto: a block per item on CPU devices, 8 elements per item on GPUs),
+  // or forced, so that tests run both on PoCL.
+  enum class BlockLayout { Auto, BlockPerItem, EightPerItem };
+  void set_block_layout(BlockLayout layout);
 
  protected:
   void do_copy(const Buffer& src, Buffer& dst, size_t bytes) override;
@@ -110,16 +112,37 @@ class OpenClBackend final : public Backend {
   Buffer& scratch(size_t bytes);
   // sum_partials' per-chunk sums, grown likewise.
   Buffer& chunk_scratch(size_t bytes);
-  // The fused update built for an operand kind and block size, with its
-  // geometry (work-items per block, group size) chosen from the device's
-  // properties; made once per backend (device).
-  struct UpdateKernel {
-    cl_kernel kernel = nullptr;
-    cl_kernel norms = nullptr;  // optimizer_update_norms_fused, same geometry
+  // The geometry of kernels built per block layout (-DLB_LANES work-items per
+  // block, -DLB_PER_ITEM elements each): chosen from the layout and the
+  // device's properties, the lanes halved (each item's elements doubled)
+  // until a block fits in a work-group that every kernel allows. `build`
+  // makes the kernels with the given options and answers the largest group
+  // (at most its second argument) they all run.
+  struct BlockGeometry {
     size_t lanes = 1;
     size_t group = 1;
   };
+  BlockGeometry block_geometry(
+      const char* op, size_t blocksize,
+      const std::function<size_t(const std::string& options, size_t group)>& build);
+  // The fused update built for an operand kind and block size, with its
+  // geometry; made once per backend (device).
+  struct UpdateKernel : BlockGeometry {
+    cl_kernel kernel = nullptr;
+    cl_kernel norms = nullptr;  // optimizer_update_norms_fused, same geometry
+  };
   const UpdateKernel& update_kernel(const OptimizerOperands& op);
+  // A quantizer of quantize.cl ("quantize_blockwise", "quantize_4bit") for a
+  // block size, with its geometry.
+  struct BlockKernel : BlockGeometry {
+    cl_kernel kernel = nullptr;
+  };
+  const BlockKernel& quantize_kernel(const char* name, int blocksize);
+  void launch_blocks(const BlockGeometry& g, cl_kernel k, size_t n, int blocksize);
+  // Elements per work-item of the dequantizers (16 on GPUs, 1 on CPU
+  // devices), and the build option that sets it.
+  size_t dequantize_per_item() const;
+  std::string dequantize_options() const;
   // The encoding table (code_table.h) of the codebook in `qmap`, built on the
   // host once per distinct codebook (the 1 KiB codebook is read each call).
   const Buffer& code_table(const Buffer& qmap);
@@ -143,7 +166,8 @@ class OpenClBackend final : public Backend {
   std::mutex mutex_;
   std::map<std::string, KernelHandle> kernels_;
   std::map<std::string, UpdateKernel> update_kernels_;
-  UpdateLayout update_layout_ = UpdateLayout::Auto;
+  std::map<std::string, BlockKernel> quantize_kernels_;
+  BlockLayout block_layout_ = BlockLayout::Auto;
   std::map<std::vector<uint32_t>, std::unique_ptr<Buffer>> code_tables_;
   Table4 tables_[2];
   std::unique_ptr<Buffer> scratch_;

@@ -19,77 +19,12 @@
 // take a whole block per item: no barrier, and loops over the block that
 // their compiler vectorises.
 
-// Offsets in a code table (kernels/opencl/code_table.h), in 32-bit words.
-#define LB_TABLE_MID 256
-#define LB_TABLE_STEPS 512
-#define LB_TABLE_ZERO 513
-#define LB_TABLE_START 514
-#define LB_CODE_MANTISSA_BITS 7
-#define LB_CODE_FIRST_EXPONENT 96
-#define LB_CODE_BUCKETS (1 + 32 * (1 << LB_CODE_MANTISSA_BITS))
-
-// Number of midpoints strictly below r (the nearest code, ties low), as the
-// CPU encoder; NaN (0 * inf, from a subnormal absmax) gets code 0 as there.
-// `bucketed`: the table's steps are 1 (both dynamic maps), so the bucket's
-// start and one comparison decide; otherwise an 8-step binary search. No
-// branch depends on r.
-inline uint encode_code(__global const uint* table, float r, bool bucketed) {
-  __global const float* mid = (__global const float*)(table + LB_TABLE_MID);
-  int pos = 0;
-  if (bucketed) {
-    const uint u = as_uint(r);
-    const int a = (int)((u & 0x7fffffffu) >> (23 - LB_CODE_MANTISSA_BITS)) -
-                  (LB_CODE_FIRST_EXPONENT << LB_CODE_MANTISSA_BITS) + 1;
-    const int bucket = (int)(u >> 31) * LB_CODE_BUCKETS + clamp(a, 0, LB_CODE_BUCKETS - 1);
-    pos = (int)((table[LB_TABLE_START + bucket / 4] >> (8 * (bucket % 4))) & 0xffu);
-    pos += (r > mid[pos]) ? 1 : 0;
-  } else {
-    for (int step = 128; step > 0; step >>= 1) pos += (r > mid[pos + step - 1]) ? step : 0;
-  }
-  return r != r ? 0u : (uint)pos;
-}
-
 // Codes encode v * (1 / m), as the CPU (and bitsandbytes); an all-zero block
 // (m = 0) gets `zero`, the entry of smallest magnitude.
 inline uchar code_of(__global const uint* table, bool bucketed, uint zero, float m, float inv,
                      float v) {
   const uint c = encode_code(table, v * inv, bucketed);
   return (uchar)(m == 0.0f ? zero : c);
-}
-
-// Elements [i, i + 8) of the parameter type (i a multiple of 8).
-inline void load8(__global const void* p, size_t i, float* v) {
-#if LB_PARAM_TYPE == LB_F32
-  __global const float4* q = (__global const float4*)p + i / 4;
-  vstore4(q[0], 0, v);
-  vstore4(q[1], 1, v);
-#elif LB_PARAM_TYPE == LB_F16
-  vstore8(vload_half8(i / 8, (__global const half*)p), 0, v);
-#else
-  const uint8 w = convert_uint8(((__global const ushort8*)p)[i / 8]) << 16;
-  vstore8(as_float8(w), 0, v);
-#endif
-}
-
-inline void store8(__global void* p, size_t i, const float* v) {
-#if LB_PARAM_TYPE == LB_F32
-  __global float4* q = (__global float4*)p + i / 4;
-  q[0] = vload4(0, v);
-  q[1] = vload4(1, v);
-#elif LB_PARAM_TYPE == LB_F16
-  vstore_half8_rte(vload8(0, v), i / 8, (__global half*)p);
-#else
-  ushort8 w;
-  w.s0 = (ushort)lb_bf16_bits(v[0]);
-  w.s1 = (ushort)lb_bf16_bits(v[1]);
-  w.s2 = (ushort)lb_bf16_bits(v[2]);
-  w.s3 = (ushort)lb_bf16_bits(v[3]);
-  w.s4 = (ushort)lb_bf16_bits(v[4]);
-  w.s5 = (ushort)lb_bf16_bits(v[5]);
-  w.s6 = (ushort)lb_bf16_bits(v[6]);
-  w.s7 = (ushort)lb_bf16_bits(v[7]);
-  ((__global ushort8*)p)[i / 8] = w;
-#endif
 }
 
 // A state's stored elements [i, i + 8) (codes or floats), and one element.
@@ -154,8 +89,8 @@ inline void load_item(__global const void* param, __global const void* grad,
     }
 #else
     for (int c = 0; c < LB_PER_ITEM; c += 8) {
-      load8(param, begin + c, p + c);
-      load8(grad, begin + c, g + c);
+      load8_elem(param, LB_PARAM_TYPE, begin + c, p + c);
+      load8_elem(grad, LB_PARAM_TYPE, begin + c, g + c);
       load8_state(state1, begin + c, q1 + c);
       if (LB_TWO_STATES) load8_state(state2, begin + c, q2 + c);
     }
@@ -301,7 +236,7 @@ __kernel void optimizer_update(lb_optim_args a, ulong n, uint blocksize, __globa
     }
 #else
     for (int c = 0; c < LB_PER_ITEM; c += 8) {
-      store8(param, begin + c, pn + c);
+      store8_elem(param, LB_PARAM_TYPE, begin + c, pn + c);
       store8_state(state1, begin + c, q1 + c);
       if (LB_TWO_STATES) store8_state(state2, begin + c, q2 + c);
     }

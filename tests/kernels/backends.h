@@ -11,6 +11,9 @@
 #include <gtest/gtest.h>
 
 #include "kernels/backend.h"
+#ifdef LOWBIT_WITH_OPENCL
+#include "kernels/opencl/opencl_backend.h"
+#endif
 
 namespace lowbit::testing {
 
@@ -61,6 +64,25 @@ inline std::vector<std::pair<std::string, kernels::Backend*>> test_backends(
   if (holder) out.push_back({holder->name(), holder.get()});
   if (const auto cuda = cuda_or_null()) out.push_back({cuda->name(), cuda.get()});
   return out;
+}
+
+// fn(backend, label) once per work layout: an OpenCL backend's block kernels
+// (the optimizer update, the quantizers) in both layouts whatever its device
+// is, so that PoCL runs the GPU's layout too; other backends once.
+template <typename Fn>
+void for_each_layout(kernels::Backend& be, const std::string& name, Fn&& fn) {
+#ifdef LOWBIT_WITH_OPENCL
+  using Layout = kernels::opencl::OpenClBackend::BlockLayout;
+  if (auto* opencl = dynamic_cast<kernels::opencl::OpenClBackend*>(&be)) {
+    opencl->set_block_layout(Layout::BlockPerItem);
+    fn(be, name + "/block_per_item");
+    opencl->set_block_layout(Layout::EightPerItem);
+    fn(be, name + "/eight_per_item");
+    opencl->set_block_layout(Layout::Auto);
+    return;
+  }
+#endif
+  fn(be, name);
 }
 
 // Runs `fn` on a host vector through backend buffers.

@@ -14,9 +14,6 @@
 #include <gtest/gtest.h>
 
 #include "kernels/backend.h"
-#ifdef LOWBIT_WITH_OPENCL
-#include "kernels/opencl/opencl_backend.h"
-#endif
 #include "tests/kernels/backends.h"
 #include "tests/kernels/optimizer_reference.h"
 #include "tests/support/expect_error.h"
@@ -111,21 +108,8 @@ class OptimizerKernels : public ::testing::Test {
   // work layouts of its update, whatever the device is.
   template <typename Agree>
   void for_each_other_backend(Agree&& agree) {
-    for (auto [bname, be] : backends()) {
-      if (be == &kernels::cpu_backend()) continue;
-#ifdef LOWBIT_WITH_OPENCL
-      using Layout = kernels::opencl::OpenClBackend::UpdateLayout;
-      if (auto* opencl = dynamic_cast<kernels::opencl::OpenClBackend*>(be)) {
-        opencl->set_update_layout(Layout::BlockPerItem);
-        agree(*be, bname + "/block_per_item");
-        opencl->set_update_layout(Layout::EightPerItem);
-        agree(*be, bname + "/eight_per_item");
-        opencl->set_update_layout(Layout::Auto);
-        continue;
-      }
-#endif
-      agree(*be, bname);
-    }
+    for (auto [bname, be] : backends())
+      if (be != &kernels::cpu_backend()) testing::for_each_layout(*be, bname, agree);
   }
   std::shared_ptr<Backend> opencl_;
 };
