@@ -126,6 +126,10 @@ DeviceContext::DeviceContext(const DeviceInfo& info) : info_(info) {
   LOWBIT_CL_CHECK(err);
   LOWBIT_CL_CHECK(clGetDeviceInfo(info.device, CL_DEVICE_MAX_WORK_GROUP_SIZE,
                                   sizeof(max_work_group_), &max_work_group_, nullptr));
+  cl_uint units = 1;
+  LOWBIT_CL_CHECK(clGetDeviceInfo(info.device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof(units), &units,
+                                  nullptr));
+  compute_units_ = units;
   // Quantization codes must match the CPU bit for bit: no contraction into
   // FMA (also pinned by a pragma in every source), IEEE division and sqrt
   // where the device offers them, denormals kept.

@@ -103,6 +103,8 @@ class DeviceContext {
   // Options every lowbit program is built with on this device.
   const std::string& base_options() const { return base_options_; }
   size_t max_work_group_size() const { return max_work_group_; }
+  // CL_DEVICE_MAX_COMPUTE_UNITS: SMs of an NVIDIA GPU, cores of a CPU device.
+  size_t compute_units() const { return compute_units_; }
   // Whether the device computes in double (cl_khr_fp64).
   bool has_fp64() const { return fp64_; }
 
@@ -112,6 +114,7 @@ class DeviceContext {
   QueueHandle queue_;
   std::string base_options_;
   size_t max_work_group_ = 1;
+  size_t compute_units_ = 1;
   bool fp64_ = false;
   std::mutex mutex_;
   std::map<std::pair<std::string, std::string>, ProgramHandle> programs_;

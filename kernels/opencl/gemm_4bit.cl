@@ -1,8 +1,6 @@
 // 4-bit matmul with a frozen NF4/FP4 weight: the OpenCL twin of
 // kernels/cpu/gemv_4bit.cpp and gemm_4bit.cpp. Codes are decoded where they
 // are used (a tile in local memory for gemm), never written back as floats.
-// Built with -DTILE=<t>, t*t work-items per gemm work-group (t chosen from the
-// device's work-group limit).
 #pragma OPENCL FP_CONTRACT OFF
 
 // The weight, as kernels::Weight4bit describes it. `absmax` holds float32
@@ -90,36 +88,137 @@ __kernel void gemv_4bit(__global const void* x, int dtype, ulong in_features, ul
   store_elem(y, dtype, o, v);
 }
 
+#ifdef LB_WM
 // c[M, N] = a[M, K] * B (+ bias[N]), B(k, n) = W(n, k) when `transposed`
 // (forward: y = x W^T, N = out, K = in), else W(k, n) (input gradient:
-// dx = dy W, N = in, K = out). Classic local-memory tiling; each work-item
-// owns one output and the work-group loads its tiles with coalesced reads.
-__kernel void gemm_4bit(__global const void* a, int dtype, ulong M, ulong N, ulong K,
-                        int transposed, ulong in_features, WEIGHT_PARAMS,
-                        __global const void* bias, int has_bias, __global void* c) {
-  __local float a_tile[TILE][TILE];
-  __local float b_tile[TILE][TILE];  // b_tile[k][n]
-  const size_t lx = get_local_id(0), ly = get_local_id(1);
-  const size_t n0 = get_group_id(0) * TILE, m0 = get_group_id(1) * TILE;
-  const size_t row = m0 + ly, col = n0 + lx;
-  float acc = 0.0f;
-  for (size_t k0 = 0; k0 < K; k0 += TILE) {
-    const size_t ka = k0 + lx;
-    a_tile[ly][lx] = (row < M && ka < K) ? load_elem(a, dtype, row * K + ka) : 0.0f;
+// dx = dy W, N = in, K = out). A register-tiled GEMM, built per shape class
+// with LB_WM x LB_WN work-items (256), each making LB_TM x LB_TN outputs
+// (multiples of 4): a work-group owns a BM x BN tile of c and steps through
+// K sixteen at a time. Each step stages the activations' BM x 16 tile and
+// the weight's 16 x BN tile, decoded to floats, in local memory; an item
+// then reads TM + TN values per k (16-byte loads; its columns are 4-wide
+// strips LB_WN * 4 apart, so that a warp's loads hit distinct banks) and
+// makes TM * TN multiply-adds. The weight is decoded 8 elements at a time
+// (one 32-bit load and one block scale: 8 aligned elements share a block)
+// where its rows hold a multiple of 8, else element by element. With
+// `partial` set, work-group z takes K's range [z * k_split, (z + 1) * k_split)
+// and writes float sums there for gemm_4bit_reduce.
+#define LB_BK 16
+#define LB_BM (LB_WM * LB_TM)
+#define LB_BN (LB_WN * LB_TN)
+// Row pitches of the local tiles: + 4 keeps rows 16-byte aligned and spreads
+// the activations' transposed stores over more banks.
+#define LB_AP (LB_BM + 4)
+#define LB_BP (LB_BN + 4)
+#ifdef FP_FAST_FMAF
+#define LB_MAD(a, b, c) fma(a, b, c)
+#else
+#define LB_MAD(a, b, c) mad(a, b, c)
+#endif
+
+// W's flat elements [f, f + 8), f a multiple of 8: one word, one scale.
+inline void decode8(WEIGHT_PARAMS, __local const float* value, size_t f, float* v) {
+  const uint w = ((__global const uint*)packed)[f / 8];
+  const float s = block_scale(WEIGHT_ARGS, f >> block_shift);
+  for (int j = 0; j < 4; ++j) {
+    const uint byte = (w >> (8 * j)) & 0xffu;
+    v[2 * j] = value[byte >> 4] * s;
+    v[2 * j + 1] = value[byte & 15u] * s;
+  }
+}
+
+__kernel __attribute__((reqd_work_group_size(LB_WN, LB_WM, 1))) void gemm_4bit(
+    __global const void* a, int dtype, ulong M, ulong N, ulong K, int transposed,
+    ulong in_features, WEIGHT_PARAMS, __global const void* bias, int has_bias,
+    __global void* c, ulong k_split, __global float* partial) {
+  __local float as[LB_BK * LB_AP];
+  __local float bs[LB_BK * LB_BP];
+  __local float value[16];
+  const size_t tx = get_local_id(0), ty = get_local_id(1);
+  const size_t lid = ty * LB_WN + tx;
+  if (lid < 16) value[lid] = table[15 + lid];
+  const size_t n0 = get_group_id(0) * LB_BN, m0 = get_group_id(1) * LB_BM;
+  const size_t k_begin = get_group_id(2) * k_split;
+  const size_t k_end = min((size_t)K, k_begin + (size_t)k_split);
+  const bool words = in_features % 8 == 0;
+  float acc[LB_TM][LB_TN];
+  for (int i = 0; i < LB_TM; ++i)
+    for (int j = 0; j < LB_TN; ++j) acc[i][j] = 0.0f;
+  for (size_t k0 = k_begin; k0 < k_end; k0 += LB_BK) {
+    // The last step's reads are done (and, the first time, `value` is written).
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (size_t idx = lid; idx < LB_BM * LB_BK; idx += LB_WM * LB_WN) {
+      const size_t row = idx / LB_BK, kk = idx % LB_BK;
+      const size_t m = m0 + row, k = k0 + kk;
+      as[kk * LB_AP + row] = (m < M && k < k_end) ? load_elem(a, dtype, m * K + k) : 0.0f;
+    }
     if (transposed) {
-      // Item (ly, lx) reads W(n0 + ly, k0 + lx): consecutive lx, consecutive bytes.
-      const size_t n = n0 + ly, k = k0 + lx;
-      b_tile[lx][ly] = (n < N && k < K) ? weight_at(WEIGHT_ARGS, n * in_features + k) : 0.0f;
+      // B(k, n) = W(n, k): 8 consecutive k of row n per word.
+      for (size_t g = lid; g < LB_BN * (LB_BK / 8); g += LB_WM * LB_WN) {
+        const size_t nn = g / (LB_BK / 8), kk = (g % (LB_BK / 8)) * 8;
+        const size_t n = n0 + nn, k = k0 + kk;
+        float v[8];
+        if (words && n < N && k + 8 <= k_end) {
+          decode8(WEIGHT_ARGS, value, n * in_features + k, v);
+        } else {
+          for (int j = 0; j < 8; ++j)
+            v[j] = (n < N && k + j < k_end) ? weight_at(WEIGHT_ARGS, n * in_features + k + j) : 0.0f;
+        }
+        for (int j = 0; j < 8; ++j) bs[(kk + j) * LB_BP + nn] = v[j];
+      }
     } else {
-      const size_t k = k0 + ly, n = n0 + lx;
-      b_tile[ly][lx] = (n < N && k < K) ? weight_at(WEIGHT_ARGS, k * in_features + n) : 0.0f;
+      // B(k, n) = W(k, n): 8 consecutive n of row k per word.
+      for (size_t g = lid; g < LB_BK * (LB_BN / 8); g += LB_WM * LB_WN) {
+        const size_t kk = g / (LB_BN / 8), nn = (g % (LB_BN / 8)) * 8;
+        const size_t k = k0 + kk, n = n0 + nn;
+        float v[8];
+        if (words && k < k_end && n + 8 <= N) {
+          decode8(WEIGHT_ARGS, value, k * in_features + n, v);
+        } else {
+          for (int j = 0; j < 8; ++j)
+            v[j] = (k < k_end && n + j < N) ? weight_at(WEIGHT_ARGS, k * in_features + n + j) : 0.0f;
+        }
+        for (int j = 0; j < 8; ++j) bs[kk * LB_BP + nn + j] = v[j];
+      }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int t = 0; t < TILE; ++t) acc += a_tile[ly][t] * b_tile[t][lx];
-    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int kk = 0; kk < LB_BK; ++kk) {
+      float av[LB_TM], bv[LB_TN];
+      __local const float4* arow = (__local const float4*)(as + kk * LB_AP + ty * LB_TM);
+      for (int i = 0; i < LB_TM / 4; ++i) vstore4(arow[i], i, av);
+      __local const float4* brow = (__local const float4*)(bs + kk * LB_BP) + tx;
+      for (int j = 0; j < LB_TN / 4; ++j) vstore4(brow[j * LB_WN], j, bv);
+      for (int i = 0; i < LB_TM; ++i)
+        for (int j = 0; j < LB_TN; ++j) acc[i][j] = LB_MAD(av[i], bv[j], acc[i][j]);
+    }
   }
-  if (row < M && col < N) {
-    if (has_bias) acc += load_elem(bias, dtype, col);
-    store_elem(c, dtype, row * N + col, acc);
+  for (int i = 0; i < LB_TM; ++i) {
+    const size_t m = m0 + ty * LB_TM + i;
+    if (m >= M) break;
+    for (int j = 0; j < LB_TN; ++j) {
+      const size_t n = n0 + (j / 4) * (LB_WN * 4) + tx * 4 + (j % 4);
+      if (n >= N) continue;
+      if (partial) {
+        partial[(get_group_id(2) * M + m) * N + n] = acc[i][j];
+      } else {
+        float v = acc[i][j];
+        if (has_bias) v += load_elem(bias, dtype, n);
+        store_elem(c, dtype, m * N + n, v);
+      }
+    }
   }
+}
+#endif
+
+// c = the sum of gemm_4bit's `splits` partial sums, in order (+ bias), one
+// item per element.
+__kernel void gemm_4bit_reduce(__global const float* partial, uint splits, ulong M, ulong N,
+                               __global const void* bias, int has_bias, int dtype,
+                               __global void* c) {
+  const size_t i = get_global_id(0);
+  if (i >= M * N) return;
+  float v = 0.0f;
+  for (uint s = 0; s < splits; ++s) v += partial[s * M * N + i];
+  if (has_bias) v += load_elem(bias, dtype, i % N);
+  store_elem(c, dtype, i, v);
 }

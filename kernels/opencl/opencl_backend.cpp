@@ -274,19 +274,41 @@ std::string OpenClBackend::gemm_options() const { return "-DTILE=" + std::to_str
 
 void OpenClBackend::launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, bool transposed,
                                 const Weight4bit& w, const Buffer* bias, Buffer& c, DType dtype) {
-  const size_t tile = gemm_tile();
-  cl_kernel kern = kernel("gemm_4bit", "gemm_4bit", gemm_options());
-  LOWBIT_CHECK(group_size(kern, tile * tile) == tile * tile, "gemm_4bit: device ",
-               ctx_.info().label, " does not run ", tile, "x", tile, " work-groups for this kernel");
+  // Two shape classes of gemm_4bit.cl's tiled kernel, 256 items per group: up to 32 rows, tiles
+  // of 16 x 256 (4 x 64 items of 4 x 4 outputs); more rows, 64 x 128 (16 x 16 items of 4 x 8).
+  const bool few_rows = m <= 32;
+  const size_t wm = few_rows ? 4 : 16, wn = few_rows ? 64 : 16, tm = 4, tn = few_rows ? 4 : 8;
+  const std::string options = "-DLB_WM=" + std::to_string(wm) + " -DLB_WN=" + std::to_string(wn) +
+                              " -DLB_TM=" + std::to_string(tm) + " -DLB_TN=" + std::to_string(tn);
+  cl_kernel kern = kernel("gemm_4bit", "gemm_4bit", options);
+  LOWBIT_CHECK(group_size(kern, wm * wn) == wm * wn, "gemm_4bit: device ", ctx_.info().label,
+               " does not run work-groups of ", wm * wn, " items for this kernel");
+  const size_t bm = wm * tm, bn = wn * tn;
+  const size_t tiles = (n + bn - 1) / bn * ((m + bm - 1) / bm);
+  // Too few tiles to fill the device (two groups per compute unit): split K among groups, each
+  // taking at least 256 of it, and add their float sums in a second kernel.
+  size_t splits = 1;
+  const size_t wanted = 2 * ctx_.compute_units();
+  if (tiles < wanted) splits = std::min((wanted + tiles - 1) / tiles, std::max<size_t>(1, k / 256));
+  const size_t k_split = ((k + splits - 1) / splits + 15) / 16 * 16;
+  splits = std::max<size_t>(1, (k + k_split - 1) / k_split);
+  Buffer* partial = splits > 1 ? &scratch(splits * m * n * sizeof(float)) : nullptr;
   set_args(kern, a, cl_int(dtype), cl_ulong(m), cl_ulong(n), cl_ulong(k), cl_int(transposed),
            cl_ulong(w.in_features));
   set_weight_args(kern, 7, w);
   set_arg(kern, 16, bias);
   set_arg(kern, 17, cl_int(bias != nullptr));
   set_arg(kern, 18, c);
-  const size_t global[2] = {(n + tile - 1) / tile * tile, (m + tile - 1) / tile * tile};
-  const size_t local[2] = {tile, tile};
-  enqueue(kern, 2, global, local);
+  set_arg(kern, 19, cl_ulong(k_split));
+  set_arg(kern, 20, partial);
+  const size_t global[3] = {(n + bn - 1) / bn * wn, (m + bm - 1) / bm * wm, splits};
+  const size_t local[3] = {wn, wm, 1};
+  enqueue(kern, 3, global, local);
+  if (!partial) return;
+  cl_kernel reduce = kernel("gemm_4bit", "gemm_4bit_reduce");
+  set_args(reduce, *partial, cl_uint(splits), cl_ulong(m), cl_ulong(n), bias,
+           cl_int(bias != nullptr), cl_int(dtype), c);
+  launch(reduce, m * n, 0);
 }
 
 void OpenClBackend::do_gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w,
@@ -298,7 +320,7 @@ void OpenClBackend::do_gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w,
 void OpenClBackend::do_gemv_4bit(const Buffer& x, const Weight4bit& w, const Buffer* bias,
                                  Buffer& y, DType dtype) {
   std::lock_guard<std::mutex> lock(mutex_);
-  cl_kernel k = kernel("gemm_4bit", "gemv_4bit", gemm_options());
+  cl_kernel k = kernel("gemm_4bit", "gemv_4bit");
   // LB_GEMV_ROW_ITEMS (32) items per row, up to 8 rows per group.
   constexpr size_t kRowItems = 32;
   const size_t local = group_size(k, 8 * kRowItems);

@@ -155,12 +155,14 @@ class OpenClBackend final : public Backend {
   // floats, and of the second (width 2) or the count of non-finite first floats (width 1).
   std::pair<double, double> sum_partials(const Buffer& partial, size_t nb, unsigned width);
 
-  // 4-bit matmul plumbing (gemm_4bit.cl).
+  // 4-bit matmul plumbing (gemm_4bit.cl): the tiled kernel's shape class and
+  // K split chosen from m and the device's compute units.
   void set_weight_args(cl_kernel k, cl_uint first, const Weight4bit& w);
-  size_t gemm_tile() const;
-  std::string gemm_options() const;
   void launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, bool transposed,
                    const Weight4bit& w, const Buffer* bias, Buffer& c, DType dtype);
+  // gemm_int8.cl's square tiles: the largest t <= 16 with t * t items allowed.
+  size_t gemm_tile() const;
+  std::string gemm_options() const;
 
   DeviceContext ctx_;
   std::mutex mutex_;
