@@ -23,41 +23,37 @@ inline void store_elem(__global void* p, int type, size_t i, float v) {
     ((__global ushort*)p)[i] = (ushort)lb_bf16_bits(v);
 }
 
-// Elements [i, i + 8) of an array of `type`, i a multiple of 8, with vector
-// accesses: every buffer starts on a 16-byte boundary (device allocations are
-// aligned to CL_DEVICE_MEM_BASE_ADDR_ALIGN, wrapped host memory to 16 bytes).
-inline void load8_elem(__global const void* p, int type, size_t i, float* v) {
+// Elements [i, i + 4) of an array of `type`, i a multiple of 4, with one
+// vector access: every buffer starts on a 16-byte boundary (device
+// allocations are aligned to CL_DEVICE_MEM_BASE_ADDR_ALIGN, wrapped host
+// memory to 16 bytes).
+inline float4 load4_elem(__global const void* p, int type, size_t i) {
+  if (type == LB_F32) return ((__global const float4*)p)[i / 4];
+  if (type == LB_F16) return vload_half4(i / 4, (__global const half*)p);
+  return as_float4(convert_uint4(((__global const ushort4*)p)[i / 4]) << 16);
+}
+
+inline void store4_elem(__global void* p, int type, size_t i, float4 v) {
   if (type == LB_F32) {
-    __global const float4* q = (__global const float4*)p + i / 4;
-    vstore4(q[0], 0, v);
-    vstore4(q[1], 1, v);
+    ((__global float4*)p)[i / 4] = v;
   } else if (type == LB_F16) {
-    vstore8(vload_half8(i / 8, (__global const half*)p), 0, v);
+    vstore_half4_rte(v, i / 4, (__global half*)p);
   } else {
-    const uint8 w = convert_uint8(((__global const ushort8*)p)[i / 8]) << 16;
-    vstore8(as_float8(w), 0, v);
+    const ushort4 w = (ushort4)((ushort)lb_bf16_bits(v.x), (ushort)lb_bf16_bits(v.y),
+                                (ushort)lb_bf16_bits(v.z), (ushort)lb_bf16_bits(v.w));
+    ((__global ushort4*)p)[i / 4] = w;
   }
 }
 
+// Elements [i, i + 8), i a multiple of 8, into or from v[0 .. 8).
+inline void load8_elem(__global const void* p, int type, size_t i, float* v) {
+  vstore4(load4_elem(p, type, i), 0, v);
+  vstore4(load4_elem(p, type, i + 4), 1, v);
+}
+
 inline void store8_elem(__global void* p, int type, size_t i, const float* v) {
-  if (type == LB_F32) {
-    __global float4* q = (__global float4*)p + i / 4;
-    q[0] = vload4(0, v);
-    q[1] = vload4(1, v);
-  } else if (type == LB_F16) {
-    vstore_half8_rte(vload8(0, v), i / 8, (__global half*)p);
-  } else {
-    ushort8 w;
-    w.s0 = (ushort)lb_bf16_bits(v[0]);
-    w.s1 = (ushort)lb_bf16_bits(v[1]);
-    w.s2 = (ushort)lb_bf16_bits(v[2]);
-    w.s3 = (ushort)lb_bf16_bits(v[3]);
-    w.s4 = (ushort)lb_bf16_bits(v[4]);
-    w.s5 = (ushort)lb_bf16_bits(v[5]);
-    w.s6 = (ushort)lb_bf16_bits(v[6]);
-    w.s7 = (ushort)lb_bf16_bits(v[7]);
-    ((__global ushort8*)p)[i / 8] = w;
-  }
+  store4_elem(p, type, i, vload4(0, v));
+  store4_elem(p, type, i + 4, vload4(1, v));
 }
 
 // Offsets in a code table (kernels/opencl/code_table.h), in 32-bit words. The

@@ -131,8 +131,12 @@ __kernel __attribute__((reqd_work_group_size(LB_WN, LB_WM, 1))) void gemm_4bit(
     __global const void* a, int dtype, ulong M, ulong N, ulong K, int transposed,
     ulong in_features, WEIGHT_PARAMS, __global const void* bias, int has_bias,
     __global void* c, ulong k_split, __global float* partial) {
-  __local float as[LB_BK * LB_AP];
-  __local float bs[LB_BK * LB_BP];
+  // Declared as float4 for their 16-byte alignment (a vector load from a
+  // misaligned address faults on NVIDIA).
+  __local float4 as4[LB_BK * LB_AP / 4];
+  __local float4 bs4[LB_BK * LB_BP / 4];
+  __local float* as = (__local float*)as4;
+  __local float* bs = (__local float*)bs4;
   __local float value[16];
   const size_t tx = get_local_id(0), ty = get_local_id(1);
   const size_t lid = ty * LB_WN + tx;

@@ -221,7 +221,12 @@ void OpenClBackend::do_dequantize_4bit(const Buffer& packed, const Buffer& absma
   launch(k, (n + per_item - 1) / per_item, 0);
 }
 
-size_t OpenClBackend::dequantize_per_item() const { return ctx_.info().is_gpu ? 16 : 1; }
+bool OpenClBackend::gpu_layout() const {
+  return block_layout_ == BlockLayout::EightPerItem ||
+         (block_layout_ == BlockLayout::Auto && ctx_.info().is_gpu);
+}
+
+size_t OpenClBackend::dequantize_per_item() const { return gpu_layout() ? 4 : 1; }
 
 std::string OpenClBackend::dequantize_options() const {
   return "-DLB_DEQUANT_PER_ITEM=" + std::to_string(dequantize_per_item());
@@ -386,9 +391,7 @@ OpenClBackend::BlockGeometry OpenClBackend::block_geometry(
   // compiler vectorises), a few blocks per group. GPUs: 8 elements per item,
   // several blocks per group of up to 256 (a 4096-block: 256 items of 16).
   size_t lanes = 1, group = 8;
-  const bool eight_per_item = block_layout_ == BlockLayout::EightPerItem ||
-                              (block_layout_ == BlockLayout::Auto && ctx_.info().is_gpu);
-  if (eight_per_item) {
+  if (gpu_layout()) {
     // At most 256 lanes (more elements per item for larger blocks): the tests then run the
     // 16-per-item form on any device.
     lanes = std::min({blocksize / 8, device_max, size_t(256)});

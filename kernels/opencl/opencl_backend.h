@@ -51,9 +51,10 @@ class OpenClBackend final : public Backend {
   DeviceContext& context() { return ctx_; }
 
   // How the kernels that work block by block (the fused optimizer update, the
-  // quantizers) spread a quantization block over work-items: by the device
-  // type (Auto: a block per item on CPU devices, 8 elements per item on GPUs),
-  // or forced, so that tests run both on PoCL.
+  // quantizers) spread a quantization block over work-items, and how many
+  // elements a dequantizer's item takes: by the device type (Auto: a block
+  // per item and one element on CPU devices, 8 elements per item and 4 on
+  // GPUs), or forced, so that tests run both on PoCL.
   enum class BlockLayout { Auto, BlockPerItem, EightPerItem };
   void set_block_layout(BlockLayout layout);
 
@@ -139,8 +140,10 @@ class OpenClBackend final : public Backend {
   };
   const BlockKernel& quantize_kernel(const char* name, int blocksize);
   void launch_blocks(const BlockGeometry& g, cl_kernel k, size_t n, int blocksize);
-  // Elements per work-item of the dequantizers (16 on GPUs, 1 on CPU
-  // devices), and the build option that sets it.
+  // Whether the block layout is the GPUs' (by the device, or forced).
+  bool gpu_layout() const;
+  // Elements per work-item of the dequantizers (4 in the GPU layout, 1 in
+  // the CPU devices'), and the build option that sets it.
   size_t dequantize_per_item() const;
   std::string dequantize_options() const;
   // The encoding table (code_table.h) of the codebook in `qmap`, built on the

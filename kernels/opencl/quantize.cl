@@ -3,10 +3,10 @@
 #pragma OPENCL FP_CONTRACT OFF
 
 // Dequantizing: LB_DEQUANT_PER_ITEM elements per work-item, set by the host.
-// GPUs take 16, read and written with vector accesses (a block holds a
-// multiple of 16 elements, so they share one scale), the tensor's last
-// partial item element by element; CPU devices take 1, in kernels their
-// compiler vectorises across items.
+// GPUs take 4, read and written with one vector access each (a warp's lanes
+// touch consecutive bytes; a block holds a multiple of 4 elements, so they
+// share one scale), the tensor's last partial item element by element; CPU
+// devices take 1, in kernels their compiler vectorises across items.
 #ifdef LB_DEQUANT_PER_ITEM
 
 // out = code[c] * absmax, then + offset (two roundings, as on the CPU).
@@ -16,17 +16,11 @@ __kernel void dequantize_blockwise(__global const uchar* codes, __global const f
   const size_t i = get_global_id(0) * LB_DEQUANT_PER_ITEM;
   if (i >= n) return;
   const float m = absmax[i >> block_shift];
-#if LB_DEQUANT_PER_ITEM == 16
-  if (i + 16 <= n) {
-    uchar c[16];
-    vstore16(((__global const uchar16*)codes)[i / 16], 0, c);
-    float v[16];
-    for (int k = 0; k < 16; ++k) {
-      const float product = code[c[k]] * m;
-      v[k] = product + offset;
-    }
-    store8_elem(out, out_type, i, v);
-    store8_elem(out, out_type, i + 8, v + 8);
+#if LB_DEQUANT_PER_ITEM == 4
+  if (i + 4 <= n) {
+    const uchar4 c = ((__global const uchar4*)codes)[i / 4];
+    const float4 product = (float4)(code[c.x], code[c.y], code[c.z], code[c.w]) * m;
+    store4_elem(out, out_type, i, product + offset);
     return;
   }
 #endif
@@ -44,17 +38,12 @@ __kernel void dequantize_4bit(__global const uchar* packed, __global const float
   const size_t i = get_global_id(0) * LB_DEQUANT_PER_ITEM;
   if (i >= n) return;
   const float m = absmax[i >> block_shift];
-#if LB_DEQUANT_PER_ITEM == 16
-  if (i + 16 <= n) {
-    uchar p[8];
-    vstore8(((__global const uchar8*)packed)[i / 16], 0, p);
-    float v[16];
-    for (int k = 0; k < 8; ++k) {
-      v[2 * k] = table[15 + (p[k] >> 4)] * m;
-      v[2 * k + 1] = table[15 + (p[k] & 15)] * m;
-    }
-    store8_elem(out, out_type, i, v);
-    store8_elem(out, out_type, i + 8, v + 8);
+#if LB_DEQUANT_PER_ITEM == 4
+  if (i + 4 <= n) {
+    const uchar2 p = ((__global const uchar2*)packed)[i / 4];
+    const float4 value = (float4)(table[15 + (p.x >> 4)], table[15 + (p.x & 15)],
+                                  table[15 + (p.y >> 4)], table[15 + (p.y & 15)]);
+    store4_elem(out, out_type, i, value * m);
     return;
   }
 #endif
@@ -67,21 +56,34 @@ __kernel void dequantize_4bit(__global const uchar* packed, __global const float
 
 #ifdef LB_LANES
 // Quantizing, built per block geometry: LB_LANES work-items per block, each
-// taking LB_PER_ITEM consecutive elements of it (the optimizer update's
-// layout: GPUs 8 per item with vector accesses, CPU devices a block per item).
-// The items of a block meet once, in local memory, for its absmax.
+// taking LB_PER_ITEM elements of it (the optimizer update's layout), which
+// meet once, in local memory, for the block's absmax. CPU devices take a
+// block per item, in order. GPUs take strips of 4 consecutive elements
+// LB_LANES * 4 apart, so that a warp's vector accesses touch consecutive
+// bytes; the absmax and the codes do not depend on which item holds what.
 
-// The item's elements of x: `len` of them inside the tensor, zeros after.
-inline void load_item_values(__global const void* x, int type, size_t begin, int len, bool whole,
-                             float* v) {
-  if (whole) {
-#if LB_LANES == 1
-    for (int k = 0; k < LB_PER_ITEM; ++k) v[k] = load_elem(x, type, begin + k);
+// Index of the item's k-th element.
+inline size_t item_elem(size_t block_begin, size_t lane, int k) {
+#if LB_LANES > 1
+  return block_begin + (size_t)(k / 4) * (LB_LANES * 4) + lane * 4 + (size_t)(k % 4);
 #else
-    for (int c = 0; c < LB_PER_ITEM; c += 8) load8_elem(x, type, begin + c, v + c);
+  return block_begin + (size_t)k;
 #endif
-  } else {
-    for (int k = 0; k < LB_PER_ITEM; ++k) v[k] = k < len ? load_elem(x, type, begin + k) : 0.0f;
+}
+
+// The item's elements of x, zeros past the tensor's end.
+inline void load_item_values(__global const void* x, int type, ulong n, size_t block_begin,
+                             size_t lane, bool whole, float* v) {
+#if LB_LANES > 1
+  if (whole) {
+    for (int k = 0; k < LB_PER_ITEM; k += 4)
+      vstore4(load4_elem(x, type, item_elem(block_begin, lane, k)), k / 4, v);
+    return;
+  }
+#endif
+  for (int k = 0; k < LB_PER_ITEM; ++k) {
+    const size_t i = item_elem(block_begin, lane, k);
+    v[k] = i < n ? load_elem(x, type, i) : 0.0f;
   }
 }
 
@@ -123,14 +125,12 @@ inline int stochastic_code(__global const uint* table, float r, float u) {
   return lo + lb_round_up(r, code[lo], code[lo + 1], u);
 }
 
-#define LB_ITEM_GEOMETRY                                                       \
-  const size_t b = get_global_id(0) / LB_LANES;                                \
-  const size_t lane = get_global_id(0) % LB_LANES;                             \
-  const size_t block_begin = b * blocksize;                                    \
-  const size_t begin = block_begin + lane * LB_PER_ITEM;                       \
-  const bool active = block_begin < n;                                         \
-  const bool whole = block_begin + blocksize <= n;                             \
-  const int len = begin >= n ? 0 : (int)min((size_t)LB_PER_ITEM, (size_t)n - begin)
+#define LB_ITEM_GEOMETRY                                       \
+  const size_t b = get_global_id(0) / LB_LANES;                \
+  const size_t lane = get_global_id(0) % LB_LANES;             \
+  const size_t block_begin = b * blocksize;                    \
+  const bool active = block_begin < n;                         \
+  const bool whole = block_begin + blocksize <= n
 
 // Codes of x / absmax in `table` (kernels/opencl/code_table.h): the nearest
 // entry, or a stochastic neighbour.
@@ -140,7 +140,7 @@ __kernel void quantize_blockwise(__global const void* x, int x_type, ulong n, ui
                                  uint seed_hi, __local uint* maxima) {
   LB_ITEM_GEOMETRY;
   float v[LB_PER_ITEM];
-  load_item_values(x, x_type, begin, len, whole, v);
+  load_item_values(x, x_type, n, block_begin, lane, whole, v);
   const float m = block_absmax(v, lane, maxima);
   if (!active) return;
   uchar q[LB_PER_ITEM];
@@ -148,7 +148,7 @@ __kernel void quantize_blockwise(__global const void* x, int x_type, ulong n, ui
     for (int k = 0; k < LB_PER_ITEM; ++k) q[k] = (uchar)table[LB_TABLE_ZERO];
   } else if (stochastic) {
     for (int k = 0; k < LB_PER_ITEM; ++k) {
-      const size_t i = begin + k;
+      const size_t i = item_elem(block_begin, lane, k);
       const float u = lb_uniform(seed_lo, seed_hi, (uint)i, (uint)(i >> 32));
       q[k] = (uchar)stochastic_code(table, v[k] / m, u);
     }
@@ -157,14 +157,17 @@ __kernel void quantize_blockwise(__global const void* x, int x_type, ulong n, ui
   } else {
     for (int k = 0; k < LB_PER_ITEM; ++k) q[k] = (uchar)encode_code(table, v[k] / m, false);
   }
+#if LB_LANES > 1
   if (whole) {
-#if LB_LANES == 1
-    for (int k = 0; k < LB_PER_ITEM; ++k) codes[begin + k] = q[k];
-#else
-    for (int c = 0; c < LB_PER_ITEM; c += 8) ((__global uchar8*)codes)[(begin + c) / 8] = vload8(0, q + c);
+    for (int k = 0; k < LB_PER_ITEM; k += 4)
+      ((__global uchar4*)codes)[item_elem(block_begin, lane, k) / 4] = vload4(k / 4, q);
+  } else
 #endif
-  } else {
-    for (int k = 0; k < len; ++k) codes[begin + k] = q[k];
+  {
+    for (int k = 0; k < LB_PER_ITEM; ++k) {
+      const size_t i = item_elem(block_begin, lane, k);
+      if (i < n) codes[i] = q[k];
+    }
   }
   if (lane == 0) absmax[b] = m;
 }
@@ -180,7 +183,7 @@ __kernel void quantize_4bit(__global const void* x, int x_type, ulong n, uint bl
   float mid[15];
   for (int k = 0; k < 15; ++k) mid[k] = table[k];
   float v[LB_PER_ITEM];
-  load_item_values(x, x_type, begin, len, whole, v);
+  load_item_values(x, x_type, n, block_begin, lane, whole, v);
   const float m = block_absmax(v, lane, maxima);
   if (!active) return;
   const bool scales = lb_absmax_scales(m);
@@ -193,17 +196,20 @@ __kernel void quantize_4bit(__global const void* x, int x_type, ulong n, uint bl
     const uint c = (uint)(sorted_code >> (4 * pos)) & 15u;
     nib[k] = (uchar)((c == zero_code && r < 0.0f) ? negative_zero_code : c);
   }
+  // Elements 2j and 2j + 1 (consecutive in every layout) share byte j.
   uchar bytes[LB_PER_ITEM / 2];
   for (int k = 0; k < LB_PER_ITEM / 2; ++k) bytes[k] = (uchar)(nib[2 * k] << 4 | nib[2 * k + 1]);
+#if LB_LANES > 1
   if (whole) {
-#if LB_LANES == 1
-    for (int k = 0; k < LB_PER_ITEM / 2; ++k) packed[begin / 2 + k] = bytes[k];
-#else
-    for (int c = 0; c < LB_PER_ITEM / 2; c += 4)
-      ((__global uchar4*)packed)[(begin / 2 + c) / 4] = vload4(0, bytes + c);
+    for (int k = 0; k < LB_PER_ITEM; k += 4)
+      ((__global uchar2*)packed)[item_elem(block_begin, lane, k) / 4] = vload2(k / 4, bytes);
+  } else
 #endif
-  } else {
-    for (int k = 0; 2 * k < len; ++k) packed[begin / 2 + k] = bytes[k];
+  {
+    for (int k = 0; k < LB_PER_ITEM; k += 2) {
+      const size_t i = item_elem(block_begin, lane, k);
+      if (i < n) packed[i / 2] = bytes[k / 2];
+    }
   }
   if (lane == 0) absmax[b] = m;
 }
