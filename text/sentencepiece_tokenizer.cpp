@@ -4,6 +4,7 @@
 
 #include "text/error.h"
 #include "text/sentencepiece/load_module.h"
+#include "text/sentencepiece/model_check.h"
 #include "text/tokenizer_config.h"
 
 namespace lowbit::text {
@@ -23,8 +24,12 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_file)
     : model_(std::make_unique<Model>()) {
   Model& m = *model_;
   m.file = model_file;
+  const sentencepiece_module::Api& api = sentencepiece_module::api();
+  // libsentencepiece trusts the file (model_check.h): it gets the bytes only
+  // once lowbit has checked them, and not the path, which could change since.
+  const std::string bytes = read_sentencepiece_model(model_file);
   std::string error;
-  m.processor = sentencepiece_module::api().load(model_file, error);
+  m.processor = api.load(bytes, error);
   m.check(error, "load it as a model");
   // SentencePiece uses -1 for "no such token".
   const auto own = [](int id) { return id >= 0 ? std::optional<int32_t>(id) : std::nullopt; };

@@ -3,7 +3,8 @@
 // sentencepiece::SentencePieceProcessor in the module liblowbit_sentencepiece
 // (loaded on first use; see text/sentencepiece/module_api.h). Where CMake did
 // not find SentencePiece (LOWBIT_WITH_SENTENCEPIECE undefined) the
-// constructor throws an Error saying so.
+// constructor throws an Error saying so. The file is checked by lowbit before
+// SentencePiece reads it (text/sentencepiece/model_check.h).
 #pragma once
 
 #include <memory>

@@ -36,8 +36,9 @@ std::string train_sentencepiece(const std::string& input_path, const std::string
       // Every sentence, in file order: no sampling, no shuffling.
       {"input_sentence_size", "0"},
       {"shuffle_input_sentence", "false"},
-      // Text as written, as Llama's model keeps it: no NFKC, spaces untouched.
-      {"normalization_rule_name", "identity"},
+      // By default text as written, as Llama's model keeps it: no NFKC.
+      {"normalization_rule_name", options.normalization},
+      // Spaces untouched.
       {"remove_extra_whitespaces", "false"},
       // Warnings and errors only.
       {"minloglevel", "1"},

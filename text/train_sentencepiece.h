@@ -17,11 +17,16 @@ struct SentencePieceTraining {
   bool pad_token = false;
   // More threads train faster; results depend on the thread count.
   int num_threads = 1;
+  // SentencePiece's normalization rule: "identity" keeps text as written;
+  // "nmt_nfkc" (SentencePiece's own default) and the other built-in rules
+  // store a precompiled_charsmap in the model.
+  std::string normalization = "identity";
 };
 
 // Writes <model_prefix>.model and <model_prefix>.vocab and returns the model's
 // path. model_type is "bpe" or "unigram". Text is kept as written (identity
-// normalization, whitespace untouched), so decode(encode(s)) == s. Failures
+// normalization unless options.normalization names another rule, whitespace
+// untouched), so decode(encode(s)) == s. Failures
 // throw an Error with SentencePiece's message; without SentencePiece in the
 // build, an Error saying so.
 std::string train_sentencepiece(const std::string& input_path, const std::string& model_prefix,

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of every fuzz target: small valid files of each
 format (corpus/<target>/), plus the recipes of configs/. Run from anywhere;
-the files are committed, so this only reruns when a format grows."""
+the files are committed, so this only reruns when a format grows.
+(sentencepiece_model_fuzz's seeds are .model files written by lowbit's
+trainer, train_sentencepiece, and by the tests' handmade_model, committed
+as they came out.)"""
 import gzip
 import json
 import pathlib

@@ -31,9 +31,9 @@ class ProcessorModel final : public Model {
   sentencepiece::SentencePieceProcessor processor;
 };
 
-std::unique_ptr<Model> load(const std::string& file, std::string& error) {
+std::unique_ptr<Model> load(std::string_view serialized, std::string& error) {
   auto model = std::make_unique<ProcessorModel>();
-  error = ProcessorModel::message(model->processor.Load(file));
+  error = ProcessorModel::message(model->processor.LoadFromSerializedProto(serialized));
   if (!error.empty()) return nullptr;
   return model;
 }

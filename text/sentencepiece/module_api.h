@@ -33,8 +33,10 @@ class Model {
 };
 
 struct Api {
-  // Null and `error` set when SentencePiece cannot load `file`.
-  std::unique_ptr<Model> (*load)(const std::string& file, std::string& error);
+  // The model whose .model file holds `serialized` (read and checked by
+  // lowbit first: model_check.h); null and `error` set when SentencePiece
+  // cannot load it.
+  std::unique_ptr<Model> (*load)(std::string_view serialized, std::string& error);
   // SentencePieceTrainer::Train with these flags after fixing the random seed;
   // an empty string on success, else SentencePiece's message.
   std::string (*train)(const std::unordered_map<std::string, std::string>& flags, unsigned seed);
