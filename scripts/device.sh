@@ -74,11 +74,11 @@ if [ "$what" = opencl ]; then
   # NVIDIA's OpenCL on the GPU: the quantizers against its device copy at 256M values, and the
   # 4-bit matmul (kernel level, device buffers) against torch's cuBLAS linear in one run.
   nvidia=$("$build/bench/bench_quantize" --benchmark_filter='^$' 2>/dev/null | grep -m1 NVIDIA | cut -d' ' -f1)
-  LOWBIT_BENCH_N=$((256 << 20)) "$build/bench/bench_quantize" --benchmark_filter="/${nvidia:-none}\$" \
+  LOWBIT_BENCH_N=$((256 << 20)) "$build/bench/bench_quantize" --benchmark_filter="/${nvidia:-none}/" \
     > "$out/bench_quantize_opencl.txt" 2>&1
   note "bench_quantize on $nvidia: rc $?"
   sed -n '/^op  *group/,$p' "$out/bench_quantize_opencl.txt"
-  "$build/bench/bench_cuda" --benchmark_filter="^(torch_linear|opencl_nf4)/linear/.*/${LOWBIT_BENCH_DTYPE:-bf16}\$" \
+  "$build/bench/bench_cuda" --benchmark_filter="^(torch_linear|opencl_nf4)/linear/.*/${LOWBIT_BENCH_DTYPE:-bf16}/" \
     > "$out/bench_cuda_opencl.txt" 2>&1
   note "bench_cuda, OpenCL 4-bit matmul rows: rc $?"
   sed -n '/^op  *group/,$p' "$out/bench_cuda_opencl.txt"
