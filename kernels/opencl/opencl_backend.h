@@ -109,7 +109,8 @@ class OpenClBackend final : public Backend {
   };
   const Table4& table4(Format4 format);
   // A device buffer of at least `bytes` reused by the optimizer ops for their
-  // per-block partial sums and counters (grown on demand, under `mutex_`).
+  // per-block partial sums and counters, and by gemm_4bit for its K split's
+  // sums (grown on demand, under `mutex_`; the queue runs in order).
   Buffer& scratch(size_t bytes);
   // sum_partials' per-chunk sums, grown likewise.
   Buffer& chunk_scratch(size_t bytes);
