@@ -116,15 +116,23 @@ __kernel void gemv_4bit(__global const void* x, int dtype, ulong in_features, ul
 #define LB_MAD(a, b, c) mad(a, b, c)
 #endif
 
-// W's flat elements [f, f + 8), f a multiple of 8: one word, one scale.
-inline void decode8(WEIGHT_PARAMS, __local const float* value, size_t f, float* v) {
-  const uint w = ((__global const uint*)packed)[f / 8];
-  const float s = block_scale(WEIGHT_ARGS, f >> block_shift);
-  for (int j = 0; j < 4; ++j) {
-    const uint byte = (w >> (8 * j)) & 0xffu;
-    v[2 * j] = value[byte >> 4] * s;
-    v[2 * j + 1] = value[byte & 15u] * s;
+// W's flat elements [f, f + 8) into v, of which the first `valid` lie in the
+// tile's range (zeros after): where all 8 do and rows hold a multiple of 8
+// elements (so f is a multiple of 8), one word and one scale; else element
+// by element.
+inline void decode8(WEIGHT_PARAMS, __local const float* value, size_t f, size_t valid,
+                    bool words, float* v) {
+  if (words && valid == 8) {
+    const uint w = ((__global const uint*)packed)[f / 8];
+    const float s = block_scale(WEIGHT_ARGS, f >> block_shift);
+    for (int j = 0; j < 4; ++j) {
+      const uint byte = (w >> (8 * j)) & 0xffu;
+      v[2 * j] = value[byte >> 4] * s;
+      v[2 * j + 1] = value[byte & 15u] * s;
+    }
+    return;
   }
+  for (int j = 0; j < 8; ++j) v[j] = (size_t)j < valid ? weight_at(WEIGHT_ARGS, f + j) : 0.0f;
 }
 
 __kernel __attribute__((reqd_work_group_size(LB_WN, LB_WM, 1))) void gemm_4bit(
@@ -162,12 +170,8 @@ __kernel __attribute__((reqd_work_group_size(LB_WN, LB_WM, 1))) void gemm_4bit(
         const size_t nn = g / (LB_BK / 8), kk = (g % (LB_BK / 8)) * 8;
         const size_t n = n0 + nn, k = k0 + kk;
         float v[8];
-        if (words && n < N && k + 8 <= k_end) {
-          decode8(WEIGHT_ARGS, value, n * in_features + k, v);
-        } else {
-          for (int j = 0; j < 8; ++j)
-            v[j] = (n < N && k + j < k_end) ? weight_at(WEIGHT_ARGS, n * in_features + k + j) : 0.0f;
-        }
+        const size_t valid = n < N && k < k_end ? min((size_t)8, k_end - k) : 0;
+        decode8(WEIGHT_ARGS, value, n * in_features + k, valid, words, v);
         for (int j = 0; j < 8; ++j) bs[(kk + j) * LB_BP + nn] = v[j];
       }
     } else {
@@ -176,12 +180,8 @@ __kernel __attribute__((reqd_work_group_size(LB_WN, LB_WM, 1))) void gemm_4bit(
         const size_t kk = g / (LB_BN / 8), nn = (g % (LB_BN / 8)) * 8;
         const size_t k = k0 + kk, n = n0 + nn;
         float v[8];
-        if (words && k < k_end && n + 8 <= N) {
-          decode8(WEIGHT_ARGS, value, k * in_features + n, v);
-        } else {
-          for (int j = 0; j < 8; ++j)
-            v[j] = (k < k_end && n + j < N) ? weight_at(WEIGHT_ARGS, k * in_features + n + j) : 0.0f;
-        }
+        const size_t valid = k < k_end && n < N ? min((size_t)8, (size_t)N - n) : 0;
+        decode8(WEIGHT_ARGS, value, k * in_features + n, valid, words, v);
         for (int j = 0; j < 8; ++j) bs[kk * LB_BP + nn + j] = v[j];
       }
     }
