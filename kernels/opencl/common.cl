@@ -86,3 +86,17 @@ inline uint encode_code(__global const uint* table, float r, bool bucketed) {
   }
   return r != r ? 0u : (uint)pos;
 }
+
+#ifdef LB_LANES
+// A work-item's place in a block layout (LB_LANES items per quantization
+// block, set by the host; the optimizer update and the quantizers): its
+// block b and lane, the block's first element, whether the block starts
+// inside the tensor (active) and lies wholly inside it (whole). Uses the
+// kernel's `n` and `blocksize`.
+#define LB_ITEM_GEOMETRY                              \
+  const size_t b = get_global_id(0) / LB_LANES;       \
+  const size_t lane = get_global_id(0) % LB_LANES;    \
+  const size_t block_begin = b * blocksize;           \
+  const bool active = block_begin < n;                \
+  const bool whole = block_begin + blocksize <= n
+#endif

@@ -145,12 +145,8 @@ __kernel void optimizer_update(lb_optim_args a, ulong n, uint blocksize, __globa
                                __global void* state2, __global float* absmax2,
                                __global const uint* restrict table2, __global uint* rejected,
                                __local float2* maxima) {
-  const size_t b = get_global_id(0) / LB_LANES;
-  const size_t lane = get_global_id(0) % LB_LANES;
-  const size_t block_begin = b * blocksize;
+  LB_ITEM_GEOMETRY;
   const size_t begin = block_begin + lane * LB_PER_ITEM;
-  const bool active = block_begin < n;
-  const bool whole = block_begin + blocksize <= n;
   // Elements of this item inside the tensor.
   const int len = begin >= n ? 0 : (int)min((size_t)LB_PER_ITEM, (size_t)n - begin);
   float old1 = 0.0f, old2 = 0.0f;
@@ -263,12 +259,8 @@ __kernel void optimizer_update_norms_fused(
     __global const uint* restrict table1, __global const void* state2,
     __global const float* absmax2, __global const uint* restrict table2,
     __global float* partial, __local float2* sums) {
-  const size_t b = get_global_id(0) / LB_LANES;
-  const size_t lane = get_global_id(0) % LB_LANES;
-  const size_t block_begin = b * blocksize;
+  LB_ITEM_GEOMETRY;
   const size_t begin = block_begin + lane * LB_PER_ITEM;
-  const bool active = block_begin < n;
-  const bool whole = block_begin + blocksize <= n;
   const int len = begin >= n ? 0 : (int)min((size_t)LB_PER_ITEM, (size_t)n - begin);
   const float old1 = active && LB_QUANTIZED ? absmax1[b] : 0.0f;
   const float old2 = active && LB_QUANTIZED && LB_TWO_STATES ? absmax2[b] : 0.0f;

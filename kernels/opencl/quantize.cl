@@ -125,13 +125,6 @@ inline int stochastic_code(__global const uint* table, float r, float u) {
   return lo + lb_round_up(r, code[lo], code[lo + 1], u);
 }
 
-#define LB_ITEM_GEOMETRY                                       \
-  const size_t b = get_global_id(0) / LB_LANES;                \
-  const size_t lane = get_global_id(0) % LB_LANES;             \
-  const size_t block_begin = b * blocksize;                    \
-  const bool active = block_begin < n;                         \
-  const bool whole = block_begin + blocksize <= n
-
 // Codes of x / absmax in `table` (kernels/opencl/code_table.h): the nearest
 // entry, or a stochastic neighbour.
 __kernel void quantize_blockwise(__global const void* x, int x_type, ulong n, uint blocksize,
