@@ -10,12 +10,20 @@
 //     several layers rotate so that neither reads from L2;
 //     The OpenCL backend's gemv_4bit / gemm_4bit on the same GPU (NVIDIA's
 //     OpenCL) join these groups as opencl_nf4 (kernel level, device buffers);
+//   "fp32_peak/opencl": the same OpenCL device's float32 FMA peak, from a
+//     kernel of independent fma chains (counter TFLOP/s), the bar for
+//     opencl_nf4's large batches (OpenCL reaches no tensor cores);
 //   "qlora_step/<shape>": a training step (forward, backward, AdamW8bit on the
 //     adapters) of a Llama-shaped stack with LoRA on every projection, NF4
 //     base against a bf16 base; counters: tokens/s and peak memory.
 // Times are CUDA event intervals on the current stream (GPU time).
 // LOWBIT_BENCH_SIZES (e.g. "16M,64M") restricts the optimizer sizes.
 #include <cuda_runtime_api.h>
+
+#ifdef LOWBIT_BENCH_OPENCL_PEAK
+#define CL_TARGET_OPENCL_VERSION 120
+#include <CL/cl.h>
+#endif
 
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAStream.h>
@@ -236,6 +244,107 @@ void register_opencl_linear(int64_t out, int64_t in, int64_t m, torch::ScalarTyp
   }, benchmark::kMicrosecond);
 }
 
+#ifdef LOWBIT_BENCH_OPENCL_PEAK
+// The float32 FMA peak of the OpenCL device whose name holds
+// LOWBIT_BENCH_OPENCL_DEVICE (default "NVIDIA"): every item runs 8
+// independent chains of fma (enough to cover the FMA latency), 64 per loop
+// turn, over enough work-groups to fill every compute unit several times.
+// Its own context and program: the library's kernels are not involved.
+constexpr const char* kPeakSource = R"CL(
+__kernel void fma_peak(__global float* out, float a, float b, int turns) {
+  float x[8];
+  for (int c = 0; c < 8; ++c) x[c] = (float)(get_global_id(0) + c);
+  for (int t = 0; t < turns; ++t)
+    for (int r = 0; r < 8; ++r)
+      for (int c = 0; c < 8; ++c) x[c] = fma(x[c], a, b);
+  float s = 0.0f;
+  for (int c = 0; c < 8; ++c) s += x[c];
+  out[get_global_id(0)] = s;
+}
+)CL";
+
+void cl_check(cl_int err, const char* what) {
+  if (err != CL_SUCCESS) {
+    std::fprintf(stderr, "bench_cuda: %s failed: OpenCL error %d\n", what, int(err));
+    std::exit(1);
+  }
+}
+
+void register_opencl_peak() {
+  reg("opencl_fma/fp32_peak/opencl", [](benchmark::State& state) {
+    const char* chosen = std::getenv("LOWBIT_BENCH_OPENCL_DEVICE");
+    const std::string want = chosen ? chosen : "NVIDIA";
+    cl_platform_id platforms[16];
+    cl_uint np = 0;
+    cl_check(clGetPlatformIDs(16, platforms, &np), "clGetPlatformIDs");
+    cl_device_id device = nullptr;
+    for (cl_uint p = 0; p < np && !device; ++p) {
+      cl_device_id devices[16];
+      cl_uint nd = 0;
+      if (clGetDeviceIDs(platforms[p], CL_DEVICE_TYPE_ALL, 16, devices, &nd) != CL_SUCCESS) continue;
+      for (cl_uint d = 0; d < nd && !device; ++d) {
+        char name[256] = {};
+        cl_check(clGetDeviceInfo(devices[d], CL_DEVICE_NAME, sizeof(name) - 1, name, nullptr),
+                 "clGetDeviceInfo");
+        char vendor[256] = {};
+        cl_check(clGetPlatformInfo(platforms[p], CL_PLATFORM_NAME, sizeof(vendor) - 1, vendor,
+                                   nullptr),
+                 "clGetPlatformInfo");
+        if ((std::string(vendor) + "/" + name).find(want) != std::string::npos) device = devices[d];
+      }
+    }
+    if (!device) {
+      state.SkipWithError("no such OpenCL device");
+      return;
+    }
+    cl_uint units = 0;
+    cl_check(clGetDeviceInfo(device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof(units), &units, nullptr),
+             "clGetDeviceInfo");
+    cl_int err = CL_SUCCESS;
+    cl_context context = clCreateContext(nullptr, 1, &device, nullptr, nullptr, &err);
+    cl_check(err, "clCreateContext");
+    cl_command_queue queue = clCreateCommandQueue(context, device, 0, &err);
+    cl_check(err, "clCreateCommandQueue");
+    const char* source = kPeakSource;
+    cl_program program = clCreateProgramWithSource(context, 1, &source, nullptr, &err);
+    cl_check(err, "clCreateProgramWithSource");
+    cl_check(clBuildProgram(program, 1, &device, "-cl-std=CL1.2", nullptr, nullptr), "clBuildProgram");
+    cl_kernel kernel = clCreateKernel(program, "fma_peak", &err);
+    cl_check(err, "clCreateKernel");
+    const size_t local = 256, global = size_t(units) * 2048 * 4;
+    cl_mem out = clCreateBuffer(context, CL_MEM_WRITE_ONLY, global * sizeof(float), nullptr, &err);
+    cl_check(err, "clCreateBuffer");
+    const float a = 0.999f, b = 0.001f;
+    const cl_int turns = 2048;
+    cl_check(clSetKernelArg(kernel, 0, sizeof(out), &out), "clSetKernelArg");
+    cl_check(clSetKernelArg(kernel, 1, sizeof(a), &a), "clSetKernelArg");
+    cl_check(clSetKernelArg(kernel, 2, sizeof(b), &b), "clSetKernelArg");
+    cl_check(clSetKernelArg(kernel, 3, sizeof(turns), &turns), "clSetKernelArg");
+    const auto run = [&] {
+      cl_check(clEnqueueNDRangeKernel(queue, kernel, 1, nullptr, &global, &local, 0, nullptr, nullptr),
+               "clEnqueueNDRangeKernel");
+      cl_check(clFinish(queue), "clFinish");
+    };
+    run();
+    double seconds = 0;
+    for (auto _ : state) {
+      const auto start = std::chrono::steady_clock::now();
+      run();
+      const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      seconds += t;
+      state.SetIterationTime(t);
+    }
+    const double flop = 2.0 * 64.0 * double(turns) * double(global);
+    state.counters["TFLOP/s"] = flop * double(state.iterations()) / seconds / 1e12;
+    clReleaseMemObject(out);
+    clReleaseKernel(kernel);
+    clReleaseProgram(program);
+    clReleaseCommandQueue(queue);
+    clReleaseContext(context);
+  }, benchmark::kMicrosecond);
+}
+#endif
+
 // ---- a QLoRA training step ----
 
 // One Llama-shaped decoder block: RMSNorm, causal self-attention (q, k, v, o),
@@ -357,6 +466,9 @@ int main(int argc, char** argv) {
         register_linear(out, in, m, dtype);
         if (opencl_gpu()) register_opencl_linear(out, in, m, dtype);
       }
+#ifdef LOWBIT_BENCH_OPENCL_PEAK
+  if (opencl_gpu()) register_opencl_peak();
+#endif
   for (bool nf4 : {false, true}) register_qlora_step(nf4);
   RatioReporter reporter(std::vector<std::string>{"torch_fused", "copy", "torch_linear", "bf16_base"});
   benchmark::RunSpecifiedBenchmarks(&reporter);

@@ -248,7 +248,13 @@ void Optimizer8bit::forget_states(const std::vector<StateKey>& created) {
 
 void Optimizer8bit::ensure_step_buffers(size_t count) {
   const size_t bytes = count * sizeof(kernels::StepSlot);
-  if (!slots_ || slots_->bytes() < bytes) slots_ = backend_->allocate(bytes);
+  if (slots_ && slots_->bytes() >= bytes) return;
+  try {
+    slots_ = backend_->allocate(bytes);
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, name_, ": cannot allocate the step's decisions (", bytes, " bytes) on ",
+                backend_->name(), ": ", reason_of(e), kNothingChanged);
+  }
 }
 
 kernels::StepFlags Optimizer8bit::read_flags() const {

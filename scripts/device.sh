@@ -6,8 +6,8 @@
 # build-cuda/out); the last lines printed are the summary.
 #   scripts/device.sh [all|build|test|bench|opencl|cpu|nproc]   (default: all)
 # opencl (not part of all): NVIDIA's OpenCL on the GPU, bench_quantize at 256M
-# values and the OpenCL 4-bit matmul rows of bench_cuda beside torch's linear
-# (LOWBIT_BENCH_DTYPE: bf16, the default, or f16).
+# values, and the OpenCL 4-bit matmul rows of bench_cuda beside torch's linear
+# (LOWBIT_BENCH_DTYPE: bf16, the default, or f16) and the device's fp32 FMA peak.
 # cpu (not part of all): the host's CPU figures, on all its cores: bench_optim at
 # 64M on the AVX-512 and the AVX2 path (torch's fused AdamW in the same run), then
 # nproc: the KJV recipe widened to 3.2M parameters on 1, 2, 4 and 8 Gloo processes
@@ -78,10 +78,12 @@ if [ "$what" = opencl ]; then
     > "$out/bench_quantize_opencl.txt" 2>&1
   note "bench_quantize on $nvidia: rc $?"
   sed -n '/^op  *group/,$p' "$out/bench_quantize_opencl.txt"
-  "$build/bench/bench_cuda" --benchmark_filter="^(torch_linear|opencl_nf4)/linear/.*/${LOWBIT_BENCH_DTYPE:-bf16}/" \
+  "$build/bench/bench_cuda" --benchmark_filter="^((torch_linear|opencl_nf4)/linear/.*/${LOWBIT_BENCH_DTYPE:-bf16}/|opencl_fma/)" \
     > "$out/bench_cuda_opencl.txt" 2>&1
   note "bench_cuda, OpenCL 4-bit matmul rows: rc $?"
   sed -n '/^op  *group/,$p' "$out/bench_cuda_opencl.txt"
+  # The peak has no baseline row; its TFLOP/s counter is on the console line.
+  sed 's/\x1b\[[0-9;]*m//g' "$out/bench_cuda_opencl.txt" | grep -m1 '^opencl_fma/'
 fi
 
 if [ "$what" = cpu ]; then
