@@ -282,15 +282,15 @@ void register_opencl_peak() {
       cl_device_id devices[16];
       cl_uint nd = 0;
       if (clGetDeviceIDs(platforms[p], CL_DEVICE_TYPE_ALL, 16, devices, &nd) != CL_SUCCESS) continue;
+      char platform[256] = {};
+      cl_check(clGetPlatformInfo(platforms[p], CL_PLATFORM_NAME, sizeof(platform) - 1, platform,
+                                 nullptr),
+               "clGetPlatformInfo");
       for (cl_uint d = 0; d < nd && !device; ++d) {
         char name[256] = {};
         cl_check(clGetDeviceInfo(devices[d], CL_DEVICE_NAME, sizeof(name) - 1, name, nullptr),
                  "clGetDeviceInfo");
-        char vendor[256] = {};
-        cl_check(clGetPlatformInfo(platforms[p], CL_PLATFORM_NAME, sizeof(vendor) - 1, vendor,
-                                   nullptr),
-                 "clGetPlatformInfo");
-        if ((std::string(vendor) + "/" + name).find(want) != std::string::npos) device = devices[d];
+        if ((std::string(platform) + "/" + name).find(want) != std::string::npos) device = devices[d];
       }
     }
     if (!device) {
