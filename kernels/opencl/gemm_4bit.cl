@@ -30,60 +30,91 @@ inline float weight_at(WEIGHT_PARAMS, size_t f) {
   return table[15 + code] * block_scale(WEIGHT_ARGS, f >> block_shift);
 }
 
+#ifdef FP_FAST_FMAF
+#define LB_MAD(a, b, c) fma(a, b, c)
+#else
+#define LB_MAD(a, b, c) mad(a, b, c)
+#endif
+
 // y[o] = sum_k W(o, k) x[k] (+ bias[o]): LB_GEMV_ROW_ITEMS work-items per
-// output row, the rest of the work-group on the next rows. Where rows hold a
-// multiple of 32 elements, each item takes 32-element chunks of its row (16
-// bytes, one load; one block, one scale: blocks hold a multiple of 32), the
-// row's items neighbouring chunks, and multiplies the chunk's sum of
-// code value x activation by the scale once. Other rows go byte by byte. The
-// 16 code values sit in local memory (distinct entries, distinct banks).
-// Local: one float per item, and 16 floats.
+// LB_GEMV_ROWS output rows, the rest of the work-group on the next rows.
+// Where rows hold a multiple of 32 elements, each item takes 32-element
+// chunks of its rows (16 bytes, one load per row; one block, one scale:
+// blocks hold a multiple of 32), the items of a row neighbouring chunks, and
+// multiplies a chunk's sum of code value x activation by the scale once. The
+// activations of a chunk are converted once for all LB_GEMV_ROWS rows, whose
+// loads are issued together. Other rows go byte by byte. The 16 code values
+// and the nested code table sit in local memory.
+// Local: LB_GEMV_ROWS floats per item, and 16 floats.
 #define LB_GEMV_ROW_ITEMS 32
+#ifndef LB_GEMV_ROWS
+#define LB_GEMV_ROWS 1
+#endif
 __kernel void gemv_4bit(__global const void* x, int dtype, ulong in_features, ulong out_features,
                         WEIGHT_PARAMS, __global const void* bias, int has_bias,
                         __global void* y, __local float* partial, __local float* value) {
-  const size_t lid = get_local_id(0);
+  __local float nested[256];
+  const size_t lid = get_local_id(0), items = get_local_size(0);
   if (lid < 16) value[lid] = table[15 + lid];
+  if (double_quant)
+    for (size_t i = lid; i < 256; i += items) nested[i] = nested_code[i];
   barrier(CLK_LOCAL_MEM_FENCE);
-  const size_t o = get_group_id(0) * (get_local_size(0) / LB_GEMV_ROW_ITEMS) +
-                   lid / LB_GEMV_ROW_ITEMS;
-  const size_t t = lid % LB_GEMV_ROW_ITEMS;
-  float sum = 0.0f;
-  if (o < out_features) {
-    const size_t f0 = o * in_features, f1 = f0 + in_features;
-    if (in_features % 32 == 0) {
-      __global const uint4* words = (__global const uint4*)packed + f0 / 32;
-      for (size_t c = t; 32 * c < in_features; c += LB_GEMV_ROW_ITEMS) {
-        const uint4 w = words[c];
-        float xv[32];
-        for (int k = 0; k < 32; k += 8) load8_elem(x, dtype, 32 * c + k, xv + k);
-        const uint wv[4] = {w.x, w.y, w.z, w.w};
+  const size_t slot = lid / LB_GEMV_ROW_ITEMS, t = lid % LB_GEMV_ROW_ITEMS;
+  const size_t o0 = (get_group_id(0) * (items / LB_GEMV_ROW_ITEMS) + slot) * LB_GEMV_ROWS;
+  float sum[LB_GEMV_ROWS];
+  for (int r = 0; r < LB_GEMV_ROWS; ++r) sum[r] = 0.0f;
+  if (in_features % 32 == 0) {
+    const size_t chunks = in_features / 32;
+    __global const uint4* words = (__global const uint4*)packed;
+    for (size_t c = t; c < chunks; c += LB_GEMV_ROW_ITEMS) {
+      uint4 w[LB_GEMV_ROWS];
+      float s[LB_GEMV_ROWS];
+      for (int r = 0; r < LB_GEMV_ROWS; ++r) {
+        const size_t o = min(o0 + r, (size_t)out_features - 1);  // past the end: any row
+        w[r] = words[o * chunks + c];
+        const size_t b = (o * in_features + 32 * c) >> block_shift;
+        // block_scale's operations, the nested table read from local memory.
+        s[r] = double_quant ? nested[absmax[b]] * nested_absmax[b >> nested_shift] + offset
+                            : ((__global const float*)absmax)[b];
+      }
+      float xv[32];
+      for (int k = 0; k < 32; k += 8) load8_elem(x, dtype, 32 * c + k, xv + k);
+      for (int r = 0; r < LB_GEMV_ROWS; ++r) {
+        const uint wv[4] = {w[r].x, w[r].y, w[r].z, w[r].w};
         float chunk = 0.0f;
         for (int q = 0; q < 4; ++q)
           for (int j = 0; j < 4; ++j) {
             // Byte j of word q holds elements 8q + 2j (high nibble) and 8q + 2j + 1.
             const uint byte = (wv[q] >> (8 * j)) & 0xffu;
-            chunk += value[byte >> 4] * xv[8 * q + 2 * j];
-            chunk += value[byte & 15u] * xv[8 * q + 2 * j + 1];
+            chunk = LB_MAD(value[byte >> 4], xv[8 * q + 2 * j], chunk);
+            chunk = LB_MAD(value[byte & 15u], xv[8 * q + 2 * j + 1], chunk);
           }
-        sum += chunk * block_scale(WEIGHT_ARGS, (f0 + 32 * c) >> block_shift);
+        sum[r] += chunk * s[r];
       }
-    } else {
+    }
+  } else {
+    for (int r = 0; r < LB_GEMV_ROWS; ++r) {
+      const size_t o = o0 + r;
+      if (o >= out_features) break;
+      const size_t f0 = o * in_features, f1 = f0 + in_features;
       // Whole packed bytes, both nibbles with one load and one block scale
       // (the two elements of a byte share a block: blocks hold an even number).
       for (size_t j = f0 / 2 + t; 2 * j < f1; j += LB_GEMV_ROW_ITEMS) {
         const uchar p = packed[j];
-        const float s = block_scale(WEIGHT_ARGS, (2 * j) >> block_shift);
-        if (2 * j >= f0) sum += value[p >> 4] * s * load_elem(x, dtype, 2 * j - f0);
-        if (2 * j + 1 < f1) sum += value[p & 15] * s * load_elem(x, dtype, 2 * j + 1 - f0);
+        const float sc = block_scale(WEIGHT_ARGS, (2 * j) >> block_shift);
+        if (2 * j >= f0) sum[r] += value[p >> 4] * sc * load_elem(x, dtype, 2 * j - f0);
+        if (2 * j + 1 < f1) sum[r] += value[p & 15] * sc * load_elem(x, dtype, 2 * j + 1 - f0);
       }
     }
   }
-  partial[lid] = sum;
+  for (int r = 0; r < LB_GEMV_ROWS; ++r) partial[r * items + lid] = sum[r];
   barrier(CLK_LOCAL_MEM_FENCE);
-  if (t != 0 || o >= out_features) return;
+  // Item t < LB_GEMV_ROWS of a slot adds up row o0 + t.
+  const size_t o = o0 + t;
+  if (t >= LB_GEMV_ROWS || o >= out_features) return;
+  __local const float* row = partial + t * items + slot * LB_GEMV_ROW_ITEMS;
   float v = 0.0f;
-  for (int k = 0; k < LB_GEMV_ROW_ITEMS; ++k) v += partial[lid + k];
+  for (int k = 0; k < LB_GEMV_ROW_ITEMS; ++k) v += row[k];
   if (has_bias) v += load_elem(bias, dtype, o);
   store_elem(y, dtype, o, v);
 }
@@ -92,100 +123,242 @@ __kernel void gemv_4bit(__global const void* x, int dtype, ulong in_features, ul
 // c[M, N] = a[M, K] * B (+ bias[N]), B(k, n) = W(n, k) when `transposed`
 // (forward: y = x W^T, N = out, K = in), else W(k, n) (input gradient:
 // dx = dy W, N = in, K = out). A register-tiled GEMM, built per shape class
-// with LB_WM x LB_WN work-items (256), each making LB_TM x LB_TN outputs
+// with LB_WM x LB_WN work-items, each making LB_TM x LB_TN outputs
 // (multiples of 4): a work-group owns a BM x BN tile of c and steps through
 // K sixteen at a time. Each step stages the activations' BM x 16 tile and
 // the weight's 16 x BN tile, decoded to floats, in local memory; an item
 // then reads TM + TN values per k (16-byte loads; its columns are 4-wide
 // strips LB_WN * 4 apart, so that a warp's loads hit distinct banks) and
-// makes TM * TN multiply-adds. The weight is decoded 8 elements at a time
-// (one 32-bit load and one block scale: 8 aligned elements share a block)
-// where its rows hold a multiple of 8, else element by element. With
-// `partial` set, work-group z takes K's range [z * k_split, (z + 1) * k_split)
-// and writes float sums there for gemm_4bit_reduce.
+// makes TM * TN multiply-adds.
+//
+// Staging goes in groups of 8 consecutive elements: 8 activations of a row
+// (one or two 16-byte loads), 8 weights of a row (one 32-bit word and one
+// block scale: 8 aligned elements share a block). The local tiles are double
+// buffered: the global loads of the next step are issued before this step's
+// multiply-adds and land in the other buffer after them, so one barrier per
+// step suffices and the loads' latency hides behind the arithmetic. Edge
+// groups (the tile past M, N or K, rows that are no multiple of 8) are read
+// element by element instead. With `partial` set, work-group z takes K's
+// range [z * k_split, (z + 1) * k_split) and writes float sums there for
+// gemm_4bit_reduce.
 #define LB_BK 16
 #define LB_BM (LB_WM * LB_TM)
 #define LB_BN (LB_WN * LB_TN)
+#define LB_ITEMS (LB_WM * LB_WN)
+// Groups of 8 per step, and per item (rounded up).
+#define LB_A_GROUPS (LB_BM * LB_BK / 8)
+#define LB_B_GROUPS (LB_BN * LB_BK / 8)
+#define LB_A_PER ((LB_A_GROUPS + LB_ITEMS - 1) / LB_ITEMS)
+#define LB_B_PER ((LB_B_GROUPS + LB_ITEMS - 1) / LB_ITEMS)
 // Row pitches of the local tiles: + 4 keeps rows 16-byte aligned and spreads
-// the activations' transposed stores over more banks.
+// the transposed stores over more banks.
 #define LB_AP (LB_BM + 4)
 #define LB_BP (LB_BN + 4)
-#ifdef FP_FAST_FMAF
-#define LB_MAD(a, b, c) fma(a, b, c)
-#else
-#define LB_MAD(a, b, c) mad(a, b, c)
-#endif
+// A group's global data between its load and its store to local memory:
+// 8 activations as raw bits (16 bytes of f16/bf16, or 32 of f32), or a
+// weight word with its block's scale parts. `fast` is false for edge groups.
+typedef struct {
+  uint4 lo, hi;
+  int fast;
+} RawA;
 
-// W's flat elements [f, f + 8) into v, of which the first `valid` lie in the
-// tile's range (zeros after): where all 8 do and rows hold a multiple of 8
-// elements (so f is a multiple of 8), one word and one scale; else element
-// by element.
-inline void decode8(WEIGHT_PARAMS, __local const float* value, size_t f, size_t valid,
-                    bool words, float* v) {
-  if (words && valid == 8) {
-    const uint w = ((__global const uint*)packed)[f / 8];
-    const float s = block_scale(WEIGHT_ARGS, f >> block_shift);
+typedef struct {
+  uint word;
+  uint code;    // the block's absmax code (double quantization)
+  float outer;  // its nested absmax, or the block's float absmax
+  int fast;
+} RawB;
+
+// Where group g of a step lies: A(row, k..k+8), and B's 8 elements.
+inline void a_group(size_t g, size_t* row, size_t* kk) {
+  *row = g / (LB_BK / 8);
+  *kk = (g % (LB_BK / 8)) * 8;
+}
+
+inline void b_group(size_t g, int transposed, size_t* kk, size_t* nn) {
+  if (transposed) {  // B(k, n) = W(n, k): 8 consecutive k of row n
+    *nn = g / (LB_BK / 8);
+    *kk = (g % (LB_BK / 8)) * 8;
+  } else {  // B(k, n) = W(k, n): 8 consecutive n of row k
+    *kk = g / (LB_BN / 8);
+    *nn = (g % (LB_BN / 8)) * 8;
+  }
+}
+
+inline RawA fetch_a(__global const void* a, int dtype, size_t M, size_t K, size_t k_end,
+                    bool vec, size_t m, size_t k) {
+  RawA r;
+  r.fast = vec && m < M && k < k_end;
+  if (r.fast) {
+    const size_t e = m * K + k;  // a multiple of 8
+    if (dtype == LB_F32) {
+      r.lo = ((__global const uint4*)a)[e / 4];
+      r.hi = ((__global const uint4*)a)[e / 4 + 1];
+    } else {
+      r.lo = ((__global const uint4*)a)[e / 8];
+    }
+  }
+  return r;
+}
+
+// The float value of IEEE half bits h, exactly (every half is a float):
+// normals move their exponent bias from 15 to 127, subnormals are their
+// integer times 2^-24 (a float normal, so no device flushes it), infinities
+// and NaNs keep an all-ones exponent.
+inline float lb_half_bits_to_float(uint h) {
+  const uint sign = (h & 0x8000u) << 16, mag = h & 0x7fffu;
+  uint bits;
+  if (mag >= 0x7c00u)
+    bits = 0x7f800000u | ((mag & 0x3ffu) << 13);
+  else if (mag < 0x400u)
+    bits = as_uint((float)mag * 0x1p-24f);
+  else
+    bits = (mag << 13) + 0x38000000u;  // + (127 - 15) << 23
+  return as_float(sign | bits);
+}
+
+inline void put_a(RawA r, __global const void* a, int dtype, size_t M, size_t K, size_t k_end,
+                  size_t m, size_t k, __local float* dst) {
+  float v[8];
+  if (r.fast) {
+    if (dtype == LB_F32) {
+      vstore4(as_float4(r.lo), 0, v);
+      vstore4(as_float4(r.hi), 1, v);
+    } else if (dtype == LB_F16) {
+      const uint w[4] = {r.lo.x, r.lo.y, r.lo.z, r.lo.w};
+      for (int j = 0; j < 4; ++j) {
+        v[2 * j] = lb_half_bits_to_float(w[j] & 0xffffu);
+        v[2 * j + 1] = lb_half_bits_to_float(w[j] >> 16);
+      }
+    } else {
+      const uint w[4] = {r.lo.x, r.lo.y, r.lo.z, r.lo.w};
+      for (int j = 0; j < 4; ++j) {
+        v[2 * j] = as_float(w[j] << 16);
+        v[2 * j + 1] = as_float(w[j] & 0xffff0000u);
+      }
+    }
+  } else {
+    for (int j = 0; j < 8; ++j)
+      v[j] = m < M && k + j < k_end ? load_elem(a, dtype, m * K + k + j) : 0.0f;
+  }
+  for (int j = 0; j < 8; ++j) dst[j * LB_AP] = v[j];
+}
+
+inline RawB fetch_b(WEIGHT_PARAMS, bool words, size_t f, bool inside) {
+  RawB r;
+  r.fast = words && inside;
+  if (r.fast) {
+    r.word = ((__global const uint*)packed)[f / 8];
+    const size_t b = f >> block_shift;
+    if (double_quant) {
+      r.code = absmax[b];
+      r.outer = nested_absmax[b >> nested_shift];
+    } else {
+      r.outer = ((__global const float*)absmax)[b];
+    }
+  }
+  return r;
+}
+
+// `valid`: how many of the group's 8 elements lie in the tile's range (the
+// slow path's; zeros after). `step`: the local distance between them.
+inline void put_b(RawB r, WEIGHT_PARAMS, __local const float* value,
+                  __local const float* nested, size_t f, size_t valid, size_t step,
+                  __local float* dst) {
+  float v[8];
+  if (r.fast) {
+    // block_scale's operations: product, then + offset.
+    const float s = double_quant ? nested[r.code] * r.outer + offset : r.outer;
     for (int j = 0; j < 4; ++j) {
-      const uint byte = (w >> (8 * j)) & 0xffu;
+      const uint byte = (r.word >> (8 * j)) & 0xffu;
       v[2 * j] = value[byte >> 4] * s;
       v[2 * j + 1] = value[byte & 15u] * s;
     }
-    return;
+  } else {
+    for (int j = 0; j < 8; ++j) v[j] = (size_t)j < valid ? weight_at(WEIGHT_ARGS, f + j) : 0.0f;
   }
-  for (int j = 0; j < 8; ++j) v[j] = (size_t)j < valid ? weight_at(WEIGHT_ARGS, f + j) : 0.0f;
+  for (int j = 0; j < 8; ++j) dst[j * step] = v[j];
 }
 
 __kernel __attribute__((reqd_work_group_size(LB_WN, LB_WM, 1))) void gemm_4bit(
     __global const void* a, int dtype, ulong M, ulong N, ulong K, int transposed,
     ulong in_features, WEIGHT_PARAMS, __global const void* bias, int has_bias,
     __global void* c, ulong k_split, __global float* partial) {
-  // Declared as float4 for their 16-byte alignment (a vector load from a
-  // misaligned address faults on NVIDIA).
-  __local float4 as4[LB_BK * LB_AP / 4];
-  __local float4 bs4[LB_BK * LB_BP / 4];
-  __local float* as = (__local float*)as4;
-  __local float* bs = (__local float*)bs4;
+  // Two buffers per tile, declared as float4 for their 16-byte alignment (a
+  // vector load from a misaligned address faults on NVIDIA).
+  __local float4 as4[2][LB_BK * LB_AP / 4];
+  __local float4 bs4[2][LB_BK * LB_BP / 4];
   __local float value[16];
+  __local float nested[256];
   const size_t tx = get_local_id(0), ty = get_local_id(1);
   const size_t lid = ty * LB_WN + tx;
   if (lid < 16) value[lid] = table[15 + lid];
+  if (double_quant)
+    for (size_t i = lid; i < 256; i += LB_ITEMS) nested[i] = nested_code[i];
   const size_t n0 = get_group_id(0) * LB_BN, m0 = get_group_id(1) * LB_BM;
   const size_t k_begin = get_group_id(2) * k_split;
   const size_t k_end = min((size_t)K, k_begin + (size_t)k_split);
   const bool words = in_features % 8 == 0;
+  const bool vec_a = K % 8 == 0;
   float acc[LB_TM][LB_TN];
   for (int i = 0; i < LB_TM; ++i)
     for (int j = 0; j < LB_TN; ++j) acc[i][j] = 0.0f;
+
+  RawA ra[LB_A_PER];
+  RawB rb[LB_B_PER];
+  // The global loads of the step at k0 into ra / rb, and their stores into buffer `buf`.
+#define LB_FETCH(k0)                                                                      \
+  for (int u = 0; u < LB_A_PER; ++u) {                                                    \
+    const size_t g = lid + (size_t)u * LB_ITEMS;                                          \
+    size_t row, kk;                                                                       \
+    a_group(g, &row, &kk);                                                                \
+    if (g < LB_A_GROUPS) ra[u] = fetch_a(a, dtype, M, K, k_end, vec_a, m0 + row, (k0) + kk); \
+  }                                                                                       \
+  for (int u = 0; u < LB_B_PER; ++u) {                                                    \
+    const size_t g = lid + (size_t)u * LB_ITEMS;                                          \
+    size_t kk, nn;                                                                        \
+    b_group(g, transposed, &kk, &nn);                                                     \
+    const size_t k = (k0) + kk, n = n0 + nn;                                              \
+    const size_t f = transposed ? n * in_features + k : k * in_features + n;              \
+    if (g < LB_B_GROUPS) rb[u] = fetch_b(WEIGHT_ARGS, words, f, n < N && k < k_end);      \
+  }
+#define LB_PUT(k0, buf)                                                                   \
+  for (int u = 0; u < LB_A_PER; ++u) {                                                    \
+    const size_t g = lid + (size_t)u * LB_ITEMS;                                          \
+    size_t row, kk;                                                                       \
+    a_group(g, &row, &kk);                                                                \
+    if (g < LB_A_GROUPS)                                                                  \
+      put_a(ra[u], a, dtype, M, K, k_end, m0 + row, (k0) + kk,                            \
+            (__local float*)as4[buf] + kk * LB_AP + row);                                 \
+  }                                                                                       \
+  for (int u = 0; u < LB_B_PER; ++u) {                                                    \
+    const size_t g = lid + (size_t)u * LB_ITEMS;                                          \
+    size_t kk, nn;                                                                        \
+    b_group(g, transposed, &kk, &nn);                                                     \
+    const size_t k = (k0) + kk, n = n0 + nn;                                              \
+    const size_t f = transposed ? n * in_features + k : k * in_features + n;              \
+    const size_t valid = transposed ? (n < N && k < k_end ? min((size_t)8, k_end - k) : 0) \
+                                    : (k < k_end && n < N ? min((size_t)8, (size_t)N - n) : 0); \
+    if (g < LB_B_GROUPS)                                                                  \
+      put_b(rb[u], WEIGHT_ARGS, value, nested, f, valid, transposed ? LB_BP : 1,          \
+            (__local float*)bs4[buf] + kk * LB_BP + nn);                                  \
+  }
+
+  // `value` and `nested` are written before any step decodes with them.
+  barrier(CLK_LOCAL_MEM_FENCE);
+  int buf = 0;
+  if (k_begin < k_end) {
+    LB_FETCH(k_begin)
+    LB_PUT(k_begin, 0)
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
   for (size_t k0 = k_begin; k0 < k_end; k0 += LB_BK) {
-    // The last step's reads are done (and, the first time, `value` is written).
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (size_t idx = lid; idx < LB_BM * LB_BK; idx += LB_WM * LB_WN) {
-      const size_t row = idx / LB_BK, kk = idx % LB_BK;
-      const size_t m = m0 + row, k = k0 + kk;
-      as[kk * LB_AP + row] = (m < M && k < k_end) ? load_elem(a, dtype, m * K + k) : 0.0f;
+    const bool more = k0 + LB_BK < k_end;
+    if (more) {
+      LB_FETCH(k0 + LB_BK)
     }
-    if (transposed) {
-      // B(k, n) = W(n, k): 8 consecutive k of row n per word.
-      for (size_t g = lid; g < LB_BN * (LB_BK / 8); g += LB_WM * LB_WN) {
-        const size_t nn = g / (LB_BK / 8), kk = (g % (LB_BK / 8)) * 8;
-        const size_t n = n0 + nn, k = k0 + kk;
-        float v[8];
-        const size_t valid = n < N && k < k_end ? min((size_t)8, k_end - k) : 0;
-        decode8(WEIGHT_ARGS, value, n * in_features + k, valid, words, v);
-        for (int j = 0; j < 8; ++j) bs[(kk + j) * LB_BP + nn] = v[j];
-      }
-    } else {
-      // B(k, n) = W(k, n): 8 consecutive n of row k per word.
-      for (size_t g = lid; g < LB_BK * (LB_BN / 8); g += LB_WM * LB_WN) {
-        const size_t kk = g / (LB_BN / 8), nn = (g % (LB_BN / 8)) * 8;
-        const size_t k = k0 + kk, n = n0 + nn;
-        float v[8];
-        const size_t valid = k < k_end && n < N ? min((size_t)8, (size_t)N - n) : 0;
-        decode8(WEIGHT_ARGS, value, k * in_features + n, valid, words, v);
-        for (int j = 0; j < 8; ++j) bs[kk * LB_BP + nn + j] = v[j];
-      }
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
+    __local const float* as = (__local const float*)as4[buf];
+    __local const float* bs = (__local const float*)bs4[buf];
     for (int kk = 0; kk < LB_BK; ++kk) {
       float av[LB_TM], bv[LB_TN];
       __local const float4* arow = (__local const float4*)(as + kk * LB_AP + ty * LB_TM);
@@ -195,7 +368,15 @@ __kernel __attribute__((reqd_work_group_size(LB_WN, LB_WM, 1))) void gemm_4bit(
       for (int i = 0; i < LB_TM; ++i)
         for (int j = 0; j < LB_TN; ++j) acc[i][j] = LB_MAD(av[i], bv[j], acc[i][j]);
     }
+    if (more) {
+      // The other buffer's last readers passed the barrier that ended the previous step.
+      LB_PUT(k0 + LB_BK, buf ^ 1)
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    buf ^= 1;
   }
+#undef LB_FETCH
+#undef LB_PUT
   for (int i = 0; i < LB_TM; ++i) {
     const size_t m = m0 + ty * LB_TM + i;
     if (m >= M) break;

@@ -279,23 +279,32 @@ std::string OpenClBackend::gemm_options() const { return "-DTILE=" + std::to_str
 
 void OpenClBackend::launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, bool transposed,
                                 const Weight4bit& w, const Buffer* bias, Buffer& c, DType dtype) {
-  // Two shape classes of gemm_4bit.cl's tiled kernel, 256 items per group: up to 32 rows, tiles
-  // of 16 x 256 (4 x 64 items of 4 x 4 outputs); more rows, 64 x 128 (16 x 16 items of 4 x 8).
-  const bool few_rows = m <= 32;
-  const size_t wm = few_rows ? 4 : 16, wn = few_rows ? 64 : 16, tm = 4, tn = few_rows ? 4 : 8;
-  const std::string options = "-DLB_WM=" + std::to_string(wm) + " -DLB_WN=" + std::to_string(wn) +
-                              " -DLB_TM=" + std::to_string(tm) + " -DLB_TN=" + std::to_string(tn);
+  // Three shape classes of gemm_4bit.cl's tiled kernel, 256 items per group (H200 through
+  // NVIDIA's OpenCL, docs/PERFORMANCE.md): up to 32 rows, tiles of 16 x 256 (4 x 64 items of
+  // 4 x 4 outputs), K split until about 8 groups per compute unit, since the weight streams
+  // through few rows and wants many loads in flight; up to 128 rows, 64 x 64 (16 x 16 items of
+  // 4 x 4), about 2 groups per unit; more, 128 x 128 (16 x 16 items of 8 x 8), split only
+  // where there is less than one tile per unit (splits cost more than they give back there).
+  struct Tiles {
+    size_t wm, wn, tm, tn, groups_per_unit;
+  };
+  const Tiles t = m <= 32 ? Tiles{4, 64, 4, 4, 8} : m <= 128 ? Tiles{16, 16, 4, 4, 2}
+                                                             : Tiles{16, 16, 8, 8, 1};
+  const std::string options = "-DLB_WM=" + std::to_string(t.wm) + " -DLB_WN=" +
+                              std::to_string(t.wn) + " -DLB_TM=" + std::to_string(t.tm) +
+                              " -DLB_TN=" + std::to_string(t.tn);
   cl_kernel kern = kernel("gemm_4bit", "gemm_4bit", options);
-  LOWBIT_CHECK(group_size(kern, wm * wn) == wm * wn, "gemm_4bit: device ", ctx_.info().label,
-               " does not run work-groups of ", wm * wn, " items for this kernel");
-  const size_t bm = wm * tm, bn = wn * tn;
+  LOWBIT_CHECK(group_size(kern, t.wm * t.wn) == t.wm * t.wn, "gemm_4bit: device ",
+               ctx_.info().label, " does not run work-groups of ", t.wm * t.wn,
+               " items for this kernel");
+  const size_t bm = t.wm * t.tm, bn = t.wn * t.tn;
   const size_t tiles = (n + bn - 1) / bn * ((m + bm - 1) / bm);
-  // Too few tiles to fill the device (two groups per compute unit): split K among groups, each
-  // taking at least 256 of it, and add their float sums in a second kernel.
+  // Too few tiles for the groups wanted: split K among groups, each taking at least 256 of it,
+  // and add their float sums in a second kernel.
   size_t splits = 1;
-  const size_t wanted = 2 * ctx_.compute_units();
+  const size_t wanted = t.groups_per_unit * ctx_.compute_units();
   if (tiles < wanted) splits = std::min((wanted + tiles - 1) / tiles, std::max<size_t>(1, k / 256));
-  const size_t k_split = ((k + splits - 1) / splits + 15) / 16 * 16;
+  const size_t k_split = ((k + splits - 1) / splits + 15) / 16 * 16;  // whole K steps of 16
   splits = std::max<size_t>(1, (k + k_split - 1) / k_split);
   Buffer* partial = splits > 1 ? &scratch(splits * m * n * sizeof(float)) : nullptr;
   set_args(kern, a, cl_int(dtype), cl_ulong(m), cl_ulong(n), cl_ulong(k), cl_int(transposed),
@@ -306,8 +315,8 @@ void OpenClBackend::launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, b
   set_arg(kern, 18, c);
   set_arg(kern, 19, cl_ulong(k_split));
   set_arg(kern, 20, partial);
-  const size_t global[3] = {(n + bn - 1) / bn * wn, (m + bm - 1) / bm * wm, splits};
-  const size_t local[3] = {wn, wm, 1};
+  const size_t global[3] = {(n + bn - 1) / bn * t.wn, (m + bm - 1) / bm * t.wm, splits};
+  const size_t local[3] = {t.wn, t.wm, 1};
   enqueue(kern, 3, global, local);
   if (!partial) return;
   cl_kernel reduce = kernel("gemm_4bit", "gemm_4bit_reduce");
@@ -325,19 +334,20 @@ void OpenClBackend::do_gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w,
 void OpenClBackend::do_gemv_4bit(const Buffer& x, const Weight4bit& w, const Buffer* bias,
                                  Buffer& y, DType dtype) {
   std::lock_guard<std::mutex> lock(mutex_);
-  cl_kernel k = kernel("gemm_4bit", "gemv_4bit");
-  // LB_GEMV_ROW_ITEMS (32) items per row, up to 8 rows per group.
-  constexpr size_t kRowItems = 32;
+  // LB_GEMV_ROW_ITEMS (32) items per slot of LB_GEMV_ROWS rows, up to 8 slots per group. Two
+  // rows per item: on the H200 14336x4096 takes 37 us against 54 with one and 34-39 with four.
+  constexpr size_t kRowItems = 32, kRowsPerItem = 2;
+  cl_kernel k = kernel("gemm_4bit", "gemv_4bit", "-DLB_GEMV_ROWS=" + std::to_string(kRowsPerItem));
   const size_t local = group_size(k, 8 * kRowItems);
   LOWBIT_CHECK(local >= kRowItems, "gemv_4bit on ", ctx_.info().label, " needs work-groups of ",
                kRowItems, " items; the kernel allows ", local);
-  const size_t rows = local / kRowItems;
+  const size_t rows = local / kRowItems * kRowsPerItem;
   set_args(k, x, cl_int(dtype), cl_ulong(w.in_features), cl_ulong(w.out_features));
   set_weight_args(k, 4, w);
   set_arg(k, 13, bias);
   set_arg(k, 14, cl_int(bias != nullptr));
   set_arg(k, 15, y);
-  set_arg(k, 16, LocalBytes{local * sizeof(float)});
+  set_arg(k, 16, LocalBytes{local * kRowsPerItem * sizeof(float)});
   set_arg(k, 17, LocalBytes{16 * sizeof(float)});
   launch(k, (w.out_features + rows - 1) / rows * local, local);
 }

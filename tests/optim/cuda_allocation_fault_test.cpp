@@ -20,7 +20,7 @@
 #include <torch/torch.h>
 
 #include "optim/optim.h"
-#include "tests/optim/optim_test_util.h"
+#include "tests/optim/fault_test_util.h"
 #include "tests/support/cuda.h"
 #include "tests/support/expect_error.h"
 
@@ -47,47 +47,18 @@ std::vector<torch::Tensor> make_params() {
   return params;
 }
 
-// The parameters and every state tensor, on the host.
-std::vector<torch::Tensor> snapshot(optim::Optimizer8bit& opt,
-                                    const std::vector<torch::Tensor>& params) {
-  opt.sync_state();
-  std::vector<torch::Tensor> out;
-  for (size_t i = 0; i < params.size(); ++i) {
-    out.push_back(params[i].detach().cpu());
-    const optim::QuantizedParamState* s = opt.param_state(0, i);
-    if (!s) continue;
-    for (const torch::Tensor& t : {s->state1(), s->absmax1(), s->state2(), s->absmax2(),
-                                   s->gnorm_vec()})
-      out.push_back(t.defined() ? t.cpu() : torch::Tensor());
-    out.push_back(torch::tensor(s->step()));
-  }
-  return out;
-}
-
-void expect_same(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b,
-                 const std::string& when) {
-  ASSERT_EQ(a.size(), b.size()) << when;
-  for (size_t i = 0; i < a.size(); ++i) {
-    ASSERT_EQ(a[i].defined(), b[i].defined()) << when << ", tensor " << i;
-    if (a[i].defined())
-      EXPECT_TRUE(a[i].scalar_type() == b[i].scalar_type() && torch::equal(a[i], b[i]))
-          << when << ", tensor " << i;
-  }
+// A twin of `params` on the same device, with the same gradients.
+std::vector<torch::Tensor> twin_of(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> twin = testing::faults::clone(params);
+  for (size_t i = 0; i < params.size(); ++i) twin[i].mutable_grad() = params[i].grad().clone();
+  return twin;
 }
 
 TEST(CudaAllocationFaults, GpuMemoryRunningOutInTheFirstStepChangesNothing) {
   LOWBIT_REQUIRE_CUDA_DEVICE();
+  using testing::faults::expect_identical;
+  using testing::faults::make_adamw;
   const c10::DeviceIndex device = cuda_device().index();
-  testing::Setup s;
-  s.percentile_clipping = 50;  // a gradient-norm history in the states too
-  // What a first step gives with memory to spare.
-  std::vector<torch::Tensor> expected;
-  {
-    auto params = make_params();
-    auto opt = testing::make_optimizer(testing::Kind::AdamW, params, s);
-    opt->step();
-    expected = snapshot(*opt, params);
-  }
   cudaDeviceProp props{};
   ASSERT_EQ(cudaGetDeviceProperties(&props, device), cudaSuccess);
   const double total = double(props.totalGlobalMem);
@@ -100,15 +71,14 @@ TEST(CudaAllocationFaults, GpuMemoryRunningOutInTheFirstStepChangesNothing) {
   bool passed = false;
   for (int64_t extra = 0; extra <= (int64_t(256) << 20) && !passed; extra += int64_t(2) << 20) {
     SCOPED_TRACE("cap: " + std::to_string(extra >> 20) + " MiB above the test's own memory");
-    auto params = make_params();
-    auto opt = testing::make_optimizer(testing::Kind::AdamW, params, s);
-    std::vector<torch::Tensor> before;
-    for (const auto& p : params) before.push_back(p.detach().cpu());
+    // The twin steps only with memory to spare, after the capped step.
+    auto pa = make_params(), pb = twin_of(pa);
+    auto a = make_adamw(pa, nullptr), twin = make_adamw(pb, nullptr);
     torch::cuda::synchronize();
     c10::cuda::CUDACachingAllocator::emptyCache();
     c10::cuda::CUDACachingAllocator::setMemoryFraction((double(reserved()) + double(extra)) / total,
                                                        device);
-    const std::string message = testing::message_of([&] { opt->step(); });
+    const std::string message = testing::message_of([&] { a->step(); });
     c10::cuda::CUDACachingAllocator::setMemoryFraction(1.0, device);
     if (message == "(no exception)") {
       passed = true;
@@ -116,15 +86,13 @@ TEST(CudaAllocationFaults, GpuMemoryRunningOutInTheFirstStepChangesNothing) {
       ++failures;
       for (const char* needle : {"AdamW8bit: ", "out of memory", "Nothing was changed"})
         EXPECT_NE(message.find(needle), std::string::npos) << needle << " not in: " << message;
-      for (size_t i = 0; i < params.size(); ++i) {
-        EXPECT_EQ(opt->param_state(0, i), nullptr) << "a state of parameter " << i << " is left";
-        EXPECT_TRUE(torch::equal(params[i].detach().cpu(), before[i])) << "parameter " << i;
-      }
+      expect_identical(*a, pa, *twin, pb, "after the failed step");
       std::printf("%3lld MiB: %s\n", static_cast<long long>(extra >> 20),
-                  message.substr(0, message.find('\n')).substr(0, 160).c_str());
-      opt->step();  // now with memory to spare: the fresh first step
+                  testing::faults::first_line(message).substr(0, 160).c_str());
+      a->step();  // now with memory to spare: the fresh first step
     }
-    expect_same(snapshot(*opt, params), expected, "after the first step that passed");
+    twin->step();
+    expect_identical(*a, pa, *twin, pb, "after the first step that passed");
   }
   EXPECT_TRUE(passed) << "no step passed with 256 MiB to spare";
   // Caps below the first state code's 12 MiB, then below both codes: at
