@@ -130,6 +130,10 @@ DeviceContext::DeviceContext(const DeviceInfo& info) : info_(info) {
   LOWBIT_CL_CHECK(clGetDeviceInfo(info.device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof(units), &units,
                                   nullptr));
   compute_units_ = units;
+  cl_ulong local_mem = 0;
+  LOWBIT_CL_CHECK(clGetDeviceInfo(info.device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof(local_mem),
+                                  &local_mem, nullptr));
+  local_mem_size_ = size_t(local_mem);
   // Quantization codes must match the CPU bit for bit: no contraction into
   // FMA (also pinned by a pragma in every source), IEEE division and sqrt
   // where the device offers them, denormals kept.

@@ -105,6 +105,8 @@ class DeviceContext {
   size_t max_work_group_size() const { return max_work_group_; }
   // CL_DEVICE_MAX_COMPUTE_UNITS: SMs of an NVIDIA GPU, cores of a CPU device.
   size_t compute_units() const { return compute_units_; }
+  // CL_DEVICE_LOCAL_MEM_SIZE: the local memory a work-group may use, in bytes.
+  size_t local_mem_size() const { return local_mem_size_; }
   // Whether the device computes in double (cl_khr_fp64).
   bool has_fp64() const { return fp64_; }
 
@@ -115,6 +117,7 @@ class DeviceContext {
   std::string base_options_;
   size_t max_work_group_ = 1;
   size_t compute_units_ = 1;
+  size_t local_mem_size_ = 0;
   bool fp64_ = false;
   std::mutex mutex_;
   std::map<std::pair<std::string, std::string>, ProgramHandle> programs_;

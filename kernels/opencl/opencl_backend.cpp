@@ -288,8 +288,15 @@ void OpenClBackend::launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, b
   struct Tiles {
     size_t wm, wn, tm, tn, groups_per_unit;
   };
-  const Tiles t = m <= 32 ? Tiles{4, 64, 4, 4, 8} : m <= 128 ? Tiles{16, 16, 4, 4, 2}
-                                                             : Tiles{16, 16, 8, 8, 1};
+  // The 16 x 256 and 128 x 128 classes need about 36 KiB of local memory (two buffers of a
+  // 16-deep slice of each operand, the nested code table): devices with less (OpenCL promises
+  // 32 KiB) take the 64 x 64 class, 18 KiB.
+  const Tiles mid{16, 16, 4, 4, 2};
+  Tiles t = m <= 32 ? Tiles{4, 64, 4, 4, 8} : m <= 128 ? mid : Tiles{16, 16, 8, 8, 1};
+  const auto local_bytes = [](const Tiles& c) {
+    return (2 * 16 * (c.wm * c.tm + 4 + c.wn * c.tn + 4) + 256 + 16) * sizeof(float);
+  };
+  if (local_bytes(t) > ctx_.local_mem_size()) t = mid;
   const std::string options = "-DLB_WM=" + std::to_string(t.wm) + " -DLB_WN=" +
                               std::to_string(t.wn) + " -DLB_TM=" + std::to_string(t.tm) +
                               " -DLB_TN=" + std::to_string(t.tn);

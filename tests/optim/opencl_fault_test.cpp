@@ -5,7 +5,9 @@
 // clEnqueueWriteBuffer, clEnqueueReadBuffer and clEnqueueNDRangeKernel, which
 // the statically linked backend calls instead of the ICD loader's; they fail
 // when a test asks and otherwise forward to the loader's (dlsym(RTLD_NEXT)).
-// Each test checks that its calls went through here.
+// Each test checks that its calls went through here. clGetDeviceInfo is
+// defined too, to report less local memory than the device has (the 4-bit
+// matmul's choice of tiles), and clBuildProgram records the options it built.
 #include <gtest/gtest.h>
 
 #include <dlfcn.h>
@@ -16,6 +18,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -42,6 +45,10 @@ Injection builds, buffers, updates, writes, update_reads;
 bool updates_began = false;
 // The size of the read update_reads failed last.
 size_t failed_read_bytes = 0;
+// Nonzero: what clGetDeviceInfo reports as CL_DEVICE_LOCAL_MEM_SIZE.
+cl_ulong reported_local_mem = 0;
+// The options of every program built, in order.
+std::vector<std::string> built_options;
 // How many failed buffers wrapped host memory (CL_MEM_USE_HOST_PTR): the
 // parameters', gradients' and states' tensors on a device that shares it.
 int failed_host_buffers = 0;
@@ -71,7 +78,23 @@ CL_API_ENTRY cl_int CL_API_CALL clBuildProgram(cl_program program, cl_uint num_d
   using Fn = decltype(&clBuildProgram);
   static const Fn real = loader_function<Fn>("clBuildProgram");
   if (builds.fails_now()) return CL_BUILD_PROGRAM_FAILURE;
+  built_options.push_back(options ? options : "");
   return real(program, num_devices, device_list, options, pfn_notify, user_data);
+}
+
+CL_API_ENTRY cl_int CL_API_CALL clGetDeviceInfo(cl_device_id device, cl_device_info name,
+                                                size_t size, void* value, size_t* size_ret) {
+  using Fn = decltype(&clGetDeviceInfo);
+  static const Fn real = loader_function<Fn>("clGetDeviceInfo");
+  if (name == CL_DEVICE_LOCAL_MEM_SIZE && reported_local_mem != 0) {
+    if (size_ret) *size_ret = sizeof(cl_ulong);
+    if (value) {
+      if (size < sizeof(cl_ulong)) return CL_INVALID_VALUE;
+      std::memcpy(value, &reported_local_mem, sizeof(cl_ulong));
+    }
+    return CL_SUCCESS;
+  }
+  return real(device, name, size, value, size_ret);
 }
 
 CL_API_ENTRY cl_mem CL_API_CALL clCreateBuffer(cl_context context, cl_mem_flags flags, size_t size,
@@ -385,6 +408,96 @@ TEST_P(OpenClFaults, ACopyFromTheDeviceThatFailsDuringTheUpdatesStopsTheOptimize
   // Each of the three parameters' counts, and through device buffers their values.
   EXPECT_EQ(counts, 3);
   EXPECT_GE(tried, in_place ? 3 : 3 * 2);
+}
+
+// A device with OpenCL's minimum of local memory (32 KiB): the 4-bit matmul's
+// tile classes that need about 36 KiB (batches up to 32 rows and above 128)
+// give way to the 64 x 64 class. K is 256 deep in both directions, so no
+// tile class splits it, and every output adds its products in the order of k whatever
+// its tile: the outputs are bit for bit those of the device as it is.
+TEST(OpenClLocalMemory, TheMatmulFallsBackToTilesThatFit) {
+  auto as_is = fresh_opencl(false);
+  if (!as_is) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
+  reported_local_mem = 32 * 1024;
+  auto small = fresh_opencl(false);
+  reported_local_mem = 0;
+  const size_t out = 256, in = 256, n = out * in, blocks = kernels::num_blocks(n, 64);
+  std::mt19937 rng(5);
+  std::vector<uint8_t> packed(kernels::packed_4bit_bytes(n)), codes(blocks);
+  for (auto& b : packed) b = uint8_t(rng());
+  for (auto& b : codes) b = uint8_t(rng());
+  const auto map = kernels::dynamic_map(true);
+  const std::vector<float> nested(kernels::num_blocks(blocks, 256), 0.02f);
+  // y = x W^T and dx = dy W on one backend, as bytes.
+  const auto run = [&](kernels::Backend& be, size_t m, kernels::DType dtype, bool forward) {
+    const auto upload = [&](const void* data, size_t bytes) {
+      std::unique_ptr<kernels::Buffer> b = be.allocate(bytes);
+      be.write(*b, data, bytes);
+      return b;
+    };
+    const auto pb = upload(packed.data(), packed.size()), cb = upload(codes.data(), codes.size());
+    const auto mb = upload(map.data(), map.size() * 4);
+    const auto nb = upload(nested.data(), nested.size() * 4);
+    kernels::Weight4bit w;
+    w.packed = pb.get();
+    w.absmax = cb.get();
+    w.nested_code = mb.get();
+    w.nested_absmax = nb.get();
+    w.out_features = out;
+    w.in_features = in;
+    const size_t k = forward ? in : out, cols = forward ? out : in;
+    const torch::Tensor xt =
+        torch::randn({int64_t(m), int64_t(k)}, torch::TensorOptions().dtype(torch::kFloat32))
+            .to(dtype == kernels::DType::F32 ? torch::kFloat32 : torch::kBFloat16)
+            .contiguous();
+    const auto xb = upload(xt.data_ptr(), size_t(xt.nbytes()));
+    const size_t y_bytes = m * cols * kernels::dtype_size(dtype);
+    const auto yb = be.allocate(y_bytes);
+    if (forward)
+      be.gemm_4bit(*xb, m, w, nullptr, *yb, dtype);
+    else
+      be.gemm_4bit_input_grad(*xb, m, w, *yb, dtype);
+    std::vector<uint8_t> y(y_bytes);
+    be.read(*yb, y.data(), y_bytes);
+    return y;
+  };
+  struct Case {
+    size_t m;
+    kernels::DType dtype;
+    bool forward;
+  };
+  std::vector<Case> cases;
+  for (size_t m : {16, 160})
+    for (kernels::DType dtype : {kernels::DType::F32, kernels::DType::BF16})
+      for (bool forward : {true, false}) cases.push_back({m, dtype, forward});
+  // The tile classes each backend built (a backend builds each variant once).
+  const auto outputs = [&](kernels::Backend& be) {
+    built_options.clear();
+    std::vector<std::vector<uint8_t>> y;
+    for (const Case& c : cases) {
+      torch::manual_seed(int(c.m));
+      y.push_back(run(be, c.m, c.dtype, c.forward));
+    }
+    return y;
+  };
+  const auto built = [&](const std::string& tiles) {
+    return std::any_of(built_options.begin(), built_options.end(),
+                       [&](const std::string& o) { return o.find(tiles) != std::string::npos; });
+  };
+  const std::string few_rows = "-DLB_WM=4 -DLB_WN=64 -DLB_TM=4 -DLB_TN=4",
+                    mid = "-DLB_WM=16 -DLB_WN=16 -DLB_TM=4 -DLB_TN=4",
+                    many_rows = "-DLB_WM=16 -DLB_WN=16 -DLB_TM=8 -DLB_TN=8";
+  const auto expected = outputs(*as_is);
+  EXPECT_TRUE(built(few_rows) && built(many_rows) && !built(mid))
+      << "the device as it is did not build its own tile classes";
+  const auto got = outputs(*small);
+  EXPECT_TRUE(built(mid) && !built(few_rows) && !built(many_rows))
+      << "the device with 32 KiB built other tile classes than 64 x 64";
+  for (size_t i = 0; i < cases.size(); ++i)
+    EXPECT_TRUE(expected[i] == got[i])
+        << "the outputs differ: m " << cases[i].m
+        << (cases[i].forward ? ", forward, " : ", input gradient, ")
+        << kernels::dtype_name(cases[i].dtype);
 }
 
 }  // namespace
