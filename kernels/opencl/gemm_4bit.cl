@@ -133,10 +133,12 @@ __kernel void gemv_4bit(__global const void* x, int dtype, ulong in_features, ul
 //
 // Staging goes in groups of 8 consecutive elements: 8 activations of a row
 // (one or two 16-byte loads), 8 weights of a row (one 32-bit word and one
-// block scale: 8 aligned elements share a block). The local tiles are double
-// buffered: the global loads of the next step are issued before this step's
-// multiply-adds and land in the other buffer after them, so one barrier per
-// step suffices and the loads' latency hides behind the arithmetic. Edge
+// block scale: 8 aligned elements share a block). With LB_PREFETCH (GPUs)
+// the local tiles are double buffered: the global loads of the next step are
+// issued before this step's multiply-adds and land in the other buffer after
+// them, so one barrier per step suffices and the loads' latency hides behind
+// the arithmetic. Without (CPU devices) a step loads, stores and multiplies
+// between two barriers. Edge
 // groups (the tile past M, N or K, rows that are no multiple of 8) are read
 // element by element instead. With `partial` set, work-group z takes K's
 // range [z * k_split, (z + 1) * k_split) and writes float sums there for
@@ -183,6 +185,17 @@ inline void b_group(size_t g, int transposed, size_t* kk, size_t* nn) {
     *kk = g / (LB_BN / 8);
     *nn = (g % (LB_BN / 8)) * 8;
   }
+}
+
+// W's flat index of B(k, n), and how many of the group's 8 elements from
+// there lie in the tile's range (zero past it).
+inline size_t b_flat(int transposed, size_t in_features, size_t k, size_t n) {
+  return transposed ? n * in_features + k : k * in_features + n;
+}
+
+inline size_t b_valid(int transposed, size_t N, size_t k_end, size_t k, size_t n) {
+  if (k >= k_end || n >= N) return 0;
+  return min((size_t)8, transposed ? k_end - k : N - n);
 }
 
 inline RawA fetch_a(__global const void* a, int dtype, size_t M, size_t K, size_t k_end,
@@ -284,10 +297,11 @@ __kernel __attribute__((reqd_work_group_size(LB_WN, LB_WM, 1))) void gemm_4bit(
     __global const void* a, int dtype, ulong M, ulong N, ulong K, int transposed,
     ulong in_features, WEIGHT_PARAMS, __global const void* bias, int has_bias,
     __global void* c, ulong k_split, __global float* partial) {
-  // Two buffers per tile, declared as float4 for their 16-byte alignment (a
-  // vector load from a misaligned address faults on NVIDIA).
-  __local float4 as4[2][LB_BK * LB_AP / 4];
-  __local float4 bs4[2][LB_BK * LB_BP / 4];
+  // Two buffers per tile where steps overlap, declared as float4 for their
+  // 16-byte alignment (a vector load from a misaligned address faults on
+  // NVIDIA).
+  __local float4 as4[1 + LB_PREFETCH][LB_BK * LB_AP / 4];
+  __local float4 bs4[1 + LB_PREFETCH][LB_BK * LB_BP / 4];
   __local float value[16];
   __local float nested[256];
   const size_t tx = get_local_id(0), ty = get_local_id(1);
@@ -304,6 +318,21 @@ __kernel __attribute__((reqd_work_group_size(LB_WN, LB_WM, 1))) void gemm_4bit(
   for (int i = 0; i < LB_TM; ++i)
     for (int j = 0; j < LB_TN; ++j) acc[i][j] = 0.0f;
 
+  // This step's products from buffer `buf`.
+#define LB_MULTIPLY(buf)                                                                  \
+  for (int kk = 0; kk < LB_BK; ++kk) {                                                    \
+    float av[LB_TM], bv[LB_TN];                                                           \
+    __local const float4* arow =                                                          \
+        (__local const float4*)((__local const float*)as4[buf] + kk * LB_AP + ty * LB_TM); \
+    for (int i = 0; i < LB_TM / 4; ++i) vstore4(arow[i], i, av);                          \
+    __local const float4* brow = (__local const float4*)((__local const float*)bs4[buf] + \
+                                                         kk * LB_BP) + tx;               \
+    for (int j = 0; j < LB_TN / 4; ++j) vstore4(brow[j * LB_WN], j, bv);                  \
+    for (int i = 0; i < LB_TM; ++i)                                                       \
+      for (int j = 0; j < LB_TN; ++j) acc[i][j] = LB_MAD(av[i], bv[j], acc[i][j]);        \
+  }
+
+#if LB_PREFETCH
   RawA ra[LB_A_PER];
   RawB rb[LB_B_PER];
   // The global loads of the step at k0 into ra / rb, and their stores into buffer `buf`.
@@ -319,8 +348,9 @@ __kernel __attribute__((reqd_work_group_size(LB_WN, LB_WM, 1))) void gemm_4bit(
     size_t kk, nn;                                                                        \
     b_group(g, transposed, &kk, &nn);                                                     \
     const size_t k = (k0) + kk, n = n0 + nn;                                              \
-    const size_t f = transposed ? n * in_features + k : k * in_features + n;              \
-    if (g < LB_B_GROUPS) rb[u] = fetch_b(WEIGHT_ARGS, words, f, n < N && k < k_end);      \
+    if (g < LB_B_GROUPS)                                                                  \
+      rb[u] = fetch_b(WEIGHT_ARGS, words, b_flat(transposed, in_features, k, n),          \
+                      n < N && k < k_end);                                                \
   }
 #define LB_PUT(k0, buf)                                                                   \
   for (int u = 0; u < LB_A_PER; ++u) {                                                    \
@@ -336,11 +366,9 @@ __kernel __attribute__((reqd_work_group_size(LB_WN, LB_WM, 1))) void gemm_4bit(
     size_t kk, nn;                                                                        \
     b_group(g, transposed, &kk, &nn);                                                     \
     const size_t k = (k0) + kk, n = n0 + nn;                                              \
-    const size_t f = transposed ? n * in_features + k : k * in_features + n;              \
-    const size_t valid = transposed ? (n < N && k < k_end ? min((size_t)8, k_end - k) : 0) \
-                                    : (k < k_end && n < N ? min((size_t)8, (size_t)N - n) : 0); \
     if (g < LB_B_GROUPS)                                                                  \
-      put_b(rb[u], WEIGHT_ARGS, value, nested, f, valid, transposed ? LB_BP : 1,          \
+      put_b(rb[u], WEIGHT_ARGS, value, nested, b_flat(transposed, in_features, k, n),     \
+            b_valid(transposed, N, k_end, k, n), transposed ? LB_BP : 1,                  \
             (__local float*)bs4[buf] + kk * LB_BP + nn);                                  \
   }
 
@@ -357,17 +385,7 @@ __kernel __attribute__((reqd_work_group_size(LB_WN, LB_WM, 1))) void gemm_4bit(
     if (more) {
       LB_FETCH(k0 + LB_BK)
     }
-    __local const float* as = (__local const float*)as4[buf];
-    __local const float* bs = (__local const float*)bs4[buf];
-    for (int kk = 0; kk < LB_BK; ++kk) {
-      float av[LB_TM], bv[LB_TN];
-      __local const float4* arow = (__local const float4*)(as + kk * LB_AP + ty * LB_TM);
-      for (int i = 0; i < LB_TM / 4; ++i) vstore4(arow[i], i, av);
-      __local const float4* brow = (__local const float4*)(bs + kk * LB_BP) + tx;
-      for (int j = 0; j < LB_TN / 4; ++j) vstore4(brow[j * LB_WN], j, bv);
-      for (int i = 0; i < LB_TM; ++i)
-        for (int j = 0; j < LB_TN; ++j) acc[i][j] = LB_MAD(av[i], bv[j], acc[i][j]);
-    }
+    LB_MULTIPLY(buf)
     if (more) {
       // The other buffer's last readers passed the barrier that ended the previous step.
       LB_PUT(k0 + LB_BK, buf ^ 1)
@@ -377,6 +395,33 @@ __kernel __attribute__((reqd_work_group_size(LB_WN, LB_WM, 1))) void gemm_4bit(
   }
 #undef LB_FETCH
 #undef LB_PUT
+#else
+  // One buffer, loaded and stored between two barriers: on CPU devices (PoCL)
+  // the raw loads would otherwise be kept per item across a barrier.
+  for (size_t k0 = k_begin; k0 < k_end; k0 += LB_BK) {
+    // The last step's reads are done (and, the first time, `value` and `nested` written).
+    barrier(CLK_LOCAL_MEM_FENCE);
+    // Each group loaded and stored at once (PoCL: 10-17% faster than loading all first).
+    for (size_t g = lid; g < LB_A_GROUPS; g += LB_ITEMS) {
+      size_t row, kk;
+      a_group(g, &row, &kk);
+      const size_t m = m0 + row, k = k0 + kk;
+      put_a(fetch_a(a, dtype, M, K, k_end, vec_a, m, k), a, dtype, M, K, k_end, m, k,
+            (__local float*)as4[0] + kk * LB_AP + row);
+    }
+    for (size_t g = lid; g < LB_B_GROUPS; g += LB_ITEMS) {
+      size_t kk, nn;
+      b_group(g, transposed, &kk, &nn);
+      const size_t k = k0 + kk, n = n0 + nn, f = b_flat(transposed, in_features, k, n);
+      put_b(fetch_b(WEIGHT_ARGS, words, f, n < N && k < k_end), WEIGHT_ARGS, value, nested, f,
+            b_valid(transposed, N, k_end, k, n), transposed ? LB_BP : 1,
+            (__local float*)bs4[0] + kk * LB_BP + nn);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    LB_MULTIPLY(0)
+  }
+#endif
+#undef LB_MULTIPLY
   for (int i = 0; i < LB_TM; ++i) {
     const size_t m = m0 + ty * LB_TM + i;
     if (m >= M) break;

@@ -299,7 +299,8 @@ void OpenClBackend::launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, b
   if (local_bytes(t) > ctx_.local_mem_size()) t = mid;
   const std::string options = "-DLB_WM=" + std::to_string(t.wm) + " -DLB_WN=" +
                               std::to_string(t.wn) + " -DLB_TM=" + std::to_string(t.tm) +
-                              " -DLB_TN=" + std::to_string(t.tn);
+                              " -DLB_TN=" + std::to_string(t.tn) +
+                              " -DLB_PREFETCH=" + std::to_string(int(gpu_layout()));
   cl_kernel kern = kernel("gemm_4bit", "gemm_4bit", options);
   LOWBIT_CHECK(group_size(kern, t.wm * t.wn) == t.wm * t.wn, "gemm_4bit: device ",
                ctx_.info().label, " does not run work-groups of ", t.wm * t.wn,

@@ -213,67 +213,77 @@ const std::vector<Case>& cases() {
   return all;
 }
 
+// OpenCL runs in both layouts: the GPU one overlaps the GEMM's steps
+// (double-buffered tiles), the CPU one does not.
+void check_forward(Backend& be, const std::string& bname) {
+  for (const Case& c : cases()) {
+    const std::string what = bname + " " + label(c);
+    const RandomWeight w = random_weight(c.out, c.in, c.blocksize, c.format, c.double_quant, 7);
+    const Activations x = random_activations(c.m * c.in, c.dtype, 11);
+    const Activations bias = random_activations(c.out, c.dtype, 13);
+    DeviceWeight dw = to_device(be, w);
+    auto xb = upload(be, x.bytes);
+    auto bb = upload(be, bias.bytes);
+    auto yb = be.allocate(c.m * c.out * kernels::dtype_size(c.dtype));
+    // gemm for every m; gemv as well for one token.
+    for (bool use_gemv : {false, true}) {
+      if (use_gemv && c.m != 1) continue;
+      if (use_gemv)
+        be.gemv_4bit(*xb, dw.desc, c.bias ? bb.get() : nullptr, *yb, c.dtype);
+      else
+        be.gemm_4bit(*xb, c.m, dw.desc, c.bias ? bb.get() : nullptr, *yb, c.dtype);
+      const auto y = download<uint8_t>(be, *yb, c.m * c.out * kernels::dtype_size(c.dtype));
+      for (size_t r = 0; r < c.m; ++r)
+        for (size_t o = 0; o < c.out; ++o) {
+          double ref = c.bias ? bias.value[o] : 0.0, abs_sum = std::fabs(ref);
+          for (size_t i = 0; i < c.in; ++i) {
+            const double t = w.at(o, i) * x.value[r * c.in + i];
+            ref += t;
+            abs_sum += std::fabs(t);
+          }
+          const double got = stored_value(y, c.dtype, r * c.out + o);
+          ASSERT_NEAR(got, ref, tolerance(ref, abs_sum, c.dtype, rounds_weights(be)))
+              << what << (use_gemv ? " gemv" : " gemm") << " y[" << r << ", " << o << "]";
+        }
+    }
+  }
+}
+
 TEST(Matmul4bit, ForwardMatchesDoubleReference) {
   std::shared_ptr<Backend> holder;
-  for (auto [bname, be] : testing::test_backends(holder))
-    for (const Case& c : cases()) {
-      const std::string what = bname + " " + label(c);
-      const RandomWeight w = random_weight(c.out, c.in, c.blocksize, c.format, c.double_quant, 7);
-      const Activations x = random_activations(c.m * c.in, c.dtype, 11);
-      const Activations bias = random_activations(c.out, c.dtype, 13);
-      DeviceWeight dw = to_device(*be, w);
-      auto xb = upload(*be, x.bytes);
-      auto bb = upload(*be, bias.bytes);
-      auto yb = be->allocate(c.m * c.out * kernels::dtype_size(c.dtype));
-      // gemm for every m; gemv as well for one token.
-      for (bool use_gemv : {false, true}) {
-        if (use_gemv && c.m != 1) continue;
-        if (use_gemv)
-          be->gemv_4bit(*xb, dw.desc, c.bias ? bb.get() : nullptr, *yb, c.dtype);
-        else
-          be->gemm_4bit(*xb, c.m, dw.desc, c.bias ? bb.get() : nullptr, *yb, c.dtype);
-        const auto y = download<uint8_t>(*be, *yb, c.m * c.out * kernels::dtype_size(c.dtype));
-        for (size_t r = 0; r < c.m; ++r)
-          for (size_t o = 0; o < c.out; ++o) {
-            double ref = c.bias ? bias.value[o] : 0.0, abs_sum = std::fabs(ref);
-            for (size_t i = 0; i < c.in; ++i) {
-              const double t = w.at(o, i) * x.value[r * c.in + i];
-              ref += t;
-              abs_sum += std::fabs(t);
-            }
-            const double got = stored_value(y, c.dtype, r * c.out + o);
-            ASSERT_NEAR(got, ref, tolerance(ref, abs_sum, c.dtype, rounds_weights(*be)))
-                << what << (use_gemv ? " gemv" : " gemm") << " y[" << r << ", " << o << "]";
-          }
+  for (const auto& named : testing::test_backends(holder))
+    testing::for_each_layout(*named.second, named.first, check_forward);
+}
+
+void check_input_grad(Backend& be, const std::string& bname) {
+  for (const Case& c : cases()) {
+    const std::string what = bname + " " + label(c);
+    const RandomWeight w = random_weight(c.out, c.in, c.blocksize, c.format, c.double_quant, 17);
+    const Activations dy = random_activations(c.m * c.out, c.dtype, 19);
+    DeviceWeight dw = to_device(be, w);
+    auto dyb = upload(be, dy.bytes);
+    auto dxb = be.allocate(c.m * c.in * kernels::dtype_size(c.dtype));
+    be.gemm_4bit_input_grad(*dyb, c.m, dw.desc, *dxb, c.dtype);
+    const auto dx = download<uint8_t>(be, *dxb, c.m * c.in * kernels::dtype_size(c.dtype));
+    for (size_t r = 0; r < c.m; ++r)
+      for (size_t i = 0; i < c.in; ++i) {
+        double ref = 0.0, abs_sum = 0.0;
+        for (size_t o = 0; o < c.out; ++o) {
+          const double t = dy.value[r * c.out + o] * w.at(o, i);
+          ref += t;
+          abs_sum += std::fabs(t);
+        }
+        ASSERT_NEAR(stored_value(dx, c.dtype, r * c.in + i), ref,
+                    tolerance(ref, abs_sum, c.dtype, rounds_weights(be)))
+            << what << " dx[" << r << ", " << i << "]";
       }
-    }
+  }
 }
 
 TEST(Matmul4bit, InputGradientMatchesDoubleReference) {
   std::shared_ptr<Backend> holder;
-  for (auto [bname, be] : testing::test_backends(holder))
-    for (const Case& c : cases()) {
-      const std::string what = bname + " " + label(c);
-      const RandomWeight w = random_weight(c.out, c.in, c.blocksize, c.format, c.double_quant, 17);
-      const Activations dy = random_activations(c.m * c.out, c.dtype, 19);
-      DeviceWeight dw = to_device(*be, w);
-      auto dyb = upload(*be, dy.bytes);
-      auto dxb = be->allocate(c.m * c.in * kernels::dtype_size(c.dtype));
-      be->gemm_4bit_input_grad(*dyb, c.m, dw.desc, *dxb, c.dtype);
-      const auto dx = download<uint8_t>(*be, *dxb, c.m * c.in * kernels::dtype_size(c.dtype));
-      for (size_t r = 0; r < c.m; ++r)
-        for (size_t i = 0; i < c.in; ++i) {
-          double ref = 0.0, abs_sum = 0.0;
-          for (size_t o = 0; o < c.out; ++o) {
-            const double t = dy.value[r * c.out + o] * w.at(o, i);
-            ref += t;
-            abs_sum += std::fabs(t);
-          }
-          ASSERT_NEAR(stored_value(dx, c.dtype, r * c.in + i), ref,
-                      tolerance(ref, abs_sum, c.dtype, rounds_weights(*be)))
-              << what << " dx[" << r << ", " << i << "]";
-        }
-    }
+  for (const auto& named : testing::test_backends(holder))
+    testing::for_each_layout(*named.second, named.first, check_input_grad);
 }
 
 // The CPU has two gemv paths; the cases above must reach both where the
