@@ -332,45 +332,40 @@ __kernel __attribute__((reqd_work_group_size(LB_WN, LB_WM, 1))) void gemm_4bit(
       for (int j = 0; j < LB_TN; ++j) acc[i][j] = LB_MAD(av[i], bv[j], acc[i][j]);        \
   }
 
+  // `stmt` for each of this item's groups of the step at k0: activation
+  // groups see (row, kk) and (m, k), weight groups (kk, nn) and (k, n); u
+  // numbers the item's groups.
+#define LB_EACH_A(k0, stmt)                                                               \
+  for (int u = 0; u < LB_A_PER; ++u) {                                                    \
+    const size_t g = lid + (size_t)u * LB_ITEMS;                                          \
+    size_t row, kk;                                                                       \
+    a_group(g, &row, &kk);                                                                \
+    const size_t m = m0 + row, k = (k0) + kk;                                             \
+    if (g < LB_A_GROUPS) stmt;                                                            \
+  }
+#define LB_EACH_B(k0, stmt)                                                               \
+  for (int u = 0; u < LB_B_PER; ++u) {                                                    \
+    const size_t g = lid + (size_t)u * LB_ITEMS;                                          \
+    size_t kk, nn;                                                                        \
+    b_group(g, transposed, &kk, &nn);                                                     \
+    const size_t k = (k0) + kk, n = n0 + nn;                                              \
+    if (g < LB_B_GROUPS) stmt;                                                            \
+  }
+#define LB_A_DST(buf) ((__local float*)as4[buf] + kk * LB_AP + row)
+#define LB_B_DST(buf) ((__local float*)bs4[buf] + kk * LB_BP + nn)
+
 #if LB_PREFETCH
   RawA ra[LB_A_PER];
   RawB rb[LB_B_PER];
   // The global loads of the step at k0 into ra / rb, and their stores into buffer `buf`.
 #define LB_FETCH(k0)                                                                      \
-  for (int u = 0; u < LB_A_PER; ++u) {                                                    \
-    const size_t g = lid + (size_t)u * LB_ITEMS;                                          \
-    size_t row, kk;                                                                       \
-    a_group(g, &row, &kk);                                                                \
-    if (g < LB_A_GROUPS) ra[u] = fetch_a(a, dtype, M, K, k_end, vec_a, m0 + row, (k0) + kk); \
-  }                                                                                       \
-  for (int u = 0; u < LB_B_PER; ++u) {                                                    \
-    const size_t g = lid + (size_t)u * LB_ITEMS;                                          \
-    size_t kk, nn;                                                                        \
-    b_group(g, transposed, &kk, &nn);                                                     \
-    const size_t k = (k0) + kk, n = n0 + nn;                                              \
-    if (g < LB_B_GROUPS)                                                                  \
-      rb[u] = fetch_b(WEIGHT_ARGS, words, b_flat(transposed, in_features, k, n),          \
-                      n < N && k < k_end);                                                \
-  }
+  LB_EACH_A(k0, ra[u] = fetch_a(a, dtype, M, K, k_end, vec_a, m, k))                      \
+  LB_EACH_B(k0, rb[u] = fetch_b(WEIGHT_ARGS, words, b_flat(transposed, in_features, k, n), \
+                                n < N && k < k_end))
 #define LB_PUT(k0, buf)                                                                   \
-  for (int u = 0; u < LB_A_PER; ++u) {                                                    \
-    const size_t g = lid + (size_t)u * LB_ITEMS;                                          \
-    size_t row, kk;                                                                       \
-    a_group(g, &row, &kk);                                                                \
-    if (g < LB_A_GROUPS)                                                                  \
-      put_a(ra[u], a, dtype, M, K, k_end, m0 + row, (k0) + kk,                            \
-            (__local float*)as4[buf] + kk * LB_AP + row);                                 \
-  }                                                                                       \
-  for (int u = 0; u < LB_B_PER; ++u) {                                                    \
-    const size_t g = lid + (size_t)u * LB_ITEMS;                                          \
-    size_t kk, nn;                                                                        \
-    b_group(g, transposed, &kk, &nn);                                                     \
-    const size_t k = (k0) + kk, n = n0 + nn;                                              \
-    if (g < LB_B_GROUPS)                                                                  \
-      put_b(rb[u], WEIGHT_ARGS, value, nested, b_flat(transposed, in_features, k, n),     \
-            b_valid(transposed, N, k_end, k, n), transposed ? LB_BP : 1,                  \
-            (__local float*)bs4[buf] + kk * LB_BP + nn);                                  \
-  }
+  LB_EACH_A(k0, put_a(ra[u], a, dtype, M, K, k_end, m, k, LB_A_DST(buf)))                 \
+  LB_EACH_B(k0, put_b(rb[u], WEIGHT_ARGS, value, nested, b_flat(transposed, in_features, k, n), \
+                      b_valid(transposed, N, k_end, k, n), transposed ? LB_BP : 1, LB_B_DST(buf)))
 
   // `value` and `nested` are written before any step decodes with them.
   barrier(CLK_LOCAL_MEM_FENCE);
@@ -402,26 +397,21 @@ __kernel __attribute__((reqd_work_group_size(LB_WN, LB_WM, 1))) void gemm_4bit(
     // The last step's reads are done (and, the first time, `value` and `nested` written).
     barrier(CLK_LOCAL_MEM_FENCE);
     // Each group loaded and stored at once (PoCL: 10-17% faster than loading all first).
-    for (size_t g = lid; g < LB_A_GROUPS; g += LB_ITEMS) {
-      size_t row, kk;
-      a_group(g, &row, &kk);
-      const size_t m = m0 + row, k = k0 + kk;
-      put_a(fetch_a(a, dtype, M, K, k_end, vec_a, m, k), a, dtype, M, K, k_end, m, k,
-            (__local float*)as4[0] + kk * LB_AP + row);
-    }
-    for (size_t g = lid; g < LB_B_GROUPS; g += LB_ITEMS) {
-      size_t kk, nn;
-      b_group(g, transposed, &kk, &nn);
-      const size_t k = k0 + kk, n = n0 + nn, f = b_flat(transposed, in_features, k, n);
-      put_b(fetch_b(WEIGHT_ARGS, words, f, n < N && k < k_end), WEIGHT_ARGS, value, nested, f,
-            b_valid(transposed, N, k_end, k, n), transposed ? LB_BP : 1,
-            (__local float*)bs4[0] + kk * LB_BP + nn);
-    }
+    LB_EACH_A(k0, put_a(fetch_a(a, dtype, M, K, k_end, vec_a, m, k), a, dtype, M, K, k_end, m, k,
+                        LB_A_DST(0)))
+    LB_EACH_B(k0, put_b(fetch_b(WEIGHT_ARGS, words, b_flat(transposed, in_features, k, n),
+                                n < N && k < k_end),
+                        WEIGHT_ARGS, value, nested, b_flat(transposed, in_features, k, n),
+                        b_valid(transposed, N, k_end, k, n), transposed ? LB_BP : 1, LB_B_DST(0)))
     barrier(CLK_LOCAL_MEM_FENCE);
     LB_MULTIPLY(0)
   }
 #endif
 #undef LB_MULTIPLY
+#undef LB_EACH_A
+#undef LB_EACH_B
+#undef LB_A_DST
+#undef LB_B_DST
   for (int i = 0; i < LB_TM; ++i) {
     const size_t m = m0 + ty * LB_TM + i;
     if (m >= M) break;
