@@ -138,11 +138,10 @@ __kernel void gemv_4bit(__global const void* x, int dtype, ulong in_features, ul
 // issued before this step's multiply-adds and land in the other buffer after
 // them, so one barrier per step suffices and the loads' latency hides behind
 // the arithmetic. Without (CPU devices) a step loads, stores and multiplies
-// between two barriers. Edge
-// groups (the tile past M, N or K, rows that are no multiple of 8) are read
-// element by element instead. With `partial` set, work-group z takes K's
-// range [z * k_split, (z + 1) * k_split) and writes float sums there for
-// gemm_4bit_reduce.
+// between two barriers. Edge groups (the tile past M, N or K, rows that are
+// no multiple of 8) are read element by element instead. With `partial` set,
+// work-group z takes K's range [z * k_split, (z + 1) * k_split) and writes
+// float sums there for gemm_4bit_reduce.
 #define LB_BK 16
 #define LB_BM (LB_WM * LB_TM)
 #define LB_BN (LB_WN * LB_TN)
