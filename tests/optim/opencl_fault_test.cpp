@@ -413,8 +413,9 @@ TEST_P(OpenClFaults, ACopyFromTheDeviceThatFailsDuringTheUpdatesStopsTheOptimize
 // A device with OpenCL's minimum of local memory (32 KiB): the 4-bit matmul's
 // tile classes that need about 36 KiB (batches up to 32 rows and above 128)
 // give way to the 64 x 64 class. K is 256 deep in both directions, so no
-// tile class splits it, and every output adds its products in the order of k whatever
-// its tile: the outputs are bit for bit those of the device as it is.
+// tile class splits it, and every output adds its products in the order of
+// k whatever its tile: the outputs are bit for bit those of the device as it
+// is (whose own outputs Matmul4bit checks against a double reference).
 TEST(OpenClLocalMemory, TheMatmulFallsBackToTilesThatFit) {
   auto as_is = fresh_opencl(false);
   if (!as_is) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
@@ -427,40 +428,8 @@ TEST(OpenClLocalMemory, TheMatmulFallsBackToTilesThatFit) {
   for (auto& b : packed) b = uint8_t(rng());
   for (auto& b : codes) b = uint8_t(rng());
   const auto map = kernels::dynamic_map(true);
+  const std::vector<float> nested_code(map.begin(), map.end());
   const std::vector<float> nested(kernels::num_blocks(blocks, 256), 0.02f);
-  // y = x W^T and dx = dy W on one backend, as bytes.
-  const auto run = [&](kernels::Backend& be, size_t m, kernels::DType dtype, bool forward) {
-    const auto upload = [&](const void* data, size_t bytes) {
-      std::unique_ptr<kernels::Buffer> b = be.allocate(bytes);
-      be.write(*b, data, bytes);
-      return b;
-    };
-    const auto pb = upload(packed.data(), packed.size()), cb = upload(codes.data(), codes.size());
-    const auto mb = upload(map.data(), map.size() * 4);
-    const auto nb = upload(nested.data(), nested.size() * 4);
-    kernels::Weight4bit w;
-    w.packed = pb.get();
-    w.absmax = cb.get();
-    w.nested_code = mb.get();
-    w.nested_absmax = nb.get();
-    w.out_features = out;
-    w.in_features = in;
-    const size_t k = forward ? in : out, cols = forward ? out : in;
-    const torch::Tensor xt =
-        torch::randn({int64_t(m), int64_t(k)}, torch::TensorOptions().dtype(torch::kFloat32))
-            .to(dtype == kernels::DType::F32 ? torch::kFloat32 : torch::kBFloat16)
-            .contiguous();
-    const auto xb = upload(xt.data_ptr(), size_t(xt.nbytes()));
-    const size_t y_bytes = m * cols * kernels::dtype_size(dtype);
-    const auto yb = be.allocate(y_bytes);
-    if (forward)
-      be.gemm_4bit(*xb, m, w, nullptr, *yb, dtype);
-    else
-      be.gemm_4bit_input_grad(*xb, m, w, *yb, dtype);
-    std::vector<uint8_t> y(y_bytes);
-    be.read(*yb, y.data(), y_bytes);
-    return y;
-  };
   struct Case {
     size_t m;
     kernels::DType dtype;
@@ -470,13 +439,36 @@ TEST(OpenClLocalMemory, TheMatmulFallsBackToTilesThatFit) {
   for (size_t m : {16, 160})
     for (kernels::DType dtype : {kernels::DType::F32, kernels::DType::BF16})
       for (bool forward : {true, false}) cases.push_back({m, dtype, forward});
-  // The tile classes each backend built (a backend builds each variant once).
+  // Every case's y = x W^T or dx = dy W on one backend, as bytes; the tile
+  // classes it built are in built_options (a backend builds each variant once).
   const auto outputs = [&](kernels::Backend& be) {
     built_options.clear();
+    const auto pb = testing::upload(be, packed), cb = testing::upload(be, codes);
+    const auto mb = testing::upload(be, nested_code), nb = testing::upload(be, nested);
+    kernels::Weight4bit w;
+    w.packed = pb.get();
+    w.absmax = cb.get();
+    w.nested_code = mb.get();
+    w.nested_absmax = nb.get();
+    w.out_features = out;
+    w.in_features = in;
     std::vector<std::vector<uint8_t>> y;
     for (const Case& c : cases) {
       torch::manual_seed(int(c.m));
-      y.push_back(run(be, c.m, c.dtype, c.forward));
+      const size_t k = c.forward ? in : out, cols = c.forward ? out : in;
+      const torch::Tensor xt =
+          torch::randn({int64_t(c.m), int64_t(k)})
+              .to(c.dtype == kernels::DType::F32 ? torch::kFloat32 : torch::kBFloat16)
+              .contiguous();
+      const auto xb = be.allocate(size_t(xt.nbytes()));
+      be.write(*xb, xt.data_ptr(), size_t(xt.nbytes()));
+      const size_t y_bytes = c.m * cols * kernels::dtype_size(c.dtype);
+      const auto yb = be.allocate(y_bytes);
+      if (c.forward)
+        be.gemm_4bit(*xb, c.m, w, nullptr, *yb, c.dtype);
+      else
+        be.gemm_4bit_input_grad(*xb, c.m, w, *yb, c.dtype);
+      y.push_back(testing::download<uint8_t>(be, *yb, y_bytes));
     }
     return y;
   };
