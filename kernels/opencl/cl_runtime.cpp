@@ -81,6 +81,11 @@ const char* cl_error_name(cl_int err) {
     LOWBIT_CL_ERR(CL_INVALID_OPERATION)
     LOWBIT_CL_ERR(CL_INVALID_PLATFORM)
 #undef LOWBIT_CL_ERR
+    // Not in the standard: NVIDIA's driver answers it, at the next call that
+    // waits and to every later call of the process that needs the device
+    // (a new context included), after a kernel read or wrote outside the
+    // memory it was given (seen on the H200: OpenClDriverFaults).
+    case -9999: return "NVIDIA's -9999 (a kernel accessed memory outside its buffers)";
     default: return "CL error";
   }
 }
@@ -121,9 +126,9 @@ DeviceContext::DeviceContext(const DeviceInfo& info) : info_(info) {
   const cl_context_properties props[] = {CL_CONTEXT_PLATFORM,
                                          cl_context_properties(info.platform), 0};
   context_ = ContextHandle(clCreateContext(props, 1, &info.device, nullptr, nullptr, &err));
-  LOWBIT_CL_CHECK(err);
+  LOWBIT_CL_CHECK_RESULT(err, "clCreateContext for " + info.label);
   queue_ = QueueHandle(clCreateCommandQueue(context_.get(), info.device, 0, &err));
-  LOWBIT_CL_CHECK(err);
+  LOWBIT_CL_CHECK_RESULT(err, "clCreateCommandQueue for " + info.label);
   LOWBIT_CL_CHECK(clGetDeviceInfo(info.device, CL_DEVICE_MAX_WORK_GROUP_SIZE,
                                   sizeof(max_work_group_), &max_work_group_, nullptr));
   cl_uint units = 1;
@@ -160,7 +165,7 @@ cl_program DeviceContext::program(const std::string& name, const std::string& op
   const size_t length = source.size();
   cl_int err = CL_SUCCESS;
   ProgramHandle program(clCreateProgramWithSource(context_.get(), 1, &text, &length, &err));
-  LOWBIT_CL_CHECK(err);
+  LOWBIT_CL_CHECK_RESULT(err, "clCreateProgramWithSource('" + name + "')");
   const std::string all_options = base_options_ + " " + options;
   err = clBuildProgram(program.get(), 1, &info_.device, all_options.c_str(), nullptr, nullptr);
   if (err != CL_SUCCESS)

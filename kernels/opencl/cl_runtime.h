@@ -33,6 +33,17 @@ const char* cl_error_name(cl_int err);
                               " (", lowbit_cl_err_, ")");                                 \
   } while (0)
 
+// The same for a call that returns its error through an argument
+// (clCreate...): `what` names the call.
+#define LOWBIT_CL_CHECK_RESULT(err, what)                                                  \
+  do {                                                                                     \
+    const cl_int lowbit_cl_err_ = (err);                                                   \
+    if (lowbit_cl_err_ != CL_SUCCESS)                                                      \
+      ::lowbit::kernels::fail("lowbit: OpenCL call ", what, " failed with ",              \
+                              ::lowbit::kernels::opencl::cl_error_name(lowbit_cl_err_),  \
+                              " (", lowbit_cl_err_, ")");                                  \
+  } while (0)
+
 namespace lowbit::kernels::opencl {
 
 struct DeviceInfo {

@@ -113,7 +113,7 @@ cl_kernel OpenClBackend::kernel(const char* program, const char* name, const std
   if (it != kernels_.end()) return it->second.get();
   cl_int err = CL_SUCCESS;
   KernelHandle k(clCreateKernel(ctx_.program(program, options), name, &err));
-  LOWBIT_CL_CHECK(err);
+  LOWBIT_CL_CHECK_RESULT(err, std::string("clCreateKernel('") + name + "')");
   cl_kernel raw = k.get();
   kernels_.emplace(key, std::move(k));
   return raw;
@@ -151,7 +151,7 @@ void OpenClBackend::finish_host_access(const std::vector<cl_mem>& wrapped) {
     cl_int err = CL_SUCCESS;
     void* p = clEnqueueMapBuffer(ctx_.queue(), m, CL_FALSE, CL_MAP_READ, 0, bytes, 0, nullptr,
                                  nullptr, &err);
-    LOWBIT_CL_CHECK(err);
+    LOWBIT_CL_CHECK_RESULT(err, "clEnqueueMapBuffer");
     LOWBIT_CL_CHECK(clEnqueueUnmapMemObject(ctx_.queue(), m, p, 0, nullptr, nullptr));
   }
   LOWBIT_CL_CHECK(clFinish(ctx_.queue()));
