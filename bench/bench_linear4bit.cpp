@@ -5,6 +5,11 @@
 // Shapes are LLaMA-7B's [out x in] = 4096 x 4096 (attention) and 11008 x 4096
 // (MLP up-projection), batch 1 (token generation) and 64 (prefill /
 // training), 1 thread and all threads; the OpenCL device when present.
+// At batch 1 also: linear4bit_nf4_int8, the same layers with
+// Linear4bitOptions::int8_gemv (the approximate integer path; its error
+// against the exact path is printed before the timings), and memcpy of 256
+// MiB with the CPU backend's copy over the same threads, the bandwidth the
+// batch-1 rows read their weights against ("bytes/s vs memcpy").
 // Before the timings it prints the weight bytes per parameter of each layout.
 #include <cstdio>
 #include <map>
@@ -16,6 +21,7 @@
 
 #include "bench/linear_common.h"
 #include "bench/ratio_reporter.h"
+#include "kernels/backend.h"
 #include "lora/linear4bit.h"
 
 namespace lowbit::bench {
@@ -25,13 +31,16 @@ const Shape kShapes[] = {{4096, 4096}, {11008, 4096}};
 const int64_t kBatches[] = {1, 64};
 
 std::vector<lora::Linear4bit>& quantized(const Shape& s,
-                                         const std::shared_ptr<kernels::Backend>& backend) {
-  static std::map<std::string, std::vector<lora::Linear4bit>> all;  // by shape and backend
-  std::vector<lora::Linear4bit>& q = all[s.name() + "/" + (backend ? backend->name() : "cpu")];
+                                         const std::shared_ptr<kernels::Backend>& backend,
+                                         bool int8_gemv = false) {
+  // By shape, backend and path.
+  static std::map<std::string, std::vector<lora::Linear4bit>> all;
+  std::vector<lora::Linear4bit>& q = all[s.name() + "/" + (backend ? backend->name() : "cpu") +
+                                         (int8_gemv ? "/int8" : "")];
   const std::vector<torch::Tensor>& weights = float_weights(s);
   if (q.empty()) {
     torch::nn::Linear linear(torch::nn::LinearOptions(s.in, s.out).bias(false));
-    const auto options = lora::Linear4bitOptions().backend(backend);
+    const auto options = lora::Linear4bitOptions().backend(backend).int8_gemv(int8_gemv);
     while (q.empty() || q.size() < size_t(copies_for(double(q[0]->storage().total_bytes())))) {
       torch::NoGradGuard no_grad;
       linear->weight.copy_(weights[q.size() % weights.size()]);
@@ -41,7 +50,9 @@ std::vector<lora::Linear4bit>& quantized(const Shape& s,
   return q;
 }
 
-enum class Op { TorchLinear, EigenLinear, Linear4bit };
+enum class Op { TorchLinear, EigenLinear, Linear4bit, Linear4bitInt8, Memcpy };
+
+constexpr int64_t kCopyFloats = int64_t(64) << 20;  // 256 MiB: far past any cache
 
 void register_op(const std::string& name, Op op, const Shape& s, int64_t batch, int threads,
                  std::shared_ptr<kernels::Backend> backend) {
@@ -55,19 +66,36 @@ void register_op(const std::string& name, Op op, const Shape& s, int64_t batch, 
         const torch::Tensor x = torch::randn({batch, s.in});
         const std::vector<torch::Tensor>& w = float_weights(s);
         torch::Tensor y = torch::empty({batch, s.out});
-        std::vector<lora::Linear4bit>* q = op == Op::Linear4bit ? &quantized(s, backend) : nullptr;
+        const bool four_bit = op == Op::Linear4bit || op == Op::Linear4bitInt8;
+        std::vector<lora::Linear4bit>* q =
+            four_bit ? &quantized(s, backend, op == Op::Linear4bitInt8) : nullptr;
+        torch::Tensor src, dst;
+        std::unique_ptr<kernels::Buffer> from, to;
+        const size_t copy_bytes = size_t(kCopyFloats) * sizeof(float);
+        if (op == Op::Memcpy) {
+          src = torch::randn({kCopyFloats});
+          dst = torch::empty({kCopyFloats});
+          const auto host = kernels::Location::host();
+          from = kernels::cpu_backend().wrap(src.data_ptr(), copy_bytes, host);
+          to = kernels::cpu_backend().wrap(dst.data_ptr(), copy_bytes, host);
+          kernels::cpu_backend().copy(*from, *to, copy_bytes);  // first touch, untimed
+        }
         size_t i = 0;
         for (auto _ : state) {
           switch (op) {
             case Op::TorchLinear: y = torch::linear(x, w[i++ % w.size()]); break;
             case Op::EigenLinear: eigen_linear(x, w[i++ % w.size()], y); break;
-            case Op::Linear4bit: y = (*q)[i++ % q->size()]->forward(x); break;
+            case Op::Linear4bit:
+            case Op::Linear4bitInt8: y = (*q)[i++ % q->size()]->forward(x); break;
+            case Op::Memcpy: kernels::cpu_backend().copy(*from, *to, copy_bytes); break;
           }
           benchmark::DoNotOptimize(y.data_ptr());
         }
-        // Weight bytes read per call (the memory-bound figure at batch 1).
-        state.counters["bytes"] = op == Op::Linear4bit ? double((*q)[0]->storage().total_bytes())
-                                                       : 4.0 * double(s.in * s.out);
+        // Bytes read per call: the weight's (the memory-bound figure at batch
+        // 1), or the copy's read and write.
+        state.counters["bytes"] = four_bit         ? double((*q)[0]->storage().total_bytes())
+                                  : op == Op::Memcpy ? 2.0 * double(copy_bytes)
+                                                     : 4.0 * double(s.in * s.out);
       })
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime()
@@ -82,8 +110,28 @@ void register_all(int threads, std::shared_ptr<kernels::Backend> opencl) {
       register_op("torch_linear_fp32", Op::TorchLinear, s, batch, threads, nullptr);
       register_op("eigen_linear_fp32", Op::EigenLinear, s, batch, threads, nullptr);
       register_op("linear4bit_nf4", Op::Linear4bit, s, batch, threads, nullptr);
+      if (batch == 1) {
+        register_op("linear4bit_nf4_int8", Op::Linear4bitInt8, s, batch, threads, nullptr);
+        register_op("memcpy", Op::Memcpy, s, batch, threads, nullptr);
+      }
       if (opencl) register_op("linear4bit_nf4_opencl", Op::Linear4bit, s, batch, threads, opencl);
     }
+}
+
+// The int8 path's error against the exact one, per shape, on normal x:
+// |y_int8 - y| relative to |y| (L2 over the outputs), and the largest
+// |y_int8 - y| relative to the largest |y|.
+void print_int8_error() {
+  std::printf("linear4bit_nf4_int8 against linear4bit_nf4 (x ~ N(0, 1), batch 1):\n");
+  torch::NoGradGuard no_grad;
+  for (const Shape& s : kShapes) {
+    const torch::Tensor x = torch::randn({1, s.in});
+    const torch::Tensor y = quantized(s, nullptr)[0]->forward(x);
+    const torch::Tensor y8 = quantized(s, nullptr, true)[0]->forward(x);
+    std::printf("  %-10s relative L2 error %.2e, largest error / largest |y| %.2e\n",
+                s.name().c_str(), ((y8 - y).norm() / y.norm()).item<double>(),
+                ((y8 - y).abs().max() / y.abs().max()).item<double>());
+  }
 }
 
 void print_weight_bytes() {
@@ -112,9 +160,11 @@ int main(int argc, char** argv) {
                 opencl->name().c_str());
   }
   bench::print_weight_bytes();
+  bench::print_int8_error();
   bench::register_all(1, all == 1 ? opencl : nullptr);
   if (all > 1) bench::register_all(all, opencl);
-  bench::RatioReporter reporter(std::vector<std::string>{"torch_linear_fp32", "eigen_linear_fp32"});
+  bench::RatioReporter reporter(
+      std::vector<std::string>{"torch_linear_fp32", "eigen_linear_fp32", "memcpy"});
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
   return 0;

@@ -168,6 +168,17 @@ void Backend::gemv_4bit(const Buffer& x, const Weight4bit& w, const Buffer* bias
   do_gemv_4bit(x, w, bias, y, dtype);
 }
 
+void Backend::gemv_4bit_int8(const Buffer& x, const Weight4bit& w, const Buffer* bias, Buffer& y,
+                             DType dtype) {
+  const char* op = "gemv_4bit_int8";
+  check_matmul_dtype(dtype, op);
+  check_weight4bit(w, op);
+  check_buffer(x, w.in_features * dtype_size(dtype), op, "x");
+  check_buffer(y, w.out_features * dtype_size(dtype), op, "y");
+  if (bias) check_buffer(*bias, w.out_features * dtype_size(dtype), op, "bias");
+  do_gemv_4bit_int8(x, w, bias, y, dtype);
+}
+
 void Backend::gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w, Buffer& dx,
                                    DType dtype) {
   const char* op = "gemm_4bit_input_grad";

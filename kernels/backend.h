@@ -267,6 +267,18 @@ class Backend {
                  DType dtype);
   // The m = 1 case (one token): a memory-bound pass over the packed codes.
   void gemv_4bit(const Buffer& x, const Weight4bit& w, const Buffer* bias, Buffer& y, DType dtype);
+  // gemv_4bit approximately, for generation and evaluation (training keeps
+  // gemv_4bit): the x values under each weight block are rounded to int8 codes
+  // on a scale of their own, s_x = max |x| / 127 over the block, and the
+  // format's 16 values to int8 on one scale, u = max |value| / 127; each
+  // block's dot product is exact in integers, then scaled by absmax * u * s_x.
+  // Per block, against the exact product, the error is at most
+  //   absmax * (u / 2 * sum |x| + max |value| * (1 + 1 / 254) * s_x / 2 * blocksize)
+  // plus float rounding. A block of x holding inf or NaN makes its rows NaN.
+  // Weights whose rows do not hold whole blocks, and backends without such a
+  // path (OpenCL, CUDA), run gemv_4bit.
+  void gemv_4bit_int8(const Buffer& x, const Weight4bit& w, const Buffer* bias, Buffer& y,
+                      DType dtype);
   // dx[m, in] = dy[m, out] * dequant(W): the input gradient of gemm_4bit (W is
   // frozen, so there is no weight gradient).
   void gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w, Buffer& dx,
@@ -361,6 +373,10 @@ class Backend {
                             DType dtype) = 0;
   virtual void do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w,
                                        Buffer& dx, DType dtype) = 0;
+  virtual void do_gemv_4bit_int8(const Buffer& x, const Weight4bit& w, const Buffer* bias,
+                                 Buffer& y, DType dtype) {
+    do_gemv_4bit(x, w, bias, y, dtype);
+  }
   virtual void do_gemm_int8(const Buffer& x, size_t m, const WeightInt8& w, const Buffer* bias,
                             Buffer& y) = 0;
 

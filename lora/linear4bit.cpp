@@ -99,7 +99,7 @@ torch::Tensor Linear4bitImpl::forward(const torch::Tensor& x) {
   kernel_weight_->sync(packed_, state_);
   const auto dtype = options_.compute_dtype();
   const torch::Tensor b = bias.defined() ? bias.to(dtype) : torch::Tensor();
-  return matmul_4bit(x.to(dtype), kernel_weight_, b).to(in_dtype);
+  return matmul_4bit(x.to(dtype), kernel_weight_, b, options_.int8_gemv()).to(in_dtype);
 }
 
 torch::Tensor Linear4bitImpl::dequantized_weight() const {

@@ -38,6 +38,12 @@ struct Linear4bitOptions {
   // backend the packed weight is uploaded once and stays on the device;
   // activations cross per call.
   TORCH_ARG(std::shared_ptr<kernels::Backend>, backend) = nullptr;
+  // Generation on the CPU: with grad mode off (torch::NoGradGuard), a single
+  // token takes the approximate int8 path (Backend::gemv_4bit_int8: x rounded
+  // to int8 per weight block, integer dot products; its error bound is in
+  // kernels/backend.h, measured in docs/PERFORMANCE.md). Training, and any call
+  // with grad mode on, keeps the exact path; other backends ignore it.
+  TORCH_ARG(bool, int8_gemv) = false;
 };
 
 class Linear4bitImpl : public torch::nn::Module {

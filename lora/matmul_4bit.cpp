@@ -137,7 +137,8 @@ int64_t Kernel4bitWeight::out_features() const {
 
 torch::Device Kernel4bitWeight::device() const { return binding()->fingerprint.device; }
 
-torch::Tensor Kernel4bitWeight::forward(const torch::Tensor& x, const torch::Tensor& bias) const {
+torch::Tensor Kernel4bitWeight::forward(const torch::Tensor& x, const torch::Tensor& bias,
+                                        bool int8_gemv) const {
   const auto bound = binding();
   const kernels::Weight4bit& w = bound->desc;
   const kernels::DType dtype = quant::kernel_dtype(x.scalar_type(), "Linear4bit input");
@@ -148,7 +149,10 @@ torch::Tensor Kernel4bitWeight::forward(const torch::Tensor& x, const torch::Ten
   std::unique_ptr<quant::TensorBuffer> bb;
   if (bias.defined()) bb = std::make_unique<quant::TensorBuffer>(be, bias, true);
   const kernels::Buffer* bias_buffer = bb ? &bb->buffer() : nullptr;
-  be.gemm_4bit(xb.buffer(), size_t(m), w, bias_buffer, yb.buffer(), dtype);
+  if (int8_gemv && m == 1)
+    be.gemv_4bit_int8(xb.buffer(), w, bias_buffer, yb.buffer(), dtype);
+  else
+    be.gemm_4bit(xb.buffer(), size_t(m), w, bias_buffer, yb.buffer(), dtype);
   yb.download();
   return y;
 }
@@ -196,7 +200,7 @@ struct Matmul4bitFunction : torch::autograd::Function<Matmul4bitFunction> {
 }  // namespace
 
 torch::Tensor matmul_4bit(const torch::Tensor& x, const c10::intrusive_ptr<Kernel4bitWeight>& weight,
-                          const torch::Tensor& bias) {
+                          const torch::Tensor& bias, bool int8_gemv) {
   TORCH_CHECK(weight && weight->generation() > 0, "matmul_4bit: the weight is not bound (sync it)");
   TORCH_CHECK(x.defined() && x.dim() >= 1, "matmul_4bit: x must have at least one dimension");
   const auto t = x.scalar_type();
@@ -227,7 +231,8 @@ torch::Tensor matmul_4bit(const torch::Tensor& x, const c10::intrusive_ptr<Kerne
   } else {
     // Nothing to differentiate (inference, or a frozen first layer): no graph node, no saved
     // context. On a GPU at batch 1 the host's few microseconds are part of every call.
-    y = weight->forward(x2, bias.defined() ? bias.contiguous() : torch::Tensor());
+    y = weight->forward(x2, bias.defined() ? bias.contiguous() : torch::Tensor(),
+                        int8_gemv && !torch::autograd::GradMode::is_enabled());
   }
   std::vector<int64_t> sizes = x.sizes().vec();
   sizes.back() = y.size(1);

@@ -47,8 +47,10 @@ class Kernel4bitWeight : public torch::CustomClassHolder {
   torch::Device device() const;
 
   // x [m, in] contiguous float32/float16/bfloat16 on the weight's device ->
-  // x W^T (+ bias) [m, out], same dtype.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias) const;
+  // x W^T (+ bias) [m, out], same dtype. `int8_gemv`: one token (m = 1) takes
+  // Backend::gemv_4bit_int8, the approximate integer path.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias,
+                        bool int8_gemv = false) const;
   // dy [m, out] -> dy W [m, in], same dtype.
   torch::Tensor input_grad(const torch::Tensor& dy) const;
 
@@ -67,9 +69,11 @@ class Kernel4bitWeight : public torch::CustomClassHolder {
 // y = x W^T (+ bias) with autograd (grad for x and, when it requires grad,
 // bias). x [..., in] of float32/float16/bfloat16 (the compute dtype) on the
 // weight's device; bias [out] of x's dtype or undefined. `weight` must have
-// been synced.
+// been synced. `int8_gemv`: with grad mode off (torch::NoGradGuard, as in
+// generation and evaluation), one token takes Backend::gemv_4bit_int8; with
+// grad mode on the exact path always runs.
 torch::Tensor matmul_4bit(const torch::Tensor& x, const c10::intrusive_ptr<Kernel4bitWeight>& weight,
-                          const torch::Tensor& bias = {});
+                          const torch::Tensor& bias = {}, bool int8_gemv = false);
 
 // Convenience form for a one-off call on the backend of the codes' device.
 torch::Tensor matmul_4bit(const torch::Tensor& x, const torch::Tensor& packed,

@@ -117,6 +117,12 @@ void CpuBackend::do_gemv_4bit(const Buffer& x, const Weight4bit& w, const Buffer
   active_kernels().gemv_4bit(as<void>(x), view_of(w), host_or_null(bias), as<void>(y), dtype);
 }
 
+void CpuBackend::do_gemv_4bit_int8(const Buffer& x, const Weight4bit& w, const Buffer* bias,
+                                   Buffer& y, DType dtype) {
+  active_kernels().gemv_4bit_int8(as<void>(x), view_of(w), host_or_null(bias), as<void>(y),
+                                  dtype);
+}
+
 void CpuBackend::do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w,
                                          Buffer& dx, DType dtype) {
   active_kernels().gemm_4bit_input_grad(as<void>(dy), m, view_of(w), as<void>(dx), dtype);

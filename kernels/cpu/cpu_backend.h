@@ -56,6 +56,8 @@ class CpuBackend final : public Backend {
                     DType dtype) override;
   void do_gemv_4bit(const Buffer& x, const Weight4bit& w, const Buffer* bias, Buffer& y,
                     DType dtype) override;
+  void do_gemv_4bit_int8(const Buffer& x, const Weight4bit& w, const Buffer* bias, Buffer& y,
+                         DType dtype) override;
   void do_gemm_4bit_input_grad(const Buffer& dy, size_t m, const Weight4bit& w, Buffer& dx,
                                DType dtype) override;
   void do_gemm_int8(const Buffer& x, size_t m, const WeightInt8& w, const Buffer* bias,

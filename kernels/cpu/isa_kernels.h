@@ -27,6 +27,7 @@ struct IsaKernels {
   decltype(&cpu::gemv_4bit) gemv_4bit;
   decltype(&cpu::gemm_4bit_input_grad) gemm_4bit_input_grad;
   decltype(&cpu::gemv_4bit_vectorised) gemv_4bit_vectorised;
+  decltype(&cpu::gemv_4bit_int8) gemv_4bit_int8;
   decltype(&cpu::gemm_int8) gemm_int8;
   decltype(&cpu::gemm_int8_core) gemm_int8_core;
   decltype(&cpu::gemm_int8_s32) gemm_int8_s32;

@@ -17,6 +17,7 @@ const IsaKernels& path_kernels() {
       gemv_4bit,
       gemm_4bit_input_grad,
       gemv_4bit_vectorised,
+      gemv_4bit_int8,
       gemm_int8,
       gemm_int8_core,
       gemm_int8_s32,

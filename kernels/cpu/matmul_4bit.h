@@ -19,6 +19,12 @@ void gemv_4bit(const void* x, const Weight4bitView& w, const void* bias, void* y
 void gemm_4bit_input_grad(const void* dy, size_t m, const Weight4bitView& w, void* dx,
                           DType dtype);
 
+// gemv_4bit approximately, with int8 dot products (Backend::gemv_4bit_int8);
+// gemv_4bit itself where the rows do not hold whole blocks.
+void gemv_4bit_int8(const void* x, const Weight4bitView& w, const void* bias, void* y,
+                    DType dtype);
+bool gemv_4bit_int8_supported(const Weight4bitView& w);
+
 // Whether gemv_4bit takes the vector loop for rows of `in_features` values
 // (otherwise it runs the tiled gemm path with m = 1); tests use it to cover both.
 bool gemv_4bit_vectorised(size_t in_features);

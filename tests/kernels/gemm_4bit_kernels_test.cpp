@@ -4,7 +4,9 @@
 // checked independently of quantize_4bit: nibble order, rows that straddle
 // blocks or start on a low nibble, double-quantized absmax, bias, float16 and
 // bfloat16.
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
@@ -297,6 +299,135 @@ TEST(Matmul4bit, CasesCoverBothCpuGemvPaths) {
   EXPECT_TRUE(tiled);
   if (kernels::cpu_isa() != kernels::CpuIsa::Generic) {
     EXPECT_TRUE(vectorised);
+  }
+}
+
+// gemv_4bit_int8 against the double reference, within the bound
+// kernels/backend.h states for it: per block, with s the block's scale, u =
+// max |value| / 127 and s_x = max |x| / 127 over the block,
+//   |s| * (u / 2 * sum |x| + max |value| * (1 + 1 / 254) * s_x / 2 * blocksize),
+// plus the float rounding and output rounding `tolerance` allows the exact
+// path. The cases cover the vector loop (blocks of 64 and more), the scalar
+// one (blocks of 32), double quantization, both formats, bias, the three
+// dtypes, and rows that do not hold whole blocks (which run gemv_4bit).
+struct Int8Case {
+  size_t out, in;
+  int blocksize;
+  Format4 format;
+  bool double_quant;
+  bool bias;
+  DType dtype;
+};
+
+const std::vector<Int8Case>& int8_cases() {
+  static const std::vector<Int8Case> all = {
+      {96, 512, 64, Format4::NF4, true, true, DType::F32},
+      {70, 1024, 128, Format4::FP4, false, false, DType::BF16},
+      {33, 256, 32, Format4::NF4, false, true, DType::F16},
+      {17, 4096, 4096, Format4::NF4, true, false, DType::F32},
+      {29, 77, 64, Format4::NF4, true, true, DType::F32},  // blocks straddle rows
+  };
+  return all;
+}
+
+kernels::cpu::Weight4bitView host_view(const RandomWeight& w) {
+  kernels::cpu::Weight4bitView v{};
+  v.packed = w.packed.data();
+  if (w.double_quant) {
+    v.absmax_codes = w.absmax_codes.data();
+    v.nested_absmax = w.nested_absmax.data();
+    v.nested_code = w.nested_code.data();
+    v.nested_shift = int(std::log2(double(w.nested_blocksize)));
+    v.offset = w.offset;
+  } else {
+    v.absmax = w.absmax.data();
+  }
+  v.out_features = w.out;
+  v.in_features = w.in;
+  v.block_shift = int(std::log2(double(w.blocksize)));
+  v.value = kernels::format4_table(w.format).value.data();
+  return v;
+}
+
+// Checks y (stored in c.dtype) against the bound; returns the largest error
+// relative to the output's terms, sum |t|.
+double check_int8_output(const Int8Case& c, const RandomWeight& w, const Activations& x,
+                         const Activations& bias, const std::vector<uint8_t>& y,
+                         const std::string& what) {
+  const auto& value = kernels::format4_table(c.format).value;
+  double vmax = 0;
+  for (float v : value) vmax = std::max(vmax, std::fabs(double(v)));
+  const double u = vmax / 127.0;
+  double worst = 0;
+  for (size_t o = 0; o < c.out; ++o) {
+    double ref = c.bias ? bias.value[o] : 0.0, abs_sum = std::fabs(ref), bound = 0;
+    for (size_t b0 = 0; b0 < c.in; b0 += size_t(c.blocksize)) {
+      double xsum = 0, xmax = 0;
+      for (size_t i = b0; i < b0 + size_t(c.blocksize) && i < c.in; ++i) {
+        const double t = w.at(o, i) * x.value[i];
+        ref += t;
+        abs_sum += std::fabs(t);
+        xsum += std::fabs(x.value[i]);
+        xmax = std::max(xmax, std::fabs(x.value[i]));
+      }
+      const double s = std::fabs(w.scale[(o * c.in + b0) / size_t(c.blocksize)]);
+      bound += s * (u / 2 * xsum + vmax * (1 + 1.0 / 254) * xmax / 127 / 2 * c.blocksize);
+    }
+    const double got = stored_value(y, c.dtype, o);
+    EXPECT_NEAR(got, ref, bound + tolerance(ref, abs_sum, c.dtype, false))
+        << what << " y[" << o << "]";
+    worst = std::max(worst, std::fabs(got - ref) / abs_sum);
+  }
+  return worst;
+}
+
+TEST(Matmul4bit, Int8GemvStaysWithinItsBound) {
+  std::shared_ptr<Backend> holder;
+  for (const Int8Case& c : int8_cases()) {
+    const std::string what = "W[" + std::to_string(c.out) + "x" + std::to_string(c.in) + "] bs" +
+                             std::to_string(c.blocksize) + " " + kernels::format4_name(c.format) +
+                             " " + kernels::dtype_name(c.dtype);
+    const RandomWeight w = random_weight(c.out, c.in, c.blocksize, c.format, c.double_quant, 23);
+    const Activations x = random_activations(c.in, c.dtype, 29);
+    const Activations bias = random_activations(c.out, c.dtype, 31);
+    const size_t y_bytes = c.out * kernels::dtype_size(c.dtype);
+    // Through each backend (OpenCL and CUDA run gemv_4bit: the bound holds too).
+    for (const auto& [name, be] : testing::test_backends(holder)) {
+      DeviceWeight dw = to_device(*be, w);
+      auto xb = upload(*be, x.bytes);
+      auto bb = upload(*be, bias.bytes);
+      auto yb = be->allocate(y_bytes);
+      be->gemv_4bit_int8(*xb, dw.desc, c.bias ? bb.get() : nullptr, *yb, c.dtype);
+      check_int8_output(c, w, x, bias, download<uint8_t>(*be, *yb, y_bytes), name + " " + what);
+    }
+    // Every CPU path, which must also differ from the exact gemv where the
+    // rows hold whole blocks (else the int8 path did not run).
+    const kernels::cpu::Weight4bitView view = host_view(w);
+    for (kernels::CpuIsa isa : kernels::cpu_isas()) {
+      const auto& path = kernels::cpu::isa_kernels(isa);
+      std::vector<uint8_t> y(y_bytes), exact(y_bytes);
+      const void* b = c.bias ? bias.bytes.data() : nullptr;
+      path.gemv_4bit_int8(x.bytes.data(), view, b, y.data(), c.dtype);
+      path.gemv_4bit(x.bytes.data(), view, b, exact.data(), c.dtype);
+      const std::string where = std::string(kernels::cpu_isa_name(isa)) + " " + what;
+      const double worst = check_int8_output(c, w, x, bias, y, where);
+      std::printf("%s: largest error %.2e of sum |w x|\n", where.c_str(), worst);
+      EXPECT_EQ(y == exact, c.in % size_t(c.blocksize) != 0) << where;
+    }
+  }
+}
+
+// A block of x holding NaN or inf makes every row NaN (each row reads every block of x).
+TEST(Matmul4bit, Int8GemvPropagatesNonFiniteActivations) {
+  const RandomWeight w = random_weight(8, 256, 64, Format4::NF4, false, 37);
+  const kernels::cpu::Weight4bitView view = host_view(w);
+  for (float bad : {std::nanf(""), INFINITY}) {
+    std::vector<float> x(256, 0.5f), y(8);
+    x[70] = bad;
+    for (kernels::CpuIsa isa : kernels::cpu_isas()) {
+      kernels::cpu::isa_kernels(isa).gemv_4bit_int8(x.data(), view, nullptr, y.data(), DType::F32);
+      for (float v : y) EXPECT_TRUE(std::isnan(v)) << kernels::cpu_isa_name(isa) << " x has " << bad;
+    }
   }
 }
 

@@ -77,6 +77,37 @@ Linear4bit make_layer(const Shape& s, bool bias, torch::ScalarType compute,
                                 .backend(std::move(backend)));
 }
 
+// Linear4bitOptions::int8_gemv: only a single token with grad mode off takes
+// the int8 path. Its error is bounded in the kernel tests
+// (Matmul4bit.Int8GemvStaysWithinItsBound); here it must differ from the exact
+// path and stay within 1% of sum |w x| (the bound is about 0.6% for normal x
+// and NF4), and everything else must be the exact path bit for bit.
+TEST(Linear4bit, Int8GemvOnlyForOneTokenWithoutGrad) {
+  torch::manual_seed(3);
+  torch::nn::Linear linear(torch::nn::LinearOptions(256, 40));
+  Linear4bit exact(linear, Linear4bitOptions());
+  Linear4bit fast(linear, Linear4bitOptions().int8_gemv(true));
+  const torch::Tensor x = torch::randn({1, 1, 256}), xs = torch::randn({3, 256});
+  torch::Tensor y_fast, y_exact, ys_fast, ys_exact;
+  {
+    torch::NoGradGuard no_grad;
+    y_fast = fast->forward(x);
+    y_exact = exact->forward(x);
+    ys_fast = fast->forward(xs);
+    ys_exact = exact->forward(xs);
+  }
+  ASSERT_EQ(y_fast.sizes(), y_exact.sizes());
+  EXPECT_FALSE(torch::equal(y_fast, y_exact)) << "the int8 path did not run";
+  const torch::Tensor w = exact->dequantized_weight().to(torch::kFloat64);
+  const torch::Tensor terms =
+      torch::linear(x.to(torch::kFloat64).abs(), w.abs(), linear->bias.to(torch::kFloat64).abs());
+  EXPECT_LE(((y_fast - y_exact).to(torch::kFloat64).abs() - 0.01 * terms).max().item<double>(),
+            0.0);
+  EXPECT_TRUE(torch::equal(ys_fast, ys_exact)) << "three tokens must take the exact path";
+  // Grad mode on (training, even with nothing to differentiate): exact.
+  EXPECT_TRUE(torch::equal(fast->forward(x), y_exact));
+}
+
 TEST(Linear4bit, ForwardEqualsLinearOfDequantizedWeight) {
   torch::manual_seed(0);
   for (auto& [bname, backend] : all_backends())
