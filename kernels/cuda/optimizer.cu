@@ -73,9 +73,7 @@ struct StateView {
 #pragma unroll
         for (int k = 0; k < N; ++k) c[k] = uint8_t(table->zero);
       } else {
-        const float inv = 1.0f / m;
-#pragma unroll
-        for (int k = 0; k < N; ++k) c[k] = encode(*table, v[k] * inv);
+        encode_n(*table, v, 1.0f / m, c);
       }
       store_bytes<N, kChecked>(static_cast<uint8_t*>(data), i, n, c);
       if (leader) absmax[b] = m;
@@ -157,7 +155,10 @@ struct StepOperands {
 // CUDA block has max(its threads, that).
 int update_group(int blocksize, int per_thread) { return blocksize / per_thread; }
 
-// Each thread updates N consecutive elements of a quantization block.
+// Each thread updates N consecutive elements of a quantization block, and
+// `groups` quantization blocks share a CUDA block (blockDim.x / (blocksize /
+// N), passed by the host: a kernel argument holds no register across the
+// loop, where the quotient computed here was spilled to local memory).
 // Index: uint32_t when every element index fits (fewer registers), else
 // size_t. `aligned`: every operand starts on a 16-byte boundary, so the blocks
 // that lie wholly inside the tensor (all but maybe the last) are read and
@@ -165,20 +166,20 @@ int update_group(int blocksize, int per_thread) { return blocksize / per_thread;
 template <typename T, typename Rule, bool kQuantized, bool kTwoStates, typename Index, int N,
           int kMaxThreads, int kMinBlocks>
 __global__ void __launch_bounds__(kMaxThreads, kMinBlocks)
-    update_kernel(OptimizerPointers op, bool aligned, const StepSlot* slot, StepFlags* flags) {
+    update_kernel(OptimizerPointers op, bool aligned, int groups, const StepSlot* slot,
+                  StepFlags* flags) {
   if (flags->found_inf) return;
   __shared__ uint32_t scratch[2][3][32];
   const StepOperands<T, kQuantized, kTwoStates> ops(op, load_tables<kQuantized, kTwoStates>(op));
   const lb_optim_args a = slot->args;
   const Index n = Index(op.n);
   const int g = op.blocksize / N;
-  const Index groups = Index(blockDim.x) / Index(g);
   const Index nb = Index(blocks_of(op.n, op.blocksize));
   const Index full = aligned ? n / Index(op.blocksize) : Index(0);  // blocks below are whole
   const Index group = Index(threadIdx.x) / Index(g), lane = Index(threadIdx.x) % Index(g);
   int parity = 0;
-  for (Index first = Index(blockIdx.x) * groups; first < nb;
-       first += Index(gridDim.x) * groups, ++parity) {
+  for (Index first = Index(blockIdx.x) * Index(groups); first < nb;
+       first += Index(gridDim.x) * Index(groups), ++parity) {
     const Index b = first + group;
     const bool active = b < nb, whole = b < full;
     const Index i = b * Index(op.blocksize) + lane * Index(N);
@@ -521,7 +522,8 @@ void optimizer_update(const OptimizerPointers& op, const StepSlot* slot, StepFla
       const int group = update_group(op.blocksize, per_thread);
       const int threads = std::max(kUpdateThreads, group);
       const unsigned grid = grid_for(nb, size_t(threads / group), l.max_blocks(per_sm));
-      kernel<<<grid, threads, table_bytes(op), l.stream>>>(op, aligned, slot, flags);
+      kernel<<<grid, threads, table_bytes(op), l.stream>>>(op, aligned, threads / group, slot,
+                                                           flags);
     };
     if (common) {
       // 64 registers, four blocks per SM. (H200, 256M, same-run A/B:
