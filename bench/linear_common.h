@@ -5,6 +5,8 @@
 #pragma once
 
 #define EIGEN_DONT_PARALLELIZE  // threads come from the OpenMP split below
+#include <unistd.h>
+
 #include <Eigen/Core>
 
 #include <omp.h>
@@ -30,12 +32,19 @@ inline std::string linear_group(const Shape& s, int64_t batch, int threads) {
   return s.name() + "/batch:" + std::to_string(batch) + "/threads:" + std::to_string(threads);
 }
 
-// Calls rotate over copies of a layer holding at least this many bytes in
-// all, more than the last-level cache (32 MiB on the machines measured), so
-// every call streams its weight from memory as in a model with many layers.
-constexpr double kRotationBytes = 96.0 * (1 << 20);
+// Calls rotate over copies of a layer holding at least three times the
+// last-level cache in all (at least 96 MiB), so every call streams its weight
+// from memory as in a model with many layers. (The GPU machine's 16-core
+// Xeon has 300 MiB of L3: with a fixed 96 MiB its batch-1 rows read the
+// cache, above memcpy's rate.)
+inline double rotation_bytes() {
+  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  return std::max(96.0 * (1 << 20), 3.0 * double(l3 > 0 ? l3 : 0));
+}
 
-inline int copies_for(double bytes) { return std::max(1, int(std::ceil(kRotationBytes / bytes))); }
+inline int copies_for(double bytes) {
+  return std::max(1, int(std::ceil(rotation_bytes() / bytes)));
+}
 
 // Float32 weights [out, in] (scaled like a trained layer's), enough copies to
 // rotate over; made once per shape.
