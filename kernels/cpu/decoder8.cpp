@@ -23,6 +23,22 @@ __m512i element_order() {
       for (int j = 0; j < 4; ++j) idx[16 * lane + 4 * r + j] = uint8_t(16 * r + 4 * lane + j);
   return _mm512_load_si512(idx);
 }
+#elif LOWBIT_CPU_AVX2
+// The entries of eight codes (byte k of c: lane k) without vpgatherdd, which
+// Zen 4 runs slowly: each entry is a broadcast load (a load uop) and blends
+// put it in its lane. On the 2-core Zen 4 VM, 256-code blocks in L1, medians
+// of 31 interleaved runs: 0.24 ns per value against the gather's 0.38 (the
+// VBMI decoder: 0.08-0.10).
+__m256 eight_entries(const float* table, uint64_t c) {
+  const auto entry = [table, c](int k) {
+    return _mm256_broadcast_ss(table + ((c >> (8 * k)) & 0xff));
+  };
+  const __m256 low = _mm256_blend_ps(_mm256_blend_ps(entry(0), entry(1), 0x02),
+                                     _mm256_blend_ps(entry(2), entry(3), 0x08), 0x0c);
+  const __m256 high = _mm256_blend_ps(_mm256_blend_ps(entry(4), entry(5), 0x20),
+                                      _mm256_blend_ps(entry(6), entry(7), 0x80), 0xc0);
+  return _mm256_blend_ps(low, high, 0xf0);
+}
 #endif
 
 }  // namespace
@@ -71,12 +87,11 @@ void Decoder8::decode_scaled(const uint8_t* codes, float absmax, float* out, siz
       _mm512_storeu_ps(out + i + 16 * r, _mm512_mul_ps(_mm512_castsi512_ps(f[r]), m));
   }
 #elif LOWBIT_CPU_AVX2
-  // No byte permutes: eight codebook entries per gather, the same products.
   const __m256 m = _mm256_set1_ps(absmax);
   for (; i + 8 <= n; i += 8) {
-    const __m256i c =
-        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + i)));
-    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_i32gather_ps(code_.data(), c, 4), m));
+    uint64_t c;
+    std::memcpy(&c, codes + i, sizeof c);
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(eight_entries(code_.data(), c), m));
   }
 #elif LOWBIT_CPU_NEON
   // The byte planes as four 64-byte tables each: tbl looks codes 0-63 up and

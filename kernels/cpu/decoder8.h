@@ -2,8 +2,9 @@
 // same products as the scalar loop. With AVX512-VBMI the 256 codebook floats
 // are held as four byte planes and 64 codes are looked up per step with byte
 // permutes (vpermi2b) instead of gathers, which cost ~1 cycle per element.
-// The AVX2 path gathers eight entries at a time. NEON looks the byte planes
-// up with 64-byte table lookups (tbl/tbx), 16 codes per step.
+// The AVX2 path loads eight entries one by one and blends them into a vector
+// (vpgatherdd is slower on Zen 4). NEON looks the byte planes up with 64-byte
+// table lookups (tbl/tbx), 16 codes per step.
 #pragma once
 
 #include <array>

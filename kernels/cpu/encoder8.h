@@ -57,6 +57,9 @@ class Encoder8 {
     std::array<int32_t, 16> first{};  // per span: its first piece
     std::array<int32_t, 16> threshold1{}, threshold2{};  // float bits; INT32_MAX: none
     std::array<float, 16> slope{}, offset{};
+    // Spans 8-15 (|r| in [2^-15, 2)): the slope and offset of the span's
+    // first piece and of the two after it, which the AVX2 path picks among.
+    std::array<std::array<float, 8>, 3> hot_slope{}, hot_offset{};
   };
 
   // True if encode_scaled has its table-free vector form for this codebook
