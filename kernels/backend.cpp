@@ -144,14 +144,19 @@ void Backend::check_weight4bit(const Weight4bit& w, const char* op) const {
   }
 }
 
-void Backend::gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Buffer* bias,
-                        Buffer& y, DType dtype) {
-  const char* op = "gemm_4bit";
+void Backend::check_matmul_4bit(const Buffer& x, size_t m, const Weight4bit& w,
+                                const Buffer* bias, const Buffer& y, DType dtype,
+                                const char* op) const {
   check_matmul_dtype(dtype, op);
   check_weight4bit(w, op);
   check_buffer(x, m * w.in_features * dtype_size(dtype), op, "x");
   check_buffer(y, m * w.out_features * dtype_size(dtype), op, "y");
   if (bias) check_buffer(*bias, w.out_features * dtype_size(dtype), op, "bias");
+}
+
+void Backend::gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Buffer* bias,
+                        Buffer& y, DType dtype) {
+  check_matmul_4bit(x, m, w, bias, y, dtype, "gemm_4bit");
   if (m == 0) return;
   if (m == 1) return do_gemv_4bit(x, w, bias, y, dtype);
   do_gemm_4bit(x, m, w, bias, y, dtype);
@@ -159,23 +164,13 @@ void Backend::gemm_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Bu
 
 void Backend::gemv_4bit(const Buffer& x, const Weight4bit& w, const Buffer* bias, Buffer& y,
                         DType dtype) {
-  const char* op = "gemv_4bit";
-  check_matmul_dtype(dtype, op);
-  check_weight4bit(w, op);
-  check_buffer(x, w.in_features * dtype_size(dtype), op, "x");
-  check_buffer(y, w.out_features * dtype_size(dtype), op, "y");
-  if (bias) check_buffer(*bias, w.out_features * dtype_size(dtype), op, "bias");
+  check_matmul_4bit(x, 1, w, bias, y, dtype, "gemv_4bit");
   do_gemv_4bit(x, w, bias, y, dtype);
 }
 
 void Backend::gemv_4bit_int8(const Buffer& x, const Weight4bit& w, const Buffer* bias, Buffer& y,
                              DType dtype) {
-  const char* op = "gemv_4bit_int8";
-  check_matmul_dtype(dtype, op);
-  check_weight4bit(w, op);
-  check_buffer(x, w.in_features * dtype_size(dtype), op, "x");
-  check_buffer(y, w.out_features * dtype_size(dtype), op, "y");
-  if (bias) check_buffer(*bias, w.out_features * dtype_size(dtype), op, "bias");
+  check_matmul_4bit(x, 1, w, bias, y, dtype, "gemv_4bit_int8");
   do_gemv_4bit_int8(x, w, bias, y, dtype);
 }
 

@@ -401,6 +401,9 @@ class Backend {
                    const char* what) const;
   // Throws unless the weight's buffers belong here and match its shape.
   void check_weight4bit(const Weight4bit& w, const char* op) const;
+  // The arguments of a 4-bit matmul forward of m rows (gemm_4bit, gemv_4bit, gemv_4bit_int8).
+  void check_matmul_4bit(const Buffer& x, size_t m, const Weight4bit& w, const Buffer* bias,
+                         const Buffer& y, DType dtype, const char* op) const;
 
  private:
   void check_optimizer_operands(const OptimizerOperands& op, const char* name) const;
