@@ -81,10 +81,11 @@ const char* cl_error_name(cl_int err) {
     LOWBIT_CL_ERR(CL_INVALID_OPERATION)
     LOWBIT_CL_ERR(CL_INVALID_PLATFORM)
 #undef LOWBIT_CL_ERR
-    // Not in the standard: NVIDIA's driver answers it, at the next call that
-    // waits and to every later call of the process that needs the device
-    // (a new context included), after a kernel read or wrote outside the
-    // memory it was given (seen on the H200: OpenClDriverFaults).
+    // Not in the standard: once a kernel of the process read or wrote outside
+    // the memory it was given, NVIDIA's driver answers it to the process's
+    // later calls on the device, a new context included (the call that met
+    // the fault itself got CL_OUT_OF_RESOURCES; seen on the H200,
+    // OpenClDriverFaults).
     case -9999: return "NVIDIA's -9999 (a kernel accessed memory outside its buffers)";
     default: return "CL error";
   }
