@@ -75,8 +75,13 @@ inline float hsum(__m256 a) {
 }
 
 // Row o: blocks of bs values (a multiple of 64), whole inside the row.
+// (No vector crosses this function's boundary: under clang the OpenMP loop
+// that calls it is outlined into a function the ISA region's target
+// attribute does not reach.)
 float row_dot(const Weight4bitView& w, size_t o, const int8_t* xc, const float* xs,
-              __m256i table, float unit) {
+              const int8_t* codes, float unit) {
+  const __m256i table =
+      _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(codes)));
   const size_t in = w.in_features, bs = size_t(1) << w.block_shift;
   const uint8_t* p = w.packed + o * in / 2;
   const size_t b0 = (o * in) >> w.block_shift;
@@ -135,8 +140,7 @@ void gemv_int8(const typename T::Storage* x, const Weight4bitView& w,
 #pragma omp parallel for schedule(dynamic, 64)
   for (ptrdiff_t o = 0; o < rows; ++o) {
 #if LOWBIT_CPU_AVX2
-    const __m256i lut = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(table)));
-    float v = vector ? row_dot(w, size_t(o), xc, xs, lut, unit)
+    float v = vector ? row_dot(w, size_t(o), xc, xs, table, unit)
                      : row_dot_scalar(w, size_t(o), xc, xs, table, unit);
 #else
     float v = row_dot_scalar(w, size_t(o), xc, xs, table, unit);
