@@ -36,13 +36,14 @@ void quantize_x(const typename T::Storage* x, size_t in, size_t bs, bool split_p
       finite = finite && std::isfinite(v[i]);
       m = std::max(m, std::fabs(v[i]));
     }
-    // A block holding inf or NaN gets codes 0 and a NaN scale: its rows' outputs are NaN.
+    // A block holding inf or NaN gets codes 0 (converting NaN to an integer
+    // is undefined) and a NaN scale: its rows' outputs are NaN.
     const float inv = finite && m > 0.0f ? 127.0f / m : 0.0f;
     scale[b] = finite ? m / 127.0f : std::numeric_limits<float>::quiet_NaN();
     int8_t* c = codes + b0;
     for (size_t i = 0; i < bs; ++i) {
       const size_t at = split_pairs ? (i / 64) * 64 + (i % 2) * 32 + (i % 64) / 2 : i;
-      c[at] = int8_t(std::nearbyint(v[i] * inv));
+      c[at] = finite ? int8_t(std::nearbyint(v[i] * inv)) : int8_t(0);
     }
   }
 }
