@@ -110,6 +110,47 @@ std::vector<Piece> greedy_pieces(const std::vector<float>& q) {
   return pieces;
 }
 
+// Joins the spans of `pc` greedily into windows: each takes the next spans
+// while they hold at most two thresholds together. A span's first piece is
+// its window's first piece plus the window's thresholds below it, so a value
+// finds its piece from its window alone. Nothing if more than 8 are needed.
+std::optional<Encoder8::Pieces::Windows> make_windows(const Encoder8::Pieces& pc,
+                                                      size_t pieces) {
+  constexpr int32_t kNone = std::numeric_limits<int32_t>::max();
+  Encoder8::Pieces::Windows out;
+  std::vector<int32_t> thresholds;  // of the window being filled
+  size_t w = 0;
+  const auto close = [&](int span) {
+    const size_t first = size_t(pc.first[size_t(span)]);
+    thresholds.resize(2, kNone);
+    out.threshold1[w] = thresholds[0];
+    out.threshold2[w] = thresholds[1];
+    // A piece past the last is never reached (its threshold is kNone).
+    for (size_t k = 0; k < 3; ++k) {
+      const size_t p = std::min(first + k, pieces - 1);
+      out.slope[k][w] = pc.slope[p];
+      out.offset[k][w] = pc.offset[p];
+    }
+    thresholds.clear();
+    ++w;
+  };
+  int start = 0;
+  for (int b = 0; b < kSpans; ++b) {
+    std::vector<int32_t> inside;
+    for (int32_t t : {pc.threshold1[size_t(b)], pc.threshold2[size_t(b)]})
+      if (t != kNone) inside.push_back(t);
+    if (thresholds.size() + inside.size() > 2) {
+      close(start);
+      if (w == 8) return std::nullopt;
+      start = b;
+    }
+    thresholds.insert(thresholds.end(), inside.begin(), inside.end());
+    out.of_span[size_t(b)] = out.of_span[size_t(16 + b)] = uint8_t(w);
+  }
+  close(start);
+  return out;
+}
+
 }  // namespace
 
 // The vector path's pieces for this codebook, or nothing (scalar path only).
@@ -152,14 +193,8 @@ std::optional<Encoder8::Pieces> Encoder8::make_pieces() const {
     out.first[size_t(b)] = first;
     out.threshold1[size_t(b)] = inside[0];
     out.threshold2[size_t(b)] = inside[1];
-    if (b < kSpans / 2) continue;
-    // A piece past the last is never reached (its threshold is INT32_MAX).
-    for (size_t k = 0; k < 3; ++k) {
-      const size_t p = std::min(size_t(first) + k, pieces.size() - 1);
-      out.hot_slope[k][size_t(b - kSpans / 2)] = out.slope[p];
-      out.hot_offset[k][size_t(b - kSpans / 2)] = out.offset[p];
-    }
   }
+  out.windows = make_windows(out, pieces.size());
   return out;
 }
 
@@ -284,34 +319,40 @@ struct Lanes {
 
 #if LOWBIT_CPU_AVX2 && !LOWBIT_CPU_AVX512
 // AVX2 has no 16-entry permute, so the Lanes loop would look each table up
-// with two vpermd and a blend: 58 vector uops per 8 values. Instead, most
-// groups of an optimizer state have every |r| at or above 2^-15 (r is scaled
-// by its block's largest value): spans 8-15 only, indexed by the low 3 bits
-// that one vpermd reads. Such a group looks up its span's thresholds and the
-// slopes and offsets of the span's three pieces side by side, and picks the
-// piece with blends: no lookup waits for another. Other groups take the
-// general road, 16-entry tables as two vpermd and a blend. On Zen 4 this loop
-// did not speed up when vector uops were taken out of it, only when its chain
-// from x to the ambiguity mask got shorter (the FP scheduler seems to hold
-// about one iteration): hence the blends instead of a second lookup after the
-// thresholds, the span taken from r's bits, the fraction test on t - 2^-11
+// with two vpermd and a blend: 58 vector uops per 8 values. Instead the 16
+// spans are joined into at most 8 windows (Pieces::Windows), indexed by the
+// low 3 bits that one vpermd reads. A value finds its window with one byte
+// shuffle of its span, then looks up the window's thresholds and the slopes
+// and offsets of its three pieces side by side, and picks the piece with
+// blends: no lookup waits for another, and every value takes the same road.
+// On Zen 4 this loop did not speed up when vector uops were taken out of it,
+// only when its chain from x to the ambiguity mask got shorter (the FP
+// scheduler seems to hold about one iteration): hence the blends instead of
+// a second lookup after the thresholds, the fraction test on t - 2^-11
 // beside the code, and no clamp (the packs saturate). Four groups share one
 // pack and store. The tables are read from the Pieces in place: building them
 // in registers per call (per 256-value block of a step) cost ~60 cycles.
 // Per value, 256-value blocks in L1, one core of the Zen 4 VM, medians of 31
-// interleaved runs: 0.39 ns (signed map) and 0.39 (unsigned) against 0.45
-// and 0.46 for the loop before (the AVX-512 loop: 0.32 and 0.26).
+// interleaved runs: 0.39 ns (signed map) and 0.39 (unsigned) for values at or
+// above 2^-15 before the windows (then the only fast road; the AVX-512 loop:
+// 0.32 and 0.26); the windows' figures are in docs/PERFORMANCE.md.
 class Avx2Pieces {
  public:
-  explicit Avx2Pieces(const Encoder8::Pieces& pc) : pc_(pc), zero_(_mm256_set1_epi32(pc.zero)) {}
+  explicit Avx2Pieces(const Encoder8::Pieces& pc)
+      : w_(*pc.windows), zero_(_mm256_set1_epi32(pc.zero)) {}
 
   // codes[0..32) = the codes of x[0..32) * scale, but for the lanes returned
   // (bit l: value l), whose t is too close to an integer to decide.
   template <bool kNegatives>
   uint32_t encode32(const float* x, __m256 scale, uint8_t* codes) const {
     __m256i c[4];
-    const uint32_t ambiguous = codes16<kNegatives>(x, scale, c) |
-                               (codes16<kNegatives>(x + 16, scale, c + 2) << 16);
+    uint32_t ambiguous = 0;
+    for (int h = 0; h < 4; h += kStage) {
+      __m256i r[kStage];
+      for (int g = 0; g < kStage; ++g)
+        r[g] = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * (h + g)), scale));
+      ambiguous |= code<kNegatives>(r, c + h) << (8 * h);
+    }
     // Codes are 0..255 (negative sums saturate to 0: the clamp of the Lanes
     // loop). The packs work per 128-bit lane, leaving codes 0-3 of each group
     // in dwords 0-3 and codes 4-7 in dwords 4-7; the permute puts them in order.
@@ -324,97 +365,65 @@ class Avx2Pieces {
   }
 
  private:
-  static __m256i half(const std::array<int32_t, 16>& table, size_t h) {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table.data() + 8 * h));
-  }
-  static __m256i half(const std::array<float, 16>& table, size_t h) {
-    return _mm256_castps_si256(_mm256_loadu_ps(table.data() + 8 * h));
-  }
-  // Entry (index & 15) of a 16-entry table; `upper`: all ones where index & 8.
-  template <typename Table>
-  static __m256i lookup16(const Table& table, __m256i index, __m256i upper) {
-    return _mm256_castps_si256(
-        _mm256_blendv_ps(_mm256_castsi256_ps(_mm256_permutevar8x32_epi32(half(table, 0), index)),
-                         _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(half(table, 1), index)),
-                         _mm256_castsi256_ps(upper)));
-  }
-
-  // The codes of x[0..16) * scale as two groups of 8 in c[0], c[1]; returns
-  // the ambiguous lanes.
+  static constexpr int kStage = 2;
+  // The codes of kStage groups (r = x * scale as bits), as the Lanes loop
+  // computes them, but for the clamp at 0; returns the lanes to decide by the
+  // scalar search (bit 8g + l: lane l of group g).
   template <bool kNegatives>
-  uint32_t codes16(const float* x, __m256 scale, __m256i* c) const {
-    const __m256i r0 = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x), scale));
-    const __m256i r1 = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x + 8), scale));
-    const __m256i y0 = _mm256_and_si256(r0, _mm256_set1_epi32(0x7fffffff));
-    const __m256i y1 = _mm256_and_si256(r1, _mm256_set1_epi32(0x7fffffff));
-    // y - 2^-15 as bits is negative where y is below (both are below 2^31).
-    const __m256i limit = _mm256_set1_epi32(kHotLimit);
-    const __m256i below = _mm256_or_si256(_mm256_sub_epi32(y0, limit), _mm256_sub_epi32(y1, limit));
-    const bool hot = _mm256_movemask_ps(_mm256_castsi256_ps(below)) == 0;
-    uint32_t ambiguous0, ambiguous1;
-    c[0] = hot ? code<kNegatives, true>(r0, y0, ambiguous0)
-               : code<kNegatives, false>(r0, y0, ambiguous0);
-    c[1] = hot ? code<kNegatives, true>(r1, y1, ambiguous1)
-               : code<kNegatives, false>(r1, y1, ambiguous1);
-    return ambiguous0 | (ambiguous1 << 8);
-  }
-
-  // The codes of one group (r = x * scale as bits, y = |r|), as the Lanes
-  // loop computes them, but for the clamp at 0; kHot: every y is at least
-  // 2^-15 (spans 8-15).
-  template <bool kNegatives, bool kHot>
-  __m256i code(__m256i r, __m256i y, uint32_t& ambiguous) const {
-    const __m256i negative = _mm256_cmpgt_epi32(_mm256_setzero_si256(), r);
-    // Negative r also passes a threshold it equals (see the Lanes loop).
-    const __m256i y_cmp = kNegatives ? _mm256_sub_epi32(y, negative) : y;
-    __m256 t;
-    if constexpr (kHot) {
-      // Exponent / 2 in bits 0-2, whatever the sign (bit 7).
-      const __m256i span = _mm256_srli_epi32(r, 24);
-      const __m256 past1 = _mm256_castsi256_ps(
-          _mm256_cmpgt_epi32(y_cmp, _mm256_permutevar8x32_epi32(half(pc_.threshold1, 1), span)));
-      const __m256 past2 = _mm256_castsi256_ps(
-          _mm256_cmpgt_epi32(y_cmp, _mm256_permutevar8x32_epi32(half(pc_.threshold2, 1), span)));
+  uint32_t code(const __m256i* r, __m256i* c) const {
+    __m256i y[kStage], negative[kStage], y_cmp[kStage], window[kStage];
+    for (int g = 0; g < kStage; ++g) {
+      y[g] = _mm256_and_si256(r[g], _mm256_set1_epi32(0x7fffffff));
+      negative[g] = _mm256_cmpgt_epi32(_mm256_setzero_si256(), r[g]);
+      // Negative r also passes a threshold it equals (see the Lanes loop).
+      y_cmp[g] = kNegatives ? _mm256_sub_epi32(y[g], negative[g]) : y[g];
+      // Exponent / 2, at least 48 (0x30..0x3f): the byte shuffle reads its
+      // low 4 bits and leaves the window in the low byte, which vpermd reads.
+      const __m256i span = _mm256_srli_epi32(
+          _mm256_max_epi32(y[g], _mm256_set1_epi32(kFirstExponent << 23)), 24);
+      window[g] = _mm256_shuffle_epi8(
+          _mm256_load_si256(reinterpret_cast<const __m256i*>(w_.of_span.data())), span);
+    }
+    __m256 past1[kStage], past2[kStage];
+    for (int g = 0; g < kStage; ++g) {
+      const auto entry8 = [&](const std::array<int32_t, 8>& table) {
+        return _mm256_permutevar8x32_epi32(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table.data())), window[g]);
+      };
+      past1[g] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(y_cmp[g], entry8(w_.threshold1)));
+      past2[g] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(y_cmp[g], entry8(w_.threshold2)));
+    }
+    uint32_t ambiguous = 0;
+    for (int g = 0; g < kStage; ++g) {
       const auto pick = [&](const std::array<std::array<float, 8>, 3>& piece) {
         const auto entry = [&](size_t k) {
-          return _mm256_permutevar8x32_ps(_mm256_loadu_ps(piece[k].data()), span);
+          return _mm256_permutevar8x32_ps(_mm256_loadu_ps(piece[k].data()), window[g]);
         };
-        return _mm256_blendv_ps(_mm256_blendv_ps(entry(0), entry(1), past1), entry(2), past2);
+        return _mm256_blendv_ps(_mm256_blendv_ps(entry(0), entry(1), past1[g]), entry(2),
+                                past2[g]);
       };
-      t = _mm256_fmadd_ps(_mm256_castsi256_ps(y), pick(pc_.hot_slope), pick(pc_.hot_offset));
-    } else {
-      const __m256i span =  // exponent / 2, at least 48: its low 4 bits select the span
-          _mm256_max_epu32(_mm256_srli_epi32(y, 24), _mm256_set1_epi32(kFirstExponent / 2));
-      const __m256i span_upper =
-          _mm256_cmpgt_epi32(span, _mm256_set1_epi32(kFirstExponent / 2 + 7));
-      const auto past = [&](const std::array<int32_t, 16>& above) {
-        return _mm256_cmpgt_epi32(y_cmp, lookup16(above, span, span_upper));
-      };
-      __m256i piece = lookup16(pc_.first, span, span_upper);
-      piece = _mm256_sub_epi32(_mm256_sub_epi32(piece, past(pc_.threshold1)), past(pc_.threshold2));
-      const __m256i upper = _mm256_cmpgt_epi32(piece, _mm256_set1_epi32(7));
-      t = _mm256_fmadd_ps(_mm256_castsi256_ps(y),
-                          _mm256_castsi256_ps(lookup16(pc_.slope, piece, upper)),
-                          _mm256_castsi256_ps(lookup16(pc_.offset, piece, upper)));
+      const __m256 t =
+          _mm256_fmadd_ps(_mm256_castsi256_ps(y[g]), pick(w_.slope), pick(w_.offset));
+      // The fraction of t is below kWindow where t - kWindow (exact: t < 2^13)
+      // truncates to another integer. t >= 0, so truncation is floor; t below
+      // kWindow is not flagged, but its code 0 is right (no code is below 0).
+      const __m256i magnitude_code = _mm256_cvttps_epi32(t);
+      const __m256i step_below = _mm256_cvttps_epi32(_mm256_sub_ps(t, _mm256_set1_ps(kWindow)));
+      ambiguous |= (uint32_t(_mm256_movemask_ps(_mm256_castsi256_ps(
+                        _mm256_cmpeq_epi32(magnitude_code, step_below)))) ^ 0xffu)
+                   << (8 * g);
+      // zero +/- m (without negative entries every negative r gets code 0).
+      if constexpr (kNegatives)
+        c[g] = _mm256_add_epi32(zero_, _mm256_sub_epi32(_mm256_xor_si256(magnitude_code,
+                                                                         negative[g]),
+                                                        negative[g]));
+      else
+        c[g] = _mm256_andnot_si256(negative[g], magnitude_code);
     }
-    // The fraction of t is below kWindow where t - kWindow (exact: t < 2^13)
-    // truncates to another integer. t >= 0, so truncation is floor; t below
-    // kWindow is not flagged, but its code 0 is right (no code is below 0).
-    const __m256i magnitude_code = _mm256_cvttps_epi32(t);
-    const __m256i step_below = _mm256_cvttps_epi32(_mm256_sub_ps(t, _mm256_set1_ps(kWindow)));
-    ambiguous = uint32_t(_mm256_movemask_ps(
-                    _mm256_castsi256_ps(_mm256_cmpeq_epi32(magnitude_code, step_below)))) ^ 0xffu;
-    // zero +/- m (without negative entries every negative r gets code 0).
-    if constexpr (kNegatives)
-      return _mm256_add_epi32(zero_, _mm256_sub_epi32(_mm256_xor_si256(magnitude_code, negative),
-                                                      negative));
-    else
-      return _mm256_andnot_si256(negative, magnitude_code);
+    return ambiguous;
   }
 
-  static constexpr int32_t kHotLimit = 0x38000000;  // 2^-15: exponent field 112 (span 8)
-
-  const Encoder8::Pieces& pc_;
+  const Encoder8::Pieces::Windows& w_;
   __m256i zero_;
 };
 #endif
@@ -424,6 +433,7 @@ class Avx2Pieces {
 #if LOWBIT_CPU_AVX2 && !LOWBIT_CPU_AVX512
 template <bool kNegatives>
 size_t Encoder8::encode_pieces(const float* x, float scale, uint8_t* codes, size_t n) const {
+  if (!pieces_->windows) return 0;
   const Avx2Pieces pieces(*pieces_);
   const __m256 m = _mm256_set1_ps(scale);
   size_t i = 0;

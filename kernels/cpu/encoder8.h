@@ -5,8 +5,8 @@
 // for both dynamic maps) the position is table[bucket] + (r > next midpoint):
 // two loads and a compare instead of an 8-step binary search. Vector paths
 // (AVX-512, AVX2, NEON): the code as a piecewise-linear function of |r|, no
-// table loads per value (see Pieces); AVX2 has a shorter road for groups
-// whose values are all at least 2^-15 (Avx2Pieces in encoder8.cpp). Results
+// table loads per value (see Pieces; AVX2 reads them through eight windows,
+// Avx2Pieces in encoder8.cpp). Results
 // are identical to counting the midpoints strictly below r.
 #pragma once
 
@@ -57,14 +57,22 @@ class Encoder8 {
     std::array<int32_t, 16> first{};  // per span: its first piece
     std::array<int32_t, 16> threshold1{}, threshold2{};  // float bits; INT32_MAX: none
     std::array<float, 16> slope{}, offset{};
-    // Spans 8-15 (|r| in [2^-15, 2)): the slope and offset of the span's
-    // first piece and of the two after it, which the AVX2 path picks among.
-    std::array<std::array<float, 8>, 3> hot_slope{}, hot_offset{};
+    // The AVX2 path's view: the spans joined into at most 8 windows of
+    // consecutive spans with at most two thresholds each (absent when they
+    // do not fit). Per window: its thresholds, and the slope and offset of
+    // its first piece and of the two after it, which it picks among.
+    struct Windows {
+      alignas(32) std::array<uint8_t, 32> of_span{};  // window of span b at b and 16 + b
+      std::array<int32_t, 8> threshold1{}, threshold2{};
+      std::array<std::array<float, 8>, 3> slope{}, offset{};
+    };
+    std::optional<Windows> windows;
   };
 
   // True if encode_scaled has its table-free vector form for this codebook
-  // (the AVX2, AVX-512 and NEON paths use it).
+  // (the AVX-512 and NEON paths use it; AVX2 where it also has windows).
   bool piecewise() const { return pieces_.has_value(); }
+  bool windowed() const { return pieces_ && pieces_->windows; }
 
  private:
   static constexpr int kShift = 15;  // 32 - 17 bucket bits

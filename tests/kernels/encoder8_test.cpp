@@ -120,6 +120,7 @@ TEST(Encoder8, VectorPathEqualsTheDefinitionOnADenseSweep) {
     const auto map = kernels::dynamic_map(is_signed);
     const kernels::cpu::Encoder8 enc(map.data());
     EXPECT_TRUE(enc.piecewise()) << (is_signed ? "signed" : "unsigned");
+    EXPECT_TRUE(enc.windowed()) << (is_signed ? "signed" : "unsigned");
     for (CpuIsa isa : kernels::cpu_isas())
       EXPECT_EQ(sweep_differences(kernels::cpu::isa_kernels(isa), map.data(), 61), 0u)
           << kernels::cpu_isa_name(isa) << (is_signed ? " signed" : " unsigned");
@@ -141,6 +142,7 @@ TEST(Encoder8, VectorPathToleratesOtherRoundingsOfTheMap) {
   }
   const kernels::cpu::Encoder8 enc(map.data());
   EXPECT_TRUE(enc.piecewise());
+  EXPECT_TRUE(enc.windowed());
   for (CpuIsa isa : kernels::cpu_isas())
     EXPECT_EQ(sweep_differences(kernels::cpu::isa_kernels(isa), map.data(), 127), 0u)
         << kernels::cpu_isa_name(isa);
@@ -153,6 +155,7 @@ TEST(Encoder8, OtherCodebooksAreEncodedExactly) {
   for (int i = 0; i < 256; ++i) linear[size_t(i)] = float(i - 127) / 128.0f;
   const kernels::cpu::Encoder8 linear_enc(linear.data());
   EXPECT_TRUE(linear_enc.piecewise());
+  EXPECT_TRUE(linear_enc.windowed());
   for (CpuIsa isa : kernels::cpu_isas())
     EXPECT_EQ(sweep_differences(kernels::cpu::isa_kernels(isa), linear.data(), 127), 0u)
         << kernels::cpu_isa_name(isa);
