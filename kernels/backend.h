@@ -275,8 +275,9 @@ class Backend {
   // Per block, against the exact product, the error is at most
   //   absmax * (u / 2 * sum |x| + max |value| * (1 + 1 / 254) * s_x / 2 * blocksize)
   // plus float rounding. A block of x holding inf or NaN makes its rows NaN.
-  // Weights whose rows do not hold whole blocks, and backends without such a
-  // path (OpenCL, CUDA), run gemv_4bit.
+  // Where there is no such path gemv_4bit runs (exact; inf in x gives inf or
+  // NaN rows): OpenCL, CUDA, CPUs without AVX2, and blocks that are not a
+  // multiple of 64 values or rows that do not hold whole blocks.
   void gemv_4bit_int8(const Buffer& x, const Weight4bit& w, const Buffer* bias, Buffer& y,
                       DType dtype);
   // dx[m, in] = dy[m, out] * dequant(W): the input gradient of gemm_4bit (W is

@@ -66,11 +66,7 @@ inline VecF vload(const float* p) { return _mm256_loadu_ps(p); }
 inline VecF vfma(VecF a, VecF b, VecF c) { return _mm256_fmadd_ps(a, b, c); }
 inline VecF vadd(VecF a, VecF b) { return _mm256_add_ps(a, b); }
 inline VecF vset(float s) { return _mm256_set1_ps(s); }
-inline float vsum(VecF a) {
-  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
-}
+inline float vsum(VecF a) { return lane_sum(a); }
 
 struct Table {
   __m256 lo, hi;  // codes 0-7 and 8-15

@@ -8,7 +8,9 @@
 // vpmaddubsw (|w| times x with w's sign, so no pair of products can saturate
 // its int16 sum: 2 * 127 * 127 < 2^15), the AVX-512 path adds four products
 // at a time with VNNI's vpdpbusd; the nibbles become int8 values by one
-// vpshufb each. The bound on the error is in kernels/backend.h.
+// vpshufb each. The bound on the error is in kernels/backend.h. Other paths,
+// and blocks that are not a multiple of 64 values, run the exact gemv: a
+// scalar integer loop measured slower than its vector loop.
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -17,16 +19,16 @@
 #include "kernels/cpu/matmul_4bit.h"
 
 LOWBIT_CPU_ISA_BEGIN
+#if LOWBIT_CPU_AVX2
 namespace {
 
-// A weight block's x codes and scale. In the vector paths each 64 values of a
-// block are stored as their 32 even-indexed values, then the 32 odd ones: a
-// packed byte holds an even value's code in its high nibble and the next
-// value's in its low nibble, so the two nibble planes of 32 bytes meet their
-// activations in two contiguous loads.
+// A weight block's x codes and scale. Each 64 values of a block are stored as
+// their 32 even-indexed values, then the 32 odd ones: a packed byte holds an
+// even value's code in its high nibble and the next value's in its low
+// nibble, so the two nibble planes of 32 bytes meet their activations in two
+// contiguous loads.
 template <typename T>
-void quantize_x(const typename T::Storage* x, size_t in, size_t bs, bool split_pairs,
-                int8_t* codes, float* scale) {
+void quantize_x(const typename T::Storage* x, size_t in, size_t bs, int8_t* codes, float* scale) {
   std::vector<float> v(bs);
   for (size_t b0 = 0, b = 0; b0 < in; b0 += bs, ++b) {
     float m = 0.0f;
@@ -41,14 +43,12 @@ void quantize_x(const typename T::Storage* x, size_t in, size_t bs, bool split_p
     const float inv = finite && m > 0.0f ? 127.0f / m : 0.0f;
     scale[b] = finite ? m / 127.0f : std::numeric_limits<float>::quiet_NaN();
     int8_t* c = codes + b0;
-    for (size_t i = 0; i < bs; ++i) {
-      const size_t at = split_pairs ? (i / 64) * 64 + (i % 2) * 32 + (i % 64) / 2 : i;
-      c[at] = finite ? int8_t(std::nearbyint(v[i] * inv)) : int8_t(0);
-    }
+    for (size_t i = 0; i < bs; ++i)
+      c[(i / 64) * 64 + (i % 2) * 32 + (i % 64) / 2] =
+          finite ? int8_t(std::nearbyint(v[i] * inv)) : int8_t(0);
   }
 }
 
-#if LOWBIT_CPU_AVX2
 // 64 weights (32 packed bytes) times their 64 x codes (even ones first),
 // added to the eight int32 lanes of acc.
 inline __m256i dot64(const uint8_t* p, const int8_t* xc, __m256i table, __m256i acc) {
@@ -69,12 +69,6 @@ inline __m256i dot64(const uint8_t* p, const int8_t* xc, __m256i table, __m256i 
 #endif
 }
 
-inline float hsum(__m256 a) {
-  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
-}
-
 // Row o: blocks of bs values (a multiple of 64), whole inside the row.
 // (No vector crosses this function's boundary: under clang the OpenMP loop
 // that calls it is outlined into a function the ISA region's target
@@ -93,37 +87,13 @@ float row_dot(const Weight4bitView& w, size_t o, const int8_t* xc, const float* 
     const float s = w.scale(b0 + j) * unit * xs[j];
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(s), acc);
   }
-  return hsum(acc);
-}
-#endif
-
-// The same without vectors (any block size dividing the row).
-float row_dot_scalar(const Weight4bitView& w, size_t o, const int8_t* xc, const float* xs,
-                     const int8_t* table, float unit) {
-  const size_t in = w.in_features, bs = size_t(1) << w.block_shift;
-  const size_t f0 = o * in;
-  float acc = 0.0f;
-  for (size_t k = 0, j = 0; k < in; k += bs, ++j) {
-    int32_t sum = 0;
-    for (size_t i = 0; i < bs; ++i) {
-      const size_t f = f0 + k + i;
-      const uint8_t byte = w.packed[f / 2];
-      sum += int32_t(table[f % 2 ? byte & 15 : byte >> 4]) * int32_t(xc[k + i]);
-    }
-    acc += float(sum) * (w.scale((f0 + k) >> w.block_shift) * unit * xs[j]);
-  }
-  return acc;
+  return lane_sum(acc);
 }
 
 template <typename T>
 void gemv_int8(const typename T::Storage* x, const Weight4bitView& w,
                const typename T::Storage* bias, typename T::Storage* y) {
   const size_t in = w.in_features, bs = size_t(1) << w.block_shift;
-#if LOWBIT_CPU_AVX2
-  const bool vector = bs % 64 == 0;
-#else
-  const bool vector = false;
-#endif
   // The code values as int8, and the float one int8 step stands for.
   float vmax = 0.0f;
   for (int c = 0; c < 16; ++c) vmax = std::max(vmax, std::fabs(w.value[c]));
@@ -134,37 +104,35 @@ void gemv_int8(const typename T::Storage* x, const Weight4bitView& w,
   thread_local std::vector<float> scales;
   codes.resize(in);
   scales.resize(in / bs);
-  quantize_x<T>(x, in, bs, vector, codes.data(), scales.data());
+  quantize_x<T>(x, in, bs, codes.data(), scales.data());
   const int8_t* xc = codes.data();  // this thread's buffers, shared with the team
   const float* xs = scales.data();
   const ptrdiff_t rows = ptrdiff_t(w.out_features);
 #pragma omp parallel for schedule(dynamic, 64)
   for (ptrdiff_t o = 0; o < rows; ++o) {
-#if LOWBIT_CPU_AVX2
-    float v = vector ? row_dot(w, size_t(o), xc, xs, table, unit)
-                     : row_dot_scalar(w, size_t(o), xc, xs, table, unit);
-#else
-    float v = row_dot_scalar(w, size_t(o), xc, xs, table, unit);
-#endif
+    float v = row_dot(w, size_t(o), xc, xs, table, unit);
     if (bias) v += T::load(bias[o]);
     y[o] = T::store(v);
   }
 }
 
 }  // namespace
-
-bool gemv_4bit_int8_supported(const Weight4bitView& w) {
-  return w.in_features % (size_t(1) << w.block_shift) == 0;
-}
+#endif
 
 void gemv_4bit_int8(const void* x, const Weight4bitView& w, const void* bias, void* y,
                     DType dtype) {
-  if (!gemv_4bit_int8_supported(w)) return gemv_4bit(x, w, bias, y, dtype);
-  dispatch_float(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    using S = typename T::Storage;
-    gemv_int8<T>(static_cast<const S*>(x), w, static_cast<const S*>(bias), static_cast<S*>(y));
-  });
+#if LOWBIT_CPU_AVX2
+  const size_t bs = size_t(1) << w.block_shift;
+  if (bs % 64 == 0 && w.in_features % bs == 0) {
+    dispatch_float(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      using S = typename T::Storage;
+      gemv_int8<T>(static_cast<const S*>(x), w, static_cast<const S*>(bias), static_cast<S*>(y));
+    });
+    return;
+  }
+#endif
+  gemv_4bit(x, w, bias, y, dtype);
 }
 
 LOWBIT_CPU_ISA_END

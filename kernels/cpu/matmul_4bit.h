@@ -19,14 +19,24 @@ void gemv_4bit(const void* x, const Weight4bitView& w, const void* bias, void* y
 void gemm_4bit_input_grad(const void* dy, size_t m, const Weight4bitView& w, void* dx,
                           DType dtype);
 
-// gemv_4bit approximately, with int8 dot products (Backend::gemv_4bit_int8);
-// gemv_4bit itself where the rows do not hold whole blocks.
+// gemv_4bit approximately, with int8 dot products (Backend::gemv_4bit_int8):
+// the AVX2 and AVX-512 paths, for rows of whole blocks of 64 values or a
+// multiple. Everywhere else gemv_4bit itself runs (a scalar integer loop
+// would be slower than its vector loop).
 void gemv_4bit_int8(const void* x, const Weight4bitView& w, const void* bias, void* y,
                     DType dtype);
-bool gemv_4bit_int8_supported(const Weight4bitView& w);
 
 // Whether gemv_4bit takes the vector loop for rows of `in_features` values
 // (otherwise it runs the tiled gemm path with m = 1); tests use it to cover both.
 bool gemv_4bit_vectorised(size_t in_features);
+
+#if LOWBIT_CPU_AVX2
+// The sum of the eight lanes.
+inline float lane_sum(__m256 a) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+#endif
 
 LOWBIT_CPU_ISA_END
