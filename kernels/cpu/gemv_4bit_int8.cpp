@@ -4,11 +4,15 @@
 // under each weight block is quantized to int8 with a scale of its own
 // (max |x| / 127, rounded to nearest), the format's 16 code values to int8
 // (value / max |value| * 127), and each block's dot product is exact integer
-// arithmetic, scaled once in float. Vector paths: AVX2 multiplies bytes with
-// vpmaddubsw (|w| times x with w's sign, so no pair of products can saturate
-// its int16 sum: 2 * 127 * 127 < 2^15), the AVX-512 path adds four products
-// at a time with VNNI's vpdpbusd; the nibbles become int8 values by one
-// vpshufb each. The bound on the error is in kernels/backend.h. Other paths,
+// arithmetic, scaled once in float. The nibbles become int8 values by one
+// vpshufb each. AVX2 multiplies bytes with vpmaddubsw (|w| times x with w's
+// sign, so no pair of products can saturate its int16 sum: 2 * 127 * 127 <
+// 2^15). The AVX-512 path adds four products at a time into int32 with VNNI's
+// vpdpbusd, which cannot saturate: its weights are biased to w + 128 (an
+// unsigned byte, no sign fix-up), 128 times the block's sum of x codes is
+// subtracted once per block, and 512-bit vectors take 128 weights per step
+// (rows of 64-value blocks whose length is not a multiple of 128 take the
+// 256-bit loop). The bound on the error is in kernels/backend.h. Other paths,
 // and blocks that are not a multiple of 64 values, run the exact gemv: a
 // scalar integer loop measured slower than its vector loop.
 #include <cmath>
@@ -22,13 +26,15 @@ LOWBIT_CPU_ISA_BEGIN
 #if LOWBIT_CPU_AVX2
 namespace {
 
-// A weight block's x codes and scale. Each 64 values of a block are stored as
-// their 32 even-indexed values, then the 32 odd ones: a packed byte holds an
-// even value's code in its high nibble and the next value's in its low
-// nibble, so the two nibble planes of 32 bytes meet their activations in two
-// contiguous loads.
+// A weight block's x codes, scale, and 128 times the sum of its codes (the
+// AVX-512 loop's bias). Each `group` values (64, or 128 for the AVX-512 loop)
+// are stored as their even-indexed values, then the odd ones: a packed byte
+// holds an even value's code in its high nibble and the next value's in its
+// low nibble, so the two nibble planes of group / 2 bytes meet their
+// activations in two contiguous loads.
 template <typename T>
-void quantize_x(const typename T::Storage* x, size_t in, size_t bs, int8_t* codes, float* scale) {
+void quantize_x(const typename T::Storage* x, size_t in, size_t bs, size_t group, int8_t* codes,
+                float* scale, int32_t* bias) {
   std::vector<float> v(bs);
   for (size_t b0 = 0, b = 0; b0 < in; b0 += bs, ++b) {
     float m = 0.0f;
@@ -42,10 +48,14 @@ void quantize_x(const typename T::Storage* x, size_t in, size_t bs, int8_t* code
     // is undefined) and a NaN scale: its rows' outputs are NaN.
     const float inv = finite && m > 0.0f ? 127.0f / m : 0.0f;
     scale[b] = finite ? m / 127.0f : std::numeric_limits<float>::quiet_NaN();
-    int8_t* c = codes + b0;
-    for (size_t i = 0; i < bs; ++i)
-      c[(i / 64) * 64 + (i % 2) * 32 + (i % 64) / 2] =
-          finite ? int8_t(std::nearbyint(v[i] * inv)) : int8_t(0);
+    int32_t sum = 0;
+    for (size_t i = 0; i < bs; ++i) {
+      const size_t f = b0 + i, r = f % group;  // in is a multiple of group
+      const int8_t c = finite ? int8_t(std::nearbyint(v[i] * inv)) : int8_t(0);
+      codes[f - r + (r % 2) * (group / 2) + r / 2] = c;
+      sum += c;
+    }
+    bias[b] = 128 * sum;
   }
 }
 
@@ -90,6 +100,55 @@ float row_dot(const Weight4bitView& w, size_t o, const int8_t* xc, const float* 
   return lane_sum(acc);
 }
 
+#if LOWBIT_CPU_AVX512
+// 128 weights (64 packed bytes) times their 128 x codes (even ones first):
+// sum over its 4 products of (w + 128) * x into each int32 lane; lanes 0-7
+// take bytes 0-31 (the first 64 weights), lanes 8-15 the rest. `table`: the
+// biased code values, in every 128-bit lane.
+inline __m512i dot128(const uint8_t* p, const int8_t* xc, __m512i table, __m512i acc) {
+  const __m512i low4 = _mm512_set1_epi8(15);
+  const __m512i bytes = _mm512_loadu_si512(p);
+  const __m512i even = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(bytes, 4), low4));
+  const __m512i odd = _mm512_shuffle_epi8(table, _mm512_and_si512(bytes, low4));
+  acc = _mm512_dpbusd_epi32(acc, even, _mm512_loadu_si512(xc));
+  return _mm512_dpbusd_epi32(acc, odd, _mm512_loadu_si512(xc + 64));
+}
+
+// row_dot with 512-bit vectors: x codes in groups of 128, in % 128 == 0.
+float row_dot_wide(const Weight4bitView& w, size_t o, const int8_t* xc, const float* xs,
+                   const int32_t* xbias, const int8_t* codes, float unit) {
+  alignas(16) uint8_t biased[16];
+  for (int c = 0; c < 16; ++c) biased[c] = uint8_t(codes[c] + 128);
+  const __m512i table =
+      _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(biased)));
+  const size_t in = w.in_features, bs = size_t(1) << w.block_shift;
+  const uint8_t* p = w.packed + o * in / 2;
+  const size_t b0 = (o * in) >> w.block_shift;
+  __m512 acc = _mm512_setzero_ps();
+  if (bs == 64) {  // two blocks per step: lanes 0-7 and 8-15, each bias taken off one lane
+    for (size_t k = 0, j = 0; k < in; k += 128, j += 2) {
+      __m512i sums = dot128(p + k / 2, xc + k, table, _mm512_setzero_si512());
+      const __m512i bias = _mm512_inserti32x8(_mm512_set1_epi32(xbias[j]),
+                                              _mm256_set1_epi32(xbias[j + 1]), 1);
+      sums = _mm512_mask_sub_epi32(sums, 0x0101, sums, bias);
+      const __m512 s = _mm512_insertf32x8(_mm512_set1_ps(w.scale(b0 + j) * unit * xs[j]),
+                                          _mm256_set1_ps(w.scale(b0 + j + 1) * unit * xs[j + 1]),
+                                          1);
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), s, acc);
+    }
+  } else {
+    for (size_t k = 0, j = 0; k < in; k += bs, ++j) {
+      __m512i sums = _mm512_setzero_si512();
+      for (size_t c = 0; c < bs; c += 128) sums = dot128(p + (k + c) / 2, xc + k + c, table, sums);
+      sums = _mm512_mask_sub_epi32(sums, 1, sums, _mm512_set1_epi32(xbias[j]));
+      const float s = w.scale(b0 + j) * unit * xs[j];
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_set1_ps(s), acc);
+    }
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+#endif
+
 template <typename T>
 void gemv_int8(const typename T::Storage* x, const Weight4bitView& w,
                const typename T::Storage* bias, typename T::Storage* y) {
@@ -102,15 +161,29 @@ void gemv_int8(const typename T::Storage* x, const Weight4bitView& w,
   const float unit = vmax / 127.0f;
   thread_local std::vector<int8_t> codes;
   thread_local std::vector<float> scales;
+  thread_local std::vector<int32_t> biases;
   codes.resize(in);
   scales.resize(in / bs);
-  quantize_x<T>(x, in, bs, codes.data(), scales.data());
+  biases.resize(in / bs);
+#if LOWBIT_CPU_AVX512
+  const bool wide = in % 128 == 0;
+#else
+  const bool wide = false;
+#endif
+  quantize_x<T>(x, in, bs, wide ? 128 : 64, codes.data(), scales.data(), biases.data());
   const int8_t* xc = codes.data();  // this thread's buffers, shared with the team
   const float* xs = scales.data();
+  const int32_t* xb = biases.data();
   const ptrdiff_t rows = ptrdiff_t(w.out_features);
 #pragma omp parallel for schedule(dynamic, 64)
   for (ptrdiff_t o = 0; o < rows; ++o) {
+#if LOWBIT_CPU_AVX512
+    float v = wide ? row_dot_wide(w, size_t(o), xc, xs, xb, table, unit)
+                   : row_dot(w, size_t(o), xc, xs, table, unit);
+#else
+    static_cast<void>(xb);
     float v = row_dot(w, size_t(o), xc, xs, table, unit);
+#endif
     if (bias) v += T::load(bias[o]);
     y[o] = T::store(v);
   }

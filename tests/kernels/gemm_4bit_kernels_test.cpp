@@ -326,6 +326,7 @@ const std::vector<Int8Case>& int8_cases() {
       {33, 256, 32, Format4::NF4, false, true, DType::F16},
       {17, 4096, 4096, Format4::NF4, true, false, DType::F32},
       {29, 77, 64, Format4::NF4, true, true, DType::F32},  // blocks straddle rows
+      {24, 320, 64, Format4::NF4, true, false, DType::F32},  // AVX-512: 5 blocks, 256-bit loop
   };
   return all;
 }
