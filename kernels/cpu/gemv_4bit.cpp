@@ -1,10 +1,11 @@
 // y = W x for one token: memory-bound, so the loop reads each packed byte once
 // and decodes 2·L codes per step with an in-register 16-entry table (AVX-512
-// permutexvar, L = 16; AVX2 two permutevar8x32 + blend, L = 8; NEON byte-plane
-// table lookups, L = 16 as four 4-lane vectors). x is
-// rearranged once per call so that the even and the odd elements of every
-// group of 2·L sit in two contiguous vectors, matching the high and the low
-// nibbles of L bytes. Products are summed per block and scaled once per block.
+// permutexvar, L = 16; AVX2 byte-plane vpshufb lookups, L = 16 as two 8-lane
+// vectors; NEON byte-plane table lookups, L = 16 as four 4-lane vectors). x is
+// rearranged once per call so that every group of 2·L values sits in the
+// order the decoded values come out in (slot_element). Products are summed
+// per block and scaled once per block.
+#include <cstring>
 #include <vector>
 
 #include "kernels/cpu/matmul_4bit.h"
@@ -14,10 +15,8 @@
 LOWBIT_CPU_ISA_BEGIN
 namespace {
 
-#if LOWBIT_CPU_AVX512
+#if LOWBIT_CPU_AVX2
 constexpr size_t kLanes = 16;
-#elif LOWBIT_CPU_AVX2
-constexpr size_t kLanes = 8;
 #elif LOWBIT_CPU_NEON
 constexpr size_t kLanes = 16;
 #else
@@ -28,14 +27,27 @@ constexpr size_t kLanes = 0;
 
 constexpr size_t kGroup = 2 * kLanes;  // values per step: L packed bytes
 
-// xp[g·2L + j] = x[g·2L + 2j], xp[g·2L + L + j] = x[g·2L + 2j + 1].
+// The element of a group of 2·L values whose decoded weight lands in slot i of
+// the decode's (even, odd) vectors: byte j of the group holds elements 2j (high
+// nibble) and 2j + 1 (low nibble).
+size_t slot_element(size_t i) {
+#if LOWBIT_CPU_AVX2 && !LOWBIT_CPU_AVX512
+  // Four 8-lane vectors (even = 0-1, odd = 2-3): vector q holds the high
+  // nibbles of bytes 4q .. 4q + 3 in slots 0-3, their low nibbles in 4-7.
+  const size_t q = i / 8, s = i % 8;
+  return s < 4 ? 2 * (4 * q + s) : 2 * (4 * q + s - 4) + 1;
+#else
+  return i < kLanes ? 2 * i : 2 * (i - kLanes) + 1;
+#endif
+}
+
+// xp[g·2L + i] = x[g·2L + slot_element(i)].
 template <typename T>
 void deinterleave(const typename T::Storage* x, size_t n, float* xp) {
+  size_t element[kGroup];
+  for (size_t i = 0; i < kGroup; ++i) element[i] = slot_element(i);
   for (size_t g = 0; g < n; g += kGroup)
-    for (size_t j = 0; j < kLanes; ++j) {
-      xp[g + j] = T::load(x[g + 2 * j]);
-      xp[g + kLanes + j] = T::load(x[g + 2 * j + 1]);
-    }
+    for (size_t i = 0; i < kGroup; ++i) xp[g + i] = T::load(x[g + element[i]]);
 }
 
 #if LOWBIT_CPU_AVX512
@@ -60,29 +72,49 @@ struct Table {
   }
 };
 #elif LOWBIT_CPU_AVX2
-using VecF = __m256;
-inline VecF vzero() { return _mm256_setzero_ps(); }
-inline VecF vload(const float* p) { return _mm256_loadu_ps(p); }
-inline VecF vfma(VecF a, VecF b, VecF c) { return _mm256_fmadd_ps(a, b, c); }
-inline VecF vadd(VecF a, VecF b) { return _mm256_add_ps(a, b); }
-inline VecF vset(float s) { return _mm256_set1_ps(s); }
-inline float vsum(VecF a) { return lane_sum(a); }
+// 16 lanes as two 8-lane vectors.
+struct VecF {
+  __m256 v[2];
+};
+inline VecF vzero() { return {{_mm256_setzero_ps(), _mm256_setzero_ps()}}; }
+inline VecF vload(const float* p) { return {{_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}}; }
+inline VecF vfma(VecF a, VecF b, VecF c) {
+  return {{_mm256_fmadd_ps(a.v[0], b.v[0], c.v[0]), _mm256_fmadd_ps(a.v[1], b.v[1], c.v[1])}};
+}
+inline VecF vadd(VecF a, VecF b) {
+  return {{_mm256_add_ps(a.v[0], b.v[0]), _mm256_add_ps(a.v[1], b.v[1])}};
+}
+inline VecF vset(float s) { return {{_mm256_set1_ps(s), _mm256_set1_ps(s)}}; }
+inline float vsum(VecF a) { return lane_sum(_mm256_add_ps(a.v[0], a.v[1])); }
 
 struct Table {
-  __m256 lo, hi;  // codes 0-7 and 8-15
-  explicit Table(const float* v) : lo(_mm256_loadu_ps(v)), hi(_mm256_loadu_ps(v + 8)) {}
-  // permutevar8x32 reads the index's low 3 bits; bit 3, moved to the sign
-  // bit, picks the upper half; higher bits are ignored, so a whole byte
-  // indexes its low nibble.
-  VecF lookup(__m256i idx) const {
-    const __m256 upper = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
-    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx),
-                            upper);
+  __m256i plane[4];  // byte k of the 16 values, in both 128-bit lanes
+  explicit Table(const float* v) {
+    alignas(16) uint8_t bytes[4][16];
+    for (int c = 0; c < 16; ++c) {
+      uint8_t b[4];
+      std::memcpy(b, v + c, 4);
+      for (int k = 0; k < 4; ++k) bytes[k][c] = b[k];
+    }
+    for (int k = 0; k < 4; ++k)
+      plane[k] = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(bytes[k])));
   }
+  // 16 bytes, twice: the high nibbles index in the low 128-bit lane, the low
+  // nibbles in the high one. vpshufb looks each byte plane up, and two rounds
+  // of unpacking join the planes into floats (see slot_element).
   void decode(const uint8_t* p, VecF& even, VecF& odd) const {
-    const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-    even = lookup(_mm256_srli_epi32(b, 4));
-    odd = lookup(b);
+    const __m256i bytes =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m256i idx = _mm256_and_si256(
+        _mm256_srlv_epi32(bytes, _mm256_setr_epi32(4, 4, 4, 4, 0, 0, 0, 0)), _mm256_set1_epi8(15));
+    __m256i b[4];
+    for (int k = 0; k < 4; ++k) b[k] = _mm256_shuffle_epi8(plane[k], idx);
+    const __m256i lo01 = _mm256_unpacklo_epi8(b[0], b[1]), hi01 = _mm256_unpackhi_epi8(b[0], b[1]);
+    const __m256i lo23 = _mm256_unpacklo_epi8(b[2], b[3]), hi23 = _mm256_unpackhi_epi8(b[2], b[3]);
+    even.v[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(lo01, lo23));
+    even.v[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(lo01, lo23));
+    odd.v[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(hi01, hi23));
+    odd.v[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(hi01, hi23));
   }
 };
 #elif LOWBIT_CPU_NEON
