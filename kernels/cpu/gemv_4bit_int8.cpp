@@ -114,11 +114,10 @@ inline __m512i dot128(const uint8_t* p, const int8_t* xc, __m512i table, __m512i
   return _mm512_dpbusd_epi32(acc, odd, _mm512_loadu_si512(xc + 64));
 }
 
-// row_dot with 512-bit vectors: x codes in groups of 128, in % 128 == 0.
+// row_dot with 512-bit vectors: x codes in groups of 128, in % 128 == 0;
+// `biased`: the 16 code values + 128 (16-byte aligned).
 float row_dot_wide(const Weight4bitView& w, size_t o, const int8_t* xc, const float* xs,
-                   const int32_t* xbias, const int8_t* codes, float unit) {
-  alignas(16) uint8_t biased[16];
-  for (int c = 0; c < 16; ++c) biased[c] = uint8_t(codes[c] + 128);
+                   const int32_t* xbias, const uint8_t* biased, float unit) {
   const __m512i table =
       _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(biased)));
   const size_t in = w.in_features, bs = size_t(1) << w.block_shift;
@@ -159,6 +158,10 @@ void gemv_int8(const typename T::Storage* x, const Weight4bitView& w,
   alignas(16) int8_t table[16];
   for (int c = 0; c < 16; ++c) table[c] = int8_t(std::nearbyint(w.value[c] / vmax * 127.0f));
   const float unit = vmax / 127.0f;
+#if LOWBIT_CPU_AVX512
+  alignas(16) uint8_t biased[16];  // the 512-bit loop's unsigned form, once per call
+  for (int c = 0; c < 16; ++c) biased[c] = uint8_t(table[c] + 128);
+#endif
   thread_local std::vector<int8_t> codes;
   thread_local std::vector<float> scales;
   thread_local std::vector<int32_t> biases;
@@ -178,7 +181,7 @@ void gemv_int8(const typename T::Storage* x, const Weight4bitView& w,
 #pragma omp parallel for schedule(dynamic, 64)
   for (ptrdiff_t o = 0; o < rows; ++o) {
 #if LOWBIT_CPU_AVX512
-    float v = wide ? row_dot_wide(w, size_t(o), xc, xs, xb, table, unit)
+    float v = wide ? row_dot_wide(w, size_t(o), xc, xs, xb, biased, unit)
                    : row_dot(w, size_t(o), xc, xs, table, unit);
 #else
     static_cast<void>(xb);
