@@ -103,6 +103,12 @@ std::string who() {
   return std::string("lowbit-train (rank ") + rank + " of " + world + ")";
 }
 
+// One write of the whole line: the ranks and the launcher share one stderr, and a line
+// written in pieces could be cut by another process's.
+void report_error(const std::string& message) {
+  std::cerr << (who() + ": " + message + "\n") << std::flush;
+}
+
 Arguments parse(int argc, char** argv) {
   Arguments a;
   for (int i = 1; i < argc; ++i) {
@@ -221,13 +227,13 @@ int main(int argc, char** argv) {
     options.stop = &stop_requested;
     return train::run_training(recipe, options).interrupted ? 130 : 0;
   } catch (const config::RecipeError& e) {
-    std::cerr << who() << ": " << e.what() << "\n";
+    report_error(e.what());
     return 2;
   } catch (const c10::Error& e) {
-    std::cerr << who() << ": " << e.msg() << "\n";
+    report_error(e.msg());
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << who() << ": " << e.what() << "\n";
+    report_error(e.what());
     return 1;
   }
 }

@@ -65,6 +65,10 @@ std::string describe_status(int status) {
   return os.str();
 }
 
+// One write of the whole line: the ranks print on the same stderr, and a line written in
+// pieces could be cut by one of theirs.
+void say(std::ostream& err, const std::string& line) { err << (line + "\n") << std::flush; }
+
 // Exit status 0, or 130: a rank that stopped on Ctrl-C after its checkpoint.
 bool succeeded(int status) {
   return WIFEXITED(status) && (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == 130);
@@ -130,7 +134,7 @@ int launch_local_ranks(int nproc, const std::vector<std::string>& args, std::ost
   for (int r = 0; r < nproc; ++r) {
     const pid_t pid = ::fork();
     if (pid < 0) {
-      err << who << ": fork failed for rank " << r << ": " << std::strerror(errno) << "\n";
+      say(err, who + ": fork failed for rank " + std::to_string(r) + ": " + std::strerror(errno));
       if (group > 0) ::kill(-group, SIGKILL);
       for (const Rank& k : ranks)
         if (k.running) ::waitpid(k.pid, nullptr, 0);
@@ -151,9 +155,8 @@ int launch_local_ranks(int nproc, const std::vector<std::string>& args, std::ost
   {
     std::ostringstream pids;
     for (int r = 0; r < nproc; ++r) pids << (r ? " " : "") << ranks[size_t(r)].pid;
-    err << who << ": ranks 0-" << nproc - 1 << " on 127.0.0.1:" << port << " (pids " << pids.str()
-        << ")\n";
-    err.flush();
+    say(err, who + ": ranks 0-" + std::to_string(nproc - 1) + " on 127.0.0.1:" +
+                 std::to_string(port) + " (pids " + pids.str() + ")");
   }
 
   using Clock = std::chrono::steady_clock;
@@ -181,9 +184,8 @@ int launch_local_ranks(int nproc, const std::vector<std::string>& args, std::ost
       reaped = true;
       if (first_failure < 0 && !succeeded(status)) {
         first_failure = r;
-        err << who << ": rank " << r << " (pid " << k.pid << ") " << describe_status(status)
-            << "; stopping the other ranks\n";
-        err.flush();
+        say(err, who + ": rank " + std::to_string(r) + " (pid " + std::to_string(k.pid) + ") " +
+                     describe_status(status) + "; stopping the other ranks");
         ::kill(-group, SIGTERM);
         ::kill(-group, SIGCONT);  // a stopped rank acts on SIGTERM only once continued
         kill_at = Clock::now() + kGrace;
@@ -199,13 +201,13 @@ int launch_local_ranks(int nproc, const std::vector<std::string>& args, std::ost
   ::sigaction(SIGTERM, &old_term, nullptr);
 
   if (first_failure >= 0) {
-    err << who << ": failed: rank " << first_failure << " "
-        << describe_status(ranks[size_t(first_failure)].status) << " first";
+    std::string line = who + ": failed: rank " + std::to_string(first_failure) + " " +
+                       describe_status(ranks[size_t(first_failure)].status) + " first";
     for (int r = 0; r < nproc; ++r) {
       if (r != first_failure)
-        err << "; rank " << r << " " << describe_status(ranks[size_t(r)].status);
+        line += "; rank " + std::to_string(r) + " " + describe_status(ranks[size_t(r)].status);
     }
-    err << "\n";
+    say(err, line);
     return 1;
   }
   for (const Rank& k : ranks)
