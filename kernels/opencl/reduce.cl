@@ -16,10 +16,19 @@ __kernel void sum_block_chunks(__global const float* partial, ulong nb, uint wid
   if (first >= nb) return;
   const size_t last = min((size_t)nb, first + LB_BLOCKS_PER_CHUNK);
   double x = 0.0, y = 0.0;
-  for (size_t b = first; b < last; ++b) {
-    const float v = partial[width * b];
-    x += v;
-    y += width == 2 ? (double)partial[2 * b + 1] : (isfinite(v) ? 0.0 : 1.0);
+  if (width == 2) {
+    for (size_t b = first; b < last; ++b) {
+      x += partial[2 * b];
+      y += partial[2 * b + 1];
+    }
+  } else {
+    uint bad = 0;
+    for (size_t b = first; b < last; ++b) {
+      const float v = partial[b];
+      x += v;
+      bad += isfinite(v) ? 0u : 1u;
+    }
+    y = bad;
   }
   out[2 * c] = x;
   out[2 * c + 1] = y;
