@@ -628,6 +628,65 @@ TEST_F(KernelBackends, EveryBackendMatchesTheCpuBitForBit) {
     if (be != &cpu) testing::for_each_layout(*be, bname, agree);
 }
 
+// The OpenCL encoder decides a code from a bucket of |r| (its exponent and top 7 mantissa
+// bits, kernels/opencl/code_table.h) and one comparison with the next midpoint; the CPU's from
+// piecewise-linear pieces. Every place where either can go wrong is visited, for each codebook:
+// both edges and an inner value of every bucket of either sign, every midpoint and the floats on
+// either side of it, zeros, and values below the first bucket. The reference is the rule itself,
+// counted in the test: the number of midpoints strictly below r. The linear map and the last
+// codebook have a midpoint below 2^-31, inside the first bucket, which holds everything below.
+TEST_F(KernelBackends, EightBitCodesAreExactAtEveryBucketEdgeAndMidpoint) {
+  std::vector<float> linear(256), tiny(256);
+  for (int i = 0; i < 256; ++i) linear[size_t(i)] = float(-1.0 + 2.0 * i / 255.0);
+  tiny = linear;
+  tiny[127] = 0.0f;
+  tiny[128] = 1e-10f;  // midpoint 5e-11 < 2^-31
+  const std::vector<std::pair<std::string, std::vector<float>>> codebooks = {
+      {"signed", signed_map()}, {"unsigned", unsigned_map()}, {"linear", linear}, {"tiny", tiny}};
+  const auto bits_to_float = [](uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  };
+  for (const auto& [cname, code] : codebooks) {
+    std::vector<float> r = {0.0f, -0.0f, 1e-45f, -1e-45f};
+    std::mt19937 rng(7);
+    for (uint32_t top = 96u << 7; top < 127u << 7; ++top)  // buckets from 2^-31 to 1
+      for (uint32_t sign : {0u, 0x80000000u})
+        for (uint32_t low : {0u, 0xffffu, uint32_t(rng() & 0xffffu)})
+          r.push_back(bits_to_float(sign | top << 16 | low));
+    for (int e = -45; e < -31; ++e)  // below the first bucket, low bits of every kind
+      for (int j = 0; j < 16; ++j)
+        for (float sign : {1.0f, -1.0f}) r.push_back(sign * std::ldexp(1.0f + j / 17.0f, e));
+    for (int i = 0; i < 255; ++i) {
+      const float m = kernels::code_midpoint(code.data(), i);
+      for (float v : {m, std::nextafter(m, -2.0f), std::nextafter(m, 2.0f)})
+        if (std::fabs(v) <= 1.0f) r.push_back(v);
+    }
+    // Blocks of 256 whose first element is 1, so that absmax is 1 and r is the value itself.
+    constexpr int kBs = 256;
+    std::vector<double> x;
+    for (size_t i = 0; i < r.size(); ++i) {
+      if (x.size() % kBs == 0) x.push_back(1.0);
+      x.push_back(double(r[i]));
+    }
+    std::vector<uint8_t> expect(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      int below = 0;
+      for (int k = 0; k < 255; ++k) below += float(x[i]) > kernels::code_midpoint(code.data(), k);
+      expect[i] = uint8_t(below);
+    }
+    const Input in = make_input(DType::F32, x);
+    const auto check = [&](Backend& be, const std::string& bname) {
+      const auto got = run_quantize_8bit(be, in, kBs, code);
+      for (size_t i = 0; i < x.size(); ++i)
+        ASSERT_EQ(int(got.codes[i]), int(expect[i]))
+            << bname << "/" << cname << ": r = " << x[i] << " (element " << i << ")";
+    };
+    for (auto [bname, be] : backends()) testing::for_each_layout(*be, bname, check);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Bad arguments: clear errors, never a crash.
 
