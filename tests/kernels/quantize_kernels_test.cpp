@@ -648,7 +648,10 @@ TEST_F(KernelBackends, EightBitCodesAreExactAtEveryBucketEdgeAndMidpoint) {
     std::memcpy(&f, &u, 4);
     return f;
   };
-  for (const auto& [cname, code] : codebooks) {
+  for (const auto& named : codebooks) {
+    // Named references, not structured bindings: C++17 lambdas cannot capture those.
+    const std::string& cname = named.first;
+    const std::vector<float>& code = named.second;
     std::vector<float> r = {0.0f, -0.0f, 1e-45f, -1e-45f};
     std::mt19937 rng(7);
     for (uint32_t top = 96u << 7; top < 127u << 7; ++top)  // buckets from 2^-31 to 1
