@@ -26,12 +26,12 @@ LOWBIT_CPU_ISA_BEGIN
 #if LOWBIT_CPU_AVX2
 namespace {
 
-// A weight block's x codes, scale, and 128 times the sum of its codes (the
-// AVX-512 loop's bias). Each `group` values (64, or 128 for the AVX-512 loop)
-// are stored as their even-indexed values, then the odd ones: a packed byte
-// holds an even value's code in its high nibble and the next value's in its
-// low nibble, so the two nibble planes of group / 2 bytes meet their
-// activations in two contiguous loads.
+// A weight block's x codes, scale, and, where `bias` is given (the AVX-512
+// loop), 128 times the sum of its codes. Each `group` values (64, or 128 for
+// the AVX-512 loop) are stored as their even-indexed values, then the odd
+// ones: a packed byte holds an even value's code in its high nibble and the
+// next value's in its low nibble, so the two nibble planes of group / 2 bytes
+// meet their activations in two contiguous loads.
 template <typename T>
 void quantize_x(const typename T::Storage* x, size_t in, size_t bs, size_t group, int8_t* codes,
                 float* scale, int32_t* bias) {
@@ -55,7 +55,7 @@ void quantize_x(const typename T::Storage* x, size_t in, size_t bs, size_t group
       codes[f - r + (r % 2) * (group / 2) + r / 2] = c;
       sum += c;
     }
-    bias[b] = 128 * sum;
+    if (bias) bias[b] = 128 * sum;
   }
 }
 
@@ -164,19 +164,20 @@ void gemv_int8(const typename T::Storage* x, const Weight4bitView& w,
 #endif
   thread_local std::vector<int8_t> codes;
   thread_local std::vector<float> scales;
-  thread_local std::vector<int32_t> biases;
   codes.resize(in);
   scales.resize(in / bs);
-  biases.resize(in / bs);
 #if LOWBIT_CPU_AVX512
   const bool wide = in % 128 == 0;
+  thread_local std::vector<int32_t> biases;  // the 512-bit loop's alone
+  biases.resize(wide ? in / bs : 0);
+  int32_t* const xb = wide ? biases.data() : nullptr;
 #else
   const bool wide = false;
+  int32_t* const xb = nullptr;
 #endif
-  quantize_x<T>(x, in, bs, wide ? 128 : 64, codes.data(), scales.data(), biases.data());
+  quantize_x<T>(x, in, bs, wide ? 128 : 64, codes.data(), scales.data(), xb);
   const int8_t* xc = codes.data();  // this thread's buffers, shared with the team
   const float* xs = scales.data();
-  const int32_t* xb = biases.data();
   const ptrdiff_t rows = ptrdiff_t(w.out_features);
 #pragma omp parallel for schedule(dynamic, 64)
   for (ptrdiff_t o = 0; o < rows; ++o) {
@@ -184,7 +185,6 @@ void gemv_int8(const typename T::Storage* x, const Weight4bitView& w,
     float v = wide ? row_dot_wide(w, size_t(o), xc, xs, xb, biased, unit)
                    : row_dot(w, size_t(o), xc, xs, table, unit);
 #else
-    static_cast<void>(xb);
     float v = row_dot(w, size_t(o), xc, xs, table, unit);
 #endif
     if (bias) v += T::load(bias[o]);
