@@ -66,13 +66,23 @@ inline void store8_elem(__global void* p, int type, size_t i, const float* v) {
 #define LB_CODE_FIRST_EXPONENT 96
 #define LB_CODE_BUCKETS (1 + 32 * (1 << LB_CODE_MANTISSA_BITS))
 
+#define LB_TABLE_WORDS (LB_TABLE_START + (2 * LB_CODE_BUCKETS + 3) / 4)
+
+// The address space the encoder reads code tables from: __local where a
+// program copies them there (LB_LOCAL_TABLES, set by the host), else __global.
+#if LB_LOCAL_TABLES
+#define LB_TABLE_SPACE __local
+#else
+#define LB_TABLE_SPACE __global
+#endif
+
 // Number of midpoints strictly below r (the nearest code, ties low), as the
 // CPU encoder; NaN (0 * inf, from a subnormal absmax) gets code 0 as there.
 // `bucketed`: the table's steps are 1 (both dynamic maps), so the bucket's
 // start and one comparison decide; otherwise an 8-step binary search. No
 // branch depends on r.
-inline uint encode_code(__global const uint* table, float r, bool bucketed) {
-  __global const float* mid = (__global const float*)(table + LB_TABLE_MID);
+inline uint encode_code(LB_TABLE_SPACE const uint* table, float r, bool bucketed) {
+  LB_TABLE_SPACE const float* mid = (LB_TABLE_SPACE const float*)(table + LB_TABLE_MID);
   int pos = 0;
   if (bucketed) {
     const uint u = as_uint(r);

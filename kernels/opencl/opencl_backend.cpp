@@ -443,11 +443,26 @@ const OpenClBackend::UpdateKernel& OpenClBackend::update_kernel(const OptimizerO
   UpdateKernel u;
   static_cast<BlockGeometry&>(u) = block_geometry(
       "optimizer_update", size_t(op.blocksize), [&](const std::string& options, size_t group) {
-        u.kernel = kernel("optimizer", "optimizer_update", rule + options);
-        u.norms = kernel("optimizer", "optimizer_update_norms_fused", rule + options);
+        // GPUs read 8-bit code tables from local memory where they fit beside the maxima.
+        const size_t tables = op.quantized ? (op.state2 ? 2 : 1) * kCodeTableWords * 4 : 0;
+        const bool local = gpu_layout() && tables > 0 &&
+                           tables + 2 * group * 2 * sizeof(float) <= ctx_.local_mem_size();
+        u.table_bytes = local ? tables : 0;
+        const std::string all = rule + options + (local ? " -DLB_LOCAL_TABLES=1" : "");
+        u.kernel = kernel("optimizer", "optimizer_update", all);
+        u.norms = kernel("optimizer", "optimizer_update_norms_fused", all);
         return std::min(group_size(u.kernel, group), group_size(u.norms, group));
       });
   return update_kernels_.emplace(key, u).first->second;
+}
+
+void OpenClBackend::launch_update(const UpdateKernel& u, cl_kernel k, size_t n, int blocksize) {
+  size_t groups = (num_blocks(n, blocksize) * u.lanes + u.group - 1) / u.group;
+  // With tables in local memory each group walks many blocks, so that a copy serves them:
+  // about as many groups as a GPU runs at once (four of 256 items per compute unit, as the
+  // CUDA update; more only queue behind).
+  if (u.table_bytes) groups = std::min(groups, 4 * ctx_.compute_units());
+  launch(k, groups * u.group, u.group);
 }
 
 void OpenClBackend::set_block_layout(BlockLayout layout) {
@@ -500,9 +515,8 @@ size_t OpenClBackend::update(const OptimizerOperands& op, const OptimizerArgs& a
                                       sizeof(zero), 0, nullptr, nullptr));
   set_args(u.kernel, args, cl_ulong(op.n), cl_uint(op.blocksize), op.param, op.grad, op.state1,
            op.absmax1, table1, op.state2, op.absmax2, table2, rejected,
-           LocalBytes{u.group * 2 * sizeof(float)});
-  const size_t items = num_blocks(op.n, op.blocksize) * u.lanes;
-  launch(u.kernel, (items + u.group - 1) / u.group * u.group, u.group);
+           LocalBytes{2 * u.group * 2 * sizeof(float)}, LocalBytes{std::max<size_t>(u.table_bytes, 4)});
+  launch_update(u, u.kernel, op.n, op.blocksize);
   cl_uint count = 0;
   LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(rejected), CL_TRUE, 0, sizeof(count),
                                       &count, 0, nullptr, nullptr));
@@ -519,9 +533,8 @@ UpdateNorms OpenClBackend::update_norms(const OptimizerOperands& op, const Optim
   Buffer& partial = scratch(2 * nb * sizeof(float));
   set_args(u.norms, args, cl_ulong(op.n), cl_uint(op.blocksize), op.param, op.grad, op.state1,
            op.absmax1, table1, op.state2, op.absmax2, table2, partial,
-           LocalBytes{u.group * 2 * sizeof(float)});
-  const size_t items = nb * u.lanes;
-  launch(u.norms, (items + u.group - 1) / u.group * u.group, u.group);
+           LocalBytes{2 * u.group * 2 * sizeof(float)}, LocalBytes{std::max<size_t>(u.table_bytes, 4)});
+  launch_update(u, u.norms, op.n, op.blocksize);
   const std::pair<double, double> sums = sum_partials(partial, nb, 2);
   UpdateNorms norms;
   norms.update_sq = sums.first;

@@ -132,8 +132,11 @@ class OpenClBackend final : public Backend {
   struct UpdateKernel : BlockGeometry {
     cl_kernel kernel = nullptr;
     cl_kernel norms = nullptr;  // optimizer_update_norms_fused, same geometry
+    size_t table_bytes = 0;     // code tables copied into local memory (LB_LOCAL_TABLES)
   };
   const UpdateKernel& update_kernel(const OptimizerOperands& op);
+  // Launches the update or its norm pass over the blocks of `n` elements.
+  void launch_update(const UpdateKernel& u, cl_kernel k, size_t n, int blocksize);
   // A quantizer of quantize.cl ("quantize_blockwise", "quantize_4bit") for a
   // block size, with its geometry.
   struct BlockKernel : BlockGeometry {

@@ -21,8 +21,8 @@
 
 // Codes encode v * (1 / m), as the CPU (and bitsandbytes); an all-zero block
 // (m = 0) gets `zero`, the entry of smallest magnitude.
-inline uchar code_of(__global const uint* table, bool bucketed, uint zero, float m, float inv,
-                     float v) {
+inline uchar code_of(LB_TABLE_SPACE const uint* table, bool bucketed, uint zero, float m,
+                     float inv, float v) {
   const uint c = encode_code(table, v * inv, bucketed);
   return (uchar)(m == 0.0f ? zero : c);
 }
@@ -54,7 +54,7 @@ inline void store8_state(__global void* s, size_t i, const lb_state_t* v) {
 #endif
 }
 
-inline float decode_state(__global const uint* table, float absmax, lb_state_t v) {
+inline float decode_state(LB_TABLE_SPACE const uint* table, float absmax, lb_state_t v) {
 #if LB_QUANTIZED
   return as_float(table[v]) * absmax;
 #else
@@ -62,8 +62,8 @@ inline float decode_state(__global const uint* table, float absmax, lb_state_t v
 #endif
 }
 
-inline lb_state_t encode_state(__global const uint* table, bool bucketed, uint zero, float m,
-                               float inv, float v) {
+inline lb_state_t encode_state(LB_TABLE_SPACE const uint* table, bool bucketed, uint zero,
+                               float m, float inv, float v) {
 #if LB_QUANTIZED
   return code_of(table, bucketed, zero, m, inv, v);
 #else
@@ -107,8 +107,8 @@ inline void load_item(__global const void* param, __global const void* grad,
 }
 
 // The rule over the item's elements: new parameters and states.
-inline void step_all(lb_optim_args a, __global const uint* restrict table1, float old1,
-                     __global const uint* restrict table2, float old2, const float* restrict p,
+inline void step_all(lb_optim_args a, LB_TABLE_SPACE const uint* restrict table1, float old1,
+                     LB_TABLE_SPACE const uint* restrict table2, float old2, const float* restrict p,
                      const float* restrict g, const lb_state_t* restrict q1,
                      const lb_state_t* restrict q2, float* restrict pn, float* restrict t1,
                      float* restrict t2) {
@@ -123,8 +123,8 @@ inline void step_all(lb_optim_args a, __global const uint* restrict table1, floa
 }
 
 // The item's new states as stored: codes of v * (1 / m), or the floats.
-inline void encode_all(__global const uint* restrict table, bool bucketed, uint zero, float m,
-                       const float* restrict v, lb_state_t* restrict out) {
+inline void encode_all(LB_TABLE_SPACE const uint* restrict table, bool bucketed, uint zero,
+                       float m, const float* restrict v, lb_state_t* restrict out) {
   const float inv = 1.0f / m;
   if (bucketed) {
     for (int k = 0; k < LB_PER_ITEM; ++k) out[k] = encode_state(table, true, zero, m, inv, v[k]);
@@ -133,9 +133,52 @@ inline void encode_all(__global const uint* restrict table, bool bucketed, uint 
   }
 }
 
+// The step's code tables where the kernels read them. With LB_LOCAL_TABLES
+// (GPUs, 8-bit states) the group copies them into local memory first: the
+// encoder's and decoder's lookups are gathers, which local memory serves in
+// one pass where global memory takes one per cache line touched; the host
+// then launches about as many groups as run at once, each walking many blocks,
+// so that a copy serves many blocks. `t1`, `t2`: the tables to read.
+#if LB_LOCAL_TABLES
+#define LB_STEP_TABLES                                                          \
+  for (size_t w = get_local_id(0); w < LB_TABLE_WORDS; w += get_local_size(0)) { \
+    local_tables[w] = table1[w];                                                \
+    if (LB_TWO_STATES) local_tables[LB_TABLE_WORDS + w] = table2[w];            \
+  }                                                                             \
+  barrier(CLK_LOCAL_MEM_FENCE);                                                 \
+  __local const uint* t1 = local_tables;                                        \
+  __local const uint* t2 = local_tables + LB_TABLE_WORDS
+#else
+#define LB_STEP_TABLES            \
+  __global const uint* t1 = table1; \
+  __global const uint* t2 = table2
+#endif
+
+// The blocks a group walks: get_local_size(0) / LB_LANES at a time, the
+// groups' blocks apart. Every item of a group takes the same turns (the
+// bound depends on the group alone), so barriers inside stay uniform; `turn`
+// counts them. Per turn: block b, the item's lane, the block's first element,
+// whether the block starts inside the tensor (active) and lies wholly inside
+// it (whole).
+#define LB_FOR_EACH_BLOCK                                                         \
+  const size_t lane = get_local_id(0) % LB_LANES;                                 \
+  const size_t per_group = get_local_size(0) / LB_LANES;                          \
+  const size_t nb = (n + blocksize - 1) / blocksize;                              \
+  size_t turn = 0;                                                                \
+  for (size_t first = get_group_id(0) * per_group; first < nb;                    \
+       first += get_num_groups(0) * per_group, ++turn)
+
+#define LB_TURN_GEOMETRY                              \
+  const size_t b = first + get_local_id(0) / LB_LANES; \
+  const size_t block_begin = b * blocksize;           \
+  const bool active = b < nb;                         \
+  const bool whole = block_begin + blocksize <= n
+
 // state2 and its table may be null without LB_TWO_STATES; the tables are
 // null for 32-bit states. `rejected` counts blocks left unchanged because a
-// new value was not finite. Local: one float2 per item.
+// new value was not finite. Local: `maxima` two float2 per item (turns
+// alternate halves, so a turn's writes never meet the last turn's reads);
+// `local_tables` the tables (LB_LOCAL_TABLES; else unused).
 // The item's elements go through separate simple loops (load, rule, maxima,
 // encode, store) that a CPU device's compiler vectorises; on a GPU they are
 // unrolled into registers.
@@ -144,152 +187,162 @@ __kernel void optimizer_update(lb_optim_args a, ulong n, uint blocksize, __globa
                                __global float* absmax1, __global const uint* restrict table1,
                                __global void* state2, __global float* absmax2,
                                __global const uint* restrict table2, __global uint* rejected,
-                               __local float2* maxima) {
-  LB_ITEM_GEOMETRY;
-  const size_t begin = block_begin + lane * LB_PER_ITEM;
-  // Elements of this item inside the tensor.
-  const int len = begin >= n ? 0 : (int)min((size_t)LB_PER_ITEM, (size_t)n - begin);
-  float old1 = 0.0f, old2 = 0.0f;
+                               __local float2* maxima, __local uint* local_tables) {
+  LB_STEP_TABLES;
   uint zero1 = 0, zero2 = 0;
   bool bucketed1 = false, bucketed2 = false;
-  if (active && LB_QUANTIZED) {
-    old1 = absmax1[b];
-    zero1 = table1[LB_TABLE_ZERO];
-    bucketed1 = table1[LB_TABLE_STEPS] == 1;
+  if (LB_QUANTIZED) {
+    zero1 = t1[LB_TABLE_ZERO];
+    bucketed1 = t1[LB_TABLE_STEPS] == 1;
     if (LB_TWO_STATES) {
-      old2 = absmax2[b];
-      zero2 = table2[LB_TABLE_ZERO];
-      bucketed2 = table2[LB_TABLE_STEPS] == 1;
+      zero2 = t2[LB_TABLE_ZERO];
+      bucketed2 = t2[LB_TABLE_STEPS] == 1;
     }
   }
-  float p[LB_PER_ITEM], g[LB_PER_ITEM];
-  lb_state_t q1[LB_PER_ITEM], q2[LB_PER_ITEM];
-  load_item(param, grad, state1, state2, begin, len, active, whole, p, g, q1, q2);
-  float pn[LB_PER_ITEM], t1[LB_PER_ITEM], t2[LB_PER_ITEM];
-  step_all(a, table1, old1, table2, old2, p, g, q1, q2, pn, t1, t2);
-  // Largest magnitudes as bit patterns: for non-negative floats the integer
-  // order is the float order, and inf / NaN lie above every finite value, so
-  // one integer max per quantity also finds non-finite values.
-  uint mp = 0, mb1 = 0, mb2 = 0;
-  for (int k = 0; k < LB_PER_ITEM; ++k) {
-    const uint live = k < len ? 0x7fffffffu : 0u;
-    mp = max(mp, as_uint(pn[k]) & live);
-    mb1 = max(mb1, as_uint(t1[k]) & live);
-    mb2 = max(mb2, as_uint(t2[k]) & live);
-  }
-  // A non-finite value marks the block through m1 (finite states keep it
-  // finite), so one max covers both. Max is exact in any order.
-  const uint inf_bits = 0x7f800000u;
+  LB_FOR_EACH_BLOCK {
+    LB_TURN_GEOMETRY;
+    const size_t begin = block_begin + lane * LB_PER_ITEM;
+    // Elements of this item inside the tensor.
+    const int len = begin >= n ? 0 : (int)min((size_t)LB_PER_ITEM, (size_t)n - begin);
+    float old1 = 0.0f, old2 = 0.0f;
+    if (active && LB_QUANTIZED) {
+      old1 = absmax1[b];
+      if (LB_TWO_STATES) old2 = absmax2[b];
+    }
+    float p[LB_PER_ITEM], g[LB_PER_ITEM];
+    lb_state_t q1[LB_PER_ITEM], q2[LB_PER_ITEM];
+    load_item(param, grad, state1, state2, begin, len, active, whole, p, g, q1, q2);
+    float pn[LB_PER_ITEM], s1[LB_PER_ITEM], s2[LB_PER_ITEM];
+    step_all(a, t1, old1, t2, old2, p, g, q1, q2, pn, s1, s2);
+    // Largest magnitudes as bit patterns: for non-negative floats the integer
+    // order is the float order, and inf / NaN lie above every finite value, so
+    // one integer max per quantity also finds non-finite values.
+    uint mp = 0, mb1 = 0, mb2 = 0;
+    for (int k = 0; k < LB_PER_ITEM; ++k) {
+      const uint live = k < len ? 0x7fffffffu : 0u;
+      mp = max(mp, as_uint(pn[k]) & live);
+      mb1 = max(mb1, as_uint(s1[k]) & live);
+      mb2 = max(mb2, as_uint(s2[k]) & live);
+    }
+    // A non-finite value marks the block through m1 (finite states keep it
+    // finite), so one max covers both. Max is exact in any order.
+    const uint inf_bits = 0x7f800000u;
 #if LB_TWO_STATES
-  const bool bad = mp >= inf_bits || mb1 >= inf_bits || mb2 >= inf_bits;
+    const bool bad = mp >= inf_bits || mb1 >= inf_bits || mb2 >= inf_bits;
 #else
-  const bool bad = mp >= inf_bits || mb1 >= inf_bits;
+    const bool bad = mp >= inf_bits || mb1 >= inf_bits;
 #endif
-  float m1 = bad ? INFINITY : as_float(mb1);
-  float m2 = mb2 >= inf_bits ? INFINITY : as_float(mb2);
-  const size_t lid = get_local_id(0);
+    float m1 = bad ? INFINITY : as_float(mb1);
+    float m2 = mb2 >= inf_bits ? INFINITY : as_float(mb2);
+#if LB_LANES > 1
+    const size_t lid = get_local_id(0);
+    __local float2* mx = maxima + (turn % 2) * get_local_size(0);
+    mx[lid] = (float2)(m1, m2);
+    barrier(CLK_LOCAL_MEM_FENCE);
 #if LB_LANES > 32
-  // The block's first lane reduces for all.
-  maxima[lid] = (float2)(m1, m2);
-  barrier(CLK_LOCAL_MEM_FENCE);
-  if (lane == 0) {
-    for (int l = 1; l < LB_LANES; ++l) {
-      const float2 v = maxima[lid + l];
+    // The block's first lane reduces for all.
+    if (lane == 0) {
+      for (int l = 1; l < LB_LANES; ++l) {
+        const float2 v = mx[lid + l];
+        m1 = fmax(m1, v.x);
+        m2 = fmax(m2, v.y);
+      }
+      mx[lid] = (float2)(m1, m2);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const float2 block_max = mx[lid - lane];
+    m1 = block_max.x;
+    m2 = block_max.y;
+#else
+    // Every lane reads the block's lanes (one barrier).
+    __local const float2* lanes = mx + (lid - lane);
+    for (int l = 0; l < LB_LANES; ++l) {
+      const float2 v = lanes[l];
       m1 = fmax(m1, v.x);
       m2 = fmax(m2, v.y);
     }
-    maxima[lid] = (float2)(m1, m2);
-  }
-  barrier(CLK_LOCAL_MEM_FENCE);
-  const float2 block_max = maxima[lid - lane];
-  m1 = block_max.x;
-  m2 = block_max.y;
-#elif LB_LANES > 1
-  // Every lane reads the block's lanes (one barrier).
-  maxima[lid] = (float2)(m1, m2);
-  barrier(CLK_LOCAL_MEM_FENCE);
-  __local const float2* lanes = maxima + (lid - lane);
-  for (int l = 0; l < LB_LANES; ++l) {
-    const float2 v = lanes[l];
-    m1 = fmax(m1, v.x);
-    m2 = fmax(m2, v.y);
-  }
 #endif
-  if (!active) return;
-  if (isinf(m1)) {
-    if (lane == 0) atomic_inc(rejected);
-    return;
-  }
-  // One loop per state and per search, so that each vectorises.
-  encode_all(table1, bucketed1, zero1, m1, t1, q1);
-  if (LB_TWO_STATES) encode_all(table2, bucketed2, zero2, m2, t2, q2);
-  if (whole) {
+#endif
+    if (!active) continue;
+    if (isinf(m1)) {
+      if (lane == 0) atomic_inc(rejected);
+      continue;
+    }
+    // One loop per state and per search, so that each vectorises.
+    encode_all(t1, bucketed1, zero1, m1, s1, q1);
+    if (LB_TWO_STATES) encode_all(t2, bucketed2, zero2, m2, s2, q2);
+    if (whole) {
 #if LB_LANES == 1
-    for (int k = 0; k < LB_PER_ITEM; ++k) {
-      store_elem(param, LB_PARAM_TYPE, begin + k, pn[k]);
-      ((__global lb_state_t*)state1)[begin + k] = q1[k];
-      if (LB_TWO_STATES) ((__global lb_state_t*)state2)[begin + k] = q2[k];
-    }
+      for (int k = 0; k < LB_PER_ITEM; ++k) {
+        store_elem(param, LB_PARAM_TYPE, begin + k, pn[k]);
+        ((__global lb_state_t*)state1)[begin + k] = q1[k];
+        if (LB_TWO_STATES) ((__global lb_state_t*)state2)[begin + k] = q2[k];
+      }
 #else
-    for (int c = 0; c < LB_PER_ITEM; c += 8) {
-      store8_elem(param, LB_PARAM_TYPE, begin + c, pn + c);
-      store8_state(state1, begin + c, q1 + c);
-      if (LB_TWO_STATES) store8_state(state2, begin + c, q2 + c);
-    }
+      for (int c = 0; c < LB_PER_ITEM; c += 8) {
+        store8_elem(param, LB_PARAM_TYPE, begin + c, pn + c);
+        store8_state(state1, begin + c, q1 + c);
+        if (LB_TWO_STATES) store8_state(state2, begin + c, q2 + c);
+      }
 #endif
-  } else {
-    for (int k = 0; k < len; ++k) {
-      store_elem(param, LB_PARAM_TYPE, begin + k, pn[k]);
-      ((__global lb_state_t*)state1)[begin + k] = q1[k];
-      if (LB_TWO_STATES) ((__global lb_state_t*)state2)[begin + k] = q2[k];
+    } else {
+      for (int k = 0; k < len; ++k) {
+        store_elem(param, LB_PARAM_TYPE, begin + k, pn[k]);
+        ((__global lb_state_t*)state1)[begin + k] = q1[k];
+        if (LB_TWO_STATES) ((__global lb_state_t*)state2)[begin + k] = q2[k];
+      }
     }
-  }
-  if (LB_QUANTIZED && lane == 0) {
-    absmax1[b] = m1;
-    if (LB_TWO_STATES) absmax2[b] = m2;
+    if (LB_QUANTIZED && lane == 0) {
+      absmax1[b] = m1;
+      if (LB_TWO_STATES) absmax2[b] = m2;
+    }
   }
 }
 
-// The norm pass of LAMB / LARS in the update's geometry (same items, same loads, the code
-// tables instead of codebooks in local memory): partial[2b] = sum of u^2, partial[2b + 1] = sum
-// of p^2 over block b. Writes nothing else. Local: one float2 per item.
+// The norm pass of LAMB / LARS in the update's geometry (same items, same loads, same tables):
+// partial[2b] = sum of u^2, partial[2b + 1] = sum of p^2 over block b. Writes nothing else.
+// Local: `sums` two float2 per item (alternate turns), `local_tables` as the update's.
 __kernel void optimizer_update_norms_fused(
     lb_optim_args a, ulong n, uint blocksize, __global const void* param,
     __global const void* grad, __global const void* state1, __global const float* absmax1,
     __global const uint* restrict table1, __global const void* state2,
     __global const float* absmax2, __global const uint* restrict table2,
-    __global float* partial, __local float2* sums) {
-  LB_ITEM_GEOMETRY;
-  const size_t begin = block_begin + lane * LB_PER_ITEM;
-  const int len = begin >= n ? 0 : (int)min((size_t)LB_PER_ITEM, (size_t)n - begin);
-  const float old1 = active && LB_QUANTIZED ? absmax1[b] : 0.0f;
-  const float old2 = active && LB_QUANTIZED && LB_TWO_STATES ? absmax2[b] : 0.0f;
-  float p[LB_PER_ITEM], g[LB_PER_ITEM];
-  lb_state_t q1[LB_PER_ITEM], q2[LB_PER_ITEM];
-  load_item(param, grad, state1, state2, begin, len, active, whole, p, g, q1, q2);
-  float u_sq = 0.0f, p_sq = 0.0f;
-  for (int k = 0; k < LB_PER_ITEM; ++k) {
-    const float s2 = LB_TWO_STATES ? decode_state(table2, old2, q2[k]) : 0.0f;
-    const float u =
-        lb_rule(LB_RULE, a, p[k], g[k] * a.gnorm_scale, decode_state(table1, old1, q1[k]), s2).u;
-    const bool live = k < len;
-    u_sq += live ? u * u : 0.0f;
-    p_sq += live ? p[k] * p[k] : 0.0f;
-  }
+    __global float* partial, __local float2* sums, __local uint* local_tables) {
+  LB_STEP_TABLES;
+  LB_FOR_EACH_BLOCK {
+    LB_TURN_GEOMETRY;
+    const size_t begin = block_begin + lane * LB_PER_ITEM;
+    const int len = begin >= n ? 0 : (int)min((size_t)LB_PER_ITEM, (size_t)n - begin);
+    const float old1 = active && LB_QUANTIZED ? absmax1[b] : 0.0f;
+    const float old2 = active && LB_QUANTIZED && LB_TWO_STATES ? absmax2[b] : 0.0f;
+    float p[LB_PER_ITEM], g[LB_PER_ITEM];
+    lb_state_t q1[LB_PER_ITEM], q2[LB_PER_ITEM];
+    load_item(param, grad, state1, state2, begin, len, active, whole, p, g, q1, q2);
+    float u_sq = 0.0f, p_sq = 0.0f;
+    for (int k = 0; k < LB_PER_ITEM; ++k) {
+      const float v2 = LB_TWO_STATES ? decode_state(t2, old2, q2[k]) : 0.0f;
+      const float u =
+          lb_rule(LB_RULE, a, p[k], g[k] * a.gnorm_scale, decode_state(t1, old1, q1[k]), v2).u;
+      const bool live = k < len;
+      u_sq += live ? u * u : 0.0f;
+      p_sq += live ? p[k] * p[k] : 0.0f;
+    }
 #if LB_LANES > 1
-  // The block's first lane adds the lanes in order.
-  const size_t lid = get_local_id(0);
-  sums[lid] = (float2)(u_sq, p_sq);
-  barrier(CLK_LOCAL_MEM_FENCE);
-  if (lane != 0) return;
-  for (int l = 1; l < LB_LANES; ++l) {
-    u_sq += sums[lid + l].x;
-    p_sq += sums[lid + l].y;
-  }
+    // The block's first lane adds the lanes in order.
+    const size_t lid = get_local_id(0);
+    __local float2* lanes = sums + (turn % 2) * get_local_size(0);
+    lanes[lid] = (float2)(u_sq, p_sq);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lane != 0) continue;
+    for (int l = 1; l < LB_LANES; ++l) {
+      u_sq += lanes[lid + l].x;
+      p_sq += lanes[lid + l].y;
+    }
 #endif
-  if (!active) return;
-  partial[2 * b] = u_sq;
-  partial[2 * b + 1] = p_sq;
+    if (!active) continue;
+    partial[2 * b] = u_sq;
+    partial[2 * b + 1] = p_sq;
+  }
 }
 #endif
 

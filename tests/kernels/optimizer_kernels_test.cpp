@@ -206,6 +206,38 @@ TEST_F(OptimizerKernels, EveryBackendAgreesWithTheCpuAtEveryBlockSizeAndCodebook
   for_each_other_backend(agree);
 }
 
+// A tensor of more blocks than a device runs groups at once (3M elements:
+// 12,000 blocks of 256; the H200 runs 4,224 at a time through OpenCL, PoCL on
+// two cores 64), so that each of the OpenCL update's work-groups walks
+// several blocks with the code tables it copied into local memory: bit for bit
+// with the CPU in both layouts, for every rule, a tail block included; and
+// the norm pass over the same tensor against the CPU's (float sums per block
+// in another order: 1e-5 relative, as UpdateNormsMatchReference).
+TEST_F(OptimizerKernels, EveryBackendAgreesWithTheCpuWhenGroupsWalkManyBlocks) {
+  const size_t n = 12000 * 256 + 77;
+  const auto agree = [&](Backend& be, const std::string& bname) {
+    for (const Case& c : cases()) {
+      const std::string label = bname + "/" + c.name;
+      const Operands o = make_operands(c, DType::F32, true, n, 256, 29);
+      const Result a = run_update(kernels::cpu_backend(), c, o);
+      const Result b = run_update(be, c, o);
+      EXPECT_EQ(a.rejected, b.rejected) << label;
+      EXPECT_EQ(a.param, b.param) << label;
+      EXPECT_EQ(a.codes1, b.codes1) << label;
+      EXPECT_EQ(a.codes2, b.codes2) << label;
+      EXPECT_EQ(a.absmax1, b.absmax1) << label;
+      EXPECT_EQ(a.absmax2, b.absmax2) << label;
+      Uploaded on_cpu(kernels::cpu_backend(), c, o), here(be, c, o);
+      const kernels::UpdateNorms want =
+          kernels::cpu_backend().optimizer_update_norms(on_cpu.op, make_args(c));
+      const kernels::UpdateNorms got = be.optimizer_update_norms(here.op, make_args(c));
+      EXPECT_NEAR(got.update_sq, want.update_sq, 1e-5 * want.update_sq) << label;
+      EXPECT_NEAR(got.param_sq, want.param_sq, 1e-5 * want.param_sq) << label;
+    }
+  };
+  for_each_other_backend(agree);
+}
+
 // Codes of values on and a few ulps around every midpoint of both dynamic
 // maps, where the CPU's piecewise-linear vector encoders leave the value to
 // their exact search and the OpenCL update decides with its bucket table's
