@@ -547,7 +547,7 @@ GradientStats OpenClBackend::grad_stats(const Buffer& grad, DType grad_type, siz
   std::lock_guard<std::mutex> lock(mutex_);
   const size_t nb = num_blocks(n, blocksize);
   Buffer& partial = scratch(nb * sizeof(float));
-  if (!ctx_.info().is_gpu) {
+  if (!gpu_layout()) {
     // CPU devices: a block per item, in loops their compiler vectorises.
     cl_kernel k = kernel("optimizer", "gradient_stats_by_block");
     const size_t local = group_size(k, 8);
@@ -555,13 +555,13 @@ GradientStats OpenClBackend::grad_stats(const Buffer& grad, DType grad_type, siz
     launch(k, (nb + local - 1) / local * local, local);
   } else {
     cl_kernel k = kernel("optimizer", "gradient_stats");
-    // 16 items per block (the lanes), 16 blocks per group where allowed.
+    // 4 items per block (four lanes each), 64 blocks per group where allowed.
     const size_t local = group_size(k, 256);
-    LOWBIT_CHECK(local >= 16, "gradient_stats on ", ctx_.info().label,
-                 " needs work-groups of 16 items; the kernel allows ", local);
+    LOWBIT_CHECK(local >= 4, "gradient_stats on ", ctx_.info().label,
+                 " needs work-groups of 4 items; the kernel allows ", local);
     set_args(k, grad, cl_int(grad_type), cl_ulong(n), cl_uint(blocksize), partial,
-             LocalBytes{local * sizeof(float)});
-    launch(k, (nb * 16 + local - 1) / local * local, local);
+             LocalBytes{4 * local * sizeof(float)});
+    launch(k, (nb * 4 + local - 1) / local * local, local);
   }
   const std::pair<double, double> sums = sum_partials(partial, nb, 1);
   GradientStats stats;

@@ -347,26 +347,42 @@ __kernel void optimizer_update_norms_fused(
 #endif
 
 // partial[b] = sum of g^2 over block b in the CPU's order: sixteen lanes
-// (lane k takes elements k, k + 16, ... of the block), then the lanes in
-// order. One work-item per lane, so neighbouring items read neighbouring
-// elements; a group holds whole blocks (its size a multiple of 16). Local:
-// one float per item.
+// (lane k takes elements k, k + 16, ... of the block in turn), then the lanes
+// in order. GPUs: four work-items per block, item t holding lanes 4t .. 4t + 3
+// as one float4, so that a block's rows of sixteen are read with four 16-byte
+// loads side by side, LB_SUM_ROWS rows in flight per item; a tail block
+// element by element. A group holds whole blocks (its size a multiple of 4).
+// Local: four floats per item.
 #define LB_SUM_LANES 16
+#define LB_SUM_ROWS 4
 __kernel void gradient_stats(__global const void* grad, int grad_type, ulong n, uint blocksize,
                              __global float* partial, __local float* lane_sums) {
-  const size_t b = get_global_id(0) / LB_SUM_LANES;
-  const size_t lane = get_global_id(0) % LB_SUM_LANES;
+  const size_t b = get_global_id(0) / 4;
+  const size_t t = get_global_id(0) % 4;
   const size_t begin = b * blocksize;
-  const size_t end = min((size_t)n, begin + blocksize);
-  float s = 0.0f;
-  for (size_t i = begin + lane; i < end; i += LB_SUM_LANES) {
-    const float g = load_elem(grad, grad_type, i);
-    s += g * g;
+  float4 s = (float4)(0.0f);
+  if (begin + blocksize <= n) {
+    for (size_t j = 4 * t; j < blocksize; j += LB_SUM_LANES * LB_SUM_ROWS) {
+      float4 g[LB_SUM_ROWS];
+      for (int r = 0; r < LB_SUM_ROWS; ++r) {
+        const size_t row = j + (size_t)(LB_SUM_LANES * r);
+        g[r] = row < blocksize ? load4_elem(grad, grad_type, begin + row) : (float4)(0.0f);
+      }
+      for (int r = 0; r < LB_SUM_ROWS; ++r) s += g[r] * g[r];  // + 0 past the block: exact
+    }
+  } else if (begin < n) {
+    float lanes[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (size_t i = begin + 4 * t; i < n; i += LB_SUM_LANES)
+      for (int k = 0; k < 4 && i + k < n; ++k) {
+        const float g = load_elem(grad, grad_type, i + k);
+        lanes[k] += g * g;
+      }
+    s = vload4(0, lanes);
   }
-  lane_sums[get_local_id(0)] = s;
+  vstore4(s, get_local_id(0), lane_sums);
   barrier(CLK_LOCAL_MEM_FENCE);
-  if (lane == 0 && begin < n) {
-    __local const float* l = lane_sums + get_local_id(0);
+  if (t == 0 && begin < n) {
+    __local const float* l = lane_sums + 4 * get_local_id(0);
     float total = 0.0f;
     for (int k = 0; k < LB_SUM_LANES; ++k) total += l[k];
     partial[b] = total;

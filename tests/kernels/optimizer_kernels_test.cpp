@@ -504,25 +504,35 @@ TEST_F(OptimizerKernels, GradientStatsSumsAndDetectsNonFinite) {
       EXPECT_NEAR(stats.sum_sq, ref, 1e-5 * ref) << bname;  // float block sums, as above
     }
   // Every backend sums in the CPU's order (backend.h): the same double, here
-  // over 301 blocks of 64 (two chunks of 256 blocks, a tail of 37 elements).
+  // over 301 blocks of 64 (two chunks of 256 blocks, a tail of 37 elements),
+  // and over blocks of 128 and 256 with tails; OpenCL in both its layouts.
   std::vector<float> g2(300 * 64 + 37);
   for (auto& v : g2) v = normal(rng);
-  for (auto [bname, be] : backends())
-    for (DType type : kFloatTypes) {
-      const auto bytes = encode(g2, type);
-      const auto sum = [&](Backend& on) {
-        return on.gradient_stats(*upload(on, bytes), type, g2.size(), 64).sum_sq;
-      };
-      EXPECT_EQ(sum(*be), sum(kernels::cpu_backend())) << bname;
-    }
-  for (auto [bname, be] : backends())
+  const auto same_sums = [&](Backend& be, const std::string& bname) {
+    for (DType type : kFloatTypes)
+      for (auto [count, bs] : {std::pair<size_t, int>{g2.size(), 64}, {777, 128}, {5000, 256}}) {
+        const std::vector<float> part(g2.begin(), g2.begin() + std::ptrdiff_t(count));
+        const auto bytes = encode(part, type);
+        const auto sum = [&](Backend& on) {
+          return on.gradient_stats(*upload(on, bytes), type, count, bs).sum_sq;
+        };
+        EXPECT_EQ(sum(be), sum(kernels::cpu_backend()))
+            << bname << " " << kernels::dtype_name(type) << " n " << count << " block " << bs;
+      }
+  };
+  const auto finds_non_finite = [&](Backend& be, const std::string& bname) {
     for (float bad : {NAN, INFINITY, -INFINITY, 1e20f}) {
       std::vector<float> x = g;
       x[4321] = bad;
-      auto buf = upload(*be, x);
-      EXPECT_FALSE(be->gradient_stats(*buf, DType::F32, n, 256).finite) << bname << " " << bad;
-      EXPECT_FALSE(be->gradient_stats(*buf, DType::F32, n, 256, false).finite) << bname << bad;
+      auto buf = upload(be, x);
+      EXPECT_FALSE(be.gradient_stats(*buf, DType::F32, n, 256).finite) << bname << " " << bad;
+      EXPECT_FALSE(be.gradient_stats(*buf, DType::F32, n, 256, false).finite) << bname << bad;
     }
+  };
+  for (auto [bname, be] : backends()) {
+    testing::for_each_layout(*be, bname, same_sums);
+    testing::for_each_layout(*be, bname, finds_non_finite);
+  }
 }
 
 // Without the sum, a device backend decides from the largest |g| alone unless
