@@ -109,4 +109,35 @@ inline uint encode_code(LB_TABLE_SPACE const uint* table, float r, bool bucketed
   const size_t block_begin = b * blocksize;           \
   const bool active = block_begin < n;                \
   const bool whole = block_begin + blocksize <= n
+
+// The blocks a persistent group walks: get_local_size(0) / LB_LANES at a
+// time, all groups' blocks apart. Every item of a group takes the same turns
+// (the bound depends on the group alone), so barriers inside stay uniform;
+// `turn` counts them. Uses the kernel's `n` and `blocksize`.
+#define LB_FOR_EACH_BLOCK                                                         \
+  const size_t lane = get_local_id(0) % LB_LANES;                                 \
+  const size_t per_group = get_local_size(0) / LB_LANES;                          \
+  const size_t nb = (n + blocksize - 1) / blocksize;                              \
+  size_t turn = 0;                                                                \
+  for (size_t first = get_group_id(0) * per_group; first < nb;                    \
+       first += get_num_groups(0) * per_group, ++turn)
+
+// Per turn: block b, its first element, whether it starts inside the tensor
+// (active) and lies wholly inside it (whole).
+#define LB_TURN_GEOMETRY                               \
+  const size_t b = first + get_local_id(0) / LB_LANES; \
+  const size_t block_begin = b * blocksize;            \
+  const bool active = b < nb;                          \
+  const bool whole = block_begin + blocksize <= n
+#endif
+
+#if LB_LOCAL_TABLES
+// A code table copied into local memory by the whole group (a barrier must
+// follow before it is read): the encoder's and decoder's lookups are gathers,
+// which local memory serves in one pass where global memory takes one per
+// cache line touched. The host then launches about as many groups as run at
+// once, each walking many blocks, so that one copy serves many blocks.
+inline void copy_code_table(__global const uint* from, __local uint* to) {
+  for (size_t w = get_local_id(0); w < LB_TABLE_WORDS; w += get_local_size(0)) to[w] = from[w];
+}
 #endif

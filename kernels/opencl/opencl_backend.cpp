@@ -180,7 +180,7 @@ void OpenClBackend::do_quantize_blockwise(const Buffer& x, DType x_type, size_t 
   const BlockKernel& q = quantize_kernel("quantize_blockwise", blocksize);
   set_args(q.kernel, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), table, absmax, codes,
            cl_int(rounding.enabled), cl_uint(rounding.seed), cl_uint(rounding.seed >> 32),
-           LocalBytes{q.group * sizeof(cl_uint)});
+           LocalBytes{2 * q.group * sizeof(cl_uint)}, LocalBytes{std::max<size_t>(q.table_bytes, 4)});
   launch_blocks(q, q.kernel, n, blocksize);
 }
 
@@ -238,17 +238,26 @@ const OpenClBackend::BlockKernel& OpenClBackend::quantize_kernel(const char* nam
   auto it = quantize_kernels_.find(key);
   if (it != quantize_kernels_.end()) return it->second;
   BlockKernel q;
+  size_t table_bytes = 0;
   static_cast<BlockGeometry&>(q) =
       block_geometry(name, size_t(blocksize), [&](const std::string& options, size_t group) {
-        q.kernel = kernel("quantize", name, options);
+        // The 8-bit quantizer walks blocks and reads its code table from local memory on GPUs.
+        const bool eight_bit = std::string(name) == "quantize_blockwise";
+        const auto [local, bytes] = local_table_options(eight_bit ? kCodeTableWords * 4 : 0,
+                                                        group, 2 * sizeof(cl_uint));
+        table_bytes = bytes;
+        q.kernel = kernel("quantize", name, options + local);
         return group_size(q.kernel, group);
       });
+  q.table_bytes = table_bytes;
   return quantize_kernels_.emplace(key, q).first->second;
 }
 
 void OpenClBackend::launch_blocks(const BlockGeometry& g, cl_kernel k, size_t n, int blocksize) {
-  const size_t items = num_blocks(n, blocksize) * g.lanes;
-  launch(k, (items + g.group - 1) / g.group * g.group, g.group);
+  size_t groups = (num_blocks(n, blocksize) * g.lanes + g.group - 1) / g.group;
+  // Four groups of 256 items per compute unit, as the CUDA update runs; more only queue behind.
+  if (g.table_bytes) groups = std::min(groups, 4 * ctx_.compute_units());
+  launch(k, groups * g.group, g.group);
 }
 
 // ---- 4-bit matmul ----
@@ -441,28 +450,27 @@ const OpenClBackend::UpdateKernel& OpenClBackend::update_kernel(const OptimizerO
   auto it = update_kernels_.find(key);
   if (it != update_kernels_.end()) return it->second;
   UpdateKernel u;
+  size_t table_bytes = 0;
   static_cast<BlockGeometry&>(u) = block_geometry(
       "optimizer_update", size_t(op.blocksize), [&](const std::string& options, size_t group) {
-        // GPUs read 8-bit code tables from local memory where they fit beside the maxima.
-        const size_t tables = op.quantized ? (op.state2 ? 2 : 1) * kCodeTableWords * 4 : 0;
-        const bool local = gpu_layout() && tables > 0 &&
-                           tables + 2 * group * 2 * sizeof(float) <= ctx_.local_mem_size();
-        u.table_bytes = local ? tables : 0;
-        const std::string all = rule + options + (local ? " -DLB_LOCAL_TABLES=1" : "");
+        const auto [local, bytes] = local_table_options(
+            op.quantized ? (op.state2 ? 2 : 1) * kCodeTableWords * 4 : 0, group,
+            2 * 2 * sizeof(float));
+        table_bytes = bytes;
+        const std::string all = rule + options + local;
         u.kernel = kernel("optimizer", "optimizer_update", all);
         u.norms = kernel("optimizer", "optimizer_update_norms_fused", all);
         return std::min(group_size(u.kernel, group), group_size(u.norms, group));
       });
+  u.table_bytes = table_bytes;
   return update_kernels_.emplace(key, u).first->second;
 }
 
-void OpenClBackend::launch_update(const UpdateKernel& u, cl_kernel k, size_t n, int blocksize) {
-  size_t groups = (num_blocks(n, blocksize) * u.lanes + u.group - 1) / u.group;
-  // With tables in local memory each group walks many blocks, so that a copy serves them:
-  // about as many groups as a GPU runs at once (four of 256 items per compute unit, as the
-  // CUDA update; more only queue behind).
-  if (u.table_bytes) groups = std::min(groups, 4 * ctx_.compute_units());
-  launch(k, groups * u.group, u.group);
+std::pair<std::string, size_t> OpenClBackend::local_table_options(size_t tables, size_t group,
+                                                                  size_t per_item) const {
+  if (!gpu_layout() || tables == 0 || tables + group * per_item > ctx_.local_mem_size())
+    return {"", 0};
+  return {" -DLB_LOCAL_TABLES=1", tables};
 }
 
 void OpenClBackend::set_block_layout(BlockLayout layout) {
@@ -516,7 +524,7 @@ size_t OpenClBackend::update(const OptimizerOperands& op, const OptimizerArgs& a
   set_args(u.kernel, args, cl_ulong(op.n), cl_uint(op.blocksize), op.param, op.grad, op.state1,
            op.absmax1, table1, op.state2, op.absmax2, table2, rejected,
            LocalBytes{2 * u.group * 2 * sizeof(float)}, LocalBytes{std::max<size_t>(u.table_bytes, 4)});
-  launch_update(u, u.kernel, op.n, op.blocksize);
+  launch_blocks(u, u.kernel, op.n, op.blocksize);
   cl_uint count = 0;
   LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(rejected), CL_TRUE, 0, sizeof(count),
                                       &count, 0, nullptr, nullptr));
@@ -534,7 +542,7 @@ UpdateNorms OpenClBackend::update_norms(const OptimizerOperands& op, const Optim
   set_args(u.norms, args, cl_ulong(op.n), cl_uint(op.blocksize), op.param, op.grad, op.state1,
            op.absmax1, table1, op.state2, op.absmax2, table2, partial,
            LocalBytes{2 * u.group * 2 * sizeof(float)}, LocalBytes{std::max<size_t>(u.table_bytes, 4)});
-  launch_update(u, u.norms, op.n, op.blocksize);
+  launch_blocks(u, u.norms, op.n, op.blocksize);
   const std::pair<double, double> sums = sum_partials(partial, nb, 2);
   UpdateNorms norms;
   norms.update_sq = sums.first;

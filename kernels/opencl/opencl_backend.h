@@ -123,6 +123,7 @@ class OpenClBackend final : public Backend {
   struct BlockGeometry {
     size_t lanes = 1;
     size_t group = 1;
+    size_t table_bytes = 0;  // code tables each group copies into local memory (LB_LOCAL_TABLES)
   };
   BlockGeometry block_geometry(
       const char* op, size_t blocksize,
@@ -132,17 +133,21 @@ class OpenClBackend final : public Backend {
   struct UpdateKernel : BlockGeometry {
     cl_kernel kernel = nullptr;
     cl_kernel norms = nullptr;  // optimizer_update_norms_fused, same geometry
-    size_t table_bytes = 0;     // code tables copied into local memory (LB_LOCAL_TABLES)
   };
   const UpdateKernel& update_kernel(const OptimizerOperands& op);
-  // Launches the update or its norm pass over the blocks of `n` elements.
-  void launch_update(const UpdateKernel& u, cl_kernel k, size_t n, int blocksize);
+  // The options that build a block kernel with `tables` bytes of code tables in local memory
+  // (none when the layout is a CPU device's or they would not fit beside `group` items' maxima
+  // of `per_item` bytes), and that size.
+  std::pair<std::string, size_t> local_table_options(size_t tables, size_t group,
+                                                     size_t per_item) const;
   // A quantizer of quantize.cl ("quantize_blockwise", "quantize_4bit") for a
   // block size, with its geometry.
   struct BlockKernel : BlockGeometry {
     cl_kernel kernel = nullptr;
   };
   const BlockKernel& quantize_kernel(const char* name, int blocksize);
+  // Launches a block kernel over the blocks of n elements: a group per few blocks, or, where
+  // the groups copy code tables, about as many groups as run at once, each walking many blocks.
   void launch_blocks(const BlockGeometry& g, cl_kernel k, size_t n, int blocksize);
   // Whether the block layout is the GPUs' (by the device, or forced).
   bool gpu_layout() const;

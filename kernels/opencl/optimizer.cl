@@ -133,46 +133,20 @@ inline void encode_all(LB_TABLE_SPACE const uint* restrict table, bool bucketed,
   }
 }
 
-// The step's code tables where the kernels read them. With LB_LOCAL_TABLES
-// (GPUs, 8-bit states) the group copies them into local memory first: the
-// encoder's and decoder's lookups are gathers, which local memory serves in
-// one pass where global memory takes one per cache line touched; the host
-// then launches about as many groups as run at once, each walking many blocks,
-// so that a copy serves many blocks. `t1`, `t2`: the tables to read.
+// The step's code tables where the kernels read them (`t1`, `t2`): copied
+// into local memory (LB_LOCAL_TABLES: GPUs, 8-bit states) or in place.
 #if LB_LOCAL_TABLES
-#define LB_STEP_TABLES                                                          \
-  for (size_t w = get_local_id(0); w < LB_TABLE_WORDS; w += get_local_size(0)) { \
-    local_tables[w] = table1[w];                                                \
-    if (LB_TWO_STATES) local_tables[LB_TABLE_WORDS + w] = table2[w];            \
-  }                                                                             \
-  barrier(CLK_LOCAL_MEM_FENCE);                                                 \
-  __local const uint* t1 = local_tables;                                        \
+#define LB_STEP_TABLES                                                     \
+  copy_code_table(table1, local_tables);                                   \
+  if (LB_TWO_STATES) copy_code_table(table2, local_tables + LB_TABLE_WORDS); \
+  barrier(CLK_LOCAL_MEM_FENCE);                                            \
+  __local const uint* t1 = local_tables;                                   \
   __local const uint* t2 = local_tables + LB_TABLE_WORDS
 #else
 #define LB_STEP_TABLES            \
   __global const uint* t1 = table1; \
   __global const uint* t2 = table2
 #endif
-
-// The blocks a group walks: get_local_size(0) / LB_LANES at a time, the
-// groups' blocks apart. Every item of a group takes the same turns (the
-// bound depends on the group alone), so barriers inside stay uniform; `turn`
-// counts them. Per turn: block b, the item's lane, the block's first element,
-// whether the block starts inside the tensor (active) and lies wholly inside
-// it (whole).
-#define LB_FOR_EACH_BLOCK                                                         \
-  const size_t lane = get_local_id(0) % LB_LANES;                                 \
-  const size_t per_group = get_local_size(0) / LB_LANES;                          \
-  const size_t nb = (n + blocksize - 1) / blocksize;                              \
-  size_t turn = 0;                                                                \
-  for (size_t first = get_group_id(0) * per_group; first < nb;                    \
-       first += get_num_groups(0) * per_group, ++turn)
-
-#define LB_TURN_GEOMETRY                              \
-  const size_t b = first + get_local_id(0) / LB_LANES; \
-  const size_t block_begin = b * blocksize;           \
-  const bool active = b < nb;                         \
-  const bool whole = block_begin + blocksize <= n
 
 // state2 and its table may be null without LB_TWO_STATES; the tables are
 // null for 32-bit states. `rejected` counts blocks left unchanged because a

@@ -116,8 +116,8 @@ inline float block_absmax(const float* v, size_t lane, __local uint* maxima) {
 
 // The first entry whose value is >= r, chosen between it and the one below
 // with probability proportional to the distance (bitsandbytes' rule).
-inline int stochastic_code(__global const uint* table, float r, float u) {
-  __global const float* code = (__global const float*)table;
+inline int stochastic_code(LB_TABLE_SPACE const uint* table, float r, float u) {
+  LB_TABLE_SPACE const float* code = (LB_TABLE_SPACE const float*)table;
   if (r <= code[0]) return 0;
   if (r >= code[255]) return 255;
   int lo = 0;
@@ -126,43 +126,55 @@ inline int stochastic_code(__global const uint* table, float r, float u) {
 }
 
 // Codes of x / absmax in `table` (kernels/opencl/code_table.h): the nearest
-// entry, or a stochastic neighbour.
+// entry, or a stochastic neighbour. Each group walks blocks (LB_FOR_EACH_BLOCK)
+// and, with LB_LOCAL_TABLES, reads the table from its copy in `local_table`.
+// Local: `maxima` two uints per item (turns alternate halves).
 __kernel void quantize_blockwise(__global const void* x, int x_type, ulong n, uint blocksize,
                                  __global const uint* restrict table, __global float* absmax,
                                  __global uchar* codes, int stochastic, uint seed_lo,
-                                 uint seed_hi, __local uint* maxima) {
-  LB_ITEM_GEOMETRY;
-  float v[LB_PER_ITEM];
-  load_item_values(x, x_type, n, block_begin, lane, whole, v);
-  const float m = block_absmax(v, lane, maxima);
-  if (!active) return;
-  uchar q[LB_PER_ITEM];
-  if (!lb_absmax_scales(m)) {
-    for (int k = 0; k < LB_PER_ITEM; ++k) q[k] = (uchar)table[LB_TABLE_ZERO];
-  } else if (stochastic) {
-    for (int k = 0; k < LB_PER_ITEM; ++k) {
-      const size_t i = item_elem(block_begin, lane, k);
-      const float u = lb_uniform(seed_lo, seed_hi, (uint)i, (uint)(i >> 32));
-      q[k] = (uchar)stochastic_code(table, v[k] / m, u);
-    }
-  } else if (table[LB_TABLE_STEPS] == 1) {
-    for (int k = 0; k < LB_PER_ITEM; ++k) q[k] = (uchar)encode_code(table, v[k] / m, true);
-  } else {
-    for (int k = 0; k < LB_PER_ITEM; ++k) q[k] = (uchar)encode_code(table, v[k] / m, false);
-  }
-#if LB_LANES > 1
-  if (whole) {
-    for (int k = 0; k < LB_PER_ITEM; k += 4)
-      ((__global uchar4*)codes)[item_elem(block_begin, lane, k) / 4] = vload4(k / 4, q);
-  } else
+                                 uint seed_hi, __local uint* maxima, __local uint* local_table) {
+#if LB_LOCAL_TABLES
+  copy_code_table(table, local_table);
+  barrier(CLK_LOCAL_MEM_FENCE);
+  __local const uint* t = local_table;
+#else
+  __global const uint* t = table;
 #endif
-  {
-    for (int k = 0; k < LB_PER_ITEM; ++k) {
-      const size_t i = item_elem(block_begin, lane, k);
-      if (i < n) codes[i] = q[k];
+  const bool bucketed = t[LB_TABLE_STEPS] == 1;
+  LB_FOR_EACH_BLOCK {
+    LB_TURN_GEOMETRY;
+    float v[LB_PER_ITEM];
+    load_item_values(x, x_type, n, block_begin, lane, whole, v);
+    const float m = block_absmax(v, lane, maxima + (turn % 2) * get_local_size(0));
+    if (!active) continue;
+    uchar q[LB_PER_ITEM];
+    if (!lb_absmax_scales(m)) {
+      for (int k = 0; k < LB_PER_ITEM; ++k) q[k] = (uchar)t[LB_TABLE_ZERO];
+    } else if (stochastic) {
+      for (int k = 0; k < LB_PER_ITEM; ++k) {
+        const size_t i = item_elem(block_begin, lane, k);
+        const float u = lb_uniform(seed_lo, seed_hi, (uint)i, (uint)(i >> 32));
+        q[k] = (uchar)stochastic_code(t, v[k] / m, u);
+      }
+    } else if (bucketed) {
+      for (int k = 0; k < LB_PER_ITEM; ++k) q[k] = (uchar)encode_code(t, v[k] / m, true);
+    } else {
+      for (int k = 0; k < LB_PER_ITEM; ++k) q[k] = (uchar)encode_code(t, v[k] / m, false);
     }
+#if LB_LANES > 1
+    if (whole) {
+      for (int k = 0; k < LB_PER_ITEM; k += 4)
+        ((__global uchar4*)codes)[item_elem(block_begin, lane, k) / 4] = vload4(k / 4, q);
+    } else
+#endif
+    {
+      for (int k = 0; k < LB_PER_ITEM; ++k) {
+        const size_t i = item_elem(block_begin, lane, k);
+        if (i < n) codes[i] = q[k];
+      }
+    }
+    if (lane == 0) absmax[b] = m;
   }
-  if (lane == 0) absmax[b] = m;
 }
 
 // 4-bit codes: `table` holds the format's 15 midpoints (then its values),

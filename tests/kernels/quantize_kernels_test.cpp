@@ -628,6 +628,34 @@ TEST_F(KernelBackends, EveryBackendMatchesTheCpuBitForBit) {
     if (be != &cpu) testing::for_each_layout(*be, bname, agree);
 }
 
+// A tensor of more blocks than a device runs groups at once (3M values; the
+// H200 runs 16,896 blocks of 64 at a time through OpenCL, PoCL on two cores
+// 256), so that each group of the OpenCL 8-bit quantizer walks several blocks
+// with the code table it copied into local memory: bit for bit with the CPU,
+// nearest and stochastic, in both layouts, a tail block included.
+TEST_F(KernelBackends, EightBitQuantizerAgreesWhenGroupsWalkManyBlocks) {
+  Backend& cpu = kernels::cpu_backend();
+  const auto code = signed_map();
+  std::mt19937 rng(5);
+  std::normal_distribution<double> normal;
+  std::vector<double> raw(12000 * 256 + 77);
+  for (auto& v : raw) v = normal(rng);
+  const Input in = make_input(DType::F32, raw);
+  const auto agree = [&](Backend& be, const std::string& bname) {
+    for (int bs : {64, 256}) {
+      for (bool stochastic : {false, true}) {
+        const kernels::StochasticRounding rounding{stochastic, 7};
+        const auto a = run_quantize_8bit(cpu, in, bs, code, rounding);
+        const auto b = run_quantize_8bit(be, in, bs, code, rounding);
+        ASSERT_EQ(a.codes, b.codes) << bname << " bs" << bs << (stochastic ? " stochastic" : "");
+        ASSERT_EQ(0, std::memcmp(a.absmax.data(), b.absmax.data(), a.absmax.size() * 4)) << bname;
+      }
+    }
+  };
+  for (auto [bname, be] : backends())
+    if (be != &cpu) testing::for_each_layout(*be, bname, agree);
+}
+
 // The OpenCL encoder decides a code from a bucket of |r| (its exponent and top 7 mantissa
 // bits, kernels/opencl/code_table.h) and one comparison with the next midpoint; the CPU's from
 // piecewise-linear pieces. Every place where either can go wrong is visited, for each codebook:
