@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "kernels/codebook.h"
+#include "kernels/error.h"
 
 namespace lowbit::kernels::opencl {
 namespace {
@@ -21,11 +22,40 @@ float float_of(uint32_t u) {
   return f;
 }
 
-// Midpoints strictly below r.
-int count_below(const float* mid, float r) {
-  int count = 0;
-  while (count < 255 && r > mid[count]) ++count;
-  return count;
+// Midpoints strictly below r, of `count` ascending ones.
+int count_below(const float* mid, int count, float r) {
+  int below = 0;
+  while (below < count && r > mid[below]) ++below;
+  return below;
+}
+
+// Per sign and bucket of |r| (bucket 0 below 2^(first_exponent - 127), then exponent and
+// `mantissa_bits` mantissa bits; the last from its start to inf), the number of the `count`
+// ascending midpoints below the bucket's lowest r, as bytes from word `at` of `table`, four to
+// a word. Returns the most midpoints one bucket spans.
+int fill_bucket_starts(const float* mid, int count, int mantissa_bits, int first_exponent,
+                       int buckets, std::vector<uint32_t>& table, size_t at) {
+  int steps = 0;
+  const int shift = 23 - mantissa_bits;
+  for (int sign = 0; sign < 2; ++sign) {
+    for (int idx = 0; idx < buckets; ++idx) {
+      // Magnitude bits of the bucket's smallest and largest members.
+      uint32_t lo = 0, hi = (uint32_t(first_exponent) << 23) - 1;
+      if (idx > 0) {
+        lo = uint32_t(idx - 1 + (first_exponent << mantissa_bits)) << shift;
+        hi = lo + (1u << shift) - 1;
+      }
+      if (idx == buckets - 1) hi = 0x7f800000u;
+      const uint32_t s = sign ? 0x80000000u : 0u;
+      // The lowest r of a negative bucket is its largest magnitude.
+      const float low = float_of((sign ? hi : lo) | s), high = float_of((sign ? lo : hi) | s);
+      const int first = count_below(mid, count, low), last = count_below(mid, count, high);
+      const int e = sign * buckets + idx;
+      table[at + size_t(e / 4)] |= uint32_t(first) << (8 * (e % 4));
+      steps = std::max(steps, last - first);
+    }
+  }
+  return steps;
 }
 
 }  // namespace
@@ -39,28 +69,20 @@ std::vector<uint32_t> build_code_table(const float* code) {
     table[size_t(i)] = bits_of(code[i]);
     table[size_t(256 + i)] = bits_of(mid[i]);
   }
-  int steps = 0;
-  constexpr int kShift = 23 - kCodeMantissaBits;
-  for (int sign = 0; sign < 2; ++sign) {
-    for (int idx = 0; idx < kCodeBuckets; ++idx) {
-      // Magnitude bits of the bucket's smallest and largest members.
-      uint32_t lo = 0, hi = (uint32_t(kCodeFirstExponent) << 23) - 1;
-      if (idx > 0) {
-        lo = uint32_t(idx - 1 + (kCodeFirstExponent << kCodeMantissaBits)) << kShift;
-        hi = lo + (1u << kShift) - 1;
-      }
-      if (idx == kCodeBuckets - 1) hi = 0x7f800000u;
-      const uint32_t s = sign ? 0x80000000u : 0u;
-      // The lowest r of a negative bucket is its largest magnitude.
-      const float low = float_of((sign ? hi : lo) | s), high = float_of((sign ? lo : hi) | s);
-      const int first = count_below(mid, low), last = count_below(mid, high);
-      const int e = sign * kCodeBuckets + idx;
-      table[size_t(514 + e / 4)] |= uint32_t(first) << (8 * (e % 4));
-      steps = std::max(steps, last - first);
-    }
-  }
-  table[512] = uint32_t(steps);
+  table[512] = uint32_t(fill_bucket_starts(mid, 255, kCodeMantissaBits, kCodeFirstExponent,
+                                           kCodeBuckets, table, 514));
   table[513] = uint32_t(zero_index(code, 256));
+  return table;
+}
+
+std::vector<uint32_t> build_table4(const float* midpoint) {
+  std::vector<uint32_t> table(size_t(kTable4Words), 0);
+  for (int i = 0; i < 15; ++i) table[size_t(i)] = bits_of(midpoint[i]);
+  table[15] = bits_of(std::numeric_limits<float>::infinity());
+  const int steps = fill_bucket_starts(midpoint, 15, kTable4MantissaBits, kTable4FirstExponent,
+                                       kTable4Buckets, table, 16);
+  LOWBIT_CHECK(steps <= 1, "build_table4: a bucket of |r| spans ", steps,
+               " midpoints of this 4-bit format; the OpenCL quantizer assumes at most one");
   return table;
 }
 

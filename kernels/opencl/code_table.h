@@ -32,4 +32,20 @@ constexpr int kCodeTableWords = 514 + (2 * kCodeBuckets + 3) / 4;
 // codebooks are searched.
 std::vector<uint32_t> build_code_table(const float* code);
 
+// The 4-bit quantizer's table of a format (NF4, FP4), in 32-bit words,
+// mirrored by the LB_T4_* macros of quantize.cl:
+//   [0, 16)     the 15 midpoints of the format's sorted values (float bits), then +inf
+//   from 16     start[2][kTable4Buckets], four 8-bit counts per word as above: per sign and
+//               bucket of |r|, the number of midpoints below the bucket's lowest value.
+// Bucket of |r|: 0 below 2^-24, then exponent and 3 mantissa bits (25 binades), clamped to the
+// last bucket from 2 up. Every bucket of both formats holds at most one midpoint (checked when
+// built), so the nibble's position is start + (r > midpoint[start]).
+constexpr int kTable4MantissaBits = 3;
+constexpr int kTable4FirstExponent = 103;
+constexpr int kTable4Buckets = 1 + 25 * (1 << kTable4MantissaBits);
+constexpr int kTable4Words = 16 + (2 * kTable4Buckets + 3) / 4;
+
+// The table for a format's 15 ascending midpoints.
+std::vector<uint32_t> build_table4(const float* midpoint);
+
 }  // namespace lowbit::kernels::opencl

@@ -104,8 +104,8 @@ class OpenClBackend final : public Backend {
   void finish_host_access(const std::vector<cl_mem>& wrapped);
   // Device copy of a 4-bit format: 15 midpoints + 16 values, and sorted codes.
   struct Table4 {
-    std::unique_ptr<Buffer> table;
-    std::unique_ptr<Buffer> sorted_code;
+    std::unique_ptr<Buffer> table;     // 15 midpoints, then the 16 values
+    std::unique_ptr<Buffer> quantize;  // the quantizer's table (code_table.h, build_table4)
   };
   const Table4& table4(Format4 format);
   // A device buffer of at least `bytes` reused by the optimizer ops for their

@@ -177,16 +177,33 @@ __kernel void quantize_blockwise(__global const void* x, int x_type, ulong n, ui
   }
 }
 
-// 4-bit codes: `table` holds the format's 15 midpoints (then its values),
-// `sorted_code` its codes in value order, nibble k for the k-th smallest.
-// A negative value that rounds to the zero entry takes negative_zero_code.
+// The 4-bit quantizer's table (kernels/opencl/code_table.h, build_table4): 15 midpoints and
+// +inf, then per sign and bucket of |r| the number of midpoints below the bucket.
+#define LB_T4_MANTISSA_BITS 3
+#define LB_T4_FIRST_EXPONENT 103
+#define LB_T4_BUCKETS (1 + 25 * (1 << LB_T4_MANTISSA_BITS))
+
+// Midpoints strictly below r (the sorted position of its nearest value, ties low): the bucket's
+// start and one comparison, since no bucket holds two midpoints; NaN (never passed: a block
+// holding one does not scale) would take 0, as the CPU's count gives it.
+inline uint nibble_position(__global const uint* table, float r) {
+  const uint u = as_uint(r);
+  const int a = (int)((u & 0x7fffffffu) >> (23 - LB_T4_MANTISSA_BITS)) -
+                (LB_T4_FIRST_EXPONENT << LB_T4_MANTISSA_BITS) + 1;
+  const int bucket = (int)(u >> 31) * LB_T4_BUCKETS + clamp(a, 0, LB_T4_BUCKETS - 1);
+  const uint start = (table[16 + bucket / 4] >> (8 * (bucket % 4))) & 0xffu;
+  const uint pos = start + (r > as_float(table[start]) ? 1u : 0u);
+  return r != r ? 0u : pos;
+}
+
+// 4-bit codes: `table` as above; `sorted_lo`, `sorted_hi` the format's codes in value order,
+// nibble k of the pair for the k-th smallest. A negative value that rounds to the zero entry
+// takes negative_zero_code.
 __kernel void quantize_4bit(__global const void* x, int x_type, ulong n, uint blocksize,
-                            __global const float* table, ulong sorted_code, uint zero_code,
-                            uint negative_zero_code, __global float* absmax,
+                            __global const uint* table, uint sorted_lo, uint sorted_hi,
+                            uint zero_code, uint negative_zero_code, __global float* absmax,
                             __global uchar* packed, __local uint* maxima) {
   LB_ITEM_GEOMETRY;
-  float mid[15];
-  for (int k = 0; k < 15; ++k) mid[k] = table[k];
   float v[LB_PER_ITEM];
   load_item_values(x, x_type, n, block_begin, lane, whole, v);
   const float m = block_absmax(v, lane, maxima);
@@ -196,9 +213,8 @@ __kernel void quantize_4bit(__global const void* x, int x_type, ulong n, uint bl
   for (int k = 0; k < LB_PER_ITEM; ++k) {
     // Elements past the tensor's end (zeros) encode 0: the pad nibble.
     const float r = scales ? v[k] / m : 0.0f;
-    uint pos = 0;
-    for (int j = 0; j < 15; ++j) pos += r > mid[j] ? 1 : 0;
-    const uint c = (uint)(sorted_code >> (4 * pos)) & 15u;
+    const uint pos = nibble_position(table, r);
+    const uint c = ((pos < 8 ? sorted_lo : sorted_hi) >> (4 * (pos % 8))) & 15u;
     nib[k] = (uchar)((c == zero_code && r < 0.0f) ? negative_zero_code : c);
   }
   // Elements 2j and 2j + 1 (consecutive in every layout) share byte j.

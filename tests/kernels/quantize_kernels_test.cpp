@@ -726,6 +726,59 @@ void expect_error(Fn&& fn, const std::string& needle) {
   testing::expect_error<kernels::Error>(fn, needle);
 }
 
+// The 4-bit twin: the OpenCL quantizer decides a nibble from a bucket of |r| (exponent and top
+// 3 mantissa bits, kernels/opencl/code_table.h, build_table4) and one comparison; the CPU counts
+// midpoints. Both edges and an inner value of every bucket of either sign, every midpoint and
+// its neighbours, zeros of both signs and values below the first bucket, for NF4 and FP4,
+// against the rule counted here: the sorted code of the number of midpoints below r, and a
+// negative r that rounds to zero keeping its sign where the format has a -0 (FP4).
+TEST_F(KernelBackends, FourBitCodesAreExactAtEveryBucketEdgeAndMidpoint) {
+  const auto bits_to_float = [](uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  };
+  for (Format4 format : {Format4::NF4, Format4::FP4}) {
+    const kernels::Format4Table& t = kernels::format4_table(format);
+    std::vector<float> r = {0.0f, -0.0f, 1e-45f, -1e-45f, 1.0f, -1.0f};
+    std::mt19937 rng(11);
+    for (uint32_t top = 103u << 3; top < 127u << 3; ++top)  // buckets from 2^-24 to 1
+      for (uint32_t sign : {0u, 0x80000000u})
+        for (uint32_t low : {0u, 0xfffffu, uint32_t(rng() & 0xfffffu)})
+          r.push_back(bits_to_float(sign | top << 20 | low));
+    for (int e = -40; e < -24; ++e)  // below the first bucket
+      for (float sign : {1.0f, -1.0f}) r.push_back(sign * std::ldexp(1.3f, e));
+    for (float m : t.midpoint)  // (FP4's last "midpoint" is its largest value, 1)
+      for (float v : {m, std::nextafter(m, -2.0f), std::nextafter(m, 2.0f)})
+        if (std::fabs(v) <= 1.0f) r.push_back(v);
+    // Blocks of 64 whose first element is 1, so that absmax is 1 and r is the value itself.
+    constexpr int kBs = 64;
+    std::vector<double> x;
+    for (float v : r) {
+      if (x.size() % kBs == 0) x.push_back(1.0);
+      x.push_back(double(v));
+    }
+    std::vector<uint8_t> expect(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      const float v = float(x[i]);
+      int below = 0;
+      for (float m : t.midpoint) below += v > m;
+      const uint8_t c = t.sorted_code[size_t(below)];
+      expect[i] = c == t.zero_code && v < 0.0f ? t.negative_zero_code : c;
+    }
+    const Input in = make_input(DType::F32, x);
+    const auto check = [&](Backend& be, const std::string& bname) {
+      const auto got = run_quantize_4bit(be, in, kBs, format);
+      for (size_t i = 0; i < x.size(); ++i) {
+        const int nibble = (i % 2 == 0) ? got.packed[i / 2] >> 4 : got.packed[i / 2] & 15;
+        ASSERT_EQ(nibble, int(expect[i])) << bname << "/" << kernels::format4_name(format)
+                                          << ": r = " << x[i] << " (element " << i << ")";
+      }
+    };
+    for (auto [bname, be] : backends()) testing::for_each_layout(*be, bname, check);
+  }
+}
+
 TEST_F(KernelBackends, BadArgumentsAreRefused) {
   for (const auto& named : backends()) {
     // Lambdas below capture it: a structured binding cannot be captured
