@@ -154,6 +154,8 @@ DeviceContext::DeviceContext(const DeviceInfo& info) : info_(info) {
   fp64_ = clGetDeviceInfo(info.device, CL_DEVICE_DOUBLE_FP_CONFIG, sizeof(dp), &dp, nullptr) ==
               CL_SUCCESS &&
           dp != 0;
+  nv_options_ = device_string(info.device, CL_DEVICE_EXTENSIONS).find("cl_nv_compiler_options") !=
+                std::string::npos;
 }
 
 cl_program DeviceContext::program(const std::string& name, const std::string& options) {

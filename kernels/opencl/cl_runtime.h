@@ -120,6 +120,8 @@ class DeviceContext {
   size_t local_mem_size() const { return local_mem_size_; }
   // Whether the device computes in double (cl_khr_fp64).
   bool has_fp64() const { return fp64_; }
+  // Whether the compiler takes NVIDIA's options (cl_nv_compiler_options: -cl-nv-maxrregcount).
+  bool nv_compiler_options() const { return nv_options_; }
 
  private:
   DeviceInfo info_;
@@ -130,6 +132,7 @@ class DeviceContext {
   size_t compute_units_ = 1;
   size_t local_mem_size_ = 0;
   bool fp64_ = false;
+  bool nv_options_ = false;
   std::mutex mutex_;
   std::map<std::pair<std::string, std::string>, ProgramHandle> programs_;
 };

@@ -239,25 +239,23 @@ const OpenClBackend::BlockKernel& OpenClBackend::quantize_kernel(const char* nam
   auto it = quantize_kernels_.find(key);
   if (it != quantize_kernels_.end()) return it->second;
   BlockKernel q;
-  size_t table_bytes = 0;
+  LocalTables local;
   static_cast<BlockGeometry&>(q) =
       block_geometry(name, size_t(blocksize), [&](const std::string& options, size_t group) {
         // The 8-bit quantizer walks blocks and reads its code table from local memory on GPUs.
         const bool eight_bit = std::string(name) == "quantize_blockwise";
-        const auto [local, bytes] = local_table_options(eight_bit ? kCodeTableWords * 4 : 0,
-                                                        group, 2 * sizeof(cl_uint));
-        table_bytes = bytes;
-        q.kernel = kernel("quantize", name, options + local);
+        local = local_tables(eight_bit ? kCodeTableWords * 4 : 0, group, 2 * sizeof(cl_uint));
+        q.kernel = kernel("quantize", name, options + local.options);
         return group_size(q.kernel, group);
       });
-  q.table_bytes = table_bytes;
+  q.table_bytes = local.bytes;
+  q.groups_per_unit = local.groups_per_unit;
   return quantize_kernels_.emplace(key, q).first->second;
 }
 
 void OpenClBackend::launch_blocks(const BlockGeometry& g, cl_kernel k, size_t n, int blocksize) {
   size_t groups = (num_blocks(n, blocksize) * g.lanes + g.group - 1) / g.group;
-  // Four groups of 256 items per compute unit, as the CUDA update runs; more only queue behind.
-  if (g.table_bytes) groups = std::min(groups, 4 * ctx_.compute_units());
+  if (g.groups_per_unit) groups = std::min(groups, g.groups_per_unit * ctx_.compute_units());
   launch(k, groups * g.group, g.group);
 }
 
@@ -451,27 +449,31 @@ const OpenClBackend::UpdateKernel& OpenClBackend::update_kernel(const OptimizerO
   auto it = update_kernels_.find(key);
   if (it != update_kernels_.end()) return it->second;
   UpdateKernel u;
-  size_t table_bytes = 0;
+  LocalTables local;
   static_cast<BlockGeometry&>(u) = block_geometry(
       "optimizer_update", size_t(op.blocksize), [&](const std::string& options, size_t group) {
-        const auto [local, bytes] = local_table_options(
-            op.quantized ? (op.state2 ? 2 : 1) * kCodeTableWords * 4 : 0, group,
-            2 * 2 * sizeof(float));
-        table_bytes = bytes;
-        const std::string all = rule + options + local;
+        local = local_tables(op.quantized ? (op.state2 ? 2 : 1) * kCodeTableWords * 4 : 0,
+                             group, 2 * 2 * sizeof(float));
+        const std::string all = rule + options + local.options;
         u.kernel = kernel("optimizer", "optimizer_update", all);
         u.norms = kernel("optimizer", "optimizer_update_norms_fused", all);
         return std::min(group_size(u.kernel, group), group_size(u.norms, group));
       });
-  u.table_bytes = table_bytes;
+  u.table_bytes = local.bytes;
+  u.groups_per_unit = local.groups_per_unit;
   return update_kernels_.emplace(key, u).first->second;
 }
 
-std::pair<std::string, size_t> OpenClBackend::local_table_options(size_t tables, size_t group,
-                                                                  size_t per_item) const {
+OpenClBackend::LocalTables OpenClBackend::local_tables(size_t tables, size_t group,
+                                                       size_t per_item) const {
   if (!gpu_layout() || tables == 0 || tables + group * per_item > ctx_.local_mem_size())
-    return {"", 0};
-  return {" -DLB_LOCAL_TABLES=1", tables};
+    return {};
+  // Groups that walk blocks do equal work, so the launch should hold about as many as run at
+  // once. NVIDIA's compiler can be held to 64 registers, four groups of 256 per SM (as the CUDA
+  // update runs); elsewhere residency is unknown, and 16 groups per unit keep the last wave's
+  // share small.
+  if (ctx_.nv_compiler_options()) return {" -DLB_LOCAL_TABLES=1 -cl-nv-maxrregcount=64", tables, 4};
+  return {" -DLB_LOCAL_TABLES=1", tables, 16};
 }
 
 void OpenClBackend::set_block_layout(BlockLayout layout) {

@@ -124,6 +124,7 @@ class OpenClBackend final : public Backend {
     size_t lanes = 1;
     size_t group = 1;
     size_t table_bytes = 0;  // code tables each group copies into local memory (LB_LOCAL_TABLES)
+    size_t groups_per_unit = 0;  // then groups launched per compute unit, each walking blocks
   };
   BlockGeometry block_geometry(
       const char* op, size_t blocksize,
@@ -135,11 +136,15 @@ class OpenClBackend final : public Backend {
     cl_kernel norms = nullptr;  // optimizer_update_norms_fused, same geometry
   };
   const UpdateKernel& update_kernel(const OptimizerOperands& op);
-  // The options that build a block kernel with `tables` bytes of code tables in local memory
-  // (none when the layout is a CPU device's or they would not fit beside `group` items' maxima
-  // of `per_item` bytes), and that size.
-  std::pair<std::string, size_t> local_table_options(size_t tables, size_t group,
-                                                     size_t per_item) const;
+  // How a block kernel holds `tables` bytes of code tables in local memory: the build options,
+  // the bytes and the groups per compute unit (none of them when the layout is a CPU device's
+  // or the tables would not fit beside `group` items' maxima of `per_item` bytes).
+  struct LocalTables {
+    std::string options;
+    size_t bytes = 0;
+    size_t groups_per_unit = 0;
+  };
+  LocalTables local_tables(size_t tables, size_t group, size_t per_item) const;
   // A quantizer of quantize.cl ("quantize_blockwise", "quantize_4bit") for a
   // block size, with its geometry.
   struct BlockKernel : BlockGeometry {
