@@ -181,7 +181,8 @@ void OpenClBackend::do_quantize_blockwise(const Buffer& x, DType x_type, size_t 
   const BlockKernel& q = quantize_kernel("quantize_blockwise", blocksize);
   set_args(q.kernel, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), table, absmax, codes,
            cl_int(rounding.enabled), cl_uint(rounding.seed), cl_uint(rounding.seed >> 32),
-           LocalBytes{2 * q.group * sizeof(cl_uint)}, LocalBytes{std::max<size_t>(q.table_bytes, 4)});
+           LocalBytes{2 * q.group * sizeof(cl_uint)},
+           LocalBytes{std::max<size_t>(q.table_bytes, 4)});
   launch_blocks(q, q.kernel, n, blocksize);
 }
 
@@ -472,7 +473,8 @@ OpenClBackend::LocalTables OpenClBackend::local_tables(size_t tables, size_t gro
   // once. NVIDIA's compiler can be held to 64 registers, four groups of 256 per SM (as the CUDA
   // update runs); elsewhere residency is unknown, and 16 groups per unit keep the last wave's
   // share small.
-  if (ctx_.nv_compiler_options()) return {" -DLB_LOCAL_TABLES=1 -cl-nv-maxrregcount=64", tables, 4};
+  if (ctx_.nv_compiler_options())
+    return {" -DLB_LOCAL_TABLES=1 -cl-nv-maxrregcount=64", tables, 4};
   return {" -DLB_LOCAL_TABLES=1", tables, 16};
 }
 
@@ -526,7 +528,8 @@ size_t OpenClBackend::update(const OptimizerOperands& op, const OptimizerArgs& a
                                       sizeof(zero), 0, nullptr, nullptr));
   set_args(u.kernel, args, cl_ulong(op.n), cl_uint(op.blocksize), op.param, op.grad, op.state1,
            op.absmax1, table1, op.state2, op.absmax2, table2, rejected,
-           LocalBytes{2 * u.group * 2 * sizeof(float)}, LocalBytes{std::max<size_t>(u.table_bytes, 4)});
+           LocalBytes{2 * u.group * 2 * sizeof(float)},
+           LocalBytes{std::max<size_t>(u.table_bytes, 4)});
   launch_blocks(u, u.kernel, op.n, op.blocksize);
   cl_uint count = 0;
   LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(rejected), CL_TRUE, 0, sizeof(count),
@@ -544,7 +547,8 @@ UpdateNorms OpenClBackend::update_norms(const OptimizerOperands& op, const Optim
   Buffer& partial = scratch(2 * nb * sizeof(float));
   set_args(u.norms, args, cl_ulong(op.n), cl_uint(op.blocksize), op.param, op.grad, op.state1,
            op.absmax1, table1, op.state2, op.absmax2, table2, partial,
-           LocalBytes{2 * u.group * 2 * sizeof(float)}, LocalBytes{std::max<size_t>(u.table_bytes, 4)});
+           LocalBytes{2 * u.group * 2 * sizeof(float)},
+           LocalBytes{std::max<size_t>(u.table_bytes, 4)});
   launch_blocks(u, u.norms, op.n, op.blocksize);
   const std::pair<double, double> sums = sum_partials(partial, nb, 2);
   UpdateNorms norms;

@@ -102,7 +102,7 @@ class OpenClBackend final : public Backend {
   // host memory, the wait and the map/unmap that make the host see it.
   void enqueue(cl_kernel k, cl_uint dims, const size_t* global, const size_t* local);
   void finish_host_access(const std::vector<cl_mem>& wrapped);
-  // Device copy of a 4-bit format: 15 midpoints + 16 values, and sorted codes.
+  // Device copies of a 4-bit format's tables.
   struct Table4 {
     std::unique_ptr<Buffer> table;     // 15 midpoints, then the 16 values
     std::unique_ptr<Buffer> quantize;  // the quantizer's table (code_table.h, build_table4)

@@ -3,14 +3,18 @@
 // work-item keeps its elements of a block in registers between the rule and
 // the requantization, so a block is read and written once; the norm pass
 // (LAMB, LARS) reads in the same geometry, and the gradient statistics take
-// sixteen items per block.
+// four items per block on GPUs, one on CPU devices.
 
 #ifdef LB_RULE
 // The fused update, built once per (rule, parameter type, state kind, block
 // geometry) with these macros set by the host:
 //   LB_RULE, LB_PARAM_TYPE (LB_F32/F16/BF16), LB_QUANTIZED, LB_TWO_STATES;
 //   LB_LANES work-items per quantization block, each updating LB_PER_ITEM
-//   consecutive elements of it.
+//   consecutive elements of it; LB_LOCAL_TABLES (GPUs, 8-bit states) when
+//   the code tables are read from local memory.
+// A work-group takes its blocks in turns (LB_FOR_EACH_BLOCK): one turn on CPU
+// devices, many on GPUs, where the host launches about as many groups as run
+// at once so that each group's copy of the tables serves many blocks.
 // GPUs take 8 elements per item (a 256-element block is one warp), and a
 // block that lies wholly inside the tensor is read and written 8 elements at
 // a time with vector accesses (every buffer starts on a 16-byte boundary:
@@ -108,7 +112,8 @@ inline void load_item(__global const void* param, __global const void* grad,
 
 // The rule over the item's elements: new parameters and states.
 inline void step_all(lb_optim_args a, LB_TABLE_SPACE const uint* restrict table1, float old1,
-                     LB_TABLE_SPACE const uint* restrict table2, float old2, const float* restrict p,
+                     LB_TABLE_SPACE const uint* restrict table2, float old2,
+                     const float* restrict p,
                      const float* restrict g, const lb_state_t* restrict q1,
                      const lb_state_t* restrict q2, float* restrict pn, float* restrict t1,
                      float* restrict t2) {
@@ -136,14 +141,14 @@ inline void encode_all(LB_TABLE_SPACE const uint* restrict table, bool bucketed,
 // The step's code tables where the kernels read them (`t1`, `t2`): copied
 // into local memory (LB_LOCAL_TABLES: GPUs, 8-bit states) or in place.
 #if LB_LOCAL_TABLES
-#define LB_STEP_TABLES                                                     \
-  copy_code_table(table1, local_tables);                                   \
+#define LB_STEP_TABLES                                                       \
+  copy_code_table(table1, local_tables);                                     \
   if (LB_TWO_STATES) copy_code_table(table2, local_tables + LB_TABLE_WORDS); \
-  barrier(CLK_LOCAL_MEM_FENCE);                                            \
-  __local const uint* t1 = local_tables;                                   \
+  barrier(CLK_LOCAL_MEM_FENCE);                                              \
+  __local const uint* t1 = local_tables;                                     \
   __local const uint* t2 = local_tables + LB_TABLE_WORDS
 #else
-#define LB_STEP_TABLES            \
+#define LB_STEP_TABLES              \
   __global const uint* t1 = table1; \
   __global const uint* t2 = table2
 #endif
