@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/isa_region.h"
@@ -53,21 +54,24 @@ void for_each_block(size_t n, int blocksize, Fn&& fn) {
   }
 }
 
-// max |x| over [begin, end), NaN if a NaN is there (lb_absmax_max: the rule
-// of every backend). Sixteen independent lanes so the loop vectorises without
-// reassociating a single reduction.
+// max |x| over [begin, end), NaN if a NaN is there (lb_absmax_max's rule),
+// found as the largest magnitude bit pattern: for non-negative floats the
+// integer order is the float order, and a NaN's lies above inf's, above every
+// finite value. An integer max vectorises (the float select with its NaN test
+// compiled to a branch per element), and it is the GPU backends' reduction,
+// so every backend picks the same NaN when a block holds several.
 template <typename T>
 float block_absmax(const typename T::Storage* x, size_t begin, size_t end) {
-  constexpr size_t kLanes = 16;
-  float lane[kLanes] = {};
-  size_t i = begin;
-  for (; i + kLanes <= end; i += kLanes)
-    for (size_t j = 0; j < kLanes; ++j)
-      lane[j] = lb_absmax_max(lane[j], std::fabs(T::load(x[i + j])));
-  float m = 0.0f;
-  for (; i < end; ++i) m = lb_absmax_max(m, std::fabs(T::load(x[i])));
-  for (size_t j = 0; j < kLanes; ++j) m = lb_absmax_max(m, lane[j]);
-  return m;
+  uint32_t m = 0;
+  for (size_t i = begin; i < end; ++i) {
+    const float v = T::load(x[i]);
+    uint32_t u;
+    std::memcpy(&u, &v, 4);
+    m = std::max(m, u & 0x7fffffffu);
+  }
+  float f;
+  std::memcpy(&f, &m, 4);
+  return f;
 }
 
 inline float element_uniform(const StochasticRounding& r, size_t i) {

@@ -1,5 +1,5 @@
 // NF4 / FP4 blockwise quantization, two codes per byte (element 2j in the high
-// nibble), following bitsandbytes' packing. The AVX-512 and NEON paths
+// nibble), following bitsandbytes' packing. The AVX-512, AVX2 and NEON paths
 // search the 16 midpoints held in registers, several values per step.
 #include "kernels/cpu/simd_intrinsics.h"
 
@@ -13,6 +13,18 @@
 LOWBIT_CPU_ISA_BEGIN
 namespace {
 
+#if LOWBIT_CPU_AVX2 && !LOWBIT_CPU_AVX512
+const __m256i* as_m256i(const int32_t* p) { return reinterpret_cast<const __m256i*>(p); }
+
+// Entry `index` (0..15) of a 16-entry table held as two 8-lane halves: both
+// halves permuted, then blended by bit 3 of the index.
+__m256 lookup16(__m256 low, __m256 high, __m256i index) {
+  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(low, index),
+                          _mm256_permutevar8x32_ps(high, index),
+                          _mm256_castsi256_ps(_mm256_slli_epi32(index, 28)));
+}
+#endif
+
 // Elements encoded per inner chunk: small enough to live in registers/L1, a
 // multiple of the smallest block size so chunks never straddle blocks.
 constexpr size_t kChunk = 32;
@@ -21,7 +33,7 @@ template <typename T>
 void quantize_typed(const typename T::Storage* x, size_t n, int blocksize,
                     const Format4Table& table, float* absmax, uint8_t* packed) {
   const int32_t zero = table.zero_code, negative_zero = table.negative_zero_code;
-#if LOWBIT_CPU_AVX512 || LOWBIT_CPU_NEON
+#if LOWBIT_CPU_AVX512 || LOWBIT_CPU_AVX2 || LOWBIT_CPU_NEON
   alignas(64) float mid16[16];
   alignas(64) int32_t code16[16];
   for (int k = 0; k < 16; ++k) {
@@ -32,6 +44,10 @@ void quantize_typed(const typename T::Storage* x, size_t n, int blocksize,
 #if LOWBIT_CPU_AVX512
   const __m512 midpoints = _mm512_load_ps(mid16);
   const __m512i codes = _mm512_load_si512(code16);
+#elif LOWBIT_CPU_AVX2
+  const __m256 mid_low = _mm256_load_ps(mid16), mid_high = _mm256_load_ps(mid16 + 8);
+  const __m256 code_low = _mm256_castsi256_ps(_mm256_load_si256(as_m256i(code16)));
+  const __m256 code_high = _mm256_castsi256_ps(_mm256_load_si256(as_m256i(code16 + 8)));
 #elif LOWBIT_CPU_NEON
   const LaneTable16 midpoints(mid16), codes(code16);
 #endif
@@ -67,6 +83,25 @@ void quantize_typed(const typename T::Storage* x, size_t n, int blocksize,
             _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
         _mm512_storeu_si512(q + i, _mm512_mask_mov_epi32(c, negative_zero_lanes,
                                                          _mm512_set1_epi32(negative_zero)));
+      }
+#elif LOWBIT_CPU_AVX2
+      // The same search, 8 values per step.
+      for (size_t i = 0; i < kChunk; i += 8) {
+        const __m256 v = _mm256_loadu_ps(r + i);
+        __m256i pos = _mm256_setzero_si256();
+        for (int step = 8; step > 0; step >>= 1) {
+          const __m256i probe = _mm256_add_epi32(pos, _mm256_set1_epi32(step - 1));
+          const __m256 above = _mm256_cmp_ps(v, lookup16(mid_low, mid_high, probe), _CMP_GT_OQ);
+          pos = _mm256_add_epi32(pos, _mm256_and_si256(_mm256_castps_si256(above),
+                                                       _mm256_set1_epi32(step)));
+        }
+        const __m256i c = _mm256_castps_si256(lookup16(code_low, code_high, pos));
+        const __m256i negative_zero_lanes = _mm256_and_si256(
+            _mm256_cmpeq_epi32(c, _mm256_set1_epi32(zero)),
+            _mm256_castps_si256(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i),
+                            _mm256_blendv_epi8(c, _mm256_set1_epi32(negative_zero),
+                                               negative_zero_lanes));
       }
 #elif LOWBIT_CPU_NEON
       // The same search, 4 values per step, the tables looked up by bytes.
