@@ -65,10 +65,11 @@ LB_FN lb_u32 lb_bf16_bits(float f) {
 
 /* The absmax rule of the quantizers (8-bit blockwise, NF4, FP4), the same on
  * every backend: a block's absmax is its largest |x|, NaN when it holds a NaN
- * and +inf when it holds an inf (and no NaN). lb_absmax_max(m, |x|) is the
- * reduction step; NaN wins whatever the order of the reduction, so CPU lanes,
- * OpenCL work-group trees and CUDA's bit-pattern maximum agree. */
-LB_FN float lb_absmax_max(float m, float a) { return (a > m || a != a) ? a : m; }
+ * and +inf when it holds an inf (and no NaN). Every backend finds it as the
+ * largest magnitude bit pattern (as_uint(x) & 0x7fffffff): for non-negative
+ * floats the integer order is the float order, and a NaN's lies above inf's,
+ * so the order of the reduction does not matter and the backends pick the
+ * same NaN when a block holds several. */
 
 /* Whether a block's codes encode x / absmax. An all-zero block (absmax 0) and
  * a non-finite one (absmax inf or NaN) store the format's zero code

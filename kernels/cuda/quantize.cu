@@ -35,8 +35,9 @@ __device__ __forceinline__ int stochastic_code(const float* code, float r, float
 // Runs body(i, v, mf) for every quantization block of x: blocksize / 8
 // threads share a block, each holding eight elements v = x[i, i + 8) (zeros
 // past n); mf is the block's max |x|, already stored in absmax (NaN when the
-// block holds one: a NaN's magnitude bits exceed inf's, lb_absmax_max's rule). Every thread
-// of the CUDA block takes part in the reduction, active or not.
+// block holds one: a NaN's magnitude bits exceed inf's, the absmax rule of
+// kernels/shared_math.h). Every thread of the CUDA block takes part in the
+// reduction, active or not.
 template <typename T, typename Body>
 __device__ __forceinline__ void for_each_block(const typename T::Storage* x, size_t n,
                                                int blocksize, float* absmax, Body&& body) {

@@ -89,8 +89,8 @@ inline void load_item_values(__global const void* x, int type, ulong n, size_t b
 
 // The block's absmax from its items' values: the largest magnitude as a bit
 // pattern (for non-negative floats the integer order is the float order, and
-// NaN lies above inf above every finite value: lb_absmax_max's rule), the
-// same in every item. Local: one uint per item; every item must call it.
+// NaN lies above inf above every finite value: the absmax rule of
+// shared_math.h), the same in every item. Local: one uint per item; every item must call it.
 inline float block_absmax(const float* v, size_t lane, __local uint* maxima) {
   uint bits = 0;
   for (int k = 0; k < LB_PER_ITEM; ++k) bits = max(bits, as_uint(v[k]) & 0x7fffffffu);

@@ -2,7 +2,7 @@
 // every quantizer (8-bit dynamic blockwise at two block sizes, NF4, FP4) on
 // every backend present, over all-zero blocks, one huge value, denormals,
 // inf and NaN, and sizes 0, 1 and block +- 1. The rule checked
-// (kernels/shared_math.h, lb_absmax_max / lb_absmax_scales):
+// (kernels/shared_math.h, the absmax rule, lb_absmax_scales):
 //   - absmax is the block's max |x| exactly; NaN if the block holds a NaN,
 //     else inf if it holds an inf;
 //   - an all-zero block stores the zero code and dequantizes to 0;
