@@ -510,7 +510,10 @@ TEST_F(OptimizerKernels, GradientStatsSumsAndDetectsNonFinite) {
   for (auto& v : g2) v = normal(rng);
   const auto same_sums = [&](Backend& be, const std::string& bname) {
     for (DType type : kFloatTypes)
-      for (auto [count, bs] : {std::pair<size_t, int>{g2.size(), 64}, {777, 128}, {5000, 256}}) {
+      for (const auto& shape : {std::pair<size_t, int>{g2.size(), 64}, {777, 128}, {5000, 256}}) {
+        // Named copies, not structured bindings: C++17 lambdas cannot capture those.
+        const size_t count = shape.first;
+        const int bs = shape.second;
         const std::vector<float> part(g2.begin(), g2.begin() + std::ptrdiff_t(count));
         const auto bytes = encode(part, type);
         const auto sum = [&](Backend& on) {
