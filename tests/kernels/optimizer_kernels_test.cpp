@@ -99,6 +99,17 @@ void expect_matches_reference(const Case& c, const Operands& o, const Result& go
     expect_state(o, o.qmap2, got.codes2, got.absmax2, got.state2, ref2, label + " state2");
 }
 
+// Two backends' results of one step agree in every byte: parameters, codes,
+// absmax and the count of rejected blocks.
+void expect_same_step(const Result& a, const Result& b, const std::string& label) {
+  EXPECT_EQ(a.rejected, b.rejected) << label;
+  EXPECT_EQ(a.param, b.param) << label;
+  EXPECT_EQ(a.codes1, b.codes1) << label;
+  EXPECT_EQ(a.codes2, b.codes2) << label;
+  EXPECT_EQ(a.absmax1, b.absmax1) << label;
+  EXPECT_EQ(a.absmax2, b.absmax2) << label;
+}
+
 class OptimizerKernels : public ::testing::Test {
  protected:
   std::vector<std::pair<std::string, Backend*>> backends() {
@@ -195,12 +206,7 @@ TEST_F(OptimizerKernels, EveryBackendAgreesWithTheCpuAtEveryBlockSizeAndCodebook
               if (codebook) o.qmap1 = o.qmap2 = *codebook;
               const Result a = run_update(kernels::cpu_backend(), c, o);
               const Result b = run_update(be, c, o);
-              EXPECT_EQ(a.rejected, b.rejected) << label;
-              EXPECT_EQ(a.param, b.param) << label;
-              EXPECT_EQ(a.codes1, b.codes1) << label;
-              EXPECT_EQ(a.codes2, b.codes2) << label;
-              EXPECT_EQ(a.absmax1, b.absmax1) << label;
-              EXPECT_EQ(a.absmax2, b.absmax2) << label;
+              expect_same_step(a, b, label);
             }
   };
   for_each_other_backend(agree);
@@ -221,12 +227,7 @@ TEST_F(OptimizerKernels, EveryBackendAgreesWithTheCpuWhenGroupsWalkManyBlocks) {
       const Operands o = make_operands(c, DType::F32, true, n, 256, 29);
       const Result a = run_update(kernels::cpu_backend(), c, o);
       const Result b = run_update(be, c, o);
-      EXPECT_EQ(a.rejected, b.rejected) << label;
-      EXPECT_EQ(a.param, b.param) << label;
-      EXPECT_EQ(a.codes1, b.codes1) << label;
-      EXPECT_EQ(a.codes2, b.codes2) << label;
-      EXPECT_EQ(a.absmax1, b.absmax1) << label;
-      EXPECT_EQ(a.absmax2, b.absmax2) << label;
+      expect_same_step(a, b, label);
       Uploaded on_cpu(kernels::cpu_backend(), c, o), here(be, c, o);
       const kernels::UpdateNorms want =
           kernels::cpu_backend().optimizer_update_norms(on_cpu.op, make_args(c));
