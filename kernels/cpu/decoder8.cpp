@@ -30,17 +30,19 @@ __m512i element_order() {
 // of 31 interleaved runs: 0.231 ns per value against the gather's 0.38 (the
 // VBMI decoder: 0.08-0.10); the codes as one 64-bit word: 0.236.
 __m256 eight_entries(const float* table, const uint8_t* codes) {
-  uint32_t low_codes, high_codes;  // two words: byte k of a word is one movzx away
-  std::memcpy(&low_codes, codes, 4);
-  std::memcpy(&high_codes, codes + 4, 4);
-  const auto entry = [table, low_codes, high_codes](int k) {
-    const uint32_t word = k < 4 ? low_codes : high_codes;
-    return _mm256_broadcast_ss(table + ((word >> (8 * (k & 3))) & 0xff));
-  };
-  const __m256 low = _mm256_blend_ps(_mm256_blend_ps(entry(0), entry(1), 0x02),
-                                     _mm256_blend_ps(entry(2), entry(3), 0x08), 0x0c);
-  const __m256 high = _mm256_blend_ps(_mm256_blend_ps(entry(4), entry(5), 0x20),
-                                      _mm256_blend_ps(entry(6), entry(7), 0x80), 0xc0);
+  uint64_t word;
+  std::memcpy(&word, codes, 8);
+  __m256 e[8];
+  for (int k = 0; k < 8; k += 2) {
+    const uint32_t low_bytes = uint32_t(word);
+    e[k] = _mm256_broadcast_ss(table + (low_bytes & 0xff));
+    e[k + 1] = _mm256_broadcast_ss(table + ((low_bytes >> 8) & 0xff));
+    word >>= 16;
+  }
+  const __m256 low = _mm256_blend_ps(_mm256_blend_ps(e[0], e[1], 0x02),
+                                     _mm256_blend_ps(e[2], e[3], 0x08), 0x0c);
+  const __m256 high = _mm256_blend_ps(_mm256_blend_ps(e[4], e[5], 0x20),
+                                      _mm256_blend_ps(e[6], e[7], 0x80), 0xc0);
   return _mm256_blend_ps(low, high, 0xf0);
 }
 #endif
