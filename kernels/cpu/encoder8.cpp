@@ -10,6 +10,7 @@
 #include "kernels/cpu/codebook_cache.h"
 #include "kernels/cpu/neon_tables.h"
 
+
 LOWBIT_CPU_ISA_BEGIN
 namespace {
 
@@ -459,9 +460,10 @@ size_t Encoder8::encode_pieces(const float* x, float scale, uint8_t* codes, size
   const L::I lowest = L::set(int32_t(kFirstExponent / 2));
   const L::I one = L::set(int32_t(1));
   const L::I zero = L::set(int32_t(pc.zero));
-  size_t i = 0;
-  for (; i + L::kCount <= n; i += L::kCount) {
-    const L::I r = L::bits(L::mul(L::load(x + i), m));
+  // The codes of the kCount values at x + at, without the clamp at 0, and
+  // the lanes whose t is too close to an integer to decide.
+  const auto group_codes = [&](size_t at, L::M& ambiguous) {
+    const L::I r = L::bits(L::mul(L::load(x + at), m));
     const L::M negative = L::negative(r);
     const L::I y = L::and_(r, magnitude);
     // Exponent / 2, at least 48: its low 4 bits select the span (48 = 3 * 16).
@@ -474,16 +476,38 @@ size_t Encoder8::encode_pieces(const float* x, float scale, uint8_t* codes, size
     piece = L::add_where(L::greater(y_cmp, L::lookup(above2, span)), piece, one);
     const L::F t = L::fma(L::floats(y), L::floats(L::lookup(slope, piece)),
                           L::floats(L::lookup(offset, piece)));
-    const L::M ambiguous = L::fraction_below(t, window);
+    ambiguous = L::fraction_below(t, window);
     const L::I magnitude_code = L::truncate(t);
-    L::I code;
-    if constexpr (kNegatives) {
-      code = L::add(zero, magnitude_code);
-      code = L::sub_where(negative, code, zero, magnitude_code);
-      code = L::max_signed(code, L::set(int32_t(0)));
-    } else {
-      code = L::zero_where(negative, magnitude_code);
-    }
+    if constexpr (kNegatives)
+      return L::sub_where(negative, L::add(zero, magnitude_code), zero, magnitude_code);
+    else
+      return L::zero_where(negative, magnitude_code);
+  };
+  size_t i = 0;
+#if LOWBIT_CPU_AVX512
+  // Four groups per step, narrowed to bytes by two saturating packs (which
+  // also clamp negative codes at 0) and put in order by one permute: the
+  // packs work per 128-bit lane, leaving dword 4k + g with codes 4k .. 4k + 3
+  // of group g. On the Zen 4 VM (256-value blocks in L1, best of 31) 0.284 /
+  // 0.251 ns per value (signed / unsigned map) against 0.308 / 0.259 with a
+  // narrowing store (vpmovdb) per group.
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  for (; i + 4 * L::kCount <= n; i += 4 * L::kCount) {
+    L::M ambiguous[4];
+    L::I c[4];
+    for (size_t g = 0; g < 4; ++g) c[g] = group_codes(i + g * L::kCount, ambiguous[g]);
+    const __m512i bytes =
+        _mm512_packus_epi16(_mm512_packus_epi32(c[0], c[1]), _mm512_packus_epi32(c[2], c[3]));
+    _mm512_storeu_si512(codes + i, _mm512_permutexvar_epi32(order, bytes));
+    if ((ambiguous[0] | ambiguous[1] | ambiguous[2] | ambiguous[3]) == 0) continue;
+    for (size_t g = 0; g < 4; ++g)
+      encode_lanes(L::lanes(ambiguous[g]), x + i + g * L::kCount, scale, codes + i + g * L::kCount);
+  }
+#endif
+  for (; i + L::kCount <= n; i += L::kCount) {
+    L::M ambiguous;
+    L::I code = group_codes(i, ambiguous);
+    if constexpr (kNegatives) code = L::max_signed(code, L::set(int32_t(0)));
     L::store_bytes(codes + i, code);
     encode_lanes(L::lanes(ambiguous), x + i, scale, codes + i);
   }
