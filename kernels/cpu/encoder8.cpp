@@ -10,7 +10,6 @@
 #include "kernels/cpu/codebook_cache.h"
 #include "kernels/cpu/neon_tables.h"
 
-
 LOWBIT_CPU_ISA_BEGIN
 namespace {
 
