@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/isa_region.h"
@@ -54,6 +53,10 @@ void for_each_block(size_t n, int blocksize, Fn&& fn) {
   }
 }
 
+// |x| as its IEEE bit pattern: the patterns of magnitudes order like their
+// values, NaN and inf above every finite one, and integer maxima vectorise.
+inline uint32_t magnitude_bits(float x) { return float_bits(x) & 0x7fffffffu; }
+
 // max |x| over [begin, end), NaN if a NaN is there: the absmax rule of
 // kernels/shared_math.h, as the largest magnitude bit pattern. An integer max
 // vectorises (a float select with a NaN test compiled to a branch per
@@ -61,15 +64,8 @@ void for_each_block(size_t n, int blocksize, Fn&& fn) {
 template <typename T>
 float block_absmax(const typename T::Storage* x, size_t begin, size_t end) {
   uint32_t m = 0;
-  for (size_t i = begin; i < end; ++i) {
-    const float v = T::load(x[i]);
-    uint32_t u;
-    std::memcpy(&u, &v, 4);
-    m = std::max(m, u & 0x7fffffffu);
-  }
-  float f;
-  std::memcpy(&f, &m, 4);
-  return f;
+  for (size_t i = begin; i < end; ++i) m = std::max(m, magnitude_bits(T::load(x[i])));
+  return bits_float(m);
 }
 
 inline float element_uniform(const StochasticRounding& r, size_t i) {

@@ -28,11 +28,9 @@ T* host(const Buffer* b) {
   return b ? static_cast<T*>(CpuBackend::host(*b)) : nullptr;
 }
 
-// Magnitudes are compared as IEEE bit patterns: they order like the values,
-// NaN and inf are the largest (>= kNonFinite), and as integers the block
-// loop's max reductions vectorise.
+// Magnitudes are compared as IEEE bit patterns (magnitude_bits, element_io.h):
+// NaN and inf are the largest, at or above kNonFinite.
 constexpr uint32_t kNonFinite = 0x7f800000u;
-inline uint32_t magnitude_bits(float x) { return float_bits(x) & 0x7fffffffu; }
 
 // Largest magnitudes of a block's new values (bit patterns, see above).
 struct BlockMax {
