@@ -27,6 +27,14 @@ struct LocalBytes {
   size_t bytes;
 };
 
+// The __local argument a block kernel copies its code tables into. A local
+// argument may not have 0 bytes, so kernels without local tables (which never
+// touch it) get 4.
+template <typename Geometry>
+LocalBytes tables_arg(const Geometry& g) {
+  return LocalBytes{std::max<size_t>(g.table_bytes, 4)};
+}
+
 void set_arg(cl_kernel k, cl_uint i, const Buffer& b) {
   const cl_mem m = mem_of(b);
   if (static_cast<const ClBuffer&>(b).wraps_host()) wrapped_args.push_back(m);
@@ -182,7 +190,7 @@ void OpenClBackend::do_quantize_blockwise(const Buffer& x, DType x_type, size_t 
   set_args(q.kernel, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), table, absmax, codes,
            cl_int(rounding.enabled), cl_uint(rounding.seed), cl_uint(rounding.seed >> 32),
            LocalBytes{2 * q.group * sizeof(cl_uint)},
-           LocalBytes{std::max<size_t>(q.table_bytes, 4)});
+           tables_arg(q));
   launch_blocks(q, q.kernel, n, blocksize);
 }
 
@@ -529,7 +537,7 @@ size_t OpenClBackend::update(const OptimizerOperands& op, const OptimizerArgs& a
   set_args(u.kernel, args, cl_ulong(op.n), cl_uint(op.blocksize), op.param, op.grad, op.state1,
            op.absmax1, table1, op.state2, op.absmax2, table2, rejected,
            LocalBytes{2 * u.group * 2 * sizeof(float)},
-           LocalBytes{std::max<size_t>(u.table_bytes, 4)});
+           tables_arg(u));
   launch_blocks(u, u.kernel, op.n, op.blocksize);
   cl_uint count = 0;
   LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(rejected), CL_TRUE, 0, sizeof(count),
@@ -548,7 +556,7 @@ UpdateNorms OpenClBackend::update_norms(const OptimizerOperands& op, const Optim
   set_args(u.norms, args, cl_ulong(op.n), cl_uint(op.blocksize), op.param, op.grad, op.state1,
            op.absmax1, table1, op.state2, op.absmax2, table2, partial,
            LocalBytes{2 * u.group * 2 * sizeof(float)},
-           LocalBytes{std::max<size_t>(u.table_bytes, 4)});
+           tables_arg(u));
   launch_blocks(u, u.norms, op.n, op.blocksize);
   const std::pair<double, double> sums = sum_partials(partial, nb, 2);
   UpdateNorms norms;
