@@ -671,11 +671,6 @@ TEST_F(KernelBackends, EightBitCodesAreExactAtEveryBucketEdgeAndMidpoint) {
   tiny[128] = 1e-10f;  // midpoint 5e-11 < 2^-31
   const std::vector<std::pair<std::string, std::vector<float>>> codebooks = {
       {"signed", signed_map()}, {"unsigned", unsigned_map()}, {"linear", linear}, {"tiny", tiny}};
-  const auto bits_to_float = [](uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-  };
   for (const auto& named : codebooks) {
     // Named references, not structured bindings: C++17 lambdas cannot capture those.
     const std::string& cname = named.first;
@@ -685,7 +680,7 @@ TEST_F(KernelBackends, EightBitCodesAreExactAtEveryBucketEdgeAndMidpoint) {
     for (uint32_t top = 96u << 7; top < 127u << 7; ++top)  // buckets from 2^-31 to 1
       for (uint32_t sign : {0u, 0x80000000u})
         for (uint32_t low : {0u, 0xffffu, uint32_t(rng() & 0xffffu)})
-          r.push_back(bits_to_float(sign | top << 16 | low));
+          r.push_back(kernels::bits_float(sign | top << 16 | low));
     for (int e = -45; e < -31; ++e)  // below the first bucket, low bits of every kind
       for (int j = 0; j < 16; ++j)
         for (float sign : {1.0f, -1.0f}) r.push_back(sign * std::ldexp(1.0f + j / 17.0f, e));
@@ -733,11 +728,6 @@ void expect_error(Fn&& fn, const std::string& needle) {
 // against the rule counted here: the sorted code of the number of midpoints below r, and a
 // negative r that rounds to zero keeping its sign where the format has a -0 (FP4).
 TEST_F(KernelBackends, FourBitCodesAreExactAtEveryBucketEdgeAndMidpoint) {
-  const auto bits_to_float = [](uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-  };
   for (Format4 format : {Format4::NF4, Format4::FP4}) {
     const kernels::Format4Table& t = kernels::format4_table(format);
     std::vector<float> r = {0.0f, -0.0f, 1e-45f, -1e-45f, 1.0f, -1.0f};
@@ -745,7 +735,7 @@ TEST_F(KernelBackends, FourBitCodesAreExactAtEveryBucketEdgeAndMidpoint) {
     for (uint32_t top = 103u << 3; top < 127u << 3; ++top)  // buckets from 2^-24 to 1
       for (uint32_t sign : {0u, 0x80000000u})
         for (uint32_t low : {0u, 0xfffffu, uint32_t(rng() & 0xfffffu)})
-          r.push_back(bits_to_float(sign | top << 20 | low));
+          r.push_back(kernels::bits_float(sign | top << 20 | low));
     for (int e = -40; e < -24; ++e)  // below the first bucket
       for (float sign : {1.0f, -1.0f}) r.push_back(sign * std::ldexp(1.3f, e));
     for (float m : t.midpoint)  // (FP4's last "midpoint" is its largest value, 1)
