@@ -1,26 +1,14 @@
 #include "kernels/opencl/code_table.h"
 
 #include <algorithm>
-#include <cstring>
 #include <limits>
 
 #include "kernels/codebook.h"
+#include "kernels/dtype.h"
 #include "kernels/error.h"
 
 namespace lowbit::kernels::opencl {
 namespace {
-
-uint32_t bits_of(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-
-float float_of(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 
 // Midpoints strictly below r, of `count` ascending ones.
 int count_below(const float* mid, int count, float r) {
@@ -48,7 +36,7 @@ int fill_bucket_starts(const float* mid, int count, int mantissa_bits, int first
       if (idx == buckets - 1) hi = 0x7f800000u;
       const uint32_t s = sign ? 0x80000000u : 0u;
       // The lowest r of a negative bucket is its largest magnitude.
-      const float low = float_of((sign ? hi : lo) | s), high = float_of((sign ? lo : hi) | s);
+      const float low = bits_float((sign ? hi : lo) | s), high = bits_float((sign ? lo : hi) | s);
       const int first = count_below(mid, count, low), last = count_below(mid, count, high);
       const int e = sign * buckets + idx;
       table[at + size_t(e / 4)] |= uint32_t(first) << (8 * (e % 4));
@@ -66,8 +54,8 @@ std::vector<uint32_t> build_code_table(const float* code) {
   for (int i = 0; i < 255; ++i) mid[i] = code_midpoint(code, i);
   mid[255] = std::numeric_limits<float>::infinity();
   for (int i = 0; i < 256; ++i) {
-    table[size_t(i)] = bits_of(code[i]);
-    table[size_t(256 + i)] = bits_of(mid[i]);
+    table[size_t(i)] = float_bits(code[i]);
+    table[size_t(256 + i)] = float_bits(mid[i]);
   }
   table[512] = uint32_t(fill_bucket_starts(mid, 255, kCodeMantissaBits, kCodeFirstExponent,
                                            kCodeBuckets, table, 514));
@@ -77,8 +65,8 @@ std::vector<uint32_t> build_code_table(const float* code) {
 
 std::vector<uint32_t> build_table4(const float* midpoint) {
   std::vector<uint32_t> table(size_t(kTable4Words), 0);
-  for (int i = 0; i < 15; ++i) table[size_t(i)] = bits_of(midpoint[i]);
-  table[15] = bits_of(std::numeric_limits<float>::infinity());
+  for (int i = 0; i < 15; ++i) table[size_t(i)] = float_bits(midpoint[i]);
+  table[15] = float_bits(std::numeric_limits<float>::infinity());
   const int steps = fill_bucket_starts(midpoint, 15, kTable4MantissaBits, kTable4FirstExponent,
                                        kTable4Buckets, table, 16);
   LOWBIT_CHECK(steps <= 1, "build_table4: a bucket of |r| spans ", steps,

@@ -13,7 +13,6 @@
 //   - every backend gives the CPU's bits.
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -22,6 +21,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/codebook.h"
+#include "kernels/dtype.h"
 #include "tests/kernels/backends.h"
 
 namespace lowbit {
@@ -107,10 +107,7 @@ float max_abs(const std::vector<float>& x, size_t begin, size_t end) {
 
 // The bits of a float, NaN payloads folded (the rule says NaN, not which).
 uint32_t bits(float f) {
-  if (std::isnan(f)) return 0x7fc00000u;
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
+  return std::isnan(f) ? 0x7fc00000u : kernels::float_bits(f);
 }
 
 struct Case {
