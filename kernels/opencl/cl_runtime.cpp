@@ -48,6 +48,21 @@ std::string build_log(cl_program program, cl_device_id device) {
 
 }  // namespace
 
+void DeviceContext::dump_program(cl_program program, const std::string& stem,
+                                 const std::string& options) const {
+  size_t size = 0;
+  LOWBIT_CL_CHECK(
+      clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof(size), &size, nullptr));
+  std::string binary(size, '\0');
+  unsigned char* data = reinterpret_cast<unsigned char*>(binary.data());
+  LOWBIT_CL_CHECK(clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof(data), &data, nullptr));
+  std::ofstream(stem + ".bin", std::ios::binary) << binary;
+  std::ofstream(stem + ".log") << info_.label << "\noptions: " << options << "\n"
+                               << build_log(program, info_.device);
+  LOWBIT_CHECK(std::ifstream(stem + ".log").good(), "LOWBIT_OPENCL_DUMP: cannot write ", stem,
+               ".log");
+}
+
 const char* cl_error_name(cl_int err) {
   switch (err) {
 #define LOWBIT_CL_ERR(e) \
@@ -169,12 +184,19 @@ cl_program DeviceContext::program(const std::string& name, const std::string& op
   cl_int err = CL_SUCCESS;
   ProgramHandle program(clCreateProgramWithSource(context_.get(), 1, &text, &length, &err));
   LOWBIT_CL_CHECK_RESULT(err, "clCreateProgramWithSource('" + name + "')");
-  const std::string all_options = base_options_ + " " + options;
+  const char* dump = std::getenv("LOWBIT_OPENCL_DUMP");
+  const bool dumping = dump && *dump;
+  // NVIDIA's compiler then puts ptxas's resource report (registers, stack frame, spills) in the log.
+  const std::string all_options =
+      base_options_ + " " + options + (dumping && nv_options_ ? " -cl-nv-verbose" : "");
   err = clBuildProgram(program.get(), 1, &info_.device, all_options.c_str(), nullptr, nullptr);
   if (err != CL_SUCCESS)
     fail("lowbit: building OpenCL program '", name, "' for ", info_.label, " failed with ",
          cl_error_name(err), " (options: ", all_options, "). Build log:\n",
          build_log(program.get(), info_.device));
+  if (dumping)
+    dump_program(program.get(), std::string(dump) + "/" + name + "-" +
+                                    std::to_string(programs_.size()), all_options);
   cl_program p = program.get();
   programs_.emplace(key, std::move(program));
   return p;

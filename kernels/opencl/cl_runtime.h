@@ -109,6 +109,10 @@ class DeviceContext {
 
   // The program built from the embedded source `name` (see sources.h) with
   // `options`; built once and cached. A failed build throws with the log.
+  // With LOWBIT_OPENCL_DUMP set to a folder, each build also writes there
+  // <name>-<k>.log (device, options, build log: on NVIDIA with -cl-nv-verbose,
+  // ptxas's registers, stack frame and spills per kernel) and <name>-<k>.bin
+  // (the program binary: PTX on NVIDIA).
   cl_program program(const std::string& name, const std::string& options = "");
 
   // Options every lowbit program is built with on this device.
@@ -124,6 +128,9 @@ class DeviceContext {
   bool nv_compiler_options() const { return nv_options_; }
 
  private:
+  // LOWBIT_OPENCL_DUMP: `program`'s binary and build log as <stem>.bin and <stem>.log.
+  void dump_program(cl_program program, const std::string& stem, const std::string& options) const;
+
   DeviceInfo info_;
   ContextHandle context_;
   QueueHandle queue_;

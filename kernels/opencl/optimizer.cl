@@ -265,7 +265,10 @@ __kernel void optimizer_update(lb_optim_args a, ulong n, uint blocksize, __globa
       }
 #endif
     } else {
-      for (int k = 0; k < len; ++k) {
+      // Constant indices (k < len tested inside): an index the compiler cannot unroll would put
+      // pn, q1 and q2 in memory for the whole kernel (NVIDIA: a 48-byte stack frame).
+      for (int k = 0; k < LB_PER_ITEM; ++k) {
+        if (k >= len) break;
         store_elem(param, LB_PARAM_TYPE, begin + k, pn[k]);
         ((__global lb_state_t*)state1)[begin + k] = q1[k];
         if (LB_TWO_STATES) ((__global lb_state_t*)state2)[begin + k] = q2[k];

@@ -1,6 +1,6 @@
 // OpenCL plumbing: a program that fails to build reports the device's build
 // log; sources can be read from disk (LOWBIT_OPENCL_SOURCE_DIR); programs are
-// built once per device and cached.
+// built once per device and cached; builds can be dumped (LOWBIT_OPENCL_DUMP).
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -103,6 +103,30 @@ TEST(OpenClRuntime, ProgramsAreCachedPerDevice) {
   EXPECT_EQ(ctx.program("cached_for_test"), first);
   // Different build options are a different program.
   EXPECT_THROW(ctx.program("cached_for_test", "-DVARIANT=1"), kernels::Error);
+}
+
+// LOWBIT_OPENCL_DUMP: each build leaves its log (device, options, the compiler's report) and its
+// binary in the folder, named after the program.
+TEST(OpenClRuntime, DumpFolderReceivesEachBuildsLogAndBinary) {
+  LOWBIT_REQUIRE_OPENCL(cl);
+  SourceDir dir;
+  testing::ScratchDir dump;
+  dir.write("dumped_for_test", "__kernel void k(__global float* x) { x[0] = 2.0f; }\n");
+  setenv("LOWBIT_OPENCL_DUMP", dump.path().c_str(), 1);
+  context_of(*cl).program("dumped_for_test", "-DDUMP_MARK=7");
+  unsetenv("LOWBIT_OPENCL_DUMP");
+  std::string log, binary;
+  for (const auto& entry : fs::directory_iterator(dump.path())) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("dumped_for_test-", 0) != 0) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    (entry.path().extension() == ".log" ? log : binary) = text.str();
+  }
+  EXPECT_NE(log.find(context_of(*cl).info().label), std::string::npos) << log;
+  EXPECT_NE(log.find("-DDUMP_MARK=7"), std::string::npos) << log;
+  EXPECT_FALSE(binary.empty());
 }
 
 TEST(OpenClRuntime, MissingSourceFileIsNamed) {
