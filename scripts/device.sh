@@ -5,8 +5,10 @@
 # then the GPU benchmarks. Logs and benchmark JSON go to $OUT (default
 # build-cuda/out); the last lines printed are the summary.
 #   scripts/device.sh [all|build|test|bench|opencl|cpu|nproc]   (default: all)
-# opencl (not part of all): NVIDIA's OpenCL on the GPU, bench_quantize at 256M
-# values, and the OpenCL 4-bit matmul rows of bench_cuda beside torch's linear
+# opencl (not part of all): NVIDIA's OpenCL on the GPU: each kernel's stack frame
+# and spills from the compiler's report (LOWBIT_OPENCL_DUMP), the optimizer updates
+# and gradient_stats at 256M parameters against the device copy, bench_quantize at
+# 256M values, and the OpenCL 4-bit matmul rows of bench_cuda beside torch's linear
 # (LOWBIT_BENCH_DTYPE: bf16, the default, or f16) and the device's fp32 FMA peak.
 # cpu (not part of all): the host's CPU figures, on all its cores: bench_optim at
 # 64M on the AVX-512 and the AVX2 path (torch's fused AdamW in the same run), then
@@ -73,6 +75,20 @@ fi
 if [ "$what" = opencl ]; then
   # NVIDIA's OpenCL on the GPU: the quantizers against its device copy at 256M values, and the
   # 4-bit matmul (kernel level, device buffers) against torch's cuBLAS linear in one run.
+  # The compiler's report for every program the kernel tests build on NVIDIA's OpenCL: an
+  # array the compiler could not keep in registers shows as a stack frame (2026-12-05: 48 bytes
+  # in the update cost a quarter of its speed).
+  dump="$out/opencl_dump"
+  rm -rf "$dump" && mkdir -p "$dump"
+  LOWBIT_OPENCL_DUMP="$dump" LOWBIT_OPENCL_DEVICE=NVIDIA "$build/tests/lowbit_kernel_tests" \
+    --gtest_filter='OptimizerKernels.*:KernelBackends.*:Matmul4bit.*' > "$out/opencl_dump_tests.txt" 2>&1
+  grep -l NVIDIA "$dump"/*.log 2>/dev/null | xargs -r cat | awk '/Function properties for/ {k = $NF}
+    /stack frame/ && ($3 != 0 || $7 != 0) {print "  " k ": " $0}' | sort | uniq -c
+  note "NVIDIA OpenCL kernels with a stack frame or spills: $(grep -l NVIDIA "$dump"/*.log 2>/dev/null | xargs -r cat | grep 'stack frame' | grep -cv '^ptxas *\. *0 bytes stack frame, 0 bytes spill stores')"
+  LOWBIT_BENCH_SIZES=256M "$build/bench/bench_optim" --benchmark_filter='opencl_resident' \
+    --benchmark_repetitions=3 --benchmark_report_aggregates_only=true > "$out/bench_optim_opencl.txt" 2>&1
+  note "bench_optim, 256M on the first OpenCL GPU: rc $?"
+  sed -n '/^op  *group/,$p' "$out/bench_optim_opencl.txt"
   nvidia=$("$build/bench/bench_quantize" --benchmark_filter='^$' 2>/dev/null | grep -m1 NVIDIA | cut -d' ' -f1)
   LOWBIT_BENCH_N=$((256 << 20)) "$build/bench/bench_quantize" --benchmark_filter="/${nvidia:-none}/" \
     > "$out/bench_quantize_opencl.txt" 2>&1

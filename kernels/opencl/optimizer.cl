@@ -395,7 +395,8 @@ __kernel void gradient_stats_by_block(__global const void* grad, int grad_type, 
   }
   float tail[LB_SUM_LANES];
   vstore16(lanes, 0, tail);
-  for (int l = 0; i + l < end; ++l) {
+  for (int l = 0; l < LB_SUM_LANES; ++l) {  // constant indices: tail stays in registers
+    if (i + l >= end) break;
     const float g = load_elem(grad, grad_type, i + l);
     tail[l] += g * g;
   }
