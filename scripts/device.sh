@@ -73,8 +73,6 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
 fi
 
 if [ "$what" = opencl ]; then
-  # NVIDIA's OpenCL on the GPU: the quantizers against its device copy at 256M values, and the
-  # 4-bit matmul (kernel level, device buffers) against torch's cuBLAS linear in one run.
   # The compiler's report for every program the kernel tests build on NVIDIA's OpenCL: an
   # array the compiler could not keep in registers shows as a stack frame (2026-12-05: 48 bytes
   # in the update cost a quarter of its speed).
@@ -89,6 +87,8 @@ if [ "$what" = opencl ]; then
     --benchmark_repetitions=3 --benchmark_report_aggregates_only=true > "$out/bench_optim_opencl.txt" 2>&1
   note "bench_optim, 256M on the first OpenCL GPU: rc $?"
   sed -n '/^op  *group/,$p' "$out/bench_optim_opencl.txt"
+  # The quantizers against the device copy at 256M values, and the 4-bit matmul (kernel level,
+  # device buffers) against torch's cuBLAS linear in one run.
   nvidia=$("$build/bench/bench_quantize" --benchmark_filter='^$' 2>/dev/null | grep -m1 NVIDIA | cut -d' ' -f1)
   LOWBIT_BENCH_N=$((256 << 20)) "$build/bench/bench_quantize" --benchmark_filter="/${nvidia:-none}/" \
     > "$out/bench_quantize_opencl.txt" 2>&1

@@ -56,11 +56,12 @@ void DeviceContext::dump_program(cl_program program, const std::string& stem,
   std::string binary(size, '\0');
   unsigned char* data = reinterpret_cast<unsigned char*>(binary.data());
   LOWBIT_CL_CHECK(clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof(data), &data, nullptr));
-  std::ofstream(stem + ".bin", std::ios::binary) << binary;
-  std::ofstream(stem + ".log") << info_.label << "\noptions: " << options << "\n"
-                               << build_log(program, info_.device);
-  LOWBIT_CHECK(std::ifstream(stem + ".log").good(), "LOWBIT_OPENCL_DUMP: cannot write ", stem,
-               ".log");
+  std::ofstream bin(stem + ".bin", std::ios::binary);
+  bin << binary;
+  std::ofstream log(stem + ".log");
+  log << info_.label << "\noptions: " << options << "\n" << build_log(program, info_.device);
+  LOWBIT_CHECK(bin.good() && log.good(), "LOWBIT_OPENCL_DUMP: cannot write ", stem,
+               ".bin and .log (the folder must exist and be writable)");
 }
 
 const char* cl_error_name(cl_int err) {
