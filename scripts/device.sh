@@ -4,7 +4,8 @@
 # the CUDA backend, runs every test with CUDA and NVIDIA's OpenCL required,
 # then the GPU benchmarks. Logs and benchmark JSON go to $OUT (default
 # build-cuda/out); the last lines printed are the summary.
-#   scripts/device.sh [all|build|test|bench|opencl|cpu|nproc]   (default: all)
+#   scripts/device.sh [all|build|test|bench|opencl|cpu|nproc ...]   (default: all)
+# Several steps run in one call, in the order of this script (e.g. `build test opencl`).
 # opencl (not part of all): NVIDIA's OpenCL on the GPU: each kernel's stack frame
 # and spills from the compiler's report (LOWBIT_OPENCL_DUMP), the optimizer updates
 # and gradient_stats at 256M parameters against the device copy, bench_quantize at
@@ -23,7 +24,11 @@
 # LOWBIT_BENCH_FILTER: a Google Benchmark filter for bench_cuda.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-what=${1:-all}
+steps=" ${*:-all} "
+# Whether step $1 was asked for (`all`: build, test and bench).
+want() {
+  [[ "$steps" == *" $1 "* ]] || { [[ "$steps" == *" all "* ]] && [[ " build test bench " == *" $1 "* ]]; }
+}
 build=build-cuda
 out=${OUT:-$build/out}
 mkdir -p "$out"
@@ -39,7 +44,7 @@ if [ -w /etc ] && [ ! -e /etc/OpenCL/vendors/nvidia.icd ]; then
   echo libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
 fi
 
-if [ "$what" = all ] || [ "$what" = build ]; then
+if want build; then
   torch_cmake=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "share", "cmake"))')
   start=$(date +%s)
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_cmake" \
@@ -52,7 +57,7 @@ if [ "$what" = all ] || [ "$what" = build ]; then
   note "build: $(( $(date +%s) - start )) s ($(grep -o 'CUDA backend [A-Z]*' "$out/configure.log"))"
 fi
 
-if [ "$what" = all ] || [ "$what" = test ]; then
+if want test; then
   start=$(date +%s)
   export LOWBIT_REQUIRE_OPENCL=1 LOWBIT_REQUIRE_CUDA=1
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
@@ -62,7 +67,7 @@ if [ "$what" = all ] || [ "$what" = test ]; then
   note "tests: rc $rc in $(( $(date +%s) - start )) s: $(grep -E 'tests passed' "$out/test.log")"
 fi
 
-if [ "$what" = all ] || [ "$what" = bench ]; then
+if want bench; then
   nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader > "$out/gpu.txt"
   "$build/bench/bench_cuda" --benchmark_filter="${LOWBIT_BENCH_FILTER:-.}" \
     --benchmark_repetitions="${LOWBIT_BENCH_REPETITIONS:-3}" --benchmark_report_aggregates_only=true \
@@ -72,7 +77,7 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   sed -n '/^op  *group/,$p' "$out/bench_cuda.txt"
 fi
 
-if [ "$what" = opencl ]; then
+if want opencl; then
   # The compiler's report for every program the kernel tests build on NVIDIA's OpenCL: an
   # array the compiler could not keep in registers shows as a stack frame (2026-12-05: 48 bytes
   # in the update cost a quarter of its speed).
@@ -102,7 +107,7 @@ if [ "$what" = opencl ]; then
   sed 's/\x1b\[[0-9;]*m//g' "$out/bench_cuda_opencl.txt" | grep -m1 '^opencl_fma/'
 fi
 
-if [ "$what" = cpu ]; then
+if want cpu; then
   for isa in avx512 avx2; do
     LOWBIT_CPU_ISA=$isa LOWBIT_BENCH_SIZES=64M "$build/bench/bench_optim" \
       --benchmark_filter='^(memcpy|torch|torch_fused|lowbit8|lowbit8_skipblocks)/[a-z]+/64M/threads' \
@@ -112,7 +117,7 @@ if [ "$what" = cpu ]; then
   done
 fi
 
-if [ "$what" = cpu ] || [ "$what" = nproc ]; then
+if want cpu || want nproc; then
   train="$build/examples/lowbit-train"
   if compgen -G "$build/dist/liblowbit_dist.*" > /dev/null; then
     cores=$(nproc)
