@@ -1,5 +1,8 @@
 #include "kernels/opencl/cl_runtime.h"
 
+#include <unistd.h>
+
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -195,9 +198,12 @@ cl_program DeviceContext::program(const std::string& name, const std::string& op
     fail("lowbit: building OpenCL program '", name, "' for ", info_.label, " failed with ",
          cl_error_name(err), " (options: ", all_options, "). Build log:\n",
          build_log(program.get(), info_.device));
-  if (dumping)
-    dump_program(program.get(), std::string(dump) + "/" + name + "-" +
-                                    std::to_string(programs_.size()), all_options);
+  if (dumping) {
+    // Unique across contexts and processes (CTest runs tests side by side).
+    static std::atomic<int> builds{0};
+    dump_program(program.get(), std::string(dump) + "/" + name + "-" + std::to_string(getpid()) +
+                                    "-" + std::to_string(builds++), all_options);
+  }
   cl_program p = program.get();
   programs_.emplace(key, std::move(program));
   return p;

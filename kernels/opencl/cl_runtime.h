@@ -110,9 +110,10 @@ class DeviceContext {
   // The program built from the embedded source `name` (see sources.h) with
   // `options`; built once and cached. A failed build throws with the log.
   // With LOWBIT_OPENCL_DUMP set to a folder, each build also writes there
-  // <name>-<k>.log (device, options, build log: on NVIDIA with -cl-nv-verbose,
-  // ptxas's registers, stack frame and spills per kernel) and <name>-<k>.bin
-  // (the program binary: PTX on NVIDIA).
+  // <name>-<pid>-<k>.log (device, options, build log: on NVIDIA with
+  // -cl-nv-verbose, ptxas's registers, stack frame and spills per kernel) and
+  // <name>-<pid>-<k>.bin (the program binary: PTX on NVIDIA); k counts the
+  // process's builds.
   cl_program program(const std::string& name, const std::string& options = "");
 
   // Options every lowbit program is built with on this device.
