@@ -513,8 +513,8 @@ void check_class_source(std::string_view source, const std::string& name) {
     static const char* const kExpected[] = {
         "'class <name>(Module):'", "'  __parameters__ = [\"<name>\", ]'",
         "'  __buffers__ = [\"<name>\", ]'",
-        "a class header or an annotation ('  <name> : <Type>', "
-        "'  __annotations__[\"<name>\"] = <Type>', '  __annotations__ = []')"};
+        ("a class header or an annotation ('  <name> : <Type>', "
+         "'  __annotations__[\"<name>\"] = <Type>', '  __annotations__ = []')")};
     TORCH_CHECK(ok, "record '", name, "' line ", line_number, " ('", printable(text),
                 "') is not class source as OutputArchive writes it; expected ", kExpected[expected]);
     expected = std::min<size_t>(expected + 1, 3);

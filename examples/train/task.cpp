@@ -68,7 +68,7 @@ class ImageTask : public Task {
       loss_sum += torch::cross_entropy_loss(logits, labels, {}, at::Reduction::Sum).item<double>();
       correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
     }
-    return {loss_sum / double(n), double(correct) / double(n)};
+    return {loss_sum / double(n), double(correct) / double(n), std::nullopt};
   }
 
   std::string describe() const override {
@@ -151,7 +151,7 @@ class TextTask : public Task {
                       .item<double>() *
                   double(end - begin);
     }
-    return {loss_sum / double(n), std::nullopt};
+    return {loss_sum / double(n), std::nullopt, std::nullopt};
   }
 
   std::string describe() const override {

@@ -66,15 +66,17 @@ TEST(OpenClRuntime, AutoTakesOnlyAGpuThatSharesHostMemory) {
     any = any || kernels::opencl::auto_selectable(d);
   const kernels::BackendChoice choice = kernels::choose_backend({"auto", -1, ""});
   const std::string picked = choice.backend->name();
-  if (any)
+  if (any) {
     EXPECT_NE(picked, "cpu");
-  else
+  } else {
     EXPECT_EQ(picked, "cpu");
+  }
   // The reason names the rule that decided, and the devices it passed over.
   EXPECT_EQ(choice.reason.rfind("auto: ", 0), 0u) << choice.reason;
-  if (!any)
+  if (!any) {
     for (const auto& d : kernels::opencl::list_devices())
       EXPECT_NE(choice.reason.find(d.label), std::string::npos) << choice.reason;
+  }
   EXPECT_EQ(kernels::choose_backend({"cpu", -1, ""}).reason, "asked for (backend: cpu)");
 }
 

@@ -422,12 +422,15 @@ TEST_F(OptimizerKernels, NanPlantedInAStateBlockStaysInThatBlock) {
       EXPECT_EQ(got.rejected, 1u) << label;
       for (size_t i = 256; i < 512; ++i) {
         ASSERT_EQ(decode(got.param, DType::F32, i), decode(o.param, DType::F32, i)) << label;
-        if (quantized)
+        if (quantized) {
           ASSERT_EQ(got.codes1[i], o.codes1[i]) << label;
-        else if (i != 256 + 40)
+        } else if (i != 256 + 40) {
           ASSERT_EQ(got.state1[i], o.state1[i]) << label;
+        }
       }
-      if (quantized) EXPECT_TRUE(std::isnan(got.absmax1[1])) << label;
+      if (quantized) {
+        EXPECT_TRUE(std::isnan(got.absmax1[1])) << label;
+      }
       for (size_t i : {size_t(0), size_t(600)})
         EXPECT_NE(decode(got.param, DType::F32, i), decode(o.param, DType::F32, i)) << label;
     }

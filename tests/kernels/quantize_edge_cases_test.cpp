@@ -181,8 +181,11 @@ TEST(QuantizeEdgeCases, EveryQuantizerFollowsTheRuleOnEveryBackend) {
           std::vector<float> alone(c.x);
           std::fill(alone.begin() + ptrdiff_t(begin), alone.begin() + ptrdiff_t(end), 0.0f);
           const Quantized ref = run(kernels::cpu_backend(), q, alone);
-          for (size_t i = 0; i < n; ++i)
-            if (i < begin || i >= end) EXPECT_EQ(bits(cpu.back[i]), bits(ref.back[i])) << i;
+          for (size_t i = 0; i < n; ++i) {
+            if (i < begin || i >= end) {
+              EXPECT_EQ(bits(cpu.back[i]), bits(ref.back[i])) << i;
+            }
+          }
           continue;
         }
         const float m = max_abs(c.x, begin, end);
@@ -196,7 +199,9 @@ TEST(QuantizeEdgeCases, EveryQuantizerFollowsTheRuleOnEveryBackend) {
           ASSERT_TRUE(std::isfinite(cpu.back[i])) << i << ": " << c.x[i];
           // Every codebook holds +1 (NF4 and FP4 also -1; the signed dynamic
           // map's lowest entry is above -1), so +absmax comes back exactly.
-          if (c.x[i] == m || (q.four_bit && c.x[i] == -m)) EXPECT_EQ(cpu.back[i], c.x[i]) << i;
+          if (c.x[i] == m || (q.four_bit && c.x[i] == -m)) {
+            EXPECT_EQ(cpu.back[i], c.x[i]) << i;
+          }
           // Nearest code: within half the widest gap of any codebook (FP4's,
           // from 2/3 to 1), i.e. absmax / 6, plus float rounding.
           EXPECT_LE(std::fabs(double(cpu.back[i]) - double(c.x[i])), (1.0 / 6 + 1e-6) * m) << i;
