@@ -42,7 +42,7 @@ void average_gradients(Group& group, const std::vector<torch::Tensor>& params,
   for (const auto& p : params)
     if (p.requires_grad()) trained.push_back(p);
   check_same_layout(group, trained);
-  if (group.size() == 1) return;
+  if (!group.connected()) return;
   torch::NoGradGuard no_grad;
   for (auto& p : trained)
     if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);

@@ -1,7 +1,12 @@
 #include "dist/process_group.h"
 
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef LOWBIT_WITH_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <cerrno>
 #include <cstdlib>
@@ -44,6 +49,14 @@ Env env_from_environment() {
     env.world_size = int(*world);
     env.rank = int(*rank);
   }
+  const auto local_world = integer_variable("LOCAL_WORLD_SIZE", 1, env.world_size);
+  const auto local_rank =
+      integer_variable("LOCAL_RANK", 0, local_world ? *local_world - 1 : env.world_size - 1);
+  LOWBIT_CHECK(local_world.has_value() == local_rank.has_value(),
+               "environment: LOCAL_RANK and LOCAL_WORLD_SIZE must be set together (only ",
+               local_world ? "LOCAL_WORLD_SIZE" : "LOCAL_RANK", " is set)");
+  env.local_world_size = local_world ? int(*local_world) : env.world_size;
+  env.local_rank = local_rank ? int(*local_rank) : env.rank;
   if (const char* addr = std::getenv("MASTER_ADDR")) {
     LOWBIT_CHECK(*addr, "environment variable MASTER_ADDR is empty");
     env.master_addr = addr;
@@ -52,8 +65,20 @@ Env env_from_environment() {
   return env;
 }
 
+bool nccl_available() {
+#ifdef LOWBIT_WITH_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
 struct Group::Impl {
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+#ifdef LOWBIT_WITH_NCCL
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
+#endif
+  int nccl_device = -1;
   std::chrono::milliseconds timeout;
   std::string where;  // for errors: "rank r of n (store host:port)"
 
@@ -66,16 +91,43 @@ struct Group::Impl {
                                std::to_string(timeout.count()) + " ms): " + message_of(e));
     }
   }
+
+  // Runs `collective` (a callable taking a process group) on the group that carries `tensors`:
+  // NCCL for CUDA tensors where the group has it, Gloo otherwise.
+  template <typename Collective>
+  void run_on(const char* what, const std::vector<torch::Tensor>& tensors,
+              Collective&& collective) {
+    LOWBIT_CHECK(!tensors.empty(), "dist: ", what, " of no tensors");
+    const torch::Device device = tensors[0].device();
+    for (const auto& t : tensors)
+      LOWBIT_CHECK(t.device() == device && (device.is_cpu() || device.is_cuda()), "dist: ",
+                   what, " on ", where, ": its tensors must all be on the CPU or all on one "
+                   "CUDA device; they are on ", device.str(), " and ", t.device().str());
+#ifdef LOWBIT_WITH_NCCL
+    if (device.is_cuda() && nccl) {
+      LOWBIT_CHECK(device.index() == nccl_device, "dist: ", what, " on ", where,
+                   ": a CUDA tensor on ", device.str(), ", but this rank's NCCL device is cuda:",
+                   nccl_device);
+      run(what, collective(*nccl));
+      return;
+    }
+#endif
+    run(what, collective(*gloo));
+  }
 };
 
-Group::Group(const Env& env, std::chrono::milliseconds timeout)
+Group::Group(const Env& env, std::chrono::milliseconds timeout, const GroupOptions& options)
     : impl_(std::make_unique<Impl>()), rank_(env.rank), size_(env.world_size) {
   LOWBIT_CHECK(env.world_size >= 1 && env.rank >= 0 && env.rank < env.world_size,
                "dist: rank ", env.rank, " is outside [0, ", env.world_size, ")");
+  LOWBIT_CHECK(options.nccl_device < 0 || nccl_available(), "dist: NCCL was asked for (cuda:",
+               options.nccl_device, "), but this build of lowbit has none (it needs a libtorch ",
+               "with CUDA and NCCL, and nccl.h: LOWBIT_NCCL_INCLUDE_DIR)");
   impl_->timeout = timeout;
   impl_->where = "rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
                  " (store " + env.master_addr + ":" + std::to_string(env.master_port) + ")";
-  if (env.world_size == 1) return;  // alone: every collective is the identity, no store, no port
+  // Alone: every collective is the identity, no store, no port.
+  if (env.world_size == 1 && !options.connect_alone) return;
   try {
     c10d::TCPStoreOptions store_options;
     store_options.port = std::uint16_t(env.master_port);
@@ -84,59 +136,82 @@ Group::Group(const Env& env, std::chrono::milliseconds timeout)
     store_options.waitWorkers = true;
     store_options.timeout = timeout;
     auto store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, store_options);
-    auto options = c10d::ProcessGroupGloo::Options::create();
-    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-    options->timeout = timeout;
-    impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, env.rank, env.world_size,
-                                                            options);
+    // Each process group keeps its keys under its own prefix of the one store.
+    auto gloo_options = c10d::ProcessGroupGloo::Options::create();
+    gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    gloo_options->timeout = timeout;
+    impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
+        c10::make_intrusive<c10d::PrefixStore>("gloo", store), env.rank, env.world_size,
+        gloo_options);
+#ifdef LOWBIT_WITH_NCCL
+    if (options.nccl_device >= 0) {
+      // NCCL's communicator and streams go on this device, not on device 0.
+      c10::cuda::set_device(static_cast<c10::DeviceIndex>(options.nccl_device));
+      auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+      nccl_options->timeout = timeout;
+      impl_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+          c10::make_intrusive<c10d::PrefixStore>("nccl", store), env.rank, env.world_size,
+          nccl_options);
+      impl_->nccl_device = options.nccl_device;
+    }
+#endif
   } catch (const std::exception& e) {
     throw std::runtime_error("lowbit::dist: could not start " + impl_->where + " within " +
                              std::to_string(timeout.count()) + " ms: " + message_of(e));
   }
 }
 
+bool Group::connected() const { return bool(impl_->gloo); }
+
+const char* Group::cuda_backend() const {
+  if (!connected()) return "none";
+  return impl_->nccl_device >= 0 ? "nccl" : "gloo";
+}
+
 Group::~Group() = default;
 
 void Group::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
-  if (!impl_->pg) return;
+  if (!impl_->gloo) return;
   c10d::AllreduceOptions options;
   options.reduceOp = c10d::ReduceOp::SUM;
   options.timeout = impl_->timeout;
-  impl_->run("all-reduce", impl_->pg->allreduce(tensors, options));
+  impl_->run_on("all-reduce", tensors, [&](auto& pg) { return pg.allreduce(tensors, options); });
 }
 
 void Group::broadcast(torch::Tensor& tensor, int root) {
   LOWBIT_CHECK(root >= 0 && root < size_, "dist: broadcast root ", root,
                " is outside [0, ", size_, ")");
-  if (!impl_->pg) return;
+  if (!impl_->gloo) return;
   std::vector<torch::Tensor> tensors{tensor};
   c10d::BroadcastOptions options;
   options.rootRank = root;
   options.timeout = impl_->timeout;
-  impl_->run("broadcast", impl_->pg->broadcast(tensors, options));
+  impl_->run_on("broadcast", tensors, [&](auto& pg) { return pg.broadcast(tensors, options); });
 }
 
 void Group::barrier() {
-  if (!impl_->pg) return;
+  if (!impl_->gloo) return;
   c10d::BarrierOptions options;
   options.timeout = impl_->timeout;
-  impl_->run("barrier", impl_->pg->barrier(options));
+  impl_->run("barrier", impl_->gloo->barrier(options));
 }
 
 void Group::send(const torch::Tensor& tensor, int peer) {
   LOWBIT_CHECK(peer >= 0 && peer < size_ && peer != rank_, "dist: send to rank ", peer,
                " from rank ", rank_, " of ", size_);
-  LOWBIT_CHECK(tensor.is_contiguous(), "dist: send needs a contiguous tensor");
+  LOWBIT_CHECK(tensor.is_contiguous() && tensor.device().is_cpu(),
+               "dist: send needs a contiguous CPU tensor; this one is on ", tensor.device().str());
   std::vector<torch::Tensor> tensors{tensor};
-  impl_->run("send", impl_->pg->send(tensors, peer, /*tag=*/0));
+  impl_->run("send", impl_->gloo->send(tensors, peer, /*tag=*/0));
 }
 
 void Group::recv(torch::Tensor& tensor, int peer) {
   LOWBIT_CHECK(peer >= 0 && peer < size_ && peer != rank_, "dist: receive from rank ", peer,
                " on rank ", rank_, " of ", size_);
-  LOWBIT_CHECK(tensor.is_contiguous(), "dist: recv needs a contiguous tensor");
+  LOWBIT_CHECK(tensor.is_contiguous() && tensor.device().is_cpu(),
+               "dist: recv needs a contiguous CPU tensor; this one is on ", tensor.device().str());
   std::vector<torch::Tensor> tensors{tensor};
-  impl_->run("receive", impl_->pg->recv(tensors, peer, /*tag=*/0));
+  impl_->run("receive", impl_->gloo->recv(tensors, peer, /*tag=*/0));
 }
 
 }  // namespace lowbit::dist

@@ -1,6 +1,8 @@
 // Multi-process training over libtorch's c10d (issue 19): the process group a run gets from the
 // environment torchrun sets, with the collectives lowbit needs and a timeout on each, so that a
-// dead or missing peer ends a run with an error instead of a hang. Gloo on CPU tensors.
+// dead or missing peer ends a run with an error instead of a hang. Gloo carries CPU tensors;
+// CUDA tensors go through NCCL where the build has it and each rank has a GPU of its own
+// (issue 20), else through Gloo, which stages them in host memory.
 #pragma once
 
 #include <chrono>
@@ -13,21 +15,40 @@
 
 namespace lowbit::dist {
 
-// Where this process sits in a run: RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT, as torchrun
-// (and `lowbit-train --nproc`) set them.
+// Where this process sits in a run: RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR
+// and MASTER_PORT, as torchrun (and `lowbit-train --nproc`) set them.
 struct Env {
   int rank = 0;
   int world_size = 1;
+  // This process among those of its machine (which GPU it takes). Without LOCAL_RANK and
+  // LOCAL_WORLD_SIZE, every rank is taken to be on this machine: rank and world_size.
+  int local_rank = 0;
+  int local_world_size = 1;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
 };
 
 // Reads Env from the environment. Without RANK and WORLD_SIZE the run is one process. A value
-// that is not an integer in range, or only one of RANK and WORLD_SIZE, throws naming the variable.
+// that is not an integer in range, or only one of RANK and WORLD_SIZE (or of LOCAL_RANK and
+// LOCAL_WORLD_SIZE), throws naming the variable.
 Env env_from_environment();
 
 // The text of an exception, without libtorch's backtrace.
 std::string message_of(const std::exception& e);
+
+// How a Group carries CUDA tensors.
+struct GroupOptions {
+  // This rank's CUDA device for NCCL, which then carries every CUDA tensor (all of them must
+  // live there). Every rank needs a device of its own: NCCL refuses two ranks on one GPU. -1:
+  // no NCCL; CUDA tensors go through Gloo, and ranks may share a GPU.
+  int nccl_device = -1;
+  // A group of one still opens its store and process groups, so that its collectives run
+  // through Gloo and NCCL (tests on one GPU); otherwise they leave the tensors as they are.
+  bool connect_alone = false;
+};
+
+// Whether this build can use NCCL (a libtorch with CUDA and NCCL, and nccl.h found).
+bool nccl_available();
 
 // A process group of Env::world_size processes. Every call is collective: all ranks make the
 // same calls in the same order with tensors of the same shapes and dtypes.
@@ -36,15 +57,24 @@ class Group {
   // Rendezvous through a TCP store that rank 0 hosts at master_addr:master_port, then Gloo. A
   // group of one opens no store or port: its collectives leave the tensors as they are.
   // Throws if the peers do not all arrive within `timeout`; every collective after that throws
-  // when it does not complete within `timeout` (a peer died or stopped calling).
-  Group(const Env& env, std::chrono::milliseconds timeout);
+  // when it does not complete within `timeout` (a peer died or stopped calling). With NCCL, a
+  // collective's wait only orders the current CUDA stream after it; NCCL's own watchdog ends
+  // the process when one does not complete within `timeout`.
+  Group(const Env& env, std::chrono::milliseconds timeout, const GroupOptions& options = {});
   ~Group();
   Group(const Group&) = delete;
   Group& operator=(const Group&) = delete;
 
   int rank() const { return rank_; }
   int size() const { return size_; }
+  // Whether collectives go through process groups (false: a group of one without
+  // connect_alone, whose collectives leave the tensors as they are).
+  bool connected() const;
+  // What carries CUDA tensors: "nccl", "gloo", or "none" where not connected().
+  const char* cuda_backend() const;
 
+  // The tensors of one call must all be on the CPU or all on CUDA (on GroupOptions::nccl_device
+  // with NCCL); another mix throws naming the devices.
   // In place: every tensor becomes the elementwise sum over the ranks. The result is the same
   // bits on every rank.
   void all_reduce_sum(std::vector<torch::Tensor>& tensors);
@@ -53,8 +83,8 @@ class Group {
   // Waits until every rank has arrived.
   void barrier();
 
-  // Point to point, not collective: `tensor` (contiguous) goes to rank `peer`, which receives it
-  // into a tensor of the same size and dtype. Messages between two ranks arrive in the order
+  // Point to point, not collective: `tensor` (contiguous, on the CPU) goes to rank `peer`, which
+  // receives it into a tensor of the same size and dtype. Messages between two ranks arrive in the order
   // they are sent. Both throw, like the collectives, after the timeout.
   void send(const torch::Tensor& tensor, int peer);
   void recv(torch::Tensor& tensor, int peer);

@@ -118,10 +118,11 @@ ZeroOptimizer::ZeroOptimizer(Group& group, std::vector<torch::Tensor> params, co
   std::vector<int64_t> first_block{0}, first_cost{0}, unit;
   for (size_t k = 0; k < params_.size(); ++k) {
     const auto& p = params_[k];
-    LOWBIT_CHECK(p.is_contiguous() && p.device().is_cpu() &&
+    LOWBIT_CHECK(p.is_contiguous() && p.device() == params_[0].device() &&
                      p.scalar_type() == params_[0].scalar_type(),
-                 "dist: ZeroOptimizer: parameter ", k,
-                 " must be contiguous, on the CPU and of the first parameter's dtype");
+                 "dist: ZeroOptimizer: parameter ", k, " (", p.scalar_type(), " on ",
+                 p.device().str(), ") must be contiguous, and of the first parameter's dtype and "
+                 "device (", params_[0].scalar_type(), " on ", params_[0].device().str(), ")");
     unit.push_back(p.numel() >= min_8bit_size ? 1 : 4);
     first_block.push_back(first_block.back() + (p.numel() + block_size - 1) / block_size);
     first_cost.push_back(first_cost.back() + p.numel() * unit.back());
@@ -250,11 +251,13 @@ void ZeroOptimizer::sum_over_ranks(bool needed, const char* what,
 
 void ZeroOptimizer::step() {
   torch::NoGradGuard no_grad;
-  for (const auto& p : params_) {
-    if (p.grad().defined() && !torch::isfinite(p.grad()).all().item<bool>()) {
-      ++skipped_;
-      return;
-    }
+  // One read back for all gradients (on a GPU, one synchronisation per step).
+  std::vector<torch::Tensor> finite;
+  for (const auto& p : params_)
+    if (p.grad().defined()) finite.push_back(torch::isfinite(p.grad()).all());
+  if (!finite.empty() && !torch::stack(finite).all().item<bool>()) {
+    ++skipped_;
+    return;
   }
   if (optimizer_) {
     for (Shard& s : shards_[size_t(group_.rank())]) {
@@ -282,7 +285,8 @@ void ZeroOptimizer::step() {
       for (const Shard& s : shards) views.push_back(s.view.detach());
       buffer = torch::cat(views);
     } else {
-      buffer = torch::empty({size}, torch::TensorOptions().dtype(dtype));
+      buffer = torch::empty({size}, torch::TensorOptions().dtype(dtype).device(
+                                        params_[0].device()));
     }
     group_.broadcast(buffer, r);
     if (r == group_.rank()) continue;
@@ -327,9 +331,10 @@ std::vector<std::vector<std::unique_ptr<QuantizedParamState>>> ZeroOptimizer::ga
     if (size.item<int64_t>() == 0) continue;  // a rank without shards
     torch::Tensor data = torch::empty({size.item<int64_t>()}, torch::kUInt8);
     group_.recv(data, r);
+    // On the CPU: a rank's GPU need not be visible here; save() moves the parts back.
     torch::serialize::InputArchive archive;
     archive.load_from(reinterpret_cast<const char*>(data.data_ptr<uint8_t>()),
-                      size_t(data.numel()));
+                      size_t(data.numel()), torch::Device(torch::kCPU));
     states[size_t(r)] = states_by_position(archive);
     LOWBIT_CHECK(states[size_t(r)].size() == shards_[size_t(r)].size(), "dist: ZeroOptimizer: ",
                  "rank ", r, " sent the states of ", states[size_t(r)].size(),
@@ -375,7 +380,7 @@ void ZeroOptimizer::save(torch::serialize::OutputArchive& archive) const {
         const torch::Tensor t = field(*pieces[i]);
         LOWBIT_CHECK(t.defined() == field(first).defined(), "dist: ZeroOptimizer: save: ",
                      where(i), " has a different set of state tensors than rank ", owners[k][0]);
-        if (t.defined()) ts.push_back(t.reshape({-1}));
+        if (t.defined()) ts.push_back(t.reshape({-1}).to(params_[k].device()));
       }
       return ts.empty() ? torch::Tensor() : torch::cat(ts);
     };
@@ -387,7 +392,8 @@ void ZeroOptimizer::save(torch::serialize::OutputArchive& archive) const {
       // Every part received the same whole-tensor gradient norms.
       LOWBIT_CHECK(pieces[i]->gnorm_vec().defined() == first.gnorm_vec().defined() &&
                        (!first.gnorm_vec().defined() ||
-                        torch::equal(pieces[i]->gnorm_vec(), first.gnorm_vec())),
+                        torch::equal(pieces[i]->gnorm_vec().to(first.gnorm_vec().device()),
+                                     first.gnorm_vec())),
                    "dist: ZeroOptimizer: save: ", where(i),
                    " has another gradient-norm history than rank ", owners[k][0], "'s part");
     }

@@ -218,8 +218,8 @@ int main(int argc, char** argv) {
     if (args.nproc > 1) return train::launch_local_ranks(args.nproc, args.forwarded, std::cerr);
     std::signal(SIGINT, on_interrupt);
     train::RunOptions options;
-    options.ranks =
-        train::Ranks::from_environment(std::chrono::seconds(recipe.distributed.timeout));
+    options.ranks = train::Ranks::from_environment(
+        std::chrono::seconds(recipe.distributed.timeout), recipe.device == "cuda");
     // Ranks other than 0 print nothing but their errors (on stderr).
     std::ostringstream quiet;
     if (options.ranks && options.ranks->rank() != 0) options.out = &quiet;

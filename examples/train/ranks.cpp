@@ -67,15 +67,36 @@ struct Ranks::Impl {
   std::unique_ptr<dist::Group> group;
 };
 
-std::unique_ptr<Ranks> Ranks::from_environment(std::chrono::seconds timeout) {
+std::unique_ptr<Ranks> Ranks::from_environment(std::chrono::seconds timeout, bool cuda) {
   const dist::Env env = dist::env_from_environment();
   if (env.world_size == 1) return nullptr;
   std::unique_ptr<Ranks> ranks(new Ranks());
   ranks->rank_ = env.rank;
   ranks->size_ = env.world_size;
+  dist::GroupOptions options;
+  ranks->collectives_ = "Gloo";
+  if (cuda) {
+    const int gpus = int(torch::cuda::device_count());
+    if (gpus == 0)
+      throw config::RecipeError("device: cuda, but this rank (" + std::to_string(env.rank) +
+                                ") sees no CUDA device");
+    ranks->cuda_device_ = env.local_rank % gpus;
+    // NCCL refuses two ranks on one GPU; ranks that share GPUs go through Gloo.
+    if (env.local_world_size <= gpus && dist::nccl_available()) {
+      options.nccl_device = ranks->cuda_device_;
+      ranks->collectives_ = "NCCL, one GPU per rank";
+    } else {
+      ranks->collectives_ =
+          "Gloo through host memory: " +
+          (dist::nccl_available()
+               ? std::to_string(env.local_world_size) + " local ranks share " +
+                     std::to_string(gpus) + " GPU(s), and NCCL needs one per rank"
+               : std::string("this build has no NCCL"));
+    }
+  }
   ranks->impl_ = std::make_unique<Impl>();
   ranks->impl_->group = std::make_unique<dist::Group>(
-      env, std::chrono::duration_cast<std::chrono::milliseconds>(timeout));
+      env, std::chrono::duration_cast<std::chrono::milliseconds>(timeout), options);
   return ranks;
 }
 
@@ -143,7 +164,7 @@ int world_size_variable() {
 
 }  // namespace
 
-std::unique_ptr<Ranks> Ranks::from_environment(std::chrono::seconds) {
+std::unique_ptr<Ranks> Ranks::from_environment(std::chrono::seconds, bool) {
   if (world_size_variable() > 1) no_gloo();
   return nullptr;
 }

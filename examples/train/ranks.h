@@ -44,8 +44,10 @@ class Ranks {
   // A process of a multi-process run when WORLD_SIZE is set above 1 (with RANK, MASTER_ADDR,
   // MASTER_PORT, as torchrun and `lowbit-train --nproc` set them): joins the others, waiting
   // at most `timeout` for them and for each collective after. nullptr for a run of one
-  // process, which opens no store or port.
-  static std::unique_ptr<Ranks> from_environment(std::chrono::seconds timeout);
+  // process, which opens no store or port. With `cuda`, the rank trains on GPU
+  // LOCAL_RANK % (GPUs visible), and NCCL carries its CUDA tensors when this build has NCCL and
+  // every local rank has a GPU of its own; otherwise Gloo does, through host memory.
+  static std::unique_ptr<Ranks> from_environment(std::chrono::seconds timeout, bool cuda);
 
   ~Ranks();
   Ranks(const Ranks&) = delete;
@@ -53,6 +55,10 @@ class Ranks {
 
   int rank() const { return rank_; }
   int size() const { return size_; }
+  // This rank's CUDA device (from_environment with `cuda`), else -1.
+  int cuda_device() const { return cuda_device_; }
+  // What carries the collectives, for the run's header.
+  const std::string& collectives() const { return collectives_; }
 
   // Throws, on every rank alike, when some rank's `fingerprint` of `what` differs from rank
   // 0's; the message names those ranks and ends with `advice`.
@@ -72,6 +78,8 @@ class Ranks {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int rank_ = 0, size_ = 1;
+  int cuda_device_ = -1;
+  std::string collectives_;
 };
 
 // FNV-1a over the bytes of `text`: a fingerprint for Ranks::check_same.

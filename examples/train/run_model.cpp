@@ -10,10 +10,12 @@
 namespace lowbit::train {
 namespace fs = std::filesystem;
 
-RunModel make_run_model(const config::Recipe& r, DataShard shard) {
+RunModel make_run_model(const config::Recipe& r, DataShard shard, int cuda_device) {
   RunModel m;
   if (r.train.threads > 0) torch::set_num_threads(int(r.train.threads));
-  m.device = r.device == "cuda" ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  m.device = r.device == "cuda"
+                 ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(cuda_device))
+                 : torch::Device(torch::kCPU);
   if (m.device.is_cuda()) {
     m.backend_name = kernels::backend_for(kernels::Location::cuda(m.device.index()))->name();
     m.backend_reason = "the model trains on " + m.device.str();

@@ -30,8 +30,9 @@ struct RunModel {
 };
 
 // Sets train.threads, then builds as described above; `shard` is the share of
-// each training batch this process computes (make_task).
-RunModel make_run_model(const config::Recipe& recipe, DataShard shard = {});
+// each training batch this process computes (make_task). `cuda_device`: the
+// GPU of a device: cuda run (a rank's own, with several processes).
+RunModel make_run_model(const config::Recipe& recipe, DataShard shard = {}, int cuda_device = 0);
 
 // Where a finished run leaves its model: <checkpoint.dir>/model.pt.
 std::string final_model_path(const config::Recipe& recipe);

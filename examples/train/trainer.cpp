@@ -204,7 +204,8 @@ Run::Run(const config::Recipe& r, const RunOptions& options)
       ranks_(options.ranks),
       out_(*options.out),
       built_model_(make_run_model(
-          r, ranks_ ? DataShard{ranks_->rank(), ranks_->size()} : DataShard{})),
+          r, ranks_ ? DataShard{ranks_->rank(), ranks_->size()} : DataShard{},
+          ranks_ && ranks_->cuda_device() >= 0 ? ranks_->cuda_device() : 0)),
       device_(built_model_.device),
       task_(built_model_.task),
       model_(built_model_.model),
@@ -230,8 +231,6 @@ Run::Run(const config::Recipe& r, const RunOptions& options)
 
 void Run::start_ranks() {
   if (!ranks_) return;
-  TORCH_CHECK(device_.is_cpu(), "several processes train on the CPU (Gloo); this run's device is ",
-              device_.str(), ": set device: cpu");
   // A resumed run reads the same checkpoint on every rank; a fresh one takes rank 0's
   // initialisation (the same seed gives the same weights anyway).
   std::vector<torch::Tensor> tensors;
@@ -340,7 +339,8 @@ void Run::print_header(const std::optional<Checkpoint>& checkpoint) const {
        << built_model_.backend_name << " (" << built_model_.backend_reason
        << ")\n  run directory: " << r_.checkpoint.dir << "\n";
   if (ranks_) {
-    out_ << "  processes: " << ranks_->size() << " (data parallel over Gloo, rows "
+    out_ << "  processes: " << ranks_->size() << " (data parallel over "
+         << ranks_->collectives() << "; rows "
          << DataShard{0, ranks_->size()}.end(r_.train.batch_size) << " of "
          << r_.train.batch_size << " per micro-batch on rank 0"
          << (zero_ ? "; ZeRO-1: optimizer states sharded" : "") << ")\n";

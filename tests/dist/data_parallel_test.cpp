@@ -126,20 +126,40 @@ void expect_env_error(std::vector<std::pair<std::string, const char*>> vars,
 TEST(DistEnv, ReadsTorchrunsVariablesAndRefusesMalformedOnes) {
   {
     ScopedEnv none({{"RANK", nullptr}, {"WORLD_SIZE", nullptr}, {"MASTER_ADDR", nullptr},
-                    {"MASTER_PORT", nullptr}});
+                    {"MASTER_PORT", nullptr}, {"LOCAL_RANK", nullptr},
+                    {"LOCAL_WORLD_SIZE", nullptr}});
     const Env env = lowbit::dist::env_from_environment();
     EXPECT_EQ(env.rank, 0);
     EXPECT_EQ(env.world_size, 1);
+    EXPECT_EQ(env.local_rank, 0);
+    EXPECT_EQ(env.local_world_size, 1);
   }
   {
     ScopedEnv set({{"RANK", "2"}, {"WORLD_SIZE", "4"}, {"MASTER_ADDR", "10.0.0.7"},
-                   {"MASTER_PORT", "29999"}});
+                   {"MASTER_PORT", "29999"}, {"LOCAL_RANK", nullptr},
+                   {"LOCAL_WORLD_SIZE", nullptr}});
     const Env env = lowbit::dist::env_from_environment();
     EXPECT_EQ(env.rank, 2);
     EXPECT_EQ(env.world_size, 4);
+    EXPECT_EQ(env.local_rank, 2);  // one machine
+    EXPECT_EQ(env.local_world_size, 4);
     EXPECT_EQ(env.master_addr, "10.0.0.7");
     EXPECT_EQ(env.master_port, 29999);
   }
+  {
+    // Two machines of two ranks: rank 3 is the second process of the second machine.
+    ScopedEnv set({{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"},
+                   {"LOCAL_WORLD_SIZE", "2"}});
+    const Env env = lowbit::dist::env_from_environment();
+    EXPECT_EQ(env.local_rank, 1);
+    EXPECT_EQ(env.local_world_size, 2);
+  }
+  expect_env_error({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "2"},
+                    {"LOCAL_WORLD_SIZE", "2"}},
+                   "LOCAL_RANK='2'");
+  expect_env_error({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "0"},
+                    {"LOCAL_WORLD_SIZE", nullptr}},
+                   "only LOCAL_RANK is set");
   expect_env_error({{"RANK", "x"}, {"WORLD_SIZE", "2"}}, "RANK='x'");
   expect_env_error({{"RANK", "2"}, {"WORLD_SIZE", "2"}}, "RANK='2'");
   expect_env_error({{"RANK", "0"}, {"WORLD_SIZE", "0"}}, "WORLD_SIZE='0'");

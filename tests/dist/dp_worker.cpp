@@ -17,7 +17,10 @@
 // save, or torch::save of the single-process optimizer); resume=PREFIX and from=K (before
 // training, load PREFIX.params and PREFIX.ckpt, skip the first K batches and train steps K to
 // STEPS - 1; the state dict just loaded is written back to OUT.reloaded, as save=1 writes it);
-// fsize=N (with save=1: the state dict's file may grow to N bytes, so its save fails).
+// fsize=N (with save=1: the state dict's file may grow to N bytes, so its save fails);
+// device=cuda (the model, its batches and the optimizer's states on cuda:0; what the worker
+// writes is moved to the CPU); nccl=1 (with device=cuda: the group carries CUDA tensors through
+// NCCL, and opens its store and process groups even as a group of one).
 #include <sys/resource.h>
 
 #include <torch/torch.h>
@@ -93,7 +96,13 @@ int run(int argc, char** argv) {
     return it == settings.end() ? otherwise : it->second;
   };
   const lowbit::dist::Env env = lowbit::dist::env_from_environment();
-  lowbit::dist::Group group(env, std::chrono::seconds(10));
+  const torch::Device device(setting("device", "cpu"));
+  lowbit::dist::GroupOptions group_options;
+  if (setting("nccl", "0") == "1") {
+    group_options.nccl_device = 0;
+    group_options.connect_alone = true;
+  }
+  lowbit::dist::Group group(env, std::chrono::seconds(10), group_options);
   if (mode == "die" && env.rank == 1) std::raise(SIGKILL);
 
   // MODE "broadcast": each rank initialises from its own seed, then takes rank 0's values.
@@ -102,6 +111,13 @@ int run(int argc, char** argv) {
       mode == "other-model" && env.rank == 1 ? 160 : std::stoll(setting("hidden", "128"));
   torch::nn::Sequential model(torch::nn::Linear(kIn, hidden), torch::nn::Tanh(),
                               torch::nn::Linear(hidden, kClasses));
+  model->to(device);
+  // What the worker writes: the tensors on the CPU, wherever they trained.
+  const auto on_cpu = [](const std::vector<torch::Tensor>& tensors) {
+    std::vector<torch::Tensor> out;
+    for (const auto& t : tensors) out.push_back(t.detach().cpu());
+    return out;
+  };
   std::unique_ptr<lowbit::optim::Optimizer8bit> opt;
   std::unique_ptr<lowbit::dist::ZeroOptimizer> zero;
   if (optimizer.rfind("zero-", 0) == 0) {
@@ -137,7 +153,7 @@ int run(int argc, char** argv) {
     // A tensor of another shape (hidden=H differs from the saved run's) stays as it is, so
     // that the optimizer's load is the one to refuse the checkpoint.
     for (size_t k = 0; k < params.size(); ++k)
-      if (saved[k].sizes() == params[k].sizes()) params[k].copy_(saved[k]);
+      if (saved[k].sizes() == params[k].sizes()) params[k].copy_(saved[k].to(device));
     if (zero)
       zero->load(from + ".ckpt");
     else
@@ -149,8 +165,8 @@ int run(int argc, char** argv) {
   const int64_t end = kBatch * (env.rank + 1) / env.world_size;
   torch::Generator data = at::detail::createCPUGenerator(1234);
   for (int step = 0; step < steps; ++step) {
-    const auto x = torch::randn({kBatch, kIn}, data);
-    const auto y = torch::randint(kClasses, {kBatch}, data);
+    const auto x = torch::randn({kBatch, kIn}, data).to(device);
+    const auto y = torch::randint(kClasses, {kBatch}, data).to(device);
     if (step < first) continue;  // resumed: this batch was trained on before the checkpoint
     if (zero)
       zero->zero_grad();
@@ -163,7 +179,7 @@ int run(int argc, char** argv) {
     if (mode == "grads") {
       std::vector<torch::Tensor> grads;
       for (const auto& p : model->parameters()) grads.push_back(p.grad());
-      torch::save(grads, out + "." + std::to_string(env.rank));
+      torch::save(on_cpu(grads), out + "." + std::to_string(env.rank));
       return 0;
     }
     if (zero)
@@ -172,7 +188,7 @@ int run(int argc, char** argv) {
       opt->step();
   }
   if (setting("save", "0") == "1") {
-    if (env.rank == 0) torch::save(model->parameters(), out + ".params");
+    if (env.rank == 0) torch::save(on_cpu(model->parameters()), out + ".params");
     if (settings.count("fsize")) {
       // Files may grow to `fsize` bytes: a longer write fails (EFBIG) as on a full disk.
       std::signal(SIGXFSZ, SIG_IGN);
@@ -182,7 +198,7 @@ int run(int argc, char** argv) {
     }
     save_optimizer(out + ".ckpt");
   }
-  torch::save(model->parameters(), out + "." + std::to_string(env.rank));
+  torch::save(on_cpu(model->parameters()), out + "." + std::to_string(env.rank));
   std::ofstream(out + "." + std::to_string(env.rank) + ".bytes")
       << (zero ? zero->state_bytes() : opt->state_bytes());
   return 0;

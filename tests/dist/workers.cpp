@@ -137,10 +137,16 @@ void expect_clean(const std::vector<Exit>& exits) {
 }
 
 std::vector<double> drift_from_one_process(const std::string& two, const std::string& one,
-                                           std::vector<torch::Tensor>* two_params) {
+                                           std::vector<torch::Tensor>* two_params,
+                                           const std::vector<std::string>& extra) {
   const std::string path1 = out_path("one_" + one), path2 = out_path("two_" + two);
-  expect_clean(run_workers(0, {path1, one, "20"}));
-  expect_clean(run_workers(2, {path2, two, "20"}));
+  const auto args = [&](const std::string& path, const std::string& optimizer) {
+    std::vector<std::string> all{path, optimizer, "20"};
+    all.insert(all.end(), extra.begin(), extra.end());
+    return all;
+  };
+  expect_clean(run_workers(0, args(path1, one)));
+  expect_clean(run_workers(2, args(path2, two)));
   const auto p1 = load(path1 + ".0"), p2a = load(path2 + ".0"), p2b = load(path2 + ".1");
   for (const auto& f : {path1 + ".0", path2 + ".0", path2 + ".1"}) load_bytes(f);
   EXPECT_EQ(p1.size(), p2a.size());

@@ -32,10 +32,11 @@ std::string out_path(const std::string& name);
 void expect_clean(const std::vector<Exit>& exits);
 
 // Trains 20 steps with the worker's optimizer `two` on 2 ranks and `one` in one process, the
-// same batches, and returns each parameter's mean |2 ranks - 1 process| in units of the
-// worker's learning rate (printed too). Expects both ranks to end with the same bits, which
-// go to `two_params` when given.
+// same batches, both with the worker settings `extra`, and returns each parameter's mean
+// |2 ranks - 1 process| in units of the worker's learning rate (printed too). Expects both
+// ranks to end with the same bits, which go to `two_params` when given.
 std::vector<double> drift_from_one_process(const std::string& two, const std::string& one,
-                                           std::vector<torch::Tensor>* two_params = nullptr);
+                                           std::vector<torch::Tensor>* two_params = nullptr,
+                                           const std::vector<std::string>& extra = {});
 
 }  // namespace lowbit::dist::testing

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -10,8 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "dist/process_group.h"
 #include "optim/optim.h"
 #include "tests/dist/workers.h"
+#include "tests/support/cuda.h"
 
 namespace {
 
@@ -168,25 +171,30 @@ TEST(Zero1, ResumesOnTheSameRanksBitExactly) {
   for (const auto& f : {half + ".ckpt", half + ".params", rest + ".reloaded"}) fs::remove(f);
 }
 
-// Resumes `to` (ranks: 0 = one process) from a checkpoint that `from` ranks wrote after 10 of
-// 20 steps: the states it loads are the saved ones, code for code, and it ends where an
-// uninterrupted run on `from` ranks does, within data parallelism's tolerance.
-void resumes_across(int from, int to) {
+// Resumes `to` (ranks: 0 = one process) on `to_device` from a checkpoint that `from` ranks
+// wrote on `from_device` after 10 of 20 steps: the states it loads are the saved ones, code for
+// code, and it ends where an uninterrupted run on `from` ranks does, within data parallelism's
+// tolerance.
+void resumes_across(int from, int to, const std::string& from_device = "cpu",
+                    const std::string& to_device = "cpu") {
   const auto name = [](int ranks) {
     return std::string(ranks == 2 ? "zero-" : "") + "lamb8bit-clip";
   };
-  const std::string tag = std::to_string(from) + "to" + std::to_string(to);
+  const std::string tag =
+      std::to_string(from) + from_device + "to" + std::to_string(to) + to_device;
   const std::string whole = out_path("across_whole" + tag), half = out_path("across_half" + tag),
                     rest = out_path("across_rest" + tag);
-  expect_clean(run_workers(from, {whole, name(from), "20"}));
-  expect_clean(run_workers(from, {half, name(from), "10", "save=1"}));
-  expect_clean(run_workers(to, {rest, name(to), "20", "resume=" + half, "from=10"}));
+  const std::string on_from = "device=" + from_device, on_to = "device=" + to_device;
+  expect_clean(run_workers(from, {whole, name(from), "20", on_from}));
+  expect_clean(run_workers(from, {half, name(from), "10", "save=1", on_from}));
+  expect_clean(run_workers(to, {rest, name(to), "20", "resume=" + half, "from=10", on_to}));
   expect_same_states(rest + ".reloaded", half + ".ckpt");
   const auto want = load(whole + ".0"), got = load(rest + ".0");
   ASSERT_EQ(got.size(), want.size());
   for (size_t k = 0; k < want.size(); ++k) {
-    // Steps 11-20 average the gradients over another number of ranks: the data-parallel
-    // tolerance (1e-3 lr over 20 steps, data_parallel_test.cpp) covers these 10.
+    // Steps 11-20 average the gradients over another number of ranks (or on another device,
+    // whose matmuls round otherwise): the data-parallel tolerance (1e-3 lr over 20 steps,
+    // data_parallel_test.cpp, for gradients that differ by float rounding) covers these 10.
     const double drift = (got[k] - want[k]).abs().mean().item<double>() / 1e-2;
     std::cout << tag << " parameter " << k << ": mean |resumed - uninterrupted| = " << drift
               << " lr\n";
@@ -209,6 +217,55 @@ void resumes_across(int from, int to) {
 TEST(Zero1, ResumesFromTwoRanksOnOneProcessAndBack) {
   resumes_across(2, 0);
   resumes_across(0, 2);
+}
+
+// Issue 20: ranks whose parameters and sharded states live on a GPU (two ranks share the one
+// GPU of a test machine, so Gloo carries their CUDA tensors).
+TEST(Zero1Cuda, ShardedStatesOnTheGpuGiveTheDataParallelBits) {
+  LOWBIT_REQUIRE_CUDA_DEVICE();
+  const std::string dp = out_path("cuda_dp"), zero = out_path("cuda_zero");
+  expect_clean(run_workers(2, {dp, "adamw8bit", "20", "device=cuda"}));
+  expect_clean(run_workers(2, {zero, "zero-adamw8bit", "20", "device=cuda"}));
+  for (int r = 0; r < 2; ++r) {
+    const std::string suffix = "." + std::to_string(r);
+    const auto pd = load(dp + suffix), pz = load(zero + suffix);
+    load_bytes(dp + suffix);
+    load_bytes(zero + suffix);
+    ASSERT_EQ(pd.size(), pz.size());
+    for (size_t k = 0; k < pd.size(); ++k)
+      EXPECT_TRUE(torch::equal(pd[k], pz[k])) << "rank " << r << " parameter " << k;
+  }
+}
+
+TEST(Zero1Cuda, ACheckpointOfGpuRanksResumesOnTheCpuAndBack) {
+  LOWBIT_REQUIRE_CUDA_DEVICE();
+  resumes_across(2, 0, "cuda", "cpu");
+  resumes_across(0, 2, "cpu", "cuda");
+}
+
+// NCCL carries the CUDA tensors of a group of one (NCCL refuses two ranks on one GPU): its
+// all-reduces and broadcasts must leave every bit as a plain process has it.
+TEST(Zero1Cuda, NcclGivesAGroupOfOneThePlainProcessBits) {
+  LOWBIT_REQUIRE_CUDA_DEVICE();
+  if (!lowbit::dist::nccl_available()) {
+    const char* req = std::getenv("LOWBIT_REQUIRE_CUDA");
+    if (req && std::string(req) == "1") FAIL() << "LOWBIT_REQUIRE_CUDA=1 but no NCCL in this build";
+    GTEST_SKIP() << "this build has no NCCL";
+  }
+  const std::string plain = out_path("nccl_plain"), dp = out_path("nccl_dp"),
+                    zero = out_path("nccl_zero");
+  expect_clean(run_workers(0, {plain, "lamb8bit-clip", "20", "device=cuda"}));
+  expect_clean(run_workers(1, {dp, "lamb8bit-clip", "20", "device=cuda", "nccl=1"}));
+  expect_clean(run_workers(1, {zero, "zero-lamb8bit-clip", "20", "device=cuda", "nccl=1"}));
+  const auto want = load(plain + ".0");
+  for (const auto& run : {dp, zero}) {
+    const auto got = load(run + ".0");
+    load_bytes(run + ".0");
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t k = 0; k < want.size(); ++k)
+      EXPECT_TRUE(torch::equal(got[k], want[k])) << run << " parameter " << k;
+  }
+  load_bytes(plain + ".0");
 }
 
 TEST(Zero1, RefusesTheCheckpointOfAnotherModelOrOptimizerOnEveryRank) {
