@@ -4,7 +4,7 @@
 # the CUDA backend, runs every test with CUDA and NVIDIA's OpenCL required,
 # then the GPU benchmarks. Logs and benchmark JSON go to $OUT (default
 # build-cuda/out); the last lines printed are the summary.
-#   scripts/device.sh [all|build|test|bench|opencl|cpu|nproc ...]   (default: all)
+#   scripts/device.sh [all|build|test|bench|opencl|cpu|nproc|multigpu ...]   (default: all)
 # Several steps run in one call, in the order of this script (e.g. `build test opencl`).
 # opencl (not part of all): NVIDIA's OpenCL on the GPU: each kernel's stack frame
 # and spills from the compiler's report (LOWBIT_OPENCL_DUMP), the optimizer updates
@@ -15,6 +15,9 @@
 # 64M on the AVX-512 and the AVX2 path (torch's fused AdamW in the same run), then
 # nproc: the KJV recipe widened to 3.2M parameters on 1, 2, 4 and 8 Gloo processes
 # (and 2, 4, 8 with ZeRO-1), cores / N threads each.
+# multigpu (not part of all; issue 20): a Llama-shaped 8x2048 stack and the QLoRA
+# recipe on 1 GPU and one rank per GPU (NCCL), ZeRO-1's checkpoint resumed on 1
+# GPU and on the CPU; on a machine of one GPU, two ranks share it (Gloo).
 # LOWBIT_CMAKE_ARGS: extra configure arguments (e.g. -DLOWBIT_GLOO_INCLUDE_DIR=...
 # where the Python wheel's libtorch ships no Gloo headers).
 # LOWBIT_DEBS: a folder of Debian packages to unpack first, for machines that
@@ -139,6 +142,52 @@ if want cpu || want nproc; then
   else
     note "lowbit-train: built without --nproc (no Gloo headers)"
   fi
+fi
+
+if want multigpu; then
+  # Issue 20: data parallel + ZeRO-1 on the machine's GPUs, one rank per GPU (NCCL). A
+  # Llama-shaped stack of 8 blocks of width 2048 (16 heads, SwiGLU 5632, 420M parameters),
+  # trained in full with AdamW8bit on the KJV, global batch 16 windows of 512 tokens, on 1 GPU
+  # and on all of them; then the QLoRA recipe on the checkpoint that run wrote; then the N-GPU
+  # checkpoint resumed on 1 GPU and on the CPU for one step. With one GPU, two ranks share it
+  # (Gloo through host memory): a check that the run works, not a scaling figure.
+  train="$build/examples/lowbit-train"
+  gpus=$(nvidia-smi -L | grep -c '^GPU')
+  many=$gpus; [ "$gpus" -lt 2 ] && many=2
+  export NCCL_NVLS_ENABLE=0
+  llama=(configs/kjv_llama.yaml --set device=cuda --set model.n_layer=8 --set model.n_embd=2048
+         --set model.n_head=16 --set model.n_kv_head=16 --set model.intermediate_size=5632
+         --set model.block_size=512 --set train.batch_size=16 --set train.steps=40
+         --set schedule.warmup_steps=5 --set train.eval_every=1000 --set data.eval_limit=8
+         --set checkpoint.every=40 --set checkpoint.resume=never --set log.progress=none
+         --set generate.max_new_tokens=1)
+  for run in 1 "$many" "${many}z"; do
+    np=${run%z}
+    args=("${llama[@]}" --set "checkpoint.dir=$out/llama$run")
+    [ "$np" -gt 1 ] && args+=(--nproc "$np")
+    [ "$run" != "$np" ] && args+=(--set distributed.zero=true)
+    "$train" "${args[@]}" > "$out/llama$run.txt" 2>&1
+    note "llama 8x2048 AdamW8bit, $run rank(s): rc $?: $(grep -m1 'processes:' "$out/llama$run.txt")"
+    grep -A1 -m1 'done at step' "$out/llama$run.txt"
+  done
+  for target in "gpu:--set device=cuda" "cpu:--set device=cpu"; do
+    "$train" "${llama[@]}" --set "checkpoint.dir=$out/llama${many}z" --set checkpoint.resume=auto \
+      --set train.steps=41 ${target#*:} > "$out/resume_${target%%:*}.txt" 2>&1
+    note "the ${many}-rank ZeRO-1 checkpoint resumed on the ${target%%:*} for one step: rc $?"
+    grep -m1 'resumed from' "$out/resume_${target%%:*}.txt"
+  done
+  qlora=(configs/llama_qlora.yaml --set device=cuda --set "model.path=$out/llama1/hf"
+         --set model.block_size=512 --set train.batch_size=16 --set train.steps=40
+         --set schedule.warmup_steps=5 --set train.eval_every=1000 --set data.eval_limit=8
+         --set quant.compute_dtype=bf16 --set checkpoint.every=40 --set checkpoint.resume=never
+         --set log.progress=none --set generate.max_new_tokens=1)
+  for np in 1 "$many"; do
+    args=("${qlora[@]}" --set "checkpoint.dir=$out/qlora$np")
+    [ "$np" -gt 1 ] && args+=(--nproc "$np")
+    "$train" "${args[@]}" > "$out/qlora$np.txt" 2>&1
+    note "QLoRA on the 8x2048 checkpoint, $np rank(s): rc $?"
+    grep -A1 -m1 'done at step' "$out/qlora$np.txt"
+  done
 fi
 
 printf '%s\n' "${summary[@]}"

@@ -7,6 +7,9 @@
 #include <ATen/Context.h>
 #include <torch/cuda.h>
 #include <torch/utils.h>
+#ifdef LOWBIT_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include <chrono>
 #include <cmath>
@@ -61,6 +64,18 @@ double peak_rss_mib() {
   rusage usage{};
   ::getrusage(RUSAGE_SELF, &usage);
   return double(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+// The high-water mark of tensor memory on `device` (0 for the CPU).
+double peak_gpu_mib(const torch::Device& device) {
+#ifdef LOWBIT_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return double(stats.allocated_bytes[0].peak) / double(1 << 20);  // [0]: all pools
+  }
+#endif
+  (void)device;
+  return 0.0;
 }
 
 // The 1-minute load average: how busy the machine was while timing.
@@ -492,8 +507,10 @@ RunResult Run::finish() {
   result_.mean_update_cpu_seconds = times_.update_cpu * per_step;
   result_.optimizer_state_bytes = zero_ ? zero_->state_bytes() : built_.state_bytes();
   result_.peak_rss_mib = peak_rss_mib();
+  result_.peak_gpu_mib = peak_gpu_mib(device_);
   if (ranks_) {
     result_.rank_peak_rss_mib = by_rank(result_.peak_rss_mib);
+    result_.rank_peak_gpu_mib = by_rank(result_.peak_gpu_mib);
     result_.rank_optimizer_state_bytes = by_rank(result_.optimizer_state_bytes);
   }
   if (!main()) return result_;
@@ -515,11 +532,13 @@ RunResult Run::finish() {
                               {"nonfinite_skipped_steps",
                                zero_ ? zero_->skipped_steps() : built_.skipped_steps()},
                               {"peak_rss_mib", result_.peak_rss_mib},
+                              {"peak_gpu_mib", result_.peak_gpu_mib},
                               {"wall_s", seconds_since(start_)},
                               {"optimizer", built_.description}};
     if (ranks_) {
       summary["processes"] = ranks_->size();
       summary["rank_peak_rss_mib"] = result_.rank_peak_rss_mib;
+      summary["rank_peak_gpu_mib"] = result_.rank_peak_gpu_mib;
       summary["rank_optimizer_state_bytes"] = result_.rank_optimizer_state_bytes;
     }
     if (result_.final_evaluation) {
@@ -542,12 +561,15 @@ RunResult Run::finish() {
        << 1e3 * result_.mean_update_seconds << " ms; CPU " << 1e3 * result_.mean_step_cpu_seconds
        << " ms/step), optimizer state " << double(result_.optimizer_state_bytes) / (1 << 20)
        << " MiB, peak RSS " << result_.peak_rss_mib << " MiB";
+  if (device_.is_cuda()) out_ << ", peak GPU " << result_.peak_gpu_mib << " MiB";
   if (ranks_) {
     out_ << " (by rank:";
-    for (size_t k = 0; k < result_.rank_peak_rss_mib.size(); ++k)
-      out_ << " " << result_.rank_peak_rss_mib[k] << " MiB, state "
-           << double(result_.rank_optimizer_state_bytes[k]) / (1 << 20) << " MiB"
+    for (size_t k = 0; k < result_.rank_peak_rss_mib.size(); ++k) {
+      out_ << " " << result_.rank_peak_rss_mib[k] << " MiB";
+      if (device_.is_cuda()) out_ << ", GPU " << result_.rank_peak_gpu_mib[k] << " MiB";
+      out_ << ", state " << double(result_.rank_optimizer_state_bytes[k]) / (1 << 20) << " MiB"
            << (k + 1 < result_.rank_peak_rss_mib.size() ? ";" : ")");
+    }
   }
   out_ << ", wall " << format_duration(seconds_since(start_)) << "\n  metrics " << r_.log.metrics
        << ", plot " << r_.log.plot;

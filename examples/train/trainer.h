@@ -43,8 +43,11 @@ struct RunResult {
   double mean_update_cpu_seconds = 0.0;
   int64_t optimizer_state_bytes = 0;
   double peak_rss_mib = 0.0;  // this process's high-water mark
-  // Multi-process runs: every rank's peak RSS and optimizer state bytes, by rank.
+  // CUDA runs: the most memory libtorch's allocator held for tensors on the run's GPU.
+  double peak_gpu_mib = 0.0;
+  // Multi-process runs: every rank's peak RSS, peak GPU memory and optimizer state bytes.
   std::vector<double> rank_peak_rss_mib;
+  std::vector<double> rank_peak_gpu_mib;
   std::vector<int64_t> rank_optimizer_state_bytes;
 };
 
