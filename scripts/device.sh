@@ -152,6 +152,8 @@ if want multigpu; then
   # checkpoint resumed on 1 GPU and on the CPU for one step. With one GPU, two ranks share it
   # (Gloo through host memory): a check that the run works, not a scaling figure.
   train="$build/examples/lowbit-train"
+  runs="$build/multigpu"  # checkpoints of GBs: beside the build, not in $out
+  rm -rf "$runs"
   gpus=$(nvidia-smi -L | grep -c '^GPU')
   many=$gpus; [ "$gpus" -lt 2 ] && many=2
   export NCCL_NVLS_ENABLE=0
@@ -163,7 +165,7 @@ if want multigpu; then
          --set generate.max_new_tokens=1)
   for run in 1 "$many" "${many}z"; do
     np=${run%z}
-    args=("${llama[@]}" --set "checkpoint.dir=$out/llama$run")
+    args=("${llama[@]}" --set "checkpoint.dir=$runs/llama$run")
     [ "$np" -gt 1 ] && args+=(--nproc "$np")
     [ "$run" != "$np" ] && args+=(--set distributed.zero=true)
     "$train" "${args[@]}" > "$out/llama$run.txt" 2>&1
@@ -171,18 +173,19 @@ if want multigpu; then
     grep -A1 -m1 'done at step' "$out/llama$run.txt"
   done
   for target in "gpu:--set device=cuda" "cpu:--set device=cpu"; do
-    "$train" "${llama[@]}" --set "checkpoint.dir=$out/llama${many}z" --set checkpoint.resume=auto \
+    rm -rf "$runs/resume" && cp -r "$runs/llama${many}z" "$runs/resume"
+    "$train" "${llama[@]}" --set "checkpoint.dir=$runs/resume" --set checkpoint.resume=auto \
       --set train.steps=41 ${target#*:} > "$out/resume_${target%%:*}.txt" 2>&1
     note "the ${many}-rank ZeRO-1 checkpoint resumed on the ${target%%:*} for one step: rc $?"
     grep -m1 'resumed from' "$out/resume_${target%%:*}.txt"
   done
-  qlora=(configs/llama_qlora.yaml --set device=cuda --set "model.path=$out/llama1/hf"
+  qlora=(configs/llama_qlora.yaml --set device=cuda --set "model.path=$runs/llama1/hf"
          --set model.block_size=512 --set train.batch_size=16 --set train.steps=40
          --set schedule.warmup_steps=5 --set train.eval_every=1000 --set data.eval_limit=8
          --set quant.compute_dtype=bf16 --set checkpoint.every=40 --set checkpoint.resume=never
          --set log.progress=none --set generate.max_new_tokens=1)
   for np in 1 "$many"; do
-    args=("${qlora[@]}" --set "checkpoint.dir=$out/qlora$np")
+    args=("${qlora[@]}" --set "checkpoint.dir=$runs/qlora$np")
     [ "$np" -gt 1 ] && args+=(--nproc "$np")
     "$train" "${args[@]}" > "$out/qlora$np.txt" 2>&1
     note "QLoRA on the 8x2048 checkpoint, $np rank(s): rc $?"
