@@ -163,11 +163,6 @@ Group::Group(const Env& env, std::chrono::milliseconds timeout, const GroupOptio
 
 bool Group::connected() const { return bool(impl_->gloo); }
 
-const char* Group::cuda_backend() const {
-  if (!connected()) return "none";
-  return impl_->nccl_device >= 0 ? "nccl" : "gloo";
-}
-
 Group::~Group() = default;
 
 void Group::all_reduce_sum(std::vector<torch::Tensor>& tensors) {

@@ -54,8 +54,9 @@ bool nccl_available();
 // same calls in the same order with tensors of the same shapes and dtypes.
 class Group {
  public:
-  // Rendezvous through a TCP store that rank 0 hosts at master_addr:master_port, then Gloo. A
-  // group of one opens no store or port: its collectives leave the tensors as they are.
+  // Rendezvous through a TCP store that rank 0 hosts at master_addr:master_port, then Gloo (and
+  // NCCL, see GroupOptions). A group of one opens no store or port unless connect_alone: its
+  // collectives leave the tensors as they are.
   // Throws if the peers do not all arrive within `timeout`; every collective after that throws
   // when it does not complete within `timeout` (a peer died or stopped calling). With NCCL, a
   // collective's wait only orders the current CUDA stream after it; NCCL's own watchdog ends
@@ -70,8 +71,6 @@ class Group {
   // Whether collectives go through process groups (false: a group of one without
   // connect_alone, whose collectives leave the tensors as they are).
   bool connected() const;
-  // What carries CUDA tensors: "nccl", "gloo", or "none" where not connected().
-  const char* cuda_backend() const;
 
   // The tensors of one call must all be on the CPU or all on CUDA (on GroupOptions::nccl_device
   // with NCCL); another mix throws naming the devices.
@@ -83,9 +82,9 @@ class Group {
   // Waits until every rank has arrived.
   void barrier();
 
-  // Point to point, not collective: `tensor` (contiguous, on the CPU) goes to rank `peer`, which
-  // receives it into a tensor of the same size and dtype. Messages between two ranks arrive in the order
-  // they are sent. Both throw, like the collectives, after the timeout.
+  // Point to point, not collective: `tensor` (contiguous, on the CPU) goes to rank `peer`,
+  // which receives it into a tensor of the same size and dtype. Messages between two ranks
+  // arrive in the order they are sent. Both throw, like the collectives, after the timeout.
   void send(const torch::Tensor& tensor, int peer);
   void recv(torch::Tensor& tensor, int peer);
 

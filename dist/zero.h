@@ -37,10 +37,10 @@ class ZeroOptimizer {
       std::function<std::unique_ptr<optim::Optimizer8bit>(std::vector<torch::Tensor> tensors)>;
 
   // Collective. `params`: contiguous, all on the CPU or all on this rank's CUDA device (its
-  // states live there too), the same shapes on every rank. `block_size`
-  // and `min_8bit_size` must be the optimizer's (its options are checked against them). Throws
-  // on every rank when a rank's optimizer cannot be built or the ranks' optimizers differ in
-  // what their step sums across ranks.
+  // states live there too), the same shapes on every rank. `block_size` and `min_8bit_size`
+  // must be the optimizer's (its options are checked against them). Throws on every rank when
+  // a rank's optimizer cannot be built or the ranks' optimizers differ in what their step sums
+  // across ranks.
   ZeroOptimizer(Group& group, std::vector<torch::Tensor> params, const Factory& make,
                 int64_t block_size = 256, int64_t min_8bit_size = 4096);
   ~ZeroOptimizer();
