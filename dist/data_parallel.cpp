@@ -75,6 +75,133 @@ void average_gradients(Group& group, const std::vector<torch::Tensor>& params,
   }
 }
 
+struct OverlappedAverage::Bucket {
+  torch::Tensor flat;          // the gradients of `params`, one after another
+  std::vector<size_t> params;  // indices into params_
+  size_t missing = 0;          // gradients not copied in yet this step
+  Group::Pending pending;
+};
+
+OverlappedAverage::OverlappedAverage(Group& group, std::vector<torch::Tensor> params,
+                                     size_t bucket_bytes)
+    : group_(group) {
+  LOWBIT_CHECK(bucket_bytes > 0, "dist: bucket_bytes must be positive");
+  for (auto& p : params)
+    if (p.requires_grad()) params_.push_back(std::move(p));
+  check_same_layout(group_, params_);
+  if (!group_.connected()) return;
+  slot_.resize(params_.size());
+  filled_.assign(params_.size(), false);
+  // Consecutive parameters, last first, of one dtype and device, up to bucket_bytes (a larger
+  // one goes alone).
+  std::vector<int64_t> elements;
+  size_t bytes = 0;
+  for (size_t i = params_.size(); i-- > 0;) {
+    const torch::Tensor& p = params_[i];
+    const size_t size = p.numel() * p.element_size();
+    const bool fits = !buckets_.empty() &&
+                      p.scalar_type() == params_[buckets_.back()->params[0]].scalar_type() &&
+                      p.device() == params_[buckets_.back()->params[0]].device() &&
+                      bytes + size <= bucket_bytes;
+    if (!fits) {
+      buckets_.push_back(std::make_unique<Bucket>());
+      elements.push_back(0);
+      bytes = 0;
+    }
+    slot_[i] = {buckets_.size() - 1, elements.back()};
+    buckets_.back()->params.push_back(i);
+    elements.back() += p.numel();
+    bytes += size;
+  }
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    const torch::Tensor& first = params_[buckets_[b]->params[0]];
+    buckets_[b]->flat = torch::empty({elements[b]}, first.options().requires_grad(false));
+  }
+  for (size_t i = 0; i < params_.size(); ++i)
+    hooks_.push_back(
+        params_[i].register_hook([this, i](const torch::Tensor& grad) { on_gradient(i, grad); }));
+}
+
+OverlappedAverage::~OverlappedAverage() {
+  for (size_t i = 0; i < hooks_.size(); ++i) params_[i].remove_hook(hooks_[i]);
+  for (auto& b : buckets_) {
+    try {
+      b->pending.wait();
+    } catch (const std::exception&) {
+      // A step left unfinished by an error that is already on its way up.
+    }
+  }
+}
+
+void OverlappedAverage::arm() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  armed_ = true;
+  filled_.assign(filled_.size(), false);
+  for (auto& b : buckets_) b->missing = b->params.size();
+  next_ = 0;
+}
+
+// The gradient backward produced for parameter i, before autograd adds it to .grad: the bucket
+// takes what .grad will then hold.
+void OverlappedAverage::on_gradient(size_t i, const torch::Tensor& grad) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!armed_ || filled_[i]) return;
+  torch::NoGradGuard no_grad;
+  const auto [b, offset] = slot_[i];
+  Bucket& bucket = *buckets_[b];
+  auto dst = bucket.flat.narrow(0, offset, params_[i].numel());
+  const torch::Tensor& sum = params_[i].grad();
+  if (sum.defined())
+    torch::add_out(dst, sum.reshape({-1}), grad.reshape({-1}));
+  else
+    dst.copy_(grad.reshape({-1}));
+  filled_[i] = true;
+  if (--bucket.missing == 0) start_ready();
+}
+
+void OverlappedAverage::start_ready() {
+  while (next_ < buckets_.size() && buckets_[next_]->missing == 0) {
+    Bucket& bucket = *buckets_[next_++];
+    bucket.pending = group_.all_reduce_sum_async({bucket.flat});
+  }
+}
+
+void OverlappedAverage::finish() {
+  if (!group_.connected()) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    LOWBIT_CHECK(armed_, "dist: OverlappedAverage::finish() without arm() before the backward");
+    armed_ = false;
+    torch::NoGradGuard no_grad;
+    // What the armed backward did not produce: earlier micro-batches' sum, or zeros.
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (filled_[i]) continue;
+      const auto [b, offset] = slot_[i];
+      auto dst = buckets_[b]->flat.narrow(0, offset, params_[i].numel());
+      const torch::Tensor& sum = params_[i].grad();
+      if (sum.defined())
+        dst.copy_(sum.reshape({-1}));
+      else
+        dst.zero_();
+      filled_[i] = true;
+      --buckets_[b]->missing;
+    }
+    start_ready();
+  }
+  for (auto& b : buckets_) b->pending.wait();
+  torch::NoGradGuard no_grad;
+  for (auto& b : buckets_) b->flat.div_(double(group_.size()));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const auto [b, offset] = slot_[i];
+    torch::Tensor& p = params_[i];
+    const auto mean = buckets_[b]->flat.narrow(0, offset, p.numel()).view_as(p);
+    if (p.grad().defined())
+      p.mutable_grad().copy_(mean);
+    else
+      p.mutable_grad() = mean.clone();
+  }
+}
+
 void broadcast_parameters(Group& group, const std::vector<torch::Tensor>& params, int root) {
   check_same_layout(group, params);
   torch::NoGradGuard no_grad;

@@ -5,6 +5,9 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 #include <torch/types.h>
@@ -20,6 +23,43 @@ namespace lowbit::dist {
 // same order: a mismatch throws, naming the parameter.
 void average_gradients(Group& group, const std::vector<torch::Tensor>& params,
                        size_t bucket_bytes = size_t(25) << 20);
+
+// average_gradients overlapped with backward, as torch's DistributedDataParallel does it: hooks
+// on the parameters copy each gradient into its bucket as backward produces it, and a bucket
+// whose gradients are all there starts its all-reduce while backward computes the rest. A step:
+// arm() before the backward of its last micro-batch (earlier micro-batches only accumulate),
+// finish() after it. finish() leaves every trained parameter's gradient as average_gradients
+// would: the mean over the ranks, zeros taking part for a gradient a rank did not produce.
+// Buckets follow the parameters in reverse order (backward meets the last layers first) and
+// start in that order on every rank.
+class OverlappedAverage {
+ public:
+  // Collective (checks that the ranks have the same parameters, as average_gradients does).
+  OverlappedAverage(Group& group, std::vector<torch::Tensor> params,
+                    size_t bucket_bytes = size_t(25) << 20);
+  ~OverlappedAverage();  // removes the hooks
+  OverlappedAverage(const OverlappedAverage&) = delete;
+  OverlappedAverage& operator=(const OverlappedAverage&) = delete;
+
+  void arm();
+  // Collective: starts the buckets not started yet, waits for all and writes the averages.
+  void finish();
+
+ private:
+  struct Bucket;
+  void on_gradient(size_t param, const torch::Tensor& grad);
+  void start_ready();  // under mutex_
+
+  Group& group_;
+  std::vector<torch::Tensor> params_;  // those that require grad
+  std::vector<std::unique_ptr<Bucket>> buckets_;
+  std::vector<std::pair<size_t, int64_t>> slot_;  // per parameter: bucket, offset
+  std::vector<bool> filled_;                     // per parameter, this step
+  std::vector<unsigned> hooks_;
+  std::mutex mutex_;
+  bool armed_ = false;
+  size_t next_ = 0;  // the first bucket not started
+};
 
 // Copies rank `root`'s parameter values to every rank (for a start from one initialisation).
 void broadcast_parameters(Group& group, const std::vector<torch::Tensor>& params, int root = 0);

@@ -92,11 +92,12 @@ struct Group::Impl {
     }
   }
 
-  // Runs `collective` (a callable taking a process group) on the group that carries `tensors`:
-  // NCCL for CUDA tensors where the group has it, Gloo otherwise.
+  // Starts `collective` (a callable taking a process group) on the group that carries
+  // `tensors`: NCCL for CUDA tensors where the group has it, Gloo otherwise.
   template <typename Collective>
-  void run_on(const char* what, const std::vector<torch::Tensor>& tensors,
-              Collective&& collective) {
+  c10::intrusive_ptr<c10d::Work> start_on(const char* what,
+                                          const std::vector<torch::Tensor>& tensors,
+                                          Collective&& collective) {
     LOWBIT_CHECK(!tensors.empty(), "dist: ", what, " of no tensors");
     const torch::Device device = tensors[0].device();
     for (const auto& t : tensors)
@@ -108,11 +109,10 @@ struct Group::Impl {
       LOWBIT_CHECK(device.index() == nccl_device, "dist: ", what, " on ", where,
                    ": a CUDA tensor on ", device.str(), ", but this rank's NCCL device is cuda:",
                    nccl_device);
-      run(what, collective(*nccl));
-      return;
+      return collective(*nccl);
     }
 #endif
-    run(what, collective(*gloo));
+    return collective(*gloo);
   }
 };
 
@@ -170,7 +170,18 @@ void Group::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
   c10d::AllreduceOptions options;
   options.reduceOp = c10d::ReduceOp::SUM;
   options.timeout = impl_->timeout;
-  impl_->run_on("all-reduce", tensors, [&](auto& pg) { return pg.allreduce(tensors, options); });
+  impl_->run("all-reduce", impl_->start_on("all-reduce", tensors,
+                                            [&](auto& pg) { return pg.allreduce(tensors, options); }));
+}
+
+Group::Pending Group::all_reduce_sum_async(std::vector<torch::Tensor> tensors) {
+  if (!impl_->gloo) return {};
+  c10d::AllreduceOptions options;
+  options.reduceOp = c10d::ReduceOp::SUM;
+  options.timeout = impl_->timeout;
+  auto work = impl_->start_on("all-reduce", tensors,
+                              [&](auto& pg) { return pg.allreduce(tensors, options); });
+  return Pending([impl = impl_.get(), work] { impl->run("all-reduce", work); });
 }
 
 void Group::broadcast(torch::Tensor& tensor, int root) {
@@ -181,7 +192,8 @@ void Group::broadcast(torch::Tensor& tensor, int root) {
   c10d::BroadcastOptions options;
   options.rootRank = root;
   options.timeout = impl_->timeout;
-  impl_->run_on("broadcast", tensors, [&](auto& pg) { return pg.broadcast(tensors, options); });
+  impl_->run("broadcast", impl_->start_on("broadcast", tensors,
+                                          [&](auto& pg) { return pg.broadcast(tensors, options); }));
 }
 
 void Group::barrier() {

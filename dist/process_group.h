@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -77,6 +78,25 @@ class Group {
   // In place: every tensor becomes the elementwise sum over the ranks. The result is the same
   // bits on every rank.
   void all_reduce_sum(std::vector<torch::Tensor>& tensors);
+
+  // A collective in flight: wait() returns when it is complete (throwing as the blocking form
+  // would); every Pending must be waited for before the tensors are read or the Group goes.
+  class Pending {
+   public:
+    Pending() = default;
+    explicit Pending(std::function<void()> wait) : wait_(std::move(wait)) {}
+    void wait() {
+      auto w = std::move(wait_);
+      wait_ = nullptr;
+      if (w) w();
+    }
+
+   private:
+    std::function<void()> wait_;
+  };
+  // all_reduce_sum started and not waited for, so that the caller computes meanwhile (gradient
+  // buckets during backward). Ranks must start their collectives in the same order.
+  Pending all_reduce_sum_async(std::vector<torch::Tensor> tensors);
   // In place: every rank's `tensor` becomes rank `root`'s.
   void broadcast(torch::Tensor& tensor, int root);
   // Waits until every rank has arrived.

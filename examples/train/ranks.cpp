@@ -65,6 +65,7 @@ class Zero : public ShardedOptimizer {
 
 struct Ranks::Impl {
   std::unique_ptr<dist::Group> group;
+  std::unique_ptr<dist::OverlappedAverage> gradients;
 };
 
 std::unique_ptr<Ranks> Ranks::from_environment(std::chrono::seconds timeout, bool cuda) {
@@ -134,9 +135,13 @@ void Ranks::broadcast_parameters(const std::vector<torch::Tensor>& params) {
   dist::broadcast_parameters(*impl_->group, params, 0);
 }
 
-void Ranks::average_gradients(const std::vector<torch::Tensor>& params) {
-  dist::average_gradients(*impl_->group, params);
+void Ranks::sync_gradients_of(const std::vector<torch::Tensor>& params) {
+  impl_->gradients = std::make_unique<dist::OverlappedAverage>(*impl_->group, params);
 }
+
+void Ranks::arm_gradients() { impl_->gradients->arm(); }
+
+void Ranks::average_gradients() { impl_->gradients->finish(); }
 
 std::unique_ptr<ShardedOptimizer> Ranks::shard_optimizer(const std::vector<torch::Tensor>& params,
                                                          const Factory& make, int64_t block_size,
@@ -173,7 +178,9 @@ Ranks::~Ranks() = default;
 void Ranks::check_same(const std::string&, uint64_t, const std::string&) {}
 void Ranks::sum(std::vector<double>&) {}
 void Ranks::broadcast_parameters(const std::vector<torch::Tensor>&) {}
-void Ranks::average_gradients(const std::vector<torch::Tensor>&) {}
+void Ranks::sync_gradients_of(const std::vector<torch::Tensor>&) {}
+void Ranks::arm_gradients() {}
+void Ranks::average_gradients() {}
 std::unique_ptr<ShardedOptimizer> Ranks::shard_optimizer(const std::vector<torch::Tensor>&,
                                                          const Factory&, int64_t, int64_t) {
   no_gloo();

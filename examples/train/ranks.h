@@ -66,7 +66,12 @@ class Ranks {
   // Each value becomes its sum over the ranks.
   void sum(std::vector<double>& values);
   void broadcast_parameters(const std::vector<torch::Tensor>& params);
-  void average_gradients(const std::vector<torch::Tensor>& params);
+  // Gradient averaging overlapped with backward (dist::OverlappedAverage) over `params`, fixed
+  // for the run: arm_gradients() before the backward of a step's last micro-batch,
+  // average_gradients() after it.
+  void sync_gradients_of(const std::vector<torch::Tensor>& params);
+  void arm_gradients();
+  void average_gradients();
   // `make` must return one of lowbit's 8-bit optimizers whose block_size and min_8bit_size are
   // the ones given.
   std::unique_ptr<ShardedOptimizer> shard_optimizer(const std::vector<torch::Tensor>& params,

@@ -252,6 +252,7 @@ void Run::start_ranks() {
   for (const auto& p : model_->parameters()) tensors.push_back(p);
   for (const auto& b : model_->buffers()) tensors.push_back(b);
   ranks_->broadcast_parameters(tensors);
+  ranks_->sync_gradients_of(prepared_.trainable);
   if (!r_.distributed.zero) return;
   if (!r_.optimizer.fp32_params.empty())
     throw config::RecipeError("optimizer.fp32_params: distributed.zero shards the states by "
@@ -437,19 +438,23 @@ void Run::step(int64_t step) {
   for (const torch::Tensor& p : prepared_.trainable) p.mutable_grad() = torch::Tensor();
   double loss_sum = 0.0;
   for (int64_t a = 0; a < r_.train.grad_accum; ++a) {
+    // The last backward sends each bucket of gradients to the other ranks as it completes.
+    if (ranks_ && a + 1 == r_.train.grad_accum) ranks_->arm_gradients();
     const torch::Tensor loss = task_->loss(state_.micro_batch++);
     if (!loss.defined()) continue;  // this rank has no rows of a small last batch
     (loss / double(r_.train.grad_accum)).backward();
     loss_sum += loss.item<double>();
   }
   if (ranks_) {
+    // First, so that every rank has started its buckets' all-reduces before the next
+    // collective (a rank without rows in the last micro-batch starts them all only here).
+    ranks_->average_gradients();
     // The shard losses are weighted to average to the batch's loss; one all-reduce also
     // settles whether any rank was asked to stop, so that all stop after the same step.
     std::vector<double> values = {loss_sum, options_.stop && *options_.stop ? 1.0 : 0.0};
     ranks_->sum(values);
     loss_sum = values[0] / double(ranks_->size());
     stop_agreed_ = values[1] > 0.0;
-    ranks_->average_gradients(prepared_.trainable);
   }
   const double loss = loss_sum / double(r_.train.grad_accum);
   TORCH_CHECK(std::isfinite(loss), "step ", step, ": the training loss is ", loss,

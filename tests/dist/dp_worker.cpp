@@ -20,7 +20,9 @@
 // fsize=N (with save=1: the state dict's file may grow to N bytes, so its save fails);
 // device=cuda (the model, its batches and the optimizer's states on cuda:0; what the worker
 // writes is moved to the CPU); nccl=1 (with device=cuda: the group carries CUDA tensors through
-// NCCL, and opens its store and process groups even as a group of one).
+// NCCL, and opens its store and process groups even as a group of one); accum=A (the rank's
+// rows in A micro-batches, each backward adding its share of the loss); overlap=1 (the
+// gradients averaged by dist::OverlappedAverage during the last micro-batch's backward).
 #include <sys/resource.h>
 
 #include <torch/torch.h>
@@ -163,6 +165,10 @@ int run(int argc, char** argv) {
   }
   const int64_t begin = kBatch * env.rank / env.world_size;
   const int64_t end = kBatch * (env.rank + 1) / env.world_size;
+  const int64_t accum = std::stoll(setting("accum", "1"));
+  std::unique_ptr<lowbit::dist::OverlappedAverage> overlapped;
+  if (setting("overlap", "0") == "1")
+    overlapped = std::make_unique<lowbit::dist::OverlappedAverage>(group, model->parameters());
   torch::Generator data = at::detail::createCPUGenerator(1234);
   for (int step = 0; step < steps; ++step) {
     const auto x = torch::randn({kBatch, kIn}, data).to(device);
@@ -172,10 +178,21 @@ int run(int argc, char** argv) {
       zero->zero_grad();
     else
       opt->zero_grad();
-    const auto loss = torch::nn::functional::cross_entropy(
-        model->forward(x.slice(0, begin, end)), y.slice(0, begin, end));
-    loss.backward();
-    lowbit::dist::average_gradients(group, model->parameters());
+    // The mean loss over the rank's rows, as A micro-batches' sums over their rows.
+    for (int64_t a = 0; a < accum; ++a) {
+      const int64_t lo = begin + (end - begin) * a / accum;
+      const int64_t hi = begin + (end - begin) * (a + 1) / accum;
+      if (overlapped && a + 1 == accum) overlapped->arm();
+      if (lo == hi) continue;
+      const auto loss = torch::nn::functional::cross_entropy(
+          model->forward(x.slice(0, lo, hi)), y.slice(0, lo, hi),
+          torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+      (loss / double(end - begin)).backward();
+    }
+    if (overlapped)
+      overlapped->finish();
+    else
+      lowbit::dist::average_gradients(group, model->parameters());
     if (mode == "grads") {
       std::vector<torch::Tensor> grads;
       for (const auto& p : model->parameters()) grads.push_back(p.grad());
