@@ -25,6 +25,7 @@
 # bible-kjv bible-kjv-text fortunes fortunes-min fortune-mod librecode0`: the
 # data sets, and strfile for the fortune tests).
 # LOWBIT_BENCH_FILTER: a Google Benchmark filter for bench_cuda.
+# LOWBIT_TEST_TIMEOUT: ctest's limit per test in seconds (default 900).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=" ${*:-all} "
@@ -64,7 +65,7 @@ if want test; then
   start=$(date +%s)
   export LOWBIT_REQUIRE_OPENCL=1 LOWBIT_REQUIRE_CUDA=1
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-  ctest --test-dir "$build" --output-on-failure -j8 --timeout 900 > "$out/test.log" 2>&1
+  ctest --test-dir "$build" --output-on-failure -j8 --timeout "${LOWBIT_TEST_TIMEOUT:-900}" > "$out/test.log" 2>&1
   rc=$?
   grep -E "tests passed|tests failed|\(Failed\)|\(Timeout\)|\*\*\*" "$out/test.log" | tail -30
   note "tests: rc $rc in $(( $(date +%s) - start )) s: $(grep -E 'tests passed' "$out/test.log")"
