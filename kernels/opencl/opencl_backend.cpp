@@ -314,7 +314,6 @@ void OpenClBackend::launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, b
     return (2 * 16 * (c.wm * c.tm + 4 + c.wn * c.tn + 4) + 256 + 16) * sizeof(float);
   };
   if (local_bytes(t) > ctx_.local_mem_size()) t = mid;
-  if (const char* e = std::getenv("LOWBIT_EXP_GPU")) t.groups_per_unit = size_t(std::atoi(e));  // EXPERIMENT
   const std::string options = "-DLB_WM=" + std::to_string(t.wm) + " -DLB_WN=" +
                               std::to_string(t.wn) + " -DLB_TM=" + std::to_string(t.tm) +
                               " -DLB_TN=" + std::to_string(t.tn) +
