@@ -170,8 +170,8 @@ void Group::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
   c10d::AllreduceOptions options;
   options.reduceOp = c10d::ReduceOp::SUM;
   options.timeout = impl_->timeout;
-  impl_->run("all-reduce", impl_->start_on("all-reduce", tensors,
-                                            [&](auto& pg) { return pg.allreduce(tensors, options); }));
+  const auto all_reduce = [&](auto& pg) { return pg.allreduce(tensors, options); };
+  impl_->run("all-reduce", impl_->start_on("all-reduce", tensors, all_reduce));
 }
 
 Group::Pending Group::all_reduce_sum_async(std::vector<torch::Tensor> tensors) {
@@ -192,8 +192,8 @@ void Group::broadcast(torch::Tensor& tensor, int root) {
   c10d::BroadcastOptions options;
   options.rootRank = root;
   options.timeout = impl_->timeout;
-  impl_->run("broadcast", impl_->start_on("broadcast", tensors,
-                                          [&](auto& pg) { return pg.broadcast(tensors, options); }));
+  const auto from_root = [&](auto& pg) { return pg.broadcast(tensors, options); };
+  impl_->run("broadcast", impl_->start_on("broadcast", tensors, from_root));
 }
 
 void Group::barrier() {

@@ -136,6 +136,18 @@ void expect_clean(const std::vector<Exit>& exits) {
     ASSERT_EQ(exits[r].status, 0) << "rank " << r << ": " << exits[r].err;
 }
 
+void expect_same_bits(const std::string& a, const std::string& b, const std::string& what) {
+  for (int r = 0; r < 2; ++r) {
+    const std::string suffix = "." + std::to_string(r);
+    const auto want = load(a + suffix), got = load(b + suffix);
+    load_bytes(a + suffix);
+    load_bytes(b + suffix);
+    ASSERT_EQ(got.size(), want.size()) << what;
+    for (size_t k = 0; k < want.size(); ++k)
+      EXPECT_TRUE(torch::equal(got[k], want[k])) << what << " rank " << r << " parameter " << k;
+  }
+}
+
 std::vector<double> drift_from_one_process(const std::string& two, const std::string& one,
                                            std::vector<torch::Tensor>* two_params,
                                            const std::vector<std::string>& extra) {

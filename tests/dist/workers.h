@@ -31,6 +31,10 @@ std::string out_path(const std::string& name);
 // Every worker exited with status 0 (a failure prints the rank's stderr).
 void expect_clean(const std::vector<Exit>& exits);
 
+// Expects runs `a` and `b` (their OUT paths) of 2 ranks to have written the same parameters,
+// bit for bit, on each rank; their files are removed.
+void expect_same_bits(const std::string& a, const std::string& b, const std::string& what);
+
 // Trains 20 steps with the worker's optimizer `two` on 2 ranks and `one` in one process, the
 // same batches, both with the worker settings `extra`, and returns each parameter's mean
 // |2 ranks - 1 process| in units of the worker's learning rate (printed too). Expects both
