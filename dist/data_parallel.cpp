@@ -90,7 +90,7 @@ OverlappedAverage::OverlappedAverage(Group& group, std::vector<torch::Tensor> pa
     if (p.requires_grad()) params_.push_back(std::move(p));
   check_same_layout(group_, params_);
   if (!group_.connected()) return;
-  slot_.resize(params_.size());
+  place_.resize(params_.size());
   filled_.assign(params_.size(), false);
   // Consecutive parameters, last first, of one dtype and device, up to bucket_bytes (a larger
   // one goes alone).
@@ -108,7 +108,7 @@ OverlappedAverage::OverlappedAverage(Group& group, std::vector<torch::Tensor> pa
       elements.push_back(0);
       bytes = 0;
     }
-    slot_[i] = {buckets_.size() - 1, elements.back()};
+    place_[i] = {buckets_.size() - 1, elements.back()};
     buckets_.back()->params.push_back(i);
     elements.back() += p.numel();
     bytes += size;
@@ -147,16 +147,19 @@ void OverlappedAverage::on_gradient(size_t i, const torch::Tensor& grad) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!armed_ || filled_[i]) return;
   torch::NoGradGuard no_grad;
-  const auto [b, offset] = slot_[i];
-  Bucket& bucket = *buckets_[b];
-  auto dst = bucket.flat.narrow(0, offset, params_[i].numel());
+  auto dst = slot(i);
   const torch::Tensor& sum = params_[i].grad();
   if (sum.defined())
     torch::add_out(dst, sum.reshape({-1}), grad.reshape({-1}));
   else
     dst.copy_(grad.reshape({-1}));
   filled_[i] = true;
-  if (--bucket.missing == 0) start_ready();
+  if (--buckets_[place_[i].first]->missing == 0) start_ready();
+}
+
+torch::Tensor OverlappedAverage::slot(size_t i) const {
+  const auto [b, offset] = place_[i];
+  return buckets_[b]->flat.narrow(0, offset, params_[i].numel());
 }
 
 void OverlappedAverage::start_ready() {
@@ -176,15 +179,14 @@ void OverlappedAverage::finish() {
     // What the armed backward did not produce: earlier micro-batches' sum, or zeros.
     for (size_t i = 0; i < params_.size(); ++i) {
       if (filled_[i]) continue;
-      const auto [b, offset] = slot_[i];
-      auto dst = buckets_[b]->flat.narrow(0, offset, params_[i].numel());
+      auto dst = slot(i);
       const torch::Tensor& sum = params_[i].grad();
       if (sum.defined())
         dst.copy_(sum.reshape({-1}));
       else
         dst.zero_();
       filled_[i] = true;
-      --buckets_[b]->missing;
+      --buckets_[place_[i].first]->missing;
     }
     start_ready();
   }
@@ -192,9 +194,8 @@ void OverlappedAverage::finish() {
   torch::NoGradGuard no_grad;
   for (auto& b : buckets_) b->flat.div_(double(group_.size()));
   for (size_t i = 0; i < params_.size(); ++i) {
-    const auto [b, offset] = slot_[i];
     torch::Tensor& p = params_[i];
-    const auto mean = buckets_[b]->flat.narrow(0, offset, p.numel()).view_as(p);
+    const auto mean = slot(i).view_as(p);
     if (p.grad().defined())
       p.mutable_grad().copy_(mean);
     else

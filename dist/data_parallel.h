@@ -48,12 +48,13 @@ class OverlappedAverage {
  private:
   struct Bucket;
   void on_gradient(size_t param, const torch::Tensor& grad);
+  torch::Tensor slot(size_t param) const;  // the parameter's elements of its bucket
   void start_ready();  // under mutex_
 
   Group& group_;
   std::vector<torch::Tensor> params_;  // those that require grad
   std::vector<std::unique_ptr<Bucket>> buckets_;
-  std::vector<std::pair<size_t, int64_t>> slot_;  // per parameter: bucket, offset
+  std::vector<std::pair<size_t, int64_t>> place_;  // per parameter: bucket, offset
   std::vector<bool> filled_;                     // per parameter, this step
   std::vector<unsigned> hooks_;
   std::mutex mutex_;

@@ -165,13 +165,9 @@ bool Group::connected() const { return bool(impl_->gloo); }
 
 Group::~Group() = default;
 
+// The sum lands in the tensors' own memory: the copied vector holds the same tensors.
 void Group::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
-  if (!impl_->gloo) return;
-  c10d::AllreduceOptions options;
-  options.reduceOp = c10d::ReduceOp::SUM;
-  options.timeout = impl_->timeout;
-  const auto all_reduce = [&](auto& pg) { return pg.allreduce(tensors, options); };
-  impl_->run("all-reduce", impl_->start_on("all-reduce", tensors, all_reduce));
+  all_reduce_sum_async(tensors).wait();
 }
 
 Group::Pending Group::all_reduce_sum_async(std::vector<torch::Tensor> tensors) {
@@ -179,8 +175,8 @@ Group::Pending Group::all_reduce_sum_async(std::vector<torch::Tensor> tensors) {
   c10d::AllreduceOptions options;
   options.reduceOp = c10d::ReduceOp::SUM;
   options.timeout = impl_->timeout;
-  auto work = impl_->start_on("all-reduce", tensors,
-                              [&](auto& pg) { return pg.allreduce(tensors, options); });
+  const auto all_reduce = [&](auto& pg) { return pg.allreduce(tensors, options); };
+  auto work = impl_->start_on("all-reduce", tensors, all_reduce);
   return Pending([impl = impl_.get(), work] { impl->run("all-reduce", work); });
 }
 

@@ -158,12 +158,13 @@ if want multigpu; then
   gpus=$(nvidia-smi -L | grep -c '^GPU')
   many=$gpus; [ "$gpus" -lt 2 ] && many=2
   export NCCL_NVLS_ENABLE=0
-  llama=(configs/kjv_llama.yaml --set device=cuda --set model.n_layer=8 --set model.n_embd=2048
-         --set model.n_head=16 --set model.n_kv_head=16 --set model.intermediate_size=5632
-         --set model.block_size=512 --set train.batch_size=16 --set train.steps=40
-         --set schedule.warmup_steps=5 --set train.eval_every=1000 --set data.eval_limit=8
-         --set checkpoint.every=40 --set checkpoint.resume=never --set log.progress=none
-         --set generate.max_new_tokens=1)
+  # What the full fine-tune and QLoRA runs share: 40 steps of 16 windows of 512 tokens on the GPU.
+  common=(--set device=cuda --set model.block_size=512 --set train.batch_size=16
+          --set train.steps=40 --set schedule.warmup_steps=5 --set train.eval_every=1000
+          --set data.eval_limit=8 --set checkpoint.every=40 --set checkpoint.resume=never
+          --set log.progress=none --set generate.max_new_tokens=1)
+  llama=(configs/kjv_llama.yaml "${common[@]}" --set model.n_layer=8 --set model.n_embd=2048
+         --set model.n_head=16 --set model.n_kv_head=16 --set model.intermediate_size=5632)
   for run in 1 "$many" "${many}z"; do
     np=${run%z}
     args=("${llama[@]}" --set "checkpoint.dir=$runs/llama$run")
@@ -180,11 +181,8 @@ if want multigpu; then
     note "the ${many}-rank ZeRO-1 checkpoint resumed on the ${target%%:*} for one step: rc $?"
     grep -m1 'resumed from' "$out/resume_${target%%:*}.txt"
   done
-  qlora=(configs/llama_qlora.yaml --set device=cuda --set "model.path=$runs/llama1/hf"
-         --set model.block_size=512 --set train.batch_size=16 --set train.steps=40
-         --set schedule.warmup_steps=5 --set train.eval_every=1000 --set data.eval_limit=8
-         --set quant.compute_dtype=bf16 --set checkpoint.every=40 --set checkpoint.resume=never
-         --set log.progress=none --set generate.max_new_tokens=1)
+  qlora=(configs/llama_qlora.yaml "${common[@]}" --set "model.path=$runs/llama1/hf"
+         --set quant.compute_dtype=bf16)
   for np in 1 "$many"; do
     args=("${qlora[@]}" --set "checkpoint.dir=$runs/qlora$np")
     [ "$np" -gt 1 ] && args+=(--nproc "$np")
