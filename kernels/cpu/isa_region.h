@@ -71,8 +71,11 @@
 #define LOWBIT_CPU_TARGET_POP
 #endif
 
+// The pragmas come last in BEGIN and END: GCC 14 drops whatever follows
+// `_Pragma("GCC target(...)")` in the same macro expansion (GCC 12 and 13 keep
+// it), which would lose the namespaces.
 #define LOWBIT_CPU_ISA_BEGIN \
-  LOWBIT_CPU_TARGET_PUSH namespace lowbit::kernels::cpu { inline namespace LOWBIT_CPU_ISA_NS {
+  namespace lowbit::kernels::cpu { inline namespace LOWBIT_CPU_ISA_NS { LOWBIT_CPU_TARGET_PUSH
 #define LOWBIT_CPU_ISA_END \
   }                        \
   }                        \
