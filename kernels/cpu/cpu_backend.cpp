@@ -137,9 +137,9 @@ void CpuBackend::do_gemm_int8(const Buffer& x, size_t m, const WeightInt8& w, co
 }
 
 void CpuBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
-                                   Buffer& slots, size_t slot, bool /*sum: always computed*/) {
+                                   Buffer& slots, size_t slot, bool sum) {
   const GradientStats stats =
-      active_kernels().gradient_stats(as<void>(grad), grad_type, n, blocksize);
+      active_kernels().gradient_stats(as<void>(grad), grad_type, n, blocksize, sum);
   StepSlot& s = as<StepSlot>(slots)[slot];
   s.grad_sq = stats.sum_sq;
   s.grad_nonfinite = stats.finite ? 0 : 1;

@@ -36,6 +36,7 @@ void dequantize_4bit(const uint8_t* packed, const float* absmax, size_t n, int b
 // Optimizers (optimizer_update.cpp). The operands' buffers are CpuBackend buffers.
 size_t optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args);
 UpdateNorms optimizer_update_norms(const OptimizerOperands& op, const OptimizerArgs& args);
-GradientStats gradient_stats(const void* grad, DType grad_type, size_t n, int blocksize);
+// `sum` false: only `finite` is wanted (sum_sq may be 0), as Backend::gradient_stats.
+GradientStats gradient_stats(const void* grad, DType grad_type, size_t n, int blocksize, bool sum);
 
 LOWBIT_CPU_ISA_END

@@ -288,6 +288,17 @@ std::pair<float, float> block_sum_sq(const typename T::Storage* g, size_t begin,
   return {s, magnitude_bits(s) >= kNonFinite ? 1.0f : 0.0f};
 }
 
+// The largest |g[i]| as a bit pattern (magnitude_bits): the threads' maxima,
+// then the largest of them.
+template <typename T>
+uint32_t max_magnitude_bits(const typename T::Storage* g, size_t n) {
+  uint32_t largest = 0;
+#pragma omp parallel for schedule(static) reduction(max : largest)
+  for (ptrdiff_t i = 0; i < ptrdiff_t(n); ++i)
+    largest = std::max(largest, magnitude_bits(T::load(g[i])));
+  return largest;
+}
+
 }  // namespace
 
 size_t optimizer_update(const OptimizerOperands& op, const OptimizerArgs& args) {
@@ -304,11 +315,26 @@ UpdateNorms optimizer_update_norms(const OptimizerOperands& op, const OptimizerA
   return norms;
 }
 
-GradientStats gradient_stats(const void* grad, DType grad_type, size_t n, int blocksize) {
+GradientStats gradient_stats(const void* grad, DType grad_type, size_t n, int blocksize,
+                             bool sum) {
   GradientStats stats;
   dispatch_float(grad_type, [&](auto type) {
     using T = decltype(type);
     const auto* g = static_cast<const typename T::Storage*>(grad);
+    if (!sum) {
+      // Only the decision is wanted. No block's float sum of squares can
+      // overflow while every |g| < 2^e with 2e + log2(blocksize) <= 127 (each
+      // square is below 2^(2e), a block's sum below 2^127), so the largest |g|
+      // decides alone unless it is finite and at least 2^e; then the sums do
+      // (the CUDA backend's check, kernels/cuda/optimizer.cu). An integer max
+      // over the magnitudes' bits, in any order: at memory speed.
+      const uint32_t limit = uint32_t(127 + (127 - log2_exact(size_t(blocksize))) / 2) << 23;
+      const uint32_t largest = max_magnitude_bits<T>(g, n);
+      if (largest < limit || largest >= kNonFinite) {
+        stats.finite = largest < kNonFinite;
+        return;
+      }
+    }
     const size_t bs = size_t(blocksize);
     const auto sums = sum_blocks(num_blocks(n, blocksize), [&](size_t b) {
       const size_t begin = b * bs;
