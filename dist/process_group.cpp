@@ -3,6 +3,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/version.h>
 #ifdef LOWBIT_WITH_NCCL
 #include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
@@ -135,6 +136,13 @@ Group::Group(const Env& env, std::chrono::milliseconds timeout, const GroupOptio
     store_options.numWorkers = std::size_t(env.world_size);
     store_options.waitWorkers = true;
     store_options.timeout = timeout;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    // The classic store server, torch's default before 2.4: since 2.4 the default is the libuv
+    // one, which libtorch builds without libuv (Debian 13's 2.6) refuse ("use_libuv was
+    // requested but PyTorch was build without libuv support"); libuv pays off for thousands of
+    // ranks, not for one host's few.
+    store_options.useLibUV = false;
+#endif
     auto store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, store_options);
     // Each process group keeps its keys under its own prefix of the one store.
     auto gloo_options = c10d::ProcessGroupGloo::Options::create();

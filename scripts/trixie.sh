@@ -45,7 +45,9 @@ if [ ! -x "$root/usr/bin/apt-get" ]; then
   chroot "$root" apt-get update -q
 fi
 if mount -t proc proc "$root/proc"; then mounted=1; fi
-chroot "$root" apt-get install -y -q --no-install-recommends "${packages[@]}"
+# (An older root's package lists may name versions the mirror has dropped.)
+install_packages() { chroot "$root" apt-get install -y -q --no-install-recommends "${packages[@]}"; }
+install_packages || { chroot "$root" apt-get update -q && install_packages; }
 chroot "$root" g++ --version | head -1
 
 # The working tree without its build folders and .git.
