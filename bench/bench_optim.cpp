@@ -13,7 +13,9 @@
 // On the first OpenCL GPU (else the first device) the kernels also run on
 // device-resident buffers, groups "<optimizer>/<size>/opencl_resident":
 // lowbit8 (the fused update; LAMB with its norms pass), gradient_stats (adamw
-// group) and the device's buffer copy as the roofline (op copy).
+// group), each queued with the step slot and flags in device memory as an
+// optimizer step queues it, then one wait; and the device's buffer copy as
+// the roofline (op copy).
 // LOWBIT_BENCH_SIZES (e.g. "1M,16M") restricts the sizes for a quick run, and
 // may name 256M, which is not run by default. The GPU rows alone:
 //   LOWBIT_BENCH_SIZES=256M bench_optim --benchmark_filter=opencl_resident
@@ -278,7 +280,16 @@ struct ResidentProblem {
     op.state2 = state2.get();
     op.absmax2 = absmax2.get();
     op.qmap2 = qmap2.get();
+    // One parameter's step slot and its optimizer's flags, as a step keeps them on the device.
+    kernels::StepSlot slot{};
+    slot.args = resident_args(f);
+    const kernels::StepFlags clear{};
+    slots = be.allocate(sizeof(slot));
+    flags = be.allocate(sizeof(clear));
+    be.write(*slots, &slot, sizeof(slot));
+    be.write(*flags, &clear, sizeof(clear));
   }
+  std::unique_ptr<kernels::Buffer> slots, flags;
 };
 
 void register_resident_group(Family f, int64_t n, const std::string& size,
@@ -303,10 +314,12 @@ void register_resident_group(Family f, int64_t n, const std::string& size,
   });
   reg("lowbit8", [f, n, be](benchmark::State& state) {
     ResidentProblem problem(*be, f, n);
-    const kernels::OptimizerArgs args = resident_args(f);
+    // The ops as an optimizer step queues them, then the wait for the device.
     const auto step = [&] {
-      if (f == Family::LAMB) be->optimizer_update_norms(problem.op, args);
-      be->optimizer_update(problem.op, args);
+      if (f == Family::LAMB)
+        be->optimizer_update_norms(problem.op, *problem.slots, 0, *problem.flags);
+      be->optimizer_update(problem.op, *problem.slots, 0, *problem.flags);
+      be->synchronize();
     };
     step();
     for (auto _ : state) step();
@@ -315,8 +328,13 @@ void register_resident_group(Family f, int64_t n, const std::string& size,
   if (f == Family::AdamW)
     reg("gradient_stats", [n, be](benchmark::State& state) {
       ResidentProblem problem(*be, Family::AdamW, n);
-      be->gradient_stats(*problem.op.grad, kernels::DType::F32, size_t(n), 256);
-      for (auto _ : state) be->gradient_stats(*problem.op.grad, kernels::DType::F32, size_t(n), 256);
+      const auto check = [&] {
+        be->gradient_stats(*problem.op.grad, kernels::DType::F32, size_t(n), 256, *problem.slots,
+                           0);
+        be->synchronize();
+      };
+      check();
+      for (auto _ : state) check();
       state.counters["bytes"] = 4.0 * double(n);
     });
 }

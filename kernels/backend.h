@@ -388,7 +388,8 @@ class Backend {
   virtual void do_optimizer_update(const OptimizerOperands& op, const Buffer& slots, size_t slot,
                                    Buffer& flags) = 0;
   // On the host by default, through read() and write(): backends whose
-  // memory the host reaches (CPU) or that wait for the host anyway (OpenCL).
+  // memory the host reaches (CPU), and OpenCL, where the two cost one wait per
+  // step (the per-parameter ops queue without one).
   virtual void do_optimizer_prepare(const std::vector<StepItem>& items, bool skip_nonfinite,
                                     Buffer& slots, Buffer& flags);
   virtual void do_optimizer_scale(const std::vector<StepItem>& items, Buffer& slots,

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -45,9 +46,6 @@ void set_arg(cl_kernel k, cl_uint i, const Buffer* b) {
   if (b) return set_arg(k, i, *b);
   const cl_mem m = nullptr;
   LOWBIT_CL_CHECK(clSetKernelArg(k, i, sizeof(cl_mem), &m));
-}
-void set_arg(cl_kernel k, cl_uint i, const OptimizerArgs& a) {
-  LOWBIT_CL_CHECK(clSetKernelArg(k, i, sizeof(a), &a));
 }
 void set_arg(cl_kernel k, cl_uint i, LocalBytes l) {
   LOWBIT_CL_CHECK(clSetKernelArg(k, i, l.bytes, nullptr));
@@ -184,8 +182,8 @@ void OpenClBackend::do_quantize_blockwise(const Buffer& x, DType x_type, size_t 
                                           const Buffer& code, Buffer& absmax, Buffer& codes,
                                           const StochasticRounding& rounding) {
   std::lock_guard<std::mutex> lock(mutex_);
-  // The table first: it reads the codebook, which waits for the queue.
-  const Buffer& table = code_table(code);
+  // The table first: its build is queued before the quantizer that reads it.
+  const Buffer& table = code_table(code, 0);
   const BlockKernel& q = quantize_kernel("quantize_blockwise", blocksize);
   set_args(q.kernel, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), table, absmax, codes,
            cl_int(rounding.enabled), cl_uint(rounding.seed), cl_uint(rounding.seed >> 32),
@@ -493,86 +491,99 @@ void OpenClBackend::set_block_layout(BlockLayout layout) {
   block_layout_ = layout;
 }
 
-const Buffer& OpenClBackend::code_table(const Buffer& qmap) {
-  std::vector<float> code(256);
-  read(qmap, code.data(), 256 * sizeof(float), 0);
-  std::vector<uint32_t> key(256);
-  std::memcpy(key.data(), code.data(), 256 * sizeof(float));
-  std::unique_ptr<Buffer>& slot = code_tables_[key];
-  if (!slot) {
-    const std::vector<uint32_t> table = build_code_table(code.data());
-    slot = allocate(table.size() * sizeof(uint32_t));
-    write(*slot, table.data(), table.size() * sizeof(uint32_t), 0);
+const Buffer& OpenClBackend::code_table(const Buffer& qmap, int which) {
+  std::unique_ptr<Buffer>& table = code_tables_[which];
+  if (!table) table = allocate(size_t(kCodeTableWords) * sizeof(uint32_t));
+  cl_kernel k = kernel("step", "build_code_table");
+  const size_t local = group_size(k, 256);
+  set_args(k, qmap, *table, LocalBytes{256 * sizeof(float)}, LocalBytes{sizeof(cl_uint)});
+  launch(k, local, local);
+  return *table;
+}
+
+Buffer& OpenClBackend::rejected_counter() {
+  if (!rejected_) {
+    // Kept only once zeroed: a failed write leaves no counter holding garbage.
+    std::unique_ptr<Buffer> counter = allocate(sizeof(cl_uint));
+    const cl_uint zero = 0;
+    write(*counter, &zero, sizeof(zero), 0);
+    rejected_ = std::move(counter);
   }
-  return *slot;
+  return *rejected_;
 }
 
 void OpenClBackend::ready_optimizer_update(const OptimizerOperands& op, bool norms) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (op.quantized) {
-    code_table(*op.qmap1);
-    if (op.state2) code_table(*op.qmap2);
-  }
   update_kernel(op);
+  rejected_counter();
+  kernel("step", "add_rejected");
+  if (op.quantized)
+    for (int which = 0; which < 2; ++which)
+      if (!code_tables_[which])
+        code_tables_[which] = allocate(size_t(kCodeTableWords) * sizeof(uint32_t));
+  kernel("step", "build_code_table");
+  if (!norms) return;
   const size_t nb = num_blocks(op.n, op.blocksize);
-  // update() counts rejected blocks in the scratch; update_norms() keeps two
-  // floats per block there and sums them with sum_block_chunks.
-  scratch(norms ? 2 * nb * sizeof(float) : sizeof(cl_uint));
-  if (norms && ctx_.has_fp64()) {
-    const size_t chunks = (nb + kBlocksPerChunk - 1) / kBlocksPerChunk;
-    chunk_scratch(2 * chunks * sizeof(double));
+  scratch(2 * nb * sizeof(float));
+  if (ctx_.has_fp64()) {
+    chunk_scratch(2 * std::max<size_t>(1, (nb + kBlocksPerChunk - 1) / kBlocksPerChunk) *
+                  sizeof(double));
     kernel("reduce", "sum_block_chunks");
+    kernel("reduce", "sums_into_slot");
   }
 }
 
-size_t OpenClBackend::update(const OptimizerOperands& op, const OptimizerArgs& args) {
+namespace {
+
+constexpr size_t slot_offset(size_t slot) { return slot * sizeof(StepSlot); }
+
+}  // namespace
+
+void OpenClBackend::do_optimizer_update(const OptimizerOperands& op, const Buffer& slots,
+                                        size_t slot, Buffer& flags) {
   std::lock_guard<std::mutex> lock(mutex_);
-  // The tables first: they read the codebooks, which waits for the queue.
-  const Buffer* table1 = op.quantized ? &code_table(*op.qmap1) : nullptr;
-  const Buffer* table2 = op.quantized && op.state2 ? &code_table(*op.qmap2) : nullptr;
+  const Buffer* table1 = op.quantized ? &code_table(*op.qmap1, 0) : nullptr;
+  const Buffer* table2 = op.quantized && op.state2 ? &code_table(*op.qmap2, 1) : nullptr;
   const UpdateKernel& u = update_kernel(op);
-  wrapped_args.clear();
-  Buffer& rejected = scratch(sizeof(cl_uint));
-  const cl_uint zero = 0;
-  LOWBIT_CL_CHECK(clEnqueueFillBuffer(ctx_.queue(), mem_of(rejected), &zero, sizeof(zero), 0,
-                                      sizeof(zero), 0, nullptr, nullptr));
-  set_args(u.kernel, args, cl_ulong(op.n), cl_uint(op.blocksize), op.param, op.grad, op.state1,
-           op.absmax1, table1, op.state2, op.absmax2, table2, rejected,
-           LocalBytes{2 * u.group * 2 * sizeof(float)},
+  Buffer& rejected = rejected_counter();
+  set_args(u.kernel, slots, cl_ulong(slot_offset(slot) + offsetof(StepSlot, args)), flags,
+           cl_ulong(op.n), cl_uint(op.blocksize), op.param, op.grad, op.state1, op.absmax1, table1,
+           op.state2, op.absmax2, table2, rejected, LocalBytes{2 * u.group * 2 * sizeof(float)},
            tables_arg(u));
   launch_blocks(u, u.kernel, op.n, op.blocksize);
-  cl_uint count = 0;
-  LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(rejected), CL_TRUE, 0, sizeof(count),
-                                      &count, 0, nullptr, nullptr));
-  return count;
+  cl_kernel add = kernel("step", "add_rejected");
+  set_args(add, rejected, flags, cl_uint(offsetof(StepFlags, skipped_blocks) / sizeof(cl_ulong)));
+  launch(add, 1, 1);
 }
 
-UpdateNorms OpenClBackend::update_norms(const OptimizerOperands& op, const OptimizerArgs& args) {
+void OpenClBackend::do_optimizer_update_norms(const OptimizerOperands& op, Buffer& slots,
+                                              size_t slot, const Buffer& flags) {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Buffer* table1 = op.quantized ? &code_table(*op.qmap1) : nullptr;
-  const Buffer* table2 = op.quantized && op.state2 ? &code_table(*op.qmap2) : nullptr;
-  const UpdateKernel& u = update_kernel(op);
-  wrapped_args.clear();
   const size_t nb = num_blocks(op.n, op.blocksize);
-  Buffer& partial = scratch(2 * nb * sizeof(float));
-  set_args(u.norms, args, cl_ulong(op.n), cl_uint(op.blocksize), op.param, op.grad, op.state1,
-           op.absmax1, table1, op.state2, op.absmax2, table2, partial,
-           LocalBytes{2 * u.group * 2 * sizeof(float)},
-           tables_arg(u));
-  launch_blocks(u, u.norms, op.n, op.blocksize);
-  const std::pair<double, double> sums = sum_partials(partial, nb, 2);
-  UpdateNorms norms;
-  norms.update_sq = sums.first;
-  norms.param_sq = sums.second;
-  return norms;
+  Buffer& partial = scratch(std::max<size_t>(1, 2 * nb) * sizeof(float));
+  if (nb > 0) {
+    const Buffer* table1 = op.quantized ? &code_table(*op.qmap1, 0) : nullptr;
+    const Buffer* table2 = op.quantized && op.state2 ? &code_table(*op.qmap2, 1) : nullptr;
+    const UpdateKernel& u = update_kernel(op);
+    set_args(u.norms, slots, cl_ulong(slot_offset(slot) + offsetof(StepSlot, args)), flags,
+             cl_ulong(op.n), cl_uint(op.blocksize), op.param, op.grad, op.state1, op.absmax1,
+             table1, op.state2, op.absmax2, table2, partial,
+             LocalBytes{2 * u.group * 2 * sizeof(float)}, tables_arg(u));
+    launch_blocks(u, u.norms, op.n, op.blocksize);
+  }
+  sums_into_slot(partial, nb, 2, slots, slot, offsetof(StepSlot, update_sq),
+                 offsetof(StepSlot, param_sq), &flags);
 }
 
-GradientStats OpenClBackend::grad_stats(const Buffer& grad, DType grad_type, size_t n,
-                                        int blocksize) {
+void OpenClBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
+                                      int blocksize, Buffer& slots, size_t slot,
+                                      bool /*sum: always computed*/) {
   std::lock_guard<std::mutex> lock(mutex_);
   const size_t nb = num_blocks(n, blocksize);
-  Buffer& partial = scratch(nb * sizeof(float));
-  if (!gpu_layout()) {
+  Buffer& partial = scratch(std::max<size_t>(1, nb) * sizeof(float));
+  if (nb == 0) {
+    // Nothing to launch over; the sums below are zeros.
+  } else if (!gpu_layout()) {
     // CPU devices: a block per item, in loops their compiler vectorises.
     cl_kernel k = kernel("optimizer", "gradient_stats_by_block");
     const size_t local = group_size(k, 8);
@@ -588,87 +599,59 @@ GradientStats OpenClBackend::grad_stats(const Buffer& grad, DType grad_type, siz
              LocalBytes{4 * local * sizeof(float)});
     launch(k, (nb * 4 + local - 1) / local * local, local);
   }
-  const std::pair<double, double> sums = sum_partials(partial, nb, 1);
-  GradientStats stats;
-  stats.sum_sq = sums.first;
-  stats.finite = sums.second == 0.0;
-  return stats;
+  sums_into_slot(partial, nb, 1, slots, slot, offsetof(StepSlot, grad_sq),
+                 offsetof(StepSlot, grad_nonfinite), nullptr);
 }
 
-std::pair<double, double> OpenClBackend::sum_partials(const Buffer& partial, size_t nb,
-                                                      unsigned width) {
+void OpenClBackend::sums_into_slot(const Buffer& partial, size_t nb, unsigned width, Buffer& slots,
+                                   size_t slot, size_t first, size_t second,
+                                   const Buffer* flags) {
   const size_t chunks = (nb + kBlocksPerChunk - 1) / kBlocksPerChunk;
-  std::vector<double> chunk_sums(2 * chunks);
   if (ctx_.has_fp64()) {
-    // The chunks on the device: the host reads 16 bytes per 256 blocks, not 4-8 per block (at
-    // 256M parameters, 64 KiB instead of 4-8 MiB, and no million-iteration loop).
-    Buffer& chunk_sums_buffer = chunk_scratch(chunk_sums.size() * sizeof(double));
-    cl_kernel k = kernel("reduce", "sum_block_chunks");
-    set_args(k, partial, cl_ulong(nb), cl_uint(width), chunk_sums_buffer);
-    const size_t local = group_size(k, 64);
-    launch(k, (chunks + local - 1) / local * local, local);
-    LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(chunk_sums_buffer), CL_TRUE, 0,
-                                        chunk_sums.size() * sizeof(double), chunk_sums.data(), 0,
-                                        nullptr, nullptr));
-  } else {
-    std::vector<float> host(width * nb);
-    LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(partial), CL_TRUE, 0,
-                                        host.size() * sizeof(float), host.data(), 0, nullptr,
-                                        nullptr));
-    for (size_t c = 0; c < chunks; ++c)
-      for (size_t b = c * kBlocksPerChunk; b < std::min(nb, (c + 1) * kBlocksPerChunk); ++b) {
-        const float v = host[width * b];
-        chunk_sums[2 * c] += v;
-        chunk_sums[2 * c + 1] += width == 2 ? double(host[2 * b + 1]) : (std::isfinite(v) ? 0 : 1);
-      }
+    // Chunks in parallel, then one work-group adds them in order into the slot.
+    Buffer& sums = chunk_scratch(2 * std::max<size_t>(1, chunks) * sizeof(double));
+    if (chunks > 0) {
+      cl_kernel k = kernel("reduce", "sum_block_chunks");
+      set_args(k, partial, cl_ulong(nb), cl_uint(width), sums);
+      const size_t local = group_size(k, 64);
+      launch(k, (chunks + local - 1) / local * local, local);
+    }
+    cl_kernel k = kernel("reduce", "sums_into_slot");
+    const size_t local = group_size(k, 256);
+    set_args(k, sums, cl_ulong(chunks), cl_uint(width), flags, cl_int(flags != nullptr), slots,
+             cl_ulong(slot_offset(slot) + first), cl_ulong(slot_offset(slot) + second),
+             LocalBytes{2 * local * sizeof(double)});
+    launch(k, local, local);
+    return;
   }
-  std::pair<double, double> total{0.0, 0.0};
-  for (size_t c = 0; c < chunks; ++c) {
-    total.first += chunk_sums[2 * c];
-    total.second += chunk_sums[2 * c + 1];
-  }
-  return total;
-}
-
-namespace {
-
-template <typename T>
-T read_one(Backend& be, const Buffer& b, size_t index = 0) {
-  T v;
-  be.read(b, &v, sizeof(T), index * sizeof(T));
-  return v;
-}
-
-}  // namespace
-
-void OpenClBackend::do_gradient_stats(const Buffer& grad, DType grad_type, size_t n,
-                                      int blocksize, Buffer& slots, size_t slot,
-                                      bool /*sum: always computed*/) {
-  StepSlot s = read_one<StepSlot>(*this, slots, slot);
-  const GradientStats stats = n ? grad_stats(grad, grad_type, n, blocksize) : GradientStats{};
-  s.grad_sq = stats.sum_sq;
-  s.grad_nonfinite = stats.finite ? 0 : 1;
-  write(slots, &s, sizeof(s), slot * sizeof(s));
-}
-
-void OpenClBackend::do_optimizer_update_norms(const OptimizerOperands& op, Buffer& slots,
-                                              size_t slot, const Buffer& flags) {
-  if (read_one<StepFlags>(*this, flags).found_inf) return;
-  StepSlot s = read_one<StepSlot>(*this, slots, slot);
-  const UpdateNorms norms = op.n ? update_norms(op, s.args) : UpdateNorms{};
-  s.update_sq = norms.update_sq;
-  s.param_sq = norms.param_sq;
-  write(slots, &s, sizeof(s), slot * sizeof(s));
-}
-
-void OpenClBackend::do_optimizer_update(const OptimizerOperands& op, const Buffer& slots,
-                                        size_t slot, Buffer& flags) {
-  StepFlags f = read_one<StepFlags>(*this, flags);
+  // No double precision on the device: the host adds the blocks' sums, in the same order.
+  StepFlags f{};
+  if (flags) read(*flags, &f, sizeof(f), 0);
   if (f.found_inf) return;
-  const size_t rejected = update(op, read_one<StepSlot>(*this, slots, slot).args);
-  if (rejected == 0) return;
-  f.skipped_blocks += rejected;
-  write(flags, &f, sizeof(f), 0);
+  std::vector<float> host(width * nb);
+  read(partial, host.data(), host.size() * sizeof(float), 0);
+  double x = 0.0, y = 0.0;
+  for (size_t c = 0; c < chunks; ++c) {
+    double cx = 0.0, cy = 0.0;
+    for (size_t b = c * kBlocksPerChunk; b < std::min(nb, (c + 1) * kBlocksPerChunk); ++b) {
+      const float v = host[width * b];
+      cx += v;
+      cy += width == 2 ? double(host[2 * b + 1]) : (std::isfinite(v) ? 0 : 1);
+    }
+    x += cx;
+    y += cy;
+  }
+  StepSlot s;
+  read(slots, &s, sizeof(s), slot_offset(slot));
+  auto* bytes = reinterpret_cast<unsigned char*>(&s);
+  std::memcpy(bytes + first, &x, sizeof(x));
+  if (width == 2) {
+    std::memcpy(bytes + second, &y, sizeof(y));
+  } else {
+    const uint32_t bad = y != 0.0 ? 1 : 0;
+    std::memcpy(bytes + second, &bad, sizeof(bad));
+  }
+  write(slots, &s, sizeof(s), slot_offset(slot));
 }
 
 }  // namespace lowbit::kernels::opencl

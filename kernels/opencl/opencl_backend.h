@@ -44,8 +44,8 @@ class OpenClBackend final : public Backend {
   void write(Buffer& dst, const void* src, size_t bytes, size_t offset) override;
   void read(const Buffer& src, void* dst, size_t bytes, size_t offset) override;
   void synchronize() override;
-  // Builds the update kernel variant and the code tables of `op`, and grows
-  // the scratch buffers the update (and its norms) will use.
+  // Builds the update kernel variant and the step's bookkeeping kernels for
+  // `op`, and allocates the buffers the update (and its norms) will use.
   void ready_optimizer_update(const OptimizerOperands& op, bool norms) override;
 
   DeviceContext& context() { return ctx_; }
@@ -70,8 +70,9 @@ class OpenClBackend final : public Backend {
                         Buffer& absmax, Buffer& packed) override;
   void do_dequantize_4bit(const Buffer& packed, const Buffer& absmax, size_t n, int blocksize,
                           Format4 format, Buffer& out, DType out_type) override;
-  // The step's arguments and flags are read to the host (the OpenCL kernels
-  // take the arguments by value), the results written back.
+  // Queued without a wait on devices with double precision: the kernels read
+  // the step's arguments and found_inf from `slots` and `flags`, and write
+  // their sums and counts there. Elsewhere the host adds the blocks' sums.
   void do_gradient_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize,
                          Buffer& slots, size_t slot, bool sum) override;
   void do_optimizer_update_norms(const OptimizerOperands& op, Buffer& slots, size_t slot,
@@ -109,10 +110,10 @@ class OpenClBackend final : public Backend {
   };
   const Table4& table4(Format4 format);
   // A device buffer of at least `bytes` reused by the optimizer ops for their
-  // per-block partial sums and counters, and by gemm_4bit for its K split's
-  // sums (grown on demand, under `mutex_`; the queue runs in order).
+  // per-block partial sums, and by gemm_4bit for its K split's sums (grown on
+  // demand, under `mutex_`; the queue runs in order).
   Buffer& scratch(size_t bytes);
-  // sum_partials' per-chunk sums, grown likewise.
+  // sums_into_slot's per-chunk sums, grown likewise.
   Buffer& chunk_scratch(size_t bytes);
   // The geometry of kernels built per block layout (-DLB_LANES work-items per
   // block, -DLB_PER_ITEM elements each): chosen from the layout and the
@@ -161,16 +162,18 @@ class OpenClBackend final : public Backend {
   size_t dequantize_per_item() const;
   std::string dequantize_options() const;
   // The encoding table (code_table.h) of the codebook in `qmap`, built on the
-  // host once per distinct codebook (the 1 KiB codebook is read each call).
-  const Buffer& code_table(const Buffer& qmap);
-
-  size_t update(const OptimizerOperands& op, const OptimizerArgs& args);
-  UpdateNorms update_norms(const OptimizerOperands& op, const OptimizerArgs& args);
-  GradientStats grad_stats(const Buffer& grad, DType grad_type, size_t n, int blocksize);
+  // device into table buffer `which` (0 or 1) by a kernel queued before the
+  // op that reads it: no wait, and a codebook changed in place is seen.
+  const Buffer& code_table(const Buffer& qmap, int which);
+  // The update's count of rejected blocks (zero between updates).
+  Buffer& rejected_counter();
   // The per-block partial sums in `partial` (`width` floats per block, nb blocks) added in the
-  // CPU's order (chunks of 256 blocks in double, then the chunks). Returns the sum of the first
-  // floats, and of the second (width 2) or the count of non-finite first floats (width 1).
-  std::pair<double, double> sum_partials(const Buffer& partial, size_t nb, unsigned width);
+  // CPU's order (chunks of 256 blocks in double, then the chunks) into slots[slot]: the first
+  // floats' total at byte `first` of the StepSlot, and at byte `second` the second floats'
+  // (width 2, a double) or whether a first float was not finite (width 1, a uint). Nothing
+  // when `flags` is given and its found_inf is set.
+  void sums_into_slot(const Buffer& partial, size_t nb, unsigned width, Buffer& slots,
+                      size_t slot, size_t first, size_t second, const Buffer* flags);
 
   // 4-bit matmul plumbing (gemm_4bit.cl): the tiled kernel's shape class and
   // K split chosen from m and the device's compute units.
@@ -187,7 +190,8 @@ class OpenClBackend final : public Backend {
   std::map<std::string, UpdateKernel> update_kernels_;
   std::map<std::string, BlockKernel> quantize_kernels_;
   BlockLayout block_layout_ = BlockLayout::Auto;
-  std::map<std::vector<uint32_t>, std::unique_ptr<Buffer>> code_tables_;
+  std::unique_ptr<Buffer> code_tables_[2];
+  std::unique_ptr<Buffer> rejected_;
   Table4 tables_[2];
   std::unique_ptr<Buffer> scratch_;
   std::unique_ptr<Buffer> chunk_scratch_;

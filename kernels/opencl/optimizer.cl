@@ -153,6 +153,9 @@ inline void encode_all(LB_TABLE_SPACE const uint* restrict table, bool bucketed,
   __global const uint* t2 = table2
 #endif
 
+// The step's arguments are the lb_optim_args at byte `args_at` of `slots`
+// (the parameter's step slot), and nothing changes when the first uint of
+// `flags` (lb_step_flags' found_inf) is set: the step stays on the device.
 // state2 and its table may be null without LB_TWO_STATES; the tables are
 // null for 32-bit states. `rejected` counts blocks left unchanged because a
 // new value was not finite. Local: `maxima` two float2 per item (turns
@@ -161,12 +164,16 @@ inline void encode_all(LB_TABLE_SPACE const uint* restrict table, bool bucketed,
 // The item's elements go through separate simple loops (load, rule, maxima,
 // encode, store) that a CPU device's compiler vectorises; on a GPU they are
 // unrolled into registers.
-__kernel void optimizer_update(lb_optim_args a, ulong n, uint blocksize, __global void* param,
-                               __global const void* grad, __global void* state1,
-                               __global float* absmax1, __global const uint* restrict table1,
-                               __global void* state2, __global float* absmax2,
-                               __global const uint* restrict table2, __global uint* rejected,
-                               __local float2* maxima, __local uint* local_tables) {
+__kernel void optimizer_update(__global const uchar* slots, ulong args_at,
+                               __global const uint* flags, ulong n, uint blocksize,
+                               __global void* param, __global const void* grad,
+                               __global void* state1, __global float* absmax1,
+                               __global const uint* restrict table1, __global void* state2,
+                               __global float* absmax2, __global const uint* restrict table2,
+                               __global uint* rejected, __local float2* maxima,
+                               __local uint* local_tables) {
+  if (flags[0] != 0) return;  // the same for every item: no barrier is left half-met
+  const lb_optim_args a = *(__global const lb_optim_args*)(slots + args_at);
   LB_STEP_TABLES;
   uint zero1 = 0, zero2 = 0;
   bool bucketed1 = false, bucketed2 = false;
@@ -281,15 +288,19 @@ __kernel void optimizer_update(lb_optim_args a, ulong n, uint blocksize, __globa
   }
 }
 
-// The norm pass of LAMB / LARS in the update's geometry (same items, same loads, same tables):
-// partial[2b] = sum of u^2, partial[2b + 1] = sum of p^2 over block b. Writes nothing else.
-// Local: `sums` two float2 per item (alternate turns), `local_tables` as the update's.
+// The norm pass of LAMB / LARS in the update's geometry (same items, same loads, same tables,
+// the same arguments and flags): partial[2b] = sum of u^2, partial[2b + 1] = sum of p^2 over
+// block b. Writes nothing else. Local: `sums` two float2 per item (alternate turns),
+// `local_tables` as the update's.
 __kernel void optimizer_update_norms_fused(
-    lb_optim_args a, ulong n, uint blocksize, __global const void* param,
-    __global const void* grad, __global const void* state1, __global const float* absmax1,
+    __global const uchar* slots, ulong args_at, __global const uint* flags, ulong n,
+    uint blocksize, __global const void* param, __global const void* grad,
+    __global const void* state1, __global const float* absmax1,
     __global const uint* restrict table1, __global const void* state2,
     __global const float* absmax2, __global const uint* restrict table2,
     __global float* partial, __local float2* sums, __local uint* local_tables) {
+  if (flags[0] != 0) return;
+  const lb_optim_args a = *(__global const lb_optim_args*)(slots + args_at);
   LB_STEP_TABLES;
   LB_FOR_EACH_BLOCK {
     LB_TURN_GEOMETRY;

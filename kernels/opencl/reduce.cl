@@ -1,7 +1,8 @@
 // Sums of per-block partial sums in the CPU's order (kernels/cpu/optimizer_update.cpp,
 // sum_blocks): the blocks in chunks of 256, each chunk summed in double from its first block to
-// its last. Built only for devices with double precision (cl_khr_fp64); the host then reads one
-// pair per chunk instead of one per block and adds the chunks in order.
+// its last, then the chunks in double in order, the total written into a step slot on the
+// device. Built only for devices with double precision (cl_khr_fp64); elsewhere the host adds
+// the blocks' sums.
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 
 #define LB_BLOCKS_PER_CHUNK 256
@@ -32,4 +33,49 @@ __kernel void sum_block_chunks(__global const float* partial, ulong nb, uint wid
   }
   out[2 * c] = x;
   out[2 * c + 1] = y;
+}
+
+// The chunks' sums (sum_block_chunks' out, `chunks` pairs) added in chunk order into a step slot
+// (kernels/step_rules.h's lb_step_slot; byte offsets from the host): the double at `first_at`
+// gets the first sums' total; with width 2 the double at `second_at` the second sums' total,
+// with width 1 the uint there whether any block was non-finite. Nothing when `flags` (an
+// lb_step_flags, whose first uint is found_inf) is given and the step is skipped.
+// One work-group: its items bring the sums into local memory a tile at a time (`tile` two
+// doubles per item), where the first item adds them in order, eight loads ahead of its adds.
+__kernel void sums_into_slot(__global const double* sums, ulong chunks, uint width,
+                             __global const uint* flags, int use_flags, __global uchar* slots,
+                             ulong first_at, ulong second_at, __local double* tile) {
+  if (use_flags && flags[0] != 0) return;
+  const size_t lid = get_local_id(0), size = get_local_size(0);
+  double x = 0.0, y = 0.0;
+  for (size_t base = 0; base < chunks; base += size) {
+    const size_t count = min((size_t)chunks - base, size);
+    if (lid < count) {
+      tile[2 * lid] = sums[2 * (base + lid)];
+      tile[2 * lid + 1] = sums[2 * (base + lid) + 1];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lid == 0) {
+      size_t c = 0;
+      for (; c + 8 <= count; c += 8) {
+        double v[16];
+        for (int k = 0; k < 16; ++k) v[k] = tile[2 * c + k];
+        for (int k = 0; k < 8; ++k) {
+          x += v[2 * k];
+          y += v[2 * k + 1];
+        }
+      }
+      for (; c < count; ++c) {
+        x += tile[2 * c];
+        y += tile[2 * c + 1];
+      }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+  if (lid != 0) return;
+  *(__global double*)(slots + first_at) = x;
+  if (width == 2)
+    *(__global double*)(slots + second_at) = y;
+  else
+    *(__global uint*)(slots + second_at) = y != 0.0 ? 1u : 0u;
 }

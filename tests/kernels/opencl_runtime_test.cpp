@@ -1,15 +1,22 @@
 // OpenCL plumbing: a program that fails to build reports the device's build
 // log; sources can be read from disk (LOWBIT_OPENCL_SOURCE_DIR); programs are
 // built once per device and cached; builds can be dumped (LOWBIT_OPENCL_DUMP).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
+#include "kernels/codebook.h"
 #include "kernels/opencl/cl_runtime.h"
+#include "kernels/opencl/code_table.h"
 #include "kernels/opencl/opencl_backend.h"
 #include "tests/kernels/backends.h"
 #include "tests/support/scratch_dir.h"
@@ -139,6 +146,71 @@ TEST(OpenClRuntime, MissingSourceFileIsNamed) {
     FAIL() << "built a program without a source";
   } catch (const kernels::Error& e) {
     EXPECT_NE(std::string(e.what()).find("no_such_program.cl"), std::string::npos) << e.what();
+  }
+}
+
+
+// The optimizer update and the 8-bit quantizer encode through a table that step.cl's
+// build_code_table makes on the device from the codebook in device memory, each time, so that no
+// step waits for the host to read the codebook. It must hold the words the host builder of
+// code_table.h writes (the table's definition), whatever the work-group size, for the dynamic
+// maps, a linear map (buckets spanning several midpoints: the searched case) and random sorted
+// codebooks.
+TEST(OpenClRuntime, CodeTablesBuiltOnTheDeviceEqualTheHostBuild) {
+  LOWBIT_REQUIRE_OPENCL(cl);
+  auto& ctx = context_of(*cl);
+  std::vector<std::vector<float>> codebooks;
+  for (bool is_signed : {true, false}) {
+    const auto m = kernels::dynamic_map(is_signed);
+    codebooks.emplace_back(m.begin(), m.end());
+  }
+  std::vector<float> linear(256);
+  for (int i = 0; i < 256; ++i) linear[size_t(i)] = float(-1.0 + 2.0 * i / 255.0);
+  codebooks.push_back(linear);
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 3; ++trial) {
+    std::vector<float> code(256);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    do {
+      for (float& c : code) c = trial == 2 ? std::ldexp(u(rng), -int(rng() % 40)) : u(rng);
+      std::sort(code.begin(), code.end());
+    } while (!kernels::codebook_is_valid(code.data(), 256));
+    codebooks.push_back(code);
+  }
+  cl_int err = CL_SUCCESS;
+  kernels::opencl::KernelHandle k(clCreateKernel(ctx.program("step"), "build_code_table", &err));
+  ASSERT_EQ(err, CL_SUCCESS);
+  const size_t words = size_t(kernels::opencl::kCodeTableWords);
+  const auto qmap = cl->allocate(256 * sizeof(float));
+  const auto table = cl->allocate(words * sizeof(uint32_t));
+  const auto mem = [](const kernels::Buffer& b) {
+    return static_cast<const kernels::opencl::ClBuffer&>(b).mem();
+  };
+  size_t kernel_max = 0;
+  ASSERT_EQ(clGetKernelWorkGroupInfo(k.get(), ctx.device(), CL_KERNEL_WORK_GROUP_SIZE,
+                                     sizeof(kernel_max), &kernel_max, nullptr),
+            CL_SUCCESS);
+  for (size_t c = 0; c < codebooks.size(); ++c) {
+    const std::vector<uint32_t> expect = kernels::opencl::build_code_table(codebooks[c].data());
+    cl->write(*qmap, codebooks[c].data(), 256 * sizeof(float), 0);
+    for (size_t local : {size_t(1), size_t(64), size_t(256)}) {
+      if (local > kernel_max || local > ctx.max_work_group_size()) continue;
+      const std::vector<uint32_t> poison(words, 0xdeadbeefu);
+      cl->write(*table, poison.data(), words * sizeof(uint32_t), 0);
+      const cl_mem q = mem(*qmap), t = mem(*table);
+      ASSERT_EQ(clSetKernelArg(k.get(), 0, sizeof(cl_mem), &q), CL_SUCCESS);
+      ASSERT_EQ(clSetKernelArg(k.get(), 1, sizeof(cl_mem), &t), CL_SUCCESS);
+      ASSERT_EQ(clSetKernelArg(k.get(), 2, 256 * sizeof(float), nullptr), CL_SUCCESS);
+      ASSERT_EQ(clSetKernelArg(k.get(), 3, sizeof(cl_uint), nullptr), CL_SUCCESS);
+      ASSERT_EQ(clEnqueueNDRangeKernel(ctx.queue(), k.get(), 1, nullptr, &local, &local, 0,
+                                       nullptr, nullptr),
+                CL_SUCCESS);
+      std::vector<uint32_t> got(words);
+      cl->read(*table, got.data(), words * sizeof(uint32_t), 0);
+      for (size_t w = 0; w < words; ++w)
+        ASSERT_EQ(got[w], expect[w]) << "codebook " << c << ", work-group of " << local
+                                     << ", word " << w;
+    }
   }
 }
 

@@ -508,9 +508,10 @@ TEST_F(OptimizerKernels, GradientStatsSumsAndDetectsNonFinite) {
       EXPECT_NEAR(stats.sum_sq, ref, 1e-5 * ref) << bname;  // float block sums, as above
     }
   // Every backend sums in the CPU's order (backend.h): the same double, here
-  // over 301 blocks of 64 (two chunks of 256 blocks, a tail of 37 elements),
-  // and over blocks of 128 and 256 with tails; OpenCL in both its layouts.
-  std::vector<float> g2(300 * 64 + 37);
+  // over 65,793 blocks of 64 (258 chunks of 256 blocks, more than OpenCL's
+  // work-group of 256 adds in one tile; a tail of 37 elements), and over
+  // blocks of 128 and 256 with tails; OpenCL in both its layouts.
+  std::vector<float> g2(257 * 256 * 64 + 37);
   for (auto& v : g2) v = normal(rng);
   const auto same_sums = [&](Backend& be, const std::string& bname) {
     for (DType type : kFloatTypes)
