@@ -98,6 +98,23 @@ inline uint encode_code(LB_TABLE_SPACE const uint* table, float r, bool bucketed
 }
 
 #ifdef LB_LANES
+#if LB_WARP_MAX
+// The largest of a block's LB_LANES values (a power of two up to 32), on NVIDIA devices, where a
+// block's items are consecutive lanes of one warp: PTX butterfly shuffles, so that a block needs
+// neither local memory nor a barrier and the warps of a group do not wait for each other. Every
+// lane of the warp must call it. Set by the host (LB_WARP_MAX) for NVIDIA's compiler only.
+inline uint lb_warp_max(uint v) {
+  for (uint d = LB_LANES / 2; d > 0; d >>= 1) {
+    uint other;
+    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;"
+                 : "=r"(other)
+                 : "r"(v), "r"(d));
+    v = max(v, other);
+  }
+  return v;
+}
+#endif
+
 // A work-item's place in a block layout (LB_LANES items per quantization
 // block, set by the host; the optimizer update and the quantizers): its
 // block b and lane, the block's first element, whether the block starts

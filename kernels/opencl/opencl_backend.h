@@ -116,9 +116,9 @@ class OpenClBackend final : public Backend {
   // sums_into_slot's per-chunk sums, grown likewise.
   Buffer& chunk_scratch(size_t bytes);
   // The geometry of kernels built per block layout (-DLB_LANES work-items per
-  // block, -DLB_PER_ITEM elements each): chosen from the layout and the
-  // device's properties, the lanes halved (each item's elements doubled)
-  // until a block fits in a work-group that every kernel allows. `build`
+  // block, -DLB_PER_ITEM elements each): chosen from the layout (on GPUs
+  // `per_item` elements per item) and the device's properties, the lanes
+  // halved (each item's elements doubled) until a block fits in a work-group that every kernel allows. `build`
   // makes the kernels with the given options and answers the largest group
   // (at most its second argument) they all run.
   struct BlockGeometry {
@@ -128,7 +128,7 @@ class OpenClBackend final : public Backend {
     size_t groups_per_unit = 0;  // then groups launched per compute unit, each walking blocks
   };
   BlockGeometry block_geometry(
-      const char* op, size_t blocksize,
+      const char* op, size_t blocksize, size_t per_item,
       const std::function<size_t(const std::string& options, size_t group)>& build);
   // The fused update built for an operand kind and block size, with its
   // geometry; made once per backend (device).

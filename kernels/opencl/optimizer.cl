@@ -220,7 +220,11 @@ __kernel void optimizer_update(__global const uchar* slots, ulong args_at,
 #endif
     float m1 = bad ? INFINITY : as_float(mb1);
     float m2 = mb2 >= inf_bits ? INFINITY : as_float(mb2);
-#if LB_LANES > 1
+#if LB_WARP_MAX
+    // Both are +inf or finite and non-negative: the bit patterns' max is the float max.
+    m1 = as_float(lb_warp_max(as_uint(m1)));
+    m2 = as_float(lb_warp_max(as_uint(m2)));
+#elif LB_LANES > 1
     const size_t lid = get_local_id(0);
     __local float2* mx = maxima + (turn % 2) * get_local_size(0);
     mx[lid] = (float2)(m1, m2);

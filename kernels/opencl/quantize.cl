@@ -94,7 +94,9 @@ inline void load_item_values(__global const void* x, int type, ulong n, size_t b
 inline float block_absmax(const float* v, size_t lane, __local uint* maxima) {
   uint bits = 0;
   for (int k = 0; k < LB_PER_ITEM; ++k) bits = max(bits, as_uint(v[k]) & 0x7fffffffu);
-#if LB_LANES > 1
+#if LB_WARP_MAX
+  return as_float(lb_warp_max(bits));
+#elif LB_LANES > 1
   const size_t lid = get_local_id(0);
   maxima[lid] = bits;
   barrier(CLK_LOCAL_MEM_FENCE);
