@@ -118,9 +118,9 @@ class OpenClBackend final : public Backend {
   // The geometry of kernels built per block layout (-DLB_LANES work-items per
   // block, -DLB_PER_ITEM elements each): chosen from the layout (on GPUs
   // `per_item` elements per item) and the device's properties, the lanes
-  // halved (each item's elements doubled) until a block fits in a work-group that every kernel allows. `build`
-  // makes the kernels with the given options and answers the largest group
-  // (at most its second argument) they all run.
+  // halved (each item's elements doubled) until a block fits in a work-group
+  // that every kernel allows. `build` makes the kernels with the given options
+  // and answers the largest group (at most its second argument) they all run.
   struct BlockGeometry {
     size_t lanes = 1;
     size_t group = 1;
