@@ -213,7 +213,7 @@ void OpenClBackend::do_quantize_4bit(const Buffer& x, DType x_type, size_t n, in
   const BlockKernel& q = quantize_kernel("quantize_4bit", blocksize);
   set_args(q.kernel, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), *t.quantize, sorted[0],
            sorted[1], cl_uint(f.zero_code), cl_uint(f.negative_zero_code), absmax, packed,
-           LocalBytes{q.group * sizeof(cl_uint)});
+           LocalBytes{q.group * sizeof(cl_uint)}, tables_arg(q));
   launch_blocks(q, q.kernel, n, blocksize);
 }
 
@@ -255,6 +255,12 @@ const OpenClBackend::BlockKernel& OpenClBackend::quantize_kernel(const char* nam
         // The 8-bit quantizer walks blocks and reads its code table from local memory on GPUs.
         const bool eight_bit = std::string(name) == "quantize_blockwise";
         local = local_tables(eight_bit ? kCodeTableWords * 4 : 0, group, 2 * sizeof(cl_uint));
+        // The 4-bit quantizer copies its small table into local memory on GPUs (a group per few
+        // blocks: it does not walk).
+        if (!eight_bit && gpu_layout()) {
+          local.options = " -DLB_LOCAL_TABLE4=1";
+          local.bytes = kTable4Words * sizeof(cl_uint);
+        }
         q.kernel = kernel("quantize", name, options + local.options);
         return group_size(q.kernel, group);
       });

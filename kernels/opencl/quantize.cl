@@ -185,10 +185,19 @@ __kernel void quantize_blockwise(__global const void* x, int x_type, ulong n, ui
 #define LB_T4_FIRST_EXPONENT 103
 #define LB_T4_BUCKETS (1 + 25 * (1 << LB_T4_MANTISSA_BITS))
 
+// Where quantize_4bit reads its table: local memory (LB_LOCAL_TABLE4, GPUs: the lookups are
+// gathers) or global.
+#if LB_LOCAL_TABLE4
+#define LB_T4_SPACE __local
+#else
+#define LB_T4_SPACE __global
+#endif
+#define LB_T4_WORDS (16 + (2 * LB_T4_BUCKETS + 3) / 4)
+
 // Midpoints strictly below r (the sorted position of its nearest value, ties low): the bucket's
 // start and one comparison, since no bucket holds two midpoints; NaN (never passed: a block
 // holding one does not scale) would take 0, as the CPU's count gives it.
-inline uint nibble_position(__global const uint* table, float r) {
+inline uint nibble_position(LB_T4_SPACE const uint* table, float r) {
   const uint u = as_uint(r);
   const int a = (int)((u & 0x7fffffffu) >> (23 - LB_T4_MANTISSA_BITS)) -
                 (LB_T4_FIRST_EXPONENT << LB_T4_MANTISSA_BITS) + 1;
@@ -200,11 +209,21 @@ inline uint nibble_position(__global const uint* table, float r) {
 
 // 4-bit codes: `table` as above; `sorted_lo`, `sorted_hi` the format's codes in value order,
 // nibble k of the pair for the k-th smallest. A negative value that rounds to the zero entry
-// takes negative_zero_code.
+// takes negative_zero_code. Local: `maxima` one uint per item, `local_table` LB_T4_WORDS uints
+// (LB_LOCAL_TABLE4; else unused).
 __kernel void quantize_4bit(__global const void* x, int x_type, ulong n, uint blocksize,
                             __global const uint* table, uint sorted_lo, uint sorted_hi,
                             uint zero_code, uint negative_zero_code, __global float* absmax,
-                            __global uchar* packed, __local uint* maxima) {
+                            __global uchar* packed, __local uint* maxima,
+                            __local uint* local_table) {
+#if LB_LOCAL_TABLE4
+  for (size_t w = get_local_id(0); w < LB_T4_WORDS; w += get_local_size(0))
+    local_table[w] = table[w];
+  barrier(CLK_LOCAL_MEM_FENCE);
+  __local const uint* t = local_table;
+#else
+  __global const uint* t = table;
+#endif
   LB_ITEM_GEOMETRY;
   float v[LB_PER_ITEM];
   load_item_values(x, x_type, n, block_begin, lane, whole, v);
@@ -215,7 +234,7 @@ __kernel void quantize_4bit(__global const void* x, int x_type, ulong n, uint bl
   for (int k = 0; k < LB_PER_ITEM; ++k) {
     // Elements past the tensor's end (zeros) encode 0: the pad nibble.
     const float r = scales ? v[k] / m : 0.0f;
-    const uint pos = nibble_position(table, r);
+    const uint pos = nibble_position(t, r);
     const uint c = ((pos < 8 ? sorted_lo : sorted_hi) >> (4 * (pos % 8))) & 15u;
     nib[k] = (uchar)((c == zero_code && r < 0.0f) ? negative_zero_code : c);
   }
