@@ -170,7 +170,8 @@ DeviceContext::DeviceContext(const DeviceInfo& info) : info_(info) {
     base_options_ += " -cl-fp32-correctly-rounded-divide-sqrt";
   // OpenCL 1.2: a device without double precision reports no double configuration.
   cl_device_fp_config dp = 0;
-  fp64_ = clGetDeviceInfo(info.device, CL_DEVICE_DOUBLE_FP_CONFIG, sizeof(dp), &dp, nullptr) ==
+  fp64_ = info.use_fp64 &&
+          clGetDeviceInfo(info.device, CL_DEVICE_DOUBLE_FP_CONFIG, sizeof(dp), &dp, nullptr) ==
               CL_SUCCESS &&
           dp != 0;
   nv_options_ = device_string(info.device, CL_DEVICE_EXTENSIONS).find("cl_nv_compiler_options") !=

@@ -52,6 +52,9 @@ struct DeviceInfo {
   std::string label;  // "<platform>/<device>"
   bool is_gpu;
   bool host_unified;  // CL_DEVICE_HOST_UNIFIED_MEMORY: shares the host's memory
+  // False: the backend treats the device as one without double precision (tests run the host's
+  // sums that such devices get); true: as the device reports.
+  bool use_fp64 = true;
 };
 
 // Whether backend "auto" may take this device: a GPU that shares the host's
