@@ -1,7 +1,9 @@
-// The table optimizer.cl encodes 8-bit states with, built on the host from a
-// 256-entry codebook: the nearest code found from |r|'s exponent and top
-// mantissa bits plus (for both dynamic maps) one comparison, instead of an
-// 8-step binary search. Internal to kernels/opencl.
+// The table optimizer.cl encodes 8-bit states with, made from a 256-entry
+// codebook: the nearest code found from |r|'s exponent and top mantissa bits
+// plus (for both dynamic maps) one comparison, instead of an 8-step binary
+// search. The backend builds it on the device (step.cl, build_code_table);
+// build_code_table below is its definition, which the tests hold the device's
+// words to. Internal to kernels/opencl.
 #pragma once
 
 #include <cstdint>
