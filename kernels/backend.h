@@ -81,6 +81,13 @@ inline int log2_exact(size_t v) {
   return s;
 }
 inline size_t packed_4bit_bytes(size_t n) { return (n + 1) / 2; }
+// The gradient check without sums: no block's float sum of squares can overflow while every
+// |g| < 2^e with 2e + log2(blocksize) <= 127 (each square is below 2^(2e), a block's sum below
+// 2^127 < FLT_MAX). Returns the bits of that 2^e: a largest |g| below it decides alone.
+inline uint32_t gradient_check_limit_bits(int blocksize) {
+  const int e = (127 - log2_exact(size_t(blocksize))) / 2;
+  return uint32_t(127 + e) << 23;
+}
 
 // A frozen 4-bit weight W [out_features, in_features] as quantize_4bit lays it
 // out (bitsandbytes' layout): element (o, i) is flat index o*in_features + i,

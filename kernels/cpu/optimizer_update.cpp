@@ -322,13 +322,11 @@ GradientStats gradient_stats(const void* grad, DType grad_type, size_t n, int bl
     using T = decltype(type);
     const auto* g = static_cast<const typename T::Storage*>(grad);
     if (!sum) {
-      // Only the decision is wanted. No block's float sum of squares can
-      // overflow while every |g| < 2^e with 2e + log2(blocksize) <= 127 (each
-      // square is below 2^(2e), a block's sum below 2^127), so the largest |g|
-      // decides alone unless it is finite and at least 2^e; then the sums do
-      // (the CUDA backend's check, kernels/cuda/optimizer.cu). An integer max
-      // over the magnitudes' bits, in any order: at memory speed.
-      const uint32_t limit = uint32_t(127 + (127 - log2_exact(size_t(blocksize))) / 2) << 23;
+      // Only the decision is wanted: the largest |g| decides alone unless it
+      // is finite and at least gradient_check_limit_bits' 2^e; then the sums
+      // do (the CUDA backend's check, kernels/cuda/optimizer.cu). An integer
+      // max over the magnitudes' bits, in any order: at memory speed.
+      const uint32_t limit = gradient_check_limit_bits(blocksize);
       const uint32_t largest = max_magnitude_bits<T>(g, n);
       if (largest < limit || largest >= kNonFinite) {
         stats.finite = largest < kNonFinite;

@@ -571,11 +571,7 @@ void gradient_stats(const void* grad, DType grad_type, size_t n, int blocksize, 
   if (!sum && chunks > 0) {
     check = reinterpret_cast<uint32_t*>(partials + 2 * chunks);
     LOWBIT_CUDA_CHECK(cudaMemsetAsync(check, 0, 2 * sizeof(uint32_t), l.stream));
-    // No block's sum of squares can overflow while every |g| < 2^e with
-    // 2e + log2(blocksize) <= 127: each square is below 2^(2e), a block's sum
-    // below 2^127 < FLT_MAX.
-    const int e = (127 - int(log2_exact(size_t(blocksize)))) / 2;
-    const uint32_t limit = uint32_t(127 + e) << 23;  // the bits of 2^e
+    const uint32_t limit = gradient_check_limit_bits(blocksize);
     dispatch_float(grad_type, [&](auto type) {
       using T = decltype(type);
       constexpr int V = 16 / int(sizeof(typename T::Storage));
