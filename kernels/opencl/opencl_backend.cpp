@@ -421,7 +421,9 @@ Buffer& OpenClBackend::scratch(size_t bytes) {
   return *scratch_;
 }
 
-Buffer& OpenClBackend::chunk_scratch(size_t bytes) {
+Buffer& OpenClBackend::chunk_sums(size_t nb) {
+  const size_t chunks = std::max<size_t>(1, (nb + kBlocksPerChunk - 1) / kBlocksPerChunk);
+  const size_t bytes = 2 * chunks * sizeof(double);
   if (!chunk_scratch_ || chunk_scratch_->bytes() < bytes)
     chunk_scratch_ = allocate(std::max<size_t>(bytes, 4096));
   return *chunk_scratch_;
@@ -503,14 +505,19 @@ void OpenClBackend::set_block_layout(BlockLayout layout) {
   block_layout_ = layout;
 }
 
-const Buffer& OpenClBackend::code_table(const Buffer& qmap, int which) {
+Buffer& OpenClBackend::code_table_buffer(int which) {
   std::unique_ptr<Buffer>& table = code_tables_[which];
   if (!table) table = allocate(size_t(kCodeTableWords) * sizeof(uint32_t));
+  return *table;
+}
+
+const Buffer& OpenClBackend::code_table(const Buffer& qmap, int which) {
+  Buffer& table = code_table_buffer(which);
   cl_kernel k = kernel("step", "build_code_table");
   const size_t local = group_size(k, 256);
-  set_args(k, qmap, *table, LocalBytes{256 * sizeof(float)}, LocalBytes{sizeof(cl_uint)});
+  set_args(k, qmap, table, LocalBytes{256 * sizeof(float)}, LocalBytes{sizeof(cl_uint)});
   launch(k, local, local);
-  return *table;
+  return table;
 }
 
 Buffer& OpenClBackend::rejected_counter() {
@@ -529,17 +536,16 @@ void OpenClBackend::ready_optimizer_update(const OptimizerOperands& op, bool nor
   update_kernel(op);
   rejected_counter();
   kernel("step", "add_rejected");
-  if (op.quantized)
-    for (int which = 0; which < 2; ++which)
-      if (!code_tables_[which])
-        code_tables_[which] = allocate(size_t(kCodeTableWords) * sizeof(uint32_t));
+  if (op.quantized) {
+    code_table_buffer(0);
+    if (op.state2) code_table_buffer(1);
+  }
   kernel("step", "build_code_table");
   if (!norms) return;
   const size_t nb = num_blocks(op.n, op.blocksize);
   scratch(2 * nb * sizeof(float));
   if (ctx_.has_fp64()) {
-    chunk_scratch(2 * std::max<size_t>(1, (nb + kBlocksPerChunk - 1) / kBlocksPerChunk) *
-                  sizeof(double));
+    chunk_sums(nb);
     kernel("reduce", "sum_block_chunks");
     kernel("reduce", "sums_into_slot");
   }
@@ -621,7 +627,7 @@ void OpenClBackend::sums_into_slot(const Buffer& partial, size_t nb, unsigned wi
   const size_t chunks = (nb + kBlocksPerChunk - 1) / kBlocksPerChunk;
   if (ctx_.has_fp64()) {
     // Chunks in parallel, then one work-group adds them in order into the slot.
-    Buffer& sums = chunk_scratch(2 * std::max<size_t>(1, chunks) * sizeof(double));
+    Buffer& sums = chunk_sums(nb);
     if (chunks > 0) {
       cl_kernel k = kernel("reduce", "sum_block_chunks");
       set_args(k, partial, cl_ulong(nb), cl_uint(width), sums);

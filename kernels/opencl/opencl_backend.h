@@ -113,8 +113,9 @@ class OpenClBackend final : public Backend {
   // per-block partial sums, and by gemm_4bit for its K split's sums (grown on
   // demand, under `mutex_`; the queue runs in order).
   Buffer& scratch(size_t bytes);
-  // sums_into_slot's per-chunk sums, grown likewise.
-  Buffer& chunk_scratch(size_t bytes);
+  // sums_into_slot's per-chunk sums for nb blocks (two doubles per chunk of 256
+  // blocks, at least one chunk), grown likewise.
+  Buffer& chunk_sums(size_t nb);
   // The geometry of kernels built per block layout (-DLB_LANES work-items per
   // block, -DLB_PER_ITEM elements each): chosen from the layout (on GPUs
   // `per_item` elements per item) and the device's properties, the lanes
@@ -165,6 +166,8 @@ class OpenClBackend final : public Backend {
   // device into table buffer `which` (0 or 1) by a kernel queued before the
   // op that reads it: no wait, and a codebook changed in place is seen.
   const Buffer& code_table(const Buffer& qmap, int which);
+  // Table buffer `which`, allocated at first use.
+  Buffer& code_table_buffer(int which);
   // The update's count of rejected blocks (zero between updates).
   Buffer& rejected_counter();
   // The per-block partial sums in `partial` (`width` floats per block, nb blocks) added in the
