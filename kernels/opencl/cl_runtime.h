@@ -55,6 +55,9 @@ struct DeviceInfo {
   // False: the backend treats the device as one without double precision (tests run the host's
   // sums that such devices get); true: as the device reports.
   bool use_fp64 = true;
+  // False: kernels keep 64-bit index arithmetic where the call's indices would allow 32 bits
+  // (tests run the path that tensors of 2^31 elements and more take).
+  bool narrow_indices = true;
 };
 
 // Whether backend "auto" may take this device: a GPU that shares the host's

@@ -338,9 +338,10 @@ void OpenClBackend::launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, b
   if (tiles < wanted) splits = std::min((wanted + tiles - 1) / tiles, std::max<size_t>(1, k / 256));
   const size_t k_split = ((k + splits - 1) / splits + 15) / 16 * 16;  // whole K steps of 16
   splits = std::max<size_t>(1, (k + k_split - 1) / k_split);
-  // Every index the kernel forms (activations, weight, partial sums) below 2^31: 32-bit ones.
+  // The kernel's index arithmetic in 32 bits where the activations' and the weight's flat
+  // indices stay below 2^31 (outputs and partial sums are addressed in 64 bits either way).
   const size_t limit = size_t(1) << 31;
-  const bool idx32 = m * k < limit && w.numel() < limit && splits * m * n < limit;
+  const bool idx32 = ctx_.info().narrow_indices && m * k < limit && w.numel() < limit;
   const std::string options = "-DLB_WM=" + std::to_string(t.wm) + " -DLB_WN=" +
                               std::to_string(t.wn) + " -DLB_TM=" + std::to_string(t.tm) +
                               " -DLB_TN=" + std::to_string(t.tn) +

@@ -288,6 +288,21 @@ TEST(Matmul4bit, InputGradientMatchesDoubleReference) {
     testing::for_each_layout(*named.second, named.first, check_input_grad);
 }
 
+#ifdef LOWBIT_WITH_OPENCL
+// OpenCL's tiled GEMM indexes in 32 bits wherever the call's activations and weight allow it,
+// so the cases above never reach its 64-bit form, which tensors of 2^31 elements and more
+// take: the same checks on a backend that keeps 64-bit indices.
+TEST(Matmul4bit, OpenClWithSixtyFourBitIndicesMatchesDoubleReference) {
+  LOWBIT_REQUIRE_OPENCL(cl);
+  kernels::opencl::DeviceInfo info =
+      static_cast<kernels::opencl::OpenClBackend&>(*cl).context().info();
+  info.narrow_indices = false;
+  kernels::opencl::OpenClBackend wide(info);
+  testing::for_each_layout(wide, "opencl, 64-bit indices", check_forward);
+  testing::for_each_layout(wide, "opencl, 64-bit indices", check_input_grad);
+}
+#endif
+
 // The CPU has two gemv paths; the cases above must reach both where the
 // machine has the vector one.
 TEST(Matmul4bit, CasesCoverBothCpuGemvPaths) {
