@@ -1,5 +1,6 @@
 #include "kernels/backend.h"
 
+#include <array>
 #include <cstring>
 #include <exception>
 #include <vector>
@@ -347,27 +348,51 @@ GradientStats Backend::gradient_stats(const Buffer& grad, DType grad_type, size_
   return {s.grad_sq, s.grad_nonfinite == 0};
 }
 
+void Backend::read_all(const std::vector<HostRead>& reads) {
+  for (const HostRead& r : reads) read(*r.src, r.dst, r.bytes);
+}
+
+void Backend::write_all(const std::vector<HostWrite>& writes) {
+  for (const HostWrite& w : writes) write(*w.dst, w.src, w.bytes);
+}
+
 // The decisions of optimizer_prepare / optimizer_scale made on the host, with
-// the same functions (kernels/step_rules.h) the CUDA kernels run.
+// the same functions (kernels/step_rules.h) the CUDA kernels run. Each reads
+// what it needs in one read_all and writes in one write_all, so that a device
+// backend waits twice per call, not twice per parameter.
 void Backend::do_optimizer_prepare(const std::vector<StepItem>& items, bool skip_nonfinite,
                                    Buffer& slots, Buffer& flags) {
   std::vector<StepSlot> s(slots.bytes() / sizeof(StepSlot));
-  read(slots, s.data(), s.size() * sizeof(StepSlot));
   StepFlags f;
-  read(flags, &f, sizeof(f));
-  const StepFlags old_flags = f;
-  // Every read first, then the writes; a write that fails (a device out of
-  // resources) has the ones before it undone, so that the step can fail
-  // with nothing changed instead of with some step counts advanced.
-  struct Write {
-    Buffer* buffer;
-    std::vector<uint8_t> old, now;
+  std::vector<int64_t> steps(items.size());
+  std::vector<std::array<float, kGnormHistory>> histories(items.size());
+  // Percentile clipping's history, for an item whose gradient was checked.
+  const auto clips = [](const StepItem& item) {
+    return item.hparams.percentile < 100 && item.checked;
   };
-  std::vector<Write> writes;
-  const auto change = [&](Buffer& b, const void* old, const void* now, size_t bytes) {
-    const auto* o = static_cast<const uint8_t*>(old);
-    const auto* n = static_cast<const uint8_t*>(now);
-    writes.push_back({&b, std::vector<uint8_t>(o, o + bytes), std::vector<uint8_t>(n, n + bytes)});
+  std::vector<HostRead> reads = {{&slots, s.data(), s.size() * sizeof(StepSlot)},
+                                 {&flags, &f, sizeof(f)}};
+  for (size_t i = 0; i < items.size(); ++i) {
+    reads.push_back({items[i].step, &steps[i], sizeof(int64_t)});
+    if (clips(items[i]))
+      reads.push_back({items[i].history, histories[i].data(), sizeof(histories[i])});
+  }
+  // Nothing has changed yet.
+  try {
+    read_all(reads);
+  } catch (const std::exception& e) {
+    throw NothingChanged(e.what());
+  }
+  const StepFlags old_flags = f;
+  const std::vector<StepSlot> old_slots = s;
+  const std::vector<int64_t> old_steps = steps;
+  const std::vector<std::array<float, kGnormHistory>> old_histories = histories;
+  // Every write together, then; a write_all that fails has them all put back, so that the
+  // step can fail with nothing changed instead of with some step counts advanced.
+  std::vector<HostWrite> writes, undo;
+  const auto change = [&](Buffer& b, const void* now, const void* old, size_t bytes) {
+    writes.push_back({&b, now, bytes});
+    undo.push_back({&b, old, bytes});
   };
   f.found_inf = 0;
   if (skip_nonfinite)
@@ -376,38 +401,29 @@ void Backend::do_optimizer_prepare(const std::vector<StepItem>& items, bool skip
   if (f.found_inf) {
     ++f.skipped_steps;
   } else {
-    const std::vector<StepSlot> old_slots = s;
-    for (const StepItem& item : items) {
+    for (size_t i = 0; i < items.size(); ++i) {
+      const StepItem& item = items[i];
       StepSlot& slot = s[item.slot];
-      int64_t step = 0;
-      read(*item.step, &step, sizeof(step));
-      const int64_t next = step + 1;
-      change(*item.step, &step, &next, sizeof(step));
-      slot.args = lb_step_args(item.hparams, next, 1.0);
+      steps[i] += 1;
+      change(*item.step, &steps[i], &old_steps[i], sizeof(int64_t));
+      slot.args = lb_step_args(item.hparams, steps[i], 1.0);
       // Under SkipBlocks a non-finite gradient must not enter the history.
-      if (item.hparams.percentile < 100 && item.checked && !slot.grad_nonfinite) {
-        float history[kGnormHistory], old_history[kGnormHistory];
-        read(*item.history, history, sizeof(history));
-        std::memcpy(old_history, history, sizeof(history));
-        slot.args.gnorm_scale = float(
-            lb_percentile_scale(history, next, slot.grad_sq, item.hparams.percentile));
-        change(*item.history, old_history, history, sizeof(history));
+      if (clips(item) && !slot.grad_nonfinite) {
+        slot.args.gnorm_scale = float(lb_percentile_scale(histories[i].data(), steps[i],
+                                                          slot.grad_sq, item.hparams.percentile));
+        change(*item.history, histories[i].data(), old_histories[i].data(),
+               sizeof(histories[i]));
       }
     }
-    change(slots, old_slots.data(), s.data(), s.size() * sizeof(StepSlot));
+    change(slots, s.data(), old_slots.data(), s.size() * sizeof(StepSlot));
   }
-  change(flags, &old_flags, &f, sizeof(f));
-  size_t done = 0;
+  change(flags, &f, &old_flags, sizeof(f));
   try {
-    for (; done < writes.size(); ++done)
-      write(*writes[done].buffer, writes[done].now.data(), writes[done].now.size());
+    write_all(writes);
   } catch (const std::exception& e) {
     const std::exception_ptr first = std::current_exception();
     try {
-      while (done > 0) {
-        --done;
-        write(*writes[done].buffer, writes[done].old.data(), writes[done].old.size());
-      }
+      write_all(undo);
     } catch (...) {
       std::rethrow_exception(first);  // not undone: the first error, as it came
     }
@@ -418,20 +434,23 @@ void Backend::do_optimizer_prepare(const std::vector<StepItem>& items, bool skip
 void Backend::do_optimizer_scale(const std::vector<StepItem>& items, Buffer& slots,
                                  const Buffer& flags) {
   StepFlags f;
-  read(flags, &f, sizeof(f));
-  if (f.found_inf) return;
   std::vector<StepSlot> s(slots.bytes() / sizeof(StepSlot));
-  read(slots, s.data(), s.size() * sizeof(StepSlot));
-  for (const StepItem& item : items) {
+  std::vector<int64_t> steps(items.size());
+  std::vector<HostRead> reads = {{&flags, &f, sizeof(f)},
+                                 {&slots, s.data(), s.size() * sizeof(StepSlot)}};
+  for (size_t i = 0; i < items.size(); ++i)
+    if (lb_needs_norms(items[i].hparams)) reads.push_back({items[i].step, &steps[i], sizeof(int64_t)});
+  read_all(reads);
+  if (f.found_inf) return;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const StepItem& item = items[i];
     if (!lb_needs_norms(item.hparams)) continue;
     StepSlot& slot = s[item.slot];
-    int64_t step = 0;
-    read(*item.step, &step, sizeof(step));
     const double lr_scale =
         lb_norm_scale(item.hparams, slot.args.lr_step, slot.update_sq, slot.param_sq);
     if (lr_scale == 1.0) continue;
     const float gnorm_scale = slot.args.gnorm_scale;
-    slot.args = lb_step_args(item.hparams, step, lr_scale);
+    slot.args = lb_step_args(item.hparams, steps[i], lr_scale);
     slot.args.gnorm_scale = gnorm_scale;
   }
   write(slots, s.data(), s.size() * sizeof(StepSlot));

@@ -230,6 +230,21 @@ class Backend {
   // ops queued before them.
   virtual void write(Buffer& dst, const void* src, size_t bytes, size_t offset = 0) = 0;
   virtual void read(const Buffer& src, void* dst, size_t bytes, size_t offset = 0) = 0;
+  // Several whole-buffer copies at once, in order: a device backend queues them all and waits
+  // once (the default copies one after another). A write_all that throws may have done any of
+  // its writes; a read_all that throws changed nothing but the host memory.
+  struct HostRead {
+    const Buffer* src;
+    void* dst;
+    size_t bytes;
+  };
+  struct HostWrite {
+    Buffer* dst;
+    const void* src;
+    size_t bytes;
+  };
+  virtual void read_all(const std::vector<HostRead>& reads);
+  virtual void write_all(const std::vector<HostWrite>& writes);
   // dst[0, bytes) = src[0, bytes), both buffers of this backend (the roofline
   // the benchmarks compare against: a device-to-device copy).
   void copy(const Buffer& src, Buffer& dst, size_t bytes);

@@ -104,6 +104,40 @@ void OpenClBackend::read(const Buffer& src, void* dst, size_t bytes, size_t offs
                                       nullptr, nullptr));
 }
 
+namespace {
+
+// Waits for the queue when it goes out of scope, also when an enqueue threw: copies queued
+// without waiting read or write host memory that the caller may free once we return.
+struct FinishOnExit {
+  cl_command_queue queue;
+  ~FinishOnExit() { clFinish(queue); }
+};
+
+}  // namespace
+
+// Queued without waiting, then one wait; the copies run in the queue's order.
+void OpenClBackend::read_all(const std::vector<HostRead>& reads) {
+  FinishOnExit finish{ctx_.queue()};
+  for (const HostRead& r : reads) {
+    check_range(*r.src, r.bytes, 0, "read", "src");
+    if (r.bytes == 0) continue;
+    LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(*r.src), CL_FALSE, 0, r.bytes, r.dst,
+                                        0, nullptr, nullptr));
+  }
+  LOWBIT_CL_CHECK(clFinish(ctx_.queue()));
+}
+
+void OpenClBackend::write_all(const std::vector<HostWrite>& writes) {
+  FinishOnExit finish{ctx_.queue()};
+  for (const HostWrite& w : writes) {
+    check_range(*w.dst, w.bytes, 0, "write", "dst");
+    if (w.bytes == 0) continue;
+    LOWBIT_CL_CHECK(clEnqueueWriteBuffer(ctx_.queue(), mem_of(*w.dst), CL_FALSE, 0, w.bytes,
+                                         w.src, 0, nullptr, nullptr));
+  }
+  LOWBIT_CL_CHECK(clFinish(ctx_.queue()));
+}
+
 void OpenClBackend::do_copy(const Buffer& src, Buffer& dst, size_t bytes) {
   LOWBIT_CL_CHECK(
       clEnqueueCopyBuffer(ctx_.queue(), mem_of(src), mem_of(dst), 0, 0, bytes, 0, nullptr, nullptr));

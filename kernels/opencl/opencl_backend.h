@@ -43,6 +43,8 @@ class OpenClBackend final : public Backend {
   std::unique_ptr<Buffer> wrap(void* data, size_t bytes, Location where) override;
   void write(Buffer& dst, const void* src, size_t bytes, size_t offset) override;
   void read(const Buffer& src, void* dst, size_t bytes, size_t offset) override;
+  void read_all(const std::vector<HostRead>& reads) override;
+  void write_all(const std::vector<HostWrite>& writes) override;
   void synchronize() override;
   // Builds the update kernel variant and the step's bookkeeping kernels for
   // `op`, and allocates the buffers the update (and its norms) will use.

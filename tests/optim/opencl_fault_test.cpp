@@ -46,6 +46,9 @@ bool updates_began = false;
 cl_ulong reported_local_mem = 0;
 // The options of every program built, in order.
 std::vector<std::string> built_options;
+// How often the host waited for the device: blocking copies, clFinish, clEnqueueMapBuffer and
+// clWaitForEvents.
+int waits = 0;
 // How many failed buffers wrapped host memory (CL_MEM_USE_HOST_PTR): the
 // parameters', gradients' and states' tensors on a device that shares it.
 int failed_host_buffers = 0;
@@ -129,6 +132,7 @@ CL_API_ENTRY cl_int CL_API_CALL clEnqueueWriteBuffer(cl_command_queue queue, cl_
   using Fn = decltype(&clEnqueueWriteBuffer);
   static const Fn real = loader_function<Fn>("clEnqueueWriteBuffer");
   if (writes.fails_now()) return CL_OUT_OF_RESOURCES;
+  if (blocking) ++waits;
   return real(queue, buffer, blocking, offset, size, ptr, num_events, wait_list, event);
 }
 
@@ -139,7 +143,34 @@ CL_API_ENTRY cl_int CL_API_CALL clEnqueueReadBuffer(cl_command_queue queue, cl_m
   using Fn = decltype(&clEnqueueReadBuffer);
   static const Fn real = loader_function<Fn>("clEnqueueReadBuffer");
   if (updates_began && update_reads.fails_now()) return CL_OUT_OF_RESOURCES;
+  if (blocking) ++waits;
   return real(queue, buffer, blocking, offset, size, ptr, num_events, wait_list, event);
+}
+
+CL_API_ENTRY cl_int CL_API_CALL clFinish(cl_command_queue queue) {
+  using Fn = decltype(&clFinish);
+  static const Fn real = loader_function<Fn>("clFinish");
+  ++waits;
+  return real(queue);
+}
+
+CL_API_ENTRY cl_int CL_API_CALL clWaitForEvents(cl_uint num_events, const cl_event* events) {
+  using Fn = decltype(&clWaitForEvents);
+  static const Fn real = loader_function<Fn>("clWaitForEvents");
+  ++waits;
+  return real(num_events, events);
+}
+
+CL_API_ENTRY void* CL_API_CALL clEnqueueMapBuffer(cl_command_queue queue, cl_mem buffer,
+                                                  cl_bool blocking, cl_map_flags flags,
+                                                  size_t offset, size_t size, cl_uint num_events,
+                                                  const cl_event* wait_list, cl_event* event,
+                                                  cl_int* errcode_ret) {
+  using Fn = decltype(&clEnqueueMapBuffer);
+  static const Fn real = loader_function<Fn>("clEnqueueMapBuffer");
+  if (blocking) ++waits;
+  return real(queue, buffer, blocking, flags, offset, size, num_events, wait_list, event,
+              errcode_ret);
 }
 
 }  // extern "C"
@@ -397,6 +428,37 @@ TEST_P(OpenClFaults, ACopyFromTheDeviceThatFailsDuringTheUpdatesStopsTheOptimize
   }
   std::printf("reads failed in turn: %d\n", tried);
   EXPECT_EQ(tried, in_place() ? 0 : 3);
+}
+
+// How often a later step (states, kernels and scratch made by the first) waits for the
+// device, by the number of parameters. The step counts and percentile clipping's histories
+// (make_adamw clips) are read in one batch and written in another, whatever the count; what
+// grows with the parameters is, in place, the wait after each kernel that used a tensor's
+// memory (the gradient check, the update: OpenCL leaves that memory undefined for the host
+// until it is mapped), and through device buffers each parameter's copies in and out. A step
+// that read and wrote each step count and history on its own (as until 2026-12-06) waits 6
+// and 7 times per parameter.
+TEST_P(OpenClFaults, AStepWaitsForTheDeviceAFixedNumberOfTimesPerParameter) {
+  if (!fresh()) GTEST_SKIP() << "no OpenCL device (set LOWBIT_REQUIRE_OPENCL=1 to fail)";
+  const auto waits_of_a_step = [&](int64_t count) {
+    torch::manual_seed(3);
+    std::vector<torch::Tensor> params;
+    for (int64_t i = 0; i < count; ++i)
+      params.push_back((torch::randn({300 + 100 * i}) * 0.1).set_requires_grad(true));
+    auto opt = make_adamw(params, fresh());
+    set_grads(params, 0);
+    opt->step();
+    set_grads(params, 1);
+    const int before = waits;
+    opt->step();
+    return waits - before;
+  };
+  const int w3 = waits_of_a_step(3), w6 = waits_of_a_step(6), w12 = waits_of_a_step(12);
+  std::printf("waits of a step: %d with 3 parameters, %d with 6, %d with 12\n", w3, w6, w12);
+  // The same number for each parameter added, and no more than those above.
+  EXPECT_EQ(w12 - w6, 2 * (w6 - w3));
+  EXPECT_EQ((w6 - w3) % 3, 0);
+  EXPECT_LE((w6 - w3) / 3, in_place() ? 2 : 3);
 }
 
 // A device with OpenCL's minimum of local memory (32 KiB): the 4-bit matmul's
