@@ -1,7 +1,6 @@
 #include "kernels/backend.h"
 
 #include <array>
-#include <cstring>
 #include <exception>
 #include <vector>
 
@@ -439,7 +438,8 @@ void Backend::do_optimizer_scale(const std::vector<StepItem>& items, Buffer& slo
   std::vector<HostRead> reads = {{&flags, &f, sizeof(f)},
                                  {&slots, s.data(), s.size() * sizeof(StepSlot)}};
   for (size_t i = 0; i < items.size(); ++i)
-    if (lb_needs_norms(items[i].hparams)) reads.push_back({items[i].step, &steps[i], sizeof(int64_t)});
+    if (lb_needs_norms(items[i].hparams))
+      reads.push_back({items[i].step, &steps[i], sizeof(int64_t)});
   read_all(reads);
   if (f.found_inf) return;
   for (size_t i = 0; i < items.size(); ++i) {

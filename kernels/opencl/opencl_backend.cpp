@@ -340,11 +340,11 @@ void OpenClBackend::launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, b
   // Three shape classes of gemm_4bit.cl's tiled kernel, 256 items per group (H200 through
   // NVIDIA's OpenCL, docs/PERFORMANCE.md): up to 32 rows, tiles of 16 x 256 (4 x 64 items of
   // 4 x 4 outputs), K split until about 8 groups per compute unit, since the weight streams
-  // through few rows and wants many loads in flight; up to 128 rows, 64 x 64 (16 x 16 items of
-  // 4 x 4), about 3 groups per unit (2026-12-06, batch 64: 7-8% faster than 2 on 4096 x 4096
-  // and 4096 x 14336, the same on 14336 x 4096; 1 and 4 slower); more, 128 x 128 (16 x 16
-  // items of 8 x 8), split only where there is less than one tile per unit (splits cost more
-  // than they give back there).
+  // through few rows and wants many loads in flight; up to 128 rows, on GPUs 64 x 128 (below),
+  // elsewhere 64 x 64 (16 x 16 items of 4 x 4), about 3 groups per unit (2026-12-06, batch 64:
+  // 7-8% faster than 2 on 4096 x 4096 and 4096 x 14336, the same on 14336 x 4096; 1 and 4
+  // slower); more, 128 x 128 (16 x 16 items of 8 x 8), split only where there is less than one
+  // tile per unit (splits cost more than they give back there).
   struct Tiles {
     size_t wm, wn, tm, tn, groups_per_unit;
   };
