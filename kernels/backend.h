@@ -409,9 +409,9 @@ class Backend {
                                          const Buffer& flags) = 0;
   virtual void do_optimizer_update(const OptimizerOperands& op, const Buffer& slots, size_t slot,
                                    Buffer& flags) = 0;
-  // On the host by default, through read() and write(): backends whose
-  // memory the host reaches (CPU), and OpenCL, where the two cost one wait per
-  // step (the per-parameter ops queue without one).
+  // On the host by default, through read_all() and write_all(): backends whose
+  // memory the host reaches (CPU), and OpenCL, where each costs two waits (one
+  // batch of reads, one of writes), however many parameters the step has.
   virtual void do_optimizer_prepare(const std::vector<StepItem>& items, bool skip_nonfinite,
                                     Buffer& slots, Buffer& flags);
   virtual void do_optimizer_scale(const std::vector<StepItem>& items, Buffer& slots,

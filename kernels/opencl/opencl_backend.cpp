@@ -90,18 +90,28 @@ std::unique_ptr<Buffer> OpenClBackend::wrap(void* data, size_t bytes, Location w
   return std::make_unique<ClBuffer>(this, std::move(mem), bytes, data);
 }
 
-void OpenClBackend::write(Buffer& dst, const void* src, size_t bytes, size_t offset) {
+void OpenClBackend::enqueue_write(Buffer& dst, const void* src, size_t bytes, size_t offset,
+                                  bool wait) {
   check_range(dst, bytes, offset, "write", "dst");
   if (bytes == 0) return;
-  LOWBIT_CL_CHECK(clEnqueueWriteBuffer(ctx_.queue(), mem_of(dst), CL_TRUE, offset, bytes, src, 0,
-                                       nullptr, nullptr));
+  LOWBIT_CL_CHECK(clEnqueueWriteBuffer(ctx_.queue(), mem_of(dst), wait ? CL_TRUE : CL_FALSE,
+                                       offset, bytes, src, 0, nullptr, nullptr));
+}
+
+void OpenClBackend::enqueue_read(const Buffer& src, void* dst, size_t bytes, size_t offset,
+                                 bool wait) {
+  check_range(src, bytes, offset, "read", "src");
+  if (bytes == 0) return;
+  LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(src), wait ? CL_TRUE : CL_FALSE,
+                                      offset, bytes, dst, 0, nullptr, nullptr));
+}
+
+void OpenClBackend::write(Buffer& dst, const void* src, size_t bytes, size_t offset) {
+  enqueue_write(dst, src, bytes, offset, true);
 }
 
 void OpenClBackend::read(const Buffer& src, void* dst, size_t bytes, size_t offset) {
-  check_range(src, bytes, offset, "read", "src");
-  if (bytes == 0) return;
-  LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(src), CL_TRUE, offset, bytes, dst, 0,
-                                      nullptr, nullptr));
+  enqueue_read(src, dst, bytes, offset, true);
 }
 
 namespace {
@@ -118,23 +128,13 @@ struct FinishOnExit {
 // Queued without waiting, then one wait; the copies run in the queue's order.
 void OpenClBackend::read_all(const std::vector<HostRead>& reads) {
   FinishOnExit finish{ctx_.queue()};
-  for (const HostRead& r : reads) {
-    check_range(*r.src, r.bytes, 0, "read", "src");
-    if (r.bytes == 0) continue;
-    LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(*r.src), CL_FALSE, 0, r.bytes, r.dst,
-                                        0, nullptr, nullptr));
-  }
+  for (const HostRead& r : reads) enqueue_read(*r.src, r.dst, r.bytes, 0, false);
   LOWBIT_CL_CHECK(clFinish(ctx_.queue()));
 }
 
 void OpenClBackend::write_all(const std::vector<HostWrite>& writes) {
   FinishOnExit finish{ctx_.queue()};
-  for (const HostWrite& w : writes) {
-    check_range(*w.dst, w.bytes, 0, "write", "dst");
-    if (w.bytes == 0) continue;
-    LOWBIT_CL_CHECK(clEnqueueWriteBuffer(ctx_.queue(), mem_of(*w.dst), CL_FALSE, 0, w.bytes,
-                                         w.src, 0, nullptr, nullptr));
-  }
+  for (const HostWrite& w : writes) enqueue_write(*w.dst, w.src, w.bytes, 0, false);
   LOWBIT_CL_CHECK(clFinish(ctx_.queue()));
 }
 

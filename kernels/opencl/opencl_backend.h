@@ -104,6 +104,10 @@ class OpenClBackend final : public Backend {
   // clEnqueueNDRangeKernel of `k`, then, if its arguments included wrapped
   // host memory, the wait and the map/unmap that make the host see it.
   void enqueue(cl_kernel k, cl_uint dims, const size_t* global, const size_t* local);
+  // One host <-> buffer copy queued; with `wait` the host waits for it (read / write), else the
+  // caller waits before the host memory goes (read_all / write_all).
+  void enqueue_write(Buffer& dst, const void* src, size_t bytes, size_t offset, bool wait);
+  void enqueue_read(const Buffer& src, void* dst, size_t bytes, size_t offset, bool wait);
   void finish_host_access(const std::vector<cl_mem>& wrapped);
   // Device copies of a 4-bit format's tables.
   struct Table4 {
