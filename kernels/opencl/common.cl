@@ -148,13 +148,12 @@ inline uint lb_warp_max(uint v) {
   const bool whole = block_begin + blocksize <= n
 #endif
 
-#if LB_LOCAL_TABLES
-// A code table copied into local memory by the whole group (a barrier must
-// follow before it is read): the encoder's and decoder's lookups are gathers,
-// which local memory serves in one pass where global memory takes one per
-// cache line touched. The host then launches about as many groups as run at
-// once, each walking many blocks, so that one copy serves many blocks.
-inline void copy_code_table(__global const uint* from, __local uint* to) {
-  for (size_t w = get_local_id(0); w < LB_TABLE_WORDS; w += get_local_size(0)) to[w] = from[w];
+// A table of `words` uints copied into local memory by the whole group (a
+// barrier must follow before it is read): table lookups are gathers, which
+// local memory serves in one pass where global memory takes one per cache
+// line touched. For the 8-bit code tables (LB_LOCAL_TABLES) the host then
+// launches about as many groups as run at once, each walking many blocks, so
+// that one copy serves many blocks.
+inline void copy_to_local(__global const uint* from, __local uint* to, size_t words) {
+  for (size_t w = get_local_id(0); w < words; w += get_local_size(0)) to[w] = from[w];
 }
-#endif

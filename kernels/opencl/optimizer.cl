@@ -141,11 +141,11 @@ inline void encode_all(LB_TABLE_SPACE const uint* restrict table, bool bucketed,
 // The step's code tables where the kernels read them (`t1`, `t2`): copied
 // into local memory (LB_LOCAL_TABLES: GPUs, 8-bit states) or in place.
 #if LB_LOCAL_TABLES
-#define LB_STEP_TABLES                                                       \
-  copy_code_table(table1, local_tables);                                     \
-  if (LB_TWO_STATES) copy_code_table(table2, local_tables + LB_TABLE_WORDS); \
-  barrier(CLK_LOCAL_MEM_FENCE);                                              \
-  __local const uint* t1 = local_tables;                                     \
+#define LB_STEP_TABLES                                                                    \
+  copy_to_local(table1, local_tables, LB_TABLE_WORDS);                                    \
+  if (LB_TWO_STATES) copy_to_local(table2, local_tables + LB_TABLE_WORDS, LB_TABLE_WORDS); \
+  barrier(CLK_LOCAL_MEM_FENCE);                                                           \
+  __local const uint* t1 = local_tables;                                                  \
   __local const uint* t2 = local_tables + LB_TABLE_WORDS
 #else
 #define LB_STEP_TABLES              \

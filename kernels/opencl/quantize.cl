@@ -136,7 +136,7 @@ __kernel void quantize_blockwise(__global const void* x, int x_type, ulong n, ui
                                  __global uchar* codes, int stochastic, uint seed_lo,
                                  uint seed_hi, __local uint* maxima, __local uint* local_table) {
 #if LB_LOCAL_TABLES
-  copy_code_table(table, local_table);
+  copy_to_local(table, local_table, LB_TABLE_WORDS);
   barrier(CLK_LOCAL_MEM_FENCE);
   __local const uint* t = local_table;
 #else
@@ -217,8 +217,7 @@ __kernel void quantize_4bit(__global const void* x, int x_type, ulong n, uint bl
                             __global uchar* packed, __local uint* maxima,
                             __local uint* local_table) {
 #if LB_LOCAL_TABLE4
-  for (size_t w = get_local_id(0); w < LB_T4_WORDS; w += get_local_size(0))
-    local_table[w] = table[w];
+  copy_to_local(table, local_table, LB_T4_WORDS);
   barrier(CLK_LOCAL_MEM_FENCE);
   __local const uint* t = local_table;
 #else
