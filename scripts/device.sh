@@ -159,9 +159,10 @@ if want multigpu; then
   many=$gpus; [ "$gpus" -lt 2 ] && many=2
   export NCCL_NVLS_ENABLE=0
   # What the full fine-tune and QLoRA runs share: 40 steps of 16 windows of 512 tokens on the GPU.
+  steps=${LOWBIT_MULTIGPU_STEPS:-40}
   common=(--set device=cuda --set model.block_size=512 --set train.batch_size=16
-          --set train.steps=40 --set schedule.warmup_steps=5 --set train.eval_every=1000
-          --set data.eval_limit=8 --set checkpoint.every=40 --set checkpoint.resume=never
+          --set train.steps=$steps --set schedule.warmup_steps=5 --set train.eval_every=1000
+          --set data.eval_limit=8 --set checkpoint.every=$steps --set checkpoint.resume=never
           --set log.progress=none --set generate.max_new_tokens=1)
   llama=(configs/kjv_llama.yaml "${common[@]}" --set model.n_layer=8 --set model.n_embd=2048
          --set model.n_head=16 --set model.n_kv_head=16 --set model.intermediate_size=5632)
@@ -177,7 +178,7 @@ if want multigpu; then
   for target in "gpu:--set device=cuda" "cpu:--set device=cpu"; do
     rm -rf "$runs/resume" && cp -r "$runs/llama${many}z" "$runs/resume"
     "$train" "${llama[@]}" --set "checkpoint.dir=$runs/resume" --set checkpoint.resume=auto \
-      --set train.steps=41 ${target#*:} > "$out/resume_${target%%:*}.txt" 2>&1
+      --set train.steps=$((steps + 1)) ${target#*:} > "$out/resume_${target%%:*}.txt" 2>&1
     note "the ${many}-rank ZeRO-1 checkpoint resumed on the ${target%%:*} for one step: rc $?"
     grep -m1 'resumed from' "$out/resume_${target%%:*}.txt"
   done
