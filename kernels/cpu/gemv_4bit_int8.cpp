@@ -79,12 +79,14 @@ inline __m256i dot64(const uint8_t* p, const int8_t* xc, __m256i table, __m256i 
 #endif
 }
 
-// Row o: blocks of bs values (a multiple of 64), whole inside the row.
+// Row o: blocks of bs values (a multiple of 64), whole inside the row. `xsu`:
+// unit times each block's x scale. (Each block's scale stays a scalar
+// broadcast: vector permutes of eight gathered scales measured slower.)
 // (No vector crosses this function's boundary: under clang the OpenMP loop
 // that calls it is outlined into a function the ISA region's target
 // attribute does not reach.)
-float row_dot(const Weight4bitView& w, size_t o, const int8_t* xc, const float* xs,
-              const int8_t* codes, float unit) {
+float row_dot(const Weight4bitView& w, size_t o, const int8_t* xc, const float* xsu,
+              const int8_t* codes) {
   const __m256i table =
       _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(codes)));
   const size_t in = w.in_features, bs = size_t(1) << w.block_shift;
@@ -94,8 +96,7 @@ float row_dot(const Weight4bitView& w, size_t o, const int8_t* xc, const float* 
   for (size_t k = 0, j = 0; k < in; k += bs, ++j) {
     __m256i sums = _mm256_setzero_si256();
     for (size_t c = 0; c < bs; c += 64) sums = dot64(p + (k + c) / 2, xc + k + c, table, sums);
-    const float s = w.scale(b0 + j) * unit * xs[j];
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(s), acc);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(w.scale(b0 + j) * xsu[j]), acc);
   }
   return lane_sum(acc);
 }
@@ -114,34 +115,61 @@ inline __m512i dot128(const uint8_t* p, const int8_t* xc, __m512i table, __m512i
   return _mm512_dpbusd_epi32(acc, odd, _mm512_loadu_si512(xc + 64));
 }
 
+// The scales of blocks b..b+15 where `m` is set, 0 elsewhere (w.scale's
+// operations: product, then + offset), gathered.
+inline __m512 block_scales16(const Weight4bitView& w, size_t b, __mmask16 m) {
+  if (w.absmax) return _mm512_maskz_loadu_ps(m, w.absmax + b);
+  const __m512i codes = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, w.absmax_codes + b));
+  const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, codes, w.nested_code, 4);
+  const size_t first = b >> w.nested_shift;
+  __m512 outer;
+  if (((b + 15) >> w.nested_shift) == first) {
+    outer = _mm512_set1_ps(w.nested_absmax[first]);
+  } else {
+    const __m512i rel = _mm512_add_epi32(_mm512_set1_epi32(int(b - (first << w.nested_shift))),
+                                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                                           12, 13, 14, 15));
+    outer = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m,
+                                     _mm512_srl_epi32(rel, _mm_cvtsi32_si128(w.nested_shift)),
+                                     w.nested_absmax + first, 4);
+  }
+  return _mm512_add_ps(_mm512_mul_ps(v, outer), _mm512_set1_ps(w.offset));
+}
+
 // row_dot with 512-bit vectors: x codes in groups of 128, in % 128 == 0;
-// `biased`: the 16 code values + 128 (16-byte aligned).
-float row_dot_wide(const Weight4bitView& w, size_t o, const int8_t* xc, const float* xs,
-                   const int32_t* xbias, const uint8_t* biased, float unit) {
+// `biased`: the 16 code values + 128 (16-byte aligned). Blocks of 64 go two
+// per step (lanes 0-7 and 8-15): `xsu16` holds unit times the x scales of 16
+// blocks at a time (zeros past the row), `bias16` per step the two blocks'
+// biases, negated, in lanes 0 and 8 (the sums start from them); the scales of
+// 16 blocks are one vector, and each step's lanes take theirs by one permute.
+// Larger blocks go one per step, with xsu and xbias per block.
+float row_dot_wide(const Weight4bitView& w, size_t o, const int8_t* xc, const float* xsu,
+                   const int32_t* xbias, const uint8_t* biased) {
   const __m512i table =
       _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(biased)));
   const size_t in = w.in_features, bs = size_t(1) << w.block_shift;
   const uint8_t* p = w.packed + o * in / 2;
   const size_t b0 = (o * in) >> w.block_shift;
   __m512 acc = _mm512_setzero_ps();
-  if (bs == 64) {  // two blocks per step: lanes 0-7 and 8-15, each bias taken off one lane
-    for (size_t k = 0, j = 0; k < in; k += 128, j += 2) {
-      __m512i sums = dot128(p + k / 2, xc + k, table, _mm512_setzero_si512());
-      const __m512i bias = _mm512_inserti32x8(_mm512_set1_epi32(xbias[j]),
-                                              _mm256_set1_epi32(xbias[j + 1]), 1);
-      sums = _mm512_mask_sub_epi32(sums, 0x0101, sums, bias);
-      const __m512 s = _mm512_insertf32x8(_mm512_set1_ps(w.scale(b0 + j) * unit * xs[j]),
-                                          _mm256_set1_ps(w.scale(b0 + j + 1) * unit * xs[j + 1]),
-                                          1);
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), s, acc);
+  if (bs == 64) {
+    const size_t steps = in / 128;
+    for (size_t g = 0; g < steps; g += 8) {  // 8 steps, 16 blocks
+      const size_t n = std::min<size_t>(8, steps - g);
+      const __mmask16 m = __mmask16((1u << (2 * n)) - 1);
+      const __m512 s16 = _mm512_mul_ps(block_scales16(w, b0 + 2 * g, m), _mm512_loadu_ps(xsu + 2 * g));
+      __m512i lane = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+      for (size_t t = g; t < g + n; ++t) {
+        const __m512i sums = dot128(p + t * 64, xc + t * 128, table, _mm512_loadu_si512(xbias + 16 * t));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_permutexvar_ps(lane, s16), acc);
+        lane = _mm512_add_epi32(lane, _mm512_set1_epi32(2));
+      }
     }
   } else {
     for (size_t k = 0, j = 0; k < in; k += bs, ++j) {
       __m512i sums = _mm512_setzero_si512();
       for (size_t c = 0; c < bs; c += 128) sums = dot128(p + (k + c) / 2, xc + k + c, table, sums);
       sums = _mm512_mask_sub_epi32(sums, 1, sums, _mm512_set1_epi32(xbias[j]));
-      const float s = w.scale(b0 + j) * unit * xs[j];
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_set1_ps(s), acc);
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_set1_ps(w.scale(b0 + j) * xsu[j]), acc);
     }
   }
   return _mm512_reduce_add_ps(acc);
@@ -151,7 +179,7 @@ float row_dot_wide(const Weight4bitView& w, size_t o, const int8_t* xc, const fl
 template <typename T>
 void gemv_int8(const typename T::Storage* x, const Weight4bitView& w,
                const typename T::Storage* bias, typename T::Storage* y) {
-  const size_t in = w.in_features, bs = size_t(1) << w.block_shift;
+  const size_t in = w.in_features, bs = size_t(1) << w.block_shift, blocks = in / bs;
   // The code values as int8, and the float one int8 step stands for.
   float vmax = 0.0f;
   for (int c = 0; c < 16; ++c) vmax = std::max(vmax, std::fabs(w.value[c]));
@@ -162,30 +190,44 @@ void gemv_int8(const typename T::Storage* x, const Weight4bitView& w,
   alignas(16) uint8_t biased[16];  // the 512-bit loop's unsigned form, once per call
   for (int c = 0; c < 16; ++c) biased[c] = uint8_t(table[c] + 128);
 #endif
+  // This thread's buffers, shared with the team: x's codes, unit times the
+  // blocks' x scales (zeros up to a multiple of 16), and for the 512-bit loop
+  // the blocks' biases (for blocks of 64 in its per-step layout).
   thread_local std::vector<int8_t> codes;
-  thread_local std::vector<float> scales;
+  thread_local std::vector<float> scales, xsu;
   codes.resize(in);
-  scales.resize(in / bs);
+  scales.resize(blocks);
+  xsu.assign((blocks + 15) / 16 * 16, 0.0f);
 #if LOWBIT_CPU_AVX512
   const bool wide = in % 128 == 0;
-  thread_local std::vector<int32_t> biases;  // the 512-bit loop's alone
-  biases.resize(wide ? in / bs : 0);
-  int32_t* const xb = wide ? biases.data() : nullptr;
+  thread_local std::vector<int32_t> biases, steps;
+  biases.resize(wide ? blocks : 0);
+  const int32_t* xb = wide ? biases.data() : nullptr;
+  quantize_x<T>(x, in, bs, wide ? 128 : 64, codes.data(), scales.data(), wide ? biases.data() : nullptr);
 #else
-  const bool wide = false;
-  int32_t* const xb = nullptr;
+  quantize_x<T>(x, in, bs, 64, codes.data(), scales.data(), nullptr);
 #endif
-  quantize_x<T>(x, in, bs, wide ? 128 : 64, codes.data(), scales.data(), xb);
-  const int8_t* xc = codes.data();  // this thread's buffers, shared with the team
-  const float* xs = scales.data();
+  for (size_t j = 0; j < blocks; ++j) xsu[j] = unit * scales[j];
+#if LOWBIT_CPU_AVX512
+  if (wide && bs == 64) {  // lanes 0 and 8 of step t: blocks 2t and 2t + 1, negated
+    steps.assign(in / 128 * 16, 0);
+    for (size_t t = 0; t < in / 128; ++t) {
+      steps[16 * t] = -biases[2 * t];
+      steps[16 * t + 8] = -biases[2 * t + 1];
+    }
+    xb = steps.data();
+  }
+#endif
+  const int8_t* xc = codes.data();
+  const float* xs = xsu.data();
   const ptrdiff_t rows = ptrdiff_t(w.out_features);
 #pragma omp parallel for schedule(dynamic, 64)
   for (ptrdiff_t o = 0; o < rows; ++o) {
 #if LOWBIT_CPU_AVX512
-    float v = wide ? row_dot_wide(w, size_t(o), xc, xs, xb, biased, unit)
-                   : row_dot(w, size_t(o), xc, xs, table, unit);
+    float v = wide ? row_dot_wide(w, size_t(o), xc, xs, xb, biased)
+                   : row_dot(w, size_t(o), xc, xs, table);
 #else
-    float v = row_dot(w, size_t(o), xc, xs, table, unit);
+    float v = row_dot(w, size_t(o), xc, xs, table);
 #endif
     if (bias) v += T::load(bias[o]);
     y[o] = T::store(v);

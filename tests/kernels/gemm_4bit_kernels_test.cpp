@@ -325,6 +325,12 @@ TEST(Matmul4bit, CasesCoverBothCpuGemvPaths) {
 // path. The cases cover the vector loop (blocks of 64 and more), the scalar
 // one (blocks of 32), double quantization, both formats, bias, the three
 // dtypes, and rows that do not hold whole blocks (which run gemv_4bit).
+// That bound is the worst case, loose enough to hide one block with a wrong
+// scale, so the error is also held to 6 standard deviations of what the
+// rounding gives on random data: a product w x with x's code off by up to
+// s_x / 2 and w's by up to |s| u / 2 (uniform, independent) errs with variance
+// (w^2 s_x^2 + x^2 s^2 u^2) / 12; the row's variance is the sum over its
+// products, plus the output's own rounding.
 struct Int8Case {
   size_t out, in;
   int blocksize;
@@ -342,6 +348,11 @@ const std::vector<Int8Case>& int8_cases() {
       {17, 4096, 4096, Format4::NF4, true, false, DType::F32},
       {29, 77, 64, Format4::NF4, true, true, DType::F32},  // blocks straddle rows
       {24, 320, 64, Format4::NF4, true, false, DType::F32},  // AVX-512: 5 blocks, 256-bit loop
+      // Block scales taken 8 (AVX2) or 16 (AVX-512) at a time: groups that
+      // straddle a nested block, and rows that end inside a group.
+      {40, 704, 64, Format4::FP4, true, true, DType::F32},
+      {40, 1152, 64, Format4::NF4, true, false, DType::BF16},
+      {20, 1152, 64, Format4::NF4, false, true, DType::F32},
   };
   return all;
 }
@@ -376,10 +387,11 @@ double check_int8_output(const Int8Case& c, const RandomWeight& w, const Activat
   const double u = vmax / 127.0;
   double worst = 0;
   for (size_t o = 0; o < c.out; ++o) {
-    double ref = c.bias ? bias.value[o] : 0.0, abs_sum = std::fabs(ref), bound = 0;
+    double ref = c.bias ? bias.value[o] : 0.0, abs_sum = std::fabs(ref), bound = 0, var = 0;
     for (size_t b0 = 0; b0 < c.in; b0 += size_t(c.blocksize)) {
+      const size_t b1 = std::min(c.in, b0 + size_t(c.blocksize));
       double xsum = 0, xmax = 0;
-      for (size_t i = b0; i < b0 + size_t(c.blocksize) && i < c.in; ++i) {
+      for (size_t i = b0; i < b1; ++i) {
         const double t = w.at(o, i) * x.value[i];
         ref += t;
         abs_sum += std::fabs(t);
@@ -388,10 +400,13 @@ double check_int8_output(const Int8Case& c, const RandomWeight& w, const Activat
       }
       const double s = std::fabs(w.scale[(o * c.in + b0) / size_t(c.blocksize)]);
       bound += s * (u / 2 * xsum + vmax * (1 + 1.0 / 254) * xmax / 127 / 2 * c.blocksize);
+      const double sx = xmax / 127;
+      for (size_t i = b0; i < b1; ++i)
+        var += (w.at(o, i) * w.at(o, i) * sx * sx + x.value[i] * x.value[i] * s * s * u * u) / 12;
     }
-    const double got = stored_value(y, c.dtype, o);
-    EXPECT_NEAR(got, ref, bound + tolerance(ref, abs_sum, c.dtype, false))
-        << what << " y[" << o << "]";
+    const double got = stored_value(y, c.dtype, o), rounding = tolerance(ref, abs_sum, c.dtype, false);
+    EXPECT_NEAR(got, ref, bound + rounding) << what << " y[" << o << "]";
+    EXPECT_NEAR(got, ref, 6 * std::sqrt(var) + rounding) << what << " y[" << o << "], 6 sigma";
     worst = std::max(worst, std::fabs(got - ref) / abs_sum);
   }
   return worst;
