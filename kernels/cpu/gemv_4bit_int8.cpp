@@ -96,7 +96,8 @@ float row_dot(const Weight4bitView& w, size_t o, const int8_t* xc, const float* 
   for (size_t k = 0, j = 0; k < in; k += bs, ++j) {
     __m256i sums = _mm256_setzero_si256();
     for (size_t c = 0; c < bs; c += 64) sums = dot64(p + (k + c) / 2, xc + k + c, table, sums);
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(w.scale(b0 + j) * xsu[j]), acc);
+    const __m256 s = _mm256_set1_ps(w.scale(b0 + j) * xsu[j]);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), s, acc);
   }
   return lane_sum(acc);
 }
@@ -137,12 +138,12 @@ inline __m512 block_scales16(const Weight4bitView& w, size_t b, __mmask16 m) {
 }
 
 // row_dot with 512-bit vectors: x codes in groups of 128, in % 128 == 0;
-// `biased`: the 16 code values + 128 (16-byte aligned). Blocks of 64 go two
-// per step (lanes 0-7 and 8-15): `xsu16` holds unit times the x scales of 16
-// blocks at a time (zeros past the row), `bias16` per step the two blocks'
-// biases, negated, in lanes 0 and 8 (the sums start from them); the scales of
-// 16 blocks are one vector, and each step's lanes take theirs by one permute.
-// Larger blocks go one per step, with xsu and xbias per block.
+// `biased`: the 16 code values + 128 (16-byte aligned); `xsu`: unit times the
+// blocks' x scales (zeros up to a multiple of 16). Blocks of 64 go two per
+// step (lanes 0-7 and 8-15): `xbias` holds per step the two blocks' biases,
+// negated, in lanes 0 and 8 (the sums start from them), and the scales of 16
+// blocks are one vector whose lanes each step takes by one permute. Larger
+// blocks go one per step, with `xbias` per block.
 float row_dot_wide(const Weight4bitView& w, size_t o, const int8_t* xc, const float* xsu,
                    const int32_t* xbias, const uint8_t* biased) {
   const __m512i table =
@@ -156,10 +157,12 @@ float row_dot_wide(const Weight4bitView& w, size_t o, const int8_t* xc, const fl
     for (size_t g = 0; g < steps; g += 8) {  // 8 steps, 16 blocks
       const size_t n = std::min<size_t>(8, steps - g);
       const __mmask16 m = __mmask16((1u << (2 * n)) - 1);
-      const __m512 s16 = _mm512_mul_ps(block_scales16(w, b0 + 2 * g, m), _mm512_loadu_ps(xsu + 2 * g));
+      const __m512 s16 =
+          _mm512_mul_ps(block_scales16(w, b0 + 2 * g, m), _mm512_loadu_ps(xsu + 2 * g));
       __m512i lane = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
       for (size_t t = g; t < g + n; ++t) {
-        const __m512i sums = dot128(p + t * 64, xc + t * 128, table, _mm512_loadu_si512(xbias + 16 * t));
+        const __m512i start = _mm512_loadu_si512(xbias + 16 * t);
+        const __m512i sums = dot128(p + t * 64, xc + t * 128, table, start);
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_permutexvar_ps(lane, s16), acc);
         lane = _mm512_add_epi32(lane, _mm512_set1_epi32(2));
       }
@@ -169,7 +172,8 @@ float row_dot_wide(const Weight4bitView& w, size_t o, const int8_t* xc, const fl
       __m512i sums = _mm512_setzero_si512();
       for (size_t c = 0; c < bs; c += 128) sums = dot128(p + (k + c) / 2, xc + k + c, table, sums);
       sums = _mm512_mask_sub_epi32(sums, 1, sums, _mm512_set1_epi32(xbias[j]));
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_set1_ps(w.scale(b0 + j) * xsu[j]), acc);
+      const __m512 s = _mm512_set1_ps(w.scale(b0 + j) * xsu[j]);
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), s, acc);
     }
   }
   return _mm512_reduce_add_ps(acc);
@@ -200,22 +204,23 @@ void gemv_int8(const typename T::Storage* x, const Weight4bitView& w,
   xsu.assign((blocks + 15) / 16 * 16, 0.0f);
 #if LOWBIT_CPU_AVX512
   const bool wide = in % 128 == 0;
-  thread_local std::vector<int32_t> biases, steps;
+  thread_local std::vector<int32_t> biases, step_biases;
   biases.resize(wide ? blocks : 0);
   const int32_t* xb = wide ? biases.data() : nullptr;
-  quantize_x<T>(x, in, bs, wide ? 128 : 64, codes.data(), scales.data(), wide ? biases.data() : nullptr);
+  quantize_x<T>(x, in, bs, wide ? 128 : 64, codes.data(), scales.data(),
+                wide ? biases.data() : nullptr);
 #else
   quantize_x<T>(x, in, bs, 64, codes.data(), scales.data(), nullptr);
 #endif
   for (size_t j = 0; j < blocks; ++j) xsu[j] = unit * scales[j];
 #if LOWBIT_CPU_AVX512
   if (wide && bs == 64) {  // lanes 0 and 8 of step t: blocks 2t and 2t + 1, negated
-    steps.assign(in / 128 * 16, 0);
+    step_biases.assign(in / 128 * 16, 0);
     for (size_t t = 0; t < in / 128; ++t) {
-      steps[16 * t] = -biases[2 * t];
-      steps[16 * t + 8] = -biases[2 * t + 1];
+      step_biases[16 * t] = -biases[2 * t];
+      step_biases[16 * t + 8] = -biases[2 * t + 1];
     }
-    xb = steps.data();
+    xb = step_biases.data();
   }
 #endif
   const int8_t* xc = codes.data();

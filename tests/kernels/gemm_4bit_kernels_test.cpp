@@ -404,7 +404,8 @@ double check_int8_output(const Int8Case& c, const RandomWeight& w, const Activat
       for (size_t i = b0; i < b1; ++i)
         var += (w.at(o, i) * w.at(o, i) * sx * sx + x.value[i] * x.value[i] * s * s * u * u) / 12;
     }
-    const double got = stored_value(y, c.dtype, o), rounding = tolerance(ref, abs_sum, c.dtype, false);
+    const double got = stored_value(y, c.dtype, o);
+    const double rounding = tolerance(ref, abs_sum, c.dtype, false);
     EXPECT_NEAR(got, ref, bound + rounding) << what << " y[" << o << "]";
     EXPECT_NEAR(got, ref, 6 * std::sqrt(var) + rounding) << what << " y[" << o << "], 6 sigma";
     worst = std::max(worst, std::fabs(got - ref) / abs_sum);
