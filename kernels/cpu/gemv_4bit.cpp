@@ -165,6 +165,31 @@ float row_dot(const Weight4bitView& w, const Table& table, size_t o, const float
   const size_t f0 = o * in;
   const uint8_t* p = w.packed + f0 / 2;
   VecF acc = vzero();
+#if LOWBIT_CPU_AVX512
+  // Rows of whole blocks: the scales of 16 blocks at a time are one vector,
+  // and each block takes its own by one permute.
+  const size_t bs = size_t(1) << w.block_shift;
+  if (in % bs == 0) {
+    const size_t blocks = in / bs, b0 = f0 >> w.block_shift;
+    for (size_t g = 0; g < blocks; g += 16) {
+      const size_t n = std::min<size_t>(16, blocks - g);
+      const __m512 s16 = block_scales16(w, b0 + g, __mmask16((1u << n) - 1));
+      __m512i lane = _mm512_setzero_si512();
+      for (size_t k = g * bs; k < (g + n) * bs; k += bs) {
+        VecF even_sum = vzero(), odd_sum = vzero();
+        for (size_t c = k; c < k + bs; c += kGroup) {
+          VecF even, odd;
+          table.decode(p + c / 2, even, odd);
+          even_sum = vfma(even, vload(xp + c), even_sum);
+          odd_sum = vfma(odd, vload(xp + c + kLanes), odd_sum);
+        }
+        acc = vfma(vadd(even_sum, odd_sum), _mm512_permutexvar_ps(lane, s16), acc);
+        lane = _mm512_add_epi32(lane, _mm512_set1_epi32(1));
+      }
+    }
+    return vsum(acc);
+  }
+#endif
   for (size_t k = 0; k < in;) {
     const size_t b = (f0 + k) >> w.block_shift;
     const size_t end = std::min(in, ((b + 1) << w.block_shift) - f0);

@@ -42,6 +42,30 @@ struct Weight4bitView {
 
 LOWBIT_CPU_ISA_BEGIN
 
+#if LOWBIT_CPU_AVX512
+// The scales of blocks b..b+15 where `m` is set, 0 elsewhere (w.scale's
+// operations: product, then + offset), gathered: the 4-bit gemvs' 512-bit
+// loops take a block's scale from this vector by one permute.
+inline __m512 block_scales16(const Weight4bitView& w, size_t b, __mmask16 m) {
+  if (w.absmax) return _mm512_maskz_loadu_ps(m, w.absmax + b);
+  const __m512i codes = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, w.absmax_codes + b));
+  const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, codes, w.nested_code, 4);
+  const size_t first = b >> w.nested_shift;
+  __m512 outer;
+  if (((b + 15) >> w.nested_shift) == first) {
+    outer = _mm512_set1_ps(w.nested_absmax[first]);
+  } else {
+    const __m512i rel = _mm512_add_epi32(_mm512_set1_epi32(int(b - (first << w.nested_shift))),
+                                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                                           12, 13, 14, 15));
+    outer = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m,
+                                     _mm512_srl_epi32(rel, _mm_cvtsi32_si128(w.nested_shift)),
+                                     w.nested_absmax + first, 4);
+  }
+  return _mm512_add_ps(_mm512_mul_ps(v, outer), _mm512_set1_ps(w.offset));
+}
+#endif
+
 // Writes dequantized W[f, f + len) (flat indices) to out. Each element is
 // value[code] * scale: the same float product dequantize_4bit computes.
 inline void decode_run(const Weight4bitView& w, size_t f, size_t len, float* out) {

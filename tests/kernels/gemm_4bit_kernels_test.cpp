@@ -189,6 +189,9 @@ const std::vector<Case>& cases() {
       {1, 48, 256, 64, Format4::NF4, false, false, DType::F32},
       {1, 33, 512, 64, Format4::NF4, true, true, DType::F32},
       {1, 40, 320, 256, Format4::FP4, true, true, DType::BF16},  // 256-blocks straddle rows
+      // Rows of 18 and 16 whole blocks (AVX-512: block scales 16 at a time).
+      {1, 40, 1152, 64, Format4::NF4, true, true, DType::F32},
+      {1, 24, 2048, 128, Format4::FP4, false, false, DType::BF16},
       // Odd and non-multiple row lengths: rows start on low nibbles, blocks straddle rows.
       {1, 29, 77, 32, Format4::NF4, true, true, DType::F32},
       {1, 17, 130, 64, Format4::FP4, false, false, DType::BF16},
