@@ -173,14 +173,13 @@ void gemv_int8(const typename T::Storage* x, const Weight4bitView& w,
   alignas(16) uint8_t biased[16];  // the 512-bit loop's unsigned form, once per call
   for (int c = 0; c < 16; ++c) biased[c] = uint8_t(table[c] + 128);
 #endif
-  // This thread's buffers, shared with the team: x's codes, unit times the
-  // blocks' x scales (zeros up to a multiple of 16), and for the 512-bit loop
-  // the blocks' biases (for blocks of 64 in its per-step layout).
+  // This thread's buffers, shared with the team: x's codes, its blocks'
+  // scales (times unit below; zeros up to a multiple of 16), and for the
+  // 512-bit loop the blocks' biases (for blocks of 64 in its per-step layout).
   thread_local std::vector<int8_t> codes;
-  thread_local std::vector<float> scales, xsu;
+  thread_local std::vector<float> scales;
   codes.resize(in);
-  scales.resize(blocks);
-  xsu.assign((blocks + 15) / 16 * 16, 0.0f);
+  scales.assign((blocks + 15) / 16 * 16, 0.0f);
 #if LOWBIT_CPU_AVX512
   const bool wide = in % 128 == 0;
   thread_local std::vector<int32_t> biases, step_biases;
@@ -191,7 +190,7 @@ void gemv_int8(const typename T::Storage* x, const Weight4bitView& w,
 #else
   quantize_x<T>(x, in, bs, 64, codes.data(), scales.data(), nullptr);
 #endif
-  for (size_t j = 0; j < blocks; ++j) xsu[j] = unit * scales[j];
+  for (size_t j = 0; j < blocks; ++j) scales[j] *= unit;
 #if LOWBIT_CPU_AVX512
   if (wide && bs == 64) {  // lanes 0 and 8 of step t: blocks 2t and 2t + 1, negated
     step_biases.assign(in / 128 * 16, 0);
@@ -203,7 +202,7 @@ void gemv_int8(const typename T::Storage* x, const Weight4bitView& w,
   }
 #endif
   const int8_t* xc = codes.data();
-  const float* xs = xsu.data();
+  const float* xs = scales.data();
   const ptrdiff_t rows = ptrdiff_t(w.out_features);
 #pragma omp parallel for schedule(dynamic, 64)
   for (ptrdiff_t o = 0; o < rows; ++o) {
