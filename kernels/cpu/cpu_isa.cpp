@@ -145,4 +145,22 @@ CpuIsa cpu_isa() {
   return isa;
 }
 
+bool cpu_prefetch_weights() {
+  static const bool ahead = [] {
+    const char* v = std::getenv("LOWBIT_CPU_PREFETCH");
+    if (v != nullptr && *v != '\0') {
+      const std::string want(v);
+      if (want == "1" || want == "0") return want == "1";
+      fail("lowbit: LOWBIT_CPU_PREFETCH=", want, " must be 1 or 0 (or unset it for the default)");
+    }
+#if LOWBIT_CPU_X86_PATHS
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel") != 0;
+#else
+    return false;
+#endif
+  }();
+  return ahead;
+}
+
 }  // namespace lowbit::kernels

@@ -11,6 +11,7 @@
 #include "kernels/cpu/matmul_4bit.h"
 #include "kernels/cpu/element_io.h"
 #include "kernels/cpu/neon_tables.h"
+#include "kernels/cpu_isa.h"
 
 LOWBIT_CPU_ISA_BEGIN
 namespace {
@@ -160,7 +161,9 @@ struct Table {
 
 // Row o of W times xp. Rows start on a group boundary (in % 2L == 0) and
 // blocks hold whole groups (blocksize >= 32 >= 2L), so no group straddles a block.
-float row_dot(const Weight4bitView& w, const Table& table, size_t o, const float* xp) {
+// `ahead` (x86): prefetch_ahead each 64 bytes.
+float row_dot(const Weight4bitView& w, const Table& table, size_t o, const float* xp,
+              bool ahead) {
   const size_t in = w.in_features;
   const size_t f0 = o * in;
   const uint8_t* p = w.packed + f0 / 2;
@@ -178,6 +181,7 @@ float row_dot(const Weight4bitView& w, const Table& table, size_t o, const float
       for (size_t k = g * bs; k < (g + n) * bs; k += bs) {
         VecF even_sum = vzero(), odd_sum = vzero();
         for (size_t c = k; c < k + bs; c += kGroup) {
+          if (ahead && (c & 127) == 0) prefetch_ahead(p + c / 2);
           VecF even, odd;
           table.decode(p + c / 2, even, odd);
           even_sum = vfma(even, vload(xp + c), even_sum);
@@ -195,6 +199,11 @@ float row_dot(const Weight4bitView& w, const Table& table, size_t o, const float
     const size_t end = std::min(in, ((b + 1) << w.block_shift) - f0);
     VecF even_sum = vzero(), odd_sum = vzero();
     for (; k < end; k += kGroup) {
+#if LOWBIT_CPU_AVX2
+      if (ahead && (k & 127) == 0) prefetch_ahead(p + k / 2);
+#else
+      (void)ahead;
+#endif
       VecF even, odd;
       table.decode(p + k / 2, even, odd);
       even_sum = vfma(even, vload(xp + k), even_sum);
@@ -214,11 +223,12 @@ void gemv_vectorised(const typename T::Storage* x, const Weight4bitView& w,
   const float* xv = xp.data();  // this thread's buffer, shared with the team
   const Table table(w.value);
   const ptrdiff_t rows = ptrdiff_t(w.out_features);
+  const bool ahead = cpu_prefetch_weights();
   // Rows are handed out in chunks as threads free up: a thread that loses its
   // core for a while (a shared machine) does not hold the others back.
 #pragma omp parallel for schedule(dynamic, 64)
   for (ptrdiff_t o = 0; o < rows; ++o) {
-    float v = row_dot(w, table, size_t(o), xv);
+    float v = row_dot(w, table, size_t(o), xv, ahead);
     if (bias) v += T::load(bias[o]);
     y[o] = T::store(v);
   }

@@ -21,6 +21,7 @@
 
 #include "kernels/cpu/element_io.h"
 #include "kernels/cpu/matmul_4bit.h"
+#include "kernels/cpu_isa.h"
 
 LOWBIT_CPU_ISA_BEGIN
 #if LOWBIT_CPU_AVX2
@@ -80,13 +81,14 @@ inline __m256i dot64(const uint8_t* p, const int8_t* xc, __m256i table, __m256i 
 }
 
 // Row o: blocks of bs values (a multiple of 64), whole inside the row. `xsu`:
-// unit times each block's x scale. (Each block's scale stays a scalar
+// unit times each block's x scale; `ahead`: prefetch_ahead each 64 bytes.
+// (Each block's scale stays a scalar
 // broadcast: vector permutes of eight gathered scales measured slower.)
 // (No vector crosses this function's boundary: under clang the OpenMP loop
 // that calls it is outlined into a function the ISA region's target
 // attribute does not reach.)
 float row_dot(const Weight4bitView& w, size_t o, const int8_t* xc, const float* xsu,
-              const int8_t* codes) {
+              const int8_t* codes, bool ahead) {
   const __m256i table =
       _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(codes)));
   const size_t in = w.in_features, bs = size_t(1) << w.block_shift;
@@ -95,7 +97,10 @@ float row_dot(const Weight4bitView& w, size_t o, const int8_t* xc, const float* 
   __m256 acc = _mm256_setzero_ps();
   for (size_t k = 0, j = 0; k < in; k += bs, ++j) {
     __m256i sums = _mm256_setzero_si256();
-    for (size_t c = 0; c < bs; c += 64) sums = dot64(p + (k + c) / 2, xc + k + c, table, sums);
+    for (size_t c = 0; c < bs; c += 64) {
+      if (ahead && ((k + c) & 127) == 0) prefetch_ahead(p + (k + c) / 2);
+      sums = dot64(p + (k + c) / 2, xc + k + c, table, sums);
+    }
     const __m256 s = _mm256_set1_ps(w.scale(b0 + j) * xsu[j]);
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), s, acc);
   }
@@ -124,7 +129,7 @@ inline __m512i dot128(const uint8_t* p, const int8_t* xc, __m512i table, __m512i
 // blocks are one vector whose lanes each step takes by one permute. Larger
 // blocks go one per step, with `xbias` per block.
 float row_dot_wide(const Weight4bitView& w, size_t o, const int8_t* xc, const float* xsu,
-                   const int32_t* xbias, const uint8_t* biased) {
+                   const int32_t* xbias, const uint8_t* biased, bool ahead) {
   const __m512i table =
       _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(biased)));
   const size_t in = w.in_features, bs = size_t(1) << w.block_shift;
@@ -140,6 +145,7 @@ float row_dot_wide(const Weight4bitView& w, size_t o, const int8_t* xc, const fl
           _mm512_mul_ps(block_scales16(w, b0 + 2 * g, m), _mm512_loadu_ps(xsu + 2 * g));
       __m512i lane = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
       for (size_t t = g; t < g + n; ++t) {
+        if (ahead) prefetch_ahead(p + t * 64);
         const __m512i start = _mm512_loadu_si512(xbias + 16 * t);
         const __m512i sums = dot128(p + t * 64, xc + t * 128, table, start);
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_permutexvar_ps(lane, s16), acc);
@@ -149,7 +155,10 @@ float row_dot_wide(const Weight4bitView& w, size_t o, const int8_t* xc, const fl
   } else {
     for (size_t k = 0, j = 0; k < in; k += bs, ++j) {
       __m512i sums = _mm512_setzero_si512();
-      for (size_t c = 0; c < bs; c += 128) sums = dot128(p + (k + c) / 2, xc + k + c, table, sums);
+      for (size_t c = 0; c < bs; c += 128) {
+        if (ahead) prefetch_ahead(p + (k + c) / 2);
+        sums = dot128(p + (k + c) / 2, xc + k + c, table, sums);
+      }
       sums = _mm512_mask_sub_epi32(sums, 1, sums, _mm512_set1_epi32(xbias[j]));
       const __m512 s = _mm512_set1_ps(w.scale(b0 + j) * xsu[j]);
       acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), s, acc);
@@ -204,13 +213,14 @@ void gemv_int8(const typename T::Storage* x, const Weight4bitView& w,
   const int8_t* xc = codes.data();
   const float* xs = scales.data();
   const ptrdiff_t rows = ptrdiff_t(w.out_features);
+  const bool ahead = cpu_prefetch_weights();
 #pragma omp parallel for schedule(dynamic, 64)
   for (ptrdiff_t o = 0; o < rows; ++o) {
 #if LOWBIT_CPU_AVX512
-    float v = wide ? row_dot_wide(w, size_t(o), xc, xs, xb, biased)
-                   : row_dot(w, size_t(o), xc, xs, table);
+    float v = wide ? row_dot_wide(w, size_t(o), xc, xs, xb, biased, ahead)
+                   : row_dot(w, size_t(o), xc, xs, table, ahead);
 #else
-    float v = row_dot(w, size_t(o), xc, xs, table);
+    float v = row_dot(w, size_t(o), xc, xs, table, ahead);
 #endif
     if (bias) v += T::load(bias[o]);
     y[o] = T::store(v);
