@@ -49,7 +49,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
     // Beside the library's own context lines (Google Benchmark writes them to
     // the error stream).
     GetErrorStream() << "lowbit CPU kernels: " << kernels::cpu_isa_name(kernels::cpu_isa())
-                     << " path (this CPU runs: " << runnable << ")\n";
+                     << " path (this CPU runs: " << runnable << "); 4-bit gemv weight prefetch "
+                     << (kernels::cpu_prefetch_weights() ? "on" : "off") << "\n";
     return ok;
   }
 

@@ -30,8 +30,8 @@ CpuIsa cpu_isa_for(const char* request);
 
 // Whether the 4-bit gemvs ask for their packed weight's lines ahead of the
 // hardware prefetchers (kernels/cpu/weight4bit_view.h): on Intel CPUs, where
-// it made them 1.3-1.8x faster on the 16-core Xeon host, and not on AMD's,
-// where it cost 5-10% on Zen 5. LOWBIT_CPU_PREFETCH=1 or 0 overrides the
+// it made them 1.3-2.1x faster on the 16-core Xeon host, and not on AMD's,
+// where it cost 5-13% on Zen 5. LOWBIT_CPU_PREFETCH=1 or 0 overrides the
 // choice; decided at the first call.
 bool cpu_prefetch_weights();
 
