@@ -82,8 +82,8 @@ inline __m256i dot64(const uint8_t* p, const int8_t* xc, __m256i table, __m256i 
 
 // Row o: blocks of bs values (a multiple of 64), whole inside the row. `xsu`:
 // unit times each block's x scale; `ahead`: prefetch_ahead each 64 bytes.
-// (Each block's scale stays a scalar
-// broadcast: vector permutes of eight gathered scales measured slower.)
+// (Each block's scale stays a scalar broadcast: vector permutes of eight
+// gathered scales measured slower.)
 // (No vector crosses this function's boundary: under clang the OpenMP loop
 // that calls it is outlined into a function the ISA region's target
 // attribute does not reach.)
