@@ -29,10 +29,15 @@ CpuIsa cpu_isa();
 CpuIsa cpu_isa_for(const char* request);
 
 // Whether the 4-bit gemvs ask for their packed weight's lines ahead of the
-// hardware prefetchers (kernels/cpu/weight4bit_view.h): on Intel CPUs, where
-// it made them 1.3-2.1x faster on the 16-core Xeon host, and not on AMD's,
-// where it cost 5-13% on Zen 5. LOWBIT_CPU_PREFETCH=1 or 0 overrides the
-// choice; decided at the first call.
+// hardware prefetchers (kernels/cpu/weight4bit_view.h):
+// cpu_prefetch_weights_for(getenv("LOWBIT_CPU_PREFETCH")), decided at the
+// first call.
 bool cpu_prefetch_weights();
+
+// What a LOWBIT_CPU_PREFETCH value selects: "1" on, "0" off; nullptr or ""
+// the default, on for Intel CPUs (it made the gemvs 1.3-2.1x faster on the
+// 16-core Xeon host) and off elsewhere (AMD: 5-13% slower on Zen 5). Throws
+// for any other value.
+bool cpu_prefetch_weights_for(const char* request);
 
 }  // namespace lowbit::kernels

@@ -145,21 +145,23 @@ CpuIsa cpu_isa() {
   return isa;
 }
 
-bool cpu_prefetch_weights() {
-  static const bool ahead = [] {
-    const char* v = std::getenv("LOWBIT_CPU_PREFETCH");
-    if (v != nullptr && *v != '\0') {
-      const std::string want(v);
-      if (want == "1" || want == "0") return want == "1";
-      fail("lowbit: LOWBIT_CPU_PREFETCH=", want, " must be 1 or 0 (or unset it for the default)");
-    }
+bool cpu_prefetch_weights_for(const char* request) {
+  if (request == nullptr || *request == '\0') {
 #if LOWBIT_CPU_X86_PATHS
     __builtin_cpu_init();
     return __builtin_cpu_is("intel") != 0;
 #else
     return false;
 #endif
-  }();
+  }
+  const std::string want(request);
+  if (want != "1" && want != "0")
+    fail("lowbit: LOWBIT_CPU_PREFETCH=", want, " must be 1 or 0 (or unset it for the default)");
+  return want == "1";
+}
+
+bool cpu_prefetch_weights() {
+  static const bool ahead = cpu_prefetch_weights_for(std::getenv("LOWBIT_CPU_PREFETCH"));
   return ahead;
 }
 

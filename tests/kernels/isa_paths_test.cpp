@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -310,6 +311,33 @@ TEST(IsaPaths, OverrideIsClampedToTheCpuAndUnknownValuesAreRefused) {
   // What runs is what the environment asks for.
   EXPECT_EQ(kernels::cpu_isa(), kernels::cpu_isa_for(std::getenv("LOWBIT_CPU_ISA")));
   EXPECT_EQ(kernels::cpu::active_kernels().isa, kernels::cpu_isa());
+}
+
+// The gemvs' weight prefetch (kernels::cpu_prefetch_weights): on by default
+// exactly where /proc/cpuinfo names an Intel CPU, and LOWBIT_CPU_PREFETCH's
+// rules.
+TEST(IsaPaths, WeightPrefetchIsOnForIntelByDefaultAndTheOverrideIsChecked) {
+  EXPECT_TRUE(kernels::cpu_prefetch_weights_for("1"));
+  EXPECT_FALSE(kernels::cpu_prefetch_weights_for("0"));
+  EXPECT_EQ(kernels::cpu_prefetch_weights_for(""), kernels::cpu_prefetch_weights_for(nullptr));
+#if !defined(__x86_64__)
+  // Off on other architectures (under qemu-user /proc/cpuinfo is the host's).
+  EXPECT_FALSE(kernels::cpu_prefetch_weights_for(nullptr));
+#else
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line, vendor;
+  while (vendor.empty() && std::getline(cpuinfo, line))
+    if (line.rfind("vendor_id", 0) == 0) vendor = line.substr(line.find(':') + 1);
+  if (!vendor.empty()) {
+    EXPECT_EQ(kernels::cpu_prefetch_weights_for(nullptr),
+              vendor.find("GenuineIntel") != std::string::npos)
+        << "vendor:" << vendor;
+  }
+#endif
+  testing::expect_error<kernels::Error>([] { kernels::cpu_prefetch_weights_for("yes"); },
+                                        "LOWBIT_CPU_PREFETCH=yes must be 1 or 0");
+  EXPECT_EQ(kernels::cpu_prefetch_weights(),
+            kernels::cpu_prefetch_weights_for(std::getenv("LOWBIT_CPU_PREFETCH")));
 }
 
 }  // namespace
