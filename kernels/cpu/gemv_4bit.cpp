@@ -161,7 +161,7 @@ struct Table {
 
 // Row o of W times xp. Rows start on a group boundary (in % 2L == 0) and
 // blocks hold whole groups (blocksize >= 32 >= 2L), so no group straddles a block.
-// `ahead` (x86): prefetch_ahead each 64 bytes.
+// `ahead` (x86): prefetch_each_line.
 float row_dot(const Weight4bitView& w, const Table& table, size_t o, const float* xp,
               bool ahead) {
   const size_t in = w.in_features;
@@ -181,7 +181,7 @@ float row_dot(const Weight4bitView& w, const Table& table, size_t o, const float
       for (size_t k = g * bs; k < (g + n) * bs; k += bs) {
         VecF even_sum = vzero(), odd_sum = vzero();
         for (size_t c = k; c < k + bs; c += kGroup) {
-          if (ahead && (c & 127) == 0) prefetch_ahead(p + c / 2);
+          prefetch_each_line(ahead, p, c);
           VecF even, odd;
           table.decode(p + c / 2, even, odd);
           even_sum = vfma(even, vload(xp + c), even_sum);
@@ -200,7 +200,7 @@ float row_dot(const Weight4bitView& w, const Table& table, size_t o, const float
     VecF even_sum = vzero(), odd_sum = vzero();
     for (; k < end; k += kGroup) {
 #if LOWBIT_CPU_AVX2
-      if (ahead && (k & 127) == 0) prefetch_ahead(p + k / 2);
+      prefetch_each_line(ahead, p, k);
 #else
       (void)ahead;
 #endif

@@ -81,7 +81,7 @@ inline __m256i dot64(const uint8_t* p, const int8_t* xc, __m256i table, __m256i 
 }
 
 // Row o: blocks of bs values (a multiple of 64), whole inside the row. `xsu`:
-// unit times each block's x scale; `ahead`: prefetch_ahead each 64 bytes.
+// unit times each block's x scale; `ahead`: prefetch_each_line.
 // (Each block's scale stays a scalar broadcast: vector permutes of eight
 // gathered scales measured slower.)
 // (No vector crosses this function's boundary: under clang the OpenMP loop
@@ -98,7 +98,7 @@ float row_dot(const Weight4bitView& w, size_t o, const int8_t* xc, const float* 
   for (size_t k = 0, j = 0; k < in; k += bs, ++j) {
     __m256i sums = _mm256_setzero_si256();
     for (size_t c = 0; c < bs; c += 64) {
-      if (ahead && ((k + c) & 127) == 0) prefetch_ahead(p + (k + c) / 2);
+      prefetch_each_line(ahead, p, k + c);
       sums = dot64(p + (k + c) / 2, xc + k + c, table, sums);
     }
     const __m256 s = _mm256_set1_ps(w.scale(b0 + j) * xsu[j]);

@@ -78,6 +78,13 @@ inline void prefetch_ahead(const uint8_t* p) {
   _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) + kPrefetchAhead),
                _MM_HINT_T1);
 }
+
+// For loops that step through a row's packed values in runs shorter than a
+// line: prefetch_ahead (when `ahead`) at each value index k that begins 64
+// bytes (128 values) of the row.
+inline void prefetch_each_line(bool ahead, const uint8_t* row, size_t k) {
+  if (ahead && (k & 127) == 0) prefetch_ahead(row + k / 2);
+}
 #endif
 
 // Writes dequantized W[f, f + len) (flat indices) to out. Each element is
