@@ -35,7 +35,7 @@ CpuIsa cpu_isa_for(const char* request);
 bool cpu_prefetch_weights();
 
 // What a LOWBIT_CPU_PREFETCH value selects: "1" on, "0" off; nullptr or ""
-// the default, on for Intel CPUs (it made the gemvs 1.3-2.1x faster on the
+// the default, on for Intel CPUs (it made the gemvs 1.1-1.7x faster on the
 // 16-core Xeon host) and off elsewhere (AMD: 5-13% slower on Zen 5). Throws
 // for any other value.
 bool cpu_prefetch_weights_for(const char* request);

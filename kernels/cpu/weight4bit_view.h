@@ -70,8 +70,9 @@ inline __m512 block_scales16(const Weight4bitView& w, size_t b, __mmask16 m) {
 // The gemvs read the packed weight once, front to back, a row at a time. On
 // the 16-core Xeon host Intel's L2 streamer alone kept one core at about half
 // a `memcpy`'s bytes/s (it does not cross 4 KiB pages); asking for the line
-// 16 KiB ahead, into L2, once per 64 bytes read took the batch-1 gemvs
-// 1.3-2.1x faster there at 1 and 16 threads (docs/PERFORMANCE.md). An address
+// 16 KiB ahead, into L2, once per 64 bytes read made the batch-1 gemvs
+// 1.5-1.7x faster there with one thread and 1.1-1.4x with 16 (one run of
+// this form, docs/PERFORMANCE.md). An address
 // past the weight's end is harmless: a prefetch never faults.
 constexpr uintptr_t kPrefetchAhead = 16384;
 inline void prefetch_ahead(const uint8_t* p) {
