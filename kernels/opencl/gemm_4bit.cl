@@ -145,9 +145,9 @@ __kernel void gemv_4bit(__global const void* x, int dtype, ulong in_features, ul
 #define LB_BK 16
 // On GPUs (LB_PREFETCH) two more things (H100 through NVIDIA's OpenCL,
 // docs/PERFORMANCE.md, 2026-12-06): an item reads its values for k + 1 from
-// local memory before the multiply-adds of k (LB_FRAG: 10-13% less time at
+// local memory before the multiply-adds of k (LB_FRAG: 7-13% less time at
 // batch 512; PoCL runs it no faster), and each warp's 32 items form a 4 x 8
-// block of the tile (LB_WARP_TILE: a further 3-14% at batch 512, 0-3% at 64).
+// block of the tile (LB_WARP_TILE: a further 13-14% at batch 512, 0-3% at 64).
 #define LB_FRAG LB_PREFETCH
 #define LB_WARP_TILE (LB_PREFETCH && LB_WN % 8 == 0 && LB_WM % 4 == 0)
 // Index arithmetic in 32 bits where the host found the activations' and the weight's flat
