@@ -25,6 +25,8 @@
 # bible-kjv bible-kjv-text fortunes fortunes-min fortune-mod librecode0`: the
 # data sets, and strfile for the fortune tests).
 # LOWBIT_BENCH_FILTER: a Google Benchmark filter for bench_cuda.
+# LOWBIT_BUILD_TARGETS: build only these targets (e.g. "lowbit_kernel_tests bench_cuda",
+# about half the full build's time) for a call that only tries kernels.
 # LOWBIT_TEST_TIMEOUT: ctest's limit per test in seconds (default 900).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -54,7 +56,9 @@ if want build; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_cmake" \
     -DLOWBIT_CUDA=ON -DLOWBIT_BUILD_TESTS=ON ${LOWBIT_CMAKE_ARGS:-} > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
   # -k 0: a failing target does not stop the others (their tests still run).
-  if ! cmake --build "$build" -j"$(nproc)" -- -k 0 > "$out/build.log" 2>&1; then
+  targets=()
+  for t in ${LOWBIT_BUILD_TARGETS:-}; do targets+=(--target "$t"); done
+  if ! cmake --build "$build" -j"$(nproc)" "${targets[@]}" -- -k 0 > "$out/build.log" 2>&1; then
     grep -B2 -A12 -m5 'error' "$out/build.log" | head -60
     note "build: FAILED (see build.log)"
   fi
