@@ -459,6 +459,7 @@ __kernel __attribute__((reqd_work_group_size(LB_WN, LB_WM, 1))) void gemm_4bit(
   }
 #endif
 #undef LB_MULTIPLY
+#undef LB_LOAD_FRAG
 #undef LB_EACH_A
 #undef LB_EACH_B
 #undef LB_A_DST
