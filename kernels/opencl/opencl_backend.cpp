@@ -335,6 +335,22 @@ size_t OpenClBackend::gemm_tile() const {
 
 std::string OpenClBackend::gemm_options() const { return "-DTILE=" + std::to_string(gemm_tile()); }
 
+namespace {
+
+// The K split in [first, most] that loads the units most evenly: `tiles` * s groups take
+// ceil(tiles * s / slots) turns of the `slots` groups the device holds at once, and each
+// turn's groups take 1/s of K, so the time goes as turns / s. A larger s is kept only when
+// at least 3% better, since each split adds partial sums to write and add.
+size_t balanced_splits(size_t tiles, size_t first, size_t most, size_t slots) {
+  const auto cost = [&](size_t s) { return double((tiles * s + slots - 1) / slots) / double(s); };
+  size_t pick = first;
+  for (size_t s = first + 1; s <= most; ++s)
+    if (cost(s) < 0.97 * cost(pick)) pick = s;
+  return pick;
+}
+
+}  // namespace
+
 void OpenClBackend::launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, bool transposed,
                                 const Weight4bit& w, const Buffer* bias, Buffer& c, DType dtype) {
   // Three shape classes of gemm_4bit.cl's tiled kernel, 256 items per group (H200 through
@@ -347,15 +363,20 @@ void OpenClBackend::launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, b
   // tile per unit (splits cost more than they give back there).
   struct Tiles {
     size_t wm, wn, tm, tn, groups_per_unit;
+    size_t resident = 0;  // groups one unit holds at once, where the K split balances them
   };
   // The 16 x 256 and 128 x 128 classes need about 36 KiB of local memory (two buffers of a
   // 16-deep slice of each operand, the nested code table): devices with less (OpenCL promises
   // 32 KiB) take the 64 x 64 class, 18 KiB.
   const Tiles mid{16, 16, 4, 4, 3};
-  // GPUs: up to 128 rows in 64 x 128 tiles (8 x 32 items of 8 x 4), about 2 groups per unit
-  // (2026-12-06, H100 through NVIDIA's OpenCL, batch 64: 19% faster than 64 x 64 on
-  // 14336 x 4096, 5-6% on 4096 x 4096 and 4096 x 14336; at 3 groups per unit slower).
-  const Tiles mid_gpu{8, 32, 8, 4, 2};
+  // GPUs: up to 128 rows in 64 x 128 tiles (8 x 32 items of 8 x 4), at least 2 groups per
+  // unit (2026-12-06, H100 through NVIDIA's OpenCL, batch 64: 19% faster than 64 x 64 on
+  // 14336 x 4096, 5-6% on 4096 x 4096 and 4096 x 14336). A unit holds 3 of its groups at
+  // once (80 registers x 256 items, by NVIDIA's compiler report, of 64 K; 26 KiB of local
+  // memory), so the split is balanced over 3 per unit: on the H100, batch 64, 12 splits
+  // instead of 9 for 4096 x 4096 and 4096 x 14336, 7 instead of 3 for 14336 x 4096: 11-23%
+  // less time (2026-12-07, docs/PERFORMANCE.md).
+  const Tiles mid_gpu{8, 32, 8, 4, 2, 3};
   Tiles t = m <= 32    ? Tiles{4, 64, 4, 4, 8}
             : m <= 128 ? (gpu_layout() ? mid_gpu : mid)
                        : Tiles{16, 16, 8, 8, 1};
@@ -368,8 +389,12 @@ void OpenClBackend::launch_gemm(const Buffer& a, size_t m, size_t n, size_t k, b
   // Too few tiles for the groups wanted: split K among groups, each taking at least 256 of it,
   // and add their float sums in a second kernel.
   size_t splits = 1;
-  const size_t wanted = t.groups_per_unit * ctx_.compute_units();
-  if (tiles < wanted) splits = std::min((wanted + tiles - 1) / tiles, std::max<size_t>(1, k / 256));
+  const size_t units = ctx_.compute_units(), wanted = t.groups_per_unit * units;
+  const size_t most = std::max<size_t>(1, k / 256);
+  if (tiles < wanted) {
+    splits = std::min((wanted + tiles - 1) / tiles, most);
+    if (t.resident) splits = balanced_splits(tiles, splits, most, t.resident * units);
+  }
   const size_t k_split = ((k + splits - 1) / splits + 15) / 16 * 16;  // whole K steps of 16
   splits = std::max<size_t>(1, (k + k_split - 1) / k_split);
   // The kernel's index arithmetic in 32 bits where the activations' and the weight's flat
