@@ -18,8 +18,8 @@
 # multigpu (not part of all; issue 20): a Llama-shaped 8x2048 stack and the QLoRA
 # recipe on 1 GPU and one rank per GPU (NCCL), ZeRO-1's checkpoint resumed on 1
 # GPU and on the CPU; on a machine of one GPU, two ranks share it (Gloo).
-# LOWBIT_CMAKE_ARGS: extra configure arguments (e.g. -DLOWBIT_GLOO_INCLUDE_DIR=...
-# where the Python wheel's libtorch ships no Gloo headers).
+# LOWBIT_CMAKE_ARGS: extra configure arguments (e.g. -DLOWBIT_GLOO_INCLUDE_DIR=<the folder
+# holding gloo/>, where the Python wheel's libtorch ships no Gloo headers).
 # LOWBIT_DEBS: a folder of Debian packages to unpack first, for machines that
 # cannot install them (made with `apt-get download dataset-fashion-mnist
 # bible-kjv bible-kjv-text fortunes fortunes-min fortune-mod librecode0`: the
