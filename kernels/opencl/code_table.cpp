@@ -63,14 +63,21 @@ std::vector<uint32_t> build_code_table(const float* code) {
   return table;
 }
 
-std::vector<uint32_t> build_table4(const float* midpoint) {
+std::vector<uint32_t> build_table4(const Format4Table& format) {
   std::vector<uint32_t> table(size_t(kTable4Words), 0);
-  for (int i = 0; i < 15; ++i) table[size_t(i)] = float_bits(midpoint[i]);
+  for (int i = 0; i < 15; ++i) table[size_t(i)] = float_bits(format.midpoint[size_t(i)]);
   table[15] = float_bits(std::numeric_limits<float>::infinity());
-  const int steps = fill_bucket_starts(midpoint, 15, kTable4MantissaBits, kTable4FirstExponent,
-                                       kTable4Buckets, table, 16);
-  LOWBIT_CHECK(steps <= 1, "build_table4: a bucket of |r| spans ", steps,
-               " midpoints of this 4-bit format; the OpenCL quantizer assumes at most one");
+  const int steps = fill_bucket_starts(format.midpoint.data(), 15, kTable4MantissaBits,
+                                       kTable4FirstExponent, kTable4Buckets, table, 16);
+  LOWBIT_CHECK(steps <= 1, "build_table4: a bucket of |r| spans ", steps, " midpoints of ",
+               format.name, "; the OpenCL quantizer assumes at most one");
+  for (int negative = 0; negative < 2; ++negative)
+    for (int k = 0; k < 16; ++k) {
+      uint32_t c = format.sorted_code[size_t(k)];
+      if (negative && c == format.zero_code) c = format.negative_zero_code;
+      const int byte = 16 * negative + k;
+      table[size_t(kTable4Codes + byte / 4)] |= c << (8 * (byte % 4));
+    }
   return table;
 }
 

@@ -9,6 +9,10 @@
 #include <cstdint>
 #include <vector>
 
+namespace lowbit::kernels {
+struct Format4Table;
+}
+
 namespace lowbit::kernels::opencl {
 
 // Layout in 32-bit words, mirrored by the LB_TABLE_* macros of optimizer.cl:
@@ -38,16 +42,20 @@ std::vector<uint32_t> build_code_table(const float* code);
 // mirrored by the LB_T4_* macros of quantize.cl:
 //   [0, 16)     the 15 midpoints of the format's sorted values (float bits), then +inf
 //   from 16     start[2][kTable4Buckets], four 8-bit counts per word as above: per sign and
-//               bucket of |r|, the number of midpoints below the bucket's lowest value.
+//               bucket of |r|, the number of midpoints below the bucket's lowest value
+//   from kTable4Codes  code[2][16], bytes four to a word: the code of the k-th smallest value,
+//               for r >= 0 and for r < 0 (the same but for the zero, which a negative r
+//               takes as the format's negative zero)
 // Bucket of |r|: 0 below 2^-24, then exponent and 3 mantissa bits (25 binades), clamped to the
 // last bucket from 2 up. Every bucket of both formats holds at most one midpoint (checked when
 // built), so the nibble's position is start + (r > midpoint[start]).
 constexpr int kTable4MantissaBits = 3;
 constexpr int kTable4FirstExponent = 103;
 constexpr int kTable4Buckets = 1 + 25 * (1 << kTable4MantissaBits);
-constexpr int kTable4Words = 16 + (2 * kTable4Buckets + 3) / 4;
+constexpr int kTable4Codes = 16 + (2 * kTable4Buckets + 3) / 4;
+constexpr int kTable4Words = kTable4Codes + 2 * 16 / 4;
 
-// The table for a format's 15 ascending midpoints.
-std::vector<uint32_t> build_table4(const float* midpoint);
+// The table of a 4-bit format.
+std::vector<uint32_t> build_table4(const Format4Table& format);
 
 }  // namespace lowbit::kernels::opencl

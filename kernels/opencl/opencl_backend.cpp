@@ -205,7 +205,7 @@ const OpenClBackend::Table4& OpenClBackend::table4(Format4 format) {
     values.insert(values.end(), f.value.begin(), f.value.end());
     t.table = allocate(values.size() * sizeof(float));
     write(*t.table, values.data(), values.size() * sizeof(float), 0);
-    const std::vector<uint32_t> q = build_table4(f.midpoint.data());
+    const std::vector<uint32_t> q = build_table4(f);
     t.quantize = allocate(q.size() * sizeof(uint32_t));
     write(*t.quantize, q.data(), q.size() * sizeof(uint32_t), 0);
   }
@@ -241,13 +241,9 @@ void OpenClBackend::do_quantize_4bit(const Buffer& x, DType x_type, size_t n, in
                                      Format4 format, Buffer& absmax, Buffer& packed) {
   std::lock_guard<std::mutex> lock(mutex_);
   const Table4& t = table4(format);
-  const Format4Table& f = format4_table(format);
-  cl_uint sorted[2] = {0, 0};  // nibble k of the 64 bits: the k-th smallest value's code
-  for (int k = 0; k < 16; ++k) sorted[k / 8] |= cl_uint(f.sorted_code[size_t(k)]) << (4 * (k % 8));
   const BlockKernel& q = quantize_kernel("quantize_4bit", blocksize);
-  set_args(q.kernel, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), *t.quantize, sorted[0],
-           sorted[1], cl_uint(f.zero_code), cl_uint(f.negative_zero_code), absmax, packed,
-           LocalBytes{q.group * sizeof(cl_uint)}, tables_arg(q));
+  set_args(q.kernel, x, cl_int(x_type), cl_ulong(n), cl_uint(blocksize), *t.quantize, absmax,
+           packed, LocalBytes{q.group * sizeof(cl_uint)}, tables_arg(q));
   launch_blocks(q, q.kernel, n, blocksize);
 }
 

@@ -180,7 +180,8 @@ __kernel void quantize_blockwise(__global const void* x, int x_type, ulong n, ui
 }
 
 // The 4-bit quantizer's table (kernels/opencl/code_table.h, build_table4): 15 midpoints and
-// +inf, then per sign and bucket of |r| the number of midpoints below the bucket.
+// +inf, then per sign and bucket of |r| the number of midpoints below the bucket, then the
+// codes by position (LB_T4_CODES: for r >= 0, then for r < 0).
 #define LB_T4_MANTISSA_BITS 3
 #define LB_T4_FIRST_EXPONENT 103
 #define LB_T4_BUCKETS (1 + 25 * (1 << LB_T4_MANTISSA_BITS))
@@ -189,31 +190,32 @@ __kernel void quantize_blockwise(__global const void* x, int x_type, ulong n, ui
 // gathers) or global.
 #if LB_LOCAL_TABLE4
 #define LB_T4_SPACE __local
+#define lb_t4_byte lb_local_byte
 #else
 #define LB_T4_SPACE __global
+#define lb_t4_byte lb_word_byte
 #endif
-#define LB_T4_WORDS (16 + (2 * LB_T4_BUCKETS + 3) / 4)
+#define LB_T4_CODES (16 + (2 * LB_T4_BUCKETS + 3) / 4)
+#define LB_T4_WORDS (LB_T4_CODES + 8)
 
-// Midpoints strictly below r (the sorted position of its nearest value, ties low): the bucket's
-// start and one comparison, since no bucket holds two midpoints; NaN (never passed: a block
-// holding one does not scale) would take 0, as the CPU's count gives it.
-inline uint nibble_position(LB_T4_SPACE const uint* table, float r) {
+// The code of r: its position, the midpoints strictly below it (of its nearest value, ties low),
+// is the bucket's start and one comparison, since no bucket holds two midpoints; NaN (never
+// passed: a block holding one does not scale) would take 0, as the CPU's count gives it. A
+// negative r that rounds to the zero entry takes the format's negative zero (the map for r < 0).
+inline uint nibble_code(LB_T4_SPACE const uint* table, float r) {
   const uint u = as_uint(r);
   const int a = (int)((u & 0x7fffffffu) >> (23 - LB_T4_MANTISSA_BITS)) -
                 (LB_T4_FIRST_EXPONENT << LB_T4_MANTISSA_BITS) + 1;
-  const int bucket = (int)(u >> 31) * LB_T4_BUCKETS + clamp(a, 0, LB_T4_BUCKETS - 1);
-  const uint start = (table[16 + bucket / 4] >> (8 * (bucket % 4))) & 0xffu;
+  const uint bucket = (u >> 31) * LB_T4_BUCKETS + (uint)clamp(a, 0, LB_T4_BUCKETS - 1);
+  const uint start = lb_t4_byte(table + 16, bucket);
   const uint pos = start + (r > as_float(table[start]) ? 1u : 0u);
-  return r != r ? 0u : pos;
+  return lb_t4_byte(table + LB_T4_CODES, (r != r ? 0u : pos) + (r < 0.0f ? 16u : 0u));
 }
 
-// 4-bit codes: `table` as above; `sorted_lo`, `sorted_hi` the format's codes in value order,
-// nibble k of the pair for the k-th smallest. A negative value that rounds to the zero entry
-// takes negative_zero_code. Local: `maxima` one uint per item, `local_table` LB_T4_WORDS uints
-// (LB_LOCAL_TABLE4; else unused).
+// 4-bit codes: `table` as above. Local: `maxima` one uint per item, `local_table` LB_T4_WORDS
+// uints (LB_LOCAL_TABLE4; else unused).
 __kernel void quantize_4bit(__global const void* x, int x_type, ulong n, uint blocksize,
-                            __global const uint* table, uint sorted_lo, uint sorted_hi,
-                            uint zero_code, uint negative_zero_code, __global float* absmax,
+                            __global const uint* table, __global float* absmax,
                             __global uchar* packed, __local uint* maxima,
                             __local uint* local_table) {
 #if LB_LOCAL_TABLE4
@@ -232,10 +234,7 @@ __kernel void quantize_4bit(__global const void* x, int x_type, ulong n, uint bl
   uchar nib[LB_PER_ITEM];
   for (int k = 0; k < LB_PER_ITEM; ++k) {
     // Elements past the tensor's end (zeros) encode 0: the pad nibble.
-    const float r = scales ? v[k] / m : 0.0f;
-    const uint pos = nibble_position(t, r);
-    const uint c = ((pos < 8 ? sorted_lo : sorted_hi) >> (4 * (pos % 8))) & 15u;
-    nib[k] = (uchar)((c == zero_code && r < 0.0f) ? negative_zero_code : c);
+    nib[k] = (uchar)nibble_code(t, scales ? v[k] / m : 0.0f);
   }
   // Elements 2j and 2j + 1 (consecutive in every layout) share byte j.
   uchar bytes[LB_PER_ITEM / 2];
