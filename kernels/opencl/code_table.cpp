@@ -17,6 +17,12 @@ int count_below(const float* mid, int count, float r) {
   return below;
 }
 
+// Stores byte i of the bytes packed four to a word from word `at` of `table` (byte k of a word in
+// its bits 8k to 8k + 7: what the kernels' lb_word_byte and lb_local_byte read back).
+void put_byte(std::vector<uint32_t>& table, size_t at, int i, uint32_t value) {
+  table[at + size_t(i / 4)] |= value << (8 * (i % 4));
+}
+
 // Per sign and bucket of |r| (bucket 0 below 2^(first_exponent - 127), then exponent and
 // `mantissa_bits` mantissa bits; the last from its start to inf), the number of the `count`
 // ascending midpoints below the bucket's lowest r, as bytes from word `at` of `table`, four to
@@ -38,8 +44,7 @@ int fill_bucket_starts(const float* mid, int count, int mantissa_bits, int first
       // The lowest r of a negative bucket is its largest magnitude.
       const float low = bits_float((sign ? hi : lo) | s), high = bits_float((sign ? lo : hi) | s);
       const int first = count_below(mid, count, low), last = count_below(mid, count, high);
-      const int e = sign * buckets + idx;
-      table[at + size_t(e / 4)] |= uint32_t(first) << (8 * (e % 4));
+      put_byte(table, at, sign * buckets + idx, uint32_t(first));
       steps = std::max(steps, last - first);
     }
   }
@@ -75,8 +80,7 @@ std::vector<uint32_t> build_table4(const Format4Table& format) {
     for (int k = 0; k < 16; ++k) {
       uint32_t c = format.sorted_code[size_t(k)];
       if (negative && c == format.zero_code) c = format.negative_zero_code;
-      const int byte = 16 * negative + k;
-      table[size_t(kTable4Codes + byte / 4)] |= c << (8 * (byte % 4));
+      put_byte(table, kTable4Codes, 16 * negative + k, c);
     }
   return table;
 }
