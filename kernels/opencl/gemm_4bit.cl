@@ -150,14 +150,9 @@ __kernel void gemv_4bit(__global const void* x, int dtype, ulong in_features, ul
 // block of the tile (LB_WARP_TILE: a further 13-14% at batch 512, 0-3% at 64).
 #define LB_FRAG LB_PREFETCH
 #define LB_WARP_TILE (LB_PREFETCH && LB_WN % 8 == 0 && LB_WM % 4 == 0)
-// Index arithmetic in 32 bits where the host found the activations' and the weight's flat
+// lb_idx (common.cl) is 32-bit where the host found the activations' and the weight's flat
 // indices below 2^31 (on the H100, against 64-bit: 29-31% less time at batch 64, 4-9% at
 // 512, 15% at 16 on the large shapes); outputs and partial sums keep 64-bit addresses.
-#if LB_IDX32
-typedef uint lb_idx;
-#else
-typedef size_t lb_idx;
-#endif
 #define LB_BM (LB_WM * LB_TM)
 #define LB_BN (LB_WN * LB_TN)
 #define LB_ITEMS (LB_WM * LB_WN)

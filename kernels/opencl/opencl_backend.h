@@ -154,16 +154,20 @@ class OpenClBackend final : public Backend {
   };
   LocalTables local_tables(size_t tables, size_t group, size_t per_item) const;
   // A quantizer of quantize.cl ("quantize_blockwise", "quantize_4bit") for a
-  // block size, with its geometry.
+  // block size and index width, with its geometry.
   struct BlockKernel : BlockGeometry {
     cl_kernel kernel = nullptr;
   };
-  const BlockKernel& quantize_kernel(const char* name, int blocksize);
+  const BlockKernel& quantize_kernel(const char* name, int blocksize, const std::string& index);
   // Launches a block kernel over the blocks of n elements: a group per few blocks, or, where
   // the groups copy code tables, about as many groups as run at once, each walking many blocks.
   void launch_blocks(const BlockGeometry& g, cl_kernel k, size_t n, int blocksize);
   // Whether the block layout is the GPUs' (by the device, or forced).
   bool gpu_layout() const;
+  // The build option for 32-bit index arithmetic (common.cl's LB_IDX32) where every index of
+  // a call over `count` elements (or blocks) fits in 31 bits; empty otherwise, or where the
+  // device info forbids narrow indices (tests of the 64-bit path).
+  std::string index_option(size_t count) const;
   // Elements per work-item of the dequantizers (4 in the GPU layout, 1 in
   // the CPU devices'), and the build option that sets it.
   size_t dequantize_per_item() const;

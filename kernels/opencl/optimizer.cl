@@ -38,7 +38,7 @@ typedef uchar lb_state_t;
 typedef float lb_state_t;
 #endif
 
-inline void load8_state(__global const void* s, size_t i, lb_state_t* v) {
+inline void load8_state(__global const void* s, lb_idx i, lb_state_t* v) {
 #if LB_QUANTIZED
   vstore8(((__global const uchar8*)s)[i / 8], 0, v);
 #else
@@ -48,7 +48,7 @@ inline void load8_state(__global const void* s, size_t i, lb_state_t* v) {
 #endif
 }
 
-inline void store8_state(__global void* s, size_t i, const lb_state_t* v) {
+inline void store8_state(__global void* s, lb_idx i, const lb_state_t* v) {
 #if LB_QUANTIZED
   ((__global uchar8*)s)[i / 8] = vload8(0, v);
 #else
@@ -78,7 +78,7 @@ inline lb_state_t encode_state(LB_TABLE_SPACE const uint* table, bool bucketed, 
 // The item's elements [begin, begin + LB_PER_ITEM) of the parameter, gradient and stored
 // states (`len` of them inside the tensor; zeros for an inactive item).
 inline void load_item(__global const void* param, __global const void* grad,
-                      __global const void* state1, __global const void* state2, size_t begin,
+                      __global const void* state1, __global const void* state2, lb_idx begin,
                       int len, bool active, bool whole, float* restrict p, float* restrict g,
                       lb_state_t* restrict q1, lb_state_t* restrict q2) {
   if (whole) {
@@ -101,7 +101,7 @@ inline void load_item(__global const void* param, __global const void* grad,
 #endif
   } else {
     for (int k = 0; k < LB_PER_ITEM; ++k) {
-      const size_t i = k < len ? begin + k : 0;  // in range; past the end not counted
+      const lb_idx i = k < len ? begin + k : 0;  // in range; past the end not counted
       p[k] = active ? load_elem(param, LB_PARAM_TYPE, i) : 0.0f;
       g[k] = active ? load_elem(grad, LB_PARAM_TYPE, i) : 0.0f;
       q1[k] = active ? ((__global const lb_state_t*)state1)[i] : 0;
@@ -165,7 +165,7 @@ inline void encode_all(LB_TABLE_SPACE const uint* restrict table, bool bucketed,
 // encode, store) that a CPU device's compiler vectorises; on a GPU they are
 // unrolled into registers.
 __kernel void optimizer_update(__global const uchar* slots, ulong args_at,
-                               __global const uint* flags, ulong n, uint blocksize,
+                               __global const uint* flags, ulong n64, uint blocksize,
                                __global void* param, __global const void* grad,
                                __global void* state1, __global float* absmax1,
                                __global const uint* restrict table1, __global void* state2,
@@ -173,6 +173,7 @@ __kernel void optimizer_update(__global const uchar* slots, ulong args_at,
                                __global uint* rejected, __local float2* maxima,
                                __local uint* local_tables) {
   if (flags[0] != 0) return;  // the same for every item: no barrier is left half-met
+  const lb_idx n = (lb_idx)n64;
   const lb_optim_args a = *(__global const lb_optim_args*)(slots + args_at);
   LB_STEP_TABLES;
   uint zero1 = 0, zero2 = 0;
@@ -187,9 +188,9 @@ __kernel void optimizer_update(__global const uchar* slots, ulong args_at,
   }
   LB_FOR_EACH_BLOCK {
     LB_TURN_GEOMETRY;
-    const size_t begin = block_begin + lane * LB_PER_ITEM;
+    const lb_idx begin = block_begin + lane * LB_PER_ITEM;
     // Elements of this item inside the tensor.
-    const int len = begin >= n ? 0 : (int)min((size_t)LB_PER_ITEM, (size_t)n - begin);
+    const int len = begin >= n ? 0 : (int)min((lb_idx)LB_PER_ITEM, n - begin);
     float old1 = 0.0f, old2 = 0.0f;
     if (active && LB_QUANTIZED) {
       old1 = absmax1[b];
@@ -225,7 +226,7 @@ __kernel void optimizer_update(__global const uchar* slots, ulong args_at,
     m1 = as_float(lb_warp_max(as_uint(m1)));
     m2 = as_float(lb_warp_max(as_uint(m2)));
 #elif LB_LANES > 1
-    const size_t lid = get_local_id(0);
+    const uint lid = (uint)get_local_id(0);
     __local float2* mx = maxima + (turn % 2) * get_local_size(0);
     mx[lid] = (float2)(m1, m2);
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -297,19 +298,20 @@ __kernel void optimizer_update(__global const uchar* slots, ulong args_at,
 // block b. Writes nothing else. Local: `sums` two float2 per item (alternate turns),
 // `local_tables` as the update's.
 __kernel void optimizer_update_norms_fused(
-    __global const uchar* slots, ulong args_at, __global const uint* flags, ulong n,
+    __global const uchar* slots, ulong args_at, __global const uint* flags, ulong n64,
     uint blocksize, __global const void* param, __global const void* grad,
     __global const void* state1, __global const float* absmax1,
     __global const uint* restrict table1, __global const void* state2,
     __global const float* absmax2, __global const uint* restrict table2,
     __global float* partial, __local float2* sums, __local uint* local_tables) {
   if (flags[0] != 0) return;
+  const lb_idx n = (lb_idx)n64;
   const lb_optim_args a = *(__global const lb_optim_args*)(slots + args_at);
   LB_STEP_TABLES;
   LB_FOR_EACH_BLOCK {
     LB_TURN_GEOMETRY;
-    const size_t begin = block_begin + lane * LB_PER_ITEM;
-    const int len = begin >= n ? 0 : (int)min((size_t)LB_PER_ITEM, (size_t)n - begin);
+    const lb_idx begin = block_begin + lane * LB_PER_ITEM;
+    const int len = begin >= n ? 0 : (int)min((lb_idx)LB_PER_ITEM, n - begin);
     const float old1 = active && LB_QUANTIZED ? absmax1[b] : 0.0f;
     const float old2 = active && LB_QUANTIZED && LB_TWO_STATES ? absmax2[b] : 0.0f;
     float p[LB_PER_ITEM], g[LB_PER_ITEM];
@@ -326,7 +328,7 @@ __kernel void optimizer_update_norms_fused(
     }
 #if LB_LANES > 1
     // The block's first lane adds the lanes in order.
-    const size_t lid = get_local_id(0);
+    const uint lid = (uint)get_local_id(0);
     __local float2* lanes = sums + (turn % 2) * get_local_size(0);
     lanes[lid] = (float2)(u_sq, p_sq);
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -352,24 +354,25 @@ __kernel void optimizer_update_norms_fused(
 // Local: four floats per item.
 #define LB_SUM_LANES 16
 #define LB_SUM_ROWS 4
-__kernel void gradient_stats(__global const void* grad, int grad_type, ulong n, uint blocksize,
+__kernel void gradient_stats(__global const void* grad, int grad_type, ulong n64, uint blocksize,
                              __global float* partial, __local float* lane_sums) {
-  const size_t b = get_global_id(0) / 4;
-  const size_t t = get_global_id(0) % 4;
-  const size_t begin = b * blocksize;
+  const lb_idx n = (lb_idx)n64;
+  const lb_idx b = (lb_idx)get_global_id(0) / 4;
+  const lb_idx t = (lb_idx)get_global_id(0) % 4;
+  const lb_idx begin = b * blocksize;
   float4 s = (float4)(0.0f);
   if (begin + blocksize <= n) {
-    for (size_t j = 4 * t; j < blocksize; j += LB_SUM_LANES * LB_SUM_ROWS) {
+    for (lb_idx j = 4 * t; j < blocksize; j += LB_SUM_LANES * LB_SUM_ROWS) {
       float4 g[LB_SUM_ROWS];
       for (int r = 0; r < LB_SUM_ROWS; ++r) {
-        const size_t row = j + (size_t)(LB_SUM_LANES * r);
+        const lb_idx row = j + (lb_idx)(LB_SUM_LANES * r);
         g[r] = row < blocksize ? load4_elem(grad, grad_type, begin + row) : (float4)(0.0f);
       }
       for (int r = 0; r < LB_SUM_ROWS; ++r) s += g[r] * g[r];  // + 0 past the block: exact
     }
   } else if (begin < n) {
     float lanes[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (size_t i = begin + 4 * t; i < n; i += LB_SUM_LANES)
+    for (lb_idx i = begin + 4 * t; i < n; i += LB_SUM_LANES)
       for (int k = 0; k < 4 && i + k < n; ++k) {
         const float g = load_elem(grad, grad_type, i + k);
         lanes[k] += g * g;

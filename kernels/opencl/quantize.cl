@@ -63,17 +63,17 @@ __kernel void dequantize_4bit(__global const uchar* packed, __global const float
 // bytes; the absmax and the codes do not depend on which item holds what.
 
 // Index of the item's k-th element.
-inline size_t item_elem(size_t block_begin, size_t lane, int k) {
+inline lb_idx item_elem(lb_idx block_begin, lb_idx lane, int k) {
 #if LB_LANES > 1
-  return block_begin + (size_t)(k / 4) * (LB_LANES * 4) + lane * 4 + (size_t)(k % 4);
+  return block_begin + (lb_idx)(k / 4) * (LB_LANES * 4) + lane * 4 + (lb_idx)(k % 4);
 #else
-  return block_begin + (size_t)k;
+  return block_begin + (lb_idx)k;
 #endif
 }
 
 // The item's elements of x, zeros past the tensor's end.
-inline void load_item_values(__global const void* x, int type, ulong n, size_t block_begin,
-                             size_t lane, bool whole, float* v) {
+inline void load_item_values(__global const void* x, int type, lb_idx n, lb_idx block_begin,
+                             lb_idx lane, bool whole, float* v) {
 #if LB_LANES > 1
   if (whole) {
     for (int k = 0; k < LB_PER_ITEM; k += 4)
@@ -82,7 +82,7 @@ inline void load_item_values(__global const void* x, int type, ulong n, size_t b
   }
 #endif
   for (int k = 0; k < LB_PER_ITEM; ++k) {
-    const size_t i = item_elem(block_begin, lane, k);
+    const lb_idx i = item_elem(block_begin, lane, k);
     v[k] = i < n ? load_elem(x, type, i) : 0.0f;
   }
 }
@@ -91,13 +91,13 @@ inline void load_item_values(__global const void* x, int type, ulong n, size_t b
 // pattern (for non-negative floats the integer order is the float order, and
 // NaN lies above inf above every finite value: the absmax rule of
 // shared_math.h), the same in every item. Local: one uint per item; every item must call it.
-inline float block_absmax(const float* v, size_t lane, __local uint* maxima) {
+inline float block_absmax(const float* v, lb_idx lane, __local uint* maxima) {
   uint bits = 0;
   for (int k = 0; k < LB_PER_ITEM; ++k) bits = max(bits, as_uint(v[k]) & 0x7fffffffu);
 #if LB_WARP_MAX
   return as_float(lb_warp_max(bits));
 #elif LB_LANES > 1
-  const size_t lid = get_local_id(0);
+  const uint lid = (uint)get_local_id(0);
   maxima[lid] = bits;
   barrier(CLK_LOCAL_MEM_FENCE);
   __local uint* lanes = maxima + (lid - lane);
@@ -131,7 +131,7 @@ inline int stochastic_code(LB_TABLE_SPACE const uint* table, float r, float u) {
 // entry, or a stochastic neighbour. Each group walks blocks (LB_FOR_EACH_BLOCK)
 // and, with LB_LOCAL_TABLES, reads the table from its copy in `local_table`.
 // Local: `maxima` two uints per item (turns alternate halves).
-__kernel void quantize_blockwise(__global const void* x, int x_type, ulong n, uint blocksize,
+__kernel void quantize_blockwise(__global const void* x, int x_type, ulong n64, uint blocksize,
                                  __global const uint* restrict table, __global float* absmax,
                                  __global uchar* codes, int stochastic, uint seed_lo,
                                  uint seed_hi, __local uint* maxima, __local uint* local_table) {
@@ -143,6 +143,7 @@ __kernel void quantize_blockwise(__global const void* x, int x_type, ulong n, ui
   __global const uint* t = table;
 #endif
   const bool bucketed = t[LB_TABLE_STEPS] == 1;
+  const lb_idx n = (lb_idx)n64;
   LB_FOR_EACH_BLOCK {
     LB_TURN_GEOMETRY;
     float v[LB_PER_ITEM];
@@ -154,7 +155,7 @@ __kernel void quantize_blockwise(__global const void* x, int x_type, ulong n, ui
       for (int k = 0; k < LB_PER_ITEM; ++k) q[k] = (uchar)t[LB_TABLE_ZERO];
     } else if (stochastic) {
       for (int k = 0; k < LB_PER_ITEM; ++k) {
-        const size_t i = item_elem(block_begin, lane, k);
+        const ulong i = item_elem(block_begin, lane, k);
         const float u = lb_uniform(seed_lo, seed_hi, (uint)i, (uint)(i >> 32));
         q[k] = (uchar)stochastic_code(t, v[k] / m, u);
       }
@@ -171,7 +172,7 @@ __kernel void quantize_blockwise(__global const void* x, int x_type, ulong n, ui
 #endif
     {
       for (int k = 0; k < LB_PER_ITEM; ++k) {
-        const size_t i = item_elem(block_begin, lane, k);
+        const lb_idx i = item_elem(block_begin, lane, k);
         if (i < n) codes[i] = q[k];
       }
     }
@@ -214,7 +215,7 @@ inline uint nibble_code(LB_T4_SPACE const uint* table, float r) {
 
 // 4-bit codes: `table` as above. Local: `maxima` one uint per item, `local_table` LB_T4_WORDS
 // uints (LB_LOCAL_TABLE4; else unused).
-__kernel void quantize_4bit(__global const void* x, int x_type, ulong n, uint blocksize,
+__kernel void quantize_4bit(__global const void* x, int x_type, ulong n64, uint blocksize,
                             __global const uint* table, __global float* absmax,
                             __global uchar* packed, __local uint* maxima,
                             __local uint* local_table) {
@@ -225,6 +226,7 @@ __kernel void quantize_4bit(__global const void* x, int x_type, ulong n, uint bl
 #else
   __global const uint* t = table;
 #endif
+  const lb_idx n = (lb_idx)n64;
   LB_ITEM_GEOMETRY;
   float v[LB_PER_ITEM];
   load_item_values(x, x_type, n, block_begin, lane, whole, v);
@@ -247,7 +249,7 @@ __kernel void quantize_4bit(__global const void* x, int x_type, ulong n, uint bl
 #endif
   {
     for (int k = 0; k < LB_PER_ITEM; k += 2) {
-      const size_t i = item_elem(block_begin, lane, k);
+      const lb_idx i = item_elem(block_begin, lane, k);
       if (i < n) packed[i / 2] = bytes[k / 2];
     }
   }

@@ -66,6 +66,19 @@ inline std::vector<std::pair<std::string, kernels::Backend*>> test_backends(
   return out;
 }
 
+#ifdef LOWBIT_WITH_OPENCL
+// An OpenCL backend on the device of `opencl` (an OpenCL backend) that keeps 64-bit index
+// arithmetic where a call's indices would allow 32 bits: the path that tensors of 2^31
+// elements and more take, which the tests' small tensors never reach otherwise.
+inline std::unique_ptr<kernels::opencl::OpenClBackend> opencl_with_wide_indices(
+    kernels::Backend& opencl) {
+  kernels::opencl::DeviceInfo info =
+      static_cast<kernels::opencl::OpenClBackend&>(opencl).context().info();
+  info.narrow_indices = false;
+  return std::make_unique<kernels::opencl::OpenClBackend>(info);
+}
+#endif
+
 // fn(backend, label) once per work layout: an OpenCL backend's block kernels
 // (the optimizer update, the quantizers) in both layouts whatever its device
 // is, so that PoCL runs the GPU's layout too; other backends once.

@@ -297,12 +297,9 @@ TEST(Matmul4bit, InputGradientMatchesDoubleReference) {
 // take: the same checks on a backend that keeps 64-bit indices.
 TEST(Matmul4bit, OpenClWithSixtyFourBitIndicesMatchesDoubleReference) {
   LOWBIT_REQUIRE_OPENCL(cl);
-  kernels::opencl::DeviceInfo info =
-      static_cast<kernels::opencl::OpenClBackend&>(*cl).context().info();
-  info.narrow_indices = false;
-  kernels::opencl::OpenClBackend wide(info);
-  testing::for_each_layout(wide, "opencl, 64-bit indices", check_forward);
-  testing::for_each_layout(wide, "opencl, 64-bit indices", check_input_grad);
+  const auto wide = testing::opencl_with_wide_indices(*cl);
+  testing::for_each_layout(*wide, "opencl, 64-bit indices", check_forward);
+  testing::for_each_layout(*wide, "opencl, 64-bit indices", check_input_grad);
 }
 #endif
 

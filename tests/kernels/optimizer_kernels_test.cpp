@@ -239,6 +239,35 @@ TEST_F(OptimizerKernels, EveryBackendAgreesWithTheCpuWhenGroupsWalkManyBlocks) {
   for_each_other_backend(agree);
 }
 
+#ifdef LOWBIT_WITH_OPENCL
+// The OpenCL gradient check indexes in 32 bits wherever the tensor allows, so the cases above
+// never reach its 64-bit form (tensors of 2^31 elements and more): on a backend that keeps
+// 64-bit indices, the sums in the CPU's order in both layouts (tail blocks included), and the
+// non-finite check.
+TEST_F(OptimizerKernels, OpenClGradientStatsWithSixtyFourBitIndicesAgreeWithTheCpu) {
+  LOWBIT_REQUIRE_OPENCL(cl);
+  const auto wide = testing::opencl_with_wide_indices(*cl);
+  Backend& cpu = kernels::cpu_backend();
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  std::vector<float> g(5 * 256 + 31);
+  for (auto& v : g) v = normal(rng);
+  const auto agree = [&](Backend& be, const std::string& bname) {
+    for (int bs : {64, 256}) {
+      const auto sum = [&](Backend& on) {
+        return on.gradient_stats(*testing::upload(on, g), DType::F32, g.size(), bs).sum_sq;
+      };
+      EXPECT_EQ(sum(be), sum(cpu)) << bname << " block " << bs;
+    }
+    std::vector<float> bad = g;
+    bad[777] = INFINITY;
+    EXPECT_FALSE(be.gradient_stats(*testing::upload(be, bad), DType::F32, bad.size(), 256).finite)
+        << bname;
+  };
+  testing::for_each_layout(*wide, "opencl, 64-bit indices", agree);
+}
+#endif
+
 // Codes of values on and a few ulps around every midpoint of both dynamic
 // maps, where the CPU's piecewise-linear vector encoders leave the value to
 // their exact search and the OpenCL update decides with its bucket table's

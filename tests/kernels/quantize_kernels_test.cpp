@@ -628,6 +628,36 @@ TEST_F(KernelBackends, EveryBackendMatchesTheCpuBitForBit) {
     if (be != &cpu) testing::for_each_layout(*be, bname, agree);
 }
 
+#ifdef LOWBIT_WITH_OPENCL
+// The OpenCL quantizers index in 32 bits wherever the tensor allows, so the cases above never
+// reach their 64-bit form (tensors of 2^31 elements and more): on a backend that keeps 64-bit
+// indices, 8-bit (nearest and stochastic) and NF4/FP4 codes bit for bit with the CPU, in both
+// layouts, a tail block included.
+TEST_F(KernelBackends, OpenClWithSixtyFourBitIndicesMatchesTheCpu) {
+  LOWBIT_REQUIRE_OPENCL(cl);
+  const auto wide = testing::opencl_with_wide_indices(*cl);
+  Backend& cpu = kernels::cpu_backend();
+  const auto code = signed_map();
+  const Input in = make_input(DType::F32, cases(4096 + 5, 17)[0].x);
+  const auto agree = [&](Backend& be, const std::string& bname) {
+    for (bool stochastic : {false, true}) {
+      const kernels::StochasticRounding rounding{stochastic, 9};
+      const auto a = run_quantize_8bit(cpu, in, 256, code, rounding);
+      const auto b = run_quantize_8bit(be, in, 256, code, rounding);
+      EXPECT_EQ(a.codes, b.codes) << bname << (stochastic ? " stochastic" : "");
+      EXPECT_EQ(0, std::memcmp(a.absmax.data(), b.absmax.data(), a.absmax.size() * 4)) << bname;
+    }
+    for (Format4 f : {Format4::NF4, Format4::FP4}) {
+      const auto a = run_quantize_4bit(cpu, in, 64, f);
+      const auto b = run_quantize_4bit(be, in, 64, f);
+      EXPECT_EQ(a.packed, b.packed) << bname << " " << kernels::format4_name(f);
+      EXPECT_EQ(0, std::memcmp(a.absmax.data(), b.absmax.data(), a.absmax.size() * 4)) << bname;
+    }
+  };
+  testing::for_each_layout(*wide, "opencl, 64-bit indices", agree);
+}
+#endif
+
 // A tensor of more blocks than a device runs groups at once (3M values; the
 // H200 runs 16,896 blocks of 64 at a time through OpenCL, PoCL on two cores
 // 256), so that each group of the OpenCL 8-bit quantizer walks several blocks
