@@ -743,6 +743,100 @@ TEST_F(KernelBackends, EightBitCodesAreExactAtEveryBucketEdgeAndMidpoint) {
   }
 }
 
+// Codes encode x / m, m the block's absmax, divided as the CPU divides: correctly rounded (a GPU
+// build without -cl-fp32-correctly-rounded-divide-sqrt, or a quotient taken as x times 1 / m,
+// would be off by an ulp here and there). The tests above have m = 1, where every way of
+// dividing is exact. Here the absmax is no power of two: mantissas of all ones, of a single low
+// bit and in between, at exponents from 2^-70 to 2^70; each block holds m, values x whose x / m
+// lands on every midpoint of the codebook and on the floats either side (x near the midpoint
+// times m, and the floats around that x), zeros of both signs, and values 2^-39 to 2^-41 of m.
+// The codes must be those of the quotient the host divides, for the signed dynamic map, NF4
+// and FP4, in both layouts.
+TEST_F(KernelBackends, QuantizersDivideByTheirAbsmaxExactly) {
+  const std::vector<float> absmaxes = {3.7f,
+                                       0.3f,
+                                       std::nextafter(1.0f, 2.0f),
+                                       std::nextafter(2.0f, 0.0f),
+                                       std::ldexp(1.5f, -59),
+                                       std::ldexp(1.7f, 59),
+                                       std::ldexp(1.3f, -70),
+                                       std::ldexp(1.1f, 70)};
+  // Blocks of `bs`, each m and then values x (|x| <= m) aimed at r = x / m near each target.
+  const auto blocks = [&](const std::vector<float>& targets, int bs) {
+    std::vector<double> x;
+    for (float m : absmaxes) {
+      std::vector<float> v = {0.0f, -0.0f, m * 0x1p-41f, -m * 0x1p-40f, m * 0x1.8p-40f,
+                              -m * 0x1p-39f};
+      for (float t : targets)
+        for (float r : {t, std::nextafter(t, -2.0f), std::nextafter(t, 2.0f)}) {
+          float xv = float(double(r) * double(m));
+          for (int u = 0; u < 2; ++u) xv = std::nextafter(xv, -4.0f * m);
+          for (int u = 0; u < 5; ++u, xv = std::nextafter(xv, 4.0f * m))
+            if (std::fabs(xv) <= m) v.push_back(xv);
+        }
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (x.size() % size_t(bs) == 0) x.push_back(double(m));
+        x.push_back(double(v[i]));
+      }
+      while (x.size() % size_t(bs) != 0) x.push_back(0.0);  // the next m starts a block
+    }
+    return x;
+  };
+  // r = x / m of element i, as the host divides it (the block's absmax is its first element).
+  const auto quotients = [](const std::vector<double>& x, int bs) {
+    std::vector<float> r(x.size());
+    for (size_t i = 0; i < x.size(); ++i) r[i] = float(x[i]) / float(x[i / size_t(bs) * size_t(bs)]);
+    return r;
+  };
+  {
+    const auto code = signed_map();
+    std::vector<float> mids;
+    for (int i = 0; i < 255; ++i) mids.push_back(kernels::code_midpoint(code.data(), i));
+    constexpr int kBs = 256;
+    const std::vector<double> x = blocks(mids, kBs);
+    const std::vector<float> r = quotients(x, kBs);
+    std::vector<uint8_t> expect(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      int below = 0;
+      for (float mid : mids) below += r[i] > mid;
+      expect[i] = uint8_t(below);
+    }
+    const Input in = make_input(DType::F32, x);
+    const auto check = [&](Backend& be, const std::string& bname) {
+      const auto got = run_quantize_8bit(be, in, kBs, code);
+      for (size_t i = 0; i < x.size(); ++i)
+        ASSERT_EQ(int(got.codes[i]), int(expect[i]))
+            << bname << ": x = " << x[i] << ", x / absmax = " << r[i] << " (element " << i << ")";
+    };
+    for (auto [bname, be] : backends()) testing::for_each_layout(*be, bname, check);
+  }
+  for (Format4 format : {Format4::NF4, Format4::FP4}) {
+    const kernels::Format4Table& t = kernels::format4_table(format);
+    constexpr int kBs = 64;
+    const std::vector<float> mids(t.midpoint.begin(), t.midpoint.end());
+    const std::vector<double> x = blocks(mids, kBs);
+    const std::vector<float> r = quotients(x, kBs);
+    std::vector<uint8_t> expect(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      int below = 0;
+      for (float mid : mids) below += r[i] > mid;
+      const uint8_t c = t.sorted_code[size_t(below)];
+      expect[i] = c == t.zero_code && r[i] < 0.0f ? t.negative_zero_code : c;
+    }
+    const Input in = make_input(DType::F32, x);
+    const auto check = [&](Backend& be, const std::string& bname) {
+      const auto got = run_quantize_4bit(be, in, kBs, format);
+      for (size_t i = 0; i < x.size(); ++i) {
+        const int nibble = (i % 2 == 0) ? got.packed[i / 2] >> 4 : got.packed[i / 2] & 15;
+        ASSERT_EQ(nibble, int(expect[i]))
+            << bname << "/" << kernels::format4_name(format) << ": x = " << x[i]
+            << ", x / absmax = " << r[i] << " (element " << i << ")";
+      }
+    };
+    for (auto [bname, be] : backends()) testing::for_each_layout(*be, bname, check);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Bad arguments: clear errors, never a crash.
 
