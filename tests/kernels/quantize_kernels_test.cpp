@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
@@ -446,8 +447,56 @@ class KernelBackends : public ::testing::Test {
   std::vector<std::pair<std::string, Backend*>> backends() {
     return testing::test_backends(opencl_);
   }
+  // Every backend's codes of the F32 values x (blocks of bs), in both OpenCL layouts, are
+  // `expect`; `what(i)` describes element i where one is not.
+  template <typename What>
+  void expect_8bit_codes(const std::vector<double>& x, int bs, const std::vector<float>& code,
+                         const std::vector<uint8_t>& expect, const What& what) {
+    const Input in = make_input(DType::F32, x);
+    const auto check = [&](Backend& be, const std::string& bname) {
+      const auto got = run_quantize_8bit(be, in, bs, code);
+      for (size_t i = 0; i < x.size(); ++i)
+        ASSERT_EQ(int(got.codes[i]), int(expect[i])) << bname << what(i);
+    };
+    for (auto [bname, be] : backends()) testing::for_each_layout(*be, bname, check);
+  }
+  template <typename What>
+  void expect_4bit_codes(const std::vector<double>& x, int bs, Format4 format,
+                         const std::vector<uint8_t>& expect, const What& what) {
+    const Input in = make_input(DType::F32, x);
+    const auto check = [&](Backend& be, const std::string& bname) {
+      const auto got = run_quantize_4bit(be, in, bs, format);
+      for (size_t i = 0; i < x.size(); ++i) {
+        const int nibble = (i % 2 == 0) ? got.packed[i / 2] >> 4 : got.packed[i / 2] & 15;
+        ASSERT_EQ(nibble, int(expect[i])) << bname << "/" << kernels::format4_name(format) << what(i);
+      }
+    };
+    for (auto [bname, be] : backends()) testing::for_each_layout(*be, bname, check);
+  }
   std::shared_ptr<Backend> opencl_;
 };
+
+// A value as a failure message shows it: nine significant digits tell floats apart.
+std::string shown(double v) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.9g", v);
+  return text;
+}
+
+// The rules the code tests count against: the number of midpoints strictly below r, and the
+// 4-bit code of r (the sorted code of that count; a negative r that rounds to zero keeps its
+// sign where the format has a -0, as FP4).
+int midpoints_below(const std::vector<float>& mids, float r) {
+  int below = 0;
+  for (float mid : mids) below += r > mid;
+  return below;
+}
+
+uint8_t nibble_of(const kernels::Format4Table& t, float r) {
+  const std::vector<float> mids(t.midpoint.begin(), t.midpoint.end());
+  const uint8_t c = t.sorted_code[size_t(midpoints_below(mids, r))];
+  return c == t.zero_code && r < 0.0f ? t.negative_zero_code : c;
+}
 
 TEST_F(KernelBackends, Blockwise8bitCodesMatchReference) {
   const size_t n = 4096 * 3 + 77;  // a short tail block
@@ -726,20 +775,13 @@ TEST_F(KernelBackends, EightBitCodesAreExactAtEveryBucketEdgeAndMidpoint) {
       if (x.size() % kBs == 0) x.push_back(1.0);
       x.push_back(double(r[i]));
     }
+    std::vector<float> mids;
+    for (int k = 0; k < 255; ++k) mids.push_back(kernels::code_midpoint(code.data(), k));
     std::vector<uint8_t> expect(x.size());
-    for (size_t i = 0; i < x.size(); ++i) {
-      int below = 0;
-      for (int k = 0; k < 255; ++k) below += float(x[i]) > kernels::code_midpoint(code.data(), k);
-      expect[i] = uint8_t(below);
-    }
-    const Input in = make_input(DType::F32, x);
-    const auto check = [&](Backend& be, const std::string& bname) {
-      const auto got = run_quantize_8bit(be, in, kBs, code);
-      for (size_t i = 0; i < x.size(); ++i)
-        ASSERT_EQ(int(got.codes[i]), int(expect[i]))
-            << bname << "/" << cname << ": r = " << x[i] << " (element " << i << ")";
-    };
-    for (auto [bname, be] : backends()) testing::for_each_layout(*be, bname, check);
+    for (size_t i = 0; i < x.size(); ++i) expect[i] = uint8_t(midpoints_below(mids, float(x[i])));
+    expect_8bit_codes(x, kBs, code, expect, [&](size_t i) {
+      return "/" + cname + ": r = " + shown(x[i]) + " (element " + std::to_string(i) + ")";
+    });
   }
 }
 
@@ -788,6 +830,10 @@ TEST_F(KernelBackends, QuantizersDivideByTheirAbsmaxExactly) {
     for (size_t i = 0; i < x.size(); ++i) r[i] = float(x[i]) / float(x[i / size_t(bs) * size_t(bs)]);
     return r;
   };
+  const auto where = [](const std::vector<double>& x, const std::vector<float>& r, size_t i) {
+    return ": x = " + shown(x[i]) + ", x / absmax = " + shown(r[i]) +
+           " (element " + std::to_string(i) + ")";
+  };
   {
     const auto code = signed_map();
     std::vector<float> mids;
@@ -796,44 +842,17 @@ TEST_F(KernelBackends, QuantizersDivideByTheirAbsmaxExactly) {
     const std::vector<double> x = blocks(mids, kBs);
     const std::vector<float> r = quotients(x, kBs);
     std::vector<uint8_t> expect(x.size());
-    for (size_t i = 0; i < x.size(); ++i) {
-      int below = 0;
-      for (float mid : mids) below += r[i] > mid;
-      expect[i] = uint8_t(below);
-    }
-    const Input in = make_input(DType::F32, x);
-    const auto check = [&](Backend& be, const std::string& bname) {
-      const auto got = run_quantize_8bit(be, in, kBs, code);
-      for (size_t i = 0; i < x.size(); ++i)
-        ASSERT_EQ(int(got.codes[i]), int(expect[i]))
-            << bname << ": x = " << x[i] << ", x / absmax = " << r[i] << " (element " << i << ")";
-    };
-    for (auto [bname, be] : backends()) testing::for_each_layout(*be, bname, check);
+    for (size_t i = 0; i < x.size(); ++i) expect[i] = uint8_t(midpoints_below(mids, r[i]));
+    expect_8bit_codes(x, kBs, code, expect, [&](size_t i) { return where(x, r, i); });
   }
   for (Format4 format : {Format4::NF4, Format4::FP4}) {
     const kernels::Format4Table& t = kernels::format4_table(format);
     constexpr int kBs = 64;
-    const std::vector<float> mids(t.midpoint.begin(), t.midpoint.end());
-    const std::vector<double> x = blocks(mids, kBs);
+    const std::vector<double> x = blocks({t.midpoint.begin(), t.midpoint.end()}, kBs);
     const std::vector<float> r = quotients(x, kBs);
     std::vector<uint8_t> expect(x.size());
-    for (size_t i = 0; i < x.size(); ++i) {
-      int below = 0;
-      for (float mid : mids) below += r[i] > mid;
-      const uint8_t c = t.sorted_code[size_t(below)];
-      expect[i] = c == t.zero_code && r[i] < 0.0f ? t.negative_zero_code : c;
-    }
-    const Input in = make_input(DType::F32, x);
-    const auto check = [&](Backend& be, const std::string& bname) {
-      const auto got = run_quantize_4bit(be, in, kBs, format);
-      for (size_t i = 0; i < x.size(); ++i) {
-        const int nibble = (i % 2 == 0) ? got.packed[i / 2] >> 4 : got.packed[i / 2] & 15;
-        ASSERT_EQ(nibble, int(expect[i]))
-            << bname << "/" << kernels::format4_name(format) << ": x = " << x[i]
-            << ", x / absmax = " << r[i] << " (element " << i << ")";
-      }
-    };
-    for (auto [bname, be] : backends()) testing::for_each_layout(*be, bname, check);
+    for (size_t i = 0; i < x.size(); ++i) expect[i] = nibble_of(t, r[i]);
+    expect_4bit_codes(x, kBs, format, expect, [&](size_t i) { return where(x, r, i); });
   }
 }
 
@@ -873,23 +892,10 @@ TEST_F(KernelBackends, FourBitCodesAreExactAtEveryBucketEdgeAndMidpoint) {
       x.push_back(double(v));
     }
     std::vector<uint8_t> expect(x.size());
-    for (size_t i = 0; i < x.size(); ++i) {
-      const float v = float(x[i]);
-      int below = 0;
-      for (float m : t.midpoint) below += v > m;
-      const uint8_t c = t.sorted_code[size_t(below)];
-      expect[i] = c == t.zero_code && v < 0.0f ? t.negative_zero_code : c;
-    }
-    const Input in = make_input(DType::F32, x);
-    const auto check = [&](Backend& be, const std::string& bname) {
-      const auto got = run_quantize_4bit(be, in, kBs, format);
-      for (size_t i = 0; i < x.size(); ++i) {
-        const int nibble = (i % 2 == 0) ? got.packed[i / 2] >> 4 : got.packed[i / 2] & 15;
-        ASSERT_EQ(nibble, int(expect[i])) << bname << "/" << kernels::format4_name(format)
-                                          << ": r = " << x[i] << " (element " << i << ")";
-      }
-    };
-    for (auto [bname, be] : backends()) testing::for_each_layout(*be, bname, check);
+    for (size_t i = 0; i < x.size(); ++i) expect[i] = nibble_of(t, float(x[i]));
+    expect_4bit_codes(x, kBs, format, expect, [&](size_t i) {
+      return ": r = " + shown(x[i]) + " (element " + std::to_string(i) + ")";
+    });
   }
 }
 
