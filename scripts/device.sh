@@ -4,7 +4,7 @@
 # the CUDA backend, runs every test with CUDA and NVIDIA's OpenCL required,
 # then the GPU benchmarks. Logs and benchmark JSON go to $OUT (default
 # build-cuda/out); the last lines printed are the summary.
-#   scripts/device.sh [all|build|test|bench|opencl|cpu|nproc|multigpu ...]   (default: all)
+#   scripts/device.sh [all|build|test|bench|opencl|cpu|nproc|ab|multigpu ...]   (default: all)
 # Several steps run in one call, in the order of this script (e.g. `build test opencl`).
 # opencl (not part of all): NVIDIA's OpenCL on the GPU: each kernel's stack frame
 # and spills from the compiler's report (LOWBIT_OPENCL_DUMP), the optimizer updates
@@ -15,6 +15,12 @@
 # 64M on the AVX-512 and the AVX2 path (torch's fused AdamW in the same run), then
 # nproc: the KJV recipe widened to 3.2M parameters on 1, 2, 4 and 8 Gloo processes
 # (and 2, 4, 8 with ZeRO-1), cores / N threads each.
+# ab (not part of all): a same-call A/B of the OpenCL kernels on NVIDIA's device, alternating
+# the kernels/ folder in LOWBIT_AB_KERNELS (another commit's: `git archive <commit> kernels |
+# tar -x -C <dir>`, then <dir>/kernels; they must take this host's kernel arguments) and this
+# tree's, LOWBIT_AB_PASSES times (default 2): the optimizer update at 256M (bench_optim,
+# LOWBIT_AB_OPTIM filter), the quantizers at 256M values, and the 4-bit matmul's OpenCL rows
+# (bench_cuda, LOWBIT_AB_GEMM filter; default batch 64, bf16).
 # multigpu (not part of all; issue 20): a Llama-shaped 8x2048 stack and the QLoRA
 # recipe on 1 GPU and one rank per GPU (NCCL), ZeRO-1's checkpoint resumed on 1
 # GPU and on the CPU; on a machine of one GPU, two ranks share it (Gloo).
@@ -147,6 +153,35 @@ if want cpu || want nproc; then
   else
     note "lowbit-train: built without --nproc (no Gloo headers)"
   fi
+fi
+
+if want ab; then
+  [ -d "${LOWBIT_AB_KERNELS:-}" ] || { echo "ab: LOWBIT_AB_KERNELS must name a kernels/ folder"; exit 1; }
+  nvidia=$("$build/bench/bench_quantize" --benchmark_filter='^$' 2>/dev/null | grep -m1 NVIDIA | cut -d' ' -f1)
+  for pass in $(seq "${LOWBIT_AB_PASSES:-2}"); do
+    for side in other this; do
+      if [ "$side" = other ]; then
+        export LOWBIT_OPENCL_SOURCE_DIR=$LOWBIT_AB_KERNELS
+      else
+        unset LOWBIT_OPENCL_SOURCE_DIR
+      fi
+      LOWBIT_BENCH_SIZES=256M "$build/bench/bench_optim" \
+        --benchmark_filter="${LOWBIT_AB_OPTIM:-^(copy|lowbit8|gradient_stats)/adamw/256M/opencl_resident}" \
+        > "$out/ab_optim_${side}_$pass.txt" 2>&1
+      LOWBIT_BENCH_N=$((256 << 20)) "$build/bench/bench_quantize" --benchmark_filter="/${nvidia:-none}/" \
+        > "$out/ab_quantize_${side}_$pass.txt" 2>&1
+      "$build/bench/bench_cuda" \
+        --benchmark_filter="${LOWBIT_AB_GEMM:-^(opencl_nf4/linear/.*/m64/bf16/|opencl_fma/)}" \
+        > "$out/ab_gemm_${side}_$pass.txt" 2>&1
+      echo "== ab pass $pass, $side kernels:"
+      cat "$out/ab_optim_${side}_$pass.txt" "$out/ab_quantize_${side}_$pass.txt" \
+        "$out/ab_gemm_${side}_$pass.txt" | sed 's/\x1b\[[0-9;]*m//g' |
+        grep -E '^(copy|lowbit8|gradient_stats|memcpy|quantize|dequantize|opencl)[a-z_0-9]*/' |
+        awk '{print "   ", $1, $2, $3, (NF > 4 ? $NF : "")}'  # the peak's TFLOP/s is last
+    done
+  done
+  unset LOWBIT_OPENCL_SOURCE_DIR
+  note "ab: ${LOWBIT_AB_PASSES:-2} passes of $LOWBIT_AB_KERNELS against this tree (rows above, files ab_*.txt)"
 fi
 
 if want multigpu; then
