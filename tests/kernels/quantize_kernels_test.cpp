@@ -785,15 +785,17 @@ TEST_F(KernelBackends, EightBitCodesAreExactAtEveryBucketEdgeAndMidpoint) {
   }
 }
 
-// Codes encode x / m, m the block's absmax, divided as the CPU divides: correctly rounded (a GPU
-// build without -cl-fp32-correctly-rounded-divide-sqrt, or a quotient taken as x times 1 / m,
-// would be off by an ulp here and there). The tests above have m = 1, where every way of
-// dividing is exact. Here the absmax is no power of two: mantissas of all ones, of a single low
-// bit and in between, at exponents from 2^-70 to 2^70; each block holds m, values x whose x / m
-// lands on every midpoint of the codebook and on the floats either side (x near the midpoint
-// times m, and the floats around that x), zeros of both signs, and values 2^-39 to 2^-41 of m.
-// The codes must be those of the quotient the host divides, for the signed dynamic map, NF4
-// and FP4, in both layouts.
+// Codes encode x / m, m the block's absmax, correctly rounded as the CPU divides (a GPU build
+// without -cl-fp32-correctly-rounded-divide-sqrt, or a quotient taken as x times 1 / m, would
+// be off by an ulp here and there). On NVIDIA's OpenCL a block takes the quotient through
+// 1 / m and one correction when m lies in [2^-60, 2^60] and no nonzero value is below m 2^-40,
+// and divides otherwise (quantize.cl). The tests above have m = 1, where every way of dividing
+// is exact. Here the absmax is no power of two: mantissas of all ones, of a single low bit and
+// in between, at exponents from 2^-70 to 2^70; each block holds m, values x whose x / m lands
+// on every midpoint of the codebook and on the floats either side (x near the midpoint times
+// m, and the floats around that x); the first block of each m also holds zeros of both signs
+// and values 2^-39 to 2^-41 of m, so both roads are taken. The codes must be those of the
+// quotient the host divides, for the signed dynamic map, NF4 and FP4, in both layouts.
 TEST_F(KernelBackends, QuantizersDivideByTheirAbsmaxExactly) {
   const std::vector<float> absmaxes = {3.7f,
                                        0.3f,
