@@ -486,15 +486,15 @@ std::string shown(double v) {
 // The rules the code tests count against: the number of midpoints strictly below r, and the
 // 4-bit code of r (the sorted code of that count; a negative r that rounds to zero keeps its
 // sign where the format has a -0, as FP4).
-int midpoints_below(const std::vector<float>& mids, float r) {
+template <typename Midpoints>
+int midpoints_below(const Midpoints& mids, float r) {
   int below = 0;
   for (float mid : mids) below += r > mid;
   return below;
 }
 
 uint8_t nibble_of(const kernels::Format4Table& t, float r) {
-  const std::vector<float> mids(t.midpoint.begin(), t.midpoint.end());
-  const uint8_t c = t.sorted_code[size_t(midpoints_below(mids, r))];
+  const uint8_t c = t.sorted_code[size_t(midpoints_below(t.midpoint, r))];
   return c == t.zero_code && r < 0.0f ? t.negative_zero_code : c;
 }
 
