@@ -46,6 +46,10 @@ out=${OUT:-$build/out}
 mkdir -p "$out"
 summary=()
 note() { summary+=("$*"); echo "== $*"; }
+# bench_quantize's name for NVIDIA's OpenCL device (opencl:N), empty where there is none.
+nvidia_opencl() {
+  "$build/bench/bench_quantize" --benchmark_filter='^$' 2>/dev/null | grep -m1 NVIDIA | cut -d' ' -f1
+}
 
 if [ -d "${LOWBIT_DEBS:-}" ]; then
   for f in "$LOWBIT_DEBS"/*.deb; do dpkg -x "$f" / || exit 1; done
@@ -109,7 +113,7 @@ if want opencl; then
   sed -n '/^op  *group/,$p' "$out/bench_optim_opencl.txt"
   # The quantizers against the device copy at 256M values, and the 4-bit matmul (kernel level,
   # device buffers) against torch's cuBLAS linear in one run.
-  nvidia=$("$build/bench/bench_quantize" --benchmark_filter='^$' 2>/dev/null | grep -m1 NVIDIA | cut -d' ' -f1)
+  nvidia=$(nvidia_opencl)
   LOWBIT_BENCH_N=$((256 << 20)) "$build/bench/bench_quantize" --benchmark_filter="/${nvidia:-none}/" \
     > "$out/bench_quantize_opencl.txt" 2>&1
   note "bench_quantize on $nvidia: rc $?"
@@ -157,7 +161,7 @@ fi
 
 if want ab; then
   [ -d "${LOWBIT_AB_KERNELS:-}" ] || { echo "ab: LOWBIT_AB_KERNELS must name a kernels/ folder"; exit 1; }
-  nvidia=$("$build/bench/bench_quantize" --benchmark_filter='^$' 2>/dev/null | grep -m1 NVIDIA | cut -d' ' -f1)
+  nvidia=$(nvidia_opencl)
   for pass in $(seq "${LOWBIT_AB_PASSES:-2}"); do
     for side in other this; do
       if [ "$side" = other ]; then
