@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -117,6 +119,8 @@ std::vector<DeviceInfo> list_devices() {
   if (clGetPlatformIDs(0, nullptr, &np) != CL_SUCCESS || np == 0) return out;
   std::vector<cl_platform_id> platforms(np);
   LOWBIT_CL_CHECK(clGetPlatformIDs(np, platforms.data(), nullptr));
+  const char* profile_env = std::getenv("LOWBIT_OPENCL_PROFILE");
+  const bool profile = profile_env && *profile_env && std::string(profile_env) != "0";
   for (cl_platform_id p : platforms) {
     cl_uint nd = 0;
     if (clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, 0, nullptr, &nd) != CL_SUCCESS || nd == 0) continue;
@@ -134,6 +138,7 @@ std::vector<DeviceInfo> list_devices() {
         unified = CL_FALSE;
       out.push_back({p, d, pname + "/" + device_string(d, CL_DEVICE_NAME),
                      (type & CL_DEVICE_TYPE_GPU) != 0, unified == CL_TRUE});
+      out.back().profile = profile;
     }
   }
   return out;
@@ -147,7 +152,8 @@ DeviceContext::DeviceContext(const DeviceInfo& info) : info_(info) {
                                          cl_context_properties(info.platform), 0};
   context_ = ContextHandle(clCreateContext(props, 1, &info.device, nullptr, nullptr, &err));
   LOWBIT_CL_CHECK_RESULT(err, "clCreateContext for " + info.label);
-  queue_ = QueueHandle(clCreateCommandQueue(context_.get(), info.device, 0, &err));
+  queue_ = QueueHandle(clCreateCommandQueue(
+      context_.get(), info.device, info.profile ? CL_QUEUE_PROFILING_ENABLE : 0, &err));
   LOWBIT_CL_CHECK_RESULT(err, "clCreateCommandQueue for " + info.label);
   LOWBIT_CL_CHECK(clGetDeviceInfo(info.device, CL_DEVICE_MAX_WORK_GROUP_SIZE,
                                   sizeof(max_work_group_), &max_work_group_, nullptr));
@@ -176,6 +182,86 @@ DeviceContext::DeviceContext(const DeviceInfo& info) : info_(info) {
           dp != 0;
   nv_options_ = device_string(info.device, CL_DEVICE_EXTENSIONS).find("cl_nv_compiler_options") !=
                 std::string::npos;
+}
+
+DeviceContext::~DeviceContext() {
+  if (!info_.profile) return;
+  try {
+    const std::string report = profile_report();
+    if (!report.empty()) std::fprintf(stderr, "%s", report.c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lowbit: OpenCL profile of %s lost: %s\n", info_.label.c_str(), e.what());
+  }
+  for (auto& p : pending_) clReleaseEvent(p.first);
+}
+
+void DeviceContext::record(cl_event event, std::string what) {
+  std::lock_guard<std::mutex> lock(profile_mutex_);
+  pending_.emplace_back(event, std::move(what));
+  // Bounded: a long run keeps at most a few hundred unfinished events.
+  if (pending_.size() >= 256) collect_finished();
+}
+
+void DeviceContext::collect_finished() {
+  std::vector<std::pair<cl_event, std::string>> waiting;
+  for (auto& [event, what] : pending_) {
+    // Never throws (CommandEvent's destructor gets here): an event that cannot be asked is
+    // dropped like a failed command.
+    cl_int status = -1;
+    clGetEventInfo(event, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, nullptr);
+    if (status > CL_COMPLETE) {  // queued, submitted or running
+      waiting.emplace_back(event, std::move(what));
+      continue;
+    }
+    cl_ulong start = 0, end = 0;
+    // A command that failed (negative status) has no times and is not counted.
+    if (status == CL_COMPLETE &&
+        clGetEventProfilingInfo(event, CL_PROFILING_COMMAND_START, sizeof(start), &start,
+                                nullptr) == CL_SUCCESS &&
+        clGetEventProfilingInfo(event, CL_PROFILING_COMMAND_END, sizeof(end), &end, nullptr) ==
+            CL_SUCCESS) {
+      Total& t = totals_[what];
+      ++t.calls;
+      t.ns += double(end - start);
+    }
+    clReleaseEvent(event);
+  }
+  pending_.swap(waiting);
+}
+
+std::string DeviceContext::profile_report() {
+  if (!info_.profile) return "";
+  LOWBIT_CL_CHECK(clFinish(queue_.get()));
+  std::lock_guard<std::mutex> lock(profile_mutex_);
+  collect_finished();
+  std::vector<std::pair<std::string, Total>> rows(totals_.begin(), totals_.end());
+  std::sort(rows.begin(), rows.end(),
+            [](const auto& a, const auto& b) { return a.second.ns > b.second.ns; });
+  std::ostringstream os;
+  os << "lowbit OpenCL profile of " << info_.label << ", device time per command:\n";
+  char line[256];
+  std::snprintf(line, sizeof(line), "%10s %12s %12s  %s\n", "calls", "total ms", "mean us",
+                "command");
+  os << line;
+  for (const auto& [what, t] : rows) {
+    std::snprintf(line, sizeof(line), "%10zu %12.3f %12.3f  %s\n", t.calls, t.ns * 1e-6,
+                  t.ns * 1e-3 / double(t.calls), what.c_str());
+    os << line;
+  }
+  return os.str();
+}
+
+CommandEvent::~CommandEvent() {
+  if (!event_) return;
+  std::string what = std::move(what_);
+  if (kernel_) {
+    size_t size = 0;
+    clGetKernelInfo(kernel_, CL_KERNEL_FUNCTION_NAME, 0, nullptr, &size);
+    what.assign(size, '\0');
+    clGetKernelInfo(kernel_, CL_KERNEL_FUNCTION_NAME, size, what.data(), nullptr);
+    while (!what.empty() && what.back() == '\0') what.pop_back();
+  }
+  ctx_.record(event_, std::move(what));
 }
 
 cl_program DeviceContext::program(const std::string& name, const std::string& options) {

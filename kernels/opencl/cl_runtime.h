@@ -58,6 +58,9 @@ struct DeviceInfo {
   // False: kernels keep 64-bit index arithmetic where the call's indices would allow 32 bits
   // (tests run the path that tensors of 2^31 elements and more take).
   bool narrow_indices = true;
+  // True: the queue records each command's device time, and the context prints the totals per
+  // command when it is destroyed (list_devices sets it from LOWBIT_OPENCL_PROFILE).
+  bool profile = false;
 };
 
 // Whether backend "auto" may take this device: a GPU that shares the host's
@@ -108,6 +111,9 @@ using ContextHandle = Handle<cl_context, clReleaseContext>;
 class DeviceContext {
  public:
   explicit DeviceContext(const DeviceInfo& info);
+  ~DeviceContext();
+  DeviceContext(const DeviceContext&) = delete;
+  DeviceContext& operator=(const DeviceContext&) = delete;
   const DeviceInfo& info() const { return info_; }
   cl_context context() const { return context_.get(); }
   cl_command_queue queue() const { return queue_.get(); }
@@ -134,6 +140,13 @@ class DeviceContext {
   // Whether the compiler takes NVIDIA's options (cl_nv_compiler_options: -cl-nv-maxrregcount).
   bool nv_compiler_options() const { return nv_options_; }
 
+  // Profiling (DeviceInfo::profile): `event`, a command of this queue, is added to the totals
+  // of `what` once it has finished; the context releases it.
+  void record(cl_event event, std::string what);
+  // Per command, the largest total first: calls, total and mean device time. Waits for the
+  // queue. Empty without profiling.
+  std::string profile_report();
+
  private:
   // LOWBIT_OPENCL_DUMP: `program`'s binary and build log as <stem>.bin and <stem>.log.
   void dump_program(cl_program program, const std::string& stem, const std::string& options) const;
@@ -149,6 +162,34 @@ class DeviceContext {
   bool nv_options_ = false;
   std::mutex mutex_;
   std::map<std::pair<std::string, std::string>, ProgramHandle> programs_;
+
+  struct Total {
+    size_t calls = 0;
+    double ns = 0.0;
+  };
+  // Adds the finished commands among pending_ to totals_ (all of them after a clFinish).
+  void collect_finished();
+  std::mutex profile_mutex_;
+  std::vector<std::pair<cl_event, std::string>> pending_;
+  std::map<std::string, Total> totals_;
+};
+
+// The event argument of one enqueue: null unless the context profiles; otherwise the command's
+// event, recorded under `what` (or the kernel's name) when this goes out of scope.
+class CommandEvent {
+ public:
+  CommandEvent(DeviceContext& ctx, std::string what) : ctx_(ctx), what_(std::move(what)) {}
+  CommandEvent(DeviceContext& ctx, cl_kernel kernel) : ctx_(ctx), kernel_(kernel) {}
+  CommandEvent(const CommandEvent&) = delete;
+  CommandEvent& operator=(const CommandEvent&) = delete;
+  ~CommandEvent();
+  cl_event* get() { return ctx_.info().profile ? &event_ : nullptr; }
+
+ private:
+  DeviceContext& ctx_;
+  std::string what_;
+  cl_kernel kernel_ = nullptr;
+  cl_event event_ = nullptr;
 };
 
 // The OpenCL C source (preludes included) of program `name`: embedded at

@@ -94,16 +94,18 @@ void OpenClBackend::enqueue_write(Buffer& dst, const void* src, size_t bytes, si
                                   bool wait) {
   check_range(dst, bytes, offset, "write", "dst");
   if (bytes == 0) return;
+  CommandEvent event(ctx_, "write buffer");
   LOWBIT_CL_CHECK(clEnqueueWriteBuffer(ctx_.queue(), mem_of(dst), wait ? CL_TRUE : CL_FALSE,
-                                       offset, bytes, src, 0, nullptr, nullptr));
+                                       offset, bytes, src, 0, nullptr, event.get()));
 }
 
 void OpenClBackend::enqueue_read(const Buffer& src, void* dst, size_t bytes, size_t offset,
                                  bool wait) {
   check_range(src, bytes, offset, "read", "src");
   if (bytes == 0) return;
+  CommandEvent event(ctx_, "read buffer");
   LOWBIT_CL_CHECK(clEnqueueReadBuffer(ctx_.queue(), mem_of(src), wait ? CL_TRUE : CL_FALSE,
-                                      offset, bytes, dst, 0, nullptr, nullptr));
+                                      offset, bytes, dst, 0, nullptr, event.get()));
 }
 
 void OpenClBackend::write(Buffer& dst, const void* src, size_t bytes, size_t offset) {
@@ -139,8 +141,11 @@ void OpenClBackend::write_all(const std::vector<HostWrite>& writes) {
 }
 
 void OpenClBackend::do_copy(const Buffer& src, Buffer& dst, size_t bytes) {
-  LOWBIT_CL_CHECK(
-      clEnqueueCopyBuffer(ctx_.queue(), mem_of(src), mem_of(dst), 0, 0, bytes, 0, nullptr, nullptr));
+  {
+    CommandEvent event(ctx_, "copy buffer");
+    LOWBIT_CL_CHECK(clEnqueueCopyBuffer(ctx_.queue(), mem_of(src), mem_of(dst), 0, 0, bytes, 0,
+                                        nullptr, event.get()));
+  }
   if (static_cast<const ClBuffer&>(dst).wraps_host()) finish_host_access({mem_of(dst)});
 }
 
@@ -176,8 +181,11 @@ void OpenClBackend::launch(cl_kernel k, size_t global, size_t local) {
 void OpenClBackend::enqueue(cl_kernel k, cl_uint dims, const size_t* global, const size_t* local) {
   std::vector<cl_mem> wrapped;
   wrapped.swap(wrapped_args);
-  LOWBIT_CL_CHECK(
-      clEnqueueNDRangeKernel(ctx_.queue(), k, dims, nullptr, global, local, 0, nullptr, nullptr));
+  {
+    CommandEvent event(ctx_, k);
+    LOWBIT_CL_CHECK(clEnqueueNDRangeKernel(ctx_.queue(), k, dims, nullptr, global, local, 0,
+                                           nullptr, event.get()));
+  }
   if (!wrapped.empty()) finish_host_access(wrapped);
 }
 
@@ -189,10 +197,11 @@ void OpenClBackend::finish_host_access(const std::vector<cl_mem>& wrapped) {
     size_t bytes = 0;
     LOWBIT_CL_CHECK(clGetMemObjectInfo(m, CL_MEM_SIZE, sizeof(bytes), &bytes, nullptr));
     cl_int err = CL_SUCCESS;
+    CommandEvent map(ctx_, "map host buffer"), unmap(ctx_, "unmap host buffer");
     void* p = clEnqueueMapBuffer(ctx_.queue(), m, CL_FALSE, CL_MAP_READ, 0, bytes, 0, nullptr,
-                                 nullptr, &err);
+                                 map.get(), &err);
     LOWBIT_CL_CHECK_RESULT(err, "clEnqueueMapBuffer");
-    LOWBIT_CL_CHECK(clEnqueueUnmapMemObject(ctx_.queue(), m, p, 0, nullptr, nullptr));
+    LOWBIT_CL_CHECK(clEnqueueUnmapMemObject(ctx_.queue(), m, p, 0, nullptr, unmap.get()));
   }
   LOWBIT_CL_CHECK(clFinish(ctx_.queue()));
 }

@@ -139,6 +139,55 @@ TEST(OpenClRuntime, DumpFolderReceivesEachBuildsLogAndBinary) {
   EXPECT_FALSE(binary.empty());
 }
 
+// LOWBIT_OPENCL_PROFILE (DeviceInfo::profile): the context adds up each command's device time
+// under its name (the kernel's function name, or the kind of transfer) and reports calls and
+// totals. The counts are the commands this test enqueued; without profiling there is no report.
+TEST(OpenClRuntime, ProfileTotalsEachCommandByName) {
+  LOWBIT_REQUIRE_OPENCL(cl);
+  kernels::opencl::DeviceInfo info = context_of(*cl).info();
+  EXPECT_TRUE(context_of(*cl).profile_report().empty() || info.profile);
+  info.profile = true;
+  kernels::opencl::OpenClBackend profiled(info);
+  kernels::Backend& be = profiled;
+  constexpr size_t n = 4096;
+  constexpr int kBlock = 256;
+  std::vector<float> x(n);
+  for (size_t i = 0; i < n; ++i) x[i] = std::sin(float(i));
+  const auto code = kernels::dynamic_map(true);
+  auto xs = be.allocate(n * sizeof(float)), copy = be.allocate(n * sizeof(float));
+  auto c = be.allocate(code.size() * sizeof(float));
+  auto absmax = be.allocate(n / kBlock * sizeof(float)), codes = be.allocate(n);
+  be.write(*xs, x.data(), n * sizeof(float));
+  be.write(*c, code.data(), code.size() * sizeof(float));
+  be.copy(*xs, *copy, n * sizeof(float));
+  for (int call = 0; call < 3; ++call)
+    be.quantize_blockwise(*copy, kernels::DType::F32, n, kBlock, *c, *absmax, *codes);
+  std::vector<uint8_t> back(n);
+  be.read(*codes, back.data(), n);
+  const std::string report = profiled.context().profile_report();
+  // "<calls> <total ms> <mean us>  <command>" per command.
+  const auto calls_of = [&](const std::string& command) -> long {
+    std::istringstream lines(report);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.size() < command.size() + 2 ||
+          line.compare(line.size() - command.size() - 2, std::string::npos, "  " + command) != 0)
+        continue;
+      long calls = 0;
+      double total = 0.0, mean = 0.0;
+      std::istringstream(line) >> calls >> total >> mean;
+      EXPECT_GE(total, 0.0) << line;
+      EXPECT_NEAR(mean * double(calls) * 1e-3, total, 1e-3 * total + 1e-3) << line;
+      return calls;
+    }
+    return 0;
+  };
+  EXPECT_NE(report.find(info.label), std::string::npos) << report;
+  EXPECT_EQ(calls_of("write buffer"), 2) << report;
+  EXPECT_EQ(calls_of("copy buffer"), 1) << report;
+  EXPECT_EQ(calls_of("read buffer"), 1) << report;
+  EXPECT_EQ(calls_of("quantize_blockwise"), 3) << report;
+}
+
 TEST(OpenClRuntime, MissingSourceFileIsNamed) {
   LOWBIT_REQUIRE_OPENCL(cl);
   SourceDir dir;
