@@ -17,6 +17,7 @@
 
 #include "bench/linear_common.h"
 #include "bench/ratio_reporter.h"
+#include "kernels/blas_core.h"
 #include "kernels/cpu/isa_kernels.h"
 #include "lora/linear8bit.h"
 
@@ -124,6 +125,8 @@ void print_weight_bytes() {
 }  // namespace lowbit::bench
 
 int main(int argc, char** argv) {
+  // torch's fp32 baselines with the widest kernels the process's OpenBLAS has for this CPU.
+  lowbit::kernels::reload_with_wider_blas(argv);
   using namespace lowbit;
   benchmark::Initialize(&argc, argv);
   const int all = omp_get_max_threads();

@@ -38,6 +38,7 @@
 
 #include "bench/child_process.h"
 #include "bench/ratio_reporter.h"
+#include "kernels/blas_core.h"
 #include "lora/apply_lora.h"
 #include "nn/generate.h"
 #include "nn/hf_causal_lm.h"
@@ -224,6 +225,8 @@ void print_memory_table() {
 }  // namespace lowbit::bench
 
 int main(int argc, char** argv) {
+  // torch's fp32 baselines with the widest kernels the process's OpenBLAS has for this CPU.
+  lowbit::kernels::reload_with_wider_blas(argv);
   using namespace lowbit::bench;
   std::string setup, checkpoint, threads = "1";
   std::vector<char*> benchmark_args = {argv[0]};

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/blas_core.h"
 #include "kernels/cpu_isa.h"
 
 namespace lowbit::bench {
@@ -51,6 +52,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
     GetErrorStream() << "lowbit CPU kernels: " << kernels::cpu_isa_name(kernels::cpu_isa())
                      << " path (this CPU runs: " << runnable << "); 4-bit gemv weight prefetch "
                      << (kernels::cpu_prefetch_weights() ? "on" : "off") << "\n";
+    if (const std::string blas = kernels::blas_description(); !blas.empty())
+      GetErrorStream() << "BLAS: " << blas << "\n";
     return ok;
   }
 

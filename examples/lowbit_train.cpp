@@ -20,6 +20,7 @@
 #include "examples/train/ranks.h"
 #include "examples/train/svg_plot.h"
 #include "examples/train/trainer.h"
+#include "kernels/blas_core.h"
 
 const char* lowbit_default_recipe();  // generated from configs/fashion_mnist_adamw8bit.yaml
 
@@ -186,6 +187,8 @@ int main(int argc, char** argv) {
       return 0;
     }
   }
+  // Before any matmul: OpenBLAS picks its kernels as it loads (kernels/blas_core.h).
+  kernels::reload_with_wider_blas(argv);
   try {
     const Arguments args = parse(argc, argv);
     if (!args.plot.empty()) {

@@ -28,6 +28,7 @@
 #include "examples/train/run_model.h"
 #include "examples/train/schedule.h"
 #include "examples/train/svg_plot.h"
+#include "kernels/blas_core.h"
 #include "lora/peft_io.h"
 #include "quant/atomic_file.h"
 
@@ -352,8 +353,10 @@ void Run::print_header(const std::optional<Checkpoint>& checkpoint) const {
        << "\n  optimizer: " << built_.description << "\n  steps: " << total_ << " ("
        << r_.train.batch_size << " x " << r_.train.grad_accum << " per step), schedule "
        << r_.schedule.name << "\n  threads: " << torch::get_num_threads() << ", backend "
-       << built_model_.backend_name << " (" << built_model_.backend_reason
-       << ")\n  run directory: " << r_.checkpoint.dir << "\n";
+       << built_model_.backend_name << " (" << built_model_.backend_reason << ")\n";
+  if (const std::string blas = kernels::blas_description(); !blas.empty())
+    out_ << "  BLAS: " << blas << "\n";
+  out_ << "  run directory: " << r_.checkpoint.dir << "\n";
   if (ranks_) {
     out_ << "  processes: " << ranks_->size() << " (data parallel over "
          << ranks_->collectives() << "; rows "

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -24,6 +25,7 @@
 #include "examples/config/recipe.h"
 #include "examples/train/checkpoint.h"
 #include "examples/train/metrics_log.h"
+#include "kernels/blas_core.h"
 #include "tests/examples/saved_weights.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/spawn.h"
@@ -125,6 +127,41 @@ TEST(LowbitTrain, PrintsTheResolvedDefaultRecipeAndPlotsMetrics) {
   const Finished plotted = run_program(dir, {"--plot", dir.file("m.jsonl")});
   EXPECT_EQ(plotted.status, 0) << plotted.output;
   EXPECT_TRUE(fs::exists(dir.file("m.svg")));
+}
+
+// OpenBLAS picks its kernels as it loads, from the CPU's model; where it falls back to kernels
+// without AVX2 on a CPU that has it (Debian 12's 0.3.21 on Emerald Rapids chose its SSE3
+// "Prescott" kernels), lowbit-train sets OPENBLAS_CORETYPE and starts again, and its header says
+// so. The test process loads the same OpenBLAS as the program, so kernels::blas_core() here
+// (with OPENBLAS_CORETYPE unset for both) says what the program must have found.
+TEST(LowbitTrain, RunsOpenBlasWithTheCpusWideKernelsAndSaysWhichInItsHeader) {
+  ScratchDir dir;
+  if (const char* set = std::getenv("OPENBLAS_CORETYPE"); set && *set)
+    GTEST_SKIP() << "OPENBLAS_CORETYPE=" << set << " is set: this process chose no kernels itself";
+  const kernels::BlasCore found = kernels::blas_core();
+  const Finished run = run_program(
+      dir, {"--set", "train.epochs=0", "--set", "train.steps=2", "--set", "schedule.warmup_steps=1",
+            "--set", "train.eval_every=1000", "--set", "data.train_limit=256", "--set",
+            "data.eval_limit=64", "--set", "log.progress=none", "--set",
+            "checkpoint.dir=" + dir.file("run")});
+  ASSERT_EQ(run.status, 0) << run.output;
+  const size_t at = run.output.find("\n  BLAS: ");
+  if (found.loaded.empty()) {
+    EXPECT_EQ(at, std::string::npos) << "no OpenBLAS here, yet the header names one:\n" << run.output;
+    return;
+  }
+  ASSERT_NE(at, std::string::npos) << run.output;
+  const std::string line = run.output.substr(at + 3, run.output.find('\n', at + 1) - at - 3);
+  EXPECT_EQ(line.rfind("BLAS: OpenBLAS", 0), 0u) << line;
+  if (found.wanted.empty()) {
+    EXPECT_NE(line.find(", " + found.loaded + " kernels"), std::string::npos) << line;
+    EXPECT_EQ(line.find("set by lowbit"), std::string::npos) << line;
+  } else {
+    EXPECT_NE(line.find(", " + found.wanted + " kernels (OPENBLAS_CORETYPE=" + found.wanted +
+                        ", set by lowbit: it had chosen " + found.loaded),
+              std::string::npos)
+        << line;
+  }
 }
 
 // On the CPU wherever the test runs: the runs compare bit for bit.

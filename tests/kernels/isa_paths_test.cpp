@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "kernels/backend.h"
+#include "kernels/blas_core.h"
 #include "kernels/codebook.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/isa_kernels.h"
@@ -338,6 +339,26 @@ TEST(IsaPaths, WeightPrefetchIsOnForIntelByDefaultAndTheOverrideIsChecked) {
                                         "LOWBIT_CPU_PREFETCH=yes must be 1 or 0");
   EXPECT_EQ(kernels::cpu_prefetch_weights(),
             kernels::cpu_prefetch_weights_for(std::getenv("LOWBIT_CPU_PREFETCH")));
+}
+
+// kernels/blas_core.h: OpenBLAS kernels without AVX2 are replaced on a CPU that has AVX2 (and
+// FMA): by SkylakeX's where it also has AVX-512, else by Haswell's. Cores with AVX2 kernels, any
+// core on a CPU without AVX2, and no OpenBLAS at all are left alone. OpenBLAS compares the
+// names without case, and so does the check.
+TEST(BlasCore, KernelsWithoutAvx2AreReplacedOnlyOnCpusWithIt) {
+  using kernels::wider_blas_core;
+  EXPECT_EQ(wider_blas_core("Prescott", true, true), "SkylakeX");
+  EXPECT_EQ(wider_blas_core("Prescott", true, false), "Haswell");
+  EXPECT_EQ(wider_blas_core("Sandybridge", true, true), "SkylakeX");  // AVX, not AVX2
+  EXPECT_EQ(wider_blas_core("Nehalem", true, false), "Haswell");
+  EXPECT_EQ(wider_blas_core("Prescott", false, false), "");
+  for (const char* wide : {"Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids", "SKYLAKEX",
+                           "haswell"}) {
+    EXPECT_EQ(wider_blas_core(wide, true, true), "") << wide;
+    EXPECT_EQ(wider_blas_core(wide, true, false), "") << wide;
+  }
+  EXPECT_EQ(wider_blas_core("", true, true), "");
+  EXPECT_EQ(wider_blas_core("Haswellx", true, true), "SkylakeX");  // whole names only
 }
 
 }  // namespace
