@@ -594,10 +594,18 @@ Buffer& OpenClBackend::code_table_buffer(int which) {
 
 const Buffer& OpenClBackend::code_table(const Buffer& qmap, int which) {
   Buffer& table = code_table_buffer(which);
+  // Wrapped host memory is up to date for the host here: every op that hands a wrapped buffer
+  // to a kernel waits for it (finish_host_access).
+  std::vector<unsigned char>& source = table_sources_[which];
+  const auto* host = static_cast<const unsigned char*>(static_cast<const ClBuffer&>(qmap).host());
+  if (host && source.size() == qmap.bytes() && std::equal(source.begin(), source.end(), host))
+    return table;
+  source.clear();  // until the build below is queued
   cl_kernel k = kernel("step", "build_code_table");
   const size_t local = group_size(k, 256);
   set_args(k, qmap, table, LocalBytes{256 * sizeof(float)}, LocalBytes{sizeof(cl_uint)});
   launch(k, local, local);
+  if (host) source.assign(host, host + qmap.bytes());
   return table;
 }
 

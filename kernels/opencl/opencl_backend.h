@@ -22,6 +22,8 @@ class ClBuffer final : public Buffer {
       : Buffer(owner, bytes), mem_(std::move(mem)), host_(host) {}
   cl_mem mem() const { return mem_.get(); }
   bool wraps_host() const { return host_ != nullptr; }
+  // The host memory of a wrapped buffer; null for device memory.
+  const void* host() const { return host_; }
 
  private:
   MemHandle mem_;
@@ -174,7 +176,10 @@ class OpenClBackend final : public Backend {
   std::string dequantize_options() const;
   // The encoding table (code_table.h) of the codebook in `qmap`, built on the
   // device into table buffer `which` (0 or 1) by a kernel queued before the
-  // op that reads it: no wait, and a codebook changed in place is seen.
+  // op that reads it: no wait, and a codebook changed in place is seen. A
+  // codebook in wrapped host memory is compared on the host with the one the
+  // table holds, and the build is skipped when they are the same bytes (on
+  // PoCL a build takes about 0.3 ms, and every update asks for its tables).
   const Buffer& code_table(const Buffer& qmap, int which);
   // Table buffer `which`, allocated at first use.
   Buffer& code_table_buffer(int which);
@@ -204,6 +209,8 @@ class OpenClBackend final : public Backend {
   std::map<std::string, BlockKernel> quantize_kernels_;
   BlockLayout block_layout_ = BlockLayout::Auto;
   std::unique_ptr<Buffer> code_tables_[2];
+  // The codebook bytes each table was last built from, where they were host memory; else empty.
+  std::vector<unsigned char> table_sources_[2];
   std::unique_ptr<Buffer> rejected_;
   Table4 tables_[2];
   std::unique_ptr<Buffer> scratch_;

@@ -2,6 +2,7 @@
 // log; sources can be read from disk (LOWBIT_OPENCL_SOURCE_DIR); programs are
 // built once per device and cached; builds can be dumped (LOWBIT_OPENCL_DUMP).
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -186,6 +187,66 @@ TEST(OpenClRuntime, ProfileTotalsEachCommandByName) {
   EXPECT_EQ(calls_of("copy buffer"), 1) << report;
   EXPECT_EQ(calls_of("read buffer"), 1) << report;
   EXPECT_EQ(calls_of("quantize_blockwise"), 3) << report;
+}
+
+// The 8-bit encoders' table (code_table.h) is built on the device from the codebook before the
+// op that reads it. A codebook in wrapped host memory is compared on the host with the one the
+// table was built from: the same bytes reuse the table (counted through the profile), and
+// bytes changed in place are built again, so that the codes follow the new codebook (against
+// the CPU backend, which reads the codebook itself).
+TEST(OpenClRuntime, CodeTableIsBuiltAgainOnlyWhenAHostCodebookChanges) {
+  LOWBIT_REQUIRE_OPENCL(cl);
+  kernels::opencl::DeviceInfo info = context_of(*cl).info();
+  if (!info.host_unified) GTEST_SKIP() << info.label << " does not use host memory in place";
+  info.profile = true;
+  kernels::opencl::OpenClBackend profiled(info);
+  kernels::Backend& be = profiled;
+  constexpr size_t n = 2048;
+  constexpr int kBlock = 256;
+  std::vector<float> x(n);
+  for (size_t i = 0; i < n; ++i) x[i] = std::sin(0.37f * float(i)) * float(1 + i % 5);
+  alignas(64) std::array<float, 256> code = kernels::dynamic_map(true);
+  const auto wrapped = be.wrap(code.data(), sizeof(code), kernels::Location::host());
+  ASSERT_NE(wrapped, nullptr);
+  auto xs = be.allocate(n * sizeof(float)), absmax = be.allocate(n / kBlock * sizeof(float));
+  auto codes = be.allocate(n);
+  be.write(*xs, x.data(), n * sizeof(float));
+  // The codes of the current codebook, on the OpenCL device and on the CPU.
+  const auto quantize = [&](std::vector<uint8_t>& got, std::vector<uint8_t>& want) {
+    be.quantize_blockwise(*xs, kernels::DType::F32, n, kBlock, *wrapped, *absmax, *codes);
+    got.assign(n, 0);
+    be.read(*codes, got.data(), n);
+    kernels::Backend& cpu = kernels::cpu_backend();
+    auto cx = cpu.allocate(n * sizeof(float)), cc = cpu.allocate(sizeof(code));
+    auto ca = cpu.allocate(n / kBlock * sizeof(float)), cq = cpu.allocate(n);
+    cpu.write(*cx, x.data(), n * sizeof(float));
+    cpu.write(*cc, code.data(), sizeof(code));
+    cpu.quantize_blockwise(*cx, kernels::DType::F32, n, kBlock, *cc, *ca, *cq);
+    want.assign(n, 0);
+    cpu.read(*cq, want.data(), n);
+  };
+  const auto builds = [&] {
+    const std::string report = profiled.context().profile_report();
+    std::istringstream lines(report);
+    for (std::string line; std::getline(lines, line);)
+      if (line.size() > 18 && line.compare(line.size() - 18, 18, "  build_code_table") == 0)
+        return std::stol(line);
+    return 0L;
+  };
+  std::vector<uint8_t> got, want;
+  for (int call = 0; call < 3; ++call) {
+    quantize(got, want);
+    EXPECT_EQ(got, want) << "call " << call;
+  }
+  EXPECT_EQ(builds(), 1);
+  // In place, as a host tensor would be changed: the map's positive half scaled (still sorted),
+  // so that the codes move.
+  for (size_t i = 128; i < 256; ++i) code[i] = code[i] == 1.0f ? 1.0f : code[i] * 0.75f;
+  quantize(got, want);
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(builds(), 2);
+  quantize(got, want);
+  EXPECT_EQ(builds(), 2);
 }
 
 TEST(OpenClRuntime, MissingSourceFileIsNamed) {
