@@ -26,6 +26,7 @@
 #include "examples/train/checkpoint.h"
 #include "examples/train/metrics_log.h"
 #include "kernels/blas_core.h"
+#include "kernels/cpu_isa.h"
 #include "tests/examples/saved_weights.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/spawn.h"
@@ -132,18 +133,36 @@ TEST(LowbitTrain, PrintsTheResolvedDefaultRecipeAndPlotsMetrics) {
 // OpenBLAS picks its kernels as it loads, from the CPU's model; where it falls back to kernels
 // without AVX2 on a CPU that has it (Debian 12's 0.3.21 on Emerald Rapids chose its SSE3
 // "Prescott" kernels), lowbit-train sets OPENBLAS_CORETYPE and starts again, and its header says
-// so. The test process loads the same OpenBLAS as the program, so kernels::blas_core() here
-// (with OPENBLAS_CORETYPE unset for both) says what the program must have found.
+// so. The test process loads the same OpenBLAS as the program: what it chose here (before this
+// test program started itself again, if it did: LOWBIT_BLAS_REPLACED) is what the program,
+// started without either variable, must find.
 TEST(LowbitTrain, RunsOpenBlasWithTheCpusWideKernelsAndSaysWhichInItsHeader) {
   ScratchDir dir;
-  if (const char* set = std::getenv("OPENBLAS_CORETYPE"); set && *set)
+  const char* set = std::getenv("OPENBLAS_CORETYPE");
+  const char* replaced = std::getenv("LOWBIT_BLAS_REPLACED");
+  const bool reloaded = replaced && *replaced;
+  if (set && *set && !reloaded)
     GTEST_SKIP() << "OPENBLAS_CORETYPE=" << set << " is set: this process chose no kernels itself";
-  const kernels::BlasCore found = kernels::blas_core();
+  kernels::BlasCore found = kernels::blas_core();
+  if (reloaded) {
+    const std::vector<kernels::CpuIsa> isas = kernels::cpu_isas();
+    const auto runs = [&](kernels::CpuIsa isa) {
+      return std::find(isas.begin(), isas.end(), isa) != isas.end();
+    };
+    found.loaded = replaced;
+    found.wanted = kernels::wider_blas_core(found.loaded, runs(kernels::CpuIsa::Avx2),
+                                            runs(kernels::CpuIsa::Avx512));
+  }
+  const std::string saved_set = set ? set : "", saved_replaced = reloaded ? replaced : "";
+  unsetenv("OPENBLAS_CORETYPE");
+  unsetenv("LOWBIT_BLAS_REPLACED");
   const Finished run = run_program(
       dir, {"--set", "train.epochs=0", "--set", "train.steps=2", "--set", "schedule.warmup_steps=1",
             "--set", "train.eval_every=1000", "--set", "data.train_limit=256", "--set",
             "data.eval_limit=64", "--set", "log.progress=none", "--set",
             "checkpoint.dir=" + dir.file("run")});
+  if (!saved_set.empty()) setenv("OPENBLAS_CORETYPE", saved_set.c_str(), 1);
+  if (reloaded) setenv("LOWBIT_BLAS_REPLACED", saved_replaced.c_str(), 1);
   ASSERT_EQ(run.status, 0) << run.output;
   const size_t at = run.output.find("\n  BLAS: ");
   if (found.loaded.empty()) {
