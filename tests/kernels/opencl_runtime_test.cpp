@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -58,6 +59,32 @@ class SourceDir {
 
 kernels::opencl::DeviceContext& context_of(kernels::Backend& b) {
   return static_cast<kernels::opencl::OpenClBackend&>(b).context();
+}
+
+// Another backend on the device of `opencl` (an OpenCL backend), whose queue times every
+// command (DeviceInfo::profile, as LOWBIT_OPENCL_PROFILE sets it).
+std::unique_ptr<kernels::opencl::OpenClBackend> profiled_twin(kernels::Backend& opencl) {
+  kernels::opencl::DeviceInfo info = context_of(opencl).info();
+  info.profile = true;
+  return std::make_unique<kernels::opencl::OpenClBackend>(info);
+}
+
+// The calls of `command` in a profile report ("<calls> <total ms> <mean us>  <command>" per
+// line; 0 where it is absent), once its total is checked to be its calls times its mean.
+long profiled_calls(const std::string& report, const std::string& command) {
+  std::istringstream lines(report);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.size() < command.size() + 2 ||
+        line.compare(line.size() - command.size() - 2, std::string::npos, "  " + command) != 0)
+      continue;
+    long calls = 0;
+    double total = 0.0, mean = 0.0;
+    std::istringstream(line) >> calls >> total >> mean;
+    EXPECT_GE(total, 0.0) << line;
+    EXPECT_NEAR(mean * double(calls) * 1e-3, total, 1e-3 * total + 1e-3) << line;
+    return calls;
+  }
+  return 0;
 }
 
 // backend "auto" takes an OpenCL GPU only when it shares the host's memory
@@ -145,11 +172,9 @@ TEST(OpenClRuntime, DumpFolderReceivesEachBuildsLogAndBinary) {
 // totals. The counts are the commands this test enqueued; without profiling there is no report.
 TEST(OpenClRuntime, ProfileTotalsEachCommandByName) {
   LOWBIT_REQUIRE_OPENCL(cl);
-  kernels::opencl::DeviceInfo info = context_of(*cl).info();
-  EXPECT_TRUE(context_of(*cl).profile_report().empty() || info.profile);
-  info.profile = true;
-  kernels::opencl::OpenClBackend profiled(info);
-  kernels::Backend& be = profiled;
+  EXPECT_TRUE(context_of(*cl).profile_report().empty() || context_of(*cl).info().profile);
+  const auto profiled = profiled_twin(*cl);
+  kernels::Backend& be = *profiled;
   constexpr size_t n = 4096;
   constexpr int kBlock = 256;
   std::vector<float> x(n);
@@ -165,28 +190,12 @@ TEST(OpenClRuntime, ProfileTotalsEachCommandByName) {
     be.quantize_blockwise(*copy, kernels::DType::F32, n, kBlock, *c, *absmax, *codes);
   std::vector<uint8_t> back(n);
   be.read(*codes, back.data(), n);
-  const std::string report = profiled.context().profile_report();
-  // "<calls> <total ms> <mean us>  <command>" per command.
-  const auto calls_of = [&](const std::string& command) -> long {
-    std::istringstream lines(report);
-    for (std::string line; std::getline(lines, line);) {
-      if (line.size() < command.size() + 2 ||
-          line.compare(line.size() - command.size() - 2, std::string::npos, "  " + command) != 0)
-        continue;
-      long calls = 0;
-      double total = 0.0, mean = 0.0;
-      std::istringstream(line) >> calls >> total >> mean;
-      EXPECT_GE(total, 0.0) << line;
-      EXPECT_NEAR(mean * double(calls) * 1e-3, total, 1e-3 * total + 1e-3) << line;
-      return calls;
-    }
-    return 0;
-  };
-  EXPECT_NE(report.find(info.label), std::string::npos) << report;
-  EXPECT_EQ(calls_of("write buffer"), 2) << report;
-  EXPECT_EQ(calls_of("copy buffer"), 1) << report;
-  EXPECT_EQ(calls_of("read buffer"), 1) << report;
-  EXPECT_EQ(calls_of("quantize_blockwise"), 3) << report;
+  const std::string report = profiled->context().profile_report();
+  EXPECT_NE(report.find(profiled->context().info().label), std::string::npos) << report;
+  EXPECT_EQ(profiled_calls(report, "write buffer"), 2) << report;
+  EXPECT_EQ(profiled_calls(report, "copy buffer"), 1) << report;
+  EXPECT_EQ(profiled_calls(report, "read buffer"), 1) << report;
+  EXPECT_EQ(profiled_calls(report, "quantize_blockwise"), 3) << report;
 }
 
 // The 8-bit encoders' table (code_table.h) is built on the device from the codebook before the
@@ -196,11 +205,10 @@ TEST(OpenClRuntime, ProfileTotalsEachCommandByName) {
 // the CPU backend, which reads the codebook itself).
 TEST(OpenClRuntime, CodeTableIsBuiltAgainOnlyWhenAHostCodebookChanges) {
   LOWBIT_REQUIRE_OPENCL(cl);
-  kernels::opencl::DeviceInfo info = context_of(*cl).info();
-  if (!info.host_unified) GTEST_SKIP() << info.label << " does not use host memory in place";
-  info.profile = true;
-  kernels::opencl::OpenClBackend profiled(info);
-  kernels::Backend& be = profiled;
+  if (!context_of(*cl).info().host_unified)
+    GTEST_SKIP() << context_of(*cl).info().label << " does not use host memory in place";
+  const auto profiled = profiled_twin(*cl);
+  kernels::Backend& be = *profiled;
   constexpr size_t n = 2048;
   constexpr int kBlock = 256;
   std::vector<float> x(n);
@@ -226,12 +234,7 @@ TEST(OpenClRuntime, CodeTableIsBuiltAgainOnlyWhenAHostCodebookChanges) {
     cpu.read(*cq, want.data(), n);
   };
   const auto builds = [&] {
-    const std::string report = profiled.context().profile_report();
-    std::istringstream lines(report);
-    for (std::string line; std::getline(lines, line);)
-      if (line.size() > 18 && line.compare(line.size() - 18, 18, "  build_code_table") == 0)
-        return std::stol(line);
-    return 0L;
+    return profiled_calls(profiled->context().profile_report(), "build_code_table");
   };
   std::vector<uint8_t> got, want;
   for (int call = 0; call < 3; ++call) {
