@@ -14,8 +14,9 @@
 namespace lowbit::kernels {
 namespace {
 
-// An OpenBLAS function of the process, or null: RTLD_DEFAULT searches the libraries loaded
-// with the program (libtorch's libblas.so.3 is OpenBLAS where scripts/deps.sh installed it).
+// What an OpenBLAS function of the process returns; "" where the process has no OpenBLAS.
+// RTLD_DEFAULT searches the libraries loaded with the program (libtorch's libblas.so.3 is
+// OpenBLAS where scripts/deps.sh installed it).
 std::string call_openblas(const char* name) {
   using Fn = char* (*)();
   const auto fn = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, name));
@@ -25,18 +26,23 @@ std::string call_openblas(const char* name) {
   return s;
 }
 
+bool same_name(const std::string& a, const std::string& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](unsigned char x, unsigned char y) {
+    return std::tolower(x) == std::tolower(y);
+  });
+}
+
 }  // namespace
 
 std::string wider_blas_core(const std::string& loaded, bool avx2, bool avx512) {
-  // OpenBLAS's cores whose sgemm kernels use AVX2 and FMA or wider (its driver/others names).
+  // OpenBLAS's cores whose sgemm kernels use AVX2 and FMA or wider, as openblas_get_corename
+  // names them.
   static constexpr std::array<const char*, 5> kWide = {"Haswell", "Zen", "SkylakeX", "Cooperlake",
                                                        "SapphireRapids"};
   if (!avx2 || loaded.empty()) return "";
-  const auto same = [&](const char* name) {
-    return std::equal(loaded.begin(), loaded.end(), name, name + std::char_traits<char>::length(name),
-                      [](char a, char b) { return std::tolower(a) == std::tolower(b); });
-  };
-  if (std::any_of(kWide.begin(), kWide.end(), same)) return "";
+  if (std::any_of(kWide.begin(), kWide.end(),
+                  [&](const char* name) { return same_name(loaded, name); }))
+    return "";
   return avx512 ? "SkylakeX" : "Haswell";
 }
 
@@ -74,9 +80,15 @@ std::string blas_description() {
   out += ", " + core + " kernels";
   const char* replaced = std::getenv("LOWBIT_BLAS_REPLACED");
   const char* set = std::getenv("OPENBLAS_CORETYPE");
-  if (replaced && *replaced && set && *set)
-    out += std::string(" (OPENBLAS_CORETYPE=") + set + ", set by lowbit: it had chosen " +
-           replaced + ", which does not use this CPU's AVX2)";
+  if (replaced && *replaced && set && *set) {
+    // An OpenBLAS built for one target (no DYNAMIC_ARCH) ignores the variable.
+    out += same_name(core, set) ? std::string(" (OPENBLAS_CORETYPE=") + set +
+                                      ", set by lowbit: it had chosen " + replaced +
+                                      ", which does not use this CPU's AVX2)"
+                                : std::string(" (OPENBLAS_CORETYPE=") + set +
+                                      ", set by lowbit, was not taken: this OpenBLAS is "
+                                      "built for one target)";
+  }
   return out;
 }
 

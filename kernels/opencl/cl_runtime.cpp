@@ -253,15 +253,19 @@ std::string DeviceContext::profile_report() {
 
 CommandEvent::~CommandEvent() {
   if (!event_) return;
-  std::string what = std::move(what_);
-  if (kernel_) {
-    size_t size = 0;
-    clGetKernelInfo(kernel_, CL_KERNEL_FUNCTION_NAME, 0, nullptr, &size);
-    what.assign(size, '\0');
-    clGetKernelInfo(kernel_, CL_KERNEL_FUNCTION_NAME, size, what.data(), nullptr);
-    while (!what.empty() && what.back() == '\0') what.pop_back();
+  try {
+    std::string what = std::move(what_);
+    if (kernel_) {
+      size_t size = 0;
+      clGetKernelInfo(kernel_, CL_KERNEL_FUNCTION_NAME, 0, nullptr, &size);
+      what.assign(size, '\0');
+      clGetKernelInfo(kernel_, CL_KERNEL_FUNCTION_NAME, size, what.data(), nullptr);
+      while (!what.empty() && what.back() == '\0') what.pop_back();
+    }
+    ctx_.record(event_, std::move(what));
+  } catch (...) {
+    clReleaseEvent(event_);  // out of memory for the record: the command goes uncounted
   }
-  ctx_.record(event_, std::move(what));
 }
 
 cl_program DeviceContext::program(const std::string& name, const std::string& options) {
