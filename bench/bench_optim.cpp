@@ -33,7 +33,6 @@
 #include "bench/optim_common.h"
 #include "bench/ratio_reporter.h"
 #include "kernels/backend.h"
-#include "kernels/blas_core.h"
 #include "optim/optim.h"
 #include "quant/codebook.h"
 
@@ -350,8 +349,6 @@ Sizes sizes() {
 }  // namespace lowbit::bench
 
 int main(int argc, char** argv) {
-  // torch's fp32 baselines with the widest kernels the process's OpenBLAS has for this CPU.
-  lowbit::kernels::reload_with_wider_blas(argv);
   using namespace lowbit::bench;
   benchmark::Initialize(&argc, argv);
   const int all = omp_get_max_threads();

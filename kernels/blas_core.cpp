@@ -46,13 +46,12 @@ std::string wider_blas_core(const std::string& loaded, bool avx2, bool avx512) {
   return avx512 ? "SkylakeX" : "Haswell";
 }
 
-BlasCore blas_core() {
-  BlasCore c;
-  c.loaded = call_openblas("openblas_get_corename");
+BlasCore blas_core() { return blas_core_of(call_openblas("openblas_get_corename")); }
+
+BlasCore blas_core_of(const std::string& loaded) {
   const std::vector<CpuIsa> isas = cpu_isas();
   const auto runs = [&](CpuIsa isa) { return std::find(isas.begin(), isas.end(), isa) != isas.end(); };
-  c.wanted = wider_blas_core(c.loaded, runs(CpuIsa::Avx2), runs(CpuIsa::Avx512));
-  return c;
+  return {loaded, wider_blas_core(loaded, runs(CpuIsa::Avx2), runs(CpuIsa::Avx512))};
 }
 
 void reload_with_wider_blas(char** argv) {

@@ -20,6 +20,10 @@ struct BlasCore {
 // The process's OpenBLAS, looked up among the loaded libraries (libtorch's BLAS dependency).
 BlasCore blas_core();
 
+// The same for an OpenBLAS that chose `loaded` on this CPU (wider_blas_core with the AVX2 and
+// AVX-512 paths that cpu_isas() lists).
+BlasCore blas_core_of(const std::string& loaded);
+
 // OpenBLAS's name for the kernels to use instead of `loaded` on a CPU with AVX2 and FMA (and
 // AVX-512): "" where `loaded` already has AVX2 kernels (Haswell, Zen, SkylakeX, Cooperlake,
 // SapphireRapids) or the CPU has no AVX2; else "SkylakeX" with AVX-512, "Haswell" without.

@@ -26,7 +26,6 @@
 #include "examples/train/checkpoint.h"
 #include "examples/train/metrics_log.h"
 #include "kernels/blas_core.h"
-#include "kernels/cpu_isa.h"
 #include "tests/examples/saved_weights.h"
 #include "tests/support/scratch_dir.h"
 #include "tests/support/spawn.h"
@@ -143,16 +142,8 @@ TEST(LowbitTrain, RunsOpenBlasWithTheCpusWideKernelsAndSaysWhichInItsHeader) {
   const bool reloaded = replaced && *replaced;
   if (set && *set && !reloaded)
     GTEST_SKIP() << "OPENBLAS_CORETYPE=" << set << " is set: this process chose no kernels itself";
-  kernels::BlasCore found = kernels::blas_core();
-  if (reloaded) {
-    const std::vector<kernels::CpuIsa> isas = kernels::cpu_isas();
-    const auto runs = [&](kernels::CpuIsa isa) {
-      return std::find(isas.begin(), isas.end(), isa) != isas.end();
-    };
-    found.loaded = replaced;
-    found.wanted = kernels::wider_blas_core(found.loaded, runs(kernels::CpuIsa::Avx2),
-                                            runs(kernels::CpuIsa::Avx512));
-  }
+  const kernels::BlasCore found =
+      reloaded ? kernels::blas_core_of(replaced) : kernels::blas_core();
   const std::string saved_set = set ? set : "", saved_replaced = reloaded ? replaced : "";
   unsetenv("OPENBLAS_CORETYPE");
   unsetenv("LOWBIT_BLAS_REPLACED");
