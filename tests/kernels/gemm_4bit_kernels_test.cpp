@@ -218,6 +218,13 @@ const std::vector<Case>& cases() {
   return all;
 }
 
+// Fills an output buffer with all-ones bytes, a NaN in every element type, before a call, so
+// that an output the call does not write fails the comparison instead of passing with what an
+// earlier call or allocation left there.
+void poison(Backend& be, kernels::Buffer& out, size_t bytes) {
+  be.write(out, std::vector<uint8_t>(bytes, 0xff).data(), bytes, 0);
+}
+
 // OpenCL runs in both layouts: the GPU one overlaps the GEMM's steps
 // (double-buffered tiles), the CPU one does not.
 void check_forward(Backend& be, const std::string& bname) {
@@ -229,15 +236,17 @@ void check_forward(Backend& be, const std::string& bname) {
     DeviceWeight dw = to_device(be, w);
     auto xb = upload(be, x.bytes);
     auto bb = upload(be, bias.bytes);
-    auto yb = be.allocate(c.m * c.out * kernels::dtype_size(c.dtype));
+    const size_t y_bytes = c.m * c.out * kernels::dtype_size(c.dtype);
+    auto yb = be.allocate(y_bytes);
     // gemm for every m; gemv as well for one token.
     for (bool use_gemv : {false, true}) {
       if (use_gemv && c.m != 1) continue;
+      poison(be, *yb, y_bytes);
       if (use_gemv)
         be.gemv_4bit(*xb, dw.desc, c.bias ? bb.get() : nullptr, *yb, c.dtype);
       else
         be.gemm_4bit(*xb, c.m, dw.desc, c.bias ? bb.get() : nullptr, *yb, c.dtype);
-      const auto y = download<uint8_t>(be, *yb, c.m * c.out * kernels::dtype_size(c.dtype));
+      const auto y = download<uint8_t>(be, *yb, y_bytes);
       for (size_t r = 0; r < c.m; ++r)
         for (size_t o = 0; o < c.out; ++o) {
           double ref = c.bias ? bias.value[o] : 0.0, abs_sum = std::fabs(ref);
@@ -267,9 +276,11 @@ void check_input_grad(Backend& be, const std::string& bname) {
     const Activations dy = random_activations(c.m * c.out, c.dtype, 19);
     DeviceWeight dw = to_device(be, w);
     auto dyb = upload(be, dy.bytes);
-    auto dxb = be.allocate(c.m * c.in * kernels::dtype_size(c.dtype));
+    const size_t dx_bytes = c.m * c.in * kernels::dtype_size(c.dtype);
+    auto dxb = be.allocate(dx_bytes);
+    poison(be, *dxb, dx_bytes);
     be.gemm_4bit_input_grad(*dyb, c.m, dw.desc, *dxb, c.dtype);
-    const auto dx = download<uint8_t>(be, *dxb, c.m * c.in * kernels::dtype_size(c.dtype));
+    const auto dx = download<uint8_t>(be, *dxb, dx_bytes);
     for (size_t r = 0; r < c.m; ++r)
       for (size_t i = 0; i < c.in; ++i) {
         double ref = 0.0, abs_sum = 0.0;
