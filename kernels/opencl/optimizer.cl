@@ -76,29 +76,20 @@ inline lb_state_t encode_state(LB_TABLE_SPACE const uint* table, bool bucketed, 
 }
 
 // The item's elements [begin, begin + LB_PER_ITEM) of the parameter, gradient and stored
-// states (`len` of them inside the tensor; zeros for an inactive item).
+// states (`len` of them inside the tensor; zeros for an inactive item). CPU devices (one
+// item per block) read a block that lies wholly inside the tensor in the rule's own loop
+// instead, and come here only for the tensor's last block.
 inline void load_item(__global const void* param, __global const void* grad,
                       __global const void* state1, __global const void* state2, lb_idx begin,
                       int len, bool active, bool whole, float* restrict p, float* restrict g,
                       lb_state_t* restrict q1, lb_state_t* restrict q2) {
-  if (whole) {
-#if LB_LANES == 1
-    // A block per item (CPU devices): plain loops, which the compiler
-    // vectorises to the machine's width.
-    for (int k = 0; k < LB_PER_ITEM; ++k) {
-      p[k] = load_elem(param, LB_PARAM_TYPE, begin + k);
-      g[k] = load_elem(grad, LB_PARAM_TYPE, begin + k);
-      q1[k] = ((__global const lb_state_t*)state1)[begin + k];
-      if (LB_TWO_STATES) q2[k] = ((__global const lb_state_t*)state2)[begin + k];
-    }
-#else
+  if (LB_LANES > 1 && whole) {
     for (int c = 0; c < LB_PER_ITEM; c += 8) {
       load8_elem(param, LB_PARAM_TYPE, begin + c, p + c);
       load8_elem(grad, LB_PARAM_TYPE, begin + c, g + c);
       load8_state(state1, begin + c, q1 + c);
       if (LB_TWO_STATES) load8_state(state2, begin + c, q2 + c);
     }
-#endif
   } else {
     for (int k = 0; k < LB_PER_ITEM; ++k) {
       const lb_idx i = k < len ? begin + k : 0;  // in range; past the end not counted
@@ -110,6 +101,18 @@ inline void load_item(__global const void* param, __global const void* grad,
   }
 }
 
+// The rule for one element: its new parameter *pn and states *t1, *t2.
+inline void step_one(lb_optim_args a, LB_TABLE_SPACE const uint* restrict table1, float old1,
+                     LB_TABLE_SPACE const uint* restrict table2, float old2, float p, float g,
+                     lb_state_t q1, lb_state_t q2, float* pn, float* t1, float* t2) {
+  const float s2 = LB_TWO_STATES ? decode_state(table2, old2, q2) : 0.0f;
+  const lb_optim_result r =
+      lb_rule(LB_RULE, a, p, g * a.gnorm_scale, decode_state(table1, old1, q1), s2);
+  *pn = lb_apply_update(a, p, r.u);
+  *t1 = r.s1;
+  *t2 = r.s2;
+}
+
 // The rule over the item's elements: new parameters and states.
 inline void step_all(lb_optim_args a, LB_TABLE_SPACE const uint* restrict table1, float old1,
                      LB_TABLE_SPACE const uint* restrict table2, float old2,
@@ -117,14 +120,18 @@ inline void step_all(lb_optim_args a, LB_TABLE_SPACE const uint* restrict table1
                      const float* restrict g, const lb_state_t* restrict q1,
                      const lb_state_t* restrict q2, float* restrict pn, float* restrict t1,
                      float* restrict t2) {
-  for (int k = 0; k < LB_PER_ITEM; ++k) {
-    const float s2 = LB_TWO_STATES ? decode_state(table2, old2, q2[k]) : 0.0f;
-    const lb_optim_result r =
-        lb_rule(LB_RULE, a, p[k], g[k] * a.gnorm_scale, decode_state(table1, old1, q1[k]), s2);
-    pn[k] = lb_apply_update(a, p[k], r.u);
-    t1[k] = r.s1;
-    t2[k] = r.s2;
-  }
+  for (int k = 0; k < LB_PER_ITEM; ++k)
+    step_one(a, table1, old1, table2, old2, p[k], g[k], q1[k], q2[k], pn + k, t1 + k, t2 + k);
+}
+
+// Largest magnitudes as bit patterns: for non-negative floats the integer order is the float
+// order, and inf / NaN lie above every finite value, so one integer max per quantity also
+// finds non-finite values. `live` is all ones but the sign bit for an element inside the
+// tensor, zero for one past it.
+inline void track_max(uint* mp, uint* mb1, uint* mb2, float pn, float s1, float s2, uint live) {
+  *mp = max(*mp, as_uint(pn) & live);
+  *mb1 = max(*mb1, as_uint(s1) & live);
+  *mb2 = max(*mb2, as_uint(s2) & live);
 }
 
 // The item's new states as stored: codes of v * (1 / m), or the floats.
@@ -161,9 +168,9 @@ inline void encode_all(LB_TABLE_SPACE const uint* restrict table, bool bucketed,
 // new value was not finite. Local: `maxima` two float2 per item (turns
 // alternate halves, so a turn's writes never meet the last turn's reads);
 // `local_tables` the tables (LB_LOCAL_TABLES; else unused).
-// The item's elements go through separate simple loops (load, rule, maxima,
-// encode, store) that a CPU device's compiler vectorises; on a GPU they are
-// unrolled into registers.
+// The item's elements go through separate simple loops (loads and rule with
+// the maxima, encode, store) that a CPU device's compiler vectorises; on a GPU
+// they are unrolled into registers.
 __kernel void optimizer_update(__global const uchar* slots, ulong args_at,
                                __global const uint* flags, ulong n64, uint blocksize,
                                __global void* param, __global const void* grad,
@@ -196,20 +203,32 @@ __kernel void optimizer_update(__global const uchar* slots, ulong args_at,
       old1 = absmax1[b];
       if (LB_TWO_STATES) old2 = absmax2[b];
     }
-    float p[LB_PER_ITEM], g[LB_PER_ITEM];
     lb_state_t q1[LB_PER_ITEM], q2[LB_PER_ITEM];
-    load_item(param, grad, state1, state2, begin, len, active, whole, p, g, q1, q2);
     float pn[LB_PER_ITEM], s1[LB_PER_ITEM], s2[LB_PER_ITEM];
-    step_all(a, t1, old1, t2, old2, p, g, q1, q2, pn, s1, s2);
-    // Largest magnitudes as bit patterns: for non-negative floats the integer
-    // order is the float order, and inf / NaN lie above every finite value, so
-    // one integer max per quantity also finds non-finite values.
     uint mp = 0, mb1 = 0, mb2 = 0;
-    for (int k = 0; k < LB_PER_ITEM; ++k) {
-      const uint live = k < len ? 0x7fffffffu : 0u;
-      mp = max(mp, as_uint(pn[k]) & live);
-      mb1 = max(mb1, as_uint(s1[k]) & live);
-      mb2 = max(mb2, as_uint(s2[k]) & live);
+#if LB_LANES == 1
+    if (whole) {
+      // CPU devices, a block inside the tensor: the loads, the rule and the maxima in one loop,
+      // so that the rule's arithmetic overlaps the loads' waits for memory (PoCL on 2 Xeon
+      // cores, 16M: 10-28% less time by optimizer than a loop of loads into arrays first;
+      // docs/PERFORMANCE.md).
+      __global const lb_state_t* c1 = (__global const lb_state_t*)state1 + begin;
+      __global const lb_state_t* c2 =
+          LB_TWO_STATES ? (__global const lb_state_t*)state2 + begin : c1;
+      for (int k = 0; k < LB_PER_ITEM; ++k) {
+        step_one(a, t1, old1, t2, old2, load_elem(param, LB_PARAM_TYPE, begin + k),
+                 load_elem(grad, LB_PARAM_TYPE, begin + k), c1[k], LB_TWO_STATES ? c2[k] : 0,
+                 pn + k, s1 + k, s2 + k);
+        track_max(&mp, &mb1, &mb2, pn[k], s1[k], s2[k], 0x7fffffffu);
+      }
+    } else
+#endif
+    {
+      float p[LB_PER_ITEM], g[LB_PER_ITEM];
+      load_item(param, grad, state1, state2, begin, len, active, whole, p, g, q1, q2);
+      step_all(a, t1, old1, t2, old2, p, g, q1, q2, pn, s1, s2);
+      for (int k = 0; k < LB_PER_ITEM; ++k)
+        track_max(&mp, &mb1, &mb2, pn[k], s1[k], s2[k], k < len ? 0x7fffffffu : 0u);
     }
     // A non-finite value marks the block through m1 (finite states keep it
     // finite), so one max covers both. Max is exact in any order.
@@ -293,6 +312,18 @@ __kernel void optimizer_update(__global const uchar* slots, ulong args_at,
   }
 }
 
+// One element's terms of the norm pass: u^2 into *u_sq and p^2 into *p_sq (zeros past the
+// tensor's end, `live` false).
+inline void add_norm_terms(lb_optim_args a, LB_TABLE_SPACE const uint* restrict table1,
+                           float old1, LB_TABLE_SPACE const uint* restrict table2, float old2,
+                           float p, float g, lb_state_t q1, lb_state_t q2, bool live,
+                           float* u_sq, float* p_sq) {
+  const float v2 = LB_TWO_STATES ? decode_state(table2, old2, q2) : 0.0f;
+  const float u = lb_rule(LB_RULE, a, p, g * a.gnorm_scale, decode_state(table1, old1, q1), v2).u;
+  *u_sq += live ? u * u : 0.0f;
+  *p_sq += live ? p * p : 0.0f;
+}
+
 // The norm pass of LAMB / LARS in the update's geometry (same items, same loads, same tables,
 // the same arguments and flags): partial[2b] = sum of u^2, partial[2b + 1] = sum of p^2 over
 // block b. Writes nothing else. Local: `sums` two float2 per item (alternate turns),
@@ -314,17 +345,25 @@ __kernel void optimizer_update_norms_fused(
     const int len = begin >= n ? 0 : (int)min((lb_idx)LB_PER_ITEM, n - begin);
     const float old1 = active && LB_QUANTIZED ? absmax1[b] : 0.0f;
     const float old2 = active && LB_QUANTIZED && LB_TWO_STATES ? absmax2[b] : 0.0f;
-    float p[LB_PER_ITEM], g[LB_PER_ITEM];
-    lb_state_t q1[LB_PER_ITEM], q2[LB_PER_ITEM];
-    load_item(param, grad, state1, state2, begin, len, active, whole, p, g, q1, q2);
     float u_sq = 0.0f, p_sq = 0.0f;
-    for (int k = 0; k < LB_PER_ITEM; ++k) {
-      const float v2 = LB_TWO_STATES ? decode_state(t2, old2, q2[k]) : 0.0f;
-      const float u =
-          lb_rule(LB_RULE, a, p[k], g[k] * a.gnorm_scale, decode_state(t1, old1, q1[k]), v2).u;
-      const bool live = k < len;
-      u_sq += live ? u * u : 0.0f;
-      p_sq += live ? p[k] * p[k] : 0.0f;
+#if LB_LANES == 1
+    if (whole) {
+      // CPU devices, a block inside the tensor: loads and rule in one loop, as in the update.
+      __global const lb_state_t* c1 = (__global const lb_state_t*)state1 + begin;
+      __global const lb_state_t* c2 =
+          LB_TWO_STATES ? (__global const lb_state_t*)state2 + begin : c1;
+      for (int k = 0; k < LB_PER_ITEM; ++k)
+        add_norm_terms(a, t1, old1, t2, old2, load_elem(param, LB_PARAM_TYPE, begin + k),
+                       load_elem(grad, LB_PARAM_TYPE, begin + k), c1[k],
+                       LB_TWO_STATES ? c2[k] : 0, true, &u_sq, &p_sq);
+    } else
+#endif
+    {
+      float p[LB_PER_ITEM], g[LB_PER_ITEM];
+      lb_state_t q1[LB_PER_ITEM], q2[LB_PER_ITEM];
+      load_item(param, grad, state1, state2, begin, len, active, whole, p, g, q1, q2);
+      for (int k = 0; k < LB_PER_ITEM; ++k)
+        add_norm_terms(a, t1, old1, t2, old2, p[k], g[k], q1[k], q2[k], k < len, &u_sq, &p_sq);
     }
 #if LB_LANES > 1
     // The block's first lane adds the lanes in order.

@@ -131,24 +131,24 @@ TEST_F(OptimizerKernels, EveryRuleMatchesDoubleReference) {
     for (const Case& c : cases())
       for (bool quantized : {true, false})
         for (DType type : kFloatTypes) {
-          const std::string label =
-              bname + "/" + c.name + (quantized ? "/8bit/" : "/32bit/") + kernels::dtype_name(type);
-          const Operands o = make_operands(c, type, quantized, n, 256, 7);
-          const Result got = run_update(*be, c, o);
-          EXPECT_EQ(got.rejected, 0u) << label;
-          expect_matches_reference(c, o, got, label);
-        }
-}
+            const std::string label =
+                bname + "/" + c.name + (quantized ? "/8bit/" : "/32bit/") + kernels::dtype_name(type);
+            const Operands o = make_operands(c, type, quantized, n, 256, 7);
+            const Result got = run_update(*be, c, o);
+            EXPECT_EQ(got.rejected, 0u) << label;
+            expect_matches_reference(c, o, got, label);
+          }
+  }
 
-TEST_F(OptimizerKernels, BlockSizesAndTails) {
-  const Case& c = cases()[1];
-  for (auto [bname, be] : backends())
-    for (int bs : {64, 128, 1024, 4096})
-      for (size_t n : {size_t(1), size_t(bs) - 1, size_t(3 * bs + 5)}) {
-        const Operands o = make_operands(c, DType::F32, true, n, bs, unsigned(n));
-        expect_matches_reference(c, o, run_update(*be, c, o),
-                                 bname + "/bs" + std::to_string(bs) + "/n" + std::to_string(n));
-      }
+  TEST_F(OptimizerKernels, BlockSizesAndTails) {
+    const Case& c = cases()[1];
+    for (auto [bname, be] : backends())
+      for (int bs : {64, 128, 1024, 4096})
+        for (size_t n : {size_t(1), size_t(bs) - 1, size_t(3 * bs + 5)}) {
+          const Operands o = make_operands(c, DType::F32, true, n, bs, unsigned(n));
+          expect_matches_reference(c, o, run_update(*be, c, o),
+                                   bname + "/bs" + std::to_string(bs) + "/n" + std::to_string(n));
+        }
 }
 
 TEST_F(OptimizerKernels, EveryBackendAgreesWithTheCpuBitForBit) {
@@ -491,33 +491,36 @@ TEST_F(OptimizerKernels, HalfParametersRoundTripEveryBitPattern) {
   }
 }
 
+// Every parameter type: 16-bit parameters are read by the norm pass's own loads.
 TEST_F(OptimizerKernels, UpdateNormsMatchReference) {
   const size_t n = 4 * 256 + 100;
   for (auto [bname, be] : backends())
     for (const Case& c : cases())
-      for (bool quantized : {true, false}) {
-        const Operands o = make_operands(c, DType::F32, quantized, n, 256, 13);
-        double u_sq = 0, p_sq = 0;
-        for (size_t i = 0; i < n; ++i) {
-          const double p = decode(o.param, o.type, i);
-          const Ref r =
-              reference_step(c, p, decode(o.grad, o.type, i), o.s1(i), o.s2(i, c.two_states));
-          u_sq += r.u * r.u;
-          p_sq += p * p;
+      for (bool quantized : {true, false})
+        for (DType type : kFloatTypes) {
+          const Operands o = make_operands(c, type, quantized, n, 256, 13);
+          double u_sq = 0, p_sq = 0;
+          for (size_t i = 0; i < n; ++i) {
+            const double p = decode(o.param, o.type, i);
+            const Ref r =
+                reference_step(c, p, decode(o.grad, o.type, i), o.s1(i), o.s2(i, c.two_states));
+            u_sq += r.u * r.u;
+            p_sq += p * p;
+          }
+          Uploaded u(*be, c, o);
+          const auto before = u.download_all(*be, o);
+          const kernels::UpdateNorms got = be->optimizer_update_norms(u.op, make_args(c));
+          // Float sums of <= 256 terms per block (relative ~256 * 2^-24), u
+          // itself within ~1e-6: 1e-5 relative covers both.
+          const std::string label = bname + "/" + c.name + (quantized ? "/8bit/" : "/32bit/") +
+                                    kernels::dtype_name(type);
+          EXPECT_NEAR(got.update_sq, u_sq, 1e-5 * u_sq) << label;
+          EXPECT_NEAR(got.param_sq, p_sq, 1e-5 * p_sq) << label;
+          const auto after = u.download_all(*be, o);
+          EXPECT_EQ(before.param, after.param) << label << ": the norm pass must not write";
+          EXPECT_EQ(before.codes1, after.codes1) << label;
+          EXPECT_EQ(before.state1, after.state1) << label;
         }
-        Uploaded u(*be, c, o);
-        const auto before = u.download_all(*be, o);
-        const kernels::UpdateNorms got = be->optimizer_update_norms(u.op, make_args(c));
-        // Float sums of <= 256 terms per block (relative ~256 * 2^-24), u
-        // itself within ~1e-6: 1e-5 relative covers both.
-        const std::string label = bname + "/" + c.name + (quantized ? "/8bit" : "/32bit");
-        EXPECT_NEAR(got.update_sq, u_sq, 1e-5 * u_sq) << label;
-        EXPECT_NEAR(got.param_sq, p_sq, 1e-5 * p_sq) << label;
-        const auto after = u.download_all(*be, o);
-        EXPECT_EQ(before.param, after.param) << label << ": the norm pass must not write";
-        EXPECT_EQ(before.codes1, after.codes1) << label;
-        EXPECT_EQ(before.state1, after.state1) << label;
-      }
 }
 
 TEST_F(OptimizerKernels, GradientStatsSumsAndDetectsNonFinite) {
