@@ -131,24 +131,24 @@ TEST_F(OptimizerKernels, EveryRuleMatchesDoubleReference) {
     for (const Case& c : cases())
       for (bool quantized : {true, false})
         for (DType type : kFloatTypes) {
-            const std::string label =
-                bname + "/" + c.name + (quantized ? "/8bit/" : "/32bit/") + kernels::dtype_name(type);
-            const Operands o = make_operands(c, type, quantized, n, 256, 7);
-            const Result got = run_update(*be, c, o);
-            EXPECT_EQ(got.rejected, 0u) << label;
-            expect_matches_reference(c, o, got, label);
-          }
-  }
-
-  TEST_F(OptimizerKernels, BlockSizesAndTails) {
-    const Case& c = cases()[1];
-    for (auto [bname, be] : backends())
-      for (int bs : {64, 128, 1024, 4096})
-        for (size_t n : {size_t(1), size_t(bs) - 1, size_t(3 * bs + 5)}) {
-          const Operands o = make_operands(c, DType::F32, true, n, bs, unsigned(n));
-          expect_matches_reference(c, o, run_update(*be, c, o),
-                                   bname + "/bs" + std::to_string(bs) + "/n" + std::to_string(n));
+          const std::string label =
+              bname + "/" + c.name + (quantized ? "/8bit/" : "/32bit/") + kernels::dtype_name(type);
+          const Operands o = make_operands(c, type, quantized, n, 256, 7);
+          const Result got = run_update(*be, c, o);
+          EXPECT_EQ(got.rejected, 0u) << label;
+          expect_matches_reference(c, o, got, label);
         }
+}
+
+TEST_F(OptimizerKernels, BlockSizesAndTails) {
+  const Case& c = cases()[1];
+  for (auto [bname, be] : backends())
+    for (int bs : {64, 128, 1024, 4096})
+      for (size_t n : {size_t(1), size_t(bs) - 1, size_t(3 * bs + 5)}) {
+        const Operands o = make_operands(c, DType::F32, true, n, bs, unsigned(n));
+        expect_matches_reference(c, o, run_update(*be, c, o),
+                                 bname + "/bs" + std::to_string(bs) + "/n" + std::to_string(n));
+      }
 }
 
 TEST_F(OptimizerKernels, EveryBackendAgreesWithTheCpuBitForBit) {
