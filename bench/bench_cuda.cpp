@@ -9,7 +9,8 @@
 //     (forward) against torch's CUDA linear in the same dtype; the weights of
 //     several layers rotate so that neither reads from L2;
 //     The OpenCL backend's gemv_4bit / gemm_4bit on the same GPU (NVIDIA's
-//     OpenCL) join these groups as opencl_nf4 (kernel level, device buffers);
+//     OpenCL) join these groups as opencl_nf4 (kernel level, device buffers),
+//     and its gemm_4bit_input_grad (batches above 1) as opencl_nf4_dx;
 //   "fp32_peak/opencl": the same OpenCL device's float32 FMA peak, from a
 //     kernel of independent fma chains (counter TFLOP/s), the bar for
 //     opencl_nf4's large batches (OpenCL reaches no tensor cores);
@@ -183,12 +184,16 @@ kernels::Backend* opencl_gpu() {
 
 // gemv_4bit (m = 1) or gemm_4bit on device-resident buffers: NF4, block 64,
 // double quantization (nested blocks of 256), random codes; the layers rotate
-// as lowbit_nf4's do. OpenCL has no CUDA events here: the wall time of 8 calls
-// queued back to back and one wait, per call.
-void register_opencl_linear(int64_t out, int64_t in, int64_t m, torch::ScalarType dtype) {
+// as lowbit_nf4's do. With `input_grad` (opencl_nf4_dx), gemm_4bit_input_grad
+// instead: dx[m, in] = dy[m, out] W, as many multiply-adds as the forward pass.
+// OpenCL has no CUDA events here: the wall time of 8 calls queued back to back
+// and one wait, per call.
+void register_opencl_linear(int64_t out, int64_t in, int64_t m, torch::ScalarType dtype,
+                            bool input_grad) {
   const std::string group = "linear/" + std::to_string(out) + "x" + std::to_string(in) + "/m" +
                             std::to_string(m) + "/" + (dtype == torch::kFloat16 ? "f16" : "bf16");
-  reg("opencl_nf4/" + group, [=](benchmark::State& state) {
+  const std::string op = input_grad ? "opencl_nf4_dx/" : "opencl_nf4/";
+  reg(op + group, [=](benchmark::State& state) {
     kernels::Backend& be = *opencl_gpu();
     const auto type = dtype == torch::kFloat16 ? kernels::DType::F16 : kernels::DType::BF16;
     const size_t n = size_t(out) * size_t(in), blocks = kernels::num_blocks(n, 64);
@@ -224,13 +229,15 @@ void register_opencl_linear(int64_t out, int64_t in, int64_t m, torch::ScalarTyp
       layers.push_back(w);
     }
     // Activations: normal values as 16-bit floats (torch converts them).
-    const torch::Tensor xt = torch::randn({m, in}).to(dtype);
+    // (The input gradient's dy [m, out] in x, its dx [m, in] in y.)
+    const torch::Tensor xt = torch::randn({m, input_grad ? out : in}).to(dtype);
     const auto x = upload(xt.data_ptr(), size_t(xt.nbytes()));
-    const auto y = be.allocate(size_t(m * out) * 2);
+    const auto y = be.allocate(size_t(m * (input_grad ? in : out)) * 2);
     size_t k = 0;
     const auto call = [&] {
       const kernels::Weight4bit& w = layers[k++ % layers.size()];
-      if (m == 1) be.gemv_4bit(*x, w, nullptr, *y, type);
+      if (input_grad) be.gemm_4bit_input_grad(*x, size_t(m), w, *y, type);
+      else if (m == 1) be.gemv_4bit(*x, w, nullptr, *y, type);
       else be.gemm_4bit(*x, size_t(m), w, nullptr, *y, type);
     };
     call();
@@ -464,7 +471,10 @@ int main(int argc, char** argv) {
              {4096, 4096}, {14336, 4096}, {4096, 14336}})
       for (int64_t m : {1, 16, 64, 512}) {
         register_linear(out, in, m, dtype);
-        if (opencl_gpu()) register_opencl_linear(out, in, m, dtype);
+        if (opencl_gpu()) {
+          register_opencl_linear(out, in, m, dtype, false);
+          if (m > 1) register_opencl_linear(out, in, m, dtype, true);
+        }
       }
 #ifdef LOWBIT_BENCH_OPENCL_PEAK
   if (opencl_gpu()) register_opencl_peak();

@@ -111,14 +111,14 @@ if want opencl; then
     --benchmark_repetitions=3 --benchmark_report_aggregates_only=true > "$out/bench_optim_opencl.txt" 2>&1
   note "bench_optim, 256M on the first OpenCL GPU: rc $?"
   sed -n '/^op  *group/,$p' "$out/bench_optim_opencl.txt"
-  # The quantizers against the device copy at 256M values, and the 4-bit matmul (kernel level,
-  # device buffers) against torch's cuBLAS linear in one run.
+  # The quantizers against the device copy at 256M values, and the 4-bit matmul and its input
+  # gradient (kernel level, device buffers) against torch's cuBLAS linear in one run.
   nvidia=$(nvidia_opencl)
   LOWBIT_BENCH_N=$((256 << 20)) "$build/bench/bench_quantize" --benchmark_filter="/${nvidia:-none}/" \
     > "$out/bench_quantize_opencl.txt" 2>&1
   note "bench_quantize on $nvidia: rc $?"
   sed -n '/^op  *group/,$p' "$out/bench_quantize_opencl.txt"
-  "$build/bench/bench_cuda" --benchmark_filter="^((torch_linear|opencl_nf4)/linear/.*/${LOWBIT_BENCH_DTYPE:-bf16}/|opencl_fma/)" \
+  "$build/bench/bench_cuda" --benchmark_filter="^((torch_linear|opencl_nf4|opencl_nf4_dx)/linear/.*/${LOWBIT_BENCH_DTYPE:-bf16}/|opencl_fma/)" \
     > "$out/bench_cuda_opencl.txt" 2>&1
   note "bench_cuda, OpenCL 4-bit matmul rows: rc $?"
   sed -n '/^op  *group/,$p' "$out/bench_cuda_opencl.txt"
